@@ -1,0 +1,56 @@
+"""ONNX Runtime sessions for every service: one place that picks the execution provider.
+
+The CUDA provider is used when onnxruntime-gpu sees a GPU, the CPU provider otherwise;
+the calling code is the same either way. Services report `session_provider()` in their
+health and logs so a person can see which one is running.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnxruntime as ort
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def preferred_providers() -> list[str]:
+    """CUDA first when this onnxruntime build can use it, then CPU.
+
+    `STREAMSIGHT_ONNX_PROVIDER=cpu` forces the CPU provider (useful on a shared GPU host).
+    """
+    forced = os.environ.get("STREAMSIGHT_ONNX_PROVIDER", "").strip().lower()
+    available = ort.get_available_providers()
+    if forced == "cpu" or CUDA not in available:
+        return [CPU]
+    return [CUDA, CPU]
+
+
+def create_session(model_path: str | Path, intra_threads: int | None = None) -> ort.InferenceSession:
+    """Open an ONNX model with the preferred provider.
+
+    `intra_threads` bounds the threads one inference may use (None: onnxruntime's default).
+    Raises FileNotFoundError with the path when the model is missing.
+    """
+    path = Path(model_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX model not found: {path}")
+    options = ort.SessionOptions()
+    if intra_threads:
+        options.intra_op_num_threads = intra_threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # warnings about CUDA absence are expected on CPU hosts
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=preferred_providers())
+    except Exception:
+        if preferred_providers() == [CPU]:
+            raise
+        # A GPU build on a host whose CUDA libraries are incomplete: fall back, same code.
+        return ort.InferenceSession(str(path), sess_options=options, providers=[CPU])
+
+
+def session_provider(session: ort.InferenceSession) -> str:
+    """The provider that actually runs the session's first node: 'cuda' or 'cpu'."""
+    return "cuda" if session.get_providers()[0] == CUDA else "cpu"
