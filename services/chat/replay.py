@@ -15,7 +15,7 @@ Formats (unknown fields are ignored everywhere):
   for accepted column names); time in seconds or ``H:MM:SS``.
 
 Absolute timestamps become media time by subtracting `stream_start` (Unix seconds) when
-given, else the first message's time. Line formats are read as a stream; `iter_replay`
+given, else the first timestamp in the file. Line formats are read as a stream; `iter_replay`
 puts them in time order with a bounded reorder buffer, `load_replay` returns a sorted list.
 Errors raise ReplayFormatError naming the file and the line (or JSON item).
 """

@@ -90,8 +90,8 @@ def test_irc_log_with_timestamps(tmp_path):
     msgs = load_replay(p, stream_start=start)
     assert [(m.media_time, m.text) for m in msgs] == [(5.0, "earlier line"), (10.5, "\U0001F600 hi Kappa")]
     assert msgs[1].emotes == ("Kappa",) and msgs[1].display_name == "Ab"
-    # Without a stream start the first timestamped message is media time 0.
-    assert [m.media_time for m in load_replay(p)] == [0.0, 5.5]
+    # Without a stream start the log's first timestamp (here the welcome line) is media time 0.
+    assert [m.media_time for m in load_replay(p)] == [5.0, 10.5]
     epoch = _write(tmp_path, "epoch.log", "1614859210500 :a!a@a PRIVMSG #c :ms stamp\n1614859211 :a!a@a PRIVMSG #c :s stamp\n")
     assert [m.media_time for m in load_replay(epoch, stream_start=start)] == [10.5, 11.0]
 
