@@ -1,0 +1,1 @@
+"""The gateway: public gRPC API, stream registry, event fan-out."""

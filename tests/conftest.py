@@ -16,3 +16,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real test data not found at {SHARED_DATA} (shared/ is not beside the checkout)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def nats_server(tmp_path_factory):
+    """A real nats-server with JetStream on a free port and a temporary folder (one per module)."""
+    from streamsight.natsd import NatsServer
+
+    folder = tmp_path_factory.mktemp("nats")
+    server = NatsServer(folder, log_file=folder / "nats.log").start()
+    yield server
+    server.stop()

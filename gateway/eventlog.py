@@ -1,0 +1,80 @@
+"""Reading the durable event log (the EVENTS JetStream stream) for the public API.
+
+`watch` follows events live, optionally replaying from a sequence number or a time, through an
+ordered consumer; `read_all` returns what one subject holds so far. Messages on event subjects
+that are not valid CloudEvents are skipped and counted, never passed on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+import structlog
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from streamsight import events, subjects
+from streamsight.gen.events.v1 import events_pb2
+from streamsight.telemetry import MESSAGES_FAILED
+
+log = structlog.get_logger(__name__)
+
+
+def _decode(msg) -> events_pb2.Event | None:
+    try:
+        return events.decode(msg.headers, msg.data, msg.metadata.sequence.stream)
+    except events.BadEvent as exc:
+        MESSAGES_FAILED.labels("gateway", "bad_event").inc()
+        log.warning("skipped a malformed event", subject=msg.subject, error=str(exc))
+        return None
+
+
+async def watch(
+    js: JetStreamContext,
+    subject: str,
+    types: set[str],
+    after_sequence: int | None = None,
+    since: datetime | None = None,
+) -> AsyncIterator[events_pb2.Event]:
+    """Events on `subject` (wildcards allowed) whose type is in `types` (all when empty)."""
+    if after_sequence is not None:
+        if after_sequence == 0:
+            config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+        else:
+            config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after_sequence + 1)
+    elif since is not None:
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since.isoformat())
+    else:
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
+    sub = await js.subscribe(subject, stream=subjects.EVENTS_STREAM, ordered_consumer=True, config=config)
+    try:
+        async for msg in sub.messages:
+            event = _decode(msg)
+            if event is not None and (not types or event.type in types):
+                yield event
+    finally:
+        await sub.unsubscribe()
+
+
+async def read_all(js: JetStreamContext, subject: str) -> list[events_pb2.Event]:
+    """Every event stored so far on `subject`, in log order."""
+    try:
+        last = await js.get_last_msg(subjects.EVENTS_STREAM, subject)
+    except NotFoundError:
+        return []
+    out: list[events_pb2.Event] = []
+    sub = await js.subscribe(
+        subject, stream=subjects.EVENTS_STREAM, ordered_consumer=True, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+    )
+    try:
+        async for msg in sub.messages:
+            event = _decode(msg)
+            if event is not None:
+                out.append(event)
+            if msg.metadata.sequence.stream >= last.seq:
+                break
+    finally:
+        await sub.unsubscribe()
+    return out

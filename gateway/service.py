@@ -1,0 +1,51 @@
+"""Gateway service: the public API, and the registry kept current from services' status events."""
+
+from __future__ import annotations
+
+from nats.aio.msg import Msg
+
+from gateway.api import StreamSightApi
+from gateway.registry import Registry, StreamMissing, apply_state
+from gateway.settings import GatewaySettings
+from streamsight import events, subjects
+from streamsight.bus import BadMessage
+from streamsight.gen.common.v1 import common_pb2
+from streamsight.gen.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from streamsight.rpc import Servicer
+from streamsight.service import Service
+
+
+class GatewayService(Service):
+    name = "gateway"
+    Settings = GatewaySettings
+
+    async def start(self) -> None:
+        self.registry = Registry(await self.bus.kv(subjects.REGISTRY_BUCKET))
+        self.api = StreamSightApi(self.settings, self.bus, self.registry)
+        self.bus.consume("gateway-registry", subjects.event("status"), self.on_status, subjects.EVENTS_STREAM)
+
+    def servicers(self) -> list[Servicer]:
+        name = gateway_pb2.DESCRIPTOR.services_by_name["StreamSight"].full_name
+        return [Servicer(gateway_pb2_grpc.add_StreamSightServicer_to_server, self.api, name)]
+
+    async def on_status(self, msg: Msg) -> None:
+        """Apply a service's status event to the registry (the gateway's own are already applied)."""
+        try:
+            status = events.decode(msg.headers, msg.data).status
+        except events.BadEvent as exc:
+            raise BadMessage(str(exc)) from None
+        if status.reporter == "gateway":
+            return
+
+        def change(stream: gateway_pb2.Stream) -> None:
+            error = status.detail if status.state == common_pb2.STREAM_STATE_FAILED else ""
+            if status.state != common_pb2.STREAM_STATE_UNSPECIFIED:
+                apply_state(stream, status.state, error)
+            stream.media_time_s = max(stream.media_time_s, status.media_time_s)
+            if status.duration_s:
+                stream.duration_s = status.duration_s
+
+        try:
+            await self.registry.update(status.stream_id, change)
+        except StreamMissing:
+            raise BadMessage(f"status for unknown stream {status.stream_id!r}") from None

@@ -1,0 +1,264 @@
+"""The NATS/JetStream bus every service talks through.
+
+- `Bus.connect` connects with unlimited reconnects and logs disconnects.
+- `ensure_streams` provisions the JetStream streams (MEDIA in memory with a short max age;
+  FEATURES, EVENTS and DEADLETTER file-backed), idempotently.
+- `publish` adds the trace context to the headers and a `Nats-Msg-Id` for deduplication;
+  `publish_event` sends a CloudEvent (see streamsight.events).
+- `consume` runs a durable pull consumer: every instance of a service that uses the same
+  durable name shares the work (JetStream's queue-group behaviour for pull consumers). A message
+  is acknowledged only after its handler returned, i.e. after the handler published its result.
+  A handler raises `BadMessage` for input that can never be handled: the message goes to the
+  dead-letter subject at once. Any other error is retried with backoff and dead-lettered after
+  `max_deliver` attempts. Either way the service keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import nats
+import structlog
+from google.protobuf.message import Message
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import (
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+from opentelemetry import trace
+
+from streamsight import events, subjects
+from streamsight.telemetry import (
+    DEAD_LETTERS,
+    HANDLE_LATENCY,
+    MESSAGES_FAILED,
+    MESSAGES_IN,
+    PUBLISHED,
+    extracted_context,
+    inject_headers,
+    tracer,
+)
+
+log = structlog.get_logger(__name__)
+
+MAX_PAYLOAD = 8 * 1024 * 1024  # matches the embedded server's max_payload; a full-HD RGB frame fits
+
+
+class BadMessage(Exception):
+    """Input that can never be handled (undecodable, unknown stream, out of range)."""
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """A JetStream stream the platform needs."""
+
+    name: str
+    subjects: list[str]
+    storage: StorageType
+    max_age_s: float
+    max_bytes: int = -1
+    duplicate_window_s: float = 120.0
+
+
+STREAMS = [
+    StreamSpec(subjects.MEDIA_STREAM, [f"{subjects.PREFIX}.media.v1.>"], StorageType.MEMORY, 120.0, 2 * 1024**3, 30.0),
+    StreamSpec(subjects.FEATURES_STREAM, [f"{subjects.PREFIX}.features.v1.>"], StorageType.FILE, 7 * 86400.0),
+    StreamSpec(subjects.EVENTS_STREAM, [f"{subjects.PREFIX}.events.v1.>"], StorageType.FILE, 30 * 86400.0),
+    StreamSpec(subjects.DEADLETTER_STREAM, [f"{subjects.PREFIX}.deadletter.v1.>"], StorageType.FILE, 7 * 86400.0),
+]
+
+Handler = Callable[[Msg], Awaitable[None]]
+
+
+class Bus:
+    """One service's connection to NATS and JetStream."""
+
+    def __init__(self, nc: Client, service: str):
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(timeout=10)
+        self.service = service
+        self._tasks: list[asyncio.Task] = []
+
+    @classmethod
+    async def connect(cls, url: str, service: str, connect_timeout: float = 5.0) -> "Bus":
+        async def on_error(exc: Exception) -> None:
+            log.warning("nats error", error=str(exc))
+
+        async def on_disconnect() -> None:
+            log.warning("nats disconnected; reconnecting")
+
+        async def on_reconnect() -> None:
+            log.info("nats reconnected")
+
+        nc = await nats.connect(
+            servers=[u.strip() for u in url.split(",") if u.strip()],
+            name=f"streamsight-{service}",
+            connect_timeout=connect_timeout,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+            error_cb=on_error,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+        )
+        return cls(nc, service)
+
+    async def ensure_streams(self, specs: list[StreamSpec] = STREAMS) -> None:
+        """Create or update the platform's streams (safe to call from every service at start)."""
+        for spec in specs:
+            config = StreamConfig(
+                name=spec.name,
+                subjects=spec.subjects,
+                storage=spec.storage,
+                max_age=spec.max_age_s,
+                max_bytes=spec.max_bytes,
+                discard=DiscardPolicy.OLD,
+                duplicate_window=spec.duplicate_window_s,
+                max_msg_size=MAX_PAYLOAD,
+            )
+            try:
+                await self.js.add_stream(config=config)
+            except BadRequestError:
+                await self.js.update_stream(config=config)
+
+    async def kv(self, bucket: str, history: int = 5) -> KeyValue:
+        """A KV bucket, created on first use."""
+        try:
+            return await self.js.key_value(bucket)
+        except BucketNotFoundError:
+            return await self.js.create_key_value(bucket=bucket, history=history)
+
+    async def publish(
+        self,
+        subject: str,
+        payload: bytes | Message,
+        msg_id: str | None = None,
+        headers: dict[str, str] | None = None,
+        kind: str = "data",
+    ):
+        """Publish to JetStream and wait for the ack; returns the PubAck (seq, duplicate)."""
+        data = payload if isinstance(payload, bytes) else payload.SerializeToString()
+        hdrs = inject_headers(headers)
+        if msg_id:
+            hdrs["Nats-Msg-Id"] = msg_id
+        ack = await self.js.publish(subject, data, headers=hdrs)
+        PUBLISHED.labels(self.service, kind).inc()
+        return ack
+
+    async def publish_event(self, stream_id: str, payload: Message, event_id: str):
+        """Publish a CloudEvent for `payload` on its per-stream event subject."""
+        ce_type = events.type_of(payload)
+        headers = events.headers_for(ce_type, event_id, self.service, stream_id)
+        return await self.publish(subjects.event_for_type(ce_type, stream_id), payload, event_id, headers, kind=ce_type)
+
+    async def dead_letter(self, msg: Msg, reason: str) -> None:
+        """Keep an unhandleable message, with why, on the service's dead-letter subject."""
+        headers = {k: v for k, v in (msg.headers or {}).items() if k != "Nats-Msg-Id"}
+        headers.update(
+            {
+                "streamsight-dlq-subject": msg.subject,
+                "streamsight-dlq-reason": reason[:500],
+                "streamsight-dlq-service": self.service,
+            }
+        )
+        await self.js.publish(subjects.deadletter(self.service), msg.data, headers=headers)
+        DEAD_LETTERS.labels(self.service).inc()
+
+    def consume(
+        self,
+        durable: str,
+        subject: str,
+        handler: Handler,
+        stream: str,
+        batch: int = 16,
+        max_deliver: int = 5,
+        ack_wait_s: float = 60.0,
+        deliver_new: bool = False,
+    ) -> asyncio.Task:
+        """Start a durable pull consumer in the background; returns its task."""
+        task = asyncio.create_task(
+            self._consume_loop(durable, subject, handler, stream, batch, max_deliver, ack_wait_s, deliver_new),
+            name=f"consume:{durable}",
+        )
+        self._tasks.append(task)
+        return task
+
+    async def _consume_loop(self, durable, subject, handler, stream, batch, max_deliver, ack_wait_s, deliver_new):
+        config = ConsumerConfig(
+            durable_name=durable,
+            ack_wait=ack_wait_s,
+            max_ack_pending=max(batch * 4, 64),
+            deliver_policy=DeliverPolicy.NEW if deliver_new else DeliverPolicy.ALL,
+        )
+        sub = await self.js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
+        while True:
+            try:
+                msgs = await sub.fetch(batch, timeout=1.0)
+            except nats.errors.TimeoutError:
+                continue
+            except (nats.errors.ConnectionClosedError, asyncio.CancelledError):
+                raise
+            except Exception as exc:  # a broken connection: wait for the reconnect
+                log.warning("fetch failed", durable=durable, error=str(exc))
+                await asyncio.sleep(1.0)
+                continue
+            for msg in msgs:
+                await self._handle_one(msg, handler, max_deliver)
+
+    async def _handle_one(self, msg: Msg, handler: Handler, max_deliver: int) -> None:
+        pattern = msg.subject.rsplit(".", 1)[0]  # drop the stream id: bounded label values
+        MESSAGES_IN.labels(self.service, pattern).inc()
+        started = time.perf_counter()
+        ctx = extracted_context(msg.headers)
+        with tracer().start_as_current_span(f"handle {pattern}", context=ctx, kind=trace.SpanKind.CONSUMER):
+            try:
+                await handler(msg)
+            except BadMessage as exc:
+                MESSAGES_FAILED.labels(self.service, "bad_message").inc()
+                log.warning("bad message dead-lettered", subject=msg.subject, error=str(exc))
+                await self.dead_letter(msg, f"bad message: {exc}")
+                await msg.term()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                MESSAGES_FAILED.labels(self.service, "error").inc()
+                delivered = msg.metadata.num_delivered if msg.metadata else 1
+                if delivered >= max_deliver:
+                    log.error("message failed too often; dead-lettered", subject=msg.subject, error=repr(exc), deliveries=delivered)
+                    await self.dead_letter(msg, f"failed {delivered} times: {exc!r}")
+                    await msg.term()
+                else:
+                    log.warning("message failed; will retry", subject=msg.subject, error=repr(exc), deliveries=delivered)
+                    await msg.nak(delay=min(2.0**delivered, 30.0))
+                return
+        await msg.ack()
+        HANDLE_LATENCY.labels(self.service, pattern).observe(time.perf_counter() - started)
+
+    async def consumer_pending(self, stream: str, durable: str) -> int:
+        """Messages not yet acknowledged by a durable consumer (0 if it does not exist yet)."""
+        try:
+            info = await self.js.consumer_info(stream, durable)
+        except NotFoundError:
+            return 0
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if not self.nc.is_closed:
+            try:
+                await asyncio.wait_for(self.nc.drain(), timeout=5.0)
+            except Exception:
+                await self.nc.close()

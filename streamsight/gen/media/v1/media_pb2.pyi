@@ -1,0 +1,110 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PixelFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PIXEL_FORMAT_UNSPECIFIED: _ClassVar[PixelFormat]
+    PIXEL_FORMAT_GRAY8: _ClassVar[PixelFormat]
+    PIXEL_FORMAT_RGB24: _ClassVar[PixelFormat]
+PIXEL_FORMAT_UNSPECIFIED: PixelFormat
+PIXEL_FORMAT_GRAY8: PixelFormat
+PIXEL_FORMAT_RGB24: PixelFormat
+
+class VideoFrame(_message.Message):
+    __slots__ = ("stream_id", "consumer", "pts_s", "frame_number", "width", "height", "format", "data", "sample_index")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_FIELD_NUMBER: _ClassVar[int]
+    PTS_S_FIELD_NUMBER: _ClassVar[int]
+    FRAME_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    consumer: str
+    pts_s: float
+    frame_number: int
+    width: int
+    height: int
+    format: PixelFormat
+    data: bytes
+    sample_index: int
+    def __init__(self, stream_id: _Optional[str] = ..., consumer: _Optional[str] = ..., pts_s: _Optional[float] = ..., frame_number: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., format: _Optional[_Union[PixelFormat, str]] = ..., data: _Optional[bytes] = ..., sample_index: _Optional[int] = ...) -> None: ...
+
+class FrameSignal(_message.Message):
+    __slots__ = ("pts_s", "frame_number", "is_corrupt", "decode_errors", "frames_missing", "frozen", "keyframe")
+    PTS_S_FIELD_NUMBER: _ClassVar[int]
+    FRAME_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    IS_CORRUPT_FIELD_NUMBER: _ClassVar[int]
+    DECODE_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_MISSING_FIELD_NUMBER: _ClassVar[int]
+    FROZEN_FIELD_NUMBER: _ClassVar[int]
+    KEYFRAME_FIELD_NUMBER: _ClassVar[int]
+    pts_s: float
+    frame_number: int
+    is_corrupt: bool
+    decode_errors: int
+    frames_missing: int
+    frozen: bool
+    keyframe: bool
+    def __init__(self, pts_s: _Optional[float] = ..., frame_number: _Optional[int] = ..., is_corrupt: _Optional[bool] = ..., decode_errors: _Optional[int] = ..., frames_missing: _Optional[int] = ..., frozen: _Optional[bool] = ..., keyframe: _Optional[bool] = ...) -> None: ...
+
+class FrameSignals(_message.Message):
+    __slots__ = ("stream_id", "signals")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNALS_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    signals: _containers.RepeatedCompositeFieldContainer[FrameSignal]
+    def __init__(self, stream_id: _Optional[str] = ..., signals: _Optional[_Iterable[_Union[FrameSignal, _Mapping]]] = ...) -> None: ...
+
+class AudioChunk(_message.Message):
+    __slots__ = ("stream_id", "start_s", "sample_rate", "pcm_f32le", "chunk_index")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    START_S_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    PCM_F32LE_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_INDEX_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    start_s: float
+    sample_rate: int
+    pcm_f32le: bytes
+    chunk_index: int
+    def __init__(self, stream_id: _Optional[str] = ..., start_s: _Optional[float] = ..., sample_rate: _Optional[int] = ..., pcm_f32le: _Optional[bytes] = ..., chunk_index: _Optional[int] = ...) -> None: ...
+
+class WindowRecord(_message.Message):
+    __slots__ = ("stream_id", "index", "start_s", "end_s", "frames_decoded", "audio_s", "decode_errors", "gaps", "last", "samples")
+    class SamplesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    START_S_FIELD_NUMBER: _ClassVar[int]
+    END_S_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_DECODED_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_S_FIELD_NUMBER: _ClassVar[int]
+    DECODE_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    GAPS_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    index: int
+    start_s: float
+    end_s: float
+    frames_decoded: int
+    audio_s: float
+    decode_errors: int
+    gaps: int
+    last: bool
+    samples: _containers.ScalarMap[str, int]
+    def __init__(self, stream_id: _Optional[str] = ..., index: _Optional[int] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., frames_decoded: _Optional[int] = ..., audio_s: _Optional[float] = ..., decode_errors: _Optional[int] = ..., gaps: _Optional[int] = ..., last: _Optional[bool] = ..., samples: _Optional[_Mapping[str, int]] = ...) -> None: ...

