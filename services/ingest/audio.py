@@ -1,0 +1,69 @@
+"""Audio resampled to mono float32 at a fixed rate, cut into chunks tagged with media time."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+
+from .items import AudioChunk
+
+
+class AudioChunker:
+    """Feeds decoded audio frames through ``av.AudioResampler`` and emits fixed-length chunks.
+
+    The chunk's media time is the first input frame's time plus the samples emitted
+    since, so resampler delay never shifts the clock. A jump in the input timestamps
+    (a live gap) of more than ``resync_tolerance`` seconds flushes the pending samples
+    and re-anchors the clock.
+    """
+
+    def __init__(self, rate: int = 32000, chunk_seconds: float = 1.0, resync_tolerance: float = 0.2) -> None:
+        if rate <= 0 or chunk_seconds <= 0:
+            raise ValueError("audio rate and chunk length must be positive")
+        self.rate = rate
+        self.chunk_samples = max(1, int(round(rate * chunk_seconds)))
+        self.resync_tolerance = resync_tolerance
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        self._parts: list[np.ndarray] = []
+        self._pending = 0
+        self._anchor: float | None = None  # media time of sample 0 since the last anchor
+        self._emitted = 0  # samples emitted (or pending) since the anchor
+        self.total_seconds = 0.0
+
+    def push(self, frame: av.AudioFrame, media_time: float) -> list[AudioChunk]:
+        out: list[AudioChunk] = []
+        if self._anchor is None:
+            self._anchor = media_time
+        else:
+            expected = self._anchor + (self._emitted + self._pending) / self.rate
+            if abs(media_time - expected) > self.resync_tolerance:
+                out.extend(self.flush())
+                self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
+                self._anchor, self._emitted = media_time, 0
+        frame.pts = None  # the chunker keeps time; the resampler must not complain about jumps
+        for res in self._resampler.resample(frame):
+            self._add(res.to_ndarray().reshape(-1))
+        while self._pending >= self.chunk_samples:
+            out.append(self._take(self.chunk_samples))
+        return out
+
+    def flush(self) -> list[AudioChunk]:
+        """Emit what is pending (the resampler's tail included) as a last, shorter chunk."""
+        for res in self._resampler.resample(None):
+            self._add(res.to_ndarray().reshape(-1))
+        return [self._take(self._pending)] if self._pending else []
+
+    def _add(self, samples: np.ndarray) -> None:
+        if len(samples):
+            self._parts.append(samples)
+            self._pending += len(samples)
+
+    def _take(self, n: int) -> AudioChunk:
+        data = np.concatenate(self._parts) if len(self._parts) > 1 else self._parts[0]
+        chunk, rest = data[:n], data[n:]
+        self._parts = [rest] if len(rest) else []
+        self._pending = len(rest)
+        start = (self._anchor or 0.0) + self._emitted / self.rate
+        self._emitted += n
+        self.total_seconds += n / self.rate
+        return AudioChunk(media_time=start, sample_rate=self.rate, samples=np.ascontiguousarray(chunk, np.float32))

@@ -1,0 +1,336 @@
+"""The ingest driver: demux and decode in a worker thread, typed items to an asyncio consumer.
+
+:class:`IngestPipeline` opens one source and yields :mod:`~.items` through a bounded
+queue. Buffer policy: **wait** -- when the queue is full the decode thread blocks, so
+a slow consumer slows ingest down instead of growing memory (``vod`` pacing, as fast
+as the consumer takes). ``live`` pacing additionally holds each packet until its media
+time is due on the wall clock, so a file plays as a live stream.
+
+Live sources (RTMP/RTSP/SRT/Twitch, or an HLS playlist without an end) reconnect with
+exponential backoff when they stall or drop; the outage is published as RECONNECTING,
+RECONNECTED and GAP status events and the lost media shows as a PTS gap in the frame
+signals and windows. A live source that gives no data for ``reconnect.give_up_after``
+seconds, or whose playlist gets an end, is ENDED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import AsyncIterator
+
+import av
+import structlog
+
+from .clips import ClipBuffer
+from .decode import DecodeConfig, DecodeStats, StreamDecoder
+from .errors import ErrorCode, IngestError, classify
+from .items import Item, StatusEvent, StatusKind
+from .source import ResolvedSource, SourceOptions, is_live, open_source, resolve
+
+log = structlog.get_logger(__name__)
+
+
+class Pacing(str, Enum):
+    VOD = "vod"  # as fast as the consumer takes items
+    LIVE = "live"  # real time: media time t is released at wall start + t
+
+
+@dataclass(frozen=True)
+class ReconnectPolicy:
+    """Backoff for a live source: ``initial`` doubling (``factor``) up to ``max_delay`` seconds."""
+
+    initial: float = 0.5
+    factor: float = 2.0
+    max_delay: float = 8.0
+    give_up_after: float = 30.0  # seconds without new media before the live stream counts as ended
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Everything one stream's ingest needs; ``queue_size`` counts batches (about 1 s of media each)."""
+
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    source: SourceOptions = field(default_factory=SourceOptions)
+    pacing: Pacing = Pacing.VOD
+    reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+    queue_size: int = 8
+    max_batch_items: int = 64
+
+
+class _Stopped(Exception):
+    """Raised inside the worker when the consumer went away or asked to stop."""
+
+
+class IngestPipeline:
+    """Ingest of one source. Iterate ``async for item in pipeline.items()``; call :meth:`stop` to cancel."""
+
+    def __init__(self, source: str, config: IngestConfig = IngestConfig(), *, stream_id: str = "") -> None:
+        self.source = source
+        self.config = config
+        self.stream_id = stream_id
+        self.decoder = StreamDecoder(config.decode)
+        self.live = False
+        self.reconnects = 0
+        self.wall_start: float | None = None  # time.time() when the first packet arrived (live sources)
+        self._stop = threading.Event()
+        self._slots = threading.Semaphore(max(1, config.queue_size))
+        self._queue: asyncio.Queue[list[Item] | None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._container: av.container.InputContainer | None = None
+        self._log = log.bind(stream_id=stream_id)
+
+    @property
+    def stats(self) -> DecodeStats:
+        return self.decoder.stats
+
+    @property
+    def clip_buffer(self) -> ClipBuffer | None:
+        return self.decoder.clip_buffer
+
+    def stop(self) -> None:
+        """Ask the worker to stop; a blocked network read is interrupted at once."""
+        self._stop.set()
+        container = self._container
+        if container is not None:
+            try:
+                container.set_timeout(0.0)  # makes FFmpeg's interrupt callback fire on its next check
+            except Exception:  # already closed: nothing is blocked
+                pass
+
+    async def items(self) -> AsyncIterator[Item]:
+        """Start the worker and yield its items until the stream ends, fails or is cancelled."""
+        if self._thread is not None:
+            raise RuntimeError("an IngestPipeline can be iterated only once")
+        self._loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue()
+        self._thread = threading.Thread(target=self._run, name=f"ingest-{self.stream_id or 'stream'}", daemon=True)
+        self._thread.start()
+        try:
+            while True:
+                batch = await self._queue.get()
+                if batch is None:
+                    break
+                self._slots.release()
+                for item in batch:
+                    yield item
+        finally:
+            self.stop()
+            self._thread.join(timeout=10.0)
+
+    def __aiter__(self) -> AsyncIterator[Item]:
+        return self.items()
+
+    # -- worker thread ----------------------------------------------------------------
+
+    def _push(self, batch: list[Item]) -> None:
+        if not batch:
+            return
+        while not self._slots.acquire(timeout=0.1):
+            if self._stop.is_set():
+                raise _Stopped
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, batch)  # type: ignore[union-attr]
+        except RuntimeError as exc:  # the event loop is closed: nobody is listening
+            self._stop.set()
+            raise _Stopped from exc
+
+    def _status(self, kind: StatusKind, message: str = "", code: ErrorCode | None = None, /, **details: object) -> None:
+        self._push(self.decoder.take() + [StatusEvent(kind, self.decoder.stats.media_time, message, code, dict(details))])
+
+    def _run(self) -> None:
+        try:
+            self._ingest()
+        except _Stopped:
+            pass
+        except Exception as exc:  # a bug must not take the service down; report it as FAILED
+            self._log.exception("ingest worker crashed")
+            try:
+                self._status(StatusKind.FAILED, f"internal error: {type(exc).__name__}: {exc}", ErrorCode.INTERNAL)
+            except _Stopped:
+                pass
+        finally:
+            self._close_container()
+            try:
+                self._loop.call_soon_threadsafe(self._queue.put_nowait, None)  # type: ignore[union-attr]
+            except RuntimeError:
+                pass
+
+    def _ingest(self) -> None:
+        try:
+            src = resolve(self.source, self.config.source)
+            self._container = open_source(src, self.config.source)
+        except IngestError as err:
+            self._status(StatusKind.FAILED, err.message, err.code)
+            return
+        self.live = is_live(src, self._container)
+        self.decoder.attach(self._container)
+        self._status(StatusKind.STARTED, "ingest started", **_describe(src, self._container, self.live))
+        pacer = _Pacer(self._stop) if self.config.pacing is Pacing.LIVE else None
+        while True:
+            outcome, err = self._demux(pacer)
+            if self._stop.is_set():
+                raise _Stopped
+            if outcome == "eof" and not self.live:
+                self._end_of_file()
+                return
+            if not self.live:  # a VOD read error: report what we got, then fail
+                self.decoder.finish()
+                assert err is not None
+                self._status(StatusKind.FAILED, err.message, err.code)
+                return
+            if not self._reconnect(src, err, pacer):
+                return
+
+    def _demux(self, pacer: _Pacer | None) -> tuple[str, IngestError | None]:
+        """Run the current container to its end or first error: ("eof", None) or ("error", err)."""
+        dec = self.decoder
+        max_items = self.config.max_batch_items
+        try:
+            for packet in self._container.demux(dec.streams):  # type: ignore[union-attr]
+                if self._stop.is_set():
+                    raise _Stopped
+                t = dec.process(packet)
+                if self.wall_start is None:
+                    self.wall_start = time.time()
+                if pacer is not None and t is not None and pacer.delay(t) > 0.01:
+                    self._push(dec.take())  # hand over what is due before waiting
+                    pacer.wait(t)
+                elif dec.flush_due or len(dec.pending) >= max_items:
+                    self._push(dec.take())
+            return "eof", None
+        except _Stopped:
+            raise
+        except Exception as exc:
+            if self._stop.is_set():
+                raise _Stopped from exc
+            return "error", classify(exc, self.source)
+
+    def _end_of_file(self) -> None:
+        dec = self.decoder
+        duration = self._container.duration / av.time_base if self._container and self._container.duration else None
+        dec.finish()
+        reached = dec.stats.media_time
+        if duration and reached < duration - max(1.0, 0.05 * duration):
+            self._status(StatusKind.ENDED, f"the file ends at {reached:.1f} s of its announced {duration:.1f} s "
+                         "(truncated?)", ErrorCode.TRUNCATED, duration=duration)
+        else:
+            self._status(StatusKind.ENDED, "end of file", duration=reached)
+
+    def _reconnect(self, src: ResolvedSource, err: IngestError | None, pacer: _Pacer | None) -> bool:
+        """Reopen a live source with backoff; False when it is over (ENDED already sent)."""
+        policy = self.config.reconnect
+        dec = self.decoder
+        dec.detach()
+        self._close_container()
+        lost_at = dec.stats.media_time
+        down_since = time.monotonic()
+        reason = err.message if err else "the source closed the connection"
+        delay = policy.initial
+        attempt = 0
+        while True:
+            attempt += 1
+            waited = time.monotonic() - down_since
+            if waited >= policy.give_up_after:
+                dec.finish()
+                self._status(StatusKind.ENDED, f"live stream ended: no data for {waited:.0f} s ({reason})",
+                             reconnect_attempts=attempt - 1)
+                return False
+            self._status(StatusKind.RECONNECTING, reason, err.code if err else None, attempt=attempt, delay=delay)
+            if self._stop.wait(delay):
+                raise _Stopped
+            delay = min(policy.max_delay, delay * policy.factor)
+            try:
+                self._container = open_source(src, self.config.source)
+            except IngestError as exc:
+                if not exc.transient and exc.code is not ErrorCode.NOT_FOUND:
+                    dec.finish()
+                    self._status(StatusKind.FAILED, exc.message, exc.code)
+                    return False
+                reason = exc.message
+                continue
+            break
+        wall_gap = time.monotonic() - down_since
+        self.reconnects += 1
+        still_live = is_live(src, self._container)
+        dec.attach(self._container, wall_gap=wall_gap)
+        if pacer is not None:
+            pacer.reset()
+        self._status(StatusKind.RECONNECTED, "reconnected", attempts=attempt, down_seconds=round(wall_gap, 3))
+        self.live = still_live  # an HLS playlist that got its end marker plays out as VOD
+        self._report_gap_after_first_frame(lost_at, wall_gap)
+        return True
+
+    def _report_gap_after_first_frame(self, lost_at: float, wall_gap: float) -> None:
+        """Decode until media time moves past ``lost_at`` and publish the GAP it reveals."""
+        dec = self.decoder
+        start_frames = dec.stats.frames_decoded
+        try:
+            for packet in self._container.demux(dec.streams):  # type: ignore[union-attr]
+                if self._stop.is_set():
+                    raise _Stopped
+                dec.process(packet)
+                if dec.stats.frames_decoded > start_frames or (dec.vstream is None and dec.stats.media_time > lost_at):
+                    break
+        except _Stopped:
+            raise
+        except Exception:  # the next _demux() meets the same error and handles it
+            pass
+        resumed = dec.stats.media_time
+        self._status(StatusKind.GAP, f"no media from {lost_at:.2f} s to {resumed:.2f} s",
+                     start=lost_at, end=resumed, missing_seconds=round(max(0.0, resumed - lost_at), 3),
+                     wall_seconds=round(wall_gap, 3))
+
+    def _close_container(self) -> None:
+        container, self._container = self._container, None
+        if container is not None:
+            try:
+                container.close()
+            except Exception:
+                pass
+
+
+class _Pacer:
+    """Holds packets until their media time is due on the wall clock (``live`` pacing)."""
+
+    _JUMP = 5.0  # a media-time jump bigger than this (a gap, a reconnect) re-anchors the clock
+
+    def __init__(self, stop: threading.Event) -> None:
+        self._stop = stop
+        self._anchor: float | None = None
+
+    def reset(self) -> None:
+        self._anchor = None
+
+    def delay(self, t: float) -> float:
+        now = time.monotonic()
+        if self._anchor is None:
+            self._anchor = now - t
+        d = self._anchor + t - now
+        if d > self._JUMP:
+            self._anchor, d = now - t, 0.0
+        return d
+
+    def wait(self, t: float) -> None:
+        d = self.delay(t)
+        if d > 0 and self._stop.wait(d):
+            raise _Stopped
+
+
+def _describe(src: ResolvedSource, container: av.container.InputContainer, live: bool) -> dict[str, object]:
+    info: dict[str, object] = {"kind": src.kind.value, "live": live, "format": container.format.name}
+    if container.duration:
+        info["duration"] = container.duration / av.time_base
+    if container.streams.video:
+        v = container.streams.video[0]
+        rate = v.average_rate or v.guessed_rate
+        info.update(video_codec=v.codec_context.name, width=v.codec_context.width, height=v.codec_context.height,
+                    fps=float(rate) if rate else None)
+    if container.streams.audio:
+        a = container.streams.audio[0]
+        info.update(audio_codec=a.codec_context.name, audio_rate=a.codec_context.sample_rate)
+    return info

@@ -1,0 +1,99 @@
+"""Per-consumer frame sampling by PTS, converting only the sampled frames inside FFmpeg.
+
+Each consumer takes the first frame of every ``1/fps`` slot of media time, so a 30 fps
+source sampled at 5 fps gives frames at 0.0, 0.2, 0.4 ... s, and a gap in the source is
+never "caught up" with a burst of frames.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import av
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """How one consumer wants its frames.
+
+    ``width``/``height``: exact output size; with only ``width`` the aspect ratio is kept.
+    ``max_width``/``max_height``: keep the source size but shrink to fit (never enlarge).
+    ``format`` is an FFmpeg pixel format: ``gray`` or ``rgb24``.
+    """
+
+    fps: float
+    format: str = "rgb24"
+    width: int | None = None
+    height: int | None = None
+    max_width: int | None = None
+    max_height: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.fps <= 0:
+            raise ValueError(f"sampling fps must be > 0, got {self.fps}")
+        if self.format not in ("gray", "rgb24", "bgr24", "yuv420p"):
+            raise ValueError(f"unsupported sample format {self.format!r}")
+
+    def output_size(self, src_w: int, src_h: int) -> tuple[int, int]:
+        """Output (width, height) for a source of ``src_w`` x ``src_h``; always even."""
+        if self.width and self.height:
+            return self.width, self.height
+        if self.width:
+            return self.width, _even(src_h * self.width / src_w)
+        if self.height:
+            return _even(src_w * self.height / src_h), self.height
+        scale = 1.0
+        if self.max_width and src_w > self.max_width:
+            scale = min(scale, self.max_width / src_w)
+        if self.max_height and src_h > self.max_height:
+            scale = min(scale, self.max_height / src_h)
+        return _even(src_w * scale), _even(src_h * scale)
+
+
+def _even(x: float) -> int:
+    return max(2, int(round(x / 2)) * 2)
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """The three consumers' sampling; set a consumer to ``None`` to switch it off."""
+
+    flow: ConsumerSpec | None = field(default_factory=lambda: ConsumerSpec(fps=5.0, format="gray", width=320))
+    cnn: ConsumerSpec | None = field(default_factory=lambda: ConsumerSpec(fps=1.0, format="rgb24", width=224, height=224))
+    glitch: ConsumerSpec | None = field(
+        default_factory=lambda: ConsumerSpec(fps=2.0, format="rgb24", max_width=1280, max_height=720))
+
+    def consumers(self) -> dict[str, ConsumerSpec]:
+        return {name: spec for name, spec in (("flow", self.flow), ("cnn", self.cnn), ("glitch", self.glitch))
+                if spec is not None}
+
+
+class Sampler:
+    """Decides, by media time, whether a frame is due for one consumer, and converts it."""
+
+    __slots__ = ("name", "spec", "_last_slot", "_size", "_src")
+
+    def __init__(self, name: str, spec: ConsumerSpec) -> None:
+        self.name = name
+        self.spec = spec
+        self._last_slot = -math.inf
+        self._size: tuple[int, int] | None = None
+        self._src: tuple[int, int] | None = None
+
+    def due(self, media_time: float) -> bool:
+        """True (and the slot is taken) when ``media_time`` opens a new ``1/fps`` slot."""
+        slot = math.floor(media_time * self.spec.fps + 1e-6)
+        if slot > self._last_slot:
+            self._last_slot = slot
+            return True
+        return False
+
+    def convert(self, frame: av.VideoFrame) -> np.ndarray:
+        """Scale and convert one frame in FFmpeg (swscale) and return it as an array."""
+        src = (frame.width, frame.height)
+        if src != self._src:  # the source size can change mid-stream (live renditions)
+            self._src, self._size = src, self.spec.output_size(*src)
+        w, h = self._size  # type: ignore[misc]
+        return frame.to_ndarray(width=w, height=h, format=self.spec.format, interpolation="AREA")
