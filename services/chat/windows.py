@@ -1,0 +1,211 @@
+"""Per-stream chat aggregation: 10 s feature windows and the 30 s sentiment series.
+
+Feed messages (any order within the open windows) with `add` / `add_batch`, then call
+`advance(watermark)` with the media time up to which chat is complete; it returns every
+window and interval that ended at or before the watermark, empty ones included, each
+exactly once. A message older than an already-closed window is counted in
+`late_messages` (never silently dropped) but not added, since that window's record was
+published already.
+
+Window features (`dict[str, float]`, window i covers media seconds [10i, 10i+10)):
+
+| name | unit / meaning |
+| --- | --- |
+| `chat_messages` | messages in the window (count) |
+| `chat_unique_chatters` | distinct users in the window (count) |
+| `chat_positive` | messages with compound >= 0.05 (count) |
+| `chat_negative` | messages with compound <= -0.05 (count) |
+| `chat_mean_compound` | copypasta-weighted mean VADER compound, -1..1 (0 when empty) |
+| `chat_rate_z` | message count as a z-score against this stream's earlier windows (0 for the first 3) |
+| `chat_emote_<class>` | emote/slang occurrences of that class (each distinct emote at most 3 per message) |
+
+Copypasta: a text (case and spacing folded) seen n times within `copypasta_span_s` gets
+weight 1/n in the mean compound; counts are never reduced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from services.chat.message import ChatMessage
+from services.chat.sentiment import NEGATIVE_THRESHOLD, POSITIVE_THRESHOLD, ChatSentiment
+
+WINDOW_S = 10.0
+INTERVAL_S = 30.0
+RATE_Z_MIN_WINDOWS = 3
+
+
+def feature_names(classes: Iterable[str]) -> tuple[str, ...]:
+    """Every key of a window's feature dict, in a stable order."""
+    return (
+        "chat_messages",
+        "chat_unique_chatters",
+        "chat_positive",
+        "chat_negative",
+        "chat_mean_compound",
+        "chat_rate_z",
+        *(f"chat_emote_{c}" for c in classes),
+    )
+
+
+@dataclass(slots=True)
+class _Bucket:
+    count: int = 0
+    positive: int = 0
+    negative: int = 0
+    weighted_sum: float = 0.0
+    weight: float = 0.0
+    users: set[str] = field(default_factory=set)
+    emotes: dict[str, int] = field(default_factory=dict)
+
+    def mean(self) -> float:
+        return self.weighted_sum / self.weight if self.weight > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesPoint:
+    """One 30 s interval of the sentiment series: index j covers [30j, 30j+30)."""
+
+    index: int
+    start_s: float
+    mean_compound: float
+    messages: int
+
+
+class ChatAggregator:
+    """One stream's windows and sentiment series; see the module docstring."""
+
+    def __init__(
+        self,
+        scorer: ChatSentiment | None = None,
+        window_s: float = WINDOW_S,
+        interval_s: float = INTERVAL_S,
+        copypasta_span_s: float = 30.0,
+    ) -> None:
+        self.scorer = scorer or ChatSentiment()
+        self.window_s = window_s
+        self.interval_s = interval_s
+        self.copypasta_span_s = copypasta_span_s
+        self.names = feature_names(self.scorer.classes)
+        self._windows: dict[int, _Bucket] = {}
+        self._intervals: dict[int, _Bucket] = {}
+        self._next_window = 0  # first window not yet emitted
+        self._next_interval = 0
+        self._recent: dict[str, deque[float]] = {}
+        self._rate_n = 0
+        self._rate_mean = 0.0
+        self._rate_m2 = 0.0
+        self.late_messages = 0
+        self.total_messages = 0
+
+    # ------------------------------------------------------------ input
+
+    def add(self, msg: ChatMessage) -> None:
+        t = msg.media_time
+        if not math.isfinite(t) or t < 0:
+            self.late_messages += 1  # before the stream's start: no window can hold it
+            return
+        w = int(t // self.window_s)
+        j = int(t // self.interval_s)
+        if w < self._next_window or j < self._next_interval:
+            self.late_messages += 1
+            return
+        self.total_messages += 1
+        s = self.scorer.score(msg.text, msg.emotes)
+        weight = self._copypasta_weight(msg.text, t)
+        for bucket in (self._windows.setdefault(w, _Bucket()), self._intervals.setdefault(j, _Bucket())):
+            bucket.count += 1
+            bucket.weighted_sum += weight * s.compound
+            bucket.weight += weight
+        win = self._windows[w]
+        win.users.add(msg.user)
+        if s.compound >= POSITIVE_THRESHOLD:
+            win.positive += 1
+        elif s.compound <= NEGATIVE_THRESHOLD:
+            win.negative += 1
+        for cls, n in s.emote_classes:
+            win.emotes[cls] = win.emotes.get(cls, 0) + n
+
+    def add_batch(self, msgs: Iterable[ChatMessage]) -> None:
+        for m in msgs:
+            self.add(m)
+
+    async def add_batch_async(self, msgs: Iterable[ChatMessage], batch: int = 1000) -> None:
+        """Add many messages, yielding to the event loop after every `batch`, so a flood
+        keeps other tasks of the service (heartbeats, acks, other streams) running."""
+        n = 0
+        for m in msgs:
+            self.add(m)
+            n += 1
+            if n % batch == 0:
+                await asyncio.sleep(0)
+
+    def _copypasta_weight(self, text: str, t: float) -> float:
+        key = " ".join(text.lower().split())
+        times = self._recent.get(key)
+        if times is None:
+            times = self._recent[key] = deque()
+        while times and times[0] < t - self.copypasta_span_s:
+            times.popleft()
+        times.append(t)
+        if len(self._recent) > 50_000:  # forget texts that have gone quiet
+            self._recent = {k: v for k, v in self._recent.items() if v and v[-1] >= t - self.copypasta_span_s}
+        return 1.0 / len(times)
+
+    # ------------------------------------------------------------ output
+
+    def advance(self, watermark: float) -> tuple[list[tuple[int, dict[str, float]]], list[SeriesPoint]]:
+        """Close every window and interval that ends at or before `watermark` (media s)."""
+        windows: list[tuple[int, dict[str, float]]] = []
+        while (self._next_window + 1) * self.window_s <= watermark:
+            i = self._next_window
+            windows.append((i, self._features(self._windows.pop(i, _Bucket()))))
+            self._next_window += 1
+        points: list[SeriesPoint] = []
+        while (self._next_interval + 1) * self.interval_s <= watermark:
+            j = self._next_interval
+            b = self._intervals.pop(j, _Bucket())
+            points.append(SeriesPoint(j, j * self.interval_s, round(b.mean(), 6), b.count))
+            self._next_interval += 1
+        return windows, points
+
+    def flush(self) -> tuple[list[tuple[int, dict[str, float]]], list[SeriesPoint]]:
+        """Close everything that has messages (end of a replay or stream)."""
+        last = max([*self._windows, -1])
+        last_j = max([*self._intervals, -1])
+        end = max((last + 1) * self.window_s, (last_j + 1) * self.interval_s)
+        return self.advance(end)
+
+    def _features(self, b: _Bucket) -> dict[str, float]:
+        z = 0.0
+        if self._rate_n >= RATE_Z_MIN_WINDOWS:
+            std = math.sqrt(self._rate_m2 / (self._rate_n - 1))
+            z = (b.count - self._rate_mean) / max(std, 1.0)  # floor: a flat baseline is not infinitely surprising
+        # Welford's running mean/variance of the per-window count (the stream's baseline).
+        self._rate_n += 1
+        delta = b.count - self._rate_mean
+        self._rate_mean += delta / self._rate_n
+        self._rate_m2 += delta * (b.count - self._rate_mean)
+        out = {
+            "chat_messages": float(b.count),
+            "chat_unique_chatters": float(len(b.users)),
+            "chat_positive": float(b.positive),
+            "chat_negative": float(b.negative),
+            "chat_mean_compound": round(b.mean(), 6),
+            "chat_rate_z": round(z, 6),
+        }
+        for cls in self.scorer.classes:
+            out[f"chat_emote_{cls}"] = float(b.emotes.get(cls, 0))
+        return out
+
+
+def series_from_messages(msgs: Iterable[ChatMessage], scorer: ChatSentiment | None = None) -> list[SeriesPoint]:
+    """The 30 s sentiment series of a whole log (used by training, backtest and bench)."""
+    agg = ChatAggregator(scorer)
+    agg.add_batch(sorted(msgs, key=lambda m: m.media_time))
+    _, points = agg.flush()
+    return points
