@@ -88,14 +88,19 @@ class Bus:
         self.js: JetStreamContext = nc.jetstream(timeout=10)
         self.service = service
         self._tasks: list[asyncio.Task] = []
+        self._closing = asyncio.Event()
 
     @classmethod
     async def connect(cls, url: str, service: str, connect_timeout: float = 5.0) -> "Bus":
+        closing = asyncio.Event()
+
         async def on_error(exc: Exception) -> None:
-            log.warning("nats error", error=str(exc))
+            if not closing.is_set():
+                log.warning("nats error", error=str(exc))
 
         async def on_disconnect() -> None:
-            log.warning("nats disconnected; reconnecting")
+            if not closing.is_set():
+                log.warning("nats disconnected; reconnecting")
 
         async def on_reconnect() -> None:
             log.info("nats reconnected")
@@ -110,7 +115,9 @@ class Bus:
             disconnected_cb=on_disconnect,
             reconnected_cb=on_reconnect,
         )
-        return cls(nc, service)
+        bus = cls(nc, service)
+        bus._closing = closing
+        return bus
 
     async def ensure_streams(self, specs: list[StreamSpec] = STREAMS) -> None:
         """Create or update the platform's streams (safe to call from every service at start)."""
@@ -253,12 +260,13 @@ class Bus:
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
     async def close(self) -> None:
+        self._closing.set()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         if not self.nc.is_closed:
-            try:
-                await asyncio.wait_for(self.nc.drain(), timeout=5.0)
-            except Exception:
-                await self.nc.close()
+            # Not drain(): pull subscriptions have no callback to drain into. What was fetched
+            # and not acknowledged is redelivered to another instance or after a restart.
+            await self.nc.flush(timeout=2) if self.nc.is_connected else None
+            await self.nc.close()

@@ -75,7 +75,9 @@ class NatsServer:
     def start(self, timeout_s: float = 15.0) -> "NatsServer":
         config = self._write_config()
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
-        self.process = subprocess.Popen([server_binary(), "-c", str(config)], stdout=out, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [server_binary(), "-c", str(config)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )  # own session: a terminal's Ctrl-C reaches the supervisor, which stops NATS last
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

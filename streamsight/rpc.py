@@ -219,3 +219,22 @@ def channel(target: str, token: str = "") -> grpc.aio.Channel:
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
     )
+
+
+async def wait_serving(target: str, timeout_s: float = 30.0, service: str = "") -> None:
+    """Wait until `target`'s health service answers SERVING; TimeoutError otherwise."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    async with grpc.aio.insecure_channel(target) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        last = "no answer"
+        while loop.time() < deadline:
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                last = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.aio.AioRpcError as exc:
+                last = exc.code().name
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"{target} not SERVING after {timeout_s} s (last: {last})")

@@ -1,0 +1,103 @@
+"""The `streamsight` command.
+
+  streamsight up                      embedded NATS + every built service, until Ctrl-C
+  streamsight streams                 list registered streams (gateway)
+  streamsight events [--stream ID]    follow events as JSON lines (gateway WatchEvents)
+  streamsight health TARGET           check a gRPC server's health (exit 0 when SERVING)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+DEFAULT_GATEWAY = "127.0.0.1:50051"
+
+
+def _up(args) -> int:
+    from streamsight.supervisor import run_up
+
+    only = [s.strip() for s in args.only.split(",")] if args.only else None
+    return asyncio.run(run_up(Path(args.data_dir), args.nats_port, args.gateway_port, only))
+
+
+def _health(args) -> int:
+    from streamsight.rpc import wait_serving
+
+    try:
+        asyncio.run(wait_serving(args.target, timeout_s=args.timeout))
+    except TimeoutError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"{args.target}: SERVING")
+    return 0
+
+
+async def _streams(args) -> int:
+    from google.protobuf.json_format import MessageToJson
+
+    from streamsight.gen.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+    from streamsight.rpc import channel
+
+    async with channel(args.gateway, args.token) as ch:
+        reply = await gateway_pb2_grpc.StreamSightStub(ch).ListStreams(gateway_pb2.ListStreamsRequest(), timeout=10)
+    for stream in reply.streams:
+        print(MessageToJson(stream, indent=None))
+    return 0
+
+
+async def _events(args) -> int:
+    from google.protobuf.json_format import MessageToJson
+
+    from streamsight.gen.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+    from streamsight.rpc import channel
+
+    request = gateway_pb2.WatchEventsRequest(stream_id=args.stream or "", types=args.type or [])
+    if args.after is not None:
+        request.after_sequence = args.after
+    async with channel(args.gateway, args.token) as ch:
+        async for event in gateway_pb2_grpc.StreamSightStub(ch).WatchEvents(request):
+            print(MessageToJson(event, indent=None), flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamsight", description="Real-time analytics for live video streams.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start embedded NATS and every built service")
+    up.add_argument("--data-dir", default="var", help="folder for NATS data, buffers and clips (default: var)")
+    up.add_argument("--nats-port", type=int, default=4222, help="NATS client port (default 4222)")
+    up.add_argument("--gateway-port", type=int, default=50051, help="public gRPC API port (default 50051)")
+    up.add_argument("--only", default="", help="comma-separated services to start (default: all built)")
+    up.set_defaults(run=_up)
+
+    health = sub.add_parser("health", help="check that a gRPC server is SERVING")
+    health.add_argument("target", nargs="?", default=DEFAULT_GATEWAY)
+    health.add_argument("--timeout", type=float, default=5.0)
+    health.set_defaults(run=_health)
+
+    for name, func, text in (("streams", _streams, "list registered streams"), ("events", _events, "follow events as JSON lines")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--gateway", default=DEFAULT_GATEWAY, help=f"gateway address (default {DEFAULT_GATEWAY})")
+        cmd.add_argument("--token", default="", help="bearer token, if the gateway requires one")
+        if name == "events":
+            cmd.add_argument("--stream", help="only this stream's events")
+            cmd.add_argument("--type", action="append", help="only this event type (repeatable), e.g. streamsight.highlight.v1")
+            cmd.add_argument("--after", type=int, help="replay events after this sequence number (0: all)")
+        cmd.set_defaults(run=lambda a, f=func: asyncio.run(f(a)))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""`streamsight up`: an embedded nats-server plus every built service as a supervised subprocess.
+
+Services are the same modules that run in containers (`python -m services.<name>`). Only
+services whose package has a `__main__` are started: one that is not built is absent, never
+faked. A crashed service is restarted with exponential backoff (a configuration error, exit
+code 2, is not retried). Ctrl-C or SIGTERM stops the services (SIGTERM, then SIGKILL after a
+grace period) and then NATS. Each output line is prefixed with the service's name.
+`<data_dir>/up.json` records where the stack listens, so `streamsight analyze` can find it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streamsight.natsd import NatsServer, free_port
+
+STATE_FILE = "up.json"
+CONFIG_ERROR_EXIT = 2
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    module: str
+    grpc_port: int | None = None  # default port in embedded mode; None: no gRPC server
+
+
+CATALOG = [
+    ServiceSpec("ingest", "services.ingest", 50061),
+    ServiceSpec("chat", "services.chat", 50062),
+    ServiceSpec("vision", "services.vision"),
+    ServiceSpec("audio", "services.audio"),
+    ServiceSpec("glitch", "services.glitch"),
+    ServiceSpec("fusion", "services.fusion"),
+    ServiceSpec("gateway", "gateway", 50051),
+]
+
+
+def built_services() -> list[ServiceSpec]:
+    """The services of CATALOG that exist in this installation."""
+    found = []
+    for spec in CATALOG:
+        try:
+            if importlib.util.find_spec(f"{spec.module}.__main__") is not None:
+                found.append(spec)
+        except ModuleNotFoundError:
+            continue
+    return found
+
+
+@dataclass
+class _Child:
+    spec: ServiceSpec
+    env: dict[str, str]
+    process: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    gave_up: bool = False
+    task: asyncio.Task | None = field(default=None, repr=False)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        data_dir: Path,
+        nats_port: int = 0,
+        ports: dict[str, int] | None = None,
+        extra_env: dict[str, str] | None = None,
+        only: list[str] | None = None,
+        out=None,
+        grace_s: float = 8.0,
+    ):
+        self.data_dir = Path(data_dir).resolve()
+        self.nats = NatsServer(self.data_dir / "nats", port=nats_port, log_file=None)
+        self.ports = ports or {}
+        self.extra_env = extra_env or {}
+        self.only = only
+        self.out = out or sys.stdout
+        self.grace_s = grace_s
+        self.children: list[_Child] = []
+        self._stopping = False
+
+    def _say(self, name: str, line: str) -> None:
+        self.out.write(f"{name:<8}| {line}\n")
+        self.out.flush()
+
+    def _port(self, spec: ServiceSpec) -> int | None:
+        if spec.grpc_port is None:
+            return None
+        return self.ports.get(spec.name) or spec.grpc_port
+
+    def _env(self, spec: ServiceSpec) -> dict[str, str]:
+        env = dict(os.environ)
+        env.setdefault("STREAMSIGHT_LOG_FORMAT", "console")
+        env.update(
+            {
+                "STREAMSIGHT_NATS_URL": self.nats.url,
+                "STREAMSIGHT_DATA_DIR": str(self.data_dir / spec.name),
+                "STREAMSIGHT_ALLOW_LOCAL_FILES": "true",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        for other in CATALOG:
+            port = self._port(other)
+            if port is not None:
+                env[f"STREAMSIGHT_{other.name.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
+        port = self._port(spec)
+        if port is not None:
+            env["STREAMSIGHT_GRPC_HOST"] = "127.0.0.1"
+            env["STREAMSIGHT_GRPC_PORT"] = str(port)
+        env.update(self.extra_env)
+        return env
+
+    def state(self) -> dict:
+        return {
+            "pid": os.getpid(),
+            "nats_url": self.nats.url,
+            "gateway": f"127.0.0.1:{self._port(CATALOG[-1])}",
+            "services": {
+                c.spec.name: {"pid": c.process.pid if c.process else None, "restarts": c.restarts, "port": self._port(c.spec)}
+                for c in self.children
+            },
+        }
+
+    def _write_state(self) -> None:
+        (self.data_dir / STATE_FILE).write_text(json.dumps(self.state(), indent=2))
+
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self.nats.start)
+        self._say("nats", f"nats-server with JetStream at {self.nats.url} (data in {self.nats.data_dir})")
+        specs = [s for s in built_services() if not self.only or s.name in self.only]
+        for spec in specs:
+            child = _Child(spec, self._env(spec))
+            child.task = asyncio.create_task(self._keep_running(child), name=f"supervise:{spec.name}")
+            self.children.append(child)
+        self._say("up", "services: " + ", ".join(s.name for s in specs))
+
+    async def _keep_running(self, child: _Child) -> None:
+        backoff = 1.0
+        while not self._stopping:
+            started = time.monotonic()
+            child.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                child.spec.module,
+                env=child.env,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops children in order
+            )
+            self._write_state()
+            assert child.process.stdout is not None
+            async for raw in child.process.stdout:
+                self._say(child.spec.name, raw.decode(errors="replace").rstrip())
+            code = await child.process.wait()
+            if self._stopping:
+                return
+            if code == CONFIG_ERROR_EXIT:
+                child.gave_up = True
+                self._say(child.spec.name, "exited with a configuration error; not restarting (fix the settings above)")
+                return
+            if time.monotonic() - started > 30:
+                backoff = 1.0
+            child.restarts += 1
+            self._say(child.spec.name, f"exited with code {code}; restarting in {backoff:.0f} s (restart {child.restarts})")
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        running = [c for c in self.children if c.process and c.process.returncode is None]
+        for child in running:
+            child.process.send_signal(signal.SIGTERM)
+        for child in running:
+            try:
+                await asyncio.wait_for(child.process.wait(), self.grace_s)
+            except asyncio.TimeoutError:
+                self._say(child.spec.name, "did not stop in time; killed")
+                child.process.kill()
+                await child.process.wait()
+        for child in self.children:
+            if child.task:
+                child.task.cancel()
+        await asyncio.gather(*(c.task for c in self.children if c.task), return_exceptions=True)
+        await asyncio.to_thread(self.nats.stop)
+        (self.data_dir / STATE_FILE).unlink(missing_ok=True)
+        self._say("up", "stopped")
+
+
+def find_running(data_dir: Path) -> dict | None:
+    """The state of a stack that `streamsight up` runs from `data_dir`, or None."""
+    path = Path(data_dir) / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+        os.kill(int(state["pid"]), 0)
+        return state
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+async def run_up(data_dir: Path, nats_port: int, gateway_port: int, only: list[str] | None) -> int:
+    from streamsight.rpc import wait_serving
+
+    sup = Supervisor(data_dir, nats_port=nats_port, ports={"gateway": gateway_port} if gateway_port else None, only=only)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await sup.start()
+    if any(c.spec.name == "gateway" for c in sup.children):
+        try:
+            await wait_serving(sup.state()["gateway"], timeout_s=60)
+            sup._say("up", f"gateway SERVING at {sup.state()['gateway']}; Ctrl-C stops everything")
+        except TimeoutError as exc:
+            sup._say("up", str(exc))
+    await stop.wait()
+    await sup.stop()
+    return 0
+
+
+__all__ = ["Supervisor", "built_services", "find_running", "run_up", "free_port"]

@@ -1,0 +1,86 @@
+"""The bus: ack after the work, dead letters, retries, deduplication, trace context in headers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from streamsight import subjects
+from streamsight.bus import BadMessage, Bus
+from streamsight.telemetry import configure_tracing, tracer
+
+
+@pytest.fixture
+async def bus(nats_server):
+    bus = await Bus.connect(nats_server.url, "bustest")
+    await bus.ensure_streams()
+    yield bus
+    await bus.close()
+
+
+async def _dead_letters(bus: Bus, service: str) -> list:
+    sub = await bus.js.pull_subscribe(subjects.deadletter(service), durable=None, stream=subjects.DEADLETTER_STREAM)
+    try:
+        return await sub.fetch(100, timeout=2)
+    except Exception:
+        return []
+
+
+async def test_handler_results_are_acked_bad_input_dead_lettered_and_failures_retried(bus):
+    handled, attempts = [], {"flaky": 0, "broken": 0}
+    done = asyncio.Event()
+
+    async def handler(msg):
+        body = msg.data.decode()
+        if body == "garbage":
+            raise BadMessage("not a feature record")
+        if body in attempts:
+            attempts[body] += 1
+            if body == "broken" or attempts[body] < 2:
+                raise RuntimeError(f"{body} failed")
+        handled.append(body)
+        if {"ok", "flaky"} <= set(handled):
+            done.set()
+
+    for body in ("garbage", "ok", "flaky", "broken"):
+        await bus.publish(subjects.features("vision", "s1"), body.encode(), msg_id=f"s1:vision:{body}")
+    bus.consume("bustest-vision", subjects.features("vision"), handler, subjects.FEATURES_STREAM, max_deliver=3)
+    await asyncio.wait_for(done.wait(), 20)
+    await asyncio.sleep(8)  # "broken" is retried with backoff (2 s, 4 s) before it is dead-lettered
+    assert sorted(handled) == ["flaky", "ok"]
+    assert attempts == {"flaky": 2, "broken": 3}
+    letters = await _dead_letters(bus, "bustest")
+    reasons = {m.data.decode(): m.headers["streamsight-dlq-reason"] for m in letters}
+    assert set(reasons) == {"garbage", "broken"}
+    assert reasons["garbage"].startswith("bad message: not a feature record")
+    assert reasons["broken"].startswith("failed 3 times")
+    assert all(m.headers["streamsight-dlq-subject"] == "streamsight.features.v1.vision.s1" for m in letters)
+    info = await bus.js.consumer_info(subjects.FEATURES_STREAM, "bustest-vision")
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_same_message_id_is_stored_once(bus):
+    first = await bus.publish(subjects.features("audio", "s2"), b"a", msg_id=subjects.feature_msg_id("s2", "audio", 0))
+    again = await bus.publish(subjects.features("audio", "s2"), b"a", msg_id=subjects.feature_msg_id("s2", "audio", 0))
+    assert not first.duplicate and again.duplicate and again.seq == first.seq
+
+
+async def test_trace_context_crosses_nats(bus):
+    exporter = InMemorySpanExporter()
+    configure_tracing("test", exporter=exporter)
+    got = asyncio.Event()
+
+    async def handler(msg):
+        got.set()
+
+    with tracer().start_as_current_span("producer") as span:
+        trace_id = span.get_span_context().trace_id
+        await bus.publish(subjects.features("chat", "s3"), b"x", msg_id="s3:chat:0")
+    bus.consume("bustest-chat", subjects.features("chat"), handler, subjects.FEATURES_STREAM)
+    await asyncio.wait_for(got.wait(), 10)
+    await asyncio.sleep(0.2)
+    handled = [s for s in exporter.get_finished_spans() if s.name.startswith("handle streamsight.features.v1.chat")]
+    assert handled and handled[0].context.trace_id == trace_id
+    assert handled[0].parent is not None and handled[0].parent.span_id == span.get_span_context().span_id
