@@ -1,0 +1,51 @@
+"""A Node.js client (@grpc/grpc-js + @grpc/proto-loader from npm) calls the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from streamsight.bus import Bus
+from streamsight.gen.events.v1 import events_pb2
+
+NODE_DIR = Path(__file__).resolve().parents[1] / "node"
+
+
+@pytest.fixture(scope="module")
+def node_client() -> Path:
+    """tests/node with its npm packages installed (npm install runs once per checkout)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        pytest.fail("node and npm are needed for the cross-language client test (apt-get install nodejs npm)")
+    if not (NODE_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE_DIR, check=True, timeout=600)
+    return NODE_DIR / "client.js"
+
+
+async def test_node_client_starts_lists_and_watches(gateway, nats_server, node_client):
+    bus = await Bus.connect(nats_server.url, "nodetest")
+    proc = await asyncio.create_subprocess_exec(
+        "node", str(node_client), gateway.address, "from-node", "https://example.com/live.m3u8", "3",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    await asyncio.sleep(1.5)  # let it register the stream and open the watch
+    for i in range(2):
+        await bus.publish_event("from-node", events_pb2.Highlight(stream_id="from-node", highlight_id=f"n{i}", score=0.5 + i / 10), f"from-node:n{i}")
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    await bus.close()
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    assert proc.returncode == 0, (lines, err.decode())
+    start, listed, watched = lines
+    # No ingest runs in this test: the start is refused with a clear status, and the stream is recorded.
+    assert start["start"]["code"] == "UNAVAILABLE" and "ingest service is not reachable" in start["start"]["details"]
+    assert "from-node" in listed["streams"]
+    events = watched["events"]
+    assert [e["type"] for e in events] == ["streamsight.status.v1", "streamsight.highlight.v1", "streamsight.highlight.v1"]
+    assert events[0]["status"]["state"] == "STREAM_STATE_FAILED"
+    assert [e["highlight"]["highlight_id"] for e in events[1:]] == ["n0", "n1"]
+    assert int(events[2]["sequence"]) > int(events[1]["sequence"])
