@@ -4,6 +4,8 @@
   streamsight streams                 list registered streams (gateway)
   streamsight events [--stream ID]    follow events as JSON lines (gateway WatchEvents)
   streamsight health TARGET           check a gRPC server's health (exit 0 when SERVING)
+  streamsight chat score              score chat lines from stdin as JSON lines
+  streamsight chat backtest FILE      forecast error of the LSTM vs. baselines on a chat log
 """
 
 from __future__ import annotations
@@ -63,6 +65,13 @@ async def _events(args) -> int:
     return 0
 
 
+def _chat(args) -> int:
+    from services.chat import cli as chat_cli
+
+    main = chat_cli.score_main if args.tool == "score" else chat_cli.backtest_main
+    return main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamsight", description="Real-time analytics for live video streams.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--type", action="append", help="only this event type (repeatable), e.g. streamsight.highlight.v1")
             cmd.add_argument("--after", type=int, help="replay events after this sequence number (0: all)")
         cmd.set_defaults(run=lambda a, f=func: asyncio.run(f(a)))
+
+    chat = sub.add_parser("chat", help="chat tools: score (stdin -> JSON lines), backtest FILE")
+    chat.add_argument("tool", choices=["score", "backtest"])
+    chat.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the tool (see streamsight chat TOOL --help)")
+    chat.set_defaults(run=_chat)
     return parser
 
 

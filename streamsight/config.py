@@ -35,6 +35,9 @@ class BaseServiceSettings(BaseSettings):
     otlp_endpoint: str = Field("", description="OTLP/gRPC endpoint for traces; empty keeps traces in process")
     data_dir: Path = Field(Path("var"), description="Folder for local state (clips, buffers)")
     shutdown_grace_s: float = Field(5.0, gt=0, description="Seconds to drain on shutdown")
+    grpc_host: str = Field("0.0.0.0", description="Address the gRPC server (health, API) binds to")
+    grpc_port: int = Field(0, ge=0, le=65535, description="gRPC port; 0 picks a free one")
+    auth_token: str = Field("", description="When set, gRPC callers must send 'authorization: Bearer <token>'")
 
     @classmethod
     def settings_customise_sources(

@@ -16,14 +16,18 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
 
+def gpu_visible() -> bool:
+    """An NVIDIA device node exists (the onnxruntime-gpu build lists CUDA even without one)."""
+    return Path("/dev/nvidiactl").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
+
+
 def preferred_providers() -> list[str]:
-    """CUDA first when this onnxruntime build can use it, then CPU.
+    """CUDA first when this onnxruntime build can use it and a GPU is visible, then CPU.
 
     `STREAMSIGHT_ONNX_PROVIDER=cpu` forces the CPU provider (useful on a shared GPU host).
     """
     forced = os.environ.get("STREAMSIGHT_ONNX_PROVIDER", "").strip().lower()
-    available = ort.get_available_providers()
-    if forced == "cpu" or CUDA not in available:
+    if forced == "cpu" or CUDA not in ort.get_available_providers() or not gpu_visible():
         return [CPU]
     return [CUDA, CPU]
 

@@ -43,12 +43,8 @@ class Service:
         """Subscribe, open models, start background tasks. `self.bus` is connected."""
 
     def servicers(self) -> list[Servicer]:
-        """gRPC services to serve; none by default."""
+        """gRPC services to serve besides health and reflection; none by default."""
         return []
-
-    def grpc_address(self) -> tuple[str, int]:
-        """(host, port) of the gRPC server; settings `grpc_host` / `grpc_port` when present."""
-        return getattr(self.settings, "grpc_host", "0.0.0.0"), int(getattr(self.settings, "grpc_port", 0))
 
     def health_info(self) -> dict[str, str]:
         """Facts to log at start and report in health (provider, model, tagger, ...)."""
@@ -64,18 +60,16 @@ class Service:
         try:
             await self.bus.ensure_streams()
             await self.start()
-            servicers = self.servicers()
-            if servicers:
-                host, port = self.grpc_address()
-                self.rpc = RpcServer(self.name, servicers, host, port, getattr(self.settings, "auth_token", ""))
-                await self.rpc.start()
-            self.log.info("service ready", grpc_port=self.rpc.port if self.rpc else None, **self.health_info())
+            # Every service serves gRPC health and reflection, with or without an API of its own.
+            s = self.settings
+            self.rpc = RpcServer(self.name, self.servicers(), s.grpc_host, s.grpc_port, s.auth_token)
+            await self.rpc.start()
+            self.log.info("service ready", grpc_port=self.rpc.port, **self.health_info())
             if ready is not None:
                 ready.set()
             await stop.wait()
             self.log.info("service stopping")
-            if self.rpc is not None:
-                await self.rpc.stop(self.settings.shutdown_grace_s)
+            await self.rpc.stop(self.settings.shutdown_grace_s)
             await self.stop()
         finally:
             await self.bus.close()
