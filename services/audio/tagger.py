@@ -131,8 +131,8 @@ class OnnxTagger:
         for out in outputs:
             if out.shape and out.shape[-1] == count:
                 return out.name
-        for out in outputs:
-            if out.name in ("clipwise_output", "scores"):
+        for out in outputs:  # a class axis of unknown size: trust the conventional names
+            if out.name in ("clipwise_output", "scores") and out.shape and not isinstance(out.shape[-1], int):
                 return out.name
         raise TaggerError(
             f"{self.config.path}: no output with {count} classes for kind {self.config.kind!r} "

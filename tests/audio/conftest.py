@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Callable
 
 import av
 import numpy as np
 import pytest
+
+os.environ.setdefault("STREAMSIGHT_ONNX_PROVIDER", "cpu")  # keep test runs on the shared CPU
+
+# training/ is not an installed package; the conversion tests import its model code.
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
 
 def decode(path: Path, rate: int | None = None, layout: str | None = "mono") -> tuple[np.ndarray, int]:

@@ -1,0 +1,1 @@
+"""Audio tagging models (PANNs) and their conversion to ONNX."""
