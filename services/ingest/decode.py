@@ -144,6 +144,18 @@ class StreamDecoder:
             self.clip_buffer.close()
         self.flush_due = True
 
+    def first_time_since(self, frame_index: int) -> float:
+        """Media time of the decoded frame number ``frame_index`` if it is still at hand."""
+        for sig in self._signals:
+            if sig.index == frame_index:
+                return sig.media_time
+        for item in self.pending:
+            if isinstance(item, FrameSignals):
+                for sig in item.signals:
+                    if sig.index == frame_index:
+                        return sig.media_time
+        return self._v_prog or 0.0
+
     def take(self) -> list[Item]:
         out, self.pending, self.flush_due = self.pending, [], False
         return out

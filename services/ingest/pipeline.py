@@ -61,6 +61,14 @@ class IngestConfig:
     max_batch_items: int = 64
 
 
+@dataclass(frozen=True)
+class _Gap:
+    lost_at: float  # media time reached before the outage
+    down_since: float  # time.monotonic() when the source failed
+    frames: int  # frames decoded before the outage
+    audio: float  # audio seconds before the outage
+
+
 class _Stopped(Exception):
     """Raised inside the worker when the consumer went away or asked to stop."""
 
@@ -83,6 +91,13 @@ class IngestPipeline:
         self._thread: threading.Thread | None = None
         self._container: av.container.InputContainer | None = None
         self._log = log.bind(stream_id=stream_id)
+        self._gap: _Gap | None = None  # an outage waiting for media to resume
+        self._last_data = time.monotonic()  # when the last new packet arrived
+
+    @property
+    def running(self) -> bool:
+        """True while the worker thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
 
     @property
     def stats(self) -> DecodeStats:
@@ -93,14 +108,14 @@ class IngestPipeline:
         return self.decoder.clip_buffer
 
     def stop(self) -> None:
-        """Ask the worker to stop; a blocked network read is interrupted at once."""
+        """Ask the worker to stop; it emits nothing more and exits at its next check.
+
+        The checks run between packets, in every wait (backoff, pacing, a full queue)
+        and while a connection opens, so the thread ends within milliseconds except when
+        it sits inside one blocking FFmpeg network read: PyAV gives no way to interrupt
+        that from outside, so it ends when the read returns or after ``read_timeout``.
+        """
         self._stop.set()
-        container = self._container
-        if container is not None:
-            try:
-                container.set_timeout(0.0)  # makes FFmpeg's interrupt callback fire on its next check
-            except Exception:  # already closed: nothing is blocked
-                pass
 
     async def items(self) -> AsyncIterator[Item]:
         """Start the worker and yield its items until the stream ends, fails or is cancelled."""
@@ -120,7 +135,15 @@ class IngestPipeline:
                     yield item
         finally:
             self.stop()
-            self._thread.join(timeout=10.0)
+            # Do not hold up the event loop for a read stuck in FFmpeg (see stop()).
+            self._thread.join(timeout=0.5)
+
+    async def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Wait (without blocking the loop) until the worker thread has exited; True if it has."""
+        if self._thread is None:
+            return True
+        await asyncio.to_thread(self._thread.join, timeout)
+        return not self._thread.is_alive()
 
     def __aiter__(self) -> AsyncIterator[Item]:
         return self.items()
@@ -163,7 +186,7 @@ class IngestPipeline:
     def _ingest(self) -> None:
         try:
             src = resolve(self.source, self.config.source)
-            self._container = open_source(src, self.config.source)
+            self._container = self._open(src)
         except IngestError as err:
             self._status(StatusKind.FAILED, err.message, err.code)
             return
@@ -197,6 +220,10 @@ class IngestPipeline:
                 t = dec.process(packet)
                 if self.wall_start is None:
                     self.wall_start = time.time()
+                if t is not None:
+                    self._last_data = time.monotonic()
+                    if self._gap is not None:
+                        self._check_gap()
                 if pacer is not None and t is not None and pacer.delay(t) > 0.01:
                     self._push(dec.take())  # hand over what is due before waiting
                     pacer.wait(t)
@@ -229,12 +256,12 @@ class IngestPipeline:
         self._close_container()
         lost_at = dec.stats.media_time
         down_since = time.monotonic()
-        reason = err.message if err else "the source closed the connection"
+        reason = err.message if err else "the source closed the connection; checking whether the stream ended"
         delay = policy.initial
         attempt = 0
         while True:
             attempt += 1
-            waited = time.monotonic() - down_since
+            waited = time.monotonic() - self._last_data
             if waited >= policy.give_up_after:
                 dec.finish()
                 self._status(StatusKind.ENDED, f"live stream ended: no data for {waited:.0f} s ({reason})",
@@ -245,7 +272,7 @@ class IngestPipeline:
                 raise _Stopped
             delay = min(policy.max_delay, delay * policy.factor)
             try:
-                self._container = open_source(src, self.config.source)
+                self._container = self._open(src)
             except IngestError as exc:
                 if not exc.transient and exc.code is not ErrorCode.NOT_FOUND:
                     dec.finish()
@@ -262,28 +289,60 @@ class IngestPipeline:
             pacer.reset()
         self._status(StatusKind.RECONNECTED, "reconnected", attempts=attempt, down_seconds=round(wall_gap, 3))
         self.live = still_live  # an HLS playlist that got its end marker plays out as VOD
-        self._report_gap_after_first_frame(lost_at, wall_gap)
+        if self._gap is None:  # several reconnects in a row make one gap
+            self._gap = _Gap(lost_at, down_since, dec.stats.frames_decoded, dec.stats.audio_seconds)
         return True
 
-    def _report_gap_after_first_frame(self, lost_at: float, wall_gap: float) -> None:
-        """Decode until media time moves past ``lost_at`` and publish the GAP it reveals."""
-        dec = self.decoder
-        start_frames = dec.stats.frames_decoded
-        try:
-            for packet in self._container.demux(dec.streams):  # type: ignore[union-attr]
-                if self._stop.is_set():
-                    raise _Stopped
-                dec.process(packet)
-                if dec.stats.frames_decoded > start_frames or (dec.vstream is None and dec.stats.media_time > lost_at):
-                    break
-        except _Stopped:
-            raise
-        except Exception:  # the next _demux() meets the same error and handles it
-            pass
-        resumed = dec.stats.media_time
-        self._status(StatusKind.GAP, f"no media from {lost_at:.2f} s to {resumed:.2f} s",
-                     start=lost_at, end=resumed, missing_seconds=round(max(0.0, resumed - lost_at), 3),
-                     wall_seconds=round(wall_gap, 3))
+    def _check_gap(self) -> None:
+        """Publish the pending GAP once media flows again after a reconnect."""
+        gap, dec = self._gap, self.decoder
+        if gap is None:
+            return
+        if dec.vstream is not None and dec.stats.frames_decoded == gap.frames:
+            return  # video leads: wait for the first new frame
+        if dec.vstream is None and dec.stats.audio_seconds == gap.audio:
+            return
+        self._gap = None
+        resumed = dec.first_time_since(gap.frames) if dec.stats.frames_decoded > gap.frames else dec.stats.media_time
+        self._status(StatusKind.GAP, f"no media from {gap.lost_at:.2f} s to {resumed:.2f} s",
+                     start=gap.lost_at, end=resumed, missing_seconds=round(max(0.0, resumed - gap.lost_at), 3),
+                     wall_seconds=round(time.monotonic() - gap.down_since, 3))
+
+    def _open(self, src: ResolvedSource) -> av.container.InputContainer:
+        """Open in a helper thread so that :meth:`stop` need not wait for a slow connect.
+
+        FFmpeg's open cannot be interrupted from outside before it returns; when the
+        pipeline stops meanwhile, the helper closes the container itself once the open
+        finishes (at the latest after ``open_timeout``).
+        """
+        lock = threading.Lock()
+        box: dict[str, object] = {}
+
+        def target() -> None:
+            try:
+                container = open_source(src, self.config.source)
+            except BaseException as exc:
+                box["error"] = exc
+                return
+            with lock:
+                if box.get("abandoned"):
+                    container.close()
+                else:
+                    box["container"] = container
+
+        opener = threading.Thread(target=target, name="ingest-open", daemon=True)
+        opener.start()
+        while opener.is_alive():
+            opener.join(0.05)
+            if self._stop.is_set():
+                with lock:
+                    box["abandoned"] = True
+                    if "container" in box:
+                        box["container"].close()  # type: ignore[attr-defined]
+                raise _Stopped
+        if "error" in box:
+            raise box["error"]  # type: ignore[misc]
+        return box["container"]  # type: ignore[return-value]
 
     def _close_container(self) -> None:
         container, self._container = self._container, None

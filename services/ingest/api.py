@@ -1,0 +1,99 @@
+"""The ingest control API (streamsight.ingest.v1.Ingest)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from streamsight import subjects
+from streamsight.gen.common.v1 import common_pb2
+from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from streamsight.rpc import StatusError, invalid, not_found, precondition
+
+from .errors import IngestError
+from .streams import IngestedStream
+
+CHUNK = 256 * 1024
+
+
+def _status_error(err: IngestError) -> StatusError:
+    return StatusError(getattr(grpc.StatusCode, err.code.grpc_status), err.message)
+
+
+class IngestApi(ingest_pb2_grpc.IngestServicer):
+    def __init__(self, service):
+        self.service = service  # IngestService: owns the streams
+
+    def _stream(self, stream_id: str) -> IngestedStream:
+        if not subjects.is_valid_stream_id(stream_id):
+            raise invalid(f"stream id {stream_id!r} is not valid")
+        stream = self.service.streams.get(stream_id)
+        if stream is None:
+            raise not_found(f"ingest has no stream {stream_id!r}")
+        return stream
+
+    @staticmethod
+    def _status(stream: IngestedStream) -> ingest_pb2.IngestStatus:
+        stats = stream.pipeline.stats
+        return ingest_pb2.IngestStatus(
+            stream_id=stream.stream_id,
+            state=stream.state,
+            media_time_s=stats.media_time,
+            duration_s=stream.duration_s,
+            frames_decoded=stats.frames_decoded,
+            last_error=stream.last_error,
+        )
+
+    async def StartIngest(self, request, context):
+        if not subjects.is_valid_stream_id(request.stream_id):
+            raise invalid(f"stream id {request.stream_id!r} is not valid")
+        if not request.source:
+            raise invalid("source is empty")
+        try:
+            stream = await self.service.start_stream(request)
+        except IngestError as err:
+            raise _status_error(err) from None
+        return self._status(stream)
+
+    async def StopIngest(self, request, context):
+        stream = self._stream(request.stream_id)
+        await self.service.stop_stream(stream)
+        return self._status(stream)
+
+    async def GetIngest(self, request, context):
+        return self._status(self._stream(request.stream_id))
+
+    async def ExportClip(self, request, context):
+        stream = self._stream(request.stream_id)
+        if not (0 <= request.start_s < request.end_s):
+            raise invalid(f"clip times must satisfy 0 <= start < end (got {request.start_s}, {request.end_s})")
+        if request.end_s - request.start_s > self.service.settings.buffer_seconds:
+            raise invalid(f"a clip may be at most {self.service.settings.buffer_seconds:.0f} s long (the buffer's length)")
+        if request.clip_id and not subjects.is_valid_stream_id(request.clip_id):
+            raise invalid(f"clip id {request.clip_id!r} is not valid")
+        try:
+            clip_id, clip = await asyncio.to_thread(stream.export_clip, request.start_s, request.end_s, request.clip_id)
+        except IngestError as err:
+            raise _status_error(err) from None
+        return common_pb2.ClipRef(
+            clip_id=clip_id, uri=clip.path.resolve().as_uri(), start_s=clip.start, end_s=clip.end, size_bytes=clip.path.stat().st_size
+        )
+
+    async def ReadClip(self, request, context):
+        if not subjects.is_valid_stream_id(request.stream_id) or not subjects.is_valid_stream_id(request.clip_id or "-"):
+            raise invalid("stream id or clip id is not valid")
+        folder = self.service.clip_dir(request.stream_id)
+        path = next((p for p in (folder / f"{request.clip_id}.mp4", folder / f"{request.clip_id}.mkv") if p.is_file()), None)
+        if path is None:
+            raise not_found(f"no clip {request.clip_id!r} for stream {request.stream_id!r}")
+        total = path.stat().st_size
+        mime = "video/mp4" if path.suffix == ".mp4" else "video/x-matroska"
+        with path.open("rb") as f:
+            offset = 0
+            while chunk := await asyncio.to_thread(f.read, CHUNK):
+                yield ingest_pb2.ClipData(data=chunk, offset=offset, total_size=total, content_type=mime)
+                offset += len(chunk)
+
+
+__all__ = ["IngestApi", "precondition"]

@@ -1,0 +1,97 @@
+"""Pipeline items -> the protobuf messages ingest publishes on NATS (pure functions)."""
+
+from __future__ import annotations
+
+from streamsight.gen.common.v1 import common_pb2
+from streamsight.gen.events.v1 import events_pb2
+from streamsight.gen.media.v1 import media_pb2
+
+from .items import AudioChunk, FrameSignals, SampledFrame, StatusEvent, StatusKind, WindowRecord
+
+_STATES = {
+    StatusKind.STARTED: common_pb2.STREAM_STATE_RUNNING,
+    StatusKind.RECONNECTING: common_pb2.STREAM_STATE_RECONNECTING,
+    StatusKind.RECONNECTED: common_pb2.STREAM_STATE_RUNNING,
+    StatusKind.GAP: common_pb2.STREAM_STATE_UNSPECIFIED,  # a notable moment, not a change of state
+    StatusKind.ENDED: common_pb2.STREAM_STATE_ENDED,
+    StatusKind.FAILED: common_pb2.STREAM_STATE_FAILED,
+}
+
+
+def video_frame(stream_id: str, item: SampledFrame, sample_index: int) -> media_pb2.VideoFrame:
+    image = item.image
+    return media_pb2.VideoFrame(
+        stream_id=stream_id,
+        consumer=item.consumer,
+        pts_s=item.media_time,
+        frame_number=item.index,
+        width=image.shape[1],
+        height=image.shape[0],
+        format=media_pb2.PIXEL_FORMAT_GRAY8 if image.ndim == 2 else media_pb2.PIXEL_FORMAT_RGB24,
+        data=image.tobytes(),
+        sample_index=sample_index,
+    )
+
+
+def frame_signals(stream_id: str, item: FrameSignals) -> media_pb2.FrameSignals:
+    return media_pb2.FrameSignals(
+        stream_id=stream_id,
+        decode_errors=item.decode_errors,
+        signals=[
+            media_pb2.FrameSignal(
+                pts_s=s.media_time,
+                frame_number=s.index,
+                is_corrupt=s.is_corrupt,
+                gap_s=s.gap_before,
+                frames_missing=s.missing_frames,
+                frozen=s.frozen,
+                keyframe=s.key_frame,
+                diff=s.diff,
+            )
+            for s in item.signals
+        ],
+    )
+
+
+def audio_chunk(stream_id: str, item: AudioChunk, chunk_index: int) -> media_pb2.AudioChunk:
+    return media_pb2.AudioChunk(
+        stream_id=stream_id,
+        start_s=item.media_time,
+        sample_rate=item.sample_rate,
+        pcm_f32le=item.samples.astype("<f4", copy=False).tobytes(),
+        chunk_index=chunk_index,
+    )
+
+
+def window_record(stream_id: str, item: WindowRecord, last: bool) -> media_pb2.WindowRecord:
+    return media_pb2.WindowRecord(
+        stream_id=stream_id,
+        index=item.index,
+        start_s=item.start,
+        end_s=item.end,
+        frames_decoded=item.frames_decoded,
+        audio_s=item.audio_seconds,
+        decode_errors=item.decode_errors,
+        gaps=item.gaps,
+        last=last,
+        corrupt_frames=item.corrupt_frames,
+        frozen_frames=item.frozen_frames,
+        gap_s=item.gap_seconds,
+        missing_frames=item.missing_frames,
+        complete=item.complete,
+    )
+
+
+def stream_status(stream_id: str, item: StatusEvent) -> events_pb2.StreamStatus:
+    details = item.details or {}
+    reason = item.code.value.lower() if item.code else item.kind.value
+    return events_pb2.StreamStatus(
+        stream_id=stream_id,
+        state=_STATES[item.kind],
+        reason=reason,
+        detail=item.message,
+        media_time_s=item.media_time,
+        gap_s=float(details.get("missing_seconds", 0.0) or 0.0),
+        duration_s=float(details.get("duration", 0.0) or 0.0),
+        reporter="ingest",
+    )

@@ -1,0 +1,25 @@
+"""Ingest settings (environment `STREAMSIGHT_*`, optional YAML; see streamsight.config)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from streamsight.config import BaseServiceSettings
+
+
+class IngestSettings(BaseServiceSettings):
+    grpc_port: int = Field(50061, ge=0, le=65535, description="Control API port")
+    max_streams: int = Field(16, ge=1, description="Streams ingested at once; more are refused")
+    max_backlog: int = Field(400, ge=10, description="Media messages a stream may have waiting for analysers (VOD pacing)")
+    buffer_seconds: float = Field(300.0, gt=0, description="Minutes of original packets kept for clips, in seconds")
+    flow_fps: float = Field(5.0, gt=0, description="Grayscale frames per second for optical flow")
+    flow_width: int = Field(320, ge=32, description="Width of flow frames, pixels (aspect kept)")
+    cnn_fps: float = Field(1.0, gt=0, description="RGB frames per second for the frame CNN")
+    cnn_size: int = Field(224, ge=32, description="Side of the square CNN frames, pixels")
+    glitch_fps: float = Field(2.0, gt=0, description="RGB frames per second for corruption detection")
+    glitch_max_width: int = Field(1280, ge=64, description="Largest glitch frame width (never enlarged)")
+    glitch_max_height: int = Field(720, ge=64, description="Largest glitch frame height (never enlarged)")
+    audio_rate: int = Field(32000, ge=8000, le=96000, description="Sample rate of the mono audio for analysers")
+    open_timeout_s: float = Field(15.0, gt=0, description="Seconds to open and probe a source")
+    read_timeout_s: float = Field(10.0, gt=0, description="Seconds a read may stall before a live source reconnects")
+    live_give_up_s: float = Field(30.0, gt=0, description="Seconds without media after which a live stream has ended")

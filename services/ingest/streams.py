@@ -1,0 +1,196 @@
+"""One ingested stream inside the service: its pipeline, its publishing loop, its clip buffer.
+
+`IngestedStream.run()` turns pipeline items into NATS messages (see messages.py). Pacing: for
+VOD sources it waits while the stream's backlog on the MEDIA subjects exceeds `max_backlog`
+(the analysers are behind), so memory stays bounded and nothing expires unread. The newest
+window record is held back until the next item shows whether the stream goes on, so exactly
+one record per stream carries `last=True`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from pathlib import Path
+
+import structlog
+
+from streamsight import subjects
+from streamsight.bus import Bus
+from streamsight.gen.common.v1 import common_pb2
+from streamsight.gen.events.v1 import events_pb2
+from streamsight.telemetry import MESSAGES_FAILED
+
+from . import messages
+from .clips import Clip, ClipBufferConfig
+from .decode import DecodeConfig
+from .errors import ErrorCode, IngestError
+from .items import AudioChunk, FrameSignals, SampledFrame, StatusEvent, StatusKind, WindowRecord
+from .pipeline import IngestConfig, IngestPipeline, Pacing, ReconnectPolicy
+from .sampling import ConsumerSpec, SamplingConfig
+from .settings import IngestSettings
+from .source import SourceOptions
+
+log = structlog.get_logger(__name__)
+TERMINAL = {common_pb2.STREAM_STATE_ENDED, common_pb2.STREAM_STATE_FAILED, common_pb2.STREAM_STATE_STOPPED}
+
+
+def pipeline_config(settings: IngestSettings, clip_dir: Path, live: bool, extra: dict[str, str]) -> IngestConfig:
+    """The pipeline's configuration from settings, overridden per stream by `extra` (fps keys)."""
+
+    def rate(key: str, default: float) -> float:
+        try:
+            value = float(extra.get(key, default))
+        except ValueError:
+            raise IngestError(ErrorCode.INVALID_SOURCE, f"option {key}={extra[key]!r} is not a number") from None
+        if not 0 < value <= 60:
+            raise IngestError(ErrorCode.INVALID_SOURCE, f"option {key}={value} must be in (0, 60] frames per second")
+        return value
+
+    sampling = SamplingConfig(
+        flow=ConsumerSpec(fps=rate("flow_fps", settings.flow_fps), format="gray", width=settings.flow_width),
+        cnn=ConsumerSpec(fps=rate("cnn_fps", settings.cnn_fps), format="rgb24", width=settings.cnn_size, height=settings.cnn_size),
+        glitch=ConsumerSpec(
+            fps=rate("glitch_fps", settings.glitch_fps), format="rgb24", max_width=settings.glitch_max_width, max_height=settings.glitch_max_height
+        ),
+    )
+    return IngestConfig(
+        decode=DecodeConfig(
+            sampling=sampling,
+            audio_rate=settings.audio_rate,
+            clip_buffer=ClipBufferConfig(directory=clip_dir / "buffer", seconds=settings.buffer_seconds),
+        ),
+        source=SourceOptions(open_timeout=settings.open_timeout_s, read_timeout=settings.read_timeout_s),
+        pacing=Pacing.LIVE if live else Pacing.VOD,
+        reconnect=ReconnectPolicy(give_up_after=settings.live_give_up_s),
+    )
+
+
+class IngestedStream:
+    def __init__(self, stream_id: str, source: str, config: IngestConfig, bus: Bus, settings: IngestSettings, clip_dir: Path):
+        self.stream_id = stream_id
+        self.source = source
+        self.bus = bus
+        self.settings = settings
+        self.clip_dir = clip_dir
+        self.pipeline = IngestPipeline(source, config, stream_id=stream_id)
+        self.state = common_pb2.STREAM_STATE_STARTING
+        self.last_error = ""
+        self.duration_s = 0.0
+        self.task: asyncio.Task | None = None
+        self._samples: dict[str, int] = {}
+        self._audio_chunks = 0
+        self._held_window: WindowRecord | None = None
+        self._status_count = 0
+        self._log = log.bind(stream_id=stream_id)
+
+    # -- publishing ------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            async for item in self.pipeline.items():
+                await self._publish(item)
+        except asyncio.CancelledError:
+            self.pipeline.stop()
+            await self._flush_window()
+            if self.state not in TERMINAL:
+                await self._report(common_pb2.STREAM_STATE_STOPPED, "stopped", "ingest stopped on request")
+            raise
+        except Exception as exc:  # a bug or a lost NATS connection: say so, never crash the service
+            MESSAGES_FAILED.labels("ingest", "stream_error").inc()
+            self._log.error("stream failed", exc_info=exc)
+            await self._report(common_pb2.STREAM_STATE_FAILED, "internal", f"ingest failed: {type(exc).__name__}")
+        finally:
+            self.pipeline.stop()
+        await self._flush_window()
+        if self.state not in TERMINAL:  # the pipeline finished without saying how
+            await self._report(common_pb2.STREAM_STATE_ENDED, "source_ended", "the source ended")
+
+    async def _publish(self, item) -> None:
+        sid = self.stream_id
+        if self._held_window is not None and not isinstance(item, StatusEvent):
+            await self._flush_window(last=False)
+        if isinstance(item, SampledFrame):
+            n = self._samples.get(item.consumer, 0)
+            self._samples[item.consumer] = n + 1
+            await self._paced()
+            await self.bus.publish(
+                subjects.media(f"frames_{item.consumer}", sid), messages.video_frame(sid, item, n), f"{sid}:{item.consumer}:{n}", kind="frame"
+            )
+        elif isinstance(item, AudioChunk):
+            n = self._audio_chunks
+            self._audio_chunks += 1
+            await self.bus.publish(subjects.media("audio", sid), messages.audio_chunk(sid, item, n), f"{sid}:audio:{n}", kind="audio")
+        elif isinstance(item, FrameSignals):
+            await self.bus.publish(subjects.media("signals", sid), messages.frame_signals(sid, item), kind="signals")
+        elif isinstance(item, WindowRecord):
+            await self._flush_window(last=False)
+            self._held_window = item
+        elif isinstance(item, StatusEvent):
+            if item.kind in (StatusKind.ENDED, StatusKind.FAILED):
+                await self._flush_window(last=True)
+            status = messages.stream_status(sid, item)
+            if item.kind == StatusKind.STARTED:
+                self.duration_s = float(item.details.get("duration", 0.0) or 0.0)
+                status.duration_s = self.duration_s
+            await self._report_status(status)
+
+    async def _flush_window(self, last: bool = True) -> None:
+        if self._held_window is None:
+            return
+        record, self._held_window = self._held_window, None
+        msg = messages.window_record(self.stream_id, record, last)
+        await self.bus.publish(subjects.media("windows", self.stream_id), msg, f"{self.stream_id}:window:{record.index}", kind="window")
+
+    async def _paced(self) -> None:
+        """VOD: wait while the analysers have more than max_backlog of this stream's messages."""
+        if self.pipeline.config.pacing is not Pacing.VOD or self.pipeline.live:
+            return
+        if sum(self._samples.values()) % 8:
+            return  # checking every message would cost a round trip each
+        while await self.bus.backlog(subjects.MEDIA_STREAM, subjects.media("*", self.stream_id)) > self.settings.max_backlog:
+            await asyncio.sleep(0.05)
+
+    async def _report(self, state: int, reason: str, detail: str) -> None:
+        await self._report_status(
+            events_pb2.StreamStatus(
+                stream_id=self.stream_id, state=state, reason=reason, detail=detail, media_time_s=self.pipeline.stats.media_time, reporter="ingest"
+            )
+        )
+
+    async def _report_status(self, status: events_pb2.StreamStatus) -> None:
+        if status.state != common_pb2.STREAM_STATE_UNSPECIFIED:
+            self.state = status.state
+        if status.state == common_pb2.STREAM_STATE_FAILED:
+            self.last_error = status.detail
+        self._status_count += 1
+        self._log.info("status", state=common_pb2.StreamState.Name(status.state), reason=status.reason, detail=status.detail)
+        await self.bus.publish_event(self.stream_id, status, f"{self.stream_id}:status:ingest:{self._status_count}")
+
+    # -- clips -----------------------------------------------------------------------
+    def export_clip(self, start_s: float, end_s: float, clip_id: str) -> tuple[str, Clip]:
+        """Cut [start_s, end_s] from the packet buffer into an MP4 (blocking: run in a thread)."""
+        buffer = self.pipeline.clip_buffer
+        if buffer is None:
+            raise IngestError(ErrorCode.CLIP_OUT_OF_RANGE, "no media has been buffered for this stream yet")
+        clip_id = clip_id or hashlib.sha1(f"{start_s:.3f}-{end_s:.3f}".encode()).hexdigest()[:12]
+        span = self.clip_dir / f"{clip_id}.json"  # the media times the clip covers, and its file
+        if span.exists():  # asked again (a retry): the same clip
+            saved = json.loads(span.read_text())
+            return clip_id, Clip(self.clip_dir / saved["file"], saved["start_s"], saved["end_s"])
+        try:
+            dest, clip = self._cut(buffer, start_s, end_s, clip_id, ".mp4")
+        except IngestError as err:
+            if err.code is not ErrorCode.UNSUPPORTED_CODEC:
+                raise
+            # Old codecs (MPEG-4 part 2 in AVI, say) cannot go into MP4: Matroska takes them as they are.
+            dest, clip = self._cut(buffer, start_s, end_s, clip_id, ".mkv")
+        span.write_text(json.dumps({"file": dest.name, "start_s": clip.start, "end_s": clip.end}))
+        return clip_id, Clip(dest, clip.start, clip.end)
+
+    def _cut(self, buffer, start_s: float, end_s: float, clip_id: str, suffix: str) -> tuple[Path, Clip]:
+        dest = self.clip_dir / f"{clip_id}{suffix}"
+        tmp = self.clip_dir / f"{clip_id}.part{suffix}"
+        clip = buffer.export(start_s, end_s, tmp)
+        tmp.replace(dest)
+        return dest, clip
