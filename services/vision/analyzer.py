@@ -156,10 +156,10 @@ class StreamAnalyzer:
             p_pts, p_frame, p_hist, p_brightness = self._prev_gray
             interval = 1.0 / self.config.flow_fps
             gap = t - p_pts
-            if gap <= self.config.max_pair_gap_intervals * interval and p_frame.shape == frame.shape:
+            if gap <= self.config.max_pair_gap_intervals * interval:
                 item.brightness_delta = abs(brightness - p_brightness) * interval / gap
                 item.cut = histogram_distance(hist, p_hist) > CUT_THRESHOLD
-                if not item.cut:  # flow across a cut measures nothing real
+                if not item.cut and p_frame.shape == frame.shape:  # flow across a cut measures nothing real
                     item.pair = (p_frame, frame)
                     item.time_scale = interval / gap
         self._prev_gray = (t, frame, hist, brightness)

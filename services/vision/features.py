@@ -17,7 +17,7 @@ MIN_MOVING_SHARE = 0.005  # direction coherence needs at least this share of mov
 BORDER = 4  # pixels ignored at each edge: flow there is extrapolated, not measured
 SAMPLE_STEP = 4  # every 4th pixel per axis is kept for the window's percentile
 HIST_BINS = 32
-CUT_THRESHOLD = 0.6  # L1 distance of normalised gray histograms (0..2) above which a pair is a cut
+CUT_THRESHOLD = 0.3  # L1 distance of normalised gray histograms (0..2) above which a pair is a cut
 
 FEATURE_NAMES = (
     "flow_mag_mean",

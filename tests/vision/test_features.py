@@ -1,0 +1,118 @@
+"""Window features: a still scene, a camera pan and a burst of local action order as expected;
+real footage (vtest.avi) gives moderate motion; a hard cut is counted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from services.vision.analyzer import StreamAnalyzer, WindowFeatures
+from services.vision.features import FEATURE_NAMES
+
+FPS = 5.0
+H, W = 180, 320
+
+
+def run_stream(models, frames: list[np.ndarray], fps: float = FPS) -> list[WindowFeatures]:
+    analyzer = StreamAnalyzer(models)
+    windows: list[WindowFeatures] = []
+    for i, frame in enumerate(frames):
+        analyzer.submit_flow_frame(frame, i / fps)
+    windows += analyzer.flush()
+    return windows
+
+
+def canvas(vtest_gray) -> np.ndarray:
+    """A real frame, upscaled so a virtual camera can move over it."""
+    import cv2
+
+    return cv2.resize(vtest_gray[0][120], (W * 3, H * 3), interpolation=cv2.INTER_LINEAR)
+
+
+def noisy(frame: np.ndarray, rng) -> np.ndarray:
+    return np.clip(frame.astype(np.float32) + rng.normal(0, 2, frame.shape), 0, 255).astype(np.uint8)
+
+
+def still_scene(big, rng, n=50):
+    return [noisy(big[H : 2 * H, W : 2 * W], rng) for _ in range(n)]
+
+
+def camera_pan(big, rng, n=50, speed=8):
+    return [noisy(big[H : 2 * H, 40 + speed * i : 40 + speed * i + W], rng) for i in range(n)]
+
+
+def action_burst(big, sprite_src, rng, n=50, burst=range(20, 35)):
+    """Still background; during the burst, six patches jump about fast in different directions."""
+    base = big[H : 2 * H, W : 2 * W]
+    positions = rng.integers(10, [H - 60, W - 60], size=(6, 2)).astype(float)
+    velocity = rng.normal(0, 12, size=(6, 2))
+    frames = []
+    for i in range(n):
+        f = base.copy()
+        if i in burst:
+            positions = np.clip(positions + velocity, 0, [H - 50, W - 50])
+            for k, (y, x) in enumerate(positions.astype(int)):
+                f[y : y + 50, x : x + 50] = sprite_src[30 + 20 * k : 80 + 20 * k, 100:150]
+        frames.append(noisy(f, rng))
+    return frames
+
+
+@pytest.fixture(scope="module")
+def scenes(models, vtest_gray, bbb_gray):
+    rng = np.random.default_rng(0)
+    big = canvas(vtest_gray)
+    return {
+        "still": run_stream(models, still_scene(big, rng))[0].features,
+        "pan": run_stream(models, camera_pan(big, rng))[0].features,
+        "action": run_stream(models, action_burst(big, bbb_gray[0][40], rng))[0].features,
+    }
+
+
+def test_every_feature_is_present_and_finite(scenes):
+    for feats in scenes.values():
+        assert set(feats) == set(FEATURE_NAMES)
+        assert all(np.isfinite(v) for v in feats.values())
+
+
+def test_motion_ordering(scenes):
+    still, pan, action = scenes["still"], scenes["pan"], scenes["action"]
+    assert still["flow_mag_mean"] < 0.3 and still["moving_fraction"] < 0.02
+    assert pan["flow_mag_mean"] > 5 * max(still["flow_mag_mean"], 0.1)
+    assert action["flow_mag_max"] > 5.0 > still["flow_mag_max"]
+    assert action["flow_mag_mean"] > still["flow_mag_mean"]
+    # a pan moves the whole picture one way; local action moves parts in many directions
+    assert pan["direction_coherence"] > 0.9
+    assert action["direction_coherence"] < 0.6
+    assert pan["moving_fraction"] > 0.8 > action["moving_fraction"]
+    assert still["motion_prob_max"] < action["motion_prob_max"]
+    assert still["motion_prob_mean"] < pan["motion_prob_mean"]
+    assert pan["scene_cuts"] == still["scene_cuts"] == 0
+
+
+def test_pan_speed_is_measured(scenes):
+    # the camera moves 8 px per frame interval at 320 px width
+    assert scenes["pan"]["flow_mag_mean"] == pytest.approx(8.0, abs=0.8)
+
+
+def test_real_footage_gives_moderate_motion(models, vtest_gray):
+    frames, times = vtest_gray
+    take = np.arange(0, len(frames), 2)[:100]  # 10 fps -> the service's 5 fps, 20 s
+    windows = run_stream(models, [frames[i] for i in take])
+    assert len(windows) == 2
+    for w in windows:
+        f = w.features
+        assert 0.2 < f["flow_mag_mean"] < 3.0  # people walking: visible, not fast
+        assert 0.02 < f["moving_fraction"] < 0.5
+        assert f["flow_mag_p95"] < 10.0
+        assert f["motion_prob_mean"] < 0.5
+        assert f["scene_cuts"] == 0
+        assert 50 < f["brightness_mean"] < 200
+
+
+def test_hard_cut_is_counted(models, vtest_gray, bbb_gray):
+    v, b = vtest_gray[0], bbb_gray[0]
+    frames = [v[2 * i] for i in range(25)] + [b[5 * i] for i in range(25)]
+    f = run_stream(models, frames)[0].features
+    assert f["scene_cuts"] == 1
+    assert f["flow_pairs"] == 48  # the pair across the cut is not measured
+    assert f["brightness_change"] > 0
