@@ -17,7 +17,9 @@ Formats (unknown fields are ignored everywhere):
 Absolute timestamps become media time by subtracting `stream_start` (Unix seconds) when
 given, else the first timestamp in the file. Line formats are read as a stream; `iter_replay`
 puts them in time order with a bounded reorder buffer, `load_replay` returns a sorted list.
-Errors raise ReplayFormatError naming the file and the line (or JSON item).
+Errors raise ReplayFormatError naming the file and the line (or JSON item). With an
+`on_error` callback, a bad line or item is handed to it and skipped instead (a service
+counts such lines and reads the rest); errors about the whole file still raise.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import io
 import itertools
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -44,11 +46,29 @@ _TEXT_KEYS = ("message", "text", "body", "msg", "content")
 
 
 class ReplayFormatError(ValueError):
-    """A chat log that cannot be read; the message names the file and line or item."""
+    """A chat log that cannot be read; the message names the file and line or item.
+
+    `where` (line number or "item N") and `reason` are kept apart for logs; reasons never
+    quote a chat line, so they carry no usernames."""
+
+    def __init__(self, message: str, where: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.where = where
+        self.reason = reason or message
+
+
+ErrorHandler = Callable[[ReplayFormatError], None]
 
 
 def _err(path: Path, where: str, reason: str) -> ReplayFormatError:
-    return ReplayFormatError(f"{path}:{where}: {reason}")
+    return ReplayFormatError(f"{path}:{where}: {reason}", where, reason)
+
+
+def _skip_or_raise(exc: ReplayFormatError, on_error: ErrorHandler | None) -> None:
+    """A bad line or item: hand it to `on_error` (and go on), or raise when there is none."""
+    if on_error is None:
+        raise exc
+    on_error(exc)
 
 
 def _parse_clock(value: str) -> float | None:
@@ -96,7 +116,10 @@ def detect_format(path: str | Path) -> str:
     """The format name of a chat log (one of FORMATS), from its first bytes."""
     path = Path(path)
     with _open(path) as f:
-        head = f.read(65536)
+        try:
+            head = f.read(65536)
+        except UnicodeDecodeError:
+            raise _err(path, "1", "not UTF-8 text (a binary file?)") from None
     stripped = head.lstrip("\ufeff \t\r\n")
     if not stripped:
         raise _err(path, "1", "empty chat log")
@@ -134,6 +157,8 @@ def _open(path: Path) -> io.TextIOWrapper:
         raise ReplayFormatError(f"{path}: chat log not found") from None
     except IsADirectoryError:
         raise ReplayFormatError(f"{path}: is a folder, not a chat log") from None
+    except OSError as exc:
+        raise ReplayFormatError(f"{path}: cannot read the chat log: {exc.strerror or exc}") from None
 
 
 # ---------------------------------------------------------------- JSON documents
@@ -183,7 +208,7 @@ def _v5_comment(path: Path, i: int, c: Any) -> ChatMessage:
     )
 
 
-def _read_comments_json(path: Path) -> Iterator[ChatMessage]:
+def _read_comments_json(path: Path, on_error: ErrorHandler | None = None) -> Iterator[ChatMessage]:
     data = _load_json(path)
     if isinstance(data, dict):
         comments = data.get("comments")
@@ -198,7 +223,12 @@ def _read_comments_json(path: Path) -> Iterator[ChatMessage]:
     else:
         raise _err(path, "1", "expected a JSON list or object of comments")
     for i, c in items:
-        yield _v5_comment(path, i, c)
+        try:
+            msg = _v5_comment(path, i, c)
+        except ReplayFormatError as exc:
+            _skip_or_raise(exc, on_error)
+            continue
+        yield msg
 
 
 def _chat_downloader_item(path: Path, where: str, obj: Any, clock: _Clock) -> ChatMessage | None:
@@ -244,21 +274,28 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
             raise _err(path, "?", "not UTF-8 text") from None
 
 
-def _read_jsonl(path: Path, stream_start: float | None, kind: str) -> Iterator[ChatMessage]:
+def _read_jsonl(path: Path, stream_start: float | None, kind: str, on_error: ErrorHandler | None = None) -> Iterator[ChatMessage]:
     clock = _Clock(stream_start)
     for n, line in _lines(path):
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise _err(path, str(n), f"invalid JSON line: {exc.msg}") from None
-        if kind == "chat-downloader":
-            msg = _chat_downloader_item(path, str(n), obj, clock)
-            if msg is not None:
-                yield msg
-        else:
-            if not isinstance(obj, dict):
-                raise _err(path, str(n), "expected a JSON object per line")
-            yield _simple_row(path, str(n), {k.lower(): v for k, v in obj.items()}, clock)
+            msg = _jsonl_line(path, n, line, kind, clock)
+        except ReplayFormatError as exc:
+            _skip_or_raise(exc, on_error)
+            continue
+        if msg is not None:
+            yield msg
+
+
+def _jsonl_line(path: Path, n: int, line: str, kind: str, clock: _Clock) -> ChatMessage | None:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise _err(path, str(n), f"invalid JSON line: {exc.msg}") from None
+    if kind == "chat-downloader":
+        return _chat_downloader_item(path, str(n), obj, clock)
+    if not isinstance(obj, dict):
+        raise _err(path, str(n), "expected a JSON object per line")
+    return _simple_row(path, str(n), {k.lower(): v for k, v in obj.items()}, clock)
 
 
 def _pick(row: dict[str, Any], keys: tuple[str, ...]) -> Any:
@@ -287,7 +324,7 @@ def _simple_row(path: Path, where: str, row: dict[str, Any], clock: _Clock) -> C
     return ChatMessage(media_time=media, user=str(user or ""), text=text)
 
 
-def _read_csv(path: Path, stream_start: float | None) -> Iterator[ChatMessage]:
+def _read_csv(path: Path, stream_start: float | None, on_error: ErrorHandler | None = None) -> Iterator[ChatMessage]:
     clock = _Clock(stream_start)
     with _open(path) as f:
         sample = f.read(4096)
@@ -299,12 +336,17 @@ def _read_csv(path: Path, stream_start: float | None) -> Iterator[ChatMessage]:
             raise _err(path, "1", f"CSV header needs a time and a message column, got {header}")
         try:
             for row in reader:
-                if None in row:
-                    raise _err(path, str(reader.line_num), "row has more fields than the header")
-                clean = {k.strip().lower(): (v.strip() if isinstance(v, str) else v) for k, v in row.items()}
-                if not any(clean.values()):
+                try:
+                    if None in row:
+                        raise _err(path, str(reader.line_num), "row has more fields than the header")
+                    clean = {k.strip().lower(): (v.strip() if isinstance(v, str) else v) for k, v in row.items()}
+                    if not any(clean.values()):
+                        continue
+                    msg = _simple_row(path, str(reader.line_num), clean, clock)
+                except ReplayFormatError as exc:
+                    _skip_or_raise(exc, on_error)
                     continue
-                yield _simple_row(path, str(reader.line_num), clean, clock)
+                yield msg
         except csv.Error as exc:
             raise _err(path, str(reader.line_num), f"bad CSV: {exc}") from None
 
@@ -316,56 +358,69 @@ _IRC_LINE = re.compile(
 )
 
 
-def _read_irc_log(path: Path, stream_start: float | None) -> Iterator[ChatMessage]:
+def _read_irc_log(path: Path, stream_start: float | None, on_error: ErrorHandler | None = None) -> Iterator[ChatMessage]:
     clock = _Clock(stream_start)
     for n, line in _lines(path):
-        m = _IRC_LINE.match(line)
-        if not m:
-            raise _err(path, str(n), "expected '<timestamp> <IRC line>'")
-        ts = m.group("ts")
-        if re.fullmatch(r"\d{9,13}(\.\d+)?", ts):
-            value = float(ts)
-            media = clock.media(value / 1000.0 if value > 1e11 else value)  # ms vs s since 1970
-        elif "-" in ts[:5]:
-            absolute = _parse_iso(ts)
-            if absolute is None:
-                raise _err(path, str(n), f"bad timestamp {ts!r}")
-            media = clock.media(absolute)
-        else:
-            media = _parse_clock(ts) or 0.0  # an offset into the stream already
         try:
-            msg = parse_line(m.group("irc"))
-        except IrcParseError as exc:
-            raise _err(path, str(n), str(exc)) from None
-        if msg.command == "PRIVMSG" and len(msg.params) >= 2:
-            yield privmsg_to_chat(msg, media)
+            msg = _irc_log_line(path, n, line, clock)
+        except ReplayFormatError as exc:
+            _skip_or_raise(exc, on_error)
+            continue
+        if msg is not None:
+            yield msg
+
+
+def _irc_log_line(path: Path, n: int, line: str, clock: _Clock) -> ChatMessage | None:
+    m = _IRC_LINE.match(line)
+    if not m:
+        raise _err(path, str(n), "expected '<timestamp> <IRC line>'")
+    ts = m.group("ts")
+    if re.fullmatch(r"\d{9,13}(\.\d+)?", ts):
+        value = float(ts)
+        media = clock.media(value / 1000.0 if value > 1e11 else value)  # ms vs s since 1970
+    elif "-" in ts[:5]:
+        absolute = _parse_iso(ts)
+        if absolute is None:
+            raise _err(path, str(n), f"bad timestamp {ts!r}")
+        media = clock.media(absolute)
+    else:
+        media = _parse_clock(ts) or 0.0  # an offset into the stream already
+    try:
+        msg = parse_line(m.group("irc"))
+    except IrcParseError as exc:
+        # The parser quotes the raw line, which names the user: keep only what is wrong.
+        raise _err(path, str(n), str(exc).split(": ", 1)[0]) from None
+    if msg.command == "PRIVMSG" and len(msg.params) >= 2:
+        return privmsg_to_chat(msg, media)
+    return None
 
 
 # ---------------------------------------------------------------- public API
 
 
-def iter_replay_unordered(path: str | Path, fmt: str | None = None, stream_start: float | None = None) -> Iterator[ChatMessage]:
-    """Messages in file order (streamed for the line formats)."""
+def iter_replay_unordered(
+    path: str | Path, fmt: str | None = None, stream_start: float | None = None, on_error: ErrorHandler | None = None
+) -> Iterator[ChatMessage]:
+    """Messages in file order (streamed for the line formats). With `on_error`, bad lines or
+    items are passed to it and skipped; without, the first one raises ReplayFormatError."""
     path = Path(path)
     fmt = fmt or detect_format(path)
     if fmt in ("rechat", "twitchdownloader"):
-        return _read_comments_json(path)
+        return _read_comments_json(path, on_error)
     if fmt == "chat-downloader":
         with _open(path) as f:
             first = f.read(1).lstrip("\ufeff")
             while first.isspace():
                 first = f.read(1)
         if first == "[":
-            clock = _Clock(stream_start)
-            data = _load_json(path)
-            return (m for i, o in enumerate(data) if (m := _chat_downloader_item(path, f"item {i}", o, clock)))
-        return _read_jsonl(path, stream_start, "chat-downloader")
+            return _read_chat_downloader_array(path, stream_start, on_error)
+        return _read_jsonl(path, stream_start, "chat-downloader", on_error)
     if fmt == "jsonl":
-        return _read_jsonl(path, stream_start, "jsonl")
+        return _read_jsonl(path, stream_start, "jsonl", on_error)
     if fmt == "irc":
-        return _read_irc_log(path, stream_start)
+        return _read_irc_log(path, stream_start, on_error)
     if fmt == "csv":
-        return _read_csv(path, stream_start)
+        return _read_csv(path, stream_start, on_error)
     raise ValueError(f"unknown chat log format {fmt!r}; expected one of {FORMATS}")
 
 
@@ -389,6 +444,23 @@ def iter_replay(
         yield heapq.heappop(heap)[2]
 
 
-def load_replay(path: str | Path, fmt: str | None = None, stream_start: float | None = None) -> list[ChatMessage]:
+def _read_chat_downloader_array(path: Path, stream_start: float | None, on_error: ErrorHandler | None) -> Iterator[ChatMessage]:
+    clock = _Clock(stream_start)
+    data = _load_json(path)
+    if not isinstance(data, list):
+        raise _err(path, "1", "expected a JSON list of chat items")
+    for i, obj in enumerate(data):
+        try:
+            msg = _chat_downloader_item(path, f"item {i}", obj, clock)
+        except ReplayFormatError as exc:
+            _skip_or_raise(exc, on_error)
+            continue
+        if msg is not None:
+            yield msg
+
+
+def load_replay(
+    path: str | Path, fmt: str | None = None, stream_start: float | None = None, on_error: ErrorHandler | None = None
+) -> list[ChatMessage]:
     """All messages of a chat log, sorted by media time (stable for equal times)."""
-    return sorted(iter_replay_unordered(path, fmt, stream_start), key=lambda m: m.media_time)
+    return sorted(iter_replay_unordered(path, fmt, stream_start, on_error), key=lambda m: m.media_time)

@@ -82,6 +82,7 @@ class Lexicon:
             self.emotes = {k: LexiconEntry(float(v["score"]), v["class"]) for k, v in data["emotes"].items()}
             self.slang = {k.lower(): LexiconEntry(float(v["score"]), v["class"]) for k, v in data["slang"].items()}
             self.vader_removed: tuple[str, ...] = tuple(data.get("vader_removed", ()))
+            self.version = str(data.get("version", ""))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"cannot read the chat lexicon {path}: {exc}") from exc
         for name, e in {**self.emotes, **self.slang}.items():

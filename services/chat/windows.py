@@ -5,7 +5,9 @@ Feed messages (any order within the open windows) with `add` / `add_batch`, then
 window and interval that ended at or before the watermark, empty ones included, each
 exactly once. A message older than an already-closed window is counted in
 `late_messages` (never silently dropped) but not added, since that window's record was
-published already.
+published already. `finish(end_s)` closes the rest at the media's end (the last window
+and interval may be partial). A live reader that joins mid-stream passes `start_s`, so
+windows before it are not reported as empty.
 
 Window features (`dict[str, float]`, window i covers media seconds [10i, 10i+10)):
 
@@ -85,6 +87,7 @@ class ChatAggregator:
         window_s: float = WINDOW_S,
         interval_s: float = INTERVAL_S,
         copypasta_span_s: float = 30.0,
+        start_s: float = 0.0,
     ) -> None:
         self.scorer = scorer or ChatSentiment()
         self.window_s = window_s
@@ -93,14 +96,15 @@ class ChatAggregator:
         self.names = feature_names(self.scorer.classes)
         self._windows: dict[int, _Bucket] = {}
         self._intervals: dict[int, _Bucket] = {}
-        self._next_window = 0  # first window not yet emitted
-        self._next_interval = 0
+        self._next_window = max(0, int(start_s // window_s))  # first window not yet emitted
+        self._next_interval = max(0, int(start_s // interval_s))
         self._recent: dict[str, deque[float]] = {}
         self._rate_n = 0
         self._rate_mean = 0.0
         self._rate_m2 = 0.0
         self.late_messages = 0
         self.total_messages = 0
+        self.after_end_messages = 0  # added, but at or after the end given to finish()
 
     # ------------------------------------------------------------ input
 
@@ -162,16 +166,40 @@ class ChatAggregator:
         """Close every window and interval that ends at or before `watermark` (media s)."""
         windows: list[tuple[int, dict[str, float]]] = []
         while (self._next_window + 1) * self.window_s <= watermark:
-            i = self._next_window
-            windows.append((i, self._features(self._windows.pop(i, _Bucket()))))
-            self._next_window += 1
+            windows.append(self._close_window())
         points: list[SeriesPoint] = []
         while (self._next_interval + 1) * self.interval_s <= watermark:
-            j = self._next_interval
-            b = self._intervals.pop(j, _Bucket())
-            points.append(SeriesPoint(j, j * self.interval_s, round(b.mean(), 6), b.count))
-            self._next_interval += 1
+            points.append(self._close_interval())
         return windows, points
+
+    def finish(self, end_s: float) -> tuple[list[tuple[int, dict[str, float]]], list[SeriesPoint]]:
+        """Close every window and interval that starts before `end_s` (the media's end), the
+        last ones possibly partial. Messages at or after `end_s` are counted in
+        `after_end_messages` and dropped: no window of the stream holds them."""
+        # The tolerance keeps an end of 650.0000001 s from opening a window 65.
+        n_windows = math.ceil(end_s / self.window_s - 1e-6)
+        n_intervals = math.ceil(end_s / self.interval_s - 1e-6)
+        windows: list[tuple[int, dict[str, float]]] = []
+        while self._next_window < n_windows:
+            windows.append(self._close_window())
+        points: list[SeriesPoint] = []
+        while self._next_interval < n_intervals:
+            points.append(self._close_interval())
+        self.after_end_messages += sum(b.count for b in self._windows.values())
+        self._windows.clear()
+        self._intervals.clear()
+        return windows, points
+
+    def _close_window(self) -> tuple[int, dict[str, float]]:
+        i = self._next_window
+        self._next_window += 1
+        return i, self._features(self._windows.pop(i, _Bucket()))
+
+    def _close_interval(self) -> SeriesPoint:
+        j = self._next_interval
+        self._next_interval += 1
+        b = self._intervals.pop(j, _Bucket())
+        return SeriesPoint(j, j * self.interval_s, round(b.mean(), 6), b.count)
 
     def flush(self) -> tuple[list[tuple[int, dict[str, float]]], list[SeriesPoint]]:
         """Close everything that has messages (end of a replay or stream)."""
