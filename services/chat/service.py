@@ -1,0 +1,249 @@
+"""Chat service: starts and stops one chat reader per stream and ties it to the stream's media.
+
+StartChat (api.py) -> `start_chat`: the source is checked (a replay is read in full here,
+so a bad file is refused at once, naming the file and line), then a `ChatSession` runs
+as its own task. Each session follows two subjects of its stream, from the stream's
+start:
+
+  streamsight.media.v1.windows.<stream>   ingest's WindowRecords (MEDIA): the media clock
+  streamsight.events.v1.status.<stream>   StreamStatus events (EVENTS): the stream's end
+
+through ordered consumers: ephemeral, in order, no acks, no state left on the server.
+A session lives in this process's memory only (a restart loses it and the gateway's
+StartChat starts it again), so a durable consumer would keep a position nobody resumes
+from; and a window record seen twice is harmless (the watermark only moves forward).
+Starting at the stream's start time (`media_start`, less a little clock skew) means a
+record ingest published before StartChat arrived is still seen.
+
+Sessions publish per-window FeatureRecords on streamsight.features.v1.chat.<stream> and
+sentiment/forecast/status CloudEvents (see session.py). One session's failure never
+touches another: each runs in its own task and catches its own errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import math
+import ssl
+import time
+import uuid
+from collections import OrderedDict
+from datetime import datetime, timedelta, timezone
+
+import grpc
+from google.protobuf.message import DecodeError
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from services.chat.api import ChatApi
+from services.chat.client import IrcConfig, TwitchIrcClient
+from services.chat.forecast import ForecastModel
+from services.chat.session import ChatSession, Products
+from services.chat.settings import ChatSettings
+from services.chat.sentiment import ChatSentiment
+from services.chat.sources import LiveSource, ReplaySource, SourceError, check_replay_path, load_replay_checked, parse_source
+from services.chat.windows import ChatAggregator
+from streamsight import events, subjects
+from streamsight.gen.chat.v1 import chat_pb2, chat_pb2_grpc
+from streamsight.gen.common.v1 import common_pb2
+from streamsight.gen.media.v1 import media_pb2
+from streamsight.rpc import Servicer, StatusError, invalid, not_found, precondition
+from streamsight.service import Service
+from streamsight.telemetry import ACTIVE_STREAMS
+
+CLOCK_SKEW_S = 5.0  # follow the stream's subjects from this long before its media_start
+STOP_WAIT_S = 10.0  # StopChat waits this long for the last windows to be published
+
+
+class ChatService(Service):
+    name = "chat"
+    Settings = ChatSettings
+    settings: ChatSettings
+
+    async def start(self) -> None:
+        self.scorer = ChatSentiment()
+        self.model = ForecastModel(self.settings.forecast_model)
+        digest = hashlib.sha256(self.settings.forecast_model.read_bytes()).hexdigest()[:12]
+        self.products = Products(
+            new_aggregator=lambda start_s: ChatAggregator(self.scorer, start_s=start_s),
+            new_forecaster=self.model.stream,
+            model_name=f"{self.settings.forecast_model.stem}@sha256:{digest}",
+            lexicon_version=self.scorer.lexicon.version,
+        )
+        self.sessions: dict[str, ChatSession] = {}  # running ones
+        self.finished: OrderedDict[str, ChatSession] = OrderedDict()
+        self._starting: set[str] = set()
+        self._tasks: dict[str, asyncio.Task] = {}
+        self.api = ChatApi(self)
+
+    def servicers(self) -> list[Servicer]:
+        full_name = chat_pb2.DESCRIPTOR.services_by_name["Chat"].full_name
+        return [Servicer(chat_pb2_grpc.add_ChatServicer_to_server, self.api, full_name)]
+
+    def health_info(self) -> dict[str, str]:
+        return {
+            "forecast_model": self.products.model_name,
+            "lexicon": self.products.lexicon_version,
+            "max_streams": str(self.settings.max_streams),
+        }
+
+    async def stop(self) -> None:
+        """Shutdown: readers are cancelled; their open windows are not published (a restarted
+        StartChat reads the chat again, and the message ids keep the published ones single)."""
+        if self.sessions:
+            self.log.warning("chat readers cancelled at shutdown", streams=sorted(self.sessions))
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------ control API
+
+    async def start_chat(self, stream_id: str, source: str, media_start: float | None, pacing: int) -> ChatSession:
+        if stream_id in self.sessions or stream_id in self._starting:
+            raise precondition(f"chat for stream {stream_id!r} is already running; StopChat it first")
+        if len(self.sessions) + len(self._starting) >= self.settings.max_streams:
+            raise StatusError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this chat service already reads {self.settings.max_streams} streams (STREAMSIGHT_MAX_STREAMS); stop one or add an instance",
+            )
+        self._starting.add(stream_id)
+        try:
+            session = await self._new_session(stream_id, source, media_start, pacing)
+            subs = await self._follow_media(session)
+        finally:
+            self._starting.discard(stream_id)
+        self.finished.pop(stream_id, None)
+        self.sessions[stream_id] = session
+        ACTIVE_STREAMS.labels(self.name).set(len(self.sessions))
+        self._tasks[stream_id] = asyncio.create_task(self._run(session, subs), name=f"chat:{stream_id}")
+        return session
+
+    async def stop_chat(self, stream_id: str) -> chat_pb2.ChatStatus:
+        session = self.sessions.get(stream_id)
+        if session is None:
+            done = self.finished.get(stream_id)
+            if done is None:
+                raise not_found(f"no chat reader for stream {stream_id!r}")
+            return done.status()  # already over: stopping again changes nothing
+        session.stop()
+        task = self._tasks.get(stream_id)
+        if task is not None:
+            done, _ = await asyncio.wait({task}, timeout=STOP_WAIT_S)
+            if not done:
+                self.log.warning("chat reader did not stop in time; cancelling", stream_id=stream_id)
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                session.state = common_pb2.STREAM_STATE_STOPPED
+        return session.status()
+
+    def get_chat(self, stream_id: str) -> chat_pb2.ChatStatus:
+        session = self.sessions.get(stream_id) or self.finished.get(stream_id)
+        if session is None:
+            raise not_found(f"no chat reader for stream {stream_id!r}")
+        return session.status()
+
+    # ------------------------------------------------------------ sessions
+
+    async def _new_session(self, stream_id: str, source: str, media_start: float | None, pacing: int) -> ChatSession:
+        try:
+            parsed = parse_source(source)
+        except SourceError as exc:
+            raise invalid(str(exc)) from None
+        run_id = uuid.uuid4().hex[:8]
+        media_start = media_start or time.time()  # none given: the stream starts now
+        common = dict(publisher=self.bus, products=self.products, media_start=media_start, idle_timeout_s=self.settings.media_idle_timeout_s)
+        if isinstance(parsed, LiveSource):
+            client = self._irc_client(parsed, media_start)
+            return ChatSession(stream_id, run_id, client=client, **common)
+        assert isinstance(parsed, ReplaySource)
+        s = self.settings
+        try:
+            path = check_replay_path(parsed.path, s.replay_roots, int(s.max_replay_mb * 1e6))
+            loaded = await asyncio.to_thread(load_replay_checked, path)
+        except SourceError as exc:
+            raise invalid(str(exc)) from None
+        realtime = pacing == common_pb2.PACING_LIVE
+        return ChatSession(stream_id, run_id, replay=loaded, realtime=realtime, **common)
+
+    def _irc_client(self, src: LiveSource, media_start: float) -> TwitchIrcClient:
+        s = self.settings
+        tls = s.irc_tls if src.tls is None else src.tls
+        ctx = ssl.create_default_context(cafile=s.irc_ca_file) if tls and s.irc_ca_file else None
+        if src.host is None:  # twitch:<channel>: the configured server, with the account if one is set
+            config = IrcConfig(host=s.irc_host, port=s.irc_port, tls=tls, ssl_context=ctx, nick=s.irc_nick or None, token=s.irc_token or None)
+        else:  # a server the caller named: anonymous, the account's token never leaves for it
+            config = IrcConfig(host=src.host, port=src.port or s.irc_port, tls=tls, ssl_context=ctx)
+        try:
+            return TwitchIrcClient(src.channel, media_start, config)
+        except ValueError as exc:
+            raise invalid(f"chat source: {exc}") from None
+
+    async def _run(self, session: ChatSession, subs: list) -> None:
+        try:
+            await session.run()
+        finally:
+            for sub in subs:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            self.sessions.pop(session.stream_id, None)
+            self._tasks.pop(session.stream_id, None)
+            ACTIVE_STREAMS.labels(self.name).set(len(self.sessions))
+            if session.finished:
+                self.finished[session.stream_id] = session
+                while len(self.finished) > self.settings.finished_kept:
+                    self.finished.popitem(last=False)
+
+    async def _follow_media(self, session: ChatSession) -> list:
+        """Ordered consumers on the stream's window records and status events."""
+        assert self.bus is not None
+        since = datetime.fromtimestamp(session.media_start, timezone.utc) - timedelta(seconds=CLOCK_SKEW_S)
+        config = lambda: ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)  # noqa: E731
+        sid = session.stream_id
+
+        async def on_window(msg: Msg) -> None:
+            try:
+                record = media_pb2.WindowRecord.FromString(msg.data)
+            except DecodeError:
+                await self._dead_letter(msg, "not a streamsight.media.v1.WindowRecord")
+                return
+            if record.stream_id not in ("", sid) or not math.isfinite(record.end_s) or record.end_s < 0 or record.index < 0:
+                await self._dead_letter(msg, f"window record for stream {record.stream_id!r} with index {record.index}, end {record.end_s}")
+                return
+            session.media_window(record.index, record.end_s, record.last)
+
+        async def on_status(msg: Msg) -> None:
+            try:
+                event = events.decode(msg.headers, msg.data)
+            except events.BadEvent as exc:
+                self.log.warning("bad status event ignored", stream_id=sid, error=str(exc))  # the gateway dead-letters it
+                return
+            status = event.status
+            if event.WhichOneof("payload") != "status" or status.reporter == self.name:
+                return
+            if status.state in (common_pb2.STREAM_STATE_ENDED, common_pb2.STREAM_STATE_STOPPED, common_pb2.STREAM_STATE_FAILED):
+                session.media_ended(status.state, status.media_time_s)
+            else:
+                session.media_alive()
+
+        js = self.bus.js
+        windows = await js.subscribe(
+            subjects.media("windows", sid), stream=subjects.MEDIA_STREAM, cb=on_window, ordered_consumer=True, config=config()
+        )
+        try:
+            status = await js.subscribe(
+                subjects.event("status", sid), stream=subjects.EVENTS_STREAM, cb=on_status, ordered_consumer=True, config=config()
+            )
+        except Exception:
+            await windows.unsubscribe()
+            raise
+        return [windows, status]
+
+    async def _dead_letter(self, msg: Msg, reason: str) -> None:
+        self.log.warning("bad media message dead-lettered", subject=msg.subject, reason=reason)
+        try:
+            await self.bus.dead_letter(msg, reason)  # type: ignore[union-attr]
+        except Exception as exc:
+            self.log.error("dead-lettering failed", subject=msg.subject, error=repr(exc))
