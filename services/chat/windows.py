@@ -174,8 +174,10 @@ class ChatAggregator:
 
     def finish(self, end_s: float) -> tuple[list[tuple[int, dict[str, float]]], list[SeriesPoint]]:
         """Close every window and interval that starts before `end_s` (the media's end), the
-        last ones possibly partial. Messages at or after `end_s` are counted in
-        `after_end_messages` and dropped: no window of the stream holds them."""
+        last ones possibly partial. Messages in windows past the end are counted in
+        `after_end_messages` and dropped: no window of the stream holds them. (Buckets are
+        per window and interval, so the caller keeps messages at or after `end_s` out of the
+        last ones; the service feeds a replay only up to the end.)"""
         # The tolerance keeps an end of 650.0000001 s from opening a window 65.
         n_windows = math.ceil(end_s / self.window_s - 1e-6)
         n_intervals = math.ceil(end_s / self.interval_s - 1e-6)
