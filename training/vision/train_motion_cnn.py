@@ -66,13 +66,19 @@ def compute_flows(pairs: list[tuple[np.ndarray, np.ndarray]], batch: int = 16) -
     return out
 
 
-def with_flips(flows: list[np.ndarray], labels: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-    """Mirror the flow fields (left-right, up-down): motion class does not depend on direction."""
+def augmented(flows: list[np.ndarray], labels: np.ndarray, copies: int, rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each flow field plus `copies` variants: vectors rotated by a random angle, mirrored
+    left-right half of the time, magnitude scaled by 0.85-1.15. The class (how much motion)
+    does not depend on direction, and the variants keep the CNN from learning directions."""
     out = list(flows)
-    for f in flows:
-        out.append(np.stack((-f[0, :, ::-1], f[1, :, ::-1])))
-        out.append(np.stack((f[0, ::-1, :], -f[1, ::-1, :])))
-    return out, np.concatenate([labels, labels, labels])
+    for _ in range(copies):
+        for f in flows:
+            g = f[:, :, ::-1] * np.array([-1.0, 1.0], np.float32)[:, None, None] if rng.uniform() < 0.5 else f
+            a = rng.uniform(0, 2 * np.pi)
+            c, s_ = np.cos(a), np.sin(a)
+            scale = rng.uniform(0.85, 1.15)
+            out.append((np.stack((c * g[0] - s_ * g[1], s_ * g[0] + c * g[1])) * scale).astype(np.float32))
+    return out, np.tile(labels, copies + 1)
 
 
 def datasets() -> dict[str, tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]]:
@@ -108,7 +114,7 @@ def main() -> None:
     flows_train: list[np.ndarray] = []
     labels_train: list[np.ndarray] = []
     for name in ("train_generated", "train_vtest"):
-        f, lab = with_flips(data[name][2], data[name][1])
+        f, lab = augmented(data[name][2], data[name][1], copies=3, rng=np.random.default_rng(SEED))
         flows_train += f
         labels_train.append(lab)
     x = torch.from_numpy(flows_to_hsv_batch(flows_train))
