@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,14 @@ class SamplingConfig:
 class Sampler:
     """Decides, by media time, whether a frame is due for one consumer, and converts it."""
 
-    __slots__ = ("name", "spec", "_last_slot", "_size", "_src")
+    __slots__ = ("name", "spec", "_last_slot", "_size", "_src", "_reformatter")
 
     def __init__(self, name: str, spec: ConsumerSpec) -> None:
         self.name = name
         self.spec = spec
+        # One reformatter per consumer keeps its swscale context between frames;
+        # frame.reformat() would build a new one (and a thread pool) for every frame.
+        self._reformatter = VideoReformatter()
         self._last_slot = -math.inf
         self._size: tuple[int, int] | None = None
         self._src: tuple[int, int] | None = None
@@ -96,4 +100,5 @@ class Sampler:
         if src != self._src:  # the source size can change mid-stream (live renditions)
             self._src, self._size = src, self.spec.output_size(*src)
         w, h = self._size  # type: ignore[misc]
-        return frame.to_ndarray(width=w, height=h, format=self.spec.format, interpolation="AREA")
+        out = self._reformatter.reformat(frame, w, h, self.spec.format, interpolation="AREA", threads=1)
+        return out.to_ndarray()
