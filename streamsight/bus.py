@@ -30,6 +30,7 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     DiscardPolicy,
+    RetentionPolicy,
     StorageType,
     StreamConfig,
 )
@@ -68,10 +69,15 @@ class StreamSpec:
     max_age_s: float
     max_bytes: int = -1
     duplicate_window_s: float = 120.0
+    retention: RetentionPolicy = RetentionPolicy.LIMITS
 
 
+# MEDIA keeps a message only while some consumer still has to take it (interest retention), so
+# the messages it holds for a stream are that stream's backlog: ingest paces VOD sources by it.
 STREAMS = [
-    StreamSpec(subjects.MEDIA_STREAM, [f"{subjects.PREFIX}.media.v1.>"], StorageType.MEMORY, 120.0, 2 * 1024**3, 30.0),
+    StreamSpec(
+        subjects.MEDIA_STREAM, [f"{subjects.PREFIX}.media.v1.>"], StorageType.MEMORY, 120.0, 2 * 1024**3, 30.0, RetentionPolicy.INTEREST
+    ),
     StreamSpec(subjects.FEATURES_STREAM, [f"{subjects.PREFIX}.features.v1.>"], StorageType.FILE, 7 * 86400.0),
     StreamSpec(subjects.EVENTS_STREAM, [f"{subjects.PREFIX}.events.v1.>"], StorageType.FILE, 30 * 86400.0),
     StreamSpec(subjects.DEADLETTER_STREAM, [f"{subjects.PREFIX}.deadletter.v1.>"], StorageType.FILE, 7 * 86400.0),
@@ -131,6 +137,7 @@ class Bus:
                 discard=DiscardPolicy.OLD,
                 duplicate_window=spec.duplicate_window_s,
                 max_msg_size=MAX_PAYLOAD,
+                retention=spec.retention,
             )
             try:
                 await self.js.add_stream(config=config)
@@ -183,39 +190,49 @@ class Bus:
     def consume(
         self,
         durable: str,
-        subject: str,
+        subject: str | list[str],
         handler: Handler,
         stream: str,
         batch: int = 16,
         max_deliver: int = 5,
         ack_wait_s: float = 60.0,
         deliver_new: bool = False,
+        inactive_threshold_s: float | None = None,
     ) -> asyncio.Task:
-        """Start a durable pull consumer in the background; returns its task."""
+        """Start a durable pull consumer in the background; returns its task.
+
+        With several subjects, messages come in the order they were stored, across subjects
+        (an analyser sees a stream's window record after that window's media).
+        `inactive_threshold_s` lets the server delete the consumer when no instance has pulled
+        for that long (so a service that was removed stops holding MEDIA messages back).
+        """
         task = asyncio.create_task(
-            self._consume_loop(durable, subject, handler, stream, batch, max_deliver, ack_wait_s, deliver_new),
+            self._consume_loop(durable, subject, handler, stream, batch, max_deliver, ack_wait_s, deliver_new, inactive_threshold_s),
             name=f"consume:{durable}",
         )
         self._tasks.append(task)
         return task
 
-    async def _consume_loop(self, durable, subject, handler, stream, batch, max_deliver, ack_wait_s, deliver_new):
+    async def _consume_loop(self, durable, subject, handler, stream, batch, max_deliver, ack_wait_s, deliver_new, inactive_threshold_s):
+        subject_list = [subject] if isinstance(subject, str) else list(subject)
         config = ConsumerConfig(
             durable_name=durable,
             ack_wait=ack_wait_s,
             max_ack_pending=max(batch * 4, 64),
             deliver_policy=DeliverPolicy.NEW if deliver_new else DeliverPolicy.ALL,
+            filter_subjects=subject_list if len(subject_list) > 1 else None,
+            inactive_threshold=inactive_threshold_s,
         )
-        sub = await self.js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
+        sub = await self.js.pull_subscribe(subject_list[0], durable=durable, stream=stream, config=config)
         while True:
             try:
                 msgs = await sub.fetch(batch, timeout=1.0)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
                 continue
             except (nats.errors.ConnectionClosedError, asyncio.CancelledError):
                 raise
             except Exception as exc:  # a broken connection: wait for the reconnect
-                log.warning("fetch failed", durable=durable, error=str(exc))
+                log.warning("fetch failed", durable=durable, error=repr(exc))
                 await asyncio.sleep(1.0)
                 continue
             for msg in msgs:
@@ -258,6 +275,11 @@ class Bus:
         except NotFoundError:
             return 0
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
+    async def backlog(self, stream: str, subject_filter: str) -> int:
+        """Messages `stream` holds on subjects matching `subject_filter`."""
+        info = await self.js.stream_info(stream, subjects_filter=subject_filter)
+        return sum((info.state.subjects or {}).values())
 
     async def close(self) -> None:
         self._closing.set()

@@ -11,8 +11,10 @@ shuts down gracefully on SIGTERM or Ctrl-C (health NOT_SERVING, drain, close the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
+from collections.abc import AsyncIterator
 from typing import ClassVar
 
 import structlog
@@ -74,6 +76,34 @@ class Service:
         finally:
             await self.bus.close()
         self.log.info("service stopped")
+
+
+    @property
+    def address(self) -> str:
+        """host:port of the running gRPC server, for local clients."""
+        assert self.rpc is not None, "the service is not running"
+        host = self.settings.grpc_host
+        return f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self.rpc.port}"
+
+    @contextlib.asynccontextmanager
+    async def serving(self, timeout_s: float = 30.0) -> AsyncIterator["Service"]:
+        """Run in this event loop (tests, embedding); yields once ready, stops on exit."""
+        stop, ready = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(self.run(stop, ready), name=f"service:{self.name}")
+        waiter = asyncio.create_task(ready.wait())
+        await asyncio.wait({task, waiter}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            waiter.cancel()
+            task.result()  # raises the start-up error
+        if not ready.is_set():
+            waiter.cancel()
+            stop.set()
+            raise TimeoutError(f"{self.name} did not become ready within {timeout_s} s")
+        try:
+            yield self
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, timeout_s)
 
 
 def run_service(cls: type[Service]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
 import pytest
@@ -14,7 +13,7 @@ from streamsight.natsd import free_port
 
 @contextlib.asynccontextmanager
 async def running_gateway(nats_url: str, **overrides):
-    """Start the gateway service in this event loop; yield it once it serves."""
+    """The gateway service in this event loop, serving on a free port."""
     settings = GatewaySettings(
         nats_url=nats_url,
         grpc_host="127.0.0.1",
@@ -25,20 +24,8 @@ async def running_gateway(nats_url: str, **overrides):
         shutdown_grace_s=1.0,
         **overrides,
     )
-    service = GatewayService(settings)
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(service.run(stop, ready))
-    waiter = asyncio.create_task(ready.wait())
-    done, _ = await asyncio.wait({task, waiter}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        task.result()  # raises the start-up error
-    assert ready.is_set(), "gateway did not become ready"
-    service.address = f"127.0.0.1:{service.rpc.port}"
-    try:
+    async with GatewayService(settings).serving() as service:
         yield service
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
 
 
 @pytest.fixture

@@ -77,11 +77,13 @@ class ReadClipRequest(_message.Message):
     def __init__(self, stream_id: _Optional[str] = ..., clip_id: _Optional[str] = ...) -> None: ...
 
 class ClipData(_message.Message):
-    __slots__ = ("data", "offset", "total_size")
+    __slots__ = ("data", "offset", "total_size", "content_type")
     DATA_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     offset: int
     total_size: int
-    def __init__(self, data: _Optional[bytes] = ..., offset: _Optional[int] = ..., total_size: _Optional[int] = ...) -> None: ...
+    content_type: str
+    def __init__(self, data: _Optional[bytes] = ..., offset: _Optional[int] = ..., total_size: _Optional[int] = ..., content_type: _Optional[str] = ...) -> None: ...

@@ -39,30 +39,34 @@ class VideoFrame(_message.Message):
     def __init__(self, stream_id: _Optional[str] = ..., consumer: _Optional[str] = ..., pts_s: _Optional[float] = ..., frame_number: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., format: _Optional[_Union[PixelFormat, str]] = ..., data: _Optional[bytes] = ..., sample_index: _Optional[int] = ...) -> None: ...
 
 class FrameSignal(_message.Message):
-    __slots__ = ("pts_s", "frame_number", "is_corrupt", "decode_errors", "frames_missing", "frozen", "keyframe")
+    __slots__ = ("pts_s", "frame_number", "is_corrupt", "gap_s", "frames_missing", "frozen", "keyframe", "diff")
     PTS_S_FIELD_NUMBER: _ClassVar[int]
     FRAME_NUMBER_FIELD_NUMBER: _ClassVar[int]
     IS_CORRUPT_FIELD_NUMBER: _ClassVar[int]
-    DECODE_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    GAP_S_FIELD_NUMBER: _ClassVar[int]
     FRAMES_MISSING_FIELD_NUMBER: _ClassVar[int]
     FROZEN_FIELD_NUMBER: _ClassVar[int]
     KEYFRAME_FIELD_NUMBER: _ClassVar[int]
+    DIFF_FIELD_NUMBER: _ClassVar[int]
     pts_s: float
     frame_number: int
     is_corrupt: bool
-    decode_errors: int
+    gap_s: float
     frames_missing: int
     frozen: bool
     keyframe: bool
-    def __init__(self, pts_s: _Optional[float] = ..., frame_number: _Optional[int] = ..., is_corrupt: _Optional[bool] = ..., decode_errors: _Optional[int] = ..., frames_missing: _Optional[int] = ..., frozen: _Optional[bool] = ..., keyframe: _Optional[bool] = ...) -> None: ...
+    diff: float
+    def __init__(self, pts_s: _Optional[float] = ..., frame_number: _Optional[int] = ..., is_corrupt: _Optional[bool] = ..., gap_s: _Optional[float] = ..., frames_missing: _Optional[int] = ..., frozen: _Optional[bool] = ..., keyframe: _Optional[bool] = ..., diff: _Optional[float] = ...) -> None: ...
 
 class FrameSignals(_message.Message):
-    __slots__ = ("stream_id", "signals")
+    __slots__ = ("stream_id", "signals", "decode_errors")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     SIGNALS_FIELD_NUMBER: _ClassVar[int]
+    DECODE_ERRORS_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     signals: _containers.RepeatedCompositeFieldContainer[FrameSignal]
-    def __init__(self, stream_id: _Optional[str] = ..., signals: _Optional[_Iterable[_Union[FrameSignal, _Mapping]]] = ...) -> None: ...
+    decode_errors: int
+    def __init__(self, stream_id: _Optional[str] = ..., signals: _Optional[_Iterable[_Union[FrameSignal, _Mapping]]] = ..., decode_errors: _Optional[int] = ...) -> None: ...
 
 class AudioChunk(_message.Message):
     __slots__ = ("stream_id", "start_s", "sample_rate", "pcm_f32le", "chunk_index")
@@ -79,14 +83,7 @@ class AudioChunk(_message.Message):
     def __init__(self, stream_id: _Optional[str] = ..., start_s: _Optional[float] = ..., sample_rate: _Optional[int] = ..., pcm_f32le: _Optional[bytes] = ..., chunk_index: _Optional[int] = ...) -> None: ...
 
 class WindowRecord(_message.Message):
-    __slots__ = ("stream_id", "index", "start_s", "end_s", "frames_decoded", "audio_s", "decode_errors", "gaps", "last", "samples")
-    class SamplesEntry(_message.Message):
-        __slots__ = ("key", "value")
-        KEY_FIELD_NUMBER: _ClassVar[int]
-        VALUE_FIELD_NUMBER: _ClassVar[int]
-        key: str
-        value: int
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    __slots__ = ("stream_id", "index", "start_s", "end_s", "frames_decoded", "audio_s", "decode_errors", "gaps", "last", "corrupt_frames", "frozen_frames", "gap_s", "missing_frames", "complete")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     START_S_FIELD_NUMBER: _ClassVar[int]
@@ -96,7 +93,11 @@ class WindowRecord(_message.Message):
     DECODE_ERRORS_FIELD_NUMBER: _ClassVar[int]
     GAPS_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
-    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    CORRUPT_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    FROZEN_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    GAP_S_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     index: int
     start_s: float
@@ -106,5 +107,9 @@ class WindowRecord(_message.Message):
     decode_errors: int
     gaps: int
     last: bool
-    samples: _containers.ScalarMap[str, int]
-    def __init__(self, stream_id: _Optional[str] = ..., index: _Optional[int] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., frames_decoded: _Optional[int] = ..., audio_s: _Optional[float] = ..., decode_errors: _Optional[int] = ..., gaps: _Optional[int] = ..., last: _Optional[bool] = ..., samples: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    corrupt_frames: int
+    frozen_frames: int
+    gap_s: float
+    missing_frames: int
+    complete: bool
+    def __init__(self, stream_id: _Optional[str] = ..., index: _Optional[int] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., frames_decoded: _Optional[int] = ..., audio_s: _Optional[float] = ..., decode_errors: _Optional[int] = ..., gaps: _Optional[int] = ..., last: _Optional[bool] = ..., corrupt_frames: _Optional[int] = ..., frozen_frames: _Optional[int] = ..., gap_s: _Optional[float] = ..., missing_frames: _Optional[int] = ..., complete: _Optional[bool] = ...) -> None: ...

@@ -1,0 +1,216 @@
+"""The ingest service on real NATS and gRPC: media out by media time, clips, failures, pacing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+
+import av
+import grpc
+import pytest
+
+from gateway.service import GatewayService
+from gateway.settings import GatewaySettings
+from services.ingest.service import IngestService
+from services.ingest.settings import IngestSettings
+from streamsight import subjects
+from streamsight.bus import Bus
+from streamsight.gen.common.v1 import common_pb2
+from streamsight.gen.gateway.v1 import gateway_pb2 as gw
+from streamsight.gen.gateway.v1 import gateway_pb2_grpc
+from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from streamsight.gen.media.v1 import media_pb2
+from streamsight.natsd import free_port
+from streamsight.rpc import channel
+from streamsight.synth import make_media
+
+TERMINAL = {common_pb2.STREAM_STATE_ENDED, common_pb2.STREAM_STATE_FAILED, common_pb2.STREAM_STATE_STOPPED}
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    """25 s of 640x360 30 fps H.264 + AAC with a pan and an action burst."""
+    path = tmp_path_factory.mktemp("media") / "game.mp4"
+    return make_media(path, duration=25.0, segments=[(5, 10, "pan"), (15, 20, "action")], keyframe_interval=2.0)
+
+
+@contextlib.asynccontextmanager
+async def stack(nats_url: str, data_dir, **ingest_overrides):
+    ingest = IngestService(IngestSettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=free_port(), data_dir=data_dir, **ingest_overrides))
+    async with ingest.serving():
+        gateway = GatewayService(
+            GatewaySettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=free_port(), ingest_address=ingest.address, allow_local_files=True)
+        )
+        async with gateway.serving(), channel(gateway.address) as ch:
+            yield ingest, gateway_pb2_grpc.StreamSightStub(ch)
+
+
+class MediaRecorder:
+    """A consumer of every media subject (it is what gives MEDIA's interest retention a reader)."""
+
+    def __init__(self, bus: Bus, durable: str, ack_delay: float = 0.0):
+        self.messages: dict[str, list[bytes]] = {}
+        self.ack_delay = ack_delay
+        self.bus, self.durable = bus, durable
+        self.task = bus.consume(durable, "streamsight.media.v1.>", self.handle, subjects.MEDIA_STREAM, batch=64)
+
+    async def close(self) -> None:
+        """Stop and delete the consumer: a reader that is gone must not hold MEDIA back."""
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.bus.js.delete_consumer(subjects.MEDIA_STREAM, self.durable)
+
+    async def handle(self, msg) -> None:
+        kind, stream = msg.subject.split(".")[3:5]
+        self.messages.setdefault(f"{kind}:{stream}", []).append(msg.data)
+        if self.ack_delay:
+            await asyncio.sleep(self.ack_delay)
+
+    def of(self, kind: str, stream: str) -> list[bytes]:
+        return self.messages.get(f"{kind}:{stream}", [])
+
+
+async def wait_terminal(stub, stream_id: str, timeout: float = 120) -> gw.Stream:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        stream = await stub.GetStream(gw.GetStreamRequest(stream_id=stream_id))
+        if stream.state in TERMINAL:
+            return stream
+        await asyncio.sleep(0.1)
+    pytest.fail(f"stream {stream_id} did not finish; last state {common_pb2.StreamState.Name(stream.state)}")
+
+
+@pytest.fixture
+async def bus(nats_server):
+    bus = await Bus.connect(nats_server.url, "ingest-test")
+    await bus.ensure_streams()
+    yield bus
+    await bus.close()
+
+
+@pytest.fixture
+async def media_recorder(bus, request):
+    made = []
+
+    def make(ack_delay: float = 0.0) -> MediaRecorder:
+        made.append(MediaRecorder(bus, f"rec-{request.node.name[5:40]}".replace("[", "-").replace("]", ""), ack_delay))
+        return made[-1]
+
+    yield make
+    for r in made:
+        await r.close()
+
+
+async def test_a_file_becomes_frames_audio_signals_and_windows(nats_server, bus, media_recorder, tmp_path, sample):
+    recorder = media_recorder()
+    async with stack(nats_server.url, tmp_path) as (_, stub):
+        started = await stub.StartStream(gw.StartStreamRequest(source=str(sample.path), stream_id="basic"))
+        assert started.state == common_pb2.STREAM_STATE_STARTING
+        done = await wait_terminal(stub, "basic")
+    assert done.state == common_pb2.STREAM_STATE_ENDED, done.last_error
+    assert done.duration_s == pytest.approx(25.0, abs=0.2)
+    await asyncio.sleep(0.5)
+
+    windows = [media_pb2.WindowRecord.FromString(b) for b in recorder.of("windows", "basic")]
+    assert [w.index for w in windows] == [0, 1, 2]
+    assert [w.last for w in windows] == [False, False, True]
+    assert windows[0].frames_decoded == 300 and windows[0].audio_s == pytest.approx(10.0, abs=0.05)
+    assert sum(w.frames_decoded for w in windows) == sample.frame_count
+
+    for consumer, fps, shape in (("flow", 5, (180, 320)), ("cnn", 1, (224, 224, 3)), ("glitch", 2, (360, 640, 3))):
+        frames = [media_pb2.VideoFrame.FromString(b) for b in recorder.of(f"frames_{consumer}", "basic")]
+        assert len(frames) == pytest.approx(25 * fps, abs=1), consumer
+        assert [f.sample_index for f in frames] == list(range(len(frames)))
+        gaps = [b.pts_s - a.pts_s for a, b in zip(frames, frames[1:])]
+        assert all(abs(g - 1 / fps) < 0.04 for g in gaps), f"{consumer} sampled unevenly by PTS"
+        f = frames[0]
+        channels = 1 if f.format == media_pb2.PIXEL_FORMAT_GRAY8 else 3
+        assert len(f.data) == f.width * f.height * channels
+        assert (f.height, f.width) == shape[:2]
+
+    chunks = [media_pb2.AudioChunk.FromString(b) for b in recorder.of("audio", "basic")]
+    assert {c.sample_rate for c in chunks} == {32000}
+    assert sum(len(c.pcm_f32le) // 4 for c in chunks) / 32000 == pytest.approx(25.0, abs=0.1)
+    signals = [s for b in recorder.of("signals", "basic") for s in media_pb2.FrameSignals.FromString(b).signals]
+    assert len(signals) == sample.frame_count
+    assert not any(s.is_corrupt for s in signals)
+
+
+async def test_clip_is_cut_by_stream_copy_and_served(nats_server, bus, media_recorder, tmp_path, sample):
+    media_recorder()
+    async with stack(nats_server.url, tmp_path) as (ingest, stub):
+        await stub.StartStream(gw.StartStreamRequest(source=str(sample.path), stream_id="clipped"))
+        await wait_terminal(stub, "clipped")
+        async with channel(ingest.address) as ch:
+            control = ingest_pb2_grpc.IngestStub(ch)
+            clip = await control.ExportClip(ingest_pb2.ExportClipRequest(stream_id="clipped", start_s=12.5, end_s=19.0))
+            again = await control.ExportClip(ingest_pb2.ExportClipRequest(stream_id="clipped", start_s=12.5, end_s=19.0))
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await control.ExportClip(ingest_pb2.ExportClipRequest(stream_id="clipped", start_s=9.0, end_s=3.0))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await control.ExportClip(ingest_pb2.ExportClipRequest(stream_id="nobody", start_s=0, end_s=3.0))
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        chunks = [c async for c in stub.GetClip(gw.GetClipRequest(stream_id="clipped", clip_id=clip.clip_id))]
+    assert again.clip_id == clip.clip_id and again.start_s == clip.start_s
+    assert clip.start_s == pytest.approx(12.0, abs=0.01), "the clip starts at the keyframe at or before 12.5 s"
+    assert clip.end_s == pytest.approx(19.0, abs=0.25)  # up to the packet that covers 19 s
+    data = b"".join(c.data for c in chunks)
+    assert len(data) == clip.size_bytes == chunks[0].total_size and chunks[0].content_type == "video/mp4"
+    out = tmp_path / "fetched.mp4"
+    out.write_bytes(data)
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264", "stream copy keeps the codec"
+        frames = list(container.decode(video=0))
+    assert len(frames) == pytest.approx(7.0 * 30, abs=2)
+    assert frames[0].key_frame
+
+
+async def test_bad_source_fails_clearly_and_leaves_other_streams_alone(nats_server, bus, media_recorder, tmp_path, sample):
+    recorder = media_recorder()
+    junk = tmp_path / "notes.mp4"
+    junk.write_text("this is not a video, just text pretending to be one\n" * 50)
+    truncated = tmp_path / "cut.mp4"
+    truncated.write_bytes(sample.path.read_bytes()[: sample.path.stat().st_size // 3])
+    async with stack(nats_server.url, tmp_path) as (_, stub):
+        await stub.StartStream(gw.StartStreamRequest(source=str(sample.path), stream_id="good"))
+        await stub.StartStream(gw.StartStreamRequest(source=str(junk), stream_id="junk"))
+        await stub.StartStream(gw.StartStreamRequest(source=str(truncated), stream_id="cut"))
+        bad = await wait_terminal(stub, "junk")
+        cut = await wait_terminal(stub, "cut")
+        good = await wait_terminal(stub, "good")
+    assert bad.state == common_pb2.STREAM_STATE_FAILED
+    assert "is not a video or audio file" in bad.last_error, bad.last_error
+    assert cut.state in (common_pb2.STREAM_STATE_ENDED, common_pb2.STREAM_STATE_FAILED)
+    assert good.state == common_pb2.STREAM_STATE_ENDED
+    await asyncio.sleep(0.5)
+    assert len(recorder.of("windows", "good")) == 3
+
+
+async def test_vod_pacing_keeps_the_backlog_bounded(nats_server, bus, media_recorder, tmp_path, sample):
+    recorder = media_recorder(ack_delay=0.01)  # a slow analyser
+    peak = 0
+    async with stack(nats_server.url, tmp_path, max_backlog=40) as (_, stub):
+        await stub.StartStream(gw.StartStreamRequest(source=str(sample.path), stream_id="paced"))
+        while (await stub.GetStream(gw.GetStreamRequest(stream_id="paced"))).state not in TERMINAL:
+            peak = max(peak, await bus.backlog(subjects.MEDIA_STREAM, subjects.media("*", "paced")))
+            await asyncio.sleep(0.05)
+    assert 0 < peak <= 40 + 8 + 20, f"backlog peaked at {peak}"  # threshold + one check period + a batch of audio/signals
+    await asyncio.sleep(2)
+    assert len(recorder.of("windows", "paced")) == 3, "nothing is lost while pacing"
+
+
+async def test_stop_a_stream_played_as_live(nats_server, bus, media_recorder, tmp_path, sample):
+    media_recorder()
+    async with stack(nats_server.url, tmp_path) as (_, stub):
+        await stub.StartStream(gw.StartStreamRequest(source=str(sample.path), stream_id="live", options=gw.StreamOptions(play_file_as_live=True)))
+        await asyncio.sleep(2.0)
+        mid = await stub.GetStream(gw.GetStreamRequest(stream_id="live"))
+        assert mid.state == common_pb2.STREAM_STATE_RUNNING
+        assert 0.5 < mid.media_time_s < 4.0 or mid.media_time_s == 0, "live pacing follows the wall clock"
+        stopped = await stub.StopStream(gw.StopStreamRequest(stream_id="live"))
+    assert stopped.state == common_pb2.STREAM_STATE_STOPPED
+    assert not math.isnan(stopped.media_time_s)
