@@ -49,7 +49,7 @@ from streamsight import events, subjects
 from streamsight.gen.chat.v1 import chat_pb2, chat_pb2_grpc
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.media.v1 import media_pb2
-from streamsight.rpc import Servicer, StatusError, invalid, not_found, precondition
+from streamsight.rpc import Servicer, StatusError, invalid, not_found, precondition, unavailable
 from streamsight.service import Service
 from streamsight.telemetry import ACTIVE_STREAMS
 
@@ -112,7 +112,11 @@ class ChatService(Service):
         self._starting.add(stream_id)
         try:
             session = await self._new_session(stream_id, source, media_start, pacing)
-            subs = await self._follow_media(session)
+            try:
+                subs = await self._follow_media(session)
+            except Exception as exc:
+                self.log.error("cannot follow the stream's media", stream_id=stream_id, error=repr(exc))
+                raise unavailable(f"cannot subscribe to stream {stream_id!r}'s media on NATS ({type(exc).__name__}); try again") from None
         finally:
             self._starting.discard(stream_id)
         self.finished.pop(stream_id, None)

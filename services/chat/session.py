@@ -49,6 +49,7 @@ from streamsight.gen.features.v1 import features_pb2
 
 FEED_BATCH = 500  # messages scored between two yields to the event loop (a flood must not stall it)
 PARTIAL_AFTER_S = 1.0  # a live reader that joins later than this into a window flags it "partial"
+ENDED_GRACE_S = 1.0  # after a stream's end status, window records still in flight are awaited this long
 
 MESSAGES = Counter("streamsight_chat_messages_total", "Chat messages read", ["source"])
 REJECTED = Counter("streamsight_chat_rejected_total", "Chat lines that could not be read", ["source"])
@@ -202,11 +203,24 @@ class ChatSession:
                     await self._finish(max(self._watermark, end_s), common_pb2.STREAM_STATE_ENDED)
                     return
             elif kind == "ended":
+                # Window records and status events come through different consumers, so the
+                # last records may still be on their way: take them before finishing.
                 _, state, media_time_s = item
+                await self._drain_windows(ENDED_GRACE_S)
                 await self._finish(max(self._watermark, media_time_s), state)
                 return
             elif kind == "stop":
                 await self._finish(self._watermark, common_pb2.STREAM_STATE_STOPPED)
+                return
+
+    async def _drain_windows(self, grace_s: float) -> None:
+        deadline = time.monotonic() + grace_s
+        while (item := await self._wait(deadline - time.monotonic())) is not None:
+            if item[0] == "window":
+                await self._advance(item[2])
+                if item[3]:
+                    return
+            elif item[0] == "stop":
                 return
 
     async def _run_replay_realtime(self) -> None:
@@ -296,6 +310,8 @@ class ChatSession:
         return max(0.0, (math.floor(now / w) + 1) * w - now) + 0.005
 
     async def _wait(self, timeout: float) -> tuple | None:
+        if timeout <= 0:
+            return None if self.inbox.empty() else self.inbox.get_nowait()
         try:
             return await asyncio.wait_for(self.inbox.get(), timeout)
         except asyncio.TimeoutError:
@@ -330,7 +346,11 @@ class ChatSession:
         uncounted = self.agg.late_messages + self.agg.after_end_messages + unfed
         if uncounted:
             UNCOUNTED.labels(self.source_kind).inc(uncounted)
-        self.state = state if state in TERMINAL else common_pb2.STREAM_STATE_ENDED
+        # The chat's own state: FAILED is kept for the chat's failures; a stream whose media
+        # failed leaves a chat that ended normally, with a note.
+        self.state = common_pb2.STREAM_STATE_STOPPED if state == common_pb2.STREAM_STATE_STOPPED else common_pb2.STREAM_STATE_ENDED
+        if state == common_pb2.STREAM_STATE_FAILED and not self.last_error:
+            self.last_error = f"the stream's media failed; chat finished at {end_s:.1f} s"
         self.log.info(
             "chat finished",
             state=common_pb2.StreamState.Name(self.state),

@@ -255,6 +255,20 @@ async def test_garbage_lines_are_counted_and_a_status_event_ends_the_replay(chat
     assert "damaged.jsonl" in logged.out + logged.err and "secretuser42" not in logged.out + logged.err
 
 
+async def test_window_records_that_trail_the_end_status_are_still_taken(chat, bus, tmp_path):
+    _, stub = chat
+    path = write(tmp_path, "t.jsonl", "".join(json.dumps({"time": t, "user": "u", "message": "LUL"}) + "\n" for t in (3, 13, 23)))
+    sid = "trailing"
+    await stub.StartChat(chat_pb2.StartChatRequest(stream_id=sid, source=str(path)))
+    # Status and window records travel through different consumers; here the status overtakes them.
+    failed = events_pb2.StreamStatus(stream_id=sid, state=S.STREAM_STATE_FAILED, reason="decode_error", reporter="ingest")
+    await bus.publish_event(sid, failed, f"{sid}:status:ingest:failed")
+    await publish_windows(bus, sid, 30.0)
+    status = await wait_state(stub, sid, {S.STREAM_STATE_ENDED})
+    assert status.messages == 3 and "media failed" in status.last_error  # the chat itself did not fail
+    assert [r.values["chat_messages"] for r in await features(bus, sid)] == [1, 1, 1]
+
+
 async def test_replay_without_media_progress_times_out(nats_server, tmp_path):
     path = write(tmp_path, "c.csv", "time,user,message\n1,a,hello\n2,b,LUL\n")
     async with running_chat(nats_server.url, media_idle_timeout_s=0.5) as (_, stub):
