@@ -128,19 +128,20 @@ class ChatService(Service):
     async def stop_chat(self, stream_id: str) -> chat_pb2.ChatStatus:
         session = self.sessions.get(stream_id)
         if session is None:
-            done = self.finished.get(stream_id)
-            if done is None:
+            over = self.finished.get(stream_id)
+            if over is None:
                 raise not_found(f"no chat reader for stream {stream_id!r}")
-            return done.status()  # already over: stopping again changes nothing
+            return over.status()  # already over: stopping again changes nothing
         session.stop()
         task = self._tasks.get(stream_id)
         if task is not None:
             done, _ = await asyncio.wait({task}, timeout=STOP_WAIT_S)
-            if not done:
+            if not done:  # publishing is stuck (NATS away): give up on the last windows
                 self.log.warning("chat reader did not stop in time; cancelling", stream_id=stream_id)
+                session.state = common_pb2.STREAM_STATE_STOPPED
+                session.last_error = f"stopped before its last windows could be published (NATS did not answer for {STOP_WAIT_S:.0f} s)"
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-                session.state = common_pb2.STREAM_STATE_STOPPED
         return session.status()
 
     def get_chat(self, stream_id: str) -> chat_pb2.ChatStatus:
@@ -204,8 +205,10 @@ class ChatService(Service):
         """Ordered consumers on the stream's window records and status events."""
         assert self.bus is not None
         since = datetime.fromtimestamp(session.media_start, timezone.utc) - timedelta(seconds=CLOCK_SKEW_S)
-        config = lambda: ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)  # noqa: E731
         sid = session.stream_id
+
+        def config() -> ConsumerConfig:
+            return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)
 
         async def on_window(msg: Msg) -> None:
             try:

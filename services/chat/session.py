@@ -187,6 +187,7 @@ class ChatSession:
         finally:
             if self.client is not None:
                 await self.client.close()
+                REJECTED.labels("irc").inc(self.client.malformed_lines)
 
     async def _run_replay_following_media(self) -> None:
         while True:

@@ -269,6 +269,21 @@ async def test_window_records_that_trail_the_end_status_are_still_taken(chat, bu
     assert [r.values["chat_messages"] for r in await features(bus, sid)] == [1, 1, 1]
 
 
+async def test_a_bad_window_record_is_dead_lettered_and_the_chat_goes_on(chat, bus, tmp_path):
+    _, stub = chat
+    path = write(tmp_path, "d.csv", "time,user,message\n1,a,hello\n12,b,LUL\n")
+    sid = "dead-letter"
+    await stub.StartChat(chat_pb2.StartChatRequest(stream_id=sid, source=str(path)))
+    await bus.publish(subjects.media("windows", sid), b"\xff\x00 not a protobuf")
+    await bus.publish(subjects.media("windows", sid), media_pb2.WindowRecord(stream_id="other", index=0, end_s=10.0))
+    await publish_windows(bus, sid, 20.0)
+    assert (await wait_state(stub, sid, {S.STREAM_STATE_ENDED})).messages == 2
+    assert [r.values["chat_messages"] for r in await features(bus, sid)] == [1, 1]
+    dead = await read_subject(bus, subjects.DEADLETTER_STREAM, subjects.deadletter("chat"))
+    mine = [m for m in dead if m.headers["streamsight-dlq-subject"] == subjects.media("windows", sid)]
+    assert len(mine) == 2 and "not a streamsight.media.v1.WindowRecord" in mine[0].headers["streamsight-dlq-reason"]
+
+
 async def test_replay_without_media_progress_times_out(nats_server, tmp_path):
     path = write(tmp_path, "c.csv", "time,user,message\n1,a,hello\n2,b,LUL\n")
     async with running_chat(nats_server.url, media_idle_timeout_s=0.5) as (_, stub):
@@ -395,6 +410,20 @@ async def test_live_irc_windows_follow_the_wall_clock(chat, bus, irc_server):
     records = await features(bus, sid)
     assert [(r.window, r.values["chat_messages"]) for r in records] == [(0, 3), (1, 1)]
     assert 10.0 < records[1].end_s < 20.0  # cut at the moment of StopChat
+
+
+async def test_live_irc_over_tls_with_a_configured_ca(nats_server, bus, tls_irc_server, self_signed_cert):
+    cert, _ = self_signed_cert
+    async with running_chat(nats_server.url, irc_ca_file=str(cert)) as (_, stub):
+        sid = "live-tls"
+        await stub.StartChat(chat_pb2.StartChatRequest(stream_id=sid, source=f"ircs://127.0.0.1:{tls_irc_server.port}/#somechannel"))
+        await tls_irc_server.wait_joined(0)
+        await tls_irc_server.send(_privmsg("viewer1", "GG"))
+        await wait_for(lambda: _get_messages(stub, sid, 1), what="a message over TLS")
+        stopped = await stub.StopChat(chat_pb2.StopChatRequest(stream_id=sid))
+        assert (stopped.state, stopped.messages, stopped.format) == (S.STREAM_STATE_STOPPED, 1, "irc")
+    (record,) = await features(bus, sid)  # the stream started at StartChat: one window, cut at StopChat
+    assert record.window == 0 and record.values["chat_messages"] == 1 and "partial" not in record.flags
 
 
 async def _get_messages(stub, sid: str, n: int) -> bool:
