@@ -84,6 +84,9 @@ STREAMS = [
 ]
 
 Handler = Callable[[Msg], Awaitable[None]]
+# A batch handler gets every message of one fetch and returns the ones it rejects as bad input,
+# each with the reason; those are dead-lettered, the rest acknowledged.
+BatchHandler = Callable[[list[Msg]], Awaitable[dict[Msg, str]]]
 
 
 class Bus:
@@ -213,7 +216,68 @@ class Bus:
         self._tasks.append(task)
         return task
 
-    async def _consume_loop(self, durable, subject, handler, stream, batch, max_deliver, ack_wait_s, deliver_new, inactive_threshold_s):
+    def consume_batches(
+        self,
+        durable: str,
+        subject: str | list[str],
+        handler: BatchHandler,
+        stream: str,
+        batch: int = 64,
+        max_deliver: int = 5,
+        ack_wait_s: float = 120.0,
+        inactive_threshold_s: float | None = None,
+    ) -> asyncio.Task:
+        """Like `consume`, but the handler takes each fetched batch at once (batched inference).
+
+        If the handler raises, every message of the batch is retried (and dead-lettered after
+        `max_deliver` attempts); messages it returns as rejected go to the dead-letter subject.
+        """
+
+        async def run_batch(msgs: list[Msg]) -> None:
+            await self._handle_batch(msgs, handler, max_deliver)
+
+        task = asyncio.create_task(
+            self._consume_loop(durable, subject, None, stream, batch, max_deliver, ack_wait_s, False, inactive_threshold_s, run_batch),
+            name=f"consume:{durable}",
+        )
+        self._tasks.append(task)
+        return task
+
+    async def _handle_batch(self, msgs: list[Msg], handler: BatchHandler, max_deliver: int) -> None:
+        for msg in msgs:
+            MESSAGES_IN.labels(self.service, msg.subject.rsplit(".", 1)[0]).inc()
+        try:
+            with tracer().start_as_current_span(f"handle batch of {len(msgs)}", kind=trace.SpanKind.CONSUMER):
+                rejected = await handler(msgs)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            MESSAGES_FAILED.labels(self.service, "error").inc(len(msgs))
+            for msg in msgs:
+                await self._retry_or_dead_letter(msg, exc, max_deliver)
+            return
+        for msg in msgs:
+            if msg in rejected:
+                MESSAGES_FAILED.labels(self.service, "bad_message").inc()
+                log.warning("bad message dead-lettered", subject=msg.subject, error=rejected[msg])
+                await self.dead_letter(msg, f"bad message: {rejected[msg]}")
+                await msg.term()
+            else:
+                await msg.ack()
+
+    async def _retry_or_dead_letter(self, msg: Msg, exc: BaseException, max_deliver: int) -> None:
+        delivered = msg.metadata.num_delivered if msg.metadata else 1
+        if delivered >= max_deliver:
+            log.error("message failed too often; dead-lettered", subject=msg.subject, error=repr(exc), deliveries=delivered)
+            await self.dead_letter(msg, f"failed {delivered} times: {exc!r}")
+            await msg.term()
+        else:
+            log.warning("message failed; will retry", subject=msg.subject, error=repr(exc), deliveries=delivered)
+            await msg.nak(delay=min(2.0**delivered, 30.0))
+
+    async def _consume_loop(
+        self, durable, subject, handler, stream, batch, max_deliver, ack_wait_s, deliver_new, inactive_threshold_s, batch_runner=None
+    ):
         subject_list = [subject] if isinstance(subject, str) else list(subject)
         config = ConsumerConfig(
             durable_name=durable,
@@ -234,6 +298,9 @@ class Bus:
             except Exception as exc:  # a broken connection: wait for the reconnect
                 log.warning("fetch failed", durable=durable, error=repr(exc))
                 await asyncio.sleep(1.0)
+                continue
+            if batch_runner is not None:
+                await batch_runner(msgs)
                 continue
             for msg in msgs:
                 await self._handle_one(msg, handler, max_deliver)
@@ -256,14 +323,7 @@ class Bus:
                 raise
             except Exception as exc:
                 MESSAGES_FAILED.labels(self.service, "error").inc()
-                delivered = msg.metadata.num_delivered if msg.metadata else 1
-                if delivered >= max_deliver:
-                    log.error("message failed too often; dead-lettered", subject=msg.subject, error=repr(exc), deliveries=delivered)
-                    await self.dead_letter(msg, f"failed {delivered} times: {exc!r}")
-                    await msg.term()
-                else:
-                    log.warning("message failed; will retry", subject=msg.subject, error=repr(exc), deliveries=delivered)
-                    await msg.nak(delay=min(2.0**delivered, 30.0))
+                await self._retry_or_dead_letter(msg, exc, max_deliver)
                 return
         await msg.ack()
         HANDLE_LATENCY.labels(self.service, pattern).observe(time.perf_counter() - started)

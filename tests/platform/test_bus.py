@@ -84,3 +84,28 @@ async def test_trace_context_crosses_nats(bus):
     handled = [s for s in exporter.get_finished_spans() if s.name.startswith("handle streamsight.features.v1.chat")]
     assert handled and handled[0].context.trace_id == trace_id
     assert handled[0].parent is not None and handled[0].parent.span_id == span.get_span_context().span_id
+
+
+async def test_batches_are_handled_together_and_rejects_dead_lettered(bus):
+    batches: list[list[str]] = []
+    done = asyncio.Event()
+
+    async def handler(msgs):
+        bodies = [m.data.decode() for m in msgs]
+        batches.append(bodies)
+        if sum(len(b) for b in batches) >= 10:
+            done.set()
+        return {m: "not a frame" for m in msgs if m.data == b"bad"}
+
+    bus.consume_batches("batchtest", subjects.media("frames_flow"), handler, subjects.MEDIA_STREAM, batch=32)
+    await asyncio.sleep(0.5)  # MEDIA keeps messages only for existing consumers (interest retention)
+    for i in range(9):
+        await bus.publish(subjects.media("frames_flow", "b1"), f"f{i}".encode())
+    await bus.publish(subjects.media("frames_flow", "b1"), b"bad")
+    await asyncio.wait_for(done.wait(), 10)
+    assert [b for batch in batches for b in batch] == [f"f{i}" for i in range(9)] + ["bad"]
+    assert len(batches) < 10, "messages arrive in batches, not one by one"
+    await asyncio.sleep(0.3)
+    letters = await _dead_letters(bus, "bustest")
+    assert b"bad" in [m.data for m in letters]
+    assert await bus.backlog(subjects.MEDIA_STREAM, subjects.media("*", "b1")) == 0, "acked messages leave the interest stream"
