@@ -85,8 +85,13 @@ STREAMS = [
 
 Handler = Callable[[Msg], Awaitable[None]]
 # A batch handler gets every message of one fetch and returns the ones it rejects as bad input,
-# each with the reason; those are dead-lettered, the rest acknowledged.
-BatchHandler = Callable[[list[Msg]], Awaitable[dict[Msg, str]]]
+# by position in the batch, each with the reason; those are dead-lettered, the rest acknowledged.
+BatchHandler = Callable[[list[Msg]], Awaitable[dict[int, str]]]
+
+
+def _log_death(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("consumer stopped", task=task.get_name(), exc_info=task.exception())
 
 
 class Bus:
@@ -213,6 +218,7 @@ class Bus:
             self._consume_loop(durable, subject, handler, stream, batch, max_deliver, ack_wait_s, deliver_new, inactive_threshold_s),
             name=f"consume:{durable}",
         )
+        task.add_done_callback(_log_death)
         self._tasks.append(task)
         return task
 
@@ -240,6 +246,7 @@ class Bus:
             self._consume_loop(durable, subject, None, stream, batch, max_deliver, ack_wait_s, False, inactive_threshold_s, run_batch),
             name=f"consume:{durable}",
         )
+        task.add_done_callback(_log_death)
         self._tasks.append(task)
         return task
 
@@ -256,11 +263,11 @@ class Bus:
             for msg in msgs:
                 await self._retry_or_dead_letter(msg, exc, max_deliver)
             return
-        for msg in msgs:
-            if msg in rejected:
+        for position, msg in enumerate(msgs):
+            if position in rejected:
                 MESSAGES_FAILED.labels(self.service, "bad_message").inc()
-                log.warning("bad message dead-lettered", subject=msg.subject, error=rejected[msg])
-                await self.dead_letter(msg, f"bad message: {rejected[msg]}")
+                log.warning("bad message dead-lettered", subject=msg.subject, error=rejected[position])
+                await self.dead_letter(msg, f"bad message: {rejected[position]}")
                 await msg.term()
             else:
                 await msg.ack()

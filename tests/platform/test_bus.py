@@ -95,7 +95,7 @@ async def test_batches_are_handled_together_and_rejects_dead_lettered(bus):
         batches.append(bodies)
         if sum(len(b) for b in batches) >= 10:
             done.set()
-        return {m: "not a frame" for m in msgs if m.data == b"bad"}
+        return {i: "not a frame" for i, m in enumerate(msgs) if m.data == b"bad"}
 
     bus.consume_batches("batchtest", subjects.media("frames_flow"), handler, subjects.MEDIA_STREAM, batch=32)
     await asyncio.sleep(0.5)  # MEDIA keeps messages only for existing consumers (interest retention)
