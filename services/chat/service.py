@@ -1,7 +1,7 @@
 """Chat service: starts and stops one chat reader per stream and ties it to the stream's media.
 
 StartChat (api.py) -> `start_chat`: the source is checked (a replay is read in full here,
-so a bad file is refused at once, naming the file and line), then a `ChatSession` runs
+in short slices of the event loop, so a bad file is refused at once, naming the file and line), then a `ChatSession` runs
 as its own task. Each session follows two subjects of its stream, from the stream's
 start:
 
@@ -43,7 +43,7 @@ from services.chat.forecast import ForecastModel
 from services.chat.session import ChatSession, Products
 from services.chat.settings import ChatSettings
 from services.chat.sentiment import ChatSentiment
-from services.chat.sources import LiveSource, ReplaySource, SourceError, check_replay_path, load_replay_checked, parse_source
+from services.chat.sources import LiveSource, ReplaySource, SourceError, check_replay_path, load_replay_checked_async, parse_source
 from services.chat.windows import ChatAggregator
 from streamsight import events, subjects
 from streamsight.gen.chat.v1 import chat_pb2, chat_pb2_grpc
@@ -167,7 +167,7 @@ class ChatService(Service):
         s = self.settings
         try:
             path = check_replay_path(parsed.path, s.replay_roots, int(s.max_replay_mb * 1e6))
-            loaded = await asyncio.to_thread(load_replay_checked, path)
+            loaded = await load_replay_checked_async(path)
         except SourceError as exc:
             raise invalid(str(exc)) from None
         realtime = pacing == common_pb2.PACING_LIVE

@@ -47,7 +47,7 @@ from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.features.v1 import features_pb2
 
-FEED_BATCH = 500  # messages scored between two yields to the event loop (a flood must not stall it)
+FEED_BATCH = 200  # messages scored between two yields to the event loop (a flood must not stall it)
 PARTIAL_AFTER_S = 1.0  # a live reader that joins later than this into a window flags it "partial"
 ENDED_GRACE_S = 1.0  # after a stream's end status, window records still in flight are awaited this long
 

@@ -142,3 +142,16 @@ def test_a_reader_that_joins_late_starts_at_the_current_window():
     assert [(i, f["chat_messages"]) for i, f in windows] == [(4, 1), (5, 0)]
     assert [(p.index, p.messages) for p in points] == [(1, 1)]
     assert agg.late_messages == 1
+
+
+async def test_async_loading_matches_and_stops_early_on_a_hopeless_file(tmp_path, shared_data):
+    from services.chat.sources import HOPELESS_ERRORS, load_replay_checked_async
+
+    real = shared_data / "chat" / "nlss" / "rechat-158202424.json"
+    a, b = load_replay_checked(real), await load_replay_checked_async(real)
+    assert (a.format, a.rejected) == (b.format, b.rejected) == ("rechat", 0)
+    assert [(m.media_time, m.text) for m in a.messages] == [(m.media_time, m.text) for m in b.messages] and len(a.messages) == 1970
+    lines = ['{"x": 1}'] * (HOPELESS_ERRORS + 500) + [json.dumps({"time": 1, "user": "u", "message": "W"})] * 5000
+    hopeless = _write(tmp_path, "hopeless.jsonl", "\n".join(lines) + "\n")
+    with pytest.raises(SourceError, match=rf"hopeless\.jsonl:1: .*the first {HOPELESS_ERRORS} lines are all unreadable"):
+        await load_replay_checked_async(hopeless)
