@@ -12,8 +12,11 @@ through ordered consumers: ephemeral, in order, no acks, no state left on the se
 A session lives in this process's memory only (a restart loses it and the gateway's
 StartChat starts it again), so a durable consumer would keep a position nobody resumes
 from; and a window record seen twice is harmless (the watermark only moves forward).
-Starting at the stream's start time (`media_start`, less a little clock skew) means a
-record ingest published before StartChat arrived is still seen.
+Both start at the stream's start time (`media_start`, less a little clock skew), so what
+ingest published before StartChat arrived is still seen while JetStream holds it: status
+events always (EVENTS keeps them), window records while another consumer has not taken
+them yet (MEDIA has interest retention). A missed record costs nothing: any later record
+or the end status (whose media time is the media's end) closes the earlier windows too.
 
 Sessions publish per-window FeatureRecords on streamsight.features.v1.chat.<stream> and
 sentiment/forecast/status CloudEvents (see session.py). One session's failure never

@@ -284,6 +284,20 @@ async def test_a_bad_window_record_is_dead_lettered_and_the_chat_goes_on(chat, b
     assert len(mine) == 2 and "not a streamsight.media.v1.WindowRecord" in mine[0].headers["streamsight-dlq-reason"]
 
 
+async def test_a_stream_that_ended_before_startchat_still_gets_its_windows(chat, bus, tmp_path):
+    _, stub = chat
+    path = write(tmp_path, "late.jsonl", "".join(json.dumps({"time": t, "user": "u", "message": "Pog"}) + "\n" for t in (1, 11, 21, 29)))
+    sid = "ingest-raced-ahead"
+    ended = events_pb2.StreamStatus(stream_id=sid, state=S.STREAM_STATE_ENDED, reason="source_ended", media_time_s=25.0, reporter="ingest")
+    await bus.publish_event(sid, ended, f"{sid}:status:ingest:ended")  # before StartChat, and no window record kept
+    start = Timestamp()
+    start.FromNanoseconds(int((time.time() - 3.0) * 1e9))
+    await stub.StartChat(chat_pb2.StartChatRequest(stream_id=sid, source=str(path), media_start=start))
+    status = await wait_state(stub, sid, {S.STREAM_STATE_ENDED})
+    assert status.messages == 3  # the message at 29 s is after the media's end
+    assert [(r.window, r.values["chat_messages"], r.end_s) for r in await features(bus, sid)] == [(0, 1, 10.0), (1, 1, 20.0), (2, 1, 25.0)]
+
+
 async def test_replay_without_media_progress_times_out(nats_server, tmp_path):
     path = write(tmp_path, "c.csv", "time,user,message\n1,a,hello\n2,b,LUL\n")
     async with running_chat(nats_server.url, media_idle_timeout_s=0.5) as (_, stub):
