@@ -177,7 +177,7 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
         call = self.ingest.ReadClip(ingest_pb2.ReadClipRequest(stream_id=request.stream_id, clip_id=request.clip_id))
         try:
             async for piece in call:
-                yield gateway_pb2.ClipChunk(data=piece.data, offset=piece.offset, total_size=piece.total_size, content_type="video/mp4")
+                yield gateway_pb2.ClipChunk(data=piece.data, offset=piece.offset, total_size=piece.total_size, content_type=piece.content_type)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 raise not_found(f"no clip {request.clip_id!r} for stream {request.stream_id!r}") from None

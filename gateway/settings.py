@@ -8,9 +8,7 @@ from streamsight.config import BaseServiceSettings
 
 
 class GatewaySettings(BaseServiceSettings):
-    grpc_host: str = Field("0.0.0.0", description="Address the public API binds to")
     grpc_port: int = Field(50051, ge=0, le=65535, description="Port of the public API (env STREAMSIGHT_GRPC_PORT)")
-    auth_token: str = Field("", description="When set, callers must send 'authorization: Bearer <token>'")
     allow_local_files: bool = Field(False, description="Accept local file paths as sources (embedded mode turns it on)")
     local_roots: list[str] = Field(default_factory=list, description="When set, local sources must lie under one of these folders")
     ingest_address: str = Field("127.0.0.1:50061", description="gRPC address of the ingest service")

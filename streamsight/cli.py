@@ -1,5 +1,7 @@
 """The `streamsight` command.
 
+  streamsight analyze SOURCE          the main job: highlights, glitches, sentiment, clips, report
+  streamsight demo                    analyze a generated sample (what `make demo` runs)
   streamsight up                      embedded NATS + every built service, until Ctrl-C
   streamsight streams                 list registered streams (gateway)
   streamsight events [--stream ID]    follow events as JSON lines (gateway WatchEvents)
@@ -23,6 +25,27 @@ def _up(args) -> int:
 
     only = [s.strip() for s in args.only.split(",")] if args.only else None
     return asyncio.run(run_up(Path(args.data_dir), args.nats_port, args.gateway_port, only))
+
+
+def _analyze(args) -> int:
+    from streamsight.analyze import JobOptions, main
+
+    return main(
+        JobOptions(
+            source=args.source, chat=args.chat or "", live=args.live, out=Path(args.out), gateway=args.gateway or "",
+            token=args.token, data_dir=Path(args.data_dir), stream_id=args.stream_id or "",
+        )
+    )
+
+
+def _demo(args) -> int:
+    from streamsight.analyze import JobOptions, main
+    from streamsight.demo import make_sample
+
+    out = Path(args.out)
+    print(f"making a sample game stream in {out / 'sample'} ...", flush=True)
+    sample = make_sample(out / "sample", duration=args.duration)
+    return main(JobOptions(source=str(sample.video), chat=str(sample.chat), out=out, data_dir=Path(args.data_dir)))
 
 
 def _health(args) -> int:
@@ -75,6 +98,23 @@ def _chat(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamsight", description="Real-time analytics for live video streams.")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    analyze = sub.add_parser("analyze", help="analyse a file or URL and write a report with clips")
+    analyze.add_argument("source", help="media file or URL (http(s) incl. HLS, rtmp, rtsp, srt)")
+    analyze.add_argument("--chat", help="chat replay file (rechat JSON, TwitchDownloader, chat-downloader, IRC log, CSV/JSONL) or twitch:<channel>")
+    analyze.add_argument("--live", action="store_true", help="play the source in real time, as a live stream")
+    analyze.add_argument("--out", default="out", help="folder for report.json, report.html and clips (default: out)")
+    analyze.add_argument("--gateway", help="use the stack at this gateway address instead of finding or starting one")
+    analyze.add_argument("--token", default="", help="bearer token for the gateway")
+    analyze.add_argument("--data-dir", default="var", help="where `streamsight up` keeps its state (default: var)")
+    analyze.add_argument("--stream-id", help="identifier for the stream (default: generated)")
+    analyze.set_defaults(run=_analyze)
+
+    demo = sub.add_parser("demo", help="generate a sample game stream with chat and analyse it")
+    demo.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
+    demo.add_argument("--duration", type=float, default=60.0, help="sample length in seconds (default 60)")
+    demo.add_argument("--data-dir", default="var", help="where `streamsight up` keeps its state (default: var)")
+    demo.set_defaults(run=_demo)
 
     up = sub.add_parser("up", help="start embedded NATS and every built service")
     up.add_argument("--data-dir", default="var", help="folder for NATS data, buffers and clips (default: var)")

@@ -30,16 +30,16 @@ CONFIG_ERROR_EXIT = 2
 class ServiceSpec:
     name: str
     module: str
-    grpc_port: int | None = None  # default port in embedded mode; None: no gRPC server
+    grpc_port: int  # default gRPC port (API and/or health); the same in docker-compose.yml
 
 
 CATALOG = [
     ServiceSpec("ingest", "services.ingest", 50061),
     ServiceSpec("chat", "services.chat", 50062),
-    ServiceSpec("vision", "services.vision"),
-    ServiceSpec("audio", "services.audio"),
-    ServiceSpec("glitch", "services.glitch"),
-    ServiceSpec("fusion", "services.fusion"),
+    ServiceSpec("vision", "services.vision", 50063),
+    ServiceSpec("audio", "services.audio", 50064),
+    ServiceSpec("glitch", "services.glitch", 50065),
+    ServiceSpec("fusion", "services.fusion", 50066),
     ServiceSpec("gateway", "gateway", 50051),
 ]
 
@@ -72,6 +72,7 @@ class Supervisor:
         data_dir: Path,
         nats_port: int = 0,
         ports: dict[str, int] | None = None,
+        free_ports: bool = False,
         extra_env: dict[str, str] | None = None,
         only: list[str] | None = None,
         out=None,
@@ -79,7 +80,10 @@ class Supervisor:
     ):
         self.data_dir = Path(data_dir).resolve()
         self.nats = NatsServer(self.data_dir / "nats", port=nats_port, log_file=None)
-        self.ports = ports or {}
+        # free_ports: every service on a free port (an embedded stack beside a running `up`).
+        self.ports = dict(ports or {})
+        if free_ports:
+            self.ports = {spec.name: self.ports.get(spec.name) or free_port() for spec in CATALOG}
         self.extra_env = extra_env or {}
         self.only = only
         self.out = out or sys.stdout
@@ -91,10 +95,23 @@ class Supervisor:
         self.out.write(f"{name:<8}| {line}\n")
         self.out.flush()
 
-    def _port(self, spec: ServiceSpec) -> int | None:
-        if spec.grpc_port is None:
-            return None
+    def _port(self, spec: ServiceSpec) -> int:
         return self.ports.get(spec.name) or spec.grpc_port
+
+    def addresses(self) -> dict[str, str]:
+        """gRPC address of every started service, by name."""
+        return {c.spec.name: f"127.0.0.1:{self._port(c.spec)}" for c in self.children}
+
+    async def wait_serving(self, timeout_s: float = 120.0) -> None:
+        """Wait until every started service answers health SERVING; TimeoutError names the laggards."""
+        from streamsight.rpc import wait_serving
+
+        results = await asyncio.gather(
+            *(wait_serving(address, timeout_s) for address in self.addresses().values()), return_exceptions=True
+        )
+        late = [name for name, r in zip(self.addresses(), results) if isinstance(r, Exception)]
+        if late:
+            raise TimeoutError(f"not serving after {timeout_s:.0f} s: {', '.join(late)}")
 
     def _env(self, spec: ServiceSpec) -> dict[str, str]:
         env = dict(os.environ)
@@ -108,13 +125,9 @@ class Supervisor:
             }
         )
         for other in CATALOG:
-            port = self._port(other)
-            if port is not None:
-                env[f"STREAMSIGHT_{other.name.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
-        port = self._port(spec)
-        if port is not None:
-            env["STREAMSIGHT_GRPC_HOST"] = "127.0.0.1"
-            env["STREAMSIGHT_GRPC_PORT"] = str(port)
+            env[f"STREAMSIGHT_{other.name.upper()}_ADDRESS"] = f"127.0.0.1:{self._port(other)}"
+        env["STREAMSIGHT_GRPC_HOST"] = "127.0.0.1"
+        env["STREAMSIGHT_GRPC_PORT"] = str(self._port(spec))
         env.update(self.extra_env)
         return env
 
@@ -207,20 +220,17 @@ def find_running(data_dir: Path) -> dict | None:
 
 
 async def run_up(data_dir: Path, nats_port: int, gateway_port: int, only: list[str] | None) -> int:
-    from streamsight.rpc import wait_serving
-
     sup = Supervisor(data_dir, nats_port=nats_port, ports={"gateway": gateway_port} if gateway_port else None, only=only)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await sup.start()
-    if any(c.spec.name == "gateway" for c in sup.children):
-        try:
-            await wait_serving(sup.state()["gateway"], timeout_s=60)
-            sup._say("up", f"gateway SERVING at {sup.state()['gateway']}; Ctrl-C stops everything")
-        except TimeoutError as exc:
-            sup._say("up", str(exc))
+    try:
+        await sup.wait_serving(timeout_s=120)
+        sup._say("up", f"all services SERVING; gateway at {sup.state()['gateway']}; Ctrl-C stops everything")
+    except TimeoutError as exc:
+        sup._say("up", str(exc))
     await stop.wait()
     await sup.stop()
     return 0

@@ -1,0 +1,71 @@
+"""What one analysed stream produced, gathered from its events (the `analyze` job's memory).
+
+`StreamResults.add(event)` takes gateway Events in any order and keeps the latest of each thing:
+a window's score, a highlight, a glitch incident's latest phase, a sentiment point, the latest
+forecast, and the stream's state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from streamsight.gen.common.v1 import common_pb2
+from streamsight.gen.events.v1 import events_pb2
+
+TERMINAL = {common_pb2.STREAM_STATE_ENDED, common_pb2.STREAM_STATE_FAILED, common_pb2.STREAM_STATE_STOPPED}
+
+
+@dataclass
+class StreamResults:
+    stream_id: str
+    source: str
+    state: int = common_pb2.STREAM_STATE_PENDING
+    last_error: str = ""
+    media_time_s: float = 0.0
+    duration_s: float = 0.0
+    scores: dict[int, events_pb2.WindowScore] = field(default_factory=dict)
+    highlights: dict[str, events_pb2.Highlight] = field(default_factory=dict)
+    glitches: dict[str, events_pb2.Glitch] = field(default_factory=dict)
+    sentiment: dict[float, events_pb2.SentimentPoint] = field(default_factory=dict)
+    forecast: events_pb2.SentimentForecast | None = None
+    events_seen: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL
+
+    @property
+    def windows_expected(self) -> int:
+        """Windows of the stream, once its length is known (10 s each, the last may be short)."""
+        length = self.duration_s or (self.media_time_s if self.finished else 0.0)
+        return int(-(-length // 10)) if length > 0 else 0
+
+    def add(self, event: events_pb2.Event) -> str:
+        """Record an event; returns the payload kind ("status", "highlight", ...)."""
+        self.events_seen += 1
+        kind = event.WhichOneof("payload")
+        if kind == "status":
+            self._status(event.status)
+        elif kind == "score":
+            self.scores[event.score.window] = event.score
+        elif kind == "highlight":
+            self.highlights[event.highlight.highlight_id] = event.highlight
+        elif kind == "glitch":
+            self.glitches[event.glitch.glitch_id] = event.glitch
+        elif kind == "sentiment":
+            self.sentiment[event.sentiment.start_s] = event.sentiment
+        elif kind == "forecast":
+            self.forecast = event.forecast
+        return kind or ""
+
+    def _status(self, status: events_pb2.StreamStatus) -> None:
+        self.media_time_s = max(self.media_time_s, status.media_time_s)
+        if status.duration_s:
+            self.duration_s = status.duration_s
+        if status.state == common_pb2.STREAM_STATE_UNSPECIFIED or self.finished:
+            return
+        self.state = status.state
+        if status.state == common_pb2.STREAM_STATE_FAILED:
+            self.last_error = status.detail
+        if status.state in TERMINAL and not self.duration_s:
+            self.duration_s = status.media_time_s

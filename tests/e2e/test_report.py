@@ -1,0 +1,68 @@
+"""report.json follows its schema and report.html shows what the stream produced."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+
+from streamsight import report
+from streamsight.gen.common.v1 import common_pb2
+from streamsight.gen.events.v1 import events_pb2
+from streamsight.results import StreamResults
+
+
+def _event(**payload) -> events_pb2.Event:
+    return events_pb2.Event(**payload)
+
+
+def _results() -> StreamResults:
+    r = StreamResults("demo", "/media/game.mp4")
+    r.add(_event(status=events_pb2.StreamStatus(state=common_pb2.STREAM_STATE_RUNNING, duration_s=25.0)))
+    for i, score in enumerate([0.1, 0.92, 0.3]):
+        why = [common_pb2.Contribution(feature="audio.onset_rate_hz", weight=1.2 * score, value=20.0)]
+        missing = [common_pb2.MODALITY_CHAT] if i == 2 else []
+        r.add(_event(score=events_pb2.WindowScore(window=i, start_s=10 * i, end_s=min(10 * i + 10, 25), score=score, why=why, missing=missing, features={"audio.onset_rate_hz": 20.0})))
+    clip = common_pb2.ClipRef(clip_id="c1", start_s=8.0, end_s=20.0)
+    r.add(_event(highlight=events_pb2.Highlight(highlight_id="h1", start_s=10, end_s=20, score=0.92, clip=clip, windows=[1])))
+    r.add(_event(glitch=events_pb2.Glitch(glitch_id="g1", phase=events_pb2.PHASE_START, kind=events_pb2.GLITCH_KIND_STRIPES, start_s=3)))
+    r.add(_event(glitch=events_pb2.Glitch(glitch_id="g1", phase=events_pb2.PHASE_END, kind=events_pb2.GLITCH_KIND_STRIPES, start_s=3, end_s=4.5, severity=0.7)))
+    r.add(_event(sentiment=events_pb2.SentimentPoint(start_s=0, end_s=30, compound=0.4, messages=12)))
+    r.add(_event(forecast=events_pb2.SentimentForecast(points=[events_pb2.ForecastPoint(start_s=30, compound=0.3, baseline=0.4)])))
+    r.add(_event(status=events_pb2.StreamStatus(state=common_pb2.STREAM_STATE_ENDED, media_time_s=25.0)))
+    return r
+
+
+def test_report_json_follows_its_schema(tmp_path):
+    results = _results()
+    assert results.finished and results.windows_expected == 3
+    doc = report.build(results, {"c1": "clips/c1.mp4"}, ["ingest", "fusion"])
+    report.write_json(doc, tmp_path / "report.json")
+    loaded = json.loads((tmp_path / "report.json").read_text())
+    jsonschema.validate(loaded, json.loads(report.SCHEMA_PATH.read_text()))
+    assert [w["index"] for w in loaded["windows"]] == [0, 1, 2]
+    assert loaded["windows"][2]["missing"] == ["chat"]
+    assert loaded["highlights"][0]["clip"] == "clips/c1.mp4"
+    assert loaded["glitches"] == [{"start_s": 3.0, "end_s": 4.5, "kind": "stripes", "severity": 0.7, "confidence": 0.0, "open": False}]
+    assert loaded["state"] == "ended" and loaded["duration_s"] == 25.0
+
+
+def test_schema_rejects_a_broken_report():
+    doc = report.build(_results())
+    doc["windows"][0]["score"] = 1.7
+    try:
+        jsonschema.validate(doc, json.loads(report.SCHEMA_PATH.read_text()))
+    except jsonschema.ValidationError as exc:
+        assert "1.7" in str(exc)
+    else:
+        raise AssertionError("a score above 1 must not validate")
+
+
+def test_report_html_shows_highlights_glitches_and_clips(tmp_path):
+    doc = report.build(_results(), {"c1": "clips/c1.mp4"})
+    report.write_html(doc, tmp_path / "report.html")
+    page = (tmp_path / "report.html").read_text()
+    assert '<video controls preload="metadata" src="clips/c1.mp4">' in page
+    assert "10.0–20.0 s" in page and "stripes" in page
+    assert page.count('class="bar') == 3 and 'class="bar missing"' in page
+    assert 'class="forecast"' in page
