@@ -53,7 +53,13 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
             code = exc.code()
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNIMPLEMENTED):
                 raise unavailable(f"the {what} service is not reachable at {address} ({code.name}); is it running?") from None
-            if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
+            if code in (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                grpc.StatusCode.NOT_FOUND,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                grpc.StatusCode.PERMISSION_DENIED,
+            ):
                 raise StatusError(code, f"{what}: {exc.details()}") from None
             raise unavailable(f"the {what} service failed: {code.name}: {exc.details()}") from None
 

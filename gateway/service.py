@@ -47,5 +47,5 @@ class GatewayService(Service):
 
         try:
             await self.registry.update(status.stream_id, change)
-        except StreamMissing:
-            raise BadMessage(f"status for unknown stream {status.stream_id!r}") from None
+        except StreamMissing:  # a stream started without the gateway (a service used on its own)
+            self.log.debug("status for a stream the gateway does not know", stream_id=status.stream_id)

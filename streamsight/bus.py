@@ -295,7 +295,9 @@ class Bus:
             inactive_threshold=inactive_threshold_s,
         )
         sub = await self.js.pull_subscribe(subject_list[0], durable=durable, stream=stream, config=config)
-        while True:
+        # The flag, not only cancellation, ends the loop: a cancel that lands inside fetch() can
+        # come back out of nats-py as a timeout.
+        while not self._closing.is_set():
             try:
                 msgs = await sub.fetch(batch, timeout=1.0)
             except (nats.errors.TimeoutError, asyncio.TimeoutError):
@@ -352,7 +354,9 @@ class Bus:
         self._closing.set()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        done, stuck = await asyncio.wait(self._tasks, timeout=5.0) if self._tasks else (set(), set())
+        if stuck:
+            log.warning("consumers did not stop in time", consumers=[t.get_name() for t in stuck])
         self._tasks.clear()
         if not self.nc.is_closed:
             # Not drain(): pull subscriptions have no callback to drain into. What was fetched

@@ -57,6 +57,10 @@ def unavailable(message: str) -> StatusError:
     return StatusError(grpc.StatusCode.UNAVAILABLE, message)
 
 
+def exhausted(message: str) -> StatusError:
+    return StatusError(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+
+
 @dataclass(frozen=True)
 class Servicer:
     """One gRPC service to serve: the generated `add_..._to_server`, the implementation, its full name."""
