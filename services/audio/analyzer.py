@@ -141,6 +141,21 @@ class AudioAnalyzer:
                 self._open(self._window + 1)
         return done
 
+    def close_through(self, window: int) -> list[WindowFeatures]:
+        """The media clock says windows <= `window` are over: close them with what arrived.
+
+        Samples that arrive later for a closed window are dropped as old (the window's
+        record reports the coverage it had). Skipping whole windows restarts the meters,
+        as a gap in `push` does.
+        """
+        if self._window is None or self._window > window:
+            return []
+        done = self._close(self._next - self._window * self.window_len)
+        if window > self._window:
+            self._restart_meters()
+        self._open(window + 1)
+        return done
+
     def flush(self) -> list[WindowFeatures]:
         """End of stream: the record of the last, partial window (if it has audio)."""
         if self._window is None:

@@ -1,0 +1,283 @@
+"""Audio service: ingest's audio chunks in, one audio FeatureRecord per (stream, window) out.
+
+One durable consumer, "audio", reads two MEDIA subjects in stored order:
+
+  streamsight.media.v1.audio.<stream>    AudioChunk: mono float32 PCM, ~1 s, with its media time
+  streamsight.media.v1.windows.<stream>  WindowRecord i: ingest has moved past window i
+
+Each stream gets its own `AudioAnalyzer` (analyzer.py), made at the stream's first chunk.
+Chunks are fed to it; the window record is the clock: record i closes every window <= i
+with the audio that came, and each is published once on streamsight.features.v1.audio.<stream>
+with message id `<stream>:audio:<i>` (so a redelivery or restart is deduplicated). A window
+with no audio gets a record with flag "empty"; one with audio lost on the way or at the source,
+"partial" (see `feature_record`).
+The record with last=True ends the stream's state.
+
+All number crunching (loudness, spectral features, tagger inference) runs in a worker thread,
+so the event loop stays free. Messages are handled one at a time, so a stream's analyzer is
+never used by two threads at once. A chunk is acknowledged once the analyzer took it; if the
+service dies before the window's record is published, that window comes out "partial" after
+the restart (its earlier chunks are gone), never twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import structlog
+from google.protobuf.message import DecodeError
+from nats.aio.msg import Msg
+
+from services.audio.analyzer import AudioAnalyzer, WindowFeatures
+from services.audio.settings import AudioSettings
+from services.audio.tagger import OnnxTagger, TaggerConfig, TaggerError
+from streamsight import subjects
+from streamsight.bus import BadMessage
+from streamsight.gen.common.v1 import common_pb2
+from streamsight.gen.features.v1 import features_pb2
+from streamsight.gen.media.v1 import media_pb2
+from streamsight.service import Service
+from streamsight.telemetry import ACTIVE_STREAMS
+
+MODALITY = "audio"
+WINDOW_S = 10.0
+FEATURES_VERSION = "1"  # bump when a feature's meaning changes (FEATURES.md)
+PARTIAL_TOLERANCE_S = 0.05  # seconds of audio a window may miss (rounding, encoder priming) before it is "partial"
+IDLE_SWEEP_S = 60.0
+
+
+def open_tagger(settings: AudioSettings) -> OnnxTagger | None:
+    """The configured tagger, loaded and warmed up with one window of silence; None when none is set.
+
+    Raises TaggerError, saying what is wrong, when the file does not load or run as a tagger.
+    """
+    if settings.tagger_path is None:
+        return None
+    config = TaggerConfig(
+        path=settings.tagger_path,
+        kind=settings.tagger_kind,
+        classes=tuple(settings.tagger_classes),
+        intra_threads=settings.intra_threads or None,
+    )
+    tagger = OnnxTagger(config)
+    if not tagger.classes:
+        raise TaggerError(f"{settings.tagger_path}: the model has none of the configured classes {settings.tagger_classes}")
+    try:
+        tagger.tag(np.zeros(int(WINDOW_S * tagger.sample_rate), np.float32), tagger.sample_rate)
+    except Exception as exc:  # onnxruntime's own error types: the graph loads but does not run
+        raise TaggerError(f"{settings.tagger_path}: the tagger loads but fails on a test window: {exc}") from exc
+    return tagger
+
+
+def decode_chunk(stream_id: str, data: bytes) -> tuple[int, float, np.ndarray]:
+    """(sample rate, start s, samples) of an AudioChunk message; BadMessage for anything unusable."""
+    try:
+        chunk = media_pb2.AudioChunk.FromString(data)
+    except DecodeError:
+        raise BadMessage("not a streamsight.media.v1.AudioChunk") from None
+    if chunk.stream_id and chunk.stream_id != stream_id:
+        raise BadMessage(f"audio chunk of stream {chunk.stream_id!r} on stream {stream_id!r}'s subject")
+    if not 4000 <= chunk.sample_rate <= 384000:
+        raise BadMessage(f"audio chunk sample rate {chunk.sample_rate} Hz is outside 4000-384000")
+    if len(chunk.pcm_f32le) % 4:
+        raise BadMessage(f"audio chunk has {len(chunk.pcm_f32le)} PCM bytes, not a whole number of float32 samples")
+    if not math.isfinite(chunk.start_s):
+        raise BadMessage(f"audio chunk start {chunk.start_s} is not a finite media time")
+    samples = np.frombuffer(chunk.pcm_f32le, dtype="<f4")
+    if not np.all(np.isfinite(samples)):
+        raise BadMessage("audio chunk contains NaN or infinite samples")
+    start = chunk.start_s
+    if start < 0:  # encoder priming before the stream's zero: drop the samples before 0 s
+        skip = min(samples.size, int(round(-start * chunk.sample_rate)))
+        samples, start = samples[skip:], 0.0
+    return chunk.sample_rate, start, samples
+
+
+def decode_window(stream_id: str, data: bytes) -> media_pb2.WindowRecord:
+    """A WindowRecord message, checked; BadMessage for anything unusable."""
+    try:
+        record = media_pb2.WindowRecord.FromString(data)
+    except DecodeError:
+        raise BadMessage("not a streamsight.media.v1.WindowRecord") from None
+    if record.stream_id and record.stream_id != stream_id:
+        raise BadMessage(f"window record of stream {record.stream_id!r} on stream {stream_id!r}'s subject")
+    if record.index < 0 or not (math.isfinite(record.start_s) and math.isfinite(record.end_s)) or record.end_s < record.start_s:
+        raise BadMessage(f"window record with index {record.index}, span {record.start_s}-{record.end_s} s")
+    return record
+
+
+def feature_record(
+    stream_id: str,
+    window: int,
+    clock: media_pb2.WindowRecord | None,
+    features: WindowFeatures | None,
+    info: dict[str, str],
+    producer: str,
+) -> features_pb2.FeatureRecord:
+    """The FeatureRecord of one window: the analyzer's features, or an "empty" record without them.
+
+    `clock` is ingest's record of the window (None when it never came); its span is the
+    record's span. "partial": less audio arrived than ingest decoded in the window (lost on
+    the way), or the source itself lost media in it (a gap).
+    """
+    start, end = (clock.start_s, clock.end_s) if clock is not None else (window * WINDOW_S, (window + 1) * WINDOW_S)
+    expected_audio_s = clock.audio_s if clock is not None else WINDOW_S
+    flags: list[str] = []
+    if features is None:
+        values = {"audio_coverage": 0.0}
+        flags.append("empty")
+    else:
+        values = dict(features.features)
+        info = {**info, **features.metadata}
+        received_s = values["audio_coverage"] * WINDOW_S
+        if received_s < expected_audio_s - PARTIAL_TOLERANCE_S or (clock is not None and clock.gap_s > PARTIAL_TOLERANCE_S):
+            flags.append("partial")
+    return features_pb2.FeatureRecord(
+        stream_id=stream_id,
+        window=window,
+        modality=common_pb2.MODALITY_AUDIO,
+        start_s=start,
+        end_s=end,
+        values=values,
+        info=info,
+        flags=flags,
+        producer_version=producer,
+    )
+
+
+@dataclass
+class StreamState:
+    """What the service holds for one stream between its messages."""
+
+    next_window: int  # first window not yet published
+    analyzer: AudioAnalyzer | None = None  # made at the first chunk, at its sample rate
+    done: dict[int, WindowFeatures] = field(default_factory=dict)  # closed, waiting for their window record
+    last_seen: float = field(default_factory=time.monotonic)
+
+
+class AudioService(Service):
+    name = "audio"
+    Settings = AudioSettings
+    settings: AudioSettings
+
+    async def start(self) -> None:
+        s = self.settings
+        self.tagger = await asyncio.to_thread(open_tagger, s)
+        if self.tagger is None:
+            self.log.warning("no tagger configured (STREAMSIGHT_TAGGER_PATH); loudness and spectral features only", tagger="none")
+            self.producer = f"audio features-v{FEATURES_VERSION} tagger-none"
+        else:
+            digest = await asyncio.to_thread(lambda: hashlib.sha256(s.tagger_path.read_bytes()).hexdigest()[:12])
+            self.producer = f"audio features-v{FEATURES_VERSION} tagger-{self.tagger.name}@sha256:{digest}"
+        self.info = {"tagger": self.tagger.name if self.tagger else "none", "provider": self.tagger.provider if self.tagger else "cpu"}
+        self.streams: dict[str, StreamState] = {}
+        self._last_sweep = time.monotonic()
+        assert self.bus is not None
+        self.bus.consume(
+            self.name,
+            [subjects.media("audio"), subjects.media("windows")],
+            self.on_message,
+            subjects.MEDIA_STREAM,
+            batch=32,
+            inactive_threshold_s=300,
+        )
+
+    def health_info(self) -> dict[str, str]:
+        info = {"tagger": self.info["tagger"], "provider": self.info["provider"], "producer": self.producer}
+        if self.tagger is not None:
+            info["tagger_kind"] = self.settings.tagger_kind
+            info["tagger_classes"] = str(len(self.tagger.classes))
+            if self.tagger.missing_classes:
+                info["tagger_missing_classes"] = ", ".join(self.tagger.missing_classes)
+        return info
+
+    async def stop(self) -> None:
+        if self.streams:  # their open windows come again from MEDIA's unacknowledged messages, or as "partial"
+            self.log.info("stopping with streams open", streams=sorted(self.streams))
+
+    # ------------------------------------------------------------ messages
+
+    async def on_message(self, msg: Msg) -> None:
+        kind = msg.subject.split(".")[3]
+        sid = subjects.stream_of(msg.subject)
+        with structlog.contextvars.bound_contextvars(stream_id=sid):
+            if kind == "audio":
+                await self._on_chunk(sid, msg.data)
+            elif kind == "windows":
+                await self._on_window(sid, msg.data)
+            else:
+                raise BadMessage(f"the audio service does not read {kind!r} messages")
+        self._sweep_idle()
+
+    async def _on_chunk(self, sid: str, data: bytes) -> None:
+        rate, start, samples = decode_chunk(sid, data)
+        state = self.streams.get(sid)
+        if state is None:
+            state = self._new_state(sid, int(start // WINDOW_S))
+        state.last_seen = time.monotonic()
+        if state.analyzer is None:
+            state.analyzer = AudioAnalyzer(sample_rate=rate, window_s=WINDOW_S, tagger=self.tagger, silence_dbfs=self.settings.silence_dbfs)
+        elif rate != state.analyzer.sample_rate:
+            raise BadMessage(f"audio chunk at {rate} Hz in a stream that started at {state.analyzer.sample_rate} Hz")
+        if samples.size == 0:
+            return
+        closed = await asyncio.to_thread(state.analyzer.push, samples, start)
+        for record in closed:
+            state.done[record.window] = record
+
+    async def _on_window(self, sid: str, data: bytes) -> None:
+        record = decode_window(sid, data)
+        state = self.streams.get(sid)
+        if state is None:
+            state = self._new_state(sid, record.index)
+        state.last_seen = time.monotonic()
+        if record.index >= state.next_window:
+            if state.analyzer is not None:
+                for closed in await asyncio.to_thread(state.analyzer.close_through, record.index):
+                    state.done[closed.window] = closed
+            for w in range(state.next_window, record.index + 1):
+                await self._publish(sid, w, record if w == record.index else None, state.done.get(w))
+                state.done.pop(w, None)  # only once published: a failed publish is retried with it
+                state.next_window = w + 1
+        if record.last:
+            self._drop(sid, "last window record")
+
+    async def _publish(self, sid: str, window: int, clock: media_pb2.WindowRecord | None, features: WindowFeatures | None) -> None:
+        assert self.bus is not None
+        out = feature_record(sid, window, clock, features, self.info, self.producer)
+        await self.bus.publish(subjects.features(MODALITY, sid), out, subjects.feature_msg_id(sid, MODALITY, window), kind="features")
+        self.log.debug("window published", window=window, flags=list(out.flags))
+
+    # ------------------------------------------------------------ per-stream state
+
+    def _new_state(self, sid: str, first_window: int) -> StreamState:
+        state = self.streams[sid] = StreamState(next_window=max(0, first_window))
+        ACTIVE_STREAMS.labels(self.name).set(len(self.streams))
+        self.log.info("stream started", first_window=state.next_window)
+        return state
+
+    def _drop(self, sid: str, why: str) -> None:
+        state = self.streams.pop(sid, None)
+        if state is None:
+            return
+        ACTIVE_STREAMS.labels(self.name).set(len(self.streams))
+        if state.done:
+            self.log.warning("audio after the stream's last window dropped", windows=sorted(state.done))
+        self.log.info("stream finished", why=why, windows=state.next_window)
+
+    def _sweep_idle(self) -> None:
+        """Forget streams whose last window record never came (ingest lost), so memory stays bounded."""
+        now = time.monotonic()
+        if now - self._last_sweep < IDLE_SWEEP_S:
+            return
+        self._last_sweep = now
+        for sid, state in list(self.streams.items()):
+            if now - state.last_seen > self.settings.stream_idle_s:
+                with structlog.contextvars.bound_contextvars(stream_id=sid):
+                    self.log.warning("stream idle; its state is dropped", idle_s=round(now - state.last_seen))
+                    self._drop(sid, "idle")
