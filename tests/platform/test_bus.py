@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from nats.js.api import ConsumerConfig
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from streamsight import subjects
@@ -97,14 +98,15 @@ async def test_batches_are_handled_together_and_rejects_dead_lettered(bus):
             done.set()
         return {i: "not a frame" for i, m in enumerate(msgs) if m.data == b"bad"}
 
-    bus.consume_batches("batchtest", subjects.media("frames_flow"), handler, subjects.MEDIA_STREAM, batch=32)
-    await asyncio.sleep(0.5)  # MEDIA keeps messages only for existing consumers (interest retention)
+    # MEDIA keeps messages only for consumers that exist (interest retention): make it first.
+    await bus.js.add_consumer(subjects.MEDIA_STREAM, ConsumerConfig(durable_name="batchtest", filter_subject=subjects.media("frames_flow")))
     for i in range(9):
         await bus.publish(subjects.media("frames_flow", "b1"), f"f{i}".encode())
     await bus.publish(subjects.media("frames_flow", "b1"), b"bad")
+    bus.consume_batches("batchtest", subjects.media("frames_flow"), handler, subjects.MEDIA_STREAM, batch=32)
     await asyncio.wait_for(done.wait(), 10)
     assert [b for batch in batches for b in batch] == [f"f{i}" for i in range(9)] + ["bad"]
-    assert len(batches) < 10, "messages arrive in batches, not one by one"
+    assert len(batches) == 1, "one fetch hands the handler every waiting message"
     await asyncio.sleep(0.3)
     letters = await _dead_letters(bus, "bustest")
     assert b"bad" in [m.data for m in letters]
