@@ -1,0 +1,76 @@
+"""The corruption classifier: glitch_cnn.onnx over a frame's tiles, max over tiles.
+
+Each tile gets probabilities over KINDS; a frame's corruption score is the highest
+P(not clean) of its tiles, and its kind is the corrupted kind with the highest probability
+summed over the tiles (a green band lights several tiles the same way). Inference goes through
+streamsight.inference (CUDA provider when a GPU is visible, CPU otherwise). Frames of several
+streams can be classified in one call; their tiles are batched together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from services.glitch import tiles as tiling
+from streamsight.inference import create_session, session_provider
+
+MODEL_DIR = Path(__file__).resolve().parent / "models"
+MODEL_FILE = "glitch_cnn.onnx"
+# Output order of the model (training/glitch/dataset.py labels).
+KINDS = ("clean", "stripes", "macroblocking", "green", "grey")
+
+
+@dataclass(frozen=True)
+class FrameScore:
+    """What the classifier says about one frame."""
+
+    corrupt: float  # highest P(corrupted) over the tiles, 0..1
+    kind: str  # most likely corrupted kind (meaningful when `corrupt` is high)
+    tile_scores: np.ndarray  # P(corrupted) per tile, in tiles.grid order
+
+
+class GlitchClassifier:
+    """Thread-safe (onnxruntime sessions are); `classify` blocks: run it off the event loop."""
+
+    def __init__(self, model_path: str | Path = MODEL_DIR / MODEL_FILE, intra_threads: int | None = None, max_batch: int = 32) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.path = Path(model_path)
+        self.session = create_session(self.path, intra_threads)
+        self.provider = session_provider(self.session)
+        self.max_batch = max_batch
+        self._input = self.session.get_inputs()[0].name
+
+    def classify(self, frames: Sequence[np.ndarray]) -> list[FrameScore]:
+        """RGB frames [H,W,3] uint8 (sizes may differ) -> one FrameScore each, same order."""
+        cut = []
+        for i, frame in enumerate(frames):
+            frame = np.asarray(frame)
+            if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+                raise ValueError(f"frame {i}: expected RGB uint8 [H,W,3], got {frame.dtype} {frame.shape}")
+            cut.append(tiling.cut(frame)[0])
+        if not cut:
+            return []
+        batch = np.concatenate(cut)
+        probs = self.tile_probabilities(batch)
+        out, start = [], 0
+        for t in cut:
+            p = probs[start : start + len(t)]
+            start += len(t)
+            bad = 1.0 - p[:, 0]
+            kind = KINDS[1 + int(np.argmax(p[:, 1:].sum(axis=0)))]
+            out.append(FrameScore(float(bad.max()), kind, bad))
+        return out
+
+    def tile_probabilities(self, tiles: np.ndarray) -> np.ndarray:
+        """Tiles [N,224,224,3] uint8 -> probabilities [N, len(KINDS)] float32."""
+        chw = np.ascontiguousarray(tiles.transpose(0, 3, 1, 2), dtype=np.float32)
+        parts = [self.session.run(None, {self._input: chw[i : i + self.max_batch]})[0] for i in range(0, len(chw), self.max_batch)]
+        return np.concatenate(parts) if parts else np.zeros((0, len(KINDS)), np.float32)
+
+    def warm_up(self) -> None:
+        self.classify([np.zeros((tiling.TILE, tiling.TILE, 3), np.uint8)])

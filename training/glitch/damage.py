@@ -1,0 +1,103 @@
+"""Real decoder damage: H.264 packets garbled, truncated or dropped, decoded by PyAV (FFmpeg).
+
+`damage_file` copies the packets of a clean encode into a new Matroska file and damages the
+chosen ones (what a lossy network or a broken muxer does to a live stream). `label_frames`
+decodes the damaged file and compares every frame with the clean decode (same frame number,
+each pixel also against the 3 clean frames before it, keeping the best match): PSNR under
+30 dB means corrupted (the frame is what a viewer sees as smeared
+macroblocks or grey/green concealment), and the per-pixel error map marks where.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from training.glitch import scenes
+
+CORRUPT_PSNR_DB = 30.0
+REFERENCE_LAG = 3  # frames
+MODES = ("garble", "truncate", "drop")
+
+
+def damage_file(src: Path, dest: Path, targets: dict[int, str], rng: np.random.Generator) -> None:
+    """Copy `src`'s video packets into `dest` (Matroska), damaging packet i with targets[i]."""
+    with av.open(str(src)) as inp, av.open(str(dest), "w", format="matroska") as out:
+        vin = inp.streams.video[0]
+        vout = out.add_stream_from_template(vin)
+        for i, packet in enumerate(p for p in inp.demux(vin) if p.size):
+            mode = targets.get(i)
+            if mode == "drop":
+                continue
+            if mode in ("garble", "truncate"):
+                data = bytearray(bytes(packet))
+                if mode == "garble":  # overwrite a share of the slice data, headers kept
+                    share = float(rng.uniform(0.005, 0.05))
+                    for j in rng.integers(min(len(data) - 1, 16), len(data), size=max(4, int(len(data) * share))):
+                        data[j] = int(rng.integers(0, 256))
+                else:
+                    data = data[: max(8, int(len(data) * rng.uniform(0.1, 0.8)))]
+                new = av.Packet(bytes(data))
+                new.pts, new.dts, new.time_base, new.is_keyframe = packet.pts, packet.dts, packet.time_base, packet.is_keyframe
+                packet = new
+            packet.stream = vout
+            out.mux(packet)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2))
+    return 99.0 if mse <= 1e-10 else 10.0 * np.log10(255.0**2 / mse)
+
+
+@dataclass
+class DamagedFrame:
+    """One decoded frame of a damaged file, its clean reference and its label."""
+
+    number: int
+    image: np.ndarray
+    clean: np.ndarray
+    psnr_db: float
+    error: np.ndarray  # per-pixel mean squared error over RGB, float32 [H,W]
+    is_corrupt_flag: bool
+
+    @property
+    def corrupted(self) -> bool:
+        return self.psnr_db < CORRUPT_PSNR_DB
+
+
+def label_frames(clean_frames: np.ndarray, damaged: Path) -> list[DamagedFrame]:
+    """Decode `damaged` and pair each frame with the clean frame of the same number."""
+    images, numbers, flags = scenes.decode(damaged)
+    out: list[DamagedFrame] = []
+    for img, num, flag in zip(images, numbers, flags):
+        if not 0 <= num < len(clean_frames) or img.shape != clean_frames[num].shape:
+            continue
+        ref = clean_frames[num]
+        # Each pixel is compared with the clean frame of the same number and the REFERENCE_LAG
+        # before it, keeping the smallest error: a decoder that lost data shows older picture
+        # content, which looks correct to a viewer (a shifted but intact pan is not corruption).
+        err = np.min(
+            [((img.astype(np.float32) - clean_frames[k].astype(np.float32)) ** 2).mean(axis=2)
+             for k in range(max(0, num - REFERENCE_LAG), num + 1)],
+            axis=0,
+        )
+        mse = float(err.mean())
+        db = 99.0 if mse <= 1e-10 else 10.0 * float(np.log10(255.0**2 / mse))
+        out.append(DamagedFrame(int(num), img, ref, db, err, flag))
+    return out
+
+
+def pick_targets(n_packets: int, gop: int, rng: np.random.Generator, events: int = 2) -> dict[int, str]:
+    """A few damaged packets, mostly P-frames (keyframes too, sometimes), spread over the clip."""
+    targets: dict[int, str] = {}
+    for _ in range(events):
+        i = int(rng.integers(1, n_packets - 1))
+        if i % gop == 0 and rng.random() < 0.7:
+            i += 1
+        mode = str(rng.choice(MODES, p=[0.5, 0.25, 0.25]))
+        for k in range(int(rng.integers(1, 3)) if mode == "drop" else 1):
+            targets[min(n_packets - 1, i + k)] = mode
+    return targets

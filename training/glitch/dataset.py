@@ -1,0 +1,134 @@
+"""Labelled 224x224 tiles for the glitch classifier, generated reproducibly from seeds.
+
+Split (by scene seed, so no scene is in two sets):
+- train: generated scenes with seeds TRAIN_SEEDS;
+- val:   generated scenes with seeds VAL_SEEDS (model selection and the held-out generated
+         evaluation);
+- the real footage in ../shared/data/media (bigbuckbunny.mp4, vtest.avi) is never used here:
+  it is the held-out "source not used in training" of training/glitch/evaluate.py.
+
+Per scene: clean tiles from a few frames of the clean decode; stripes/green/grey tiles from
+frames corrupted with training.glitch.corrupt (a tile takes the kind when at least 10 % of it
+is damaged, is clean when none of it is, and is skipped in between); macroblocking tiles from
+decodes of damaged packets (training.glitch.damage): a tile is macroblocking when its PSNR
+against the clean decode is under 30 dB, clean when over 38 dB (hard negatives from damaged
+frames), skipped in between. Labels: 0 clean, 1 stripes, 2 macroblocking, 3 green, 4 grey.
+
+`python -m training.glitch.dataset` writes var/glitch/{train,val}.npz (uint8 tiles, int64 labels,
+int64 scene seed per tile; no pickle).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from services.glitch.tiles import TILE, grid
+from training.glitch import corrupt, damage, scenes
+
+KINDS = corrupt.KINDS
+TRAIN_SEEDS = range(1000, 1100)
+VAL_SEEDS = range(5000, 5020)
+OUT = Path(__file__).resolve().parents[2] / "var" / "glitch"
+KIND_SHARE = 0.10  # share of a tile that must be damaged for it to take the kind
+
+
+def _tiles_with_mask(img: np.ndarray, mask: np.ndarray, kind: int, rng: np.random.Generator, limit: int) -> list[tuple[np.ndarray, int]]:
+    out = []
+    corners = grid(*img.shape[:2])
+    for k in rng.permutation(len(corners)):
+        y, x = corners[k]
+        share = float(mask[y : y + TILE, x : x + TILE].mean())
+        label = kind if share >= KIND_SHARE else (0 if share == 0 else -1)
+        if label >= 0:
+            out.append((img[y : y + TILE, x : x + TILE].copy(), label))
+        if len(out) >= limit:
+            break
+    return out
+
+
+def scene_tiles(seed: int, workdir: Path) -> list[tuple[np.ndarray, int]]:
+    """All tiles one scene contributes."""
+    rng = np.random.default_rng(seed)
+    spec = scenes.random_spec(rng, seed)
+    frames = scenes.render(spec, rng)
+    src = workdir / f"clean-{seed}.mkv"
+    scenes.encode(frames, src, crf=spec.crf)
+    clean, _, _ = scenes.decode(src)
+    n = len(clean)
+    out: list[tuple[np.ndarray, int]] = []
+    for i in rng.choice(n, size=4, replace=False):  # clean
+        out += _tiles_with_mask(clean[i], np.zeros(clean[i].shape[:2], np.float32), 0, rng, 6)
+    for kind, count in (("stripes", 4), ("green", 3), ("grey", 3)):  # synthetic kinds
+        for i in rng.choice(n - 1, size=count, replace=False):
+            img, mask, _ = corrupt.corrupt(clean[i], clean[i + 1], kind, rng)
+            out += _tiles_with_mask(img, mask, KINDS.index(kind), rng, 4 if kind == "stripes" else 3)
+    dst = workdir / f"damaged-{seed}.mkv"  # real decoder damage
+    with_packets = sum(1 for _ in _packets(src))
+    for _ in range(2):
+        damage.damage_file(src, dst, damage.pick_targets(with_packets, 2 * scenes.FPS, rng), rng)
+        frames_d = damage.label_frames(clean, dst)
+        bad = [f for f in frames_d if f.corrupted]
+        for f in (bad[k] for k in rng.choice(len(bad), size=min(4, len(bad)), replace=False)) if bad else []:
+            tile_db = _tile_psnr(f.error)
+            mask = np.zeros(f.error.shape, np.float32)
+            for (y, x), db in tile_db.items():
+                if db < damage.CORRUPT_PSNR_DB:
+                    mask[y : y + TILE, x : x + TILE] = 1.0
+                elif db < 38.0:
+                    mask[y : y + TILE, x : x + TILE] = 0.05  # ambiguous: skipped
+            out += _tiles_with_mask(f.image, mask, KINDS.index("macroblocking"), rng, 6)
+    src.unlink(missing_ok=True)
+    dst.unlink(missing_ok=True)
+    return out
+
+
+def _packets(path: Path):
+    import av
+
+    with av.open(str(path)) as c:
+        yield from (p for p in c.demux(c.streams.video[0]) if p.size)
+
+
+def _tile_psnr(error: np.ndarray) -> dict[tuple[int, int], float]:
+    out = {}
+    for y, x in grid(*error.shape):
+        mse = float(error[y : y + TILE, x : x + TILE].mean())
+        out[(y, x)] = 99.0 if mse <= 1e-10 else 10.0 * float(np.log10(255.0**2 / mse))
+    return out
+
+
+def _worker(seeds: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    tiles, labels, origin = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            for tile, label in scene_tiles(seed, Path(tmp)):
+                tiles.append(tile)
+                labels.append(label)
+                origin.append(seed)
+    return np.stack(tiles), np.asarray(labels, np.int64), np.asarray(origin, np.int64)
+
+
+def build(seeds: range, path: Path, workers: int = 2) -> None:
+    chunks = [list(seeds)[i::workers] for i in range(workers)]
+    with mp.get_context("spawn").Pool(workers) as pool:
+        parts = pool.map(_worker, chunks)
+    tiles = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    origin = np.concatenate([p[2] for p in parts])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, tiles=tiles, labels=labels, seeds=origin)
+    counts = {k: int((labels == i).sum()) for i, k in enumerate(KINDS)}
+    print(f"{path.name}: {len(labels)} tiles {counts}", file=sys.stderr)  # noqa: T201 - a script's report
+
+
+if __name__ == "__main__":
+    started = time.time()
+    build(VAL_SEEDS, OUT / "val.npz")
+    build(TRAIN_SEEDS, OUT / "train.npz")
+    print(f"done in {time.time() - started:.0f} s", file=sys.stderr)  # noqa: T201
