@@ -32,7 +32,7 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
         self.ingest = ingest_pb2_grpc.IngestStub(channel(settings.ingest_address))
         self.chat = chat_pb2_grpc.ChatStub(channel(settings.chat_address))
 
-    async def _stream(self, stream_id: str) -> gateway_pb2.Stream:
+    async def require_stream(self, stream_id: str) -> gateway_pb2.Stream:
         validation.stream_id(stream_id)
         try:
             return await self.registry.get(stream_id)
@@ -118,7 +118,7 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
             log.warning("ingest did not stop the stream", stream_id=stream_id, code=exc.code().name)
 
     async def StopStream(self, request, context):
-        stream = await self._stream(request.stream_id)
+        stream = await self.require_stream(request.stream_id)
         if stream.state in TERMINAL:
             raise precondition(f"stream {stream.id!r} is already {common_pb2.StreamState.Name(stream.state)}; nothing to stop")
         await self._stop_ingest(stream.id)
@@ -131,7 +131,7 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
 
     # Reads ---------------------------------------------------------------------
     async def GetStream(self, request, context):
-        return await self._stream(request.stream_id)
+        return await self.require_stream(request.stream_id)
 
     async def ListStreams(self, request, context):
         states = set(request.states)
@@ -148,7 +148,7 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
             raise invalid(f"unknown event types {sorted(unknown)}; known: {sorted(subjects.EVENT_KINDS)}")
         stream_id = request.stream_id or "*"
         if request.stream_id:
-            await self._stream(request.stream_id)
+            await self.require_stream(request.stream_id)
         kind = subjects.EVENT_KINDS[next(iter(types))] if len(types) == 1 else "*"
         start = request.WhichOneof("start")
         after = request.after_sequence if start == "after_sequence" else None
@@ -157,7 +157,7 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
             yield event
 
     async def _events(self, stream_id: str, kind: str) -> list[events_pb2.Event]:
-        await self._stream(stream_id)
+        await self.require_stream(stream_id)
         return await eventlog.read_all(self.bus.js, subjects.event(kind, stream_id))
 
     async def ListHighlights(self, request, context):
@@ -177,7 +177,7 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
         return response
 
     async def GetClip(self, request, context):
-        await self._stream(request.stream_id)
+        await self.require_stream(request.stream_id)
         if not request.clip_id:
             raise invalid("clip_id is empty; take it from a highlight's clip")
         call = self.ingest.ReadClip(ingest_pb2.ReadClipRequest(stream_id=request.stream_id, clip_id=request.clip_id))

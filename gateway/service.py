@@ -7,6 +7,7 @@ from nats.aio.msg import Msg
 from gateway.api import StreamSightApi
 from gateway.registry import Registry, StreamMissing, apply_state
 from gateway.settings import GatewaySettings
+from gateway.web import WebServer
 from streamsight import events, subjects
 from streamsight.bus import BadMessage
 from streamsight.gen.common.v1 import common_pb2
@@ -23,6 +24,15 @@ class GatewayService(Service):
         self.registry = Registry(await self.bus.kv(subjects.REGISTRY_BUCKET))
         self.api = StreamSightApi(self.settings, self.bus, self.registry)
         self.bus.consume("gateway-registry", subjects.event("status"), self.on_status, subjects.EVENTS_STREAM)
+        self.web: WebServer | None = None
+        if self.settings.http_enabled:
+            self.web = WebServer(self.api, self.settings.grpc_host, self.settings.http_port, self.settings.auth_token)
+            port = await self.web.start()
+            self.log.info("web page serving", url=f"http://{self.settings.grpc_host}:{port}/")
+
+    async def stop(self) -> None:
+        if self.web is not None:
+            await self.web.stop()
 
     def servicers(self) -> list[Servicer]:
         name = gateway_pb2.DESCRIPTOR.services_by_name["StreamSight"].full_name

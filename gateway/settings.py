@@ -13,4 +13,6 @@ class GatewaySettings(BaseServiceSettings):
     local_roots: list[str] = Field(default_factory=list, description="When set, local sources must lie under one of these folders")
     ingest_address: str = Field("127.0.0.1:50061", description="gRPC address of the ingest service")
     chat_address: str = Field("127.0.0.1:50062", description="gRPC address of the chat service")
+    http_enabled: bool = Field(True, description="Serve the web page and its HTTP API")
+    http_port: int = Field(8080, ge=0, le=65535, description="Port of the web page (0 picks a free one)")
     dispatch_timeout_s: float = Field(10.0, gt=0, description="Deadline of calls to ingest and chat")

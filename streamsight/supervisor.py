@@ -82,6 +82,7 @@ class Supervisor:
         self.nats = NatsServer(self.data_dir / "nats", port=nats_port, log_file=None)
         # free_ports: every service on a free port (an embedded stack beside a running `up`).
         self.ports = dict(ports or {})
+        self.http_port = 0 if free_ports else 8080
         if free_ports:
             self.ports = {spec.name: self.ports.get(spec.name) or free_port() for spec in CATALOG}
         self.extra_env = extra_env or {}
@@ -128,6 +129,8 @@ class Supervisor:
             env[f"STREAMSIGHT_{other.name.upper()}_ADDRESS"] = f"127.0.0.1:{self._port(other)}"
         env["STREAMSIGHT_GRPC_HOST"] = "127.0.0.1"
         env["STREAMSIGHT_GRPC_PORT"] = str(self._port(spec))
+        if spec.name == "gateway":
+            env["STREAMSIGHT_HTTP_PORT"] = str(self.http_port)
         env.update(self.extra_env)
         return env
 
@@ -136,6 +139,7 @@ class Supervisor:
             "pid": os.getpid(),
             "nats_url": self.nats.url,
             "gateway": f"127.0.0.1:{self._port(CATALOG[-1])}",
+            "web": f"http://127.0.0.1:{self.http_port}/" if self.http_port else None,
             "services": {
                 c.spec.name: {"pid": c.process.pid if c.process else None, "restarts": c.restarts, "port": self._port(c.spec)}
                 for c in self.children
@@ -228,7 +232,7 @@ async def run_up(data_dir: Path, nats_port: int, gateway_port: int, only: list[s
     await sup.start()
     try:
         await sup.wait_serving(timeout_s=120)
-        sup._say("up", f"all services SERVING; gateway at {sup.state()['gateway']}; Ctrl-C stops everything")
+        sup._say("up", f"all services SERVING; gRPC API at {sup.state()['gateway']}, web page at {sup.state()['web']}; Ctrl-C stops everything")
     except TimeoutError as exc:
         sup._say("up", str(exc))
     await stop.wait()

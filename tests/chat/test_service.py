@@ -450,7 +450,7 @@ async def test_a_chat_failure_leaves_the_stream_and_other_streams_alone(nats_ser
     from gateway.settings import GatewaySettings
     from streamsight.gen.gateway.v1 import gateway_pb2
 
-    gateway = GatewayService(GatewaySettings(nats_url=nats_server.url, grpc_host="127.0.0.1", grpc_port=free_port(), shutdown_grace_s=1.0))
+    gateway = GatewayService(GatewaySettings(nats_url=nats_server.url, grpc_host="127.0.0.1", grpc_port=free_port(), shutdown_grace_s=1.0, http_port=0))
     gw_stop, gw_ready = asyncio.Event(), asyncio.Event()
     gw_task = asyncio.create_task(gateway.run(gw_stop, gw_ready))
     await asyncio.wait_for(gw_ready.wait(), 30)

@@ -40,7 +40,7 @@ async def stack(nats_url: str, data_dir, **ingest_overrides):
     ingest = IngestService(IngestSettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=free_port(), data_dir=data_dir, **ingest_overrides))
     async with ingest.serving():
         gateway = GatewayService(
-            GatewaySettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=free_port(), ingest_address=ingest.address, allow_local_files=True)
+            GatewaySettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=free_port(), ingest_address=ingest.address, allow_local_files=True, http_port=0)
         )
         async with gateway.serving(), channel(gateway.address) as ch:
             yield ingest, gateway_pb2_grpc.StreamSightStub(ch)

@@ -21,6 +21,7 @@ async def running_gateway(nats_url: str, **overrides):
         ingest_address=overrides.pop("ingest_address", f"127.0.0.1:{free_port()}"),
         chat_address=overrides.pop("chat_address", f"127.0.0.1:{free_port()}"),
         dispatch_timeout_s=2.0,
+        http_port=overrides.pop("http_port", 0),
         shutdown_grace_s=1.0,
         **overrides,
     )
