@@ -11,6 +11,8 @@ Windows: window i covers media time [10 i, 10 i + 10). A flow pair belongs to th
 its later frame. Window i is finished when both frame kinds have reached its end, or when
 either has gone `close_grace_s` past it (so a stream without CNN frames still produces
 windows). Windows with no frames inside a gap are emitted too, with zero counts.
+A caller with a better clock (the vision service follows ingest's window records) sets
+`close_on_media_clock=False` and finishes windows itself with `finish_until(i)`.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class AnalyzerConfig:
     max_pair_gap_intervals: float = 3.0  # frames further apart are not compared (a stall or a seek)
     max_novelty_gap_s: float = 3.0  # CNN frames further apart give no novelty value
     close_grace_s: float = 2.0
+    close_on_media_clock: bool = True  # False: windows finish only through finish_until()/flush()
 
     def __post_init__(self) -> None:
         if self.window_s <= 0 or self.flow_fps <= 0 or self.close_grace_s < 0:
@@ -121,11 +124,14 @@ class StreamAnalyzer:
     config: AnalyzerConfig = field(default_factory=AnalyzerConfig)
     stream_id: str = ""
     dropped_frames: int = 0  # out of order, duplicate or for an already finished window
+    first_window: int | None = None  # the first window to emit; None: the first frame's window
 
     def __post_init__(self) -> None:
+        if self.first_window is not None and self.first_window < 0:
+            raise ValueError(f"first_window must be >= 0, got {self.first_window}")
         self._queue: list[_FlowItem | _CnnItem] = []
         self._windows: dict[int, WindowAccumulator] = {}
-        self._next_window: int | None = None
+        self._next_window: int | None = self.first_window
         self._clock = _Clock()
         self._prev_gray: tuple[float, np.ndarray, np.ndarray, float] | None = None  # pts, frame, hist, brightness
         self._prev_embedding: tuple[float, np.ndarray] | None = None
@@ -191,6 +197,32 @@ class StreamAnalyzer:
             done += self._close_until(int(last // self.config.window_s))
         return done
 
+    def finish_until(self, window: int) -> list[WindowFeatures]:
+        """Finish every window up to and including `window` (an external clock, e.g. ingest's
+        window records), emitting empty ones for windows without frames. Process queued frames
+        first (`process_streams`); a stream that has seen no frame starts at `window`."""
+        if self._queue:
+            raise RuntimeError("frames are still queued; run process_streams() before finish_until()")
+        if self._next_window is None:
+            self._next_window = window
+        return self._close_until(window)
+
+    @property
+    def queued(self) -> int:
+        """Frames submitted and not yet processed."""
+        return len(self._queue)
+
+    @property
+    def next_window(self) -> int | None:
+        """The first window not yet emitted (None before the first frame)."""
+        return self._next_window
+
+    def discard_queue(self) -> int:
+        """Drop the queued, unprocessed frames (after a failed inference); returns how many."""
+        n, self._queue = len(self._queue), []
+        self.dropped_frames += n
+        return n
+
     def _require_models(self) -> VisionModels:
         if self.models is None:
             raise RuntimeError("this StreamAnalyzer has no models; pass VisionModels or use process_streams()")
@@ -221,7 +253,8 @@ class StreamAnalyzer:
                         acc.novelties.append(cosine_distance(prev[1], item.embedding))
                     self._prev_embedding = (item.pts, item.embedding)
                 self._clock.cnn = item.pts
-            done += self._close_ready()
+            if self.config.close_on_media_clock:
+                done += self._close_ready()
         return done
 
     def _close_ready(self) -> list[WindowFeatures]:
@@ -250,17 +283,22 @@ def process_streams(analyzers: Sequence[StreamAnalyzer], models: VisionModels) -
     """Run the models once over the queued frames of all given streams (batched), then
     advance every stream; returns each analyzer's newly finished windows."""
     queues = {a: a._queue for a in analyzers}
-    for a in analyzers:
-        a._queue = []
     flow_items = [i for q in queues.values() for i in q if isinstance(i, _FlowItem) and i.pair is not None]
     cnn_items = [i for q in queues.values() for i in q if isinstance(i, _CnnItem)]
+    # Results are kept aside until every model has run: when one fails, the queues are left
+    # as they were, so the caller can retry stream by stream or discard them.
+    flows: list[np.ndarray] = []
+    probs = np.zeros(0, np.float32)
+    embeddings = np.zeros((0, 0), np.float32)
     if flow_items:
         flows = models.flow_pairs([i.pair for i in flow_items])  # type: ignore[misc]
         probs = models.motion_probability(flows)
-        for item, flow, prob in zip(flow_items, flows, probs):
-            item.flow, item.prob, item.pair = flow, float(prob), None
     if cnn_items:
         embeddings = models.embed(np.stack([i.rgb for i in cnn_items]))
-        for item, emb in zip(cnn_items, embeddings):
-            item.embedding = emb
+    for item, flow, prob in zip(flow_items, flows, probs):
+        item.flow, item.prob, item.pair = flow, float(prob), None
+    for item, emb in zip(cnn_items, embeddings):
+        item.embedding = emb
+    for a in analyzers:
+        a._queue = []
     return {a: a._apply(q) for a, q in queues.items()}

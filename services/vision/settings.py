@@ -1,0 +1,27 @@
+"""Vision settings (environment `STREAMSIGHT_*`, optional YAML; see streamsight.config)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from services.vision.runtime import FLOW_MODEL, FRAME_MODEL, MODEL_DIR, MOTION_MODEL
+from streamsight.config import BaseServiceSettings
+
+
+class VisionSettings(BaseServiceSettings):
+    grpc_port: int = Field(50063, ge=0, le=65535, description="gRPC port (health and reflection only)")
+    model_dir: Path = Field(MODEL_DIR, description="Folder holding flow.onnx, motion_cnn.onnx and frame_cnn.onnx")
+    intra_threads: int = Field(0, ge=0, le=256, description="Threads one inference may use; 0 lets onnxruntime decide (all cores)")
+    max_batch: int = Field(16, ge=1, le=1024, description="Most frames (or flow pairs) per model call; a fetch is split into calls of this size")
+    fetch_batch: int = Field(64, ge=1, le=1024, description="MEDIA messages fetched at once; all of one fetch share one inference pass")
+    stream_idle_s: float = Field(300.0, gt=0, description="A stream silent this long is flushed (its windows flagged partial) and forgotten")
+
+    @field_validator("model_dir")
+    @classmethod
+    def _models_present(cls, value: Path) -> Path:
+        missing = [name for name in (FLOW_MODEL, MOTION_MODEL, FRAME_MODEL) if not (value / name).is_file()]
+        if missing:
+            raise ValueError(f"{value} lacks {', '.join(missing)}")
+        return value

@@ -1,0 +1,334 @@
+"""The vision service's per-stream bookkeeping, without NATS: media messages in, window results out.
+
+`parse_media` turns one MEDIA message (subject + protobuf bytes) into a `FrameIn` or a
+`WindowIn`, or raises `BadInput` saying what is wrong. `VisionStreams.step` takes the
+parsed messages of one fetch (frames of many streams mixed), runs the models once over all
+of them (`process_streams`: one batched inference per fetch) and returns a `WindowOut` for
+every window that ingest's window records closed.
+
+Clock: ingest's window record i is the only thing that finishes window i (it arrives after
+the window's media); the record with `last=True` flushes the stream and drops its state.
+Every window is emitted exactly once while the process lives; flags say how much to trust it:
+
+- "empty": no flow and no CNN frame in the window;
+- "partial": some of its input was lost: a frame rejected as bad, a gap in a consumer's
+  `sample_index` sequence (messages lost between ingest and us), a failed inference, the
+  stream joined mid-way (after a restart, this instance never saw the window's start),
+  ingest's record reporting lost media (PTS gaps, missing frames, decode errors), or the
+  stream went idle without its last record.
+
+Not thread-safe: one `step` at a time (the service holds a lock and runs it in a thread).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+import structlog
+from google.protobuf.message import DecodeError
+
+from services.vision.analyzer import AnalyzerConfig, StreamAnalyzer, WindowFeatures, process_streams
+from services.vision.runtime import CNN_INPUT_SIZE, VisionModels
+from streamsight import subjects
+from streamsight.gen.media.v1 import media_pb2
+
+log = structlog.get_logger(__name__)
+
+MAX_FLOW_SIDE = 1920  # flow frames are meant to be small (ingest: 320 px wide); larger ones are refused
+MIN_FLOW_SIDE = 16
+FINISHED_MEMORY = 4096  # ended streams remembered, so a straggler does not start a phantom stream
+
+
+class BadInput(ValueError):
+    """A media message that can never be analysed (undecodable, wrong format or size)."""
+
+    def __init__(self, message: str, pts: float | None = None) -> None:
+        super().__init__(message)
+        self.pts = pts  # media time of the bad frame, when it could be read
+
+
+@dataclass(frozen=True)
+class FrameIn:
+    """One sampled frame for the flow ("flow", gray [H,W]) or the frame CNN ("cnn", RGB [224,224,3])."""
+
+    stream_id: str
+    kind: str
+    pts: float
+    sample_index: int
+    image: np.ndarray
+
+
+@dataclass(frozen=True)
+class WindowIn:
+    """Ingest's window record: window `index` is over for this stream."""
+
+    stream_id: str
+    index: int
+    start_s: float
+    end_s: float
+    last: bool
+    media_lost: bool  # ingest saw PTS gaps, missing frames or decode errors in the window
+
+
+@dataclass(frozen=True)
+class WindowOut:
+    """One finished window of one stream, ready to publish."""
+
+    stream_id: str
+    window: int
+    start_s: float
+    end_s: float
+    values: dict[str, float]
+    flags: tuple[str, ...]
+
+
+def _frame(stream_id: str, kind: str, data: bytes) -> FrameIn:
+    try:
+        msg = media_pb2.VideoFrame.FromString(data)
+    except DecodeError as exc:
+        raise BadInput(f"not a VideoFrame protobuf ({exc})") from None
+    if msg.stream_id and msg.stream_id != stream_id:
+        raise BadInput(f"frame says stream {msg.stream_id!r} but came on the subject of {stream_id!r}")
+    if not math.isfinite(msg.pts_s) or msg.pts_s < 0:
+        raise BadInput(f"frame pts_s must be a finite, non-negative number of seconds, got {msg.pts_s}")
+    if msg.sample_index < 0:
+        raise BadInput(f"frame sample_index must be >= 0, got {msg.sample_index}")
+    w, h, pts = msg.width, msg.height, float(msg.pts_s)
+    if kind == "flow":
+        if msg.format != media_pb2.PIXEL_FORMAT_GRAY8:
+            raise BadInput(f"flow frames must be GRAY8 (format {media_pb2.PIXEL_FORMAT_GRAY8}), got format {msg.format}", pts)
+        if not (MIN_FLOW_SIDE <= w <= MAX_FLOW_SIDE and MIN_FLOW_SIDE <= h <= MAX_FLOW_SIDE):
+            raise BadInput(f"flow frame {w}x{h} is outside {MIN_FLOW_SIDE}..{MAX_FLOW_SIDE} px per side", pts)
+        shape: tuple[int, ...] = (h, w)
+    else:
+        if msg.format != media_pb2.PIXEL_FORMAT_RGB24:
+            raise BadInput(f"CNN frames must be RGB24 (format {media_pb2.PIXEL_FORMAT_RGB24}), got format {msg.format}", pts)
+        if (w, h) != (CNN_INPUT_SIZE, CNN_INPUT_SIZE):
+            raise BadInput(f"CNN frames must be {CNN_INPUT_SIZE}x{CNN_INPUT_SIZE}, got {w}x{h}", pts)
+        shape = (h, w, 3)
+    expected = int(np.prod(shape))
+    if len(msg.data) != expected:
+        raise BadInput(f"{kind} frame {w}x{h} needs {expected} bytes of pixels, got {len(msg.data)}", pts)
+    image = np.frombuffer(msg.data, np.uint8).reshape(shape)
+    return FrameIn(stream_id, kind, float(msg.pts_s), int(msg.sample_index), image)
+
+
+def _window(stream_id: str, data: bytes) -> WindowIn:
+    try:
+        msg = media_pb2.WindowRecord.FromString(data)
+    except DecodeError as exc:
+        raise BadInput(f"not a WindowRecord protobuf ({exc})") from None
+    if msg.stream_id and msg.stream_id != stream_id:
+        raise BadInput(f"window record says stream {msg.stream_id!r} but came on the subject of {stream_id!r}")
+    if msg.index < 0 or not (math.isfinite(msg.start_s) and math.isfinite(msg.end_s)) or msg.end_s < msg.start_s:
+        raise BadInput(f"window record {msg.index} [{msg.start_s}, {msg.end_s}) is out of range")
+    lost = msg.gaps > 0 or msg.missing_frames > 0 or msg.gap_s > 0 or msg.decode_errors > 0
+    return WindowIn(stream_id, int(msg.index), float(msg.start_s), float(msg.end_s), bool(msg.last), lost)
+
+
+def parse_media(subject: str, data: bytes) -> FrameIn | WindowIn:
+    """A MEDIA message on streamsight.media.v1.{frames_flow,frames_cnn,windows}.<stream>."""
+    parts = subject.split(".")
+    if len(parts) != 5 or parts[:3] != [subjects.PREFIX, "media", "v1"]:
+        raise BadInput(f"unexpected subject {subject!r}")
+    kind, stream_id = parts[3], parts[4]
+    if not subjects.is_valid_stream_id(stream_id):
+        raise BadInput(f"invalid stream id {stream_id!r}")
+    if kind == "frames_flow":
+        return _frame(stream_id, "flow", data)
+    if kind == "frames_cnn":
+        return _frame(stream_id, "cnn", data)
+    if kind == "windows":
+        return _window(stream_id, data)
+    raise BadInput(f"vision does not take {kind!r} messages")
+
+
+@dataclass(eq=False)
+class _Stream:
+    analyzer: StreamAnalyzer
+    window_s: float
+    partial: set[int] = field(default_factory=set)
+    records: dict[int, WindowIn] = field(default_factory=dict)
+    next_sample: dict[str, int] = field(default_factory=dict)
+    last_pts: dict[str, float] = field(default_factory=dict)
+    last_seen: float = field(default_factory=time.monotonic)
+
+    def window_of(self, pts: float) -> int:
+        return int(pts // self.window_s)
+
+    def latest_pts(self) -> float:
+        return max(self.last_pts.values(), default=(self.analyzer.next_window or 0) * self.window_s)
+
+    def mark_lost(self, first: int, last: int) -> None:
+        self.partial.update(range(first, last + 1))
+
+
+@dataclass
+class StepResult:
+    windows: list[WindowOut]
+    rejected: dict[int, str]  # position in the step's input -> why
+
+
+class VisionStreams:
+    """Per-stream analyzers of one vision instance, stepped once per fetched batch."""
+
+    def __init__(self, models: VisionModels, config: AnalyzerConfig | None = None, idle_s: float = 300.0) -> None:
+        base = config or AnalyzerConfig()
+        # Window records are the clock; the analyzer's own media-clock closing stays off.
+        self.config = AnalyzerConfig(**{**base.__dict__, "close_on_media_clock": False})
+        self.models = models
+        self.idle_s = idle_s
+        self.streams: dict[str, _Stream] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self.late_messages = 0  # messages for a stream that already ended (ignored)
+        self.failed_inferences = 0
+
+    # ---- input ---------------------------------------------------------------------------
+
+    def _state(self, item: FrameIn | WindowIn) -> _Stream | None:
+        sid = item.stream_id
+        state = self.streams.get(sid)
+        if state is not None:
+            return state
+        from_start = (item.sample_index if isinstance(item, FrameIn) else item.index) == 0
+        if sid in self._finished:
+            if not from_start:
+                return None  # a straggler of a stream that ended
+            del self._finished[sid]  # the stream id is used again, from its start
+        first = 0 if from_start else (self._window_index(item.pts) if isinstance(item, FrameIn) else item.index)
+        state = _Stream(StreamAnalyzer(self.models, self.config, stream_id=sid, first_window=first), self.config.window_s)
+        if not from_start:  # joined mid-way (a restart): this window's start was seen by someone else
+            state.partial.add(first)
+            log.info("vision joined a stream mid-way", stream_id=sid, window=first)
+        self.streams[sid] = state
+        return state
+
+    def _window_index(self, pts: float) -> int:
+        return int(pts // self.config.window_s)
+
+    def reject(self, stream_id: str, pts: float | None = None) -> None:
+        """A message of `stream_id` was bad: the window it belonged to (or the current one) is partial."""
+        state = self.streams.get(stream_id)
+        if state is None:
+            return
+        t = pts if pts is not None and math.isfinite(pts) and pts >= 0 else state.latest_pts()
+        state.partial.add(state.window_of(t))
+
+    def _submit(self, state: _Stream, frame: FrameIn) -> None:
+        expected = state.next_sample.get(frame.kind)
+        if frame.sample_index > (expected if expected is not None else 0):
+            # Messages lost between ingest and here: every window they could have been in.
+            since = state.last_pts.get(frame.kind)
+            first = state.window_of(since) if since is not None else (state.analyzer.next_window or 0)
+            state.mark_lost(first, state.window_of(frame.pts))
+        if expected is None or frame.sample_index >= expected:
+            state.next_sample[frame.kind] = frame.sample_index + 1
+        if frame.kind == "flow":
+            state.analyzer.submit_flow_frame(frame.image, frame.pts)
+        else:
+            state.analyzer.submit_cnn_frame(frame.image, frame.pts)
+        state.last_pts[frame.kind] = max(frame.pts, state.last_pts.get(frame.kind, frame.pts))
+
+    # ---- one fetch -----------------------------------------------------------------------
+
+    def step(self, messages: list[tuple[str, bytes]]) -> StepResult:
+        """Analyse one fetch: `messages` are (subject, data) in stored order. Bad ones are
+        returned in `rejected` by position; the rest of the batch goes on."""
+        rejected: dict[int, str] = {}
+        touched: dict[str, _Stream] = {}
+        now = time.monotonic()
+        for position, (subject, data) in enumerate(messages):
+            try:
+                item = parse_media(subject, data)
+            except BadInput as exc:
+                rejected[position] = str(exc)
+                self.reject(subjects.stream_of(subject), exc.pts)
+                continue
+            state = self._state(item)
+            if state is None:
+                self.late_messages += 1
+                continue
+            state.last_seen = now
+            touched[item.stream_id] = state
+            if isinstance(item, WindowIn):
+                state.records[item.index] = item
+                continue
+            try:
+                self._submit(state, item)
+            except (TypeError, ValueError) as exc:
+                rejected[position] = str(exc)
+                state.partial.add(state.window_of(item.pts))
+        self._infer(list(touched.values()))
+        windows: list[WindowOut] = []
+        for sid, state in touched.items():
+            if not state.records:
+                continue
+            upto = max(state.records)
+            windows += self._finish(state, state.analyzer.finish_until(upto))
+            if any(r.last for r in state.records.values() if r.index == upto):
+                self._end(sid)
+            else:
+                state.records = {i: r for i, r in state.records.items() if i > upto}
+        return StepResult(windows, rejected)
+
+    def _infer(self, states: list[_Stream]) -> None:
+        queued = [s for s in states if s.analyzer.queued]
+        if not queued:
+            return
+        try:
+            process_streams([s.analyzer for s in queued], self.models)
+            return
+        except Exception as exc:  # one stream's input broke the batch: find it, keep the others
+            log.warning("batched vision inference failed; retrying stream by stream", error=repr(exc))
+        for state in queued:
+            try:
+                process_streams([state.analyzer], self.models)
+            except Exception as exc:
+                self.failed_inferences += 1
+                lost = state.analyzer.discard_queue()
+                state.partial.add(state.window_of(state.latest_pts()))
+                log.error("vision inference failed; frames dropped", stream_id=state.analyzer.stream_id, frames=lost, error=repr(exc))
+
+    def _finish(self, state: _Stream, done: list[WindowFeatures]) -> list[WindowOut]:
+        out = []
+        for wf in done:
+            record = state.records.get(wf.window)
+            f = wf.features
+            flags = []
+            if f["flow_frames"] == 0 and f["cnn_frames"] == 0:
+                flags.append("empty")
+            if wf.window in state.partial or record is None or record.media_lost:
+                flags.append("partial")
+            start, end = (record.start_s, record.end_s) if record is not None else (wf.start_s, wf.end_s)
+            out.append(WindowOut(state.analyzer.stream_id, wf.window, start, end, f, tuple(flags)))
+        if done:
+            state.partial = {w for w in state.partial if w > done[-1].window}
+        return out
+
+    def _end(self, stream_id: str) -> None:
+        state = self.streams.pop(stream_id)
+        if state.analyzer.dropped_frames:
+            log.info("vision stream ended with dropped frames", stream_id=stream_id, dropped=state.analyzer.dropped_frames)
+        self._finished[stream_id] = None
+        while len(self._finished) > FINISHED_MEMORY:
+            self._finished.popitem(last=False)
+
+    def evict_idle(self, now: float | None = None) -> list[WindowOut]:
+        """Flush streams that sent nothing for `idle_s` (ingest died before the last record);
+        their remaining windows are emitted, flagged partial."""
+        now = time.monotonic() if now is None else now
+        out: list[WindowOut] = []
+        for sid, state in list(self.streams.items()):
+            if now - state.last_seen < self.idle_s:
+                continue
+            self._infer([state])
+            last = max([state.window_of(state.latest_pts())] + list(state.records))
+            state.mark_lost(state.analyzer.next_window or 0, last)
+            out += self._finish(state, state.analyzer.finish_until(last))
+            log.warning("vision stream idle; flushed without its last window record", stream_id=sid, windows=len(out))
+            self._end(sid)
+        return out
