@@ -126,6 +126,9 @@ def run_service(cls: type[Service]) -> None:
 
     try:
         asyncio.run(main())
+    except ConfigError as exc:  # found while starting (a model path that does not load, say)
+        print(f"streamsight-{cls.name}: {exc}", file=sys.stderr)
+        sys.exit(2)
     except Exception as exc:
         log.error("service crashed", service=cls.name, exc_info=exc)
         sys.exit(1)

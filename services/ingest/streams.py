@@ -140,6 +140,9 @@ class IngestedStream:
             return
         record, self._held_window = self._held_window, None
         msg = messages.window_record(self.stream_id, record, last)
+        if last:  # the last window ends where the media does, not at the 10 s grid
+            reached = max(self.pipeline.stats.media_time, record.start + record.audio_seconds)
+            msg.end_s = min(msg.end_s, max(msg.start_s, reached))
         await self.bus.publish(subjects.media("windows", self.stream_id), msg, f"{self.stream_id}:window:{record.index}", kind="window")
 
     async def _paced(self) -> None:
