@@ -21,6 +21,15 @@ def _add_trace_id(_, __, event: dict) -> dict:
     return event
 
 
+class _StderrLogger:
+    """Writes each rendered line to whatever sys.stderr is at that moment (never a stale handle)."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
 def configure_logging(service: str, level: str = "info", fmt: str = "json") -> None:
     """Route structlog and stdlib logging to stderr in one format."""
     numeric = getattr(logging, level.upper(), logging.INFO)
@@ -35,7 +44,7 @@ def configure_logging(service: str, level: str = "info", fmt: str = "json") -> N
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=lambda *args: _StderrLogger(),
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.clear_contextvars()
