@@ -11,8 +11,10 @@ Window i of a stream is scored exactly once, when the first of these holds:
 * **deadline**: the stream's media clock is `deadline_s` past the window's end (live mode),
   or `vod_deadline_s` past it for files (0 = never; files wait for the records or the end);
 * **stream end**: after the last window record or a terminal status, a window is scored once
-  every missing modality has reached the last window, or `end_timeout_s` of wall time after
-  the end (the service calls `expire`), whichever comes first.
+  every missing modality has reached the last window, or once no record of the stream has
+  arrived for `end_timeout_s` of wall time since the end (the service calls `touch` on each
+  record and `expire` now and then): analysers that lag keep the stream open while they deliver,
+  one that has nothing for the last windows (no frames in a short tail) does not hold it.
 
 The media clock is the largest media time seen: window record ends and record ends.
 Missing modalities are imputed by the model and listed in `ReadyWindow.missing`. Records for
@@ -36,7 +38,7 @@ class JoinConfig:
     vod_deadline_s: float = 180.0  # files: 0 = none (analysers may be a minute of media behind ingest)
     chat_wait_s: float = 20.0  # media seconds a complete window waits for a first chat record
     lost_after: int = 2  # a modality at window i + lost_after will not deliver window i
-    end_timeout_s: float = 60.0  # wall seconds after the stream's end before the rest is scored
+    end_timeout_s: float = 10.0  # wall seconds without records after the stream's end before the rest is scored
 
     def __post_init__(self) -> None:
         unknown = set(self.expected) - set(MODALITIES)
@@ -85,6 +87,7 @@ class StreamJoin:
     last_end: float | None = None
     ended: bool = False
     ended_at: float | None = None  # wall (monotonic) time the end became known
+    last_activity: float = 0.0  # wall (monotonic) time of the latest record
     duplicates: int = 0
     late: int = 0
 
@@ -163,9 +166,13 @@ class StreamJoin:
         self.clock = max(self.clock, media_time_s)
         return self.ready()
 
+    def touch(self, now: float) -> None:
+        """A record of this stream arrived at wall (monotonic) time `now`."""
+        self.last_activity = max(self.last_activity, now)
+
     def expire(self, now: float) -> list[ReadyWindow]:
-        """Wall-clock check after the end: past `end_timeout_s`, score whatever is there."""
-        if self.ended and self.ended_at is not None and now - self.ended_at >= self.config.end_timeout_s:
+        """Wall-clock check after the end: idle for `end_timeout_s`, score whatever is there."""
+        if self.ended and self.ended_at is not None and now - max(self.ended_at, self.last_activity) >= self.config.end_timeout_s:
             return self.ready(force=True)
         return []
 

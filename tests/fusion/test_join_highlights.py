@@ -73,7 +73,9 @@ def test_stream_end_scores_every_window_even_ones_nobody_reported():
     ready = join.media_window(3, 30, 34.5, last=True) + join.end(34.5, now=100.0)
     assert ready == []  # audio has not reached the last window: wait
     assert join.expire(now=110.0) == []
-    ready = join.expire(now=131.0)
+    join.touch(now=125.0)  # an analyser still delivers: the stream stays open
+    assert join.expire(now=150.0) == []
+    ready = join.expire(now=156.0)
     assert [(r.window, r.missing) for r in ready] == [(1, ["audio", "vision"]), (2, ["audio"]), (3, ["audio", "vision"])]
     assert ready[-1].end_s == 34.5 and join.finished
 

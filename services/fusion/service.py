@@ -1,0 +1,375 @@
+"""Fusion service: joins each window's feature records, scores it, decides highlights, asks for clips.
+
+Subscriptions (durable pull consumers, created at start, delivering what is new from their
+first creation on, so a first deployment does not score the history):
+
+  streamsight.features.v1.{vision,audio,chat}.<stream>  FeatureRecords (FEATURES)   "fusion"
+  streamsight.media.v1.windows.<stream>                 WindowRecords (MEDIA)       "fusion-windows"
+  streamsight.events.v1.status.<stream>                 StreamStatus (EVENTS)       "fusion-status"
+
+The window consumer exists before any stream starts (MEDIA keeps messages only for
+consumers that exist). Per stream, `join.StreamJoin` says when a window is ready (see there:
+all expected modalities in, a modality moved on, a deadline, the stream's end); the model
+(model.py) scores it; one WindowScore event `<stream>:score:<i>` is published; the
+`highlights.HighlightTracker` turns runs of high windows into highlights; a highlight gets a
+clip from ingest's ExportClip (lead-in included) and one Highlight event
+`<stream>:highlight:<n>`. A clip that fails still publishes the highlight, with an empty clip.
+
+Exactly once under redelivery and restarts: every accepted record is written to the KV bucket
+(`p.<stream>.<i>.<modality>`) before it is acknowledged, every score after it is published
+(`s.<stream>.<i>`), every highlight (`h.<stream>.<n>`), and the stream's clock (`m.<stream>`).
+A restart rebuilds the joins and trackers from the bucket; records for a scored window are
+ignored; the event ids let JetStream drop a copy published twice across a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf.message import DecodeError
+from nats.aio.msg import Msg
+from nats.js.api import KeyValueConfig
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError, NotFoundError
+from nats.js.kv import KeyValue
+
+from streamsight import events, subjects
+from streamsight.bus import BadMessage
+from streamsight.gen.common.v1 import common_pb2
+from streamsight.gen.events.v1 import events_pb2
+from streamsight.gen.features.v1 import features_pb2
+from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from streamsight.gen.media.v1 import media_pb2
+from streamsight.rpc import channel
+from streamsight.service import Service
+from streamsight.telemetry import ACTIVE_STREAMS
+
+from .highlights import HighlightConfig, HighlightSpan, HighlightTracker, ScoredWindow
+from .join import JoinConfig, Part, ReadyWindow, StreamJoin
+from .model import FusionModel, choose
+from .settings import FusionSettings
+
+MODALITY = {"vision": common_pb2.MODALITY_VISION, "audio": common_pb2.MODALITY_AUDIO, "chat": common_pb2.MODALITY_CHAT}
+MODALITY_NAME = {v: k for k, v in MODALITY.items()}
+TERMINAL = {common_pb2.STREAM_STATE_ENDED, common_pb2.STREAM_STATE_STOPPED, common_pb2.STREAM_STATE_FAILED}
+DONE_KEPT = 4096  # finished streams remembered, so their late records are ignored
+
+
+@dataclass
+class StreamState:
+    join: StreamJoin
+    tracker: HighlightTracker
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    published: set[int] = field(default_factory=set)  # highlight numbers already published
+
+
+class FusionService(Service):
+    name = "fusion"
+    Settings = FusionSettings
+    settings: FusionSettings
+
+    async def start(self) -> None:
+        s = self.settings
+        self.models = [FusionModel.load(s.model_path)]
+        if s.model_av_path is not None:
+            self.models.append(FusionModel.load(s.model_av_path))
+        self.join_config = JoinConfig(
+            expected=frozenset(s.expected_modalities), deadline_s=s.deadline_s, vod_deadline_s=s.vod_deadline_s,
+            chat_wait_s=s.chat_wait_s, end_timeout_s=s.end_timeout_s,
+        )
+        self.highlight_config = HighlightConfig(
+            threshold=s.threshold or self.models[0].threshold, merge_gap=s.merge_gap, max_windows=s.max_highlight_windows,
+            lead_in_s=s.lead_in_s, tail_s=s.tail_s,
+        )
+        self.streams: dict[str, StreamState] = {}
+        self.done: OrderedDict[str, None] = OrderedDict()
+        self._ingest_channel = channel(s.ingest_address, s.auth_token)
+        self.ingest = ingest_pb2_grpc.IngestStub(self._ingest_channel)
+        self.kv = await self._bucket()
+        await self._restore()
+        bus = self.bus
+        assert bus is not None
+        features = [subjects.features(m) for m in MODALITY]
+        bus.consume("fusion", features, self.on_feature, subjects.FEATURES_STREAM, batch=64, deliver_new=True)
+        bus.consume("fusion-windows", subjects.media("windows"), self.on_window, subjects.MEDIA_STREAM, deliver_new=True, inactive_threshold_s=300)
+        bus.consume("fusion-status", subjects.event("status"), self.on_status, subjects.EVENTS_STREAM, deliver_new=True)
+        for stream, durable in ((subjects.FEATURES_STREAM, "fusion"), (subjects.MEDIA_STREAM, "fusion-windows"), (subjects.EVENTS_STREAM, "fusion-status")):
+            await self._wait_consumer(stream, durable)
+        self._ticker = asyncio.create_task(self._tick(), name="fusion:tick")
+
+    def health_info(self) -> dict[str, str]:
+        return {
+            "models": ",".join(m.version for m in self.models),
+            "expected": ",".join(self.settings.expected_modalities),
+            "threshold": f"{self.highlight_config.threshold:.3f}",
+            "ingest": self.settings.ingest_address,
+        }
+
+    async def stop(self) -> None:
+        self._ticker.cancel()
+        await asyncio.gather(self._ticker, return_exceptions=True)
+        await self._ingest_channel.close()
+
+    # ------------------------------------------------------------------ setup
+
+    async def _bucket(self) -> KeyValue:
+        assert self.bus is not None
+        try:
+            return await self.bus.js.key_value(self.settings.state_bucket)
+        except BucketNotFoundError:
+            return await self.bus.js.create_key_value(KeyValueConfig(bucket=self.settings.state_bucket, history=1, ttl=self.settings.state_ttl_s))
+
+    async def _wait_consumer(self, stream: str, durable: str, timeout_s: float = 15.0) -> None:
+        """consume() creates its consumer in a task; MEDIA's interest retention needs it now."""
+        assert self.bus is not None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                await self.bus.js.consumer_info(stream, durable)
+                return
+            except NotFoundError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"consumer {durable} on {stream} was not created within {timeout_s:.0f} s")
+                await asyncio.sleep(0.05)
+
+    def _state(self, sid: str) -> StreamState:
+        state = self.streams.get(sid)
+        if state is None:
+            state = StreamState(StreamJoin(sid, self.join_config), HighlightTracker(self.highlight_config))
+            self.streams[sid] = state
+            ACTIVE_STREAMS.labels(self.name).set(len(self.streams))
+        return state
+
+    async def _restore(self) -> None:
+        """Rebuild joins and trackers from the KV bucket (after a restart)."""
+        try:
+            keys = await self.kv.keys()
+        except NoKeysError:
+            return
+        parts: list[tuple[str, Part]] = []
+        scores: dict[str, list[events_pb2.WindowScore]] = {}
+        for key in sorted(keys):
+            try:
+                entry = await self.kv.get(key)
+            except KeyNotFoundError:
+                continue
+            kind, _, rest = key.partition(".")
+            value = entry.value or b""
+            if kind == "d":
+                self.done[rest] = None
+            elif kind == "m":
+                self._restore_meta(rest, json.loads(value))
+            elif kind == "p":
+                record = features_pb2.FeatureRecord.FromString(value)
+                parts.append((record.stream_id, _part(record)))
+            elif kind == "s":
+                score = events_pb2.WindowScore.FromString(value)
+                scores.setdefault(score.stream_id, []).append(score)
+            elif kind == "h":
+                sid, _, n = rest.rpartition(".")
+                self._state(sid).published.add(int(n))
+        for sid, items in scores.items():
+            state = self._state(sid)
+            for score in sorted(items, key=lambda s: s.window):
+                state.join.mark_scored(score.window)
+                spans = state.tracker.add(_scored(score))
+                await self._publish_highlights(state, spans)  # those decided but not published before the restart
+        for sid, part in parts:
+            if sid not in self.done:
+                state = self._state(sid)
+                await self._score(state, state.join.add(part))
+        for sid in list(self.streams):
+            state = self.streams.get(sid)
+            if state is not None:
+                await self._score(state, state.join.ready())
+        self.log.info("state restored", streams=len(self.streams), open_parts=len(parts), finished=len(self.done))
+
+    def _restore_meta(self, sid: str, meta: dict) -> None:
+        join = self._state(sid).join
+        join.live = bool(meta.get("live", False))
+        join.chat_seen = bool(meta.get("chat_seen", False))
+        last = meta.get("last_window")
+        last_end = meta.get("last_end")
+        join.restore(int(meta.get("known", -1)), None if last is None else int(last), None if last_end is None else float(last_end),
+                     float(meta.get("clock", 0.0)), bool(meta.get("ended", False)), time.monotonic())
+
+    async def _save_meta(self, state: StreamState) -> None:
+        j = state.join
+        known = max(j.known_windows, default=-1)
+        meta = {"live": j.live, "chat_seen": j.chat_seen, "known": known, "last_window": j.last_window, "last_end": j.last_end,
+                "clock": j.clock, "ended": j.ended}
+        await self.kv.put(f"m.{j.stream_id}", json.dumps(meta).encode())
+
+    # ------------------------------------------------------------------ handlers
+
+    async def on_feature(self, msg: Msg) -> None:
+        try:
+            record = features_pb2.FeatureRecord.FromString(msg.data)
+        except DecodeError:
+            raise BadMessage("not a streamsight.features.v1.FeatureRecord") from None
+        modality = msg.subject.split(".")[3]
+        sid = subjects.stream_of(msg.subject)
+        if record.stream_id != sid or MODALITY_NAME.get(record.modality) != modality:
+            raise BadMessage(f"record for stream {record.stream_id!r}, modality {record.modality} on subject {msg.subject}")
+        if record.window < 0 or not (math.isfinite(record.start_s) and math.isfinite(record.end_s)) or record.end_s < record.start_s:
+            raise BadMessage(f"window {record.window} [{record.start_s}, {record.end_s}] is not a valid window")
+        if sid in self.done:
+            return  # the stream is finished: a late or redelivered record
+        state = self._state(sid)
+        async with state.lock:
+            join = state.join
+            join.touch(time.monotonic())
+            if join.is_scored(record.window) or join.has(record.window, modality):
+                join.add(_part(record))  # counted as late or duplicate, and moves the clock
+                return
+            await self.kv.put(f"p.{sid}.{record.window}.{modality}", msg.data)
+            if modality == "chat" and not join.chat_seen:
+                join.chat_seen = True
+                await self._save_meta(state)
+            await self._score(state, join.add(_part(record)))
+
+    async def on_window(self, msg: Msg) -> None:
+        try:
+            record = media_pb2.WindowRecord.FromString(msg.data)
+        except DecodeError:
+            raise BadMessage("not a streamsight.media.v1.WindowRecord") from None
+        sid = subjects.stream_of(msg.subject)
+        if record.stream_id not in ("", sid) or record.index < 0 or not math.isfinite(record.end_s) or record.end_s < record.start_s:
+            raise BadMessage(f"window record for stream {record.stream_id!r} index {record.index} [{record.start_s}, {record.end_s}]")
+        if sid in self.done:
+            return
+        state = self._state(sid)
+        async with state.lock:
+            ready = state.join.media_window(record.index, record.start_s, record.end_s, record.last)
+            if record.last:
+                ready += state.join.end(record.end_s, time.monotonic())
+            await self._save_meta(state)
+            await self._score(state, ready)
+
+    async def on_status(self, msg: Msg) -> None:
+        try:
+            event = events.decode(msg.headers, msg.data)
+        except events.BadEvent as exc:
+            raise BadMessage(str(exc)) from None
+        if event.WhichOneof("payload") != "status":
+            raise BadMessage(f"{event.type} on a status subject")
+        status = event.status
+        sid = subjects.stream_of(msg.subject)
+        if status.reporter in (self.name, "chat"):
+            return  # chat's statuses are about the chat, not the stream's end
+        is_start = status.state == common_pb2.STREAM_STATE_RUNNING and status.reporter == "ingest" and status.reason == "started"
+        if is_start and sid in self.done:  # the stream id is used again for a new run
+            self.done.pop(sid)
+            await self.kv.purge(f"d.{sid}")
+        if sid in self.done or (not is_start and status.state not in TERMINAL):
+            return
+        state = self._state(sid)
+        async with state.lock:
+            if is_start:
+                state.join.live = status.duration_s <= 0  # no known duration: a live source
+            else:
+                await self._score(state, state.join.end(status.media_time_s, time.monotonic()))
+            await self._save_meta(state)
+
+    async def _tick(self) -> None:
+        """Wall-clock checks: streams that ended but still wait for records."""
+        while True:
+            await asyncio.sleep(1.0)
+            for state in list(self.streams.values()):
+                if state.join.ended:
+                    async with state.lock:
+                        try:
+                            await self._score(state, state.join.expire(time.monotonic()))
+                        except Exception as exc:  # NATS away: the next tick tries again
+                            self.log.warning("scoring after the end failed", stream_id=state.join.stream_id, error=repr(exc))
+
+    # ------------------------------------------------------------------ scoring
+
+    async def _score(self, state: StreamState, ready: list[ReadyWindow]) -> None:
+        sid = state.join.stream_id
+        for rw in ready:
+            score = self._window_score(sid, rw)
+            await self.bus.publish_event(sid, score, f"{sid}:score:{rw.window}")
+            await self.kv.put(f"s.{sid}.{rw.window}", score.SerializeToString())
+            for modality in rw.parts:
+                await self.kv.purge(f"p.{sid}.{rw.window}.{modality}")
+            self.log.debug("window scored", stream_id=sid, window=rw.window, score=round(score.score, 3), reason=rw.reason, missing=rw.missing)
+            await self._publish_highlights(state, state.tracker.add(_scored(score)))
+        if state.join.finished and state.join.ended:
+            await self._publish_highlights(state, state.tracker.finish())
+            await self._forget(state)
+
+    def _window_score(self, sid: str, rw: ReadyWindow) -> events_pb2.WindowScore:
+        features = {k: v for k, v in rw.features().items() if math.isfinite(v)}
+        model = choose(self.models, set(rw.parts))
+        prediction = model.predict(features)
+        why = [
+            common_pb2.Contribution(feature=c.feature, weight=c.weight, value=c.value)
+            for c in prediction.top(self.settings.top_features)
+            if c.weight != 0.0
+        ]
+        return events_pb2.WindowScore(
+            stream_id=sid, window=rw.window, start_s=rw.start_s, end_s=rw.end_s, score=prediction.probability,
+            missing=[MODALITY[m] for m in rw.missing], why=why, features=features,
+        )
+
+    async def _publish_highlights(self, state: StreamState, spans: list[HighlightSpan]) -> None:
+        for span in spans:
+            if span.number in state.published:
+                continue
+            await self._publish_highlight(state, span)
+
+    async def _publish_highlight(self, state: StreamState, span: HighlightSpan) -> None:
+        sid = state.join.stream_id
+        media_end = state.join.last_end if state.join.ended else None
+        start_s, end_s = span.clip_range(self.highlight_config, media_end)
+        clip_id = f"highlight-{span.number}"
+        try:
+            clip = await self.ingest.ExportClip(
+                ingest_pb2.ExportClipRequest(stream_id=sid, start_s=start_s, end_s=end_s, clip_id=clip_id), timeout=self.settings.clip_timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            self.log.warning("clip failed; highlight published without a clip", stream_id=sid, highlight=span.number,
+                             code=exc.code().name, detail=exc.details())
+            clip = common_pb2.ClipRef()
+        highlight = events_pb2.Highlight(
+            stream_id=sid, highlight_id=clip_id, start_s=span.start_s, end_s=span.end_s, score=span.score,
+            why=list(span.best.why), clip=clip, windows=list(span.windows), missing=[MODALITY[m] for m in span.missing],
+        )
+        await self.bus.publish_event(sid, highlight, f"{sid}:highlight:{span.number}")
+        await self.kv.put(f"h.{sid}.{span.number}", b"1")
+        state.published.add(span.number)
+        self.log.info("highlight", stream_id=sid, highlight=span.number, start_s=span.start_s, end_s=span.end_s,
+                      score=round(span.score, 3), clip=clip.uri or "none")
+
+    async def _forget(self, state: StreamState) -> None:
+        """Every window of an ended stream is scored: drop its state, remember it is done."""
+        sid = state.join.stream_id
+        await self.kv.put(f"d.{sid}", b"1")
+        try:
+            keys = await self.kv.keys(filters=[f"s.{sid}.>", f"h.{sid}.>", f"p.{sid}.>", f"m.{sid}"])
+        except NoKeysError:
+            keys = []
+        for key in keys:
+            await self.kv.purge(key)
+        self.streams.pop(sid, None)
+        self.done[sid] = None
+        while len(self.done) > DONE_KEPT:
+            self.done.popitem(last=False)
+        ACTIVE_STREAMS.labels(self.name).set(len(self.streams))
+        self.log.info("stream finished", stream_id=sid, late_records=state.join.late, duplicates=state.join.duplicates,
+                      highlights=state.tracker.emitted)
+
+
+def _part(record: features_pb2.FeatureRecord) -> Part:
+    return Part(MODALITY_NAME[record.modality], record.window, record.start_s, record.end_s, dict(record.values), tuple(record.flags))
+
+
+def _scored(score: events_pb2.WindowScore) -> ScoredWindow:
+    return ScoredWindow(score.window, score.start_s, score.end_s, score.score, tuple(score.why),
+                        tuple(MODALITY_NAME[m] for m in score.missing if m in MODALITY_NAME))

@@ -1,0 +1,196 @@
+"""The fusion service on a real NATS: one score per window under duplicates and a restart,
+highlights with clips cut by the real ingest service, clip failures, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import av
+import pytest
+
+from services.fusion.model import FusionModel
+from services.fusion.service import FusionService
+from services.fusion.settings import FusionSettings
+from services.ingest.service import IngestService
+from services.ingest.settings import IngestSettings
+from streamsight import events, subjects
+from streamsight.bus import Bus
+from streamsight.gen.common.v1 import common_pb2
+from streamsight.gen.events.v1 import events_pb2
+from streamsight.gen.features.v1 import features_pb2
+from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from streamsight.gen.media.v1 import media_pb2
+from streamsight.natsd import free_port
+from streamsight.rpc import channel
+from streamsight.synth import make_media
+
+FEATURES = {"vision": ["motion_prob_max", "flow_mag_mean"], "audio": ["loudness_jump_lu"]}
+MODALITY = {"vision": common_pb2.MODALITY_VISION, "audio": common_pb2.MODALITY_AUDIO, "chat": common_pb2.MODALITY_CHAT}
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    """A small model whose answer the test controls: motion and loudness jumps make highlights."""
+    names = [f"{m}.{f}" for m, fs in FEATURES.items() for f in fs]
+    model = FusionModel(names, [2.0, 1.0, 2.0], -1.0, [0.3, 2.0, 1.0], [0.3, 2.0, 3.0], version="test@1")
+    path = tmp_path_factory.mktemp("model") / "model.json"
+    model.save(path)
+    return path
+
+
+def settings(nats_url: str, model_path: Path, bucket: str, **overrides) -> FusionSettings:
+    base = dict(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=free_port(), model_path=model_path, model_av_path="",
+                state_bucket=bucket, ingest_address=f"127.0.0.1:{free_port()}", clip_timeout_s=10.0)
+    return FusionSettings(**{**base, **overrides})
+
+
+def record(sid: str, modality: str, window: int, high: bool, end: float | None = None) -> features_pb2.FeatureRecord:
+    values = {"motion_prob_max": 0.95, "flow_mag_mean": 8.0} if high else {"motion_prob_max": 0.05, "flow_mag_mean": 0.5}
+    if modality == "audio":
+        values = {"loudness_jump_lu": 9.0 if high else 0.0, "rms_dbfs": -20.0}
+    return features_pb2.FeatureRecord(stream_id=sid, window=window, modality=MODALITY[modality], start_s=10.0 * window,
+                                      end_s=end if end is not None else 10.0 * window + 10, values=values)
+
+
+async def publish(bus: Bus, rec: features_pb2.FeatureRecord, msg_id: str | None = None) -> None:
+    modality = {v: k for k, v in MODALITY.items()}[rec.modality]
+    await bus.publish(subjects.features(modality, rec.stream_id), rec, msg_id or subjects.feature_msg_id(rec.stream_id, modality, rec.window))
+
+
+class EventLog:
+    """Every event of one stream, read from EVENTS with an ordered consumer."""
+
+    def __init__(self) -> None:
+        self.events: list[events_pb2.Event] = []
+
+    @classmethod
+    async def follow(cls, bus: Bus, sid: str) -> tuple["EventLog", object]:
+        log = cls()
+
+        async def on_msg(msg) -> None:
+            log.events.append(events.decode(msg.headers, msg.data))
+
+        sub = await bus.js.subscribe(subjects.event("*", sid), stream=subjects.EVENTS_STREAM, cb=on_msg, ordered_consumer=True)
+        return log, sub
+
+    def of(self, kind: str) -> list:
+        return [getattr(e, kind) for e in self.events if e.WhichOneof("payload") == kind]
+
+    async def wait(self, kind: str, n: int, timeout: float = 60.0) -> list:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.of(kind)) < n and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # anything extra (a second score) would show up now
+        return self.of(kind)
+
+
+@contextlib.asynccontextmanager
+async def connected(url: str):
+    bus = await Bus.connect(url, "fusion-test")
+    await bus.ensure_streams()
+    try:
+        yield bus
+    finally:
+        await bus.close()
+
+
+async def test_restart_duplicates_clip_failure_and_dead_letters(nats_server, model_path):
+    sid = "restart-1"
+    config = settings(nats_server.url, model_path, "fusion-restart", chat_wait_s=0.0)
+    async with connected(nats_server.url) as bus:
+        log, sub = await EventLog.follow(bus, sid)
+        dead = await bus.js.subscribe(subjects.deadletter("fusion"), stream=subjects.DEADLETTER_STREAM, ordered_consumer=True)
+        async with FusionService(config).serving():
+            await publish(bus, record(sid, "vision", 0, high=True))
+            await publish(bus, record(sid, "audio", 0, high=True))
+            await publish(bus, record(sid, "vision", 1, high=True))
+            await bus.publish(subjects.media("windows", sid), media_pb2.WindowRecord(stream_id=sid, index=0, start_s=0, end_s=10), f"{sid}:window:0")
+            await bus.publish(subjects.features("audio", sid), b"\xff garbage", "garbage-1")
+            assert [s.window for s in await log.wait("score", 1)] == [0]
+        # restarted: window 1's vision record was acknowledged before the stop and lives in the KV state
+        async with FusionService(config).serving():
+            await publish(bus, record(sid, "vision", 0, high=False), msg_id="redelivered-with-another-id")
+            await publish(bus, record(sid, "audio", 1, high=True))
+            await publish(bus, record(sid, "vision", 2, high=False, end=24.0))
+            await publish(bus, record(sid, "audio", 2, high=False, end=24.0))
+            for i, end in ((1, 20.0), (2, 24.0)):
+                msg = media_pb2.WindowRecord(stream_id=sid, index=i, start_s=10.0 * i, end_s=end, last=i == 2)
+                await bus.publish(subjects.media("windows", sid), msg, f"{sid}:window:{i}")
+            scores = await log.wait("score", 3)
+            highlights = await log.wait("highlight", 1)
+        dead_msg = await dead.next_msg(timeout=10)
+        await sub.unsubscribe()
+    assert sorted(s.window for s in scores) == [0, 1, 2]
+    by_window = {s.window: s for s in scores}
+    assert by_window[0].score > 0.9 and by_window[1].score > 0.9 and by_window[2].score < 0.1
+    assert by_window[2].end_s == 24.0 and list(by_window[1].missing) == []
+    assert by_window[0].why[0].feature in {"vision.motion_prob_max", "audio.loudness_jump_lu"}
+    assert by_window[0].features["audio.rms_dbfs"] == -20.0  # every value arrives, used by the model or not
+    assert len(highlights) == 1
+    hl = highlights[0]
+    assert list(hl.windows) == [0, 1] and (hl.start_s, hl.end_s) == (0.0, 20.0) and hl.score > 0.9
+    assert hl.clip.clip_id == "" and hl.why  # ingest was not there: published without a clip
+    assert dead_msg.headers["streamsight-dlq-subject"] == subjects.features("audio", sid)
+
+
+async def test_deadline_flags_the_missing_modality(nats_server, model_path):
+    sid = "live-1"
+    config = settings(nats_server.url, model_path, "fusion-live", chat_wait_s=0.0, deadline_s=15.0)
+    async with connected(nats_server.url) as bus, FusionService(config).serving():
+        log, sub = await EventLog.follow(bus, sid)
+        started = events_pb2.StreamStatus(stream_id=sid, state=common_pb2.STREAM_STATE_RUNNING, reason="started", reporter="ingest")
+        await bus.publish_event(sid, started, f"{sid}:status:ingest:1")
+        await asyncio.sleep(0.5)
+        await publish(bus, record(sid, "vision", 0, high=True))  # audio for window 0 never comes
+        for i in range(3):
+            await bus.publish(subjects.media("windows", sid), media_pb2.WindowRecord(stream_id=sid, index=i, start_s=10.0 * i, end_s=10.0 * i + 10), f"{sid}:window:{i}")
+        scores = await log.wait("score", 1)
+        await sub.unsubscribe()
+    assert [(s.window, list(s.missing)) for s in scores] == [(0, [common_pb2.MODALITY_AUDIO])]
+
+
+@pytest.mark.slow
+async def test_one_score_per_window_and_a_playable_clip_from_the_real_ingest(nats_server, model_path, tmp_path):
+    sid = "game-1"
+    media = make_media(tmp_path / "game.mp4", duration=30.0, segments=[(10, 20, "action")], keyframe_interval=2.0)
+    ingest = IngestService(IngestSettings(nats_url=nats_server.url, grpc_host="127.0.0.1", grpc_port=free_port(), data_dir=tmp_path / "var"))
+    async with connected(nats_server.url) as bus, ingest.serving():
+        config = settings(nats_server.url, model_path, "fusion-e2e", ingest_address=ingest.address, end_timeout_s=3.0,
+                          tail_s=0.0)  # ingest cannot yet cut a clip that reaches into a stream's last buffer segment
+        async with FusionService(config).serving():
+            log, sub = await EventLog.follow(bus, sid)
+            async with channel(ingest.address) as ch:
+                await ingest_pb2_grpc.IngestStub(ch).StartIngest(ingest_pb2.StartIngestRequest(stream_id=sid, source=str(media.path)))
+            for i in range(3):
+                for modality in ("vision", "audio"):
+                    rec = record(sid, modality, i, high=i == 1)
+                    await publish(bus, rec)
+                    await publish(bus, rec)  # a republish: JetStream drops it by its id
+            async with channel(ingest.address) as ch:
+                stub = ingest_pb2_grpc.IngestStub(ch)
+                for _ in range(300):
+                    status = await stub.GetIngest(ingest_pb2.GetIngestRequest(stream_id=sid))
+                    if status.state == common_pb2.STREAM_STATE_ENDED:
+                        break
+                    await asyncio.sleep(0.2)
+            highlights = await log.wait("highlight", 1, timeout=60)
+            scores = log.of("score")
+            await sub.unsubscribe()
+    # ingest's windows: 0..2 and, for this file, a short tail window 3 (the audio encoder's last samples)
+    windows = sorted(s.window for s in scores)
+    assert windows == list(range(len(windows))) and len(windows) >= 3
+    assert all(set(s.missing) == {common_pb2.MODALITY_VISION, common_pb2.MODALITY_AUDIO} for s in scores if s.window >= 3)
+    assert [s.window for s in scores if s.score >= 0.5] == [1]
+    assert len(highlights) == 1
+    hl = highlights[0]
+    assert list(hl.windows) == [1] and (hl.start_s, hl.end_s) == (10.0, 20.0)
+    clip = hl.clip
+    assert clip.uri.startswith("file://") and clip.size_bytes > 0
+    assert clip.start_s <= 7.0 + 1e-6 and clip.end_s >= 20.0 - 0.1  # lead-in of 3 s, from the keyframe at or before it
+    path = Path(clip.uri.removeprefix("file://"))
+    with av.open(str(path)) as container:
+        frames = sum(1 for _ in container.decode(video=0))
+    assert frames >= 0.9 * (20.0 - 7.0) * media.fps
