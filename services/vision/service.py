@@ -40,7 +40,7 @@ from streamsight import subjects
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.features.v1 import features_pb2
 from streamsight.service import Service
-from streamsight.telemetry import ACTIVE_STREAMS, HANDLE_LATENCY
+from streamsight.telemetry import ACTIVE_STREAMS, HANDLE_LATENCY, current_trace_id
 
 MODALITY = "vision"
 PRODUCER_VERSION = "vision-features-1"  # bump when FEATURES.md's definitions change
@@ -138,6 +138,7 @@ class VisionService(Service):
                 flow_pairs=int(w.values["flow_pairs"]),
                 flow_mag_mean=round(w.values["flow_mag_mean"], 3),
                 motion_prob_max=round(w.values["motion_prob_max"], 3),
+                trace_id=current_trace_id(),
             )
 
     async def _flush_idle_streams(self) -> None:
