@@ -39,7 +39,7 @@ class FusionSettings(BaseServiceSettings):
             raise ValueError(f"must be a non-empty list drawn from {sorted(allowed)}")
         return value
 
-    @field_validator("model_av_path", mode="before")
+    @field_validator("model_av_path", "threshold", mode="before")
     @classmethod
     def _empty_path(cls, value):
         return None if value in ("", None) else value
