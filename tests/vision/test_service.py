@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import signal
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -239,3 +243,27 @@ async def test_bad_frames_are_dead_lettered_and_other_streams_go_on(nats_server,
     assert hand.values["flow_mag_mean"] > 0.5 and hand.end_s == pytest.approx(0.4)
     for r in one_per_window(await records(bus, "neighbour"), 2):
         assert not r.flags and r.values["flow_pairs"] >= 35
+
+
+async def test_main_serves_health_reports_the_provider_and_stops_on_sigterm(nats_server):
+    port = free_port()
+    env = {**os.environ, "STREAMSIGHT_NATS_URL": nats_server.url, "STREAMSIGHT_GRPC_PORT": str(port), "STREAMSIGHT_GRPC_HOST": "127.0.0.1",
+           "STREAMSIGHT_INTRA_THREADS": "1", "STREAMSIGHT_LOG_FORMAT": "json"}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.vision", env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    try:
+        status = None
+        for _ in range(120):
+            with contextlib.suppress(Exception):
+                async with channel(f"127.0.0.1:{port}") as ch:
+                    status = (await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=1)).status
+            if status == health_pb2.HealthCheckResponse.SERVING:
+                break
+            await asyncio.sleep(0.25)
+        assert status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0
+    ready = [json.loads(line) for line in out.decode().splitlines() if '"service ready"' in line]
+    assert ready and ready[0]["provider"] == "cpu" and ready[0]["flow_model"].startswith("flow.onnx@sha256:")
