@@ -3,19 +3,22 @@
 :class:`StreamDecoder` survives reconnects: each new container is attached with
 :meth:`StreamDecoder.attach`, while the media clock, signal trackers, samplers, audio
 chunker, windows and clip buffer carry on. The work per decoded frame is bookkeeping
-plus the tiny freeze grid; only sampled frames are converted.
+plus the tiny freeze grid. Converting a sampled frame and writing a packet to the clip
+buffer are left as :mod:`~.deferred` jobs in the output, for the pipeline's second worker.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import av
 import structlog
 
 from .audio import AudioChunker
 from .clips import ClipBuffer, ClipBufferConfig
-from .items import AudioChunk, FrameSignal, FrameSignals, Item, SampledFrame, WindowRecord
+from .deferred import ClipJob, ConvertJob, Entry
+from .items import AudioChunk, FrameSignal, FrameSignals
 from .sampling import Sampler, SamplingConfig
 from .signals import SignalTracker
 from .windows import WindowAccumulator
@@ -55,12 +58,18 @@ class DecodeStats:
 
 
 class StreamDecoder:
-    """Decodes one stream's packets; read produced items from :meth:`take`."""
+    """Decodes one stream's packets; read what it produced from :meth:`take`.
+
+    :meth:`take` returns items and deferred jobs in stream order; pass the list through
+    :func:`~.deferred.complete` (in any one thread) to get the finished items.
+    """
 
     def __init__(self, config: DecodeConfig) -> None:
         self.config = config
         self.stats = DecodeStats()
-        self.pending: list[Item] = []
+        self.pending: list[Entry] = []
+        self.pending_frames = 0  # ConvertJobs in pending: each holds a decoded picture
+        self._clip_jobs: list[ClipJob] = []  # in packet order; independent of the items' order
         self.flush_due = False
         self.windows = WindowAccumulator(config.window_seconds)
         self.samplers = [Sampler(n, s) for n, s in config.sampling.consumers().items()]
@@ -115,8 +124,8 @@ class StreamDecoder:
         if self.config.clip_buffer is not None:
             if self.clip_buffer is None:
                 self.clip_buffer = ClipBuffer(self.config.clip_buffer, self.streams)
-            else:
-                self.clip_buffer.set_templates(self.streams)
+            else:  # after the packets of the old connection
+                self._clip_jobs.append(ClipJob(self.clip_buffer, call=partial(self.clip_buffer.set_templates, self.streams)))
 
     def detach(self) -> None:
         """Drain the decoders of the current container (frames still inside them come out)."""
@@ -141,7 +150,7 @@ class StreamDecoder:
         end = max(self._v_prog or 0.0, self._a_prog or 0.0)
         self.pending.extend(self.windows.finish(end))
         if self.clip_buffer is not None:
-            self.clip_buffer.close()
+            self._clip_jobs.append(ClipJob(self.clip_buffer, call=self.clip_buffer.close))
         self.flush_due = True
 
     def first_time_since(self, frame_index: int) -> float:
@@ -156,8 +165,11 @@ class StreamDecoder:
                         return sig.media_time
         return self._v_prog or 0.0
 
-    def take(self) -> list[Item]:
-        out, self.pending, self.flush_due = self.pending, [], False
+    def take(self) -> list[Entry]:
+        out, self.pending, self.flush_due, self.pending_frames = self.pending, [], False, 0
+        if self._clip_jobs:
+            out += self._clip_jobs
+            self._clip_jobs = []
         return out
 
     # -- packets ----------------------------------------------------------------------
@@ -197,7 +209,7 @@ class StreamDecoder:
         for frame in frames:
             self._on_video(frame)
         if self.clip_buffer is not None and pts_t is not None:
-            self.clip_buffer.write(packet, "video", pts_t, dts_t, key)
+            self._clip_jobs.append(ClipJob(self.clip_buffer, (packet, "video", pts_t, dts_t, key)))
         return pts_t
 
     def _audio_packet(self, packet: av.Packet) -> float | None:
@@ -215,7 +227,7 @@ class StreamDecoder:
         for frame in frames:
             self._on_audio(frame)
         if self.clip_buffer is not None and pts_t is not None:
-            self.clip_buffer.write(packet, "audio", pts_t, None, True)
+            self._clip_jobs.append(ClipJob(self.clip_buffer, (packet, "audio", pts_t, None, True)))
         return pts_t
 
     # -- frames -----------------------------------------------------------------------
@@ -243,8 +255,8 @@ class StreamDecoder:
             rec.missing_frames += sig.missing_frames
         for sampler in self.samplers:
             if sampler.due(t):
-                self.pending.append(SampledFrame(sampler.name, sig.index, t, rec.index, sampler.convert(frame),
-                                                 frame.width, frame.height))
+                self.pending.append(ConvertJob(sampler, frame, sig.index, t, rec.index))
+                self.pending_frames += 1
                 stats.sampled_frames += 1
         if self._v_prog is None or t > self._v_prog:
             self._v_prog = t

@@ -1,10 +1,14 @@
 """The ingest driver: demux and decode in a worker thread, typed items to an asyncio consumer.
 
 :class:`IngestPipeline` opens one source and yields :mod:`~.items` through a bounded
-queue. Buffer policy: **wait** -- when the queue is full the decode thread blocks, so
-a slow consumer slows ingest down instead of growing memory (``vod`` pacing, as fast
-as the consumer takes). ``live`` pacing additionally holds each packet until its media
-time is due on the wall clock, so a file plays as a live stream.
+queue. Two threads per stream: the decode thread demuxes, decodes and keeps the books
+(signals, windows, audio); a finishing thread runs the work it defers -- converting the
+sampled frames and writing the clip buffer (see :mod:`~.deferred`) -- one batch at a
+time in decode order, so items keep their order and conversion overlaps decoding.
+Buffer policy: **wait** -- when a queue is full the thread feeding it blocks, so a slow
+consumer slows ingest down instead of growing memory (``vod`` pacing, as fast as the
+consumer takes). ``live`` pacing additionally holds each packet until its media time is
+due on the wall clock, so a file plays as a live stream.
 
 Live sources (RTMP/RTSP/SRT/Twitch, or an HLS playlist without an end) reconnect with
 exponential backoff when they stall or drop; the outage is published as RECONNECTING,
@@ -16,6 +20,7 @@ seconds, or whose playlist gets an end, is ENDED.
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +32,7 @@ import structlog
 
 from .clips import ClipBuffer
 from .decode import DecodeConfig, DecodeStats, StreamDecoder
+from .deferred import Entry, complete
 from .errors import ErrorCode, IngestError, classify
 from .items import Item, StatusEvent, StatusKind
 from .source import ResolvedSource, SourceOptions, is_live, open_source, resolve
@@ -51,7 +57,11 @@ class ReconnectPolicy:
 
 @dataclass(frozen=True)
 class IngestConfig:
-    """Everything one stream's ingest needs; ``queue_size`` counts batches (about 1 s of media each)."""
+    """Everything one stream's ingest needs; ``queue_size`` counts batches (about 1 s of media each).
+
+    A batch is handed over early once it holds ``max_batch_items`` items or
+    ``max_batch_frames`` sampled frames still to convert (each holds a decoded picture).
+    """
 
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     source: SourceOptions = field(default_factory=SourceOptions)
@@ -59,6 +69,7 @@ class IngestConfig:
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
     queue_size: int = 8
     max_batch_items: int = 64
+    max_batch_frames: int = 4
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,9 @@ class IngestPipeline:
         self._queue: asyncio.Queue[list[Item] | None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._finisher: threading.Thread | None = None
+        # Decode thread -> finishing thread; one batch waiting while one is being finished.
+        self._handoff: queue.Queue[list[Entry] | None] = queue.Queue(maxsize=1)
         self._container: av.container.InputContainer | None = None
         self._log = log.bind(stream_id=stream_id)
         self._gap: _Gap | None = None  # an outage waiting for media to resume
@@ -96,8 +110,8 @@ class IngestPipeline:
 
     @property
     def running(self) -> bool:
-        """True while the worker thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
+        """True while a worker thread is alive."""
+        return any(t is not None and t.is_alive() for t in (self._thread, self._finisher))
 
     @property
     def stats(self) -> DecodeStats:
@@ -123,7 +137,10 @@ class IngestPipeline:
             raise RuntimeError("an IngestPipeline can be iterated only once")
         self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()
-        self._thread = threading.Thread(target=self._run, name=f"ingest-{self.stream_id or 'stream'}", daemon=True)
+        name = self.stream_id or "stream"
+        self._thread = threading.Thread(target=self._run, name=f"ingest-{name}", daemon=True)
+        self._finisher = threading.Thread(target=self._finish, name=f"ingest-finish-{name}", daemon=True)
+        self._finisher.start()
         self._thread.start()
         try:
             while True:
@@ -137,30 +154,86 @@ class IngestPipeline:
             self.stop()
             # Do not hold up the event loop for a read stuck in FFmpeg (see stop()).
             self._thread.join(timeout=0.5)
+            self._finisher.join(timeout=0.5)  # type: ignore[union-attr]
 
     async def wait_stopped(self, timeout: float | None = None) -> bool:
-        """Wait (without blocking the loop) until the worker thread has exited; True if it has."""
+        """Wait (without blocking the loop) until the worker threads have exited; True if they have."""
         if self._thread is None:
             return True
         await asyncio.to_thread(self._thread.join, timeout)
-        return not self._thread.is_alive()
+        await asyncio.to_thread(self._finisher.join, timeout)  # type: ignore[union-attr]
+        return not self.running
 
     def __aiter__(self) -> AsyncIterator[Item]:
         return self.items()
 
-    # -- worker thread ----------------------------------------------------------------
+    # -- finishing thread -------------------------------------------------------------
 
-    def _push(self, batch: list[Item]) -> None:
-        if not batch:
-            return
-        while not self._slots.acquire(timeout=0.1):
+    def _finish(self) -> None:
+        """Run the deferred work of each batch in order and hand the items to the event loop."""
+        try:
+            while (batch := self._next_batch()) is not None:
+                self._deliver(complete(batch))
+        except _Stopped:
+            pass
+        except Exception as exc:  # a bug must not take the service down; report it as FAILED
+            self._log.exception("ingest finishing worker crashed")
+            self._stop.set()
+            failed = StatusEvent(StatusKind.FAILED, self.decoder.stats.media_time,
+                                 f"internal error: {type(exc).__name__}: {exc}", ErrorCode.INTERNAL)
+            try:
+                self._deliver([failed], force=True)
+            except _Stopped:
+                pass
+        finally:
+            try:
+                self._loop.call_soon_threadsafe(self._queue.put_nowait, None)  # type: ignore[union-attr]
+            except RuntimeError:
+                pass
+
+    def _next_batch(self) -> list[Entry] | None:
+        while True:
+            if self._stop.is_set():
+                raise _Stopped
+            try:
+                return self._handoff.get(timeout=0.1)
+            except queue.Empty:
+                continue
+
+    def _deliver(self, items: list[Item], force: bool = False) -> None:
+        """Queue items for the event loop; ``force`` (a last word) waits at most a second for room."""
+        if force:
+            self._slots.acquire(timeout=1.0)
+        while not force and not self._slots.acquire(timeout=0.1):
             if self._stop.is_set():
                 raise _Stopped
         try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, batch)  # type: ignore[union-attr]
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, items)  # type: ignore[union-attr]
         except RuntimeError as exc:  # the event loop is closed: nobody is listening
             self._stop.set()
             raise _Stopped from exc
+
+    # -- decode thread ----------------------------------------------------------------
+
+    def _push(self, batch: list[Entry]) -> None:
+        """Hand a batch to the finishing thread (blocks while it is busy with the previous one)."""
+        if not batch:
+            return
+        while True:
+            try:
+                self._handoff.put(batch, timeout=0.1)
+                return
+            except queue.Full:
+                if self._stop.is_set():
+                    raise _Stopped from None
+
+    def _end_handoff(self) -> None:
+        while self._finisher is not None and self._finisher.is_alive():
+            try:
+                self._handoff.put(None, timeout=0.1)
+                return
+            except queue.Full:
+                continue
 
     def _status(self, kind: StatusKind, message: str = "", code: ErrorCode | None = None, /, **details: object) -> None:
         self._push(self.decoder.take() + [StatusEvent(kind, self.decoder.stats.media_time, message, code, dict(details))])
@@ -178,10 +251,7 @@ class IngestPipeline:
                 pass
         finally:
             self._close_container()
-            try:
-                self._loop.call_soon_threadsafe(self._queue.put_nowait, None)  # type: ignore[union-attr]
-            except RuntimeError:
-                pass
+            self._end_handoff()
 
     def _ingest(self) -> None:
         try:
@@ -212,7 +282,7 @@ class IngestPipeline:
     def _demux(self, pacer: _Pacer | None) -> tuple[str, IngestError | None]:
         """Run the current container to its end or first error: ("eof", None) or ("error", err)."""
         dec = self.decoder
-        max_items = self.config.max_batch_items
+        max_items, max_frames = self.config.max_batch_items, self.config.max_batch_frames
         try:
             for packet in self._container.demux(dec.streams):  # type: ignore[union-attr]
                 if self._stop.is_set():
@@ -227,7 +297,7 @@ class IngestPipeline:
                 if pacer is not None and t is not None and pacer.delay(t) > 0.01:
                     self._push(dec.take())  # hand over what is due before waiting
                     pacer.wait(t)
-                elif dec.flush_due or len(dec.pending) >= max_items:
+                elif dec.flush_due or len(dec.pending) >= max_items or dec.pending_frames >= max_frames:
                     self._push(dec.take())
             return "eof", None
         except _Stopped:
