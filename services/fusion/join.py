@@ -162,7 +162,7 @@ class StreamJoin:
                 seen.append(max(0, math.ceil(media_time_s / WINDOW_S - 1e-6) - 1))
             if seen:
                 self.last_window = max(seen)
-                self.last_end = max(media_time_s, self._span(self.last_window)[1]) if media_time_s > 0 else None
+                self.last_end = media_time_s if media_time_s > self.last_window * WINDOW_S else None
         self.clock = max(self.clock, media_time_s)
         return self.ready()
 
@@ -187,6 +187,15 @@ class StreamJoin:
         if not self.ended or self.last_window is None:
             return self.ended and not self._parts
         return all(i in self._scored for i in range(self.last_window + 1))
+
+    @property
+    def scored_windows(self) -> list[int]:
+        return sorted(self._scored)
+
+    @property
+    def open_parts(self) -> list[tuple[int, str]]:
+        """(window, modality) of records held for windows not scored yet."""
+        return [(i, m) for i, parts in sorted(self._parts.items()) for m in parts]
 
     @property
     def open_windows(self) -> list[int]:

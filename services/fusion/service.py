@@ -351,10 +351,8 @@ class FusionService(Service):
         """Every window of an ended stream is scored: drop its state, remember it is done."""
         sid = state.join.stream_id
         await self.kv.put(f"d.{sid}", b"1")
-        try:
-            keys = await self.kv.keys(filters=[f"s.{sid}.>", f"h.{sid}.>", f"p.{sid}.>", f"m.{sid}"])
-        except NoKeysError:
-            keys = []
+        keys = [f"s.{sid}.{i}" for i in state.join.scored_windows] + [f"h.{sid}.{n}" for n in sorted(state.published)]
+        keys += [f"p.{sid}.{i}.{m}" for i, m in state.join.open_parts] + [f"m.{sid}"]
         for key in keys:
             await self.kv.purge(key)
         self.streams.pop(sid, None)

@@ -123,6 +123,8 @@ async def test_restart_duplicates_clip_failure_and_dead_letters(nats_server, mod
             highlights = await log.wait("highlight", 1)
         dead_msg = await dead.next_msg(timeout=10)
         await sub.unsubscribe()
+        state_keys = await (await bus.js.key_value("fusion-restart")).keys()
+    assert state_keys == [f"d.{sid}"]  # a finished stream leaves only its "done" mark
     assert sorted(s.window for s in scores) == [0, 1, 2]
     by_window = {s.window: s for s in scores}
     assert by_window[0].score > 0.9 and by_window[1].score > 0.9 and by_window[2].score < 0.1
