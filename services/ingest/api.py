@@ -7,7 +7,6 @@ import asyncio
 import grpc
 
 from streamsight import subjects
-from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from streamsight.rpc import StatusError, invalid, not_found, precondition
 
@@ -73,27 +72,23 @@ class IngestApi(ingest_pb2_grpc.IngestServicer):
         if request.clip_id and not subjects.is_valid_stream_id(request.clip_id):
             raise invalid(f"clip id {request.clip_id!r} is not valid")
         try:
-            clip_id, clip = await asyncio.to_thread(stream.export_clip, request.start_s, request.end_s, request.clip_id)
+            return await stream.export(request.start_s, request.end_s, request.clip_id, self.service.clip_store)
         except IngestError as err:
             raise _status_error(err) from None
-        return common_pb2.ClipRef(
-            clip_id=clip_id, uri=clip.path.resolve().as_uri(), start_s=clip.start, end_s=clip.end, size_bytes=clip.path.stat().st_size
-        )
 
     async def ReadClip(self, request, context):
         if not subjects.is_valid_stream_id(request.stream_id) or not subjects.is_valid_stream_id(request.clip_id or "-"):
             raise invalid("stream id or clip id is not valid")
         folder = self.service.clip_dir(request.stream_id)
-        path = next((p for p in (folder / f"{request.clip_id}.mp4", folder / f"{request.clip_id}.mkv") if p.is_file()), None)
-        if path is None:
-            raise not_found(f"no clip {request.clip_id!r} for stream {request.stream_id!r}")
-        total = path.stat().st_size
-        mime = "video/mp4" if path.suffix == ".mp4" else "video/x-matroska"
-        with path.open("rb") as f:
-            offset = 0
-            while chunk := await asyncio.to_thread(f.read, CHUNK):
-                yield ingest_pb2.ClipData(data=chunk, offset=offset, total_size=total, content_type=mime)
-                offset += len(chunk)
-
+        async with self.service.clip_store.open(request.stream_id, folder, request.clip_id) as path:
+            if path is None:
+                raise not_found(f"no clip {request.clip_id!r} for stream {request.stream_id!r}")
+            total = path.stat().st_size
+            mime = "video/x-matroska" if path.suffix == ".mkv" else "video/mp4"
+            with path.open("rb") as f:
+                offset = 0
+                while chunk := await asyncio.to_thread(f.read, CHUNK):
+                    yield ingest_pb2.ClipData(data=chunk, offset=offset, total_size=total, content_type=mime)
+                    offset += len(chunk)
 
 __all__ = ["IngestApi", "precondition"]

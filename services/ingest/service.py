@@ -12,6 +12,7 @@ from streamsight.service import Service
 from streamsight.telemetry import ACTIVE_STREAMS
 
 from .api import IngestApi
+from .clipstore import ClipStore, LocalClipStore, NatsClipStore
 from .settings import IngestSettings
 from .source import resolve
 from .streams import IngestedStream, pipeline_config
@@ -24,6 +25,9 @@ class IngestService(Service):
     async def start(self) -> None:
         self.streams: dict[str, IngestedStream] = {}
         self.api = IngestApi(self)
+        self.clip_store: ClipStore = (
+            NatsClipStore(self.bus.js, self.settings.clip_bucket) if self.settings.clip_store == "nats" else LocalClipStore()
+        )
 
     def servicers(self) -> list[Servicer]:
         name = ingest_pb2.DESCRIPTOR.services_by_name["Ingest"].full_name

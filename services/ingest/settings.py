@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from streamsight.config import BaseServiceSettings
@@ -11,6 +13,8 @@ class IngestSettings(BaseServiceSettings):
     grpc_port: int = Field(50061, ge=0, le=65535, description="Control API port")
     max_streams: int = Field(16, ge=1, description="Streams ingested at once; more are refused")
     max_backlog: int = Field(400, ge=10, description="Media messages a stream may have waiting for analysers (VOD pacing)")
+    clip_store: Literal["local", "nats"] = Field("local", description="Where exported clips are kept: data_dir, or the NATS object store")
+    clip_bucket: str = Field("clips", pattern=r"^[a-zA-Z0-9_-]+$", description="Object store bucket for clip_store=nats")
     buffer_seconds: float = Field(300.0, gt=0, description="Minutes of original packets kept for clips, in seconds")
     flow_fps: float = Field(5.0, gt=0, description="Grayscale frames per second for optical flow")
     flow_width: int = Field(320, ge=32, description="Width of flow frames, pixels (aspect kept)")

@@ -24,6 +24,7 @@ from streamsight.telemetry import MESSAGES_FAILED
 
 from . import messages
 from .clips import Clip, ClipBufferConfig
+from .clipstore import ClipStore
 from .decode import DecodeConfig
 from .errors import ErrorCode, IngestError
 from .items import AudioChunk, FrameSignals, SampledFrame, StatusEvent, StatusKind, WindowRecord
@@ -171,29 +172,41 @@ class IngestedStream:
         await self.bus.publish_event(self.stream_id, status, f"{self.stream_id}:status:ingest:{self._status_count}")
 
     # -- clips -----------------------------------------------------------------------
-    def export_clip(self, start_s: float, end_s: float, clip_id: str) -> tuple[str, Clip]:
-        """Cut [start_s, end_s] from the packet buffer into an MP4 (blocking: run in a thread)."""
+    async def export(self, start_s: float, end_s: float, clip_id: str, store: ClipStore) -> common_pb2.ClipRef:
+        """Cut [start_s, end_s] from the packet buffer into an MP4 and keep it in ``store``.
+
+        Asking again for the same clip id (a retry) gives the clip already stored.
+        """
+        clip_id = clip_id or hashlib.sha1(f"{start_s:.3f}-{end_s:.3f}".encode()).hexdigest()[:12]
+        span = self.clip_dir / f"{clip_id}.json"  # the media times the clip covers, and its file
+        if span.exists():
+            saved = json.loads(span.read_text())
+            found = await store.find(self.stream_id, self.clip_dir, saved["file"])
+            if found is not None:
+                return common_pb2.ClipRef(clip_id=clip_id, uri=found[0], start_s=saved["start_s"], end_s=saved["end_s"], size_bytes=found[1])
+        clip = await asyncio.to_thread(self.export_clip, start_s, end_s, clip_id)
+        uri, size = await store.keep(self.stream_id, clip.path)
+        return common_pb2.ClipRef(clip_id=clip_id, uri=uri, start_s=clip.start, end_s=clip.end, size_bytes=size)
+
+    def export_clip(self, start_s: float, end_s: float, clip_id: str) -> Clip:
+        """Cut the clip file into the clip folder and record its span (blocking: run in a thread)."""
         buffer = self.pipeline.clip_buffer
         if buffer is None:
             raise IngestError(ErrorCode.CLIP_OUT_OF_RANGE, "no media has been buffered for this stream yet")
-        clip_id = clip_id or hashlib.sha1(f"{start_s:.3f}-{end_s:.3f}".encode()).hexdigest()[:12]
-        span = self.clip_dir / f"{clip_id}.json"  # the media times the clip covers, and its file
-        if span.exists():  # asked again (a retry): the same clip
-            saved = json.loads(span.read_text())
-            return clip_id, Clip(self.clip_dir / saved["file"], saved["start_s"], saved["end_s"])
         try:
-            dest, clip = self._cut(buffer, start_s, end_s, clip_id, ".mp4")
+            clip = self._cut(buffer, start_s, end_s, clip_id, ".mp4")
         except IngestError as err:
             if err.code is not ErrorCode.UNSUPPORTED_CODEC:
                 raise
             # Old codecs (MPEG-4 part 2 in AVI, say) cannot go into MP4: Matroska takes them as they are.
-            dest, clip = self._cut(buffer, start_s, end_s, clip_id, ".mkv")
-        span.write_text(json.dumps({"file": dest.name, "start_s": clip.start, "end_s": clip.end}))
-        return clip_id, Clip(dest, clip.start, clip.end)
+            clip = self._cut(buffer, start_s, end_s, clip_id, ".mkv")
+        span = self.clip_dir / f"{clip_id}.json"
+        span.write_text(json.dumps({"file": clip.path.name, "start_s": clip.start, "end_s": clip.end}))
+        return clip
 
-    def _cut(self, buffer, start_s: float, end_s: float, clip_id: str, suffix: str) -> tuple[Path, Clip]:
+    def _cut(self, buffer, start_s: float, end_s: float, clip_id: str, suffix: str) -> Clip:
         dest = self.clip_dir / f"{clip_id}{suffix}"
         tmp = self.clip_dir / f"{clip_id}.part{suffix}"
         clip = buffer.export(start_s, end_s, tmp)
         tmp.replace(dest)
-        return dest, clip
+        return Clip(dest, clip.start, clip.end)

@@ -214,3 +214,29 @@ async def test_stop_a_stream_played_as_live(nats_server, bus, media_recorder, tm
         stopped = await stub.StopStream(gw.StopStreamRequest(stream_id="live"))
     assert stopped.state == common_pb2.STREAM_STATE_STOPPED
     assert not math.isnan(stopped.media_time_s)
+
+
+async def test_clip_in_the_nats_object_store(nats_server, bus, media_recorder, tmp_path, sample):
+    media_recorder()
+    async with stack(nats_server.url, tmp_path, clip_store="nats") as (ingest, stub):
+        await stub.StartStream(gw.StartStreamRequest(source=str(sample.path), stream_id="stored"))
+        await wait_terminal(stub, "stored")
+        async with channel(ingest.address) as ch:
+            control = ingest_pb2_grpc.IngestStub(ch)
+            clip = await control.ExportClip(ingest_pb2.ExportClipRequest(stream_id="stored", start_s=4.5, end_s=9.0, clip_id="kill"))
+            again = await control.ExportClip(ingest_pb2.ExportClipRequest(stream_id="stored", start_s=4.5, end_s=9.0, clip_id="kill"))
+            served = b"".join([c.data async for c in control.ReadClip(ingest_pb2.ReadClipRequest(stream_id="stored", clip_id="kill"))])
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                [c async for c in control.ReadClip(ingest_pb2.ReadClipRequest(stream_id="stored", clip_id="nothing"))]
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert clip.uri == "nats-object://clips/stored/kill.mp4"
+    assert again.uri == clip.uri and again.size_bytes == clip.size_bytes and again.start_s == clip.start_s
+    assert not (tmp_path / "clips" / "stored" / "kill.mp4").exists(), "the bucket holds the clip, not the local folder"
+    stored = await (await bus.js.object_store("clips")).get("stored/kill.mp4")
+    assert stored.data == served and len(served) == clip.size_bytes > 0
+    out = tmp_path / "from_bucket.mp4"
+    out.write_bytes(stored.data)
+    with av.open(str(out)) as container:
+        frames = list(container.decode(video=0))
+    assert clip.start_s == pytest.approx(4.0, abs=0.01), "the clip starts at the keyframe at or before 4.5 s"
+    assert len(frames) == pytest.approx((clip.end_s - clip.start_s) * 30, abs=2) and frames[0].key_frame
