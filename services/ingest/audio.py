@@ -15,43 +15,75 @@ class AudioChunker:
     since, so resampler delay never shifts the clock. A jump in the input timestamps
     (a live gap) of more than ``resync_tolerance`` seconds flushes the pending samples
     and re-anchors the clock.
+
+    Decoded frames are short (AAC: 1024 samples), and each resampler call has a fixed
+    cost, so input is gathered for ``batch_seconds`` and resampled in one go.
     """
 
-    def __init__(self, rate: int = 32000, chunk_seconds: float = 1.0, resync_tolerance: float = 0.2) -> None:
+    def __init__(self, rate: int = 32000, chunk_seconds: float = 1.0, resync_tolerance: float = 0.2,
+                 batch_seconds: float = 0.25) -> None:
         if rate <= 0 or chunk_seconds <= 0:
             raise ValueError("audio rate and chunk length must be positive")
         self.rate = rate
         self.chunk_samples = max(1, int(round(rate * chunk_seconds)))
         self.resync_tolerance = resync_tolerance
+        self.batch_seconds = batch_seconds
         self._resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
         self._parts: list[np.ndarray] = []
         self._pending = 0
         self._anchor: float | None = None  # media time of sample 0 since the last anchor
         self._emitted = 0  # samples emitted (or pending) since the anchor
+        self._inputs: list[np.ndarray] = []  # gathered input, not resampled yet
+        self._input_kind: tuple[str, str, int] | None = None  # (format, layout, rate) of the gathered input
+        self._input_samples = 0
         self.total_seconds = 0.0
 
     def push(self, frame: av.AudioFrame, media_time: float) -> list[AudioChunk]:
         out: list[AudioChunk] = []
+        kind = (frame.format.name, frame.layout.name, frame.sample_rate)
         if self._anchor is None:
             self._anchor = media_time
         else:
-            expected = self._anchor + (self._emitted + self._pending) / self.rate
+            gathered = self._input_samples / self._input_kind[2] if self._input_kind else 0.0
+            expected = self._anchor + (self._emitted + self._pending) / self.rate + gathered
             if abs(media_time - expected) > self.resync_tolerance:
                 out.extend(self.flush())
                 self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
                 self._anchor, self._emitted = media_time, 0
-        frame.pts = None  # the chunker keeps time; the resampler must not complain about jumps
-        for res in self._resampler.resample(frame):
-            self._add(res.to_ndarray().reshape(-1))
+        if kind != self._input_kind:
+            self._resample_gathered()
+            if self._input_kind is not None:  # the source changed its format: a resampler for the new one
+                self._drain()
+                self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
+            self._input_kind = kind
+        self._inputs.append(frame.to_ndarray())
+        self._input_samples += frame.samples
+        if self._input_samples >= self.batch_seconds * frame.sample_rate:
+            self._resample_gathered()
         while self._pending >= self.chunk_samples:
             out.append(self._take(self.chunk_samples))
         return out
 
     def flush(self) -> list[AudioChunk]:
         """Emit what is pending (the resampler's tail included) as a last, shorter chunk."""
+        self._resample_gathered()
+        self._drain()
+        return [self._take(self._pending)] if self._pending else []
+
+    def _resample_gathered(self) -> None:
+        if not self._inputs:
+            return
+        fmt, layout, rate = self._input_kind  # type: ignore[misc]
+        data = np.concatenate(self._inputs, axis=1) if len(self._inputs) > 1 else self._inputs[0]
+        self._inputs, self._input_samples = [], 0
+        frame = av.AudioFrame.from_ndarray(data, format=fmt, layout=layout)
+        frame.sample_rate = rate
+        for res in self._resampler.resample(frame):
+            self._add(res.to_ndarray().reshape(-1))
+
+    def _drain(self) -> None:
         for res in self._resampler.resample(None):
             self._add(res.to_ndarray().reshape(-1))
-        return [self._take(self._pending)] if self._pending else []
 
     def _add(self, samples: np.ndarray) -> None:
         if len(samples):
