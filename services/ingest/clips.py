@@ -82,7 +82,7 @@ class ClipBuffer:
         if kind not in self._templates or pts_t < 0:
             self.skipped_packets += 1
             return
-        tb = packet.time_base
+        tb = float(packet.time_base)  # float maths: Fraction arithmetic per packet is slow
         with self._lock:
             seg = self._segments[-1] if self._out is not None else None
             starts_segment = key if "video" in self._templates else True
