@@ -48,6 +48,7 @@ CONSUMER = "vision"
 CONSUMER_INACTIVE_S = 300.0  # a removed vision service stops holding MEDIA back after this
 
 WINDOWS = Counter("streamsight_vision_windows_total", "Vision feature records published, by flag", ["flag"])
+LATE_FRAMES = Counter("streamsight_vision_late_frames_total", "Frames dropped because their window was already finished")
 
 
 def model_name(path: Path) -> str:
@@ -103,7 +104,9 @@ class VisionService(Service):
         async with self._lock:
             await self._publish_outbox()  # what a failed publish left behind goes first
             started = time.perf_counter()
+            late = self.streams.late_frames
             result = await asyncio.to_thread(self.streams.step, [(m.subject, m.data) for m in msgs])
+            LATE_FRAMES.inc(self.streams.late_frames - late)
             HANDLE_LATENCY.labels(self.name, "batch").observe(time.perf_counter() - started)
             self._outbox += result.windows
             await self._publish_outbox()

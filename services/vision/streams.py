@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import structlog
@@ -177,14 +177,14 @@ class VisionStreams:
     """Per-stream analyzers of one vision instance, stepped once per fetched batch."""
 
     def __init__(self, models: VisionModels, config: AnalyzerConfig | None = None, idle_s: float = 300.0) -> None:
-        base = config or AnalyzerConfig()
         # Window records are the clock; the analyzer's own media-clock closing stays off.
-        self.config = AnalyzerConfig(**{**base.__dict__, "close_on_media_clock": False})
+        self.config = replace(config or AnalyzerConfig(), close_on_media_clock=False)
         self.models = models
         self.idle_s = idle_s
         self.streams: dict[str, _Stream] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         self.late_messages = 0  # messages for a stream that already ended (ignored)
+        self.late_frames = 0  # frames for a window already finished (dropped): ingest's order broke
         self.failed_inferences = 0
 
     # ---- input ---------------------------------------------------------------------------
@@ -219,6 +219,12 @@ class VisionStreams:
         state.partial.add(state.window_of(t))
 
     def _submit(self, state: _Stream, frame: FrameIn) -> None:
+        done = state.analyzer.next_window
+        if done is not None and state.window_of(frame.pts) < done:
+            self.late_frames += 1
+            if self.late_frames == 1 or self.late_frames % 100 == 0:
+                log.warning("frames arrive after their window was finished; dropped", stream_id=frame.stream_id,
+                            window=state.window_of(frame.pts), late_frames=self.late_frames)
         expected = state.next_sample.get(frame.kind)
         if frame.sample_index > (expected if expected is not None else 0):
             # Messages lost between ingest and here: every window they could have been in.

@@ -136,3 +136,12 @@ def test_settings_refuse_a_model_folder_without_the_models(tmp_path, monkeypatch
     env = {**os.environ, "STREAMSIGHT_MODEL_DIR": str(tmp_path), "STREAMSIGHT_NATS_URL": "nats://127.0.0.1:1"}
     out = subprocess.run([sys.executable, "-m", "services.vision"], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "STREAMSIGHT_MODEL_DIR" in out.stderr and "motion_cnn.onnx" in out.stderr
+
+
+def test_frames_after_their_window_record_are_dropped_and_counted(models, texture):
+    vs = VisionStreams(models)
+    vs.step([flow("g", n, panning(texture, n)) for n in range(52)] + [window("g", 0)])
+    assert vs.step([flow("g", 52, panning(texture, 0), pts=9.9)]).windows == []  # window 0 is out already
+    assert vs.late_frames == 1
+    (w1,) = vs.step([window("g", 1, last=True)]).windows
+    assert w1.values["flow_frames"] == 2  # the late frame is not counted anywhere
