@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import structlog
+
 from services.audio.analyzer import AudioAnalyzer
 from services.chat.replay import load_replay
 from services.chat.windows import ChatAggregator
@@ -23,6 +25,7 @@ from services.vision.runtime import VisionModels
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.features.v1 import features_pb2
 
+log = structlog.get_logger(__name__)
 MODALITY = {"vision": common_pb2.MODALITY_VISION, "audio": common_pb2.MODALITY_AUDIO, "chat": common_pb2.MODALITY_CHAT}
 _BATCH = 32  # flow/CNN frames queued before the models run (batched like the service)
 
@@ -61,7 +64,12 @@ async def _media_records(path: Path, stream_id: str, models: VisionModels) -> tu
         elif isinstance(item, WindowRecord):
             end = max(end, item.end)
     add_vision(vision.flush(models))
-    for w in audio.flush():
+    try:
+        tail = audio.flush()
+    except ValueError as exc:  # AudioAnalyzer cannot finish a last window of < 100 ms (an encoder's tail)
+        log.warning("last audio window skipped", stream_id=stream_id, error=str(exc))
+        tail = []
+    for w in tail:
         out.append(_record(stream_id, "audio", w.window, w.start_s, w.end_s, w.features))
     return out, end
 

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> dict:
     threshold = ev.best_threshold(train.y, oof)
     cv = ev.metrics(train.y, oof, threshold)
     report: dict = {
-        "labels": "weak (chat reaction)" if args.weak else str(args.labels),
+        "labels": "weak (chat reaction)" if args.weak else args.labels.name,
         "streams": len(set(train.groups.tolist())),
         "features": train.features,
         "baseline_f1": ev.BASELINE_F1,
