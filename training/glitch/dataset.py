@@ -32,7 +32,7 @@ from services.glitch.tiles import TILE, grid
 from training.glitch import corrupt, damage, scenes
 
 KINDS = corrupt.KINDS
-TRAIN_SEEDS = range(1000, 1100)
+TRAIN_SEEDS = range(1000, 1064)
 VAL_SEEDS = range(5000, 5020)
 OUT = Path(__file__).resolve().parents[2] / "var" / "glitch"
 KIND_SHARE = 0.10  # share of a tile that must be damaged for it to take the kind
@@ -75,8 +75,8 @@ def scene_tiles(seed: int, workdir: Path) -> list[tuple[np.ndarray, int]]:
         frames_d = damage.label_frames(clean, dst)
         bad = [f for f in frames_d if f.corrupted]
         for f in (bad[k] for k in rng.choice(len(bad), size=min(4, len(bad)), replace=False)) if bad else []:
-            tile_db = _tile_psnr(f.error)
-            mask = np.zeros(f.error.shape, np.float32)
+            tile_db = _tile_psnr(f.error, f.image.shape)
+            mask = np.zeros(f.image.shape[:2], np.float32)
             for (y, x), db in tile_db.items():
                 if db < damage.CORRUPT_PSNR_DB:
                     mask[y : y + TILE, x : x + TILE] = 1.0
@@ -95,10 +95,10 @@ def _packets(path: Path):
         yield from (p for p in c.demux(c.streams.video[0]) if p.size)
 
 
-def _tile_psnr(error: np.ndarray) -> dict[tuple[int, int], float]:
-    out = {}
-    for y, x in grid(*error.shape):
-        mse = float(error[y : y + TILE, x : x + TILE].mean())
+def _tile_psnr(error: np.ndarray, shape: tuple[int, ...]) -> dict[tuple[int, int], float]:
+    out, k = {}, damage.ERROR_STEP
+    for y, x in grid(*shape[:2]):
+        mse = float(error[y // k : (y + TILE) // k, x // k : (x + TILE) // k].mean())
         out[(y, x)] = 99.0 if mse <= 1e-10 else 10.0 * float(np.log10(255.0**2 / mse))
     return out
 

@@ -157,7 +157,7 @@ def _draw_hud(img: np.ndarray, rng: np.random.Generator, glyphs: np.ndarray) -> 
 
 
 def random_spec(rng: np.random.Generator, seed: int, frames: int = 3 * FPS) -> SceneSpec:
-    w, h = SIZES[int(rng.choice(len(SIZES), p=[0.4, 0.2, 0.4]))]
+    w, h = SIZES[int(rng.choice(len(SIZES), p=[0.45, 0.3, 0.25]))]
     spec = SceneSpec(seed=seed, width=w, height=h, frames=frames, content=str(rng.choice(CONTENT)),
                      pan_px=float(rng.choice([0.0, rng.uniform(1, 8), rng.uniform(20, 70)], p=[0.2, 0.45, 0.35])))
     if rng.random() < 0.3:

@@ -1,0 +1,137 @@
+"""Glitch service: ingest's glitch frames and decoder signals in, glitch incidents out.
+
+One durable batch consumer ("glitch") reads frames_glitch, signals and windows of every
+stream in stored order. The frames of a batch, from all streams, are classified together in
+a thread (onnxruntime, off the event loop); then each message feeds its stream's
+`StreamDetector` in order, and the incidents' START/UPDATE/END phases are published as
+events_pb2.Glitch CloudEvents with stable ids "<sid>:glitch:<n>:start|update-<k>|end", so a
+redelivered batch is deduplicated by JetStream. The last window record of a stream ends its
+open incident and drops its state. A message that does not decode, or a frame whose size
+does not match its data, is dead-lettered; other streams are untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from google.protobuf.message import DecodeError
+from nats.aio.msg import Msg
+
+from services.glitch.classifier import FrameScore, GlitchClassifier
+from services.glitch.detector import DetectorConfig, GlitchEvent, Signal, StreamDetector
+from services.glitch.settings import GlitchSettings
+from streamsight import subjects
+from streamsight.gen.events.v1 import events_pb2
+from streamsight.gen.media.v1 import media_pb2
+from streamsight.service import Service
+from streamsight.telemetry import ACTIVE_STREAMS
+
+KIND_ENUM = {
+    "stripes": events_pb2.GLITCH_KIND_STRIPES,
+    "macroblocking": events_pb2.GLITCH_KIND_MACROBLOCKING,
+    "green": events_pb2.GLITCH_KIND_GREEN,
+    "grey": events_pb2.GLITCH_KIND_GREY,
+    "freeze": events_pb2.GLITCH_KIND_FREEZE,
+    "decode_error": events_pb2.GLITCH_KIND_DECODE_ERROR,
+}
+PHASE_ENUM = {"start": events_pb2.PHASE_START, "update": events_pb2.PHASE_UPDATE, "end": events_pb2.PHASE_END}
+
+
+def parse(msg: Msg) -> tuple[str, str, object]:
+    """(kind, stream id, decoded message); ValueError with the reason for bad input."""
+    kind, sid = msg.subject.split(".")[3], subjects.stream_of(msg.subject)
+    try:
+        if kind == "frames_glitch":
+            frame = media_pb2.VideoFrame.FromString(msg.data)
+            if frame.format != media_pb2.PIXEL_FORMAT_RGB24:
+                raise ValueError(f"glitch frame is {media_pb2.PixelFormat.Name(frame.format)}, expected RGB24")
+            if frame.width < 1 or frame.height < 1 or len(frame.data) != frame.width * frame.height * 3:
+                raise ValueError(f"frame of {frame.width}x{frame.height} RGB24 needs {frame.width * frame.height * 3} bytes, got {len(frame.data)}")
+            return kind, sid, frame
+        if kind == "signals":
+            return kind, sid, media_pb2.FrameSignals.FromString(msg.data)
+        if kind == "windows":
+            return kind, sid, media_pb2.WindowRecord.FromString(msg.data)
+    except DecodeError as exc:
+        raise ValueError(f"{kind} message does not decode: {exc}") from None
+    raise ValueError(f"unexpected subject {msg.subject}")
+
+
+def to_proto(sid: str, event: GlitchEvent) -> tuple[events_pb2.Glitch, str]:
+    """The Glitch message of one detector event and its stable event id."""
+    glitch_id = f"{sid}:glitch:{event.incident}"
+    suffix = f"update-{event.update}" if event.phase == "update" else event.phase
+    msg = events_pb2.Glitch(
+        stream_id=sid, glitch_id=glitch_id, phase=PHASE_ENUM[event.phase], kind=KIND_ENUM[event.kind], severity=event.severity,
+        start_s=event.start_s, end_s=event.end_s, confidence=event.confidence, thumbnail_jpeg=event.thumbnail_jpeg,
+    )
+    return msg, f"{glitch_id}:{suffix}"
+
+
+class GlitchService(Service):
+    name = "glitch"
+    Settings = GlitchSettings
+    settings: GlitchSettings
+
+    async def start(self) -> None:
+        s = self.settings
+        self.detector_config = DetectorConfig(
+            open_score=s.glitch_open_score, suspect_score=s.glitch_suspect_score, close_after_s=s.glitch_close_after_s,
+            freeze_min_s=s.glitch_freeze_min_s, update_every_s=s.glitch_update_every_s,
+        )
+        self.classifier = await asyncio.to_thread(GlitchClassifier, s.glitch_model, s.glitch_threads or None)
+        await asyncio.to_thread(self.classifier.warm_up)
+        self.streams: dict[str, StreamDetector] = {}
+        self.bus.consume_batches(
+            "glitch",
+            [subjects.media("frames_glitch"), subjects.media("signals"), subjects.media("windows")],
+            self.on_batch,
+            subjects.MEDIA_STREAM,
+            batch=s.glitch_batch,
+            inactive_threshold_s=300,
+        )
+
+    def health_info(self) -> dict[str, str]:
+        return {"provider": self.classifier.provider, "model": self.classifier.path.name}
+
+    async def on_batch(self, msgs: list[Msg]) -> dict[int, str]:
+        rejected: dict[int, str] = {}
+        parsed: list[tuple[int, str, str, object]] = []
+        for i, msg in enumerate(msgs):
+            try:
+                parsed.append((i, *parse(msg)))
+            except ValueError as exc:
+                rejected[i] = str(exc)
+        frames = [(i, m) for i, kind, _, m in parsed if kind == "frames_glitch"]
+        images = [np.frombuffer(m.data, np.uint8).reshape(m.height, m.width, 3) for _, m in frames]
+        scores: dict[int, FrameScore] = {}
+        if images:
+            results = await asyncio.to_thread(self.classifier.classify, images)
+            scores = {i: r for (i, _), r in zip(frames, results)}
+        rgb = {i: img for (i, _), img in zip(frames, images)}
+        touched: dict[str, list[GlitchEvent]] = {}
+        for i, kind, sid, m in parsed:
+            detector = self.streams.get(sid)
+            if detector is None:
+                detector = self.streams[sid] = StreamDetector(self.detector_config)
+                ACTIVE_STREAMS.labels(self.name).inc()
+            out = touched.setdefault(sid, [])
+            if kind == "frames_glitch":
+                detector.add_frame(m.pts_s, scores[i], rgb[i])
+            elif kind == "signals":
+                detector.add_signals([Signal(s.pts_s, s.is_corrupt, s.frames_missing, s.frozen, s.keyframe) for s in m.signals], m.decode_errors)
+                out += await asyncio.to_thread(detector.advance)
+            elif kind == "windows":
+                if m.last:
+                    out += await asyncio.to_thread(detector.finish)
+                    del self.streams[sid]
+                    ACTIVE_STREAMS.labels(self.name).dec()
+                else:
+                    out += await asyncio.to_thread(detector.advance, m.end_s)
+        for sid, events in touched.items():
+            for event in events:
+                glitch, event_id = to_proto(sid, event)
+                await self.bus.publish_event(sid, glitch, event_id)
+                self.log.info("glitch", stream_id=sid, phase=event.phase, kind=event.kind, start_s=event.start_s, end_s=event.end_s)
+        return rejected
