@@ -20,6 +20,9 @@ Exactly once under redelivery and restarts: every accepted record is written to 
 (`s.<stream>.<i>`), every highlight (`h.<stream>.<n>`), and the stream's clock (`m.<stream>`).
 A restart rebuilds the joins and trackers from the bucket; records for a scored window are
 ignored; the event ids let JetStream drop a copy published twice across a crash.
+
+Run one instance: a stream's join lives in one process (the Kubernetes manifest has one
+replica and the Recreate strategy, so the old pod is gone before the new one restores).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from streamsight.gen.media.v1 import media_pb2
 from streamsight.natsd import free_port
 from streamsight.rpc import channel
 from streamsight.synth import make_media
+from training.fusion import records as stored
 
 FEATURES = {"vision": ["motion_prob_max", "flow_mag_mean"], "audio": ["loudness_jump_lu"]}
 MODALITY = {"vision": common_pb2.MODALITY_VISION, "audio": common_pb2.MODALITY_AUDIO, "chat": common_pb2.MODALITY_CHAT}
@@ -196,3 +197,17 @@ async def test_one_score_per_window_and_a_playable_clip_from_the_real_ingest(nat
     with av.open(str(path)) as container:
         frames = sum(1 for _ in container.decode(video=0))
     assert frames >= 0.9 * (20.0 - 7.0) * media.fps
+
+
+async def test_training_reads_a_stored_run_back_from_the_features_stream(nats_server, tmp_path):
+    sid = "stored-1"
+    async with connected(nats_server.url) as bus:
+        sent = [record(sid, m, w, high=w == 1) for w in range(3) for m in ("vision", "audio")]
+        for rec in sent:
+            await publish(bus, rec)
+        await bus.publish(subjects.features("chat", sid), b"\x00not a record", "junk-1")
+    got = await stored.read_features_stream(nats_server.url, sid, idle_s=1.0)
+    assert sorted((r.window, r.modality) for r in got) == sorted((r.window, r.modality) for r in sent)
+    stored.write_jsonl(got, tmp_path / "run.jsonl")
+    rows = stored.to_rows(stored.read_jsonl(tmp_path / "run.jsonl"))
+    assert rows[(sid, 1)]["features"]["audio.loudness_jump_lu"] == 9.0 and rows[(sid, 1)]["modalities"] == {"vision", "audio"}
