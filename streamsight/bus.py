@@ -253,8 +253,10 @@ class Bus:
     async def _handle_batch(self, msgs: list[Msg], handler: BatchHandler, max_deliver: int) -> None:
         for msg in msgs:
             MESSAGES_IN.labels(self.service, msg.subject.rsplit(".", 1)[0]).inc()
+        # One span for the batch, linked to every message's producer, so traces still reach back.
+        links = [trace.Link(span.get_span_context()) for m in msgs if (span := trace.get_current_span(extracted_context(m.headers))).get_span_context().is_valid]
         try:
-            with tracer().start_as_current_span(f"handle batch of {len(msgs)}", kind=trace.SpanKind.CONSUMER):
+            with tracer().start_as_current_span(f"handle batch of {len(msgs)}", kind=trace.SpanKind.CONSUMER, links=links):
                 rejected = await handler(msgs)
         except asyncio.CancelledError:
             raise

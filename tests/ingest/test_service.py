@@ -51,6 +51,7 @@ class MediaRecorder:
 
     def __init__(self, bus: Bus, durable: str, ack_delay: float = 0.0):
         self.messages: dict[str, list[bytes]] = {}
+        self.order: list[tuple[str, str, bytes]] = []  # every message, in the order MEDIA stored them
         self.ack_delay = ack_delay
         self.bus, self.durable = bus, durable
         self.task = bus.consume(durable, "streamsight.media.v1.>", self.handle, subjects.MEDIA_STREAM, batch=64)
@@ -64,6 +65,7 @@ class MediaRecorder:
     async def handle(self, msg) -> None:
         kind, stream = msg.subject.split(".")[3:5]
         self.messages.setdefault(f"{kind}:{stream}", []).append(msg.data)
+        self.order.append((kind, stream, msg.data))
         if self.ack_delay:
             await asyncio.sleep(self.ack_delay)
 
@@ -133,6 +135,17 @@ async def test_a_file_becomes_frames_audio_signals_and_windows(nats_server, bus,
     chunks = [media_pb2.AudioChunk.FromString(b) for b in recorder.of("audio", "basic")]
     assert {c.sample_rate for c in chunks} == {32000}
     assert sum(len(c.pcm_f32le) // 4 for c in chunks) / 32000 == pytest.approx(25.0, abs=0.1)
+    # Window record i is stored after every frame and audio chunk of window i: analysers use it as their clock.
+    closed = -1
+    for kind, stream, data in recorder.order:
+        if stream != "basic":
+            continue
+        if kind == "windows":
+            closed = media_pb2.WindowRecord.FromString(data).index
+        elif kind.startswith("frames_"):
+            assert int(media_pb2.VideoFrame.FromString(data).pts_s // 10) > closed, "a frame came after its window's record"
+        elif kind == "audio":
+            assert int(media_pb2.AudioChunk.FromString(data).start_s // 10) > closed, "audio came after its window's record"
     signals = [s for b in recorder.of("signals", "basic") for s in media_pb2.FrameSignals.FromString(b).signals]
     assert len(signals) == sample.frame_count
     assert not any(s.is_corrupt for s in signals)
