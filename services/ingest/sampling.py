@@ -74,7 +74,7 @@ class SamplingConfig:
 class Sampler:
     """Decides, by media time, whether a frame is due for one consumer, and converts it."""
 
-    __slots__ = ("name", "spec", "_last_slot", "_size", "_src", "_reformatter")
+    __slots__ = ("name", "spec", "_last_slot", "_size", "_src", "_reformatter", "_colour", "_two_step")
 
     def __init__(self, name: str, spec: ConsumerSpec) -> None:
         self.name = name
@@ -82,6 +82,8 @@ class Sampler:
         # One reformatter per consumer keeps its swscale context between frames;
         # frame.reformat() would build a new one (and a thread pool) for every frame.
         self._reformatter = VideoReformatter()
+        self._colour = VideoReformatter()  # second step of a two-step conversion
+        self._two_step = False
         self._last_slot = -math.inf
         self._size: tuple[int, int] | None = None
         self._src: tuple[int, int] | None = None
@@ -99,6 +101,17 @@ class Sampler:
         src = (frame.width, frame.height)
         if src != self._src:  # the source size can change mid-stream (live renditions)
             self._src, self._size = src, self.spec.output_size(*src)
+            w, h = self._size
+            # Shrinking planar YUV and then converting to RGB at the small size costs about half
+            # of swscale's combined scale+convert path (1080p -> 720p RGB: 1.7 ms instead of 3.1).
+            self._two_step = self.spec.format in ("rgb24", "bgr24") and w * h * 1.5 <= src[0] * src[1]
         w, h = self._size  # type: ignore[misc]
-        out = self._reformatter.reformat(frame, w, h, self.spec.format, interpolation="AREA", threads=1)
+        if self._two_step and frame.format.name in _PLANAR_YUV:
+            small = self._reformatter.reformat(frame, w, h, frame.format.name, interpolation="AREA", threads=1)
+            out = self._colour.reformat(small, w, h, self.spec.format, threads=1)
+        else:
+            out = self._reformatter.reformat(frame, w, h, self.spec.format, interpolation="AREA", threads=1)
         return out.to_ndarray()
+
+
+_PLANAR_YUV = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"})
