@@ -211,3 +211,28 @@ async def test_training_reads_a_stored_run_back_from_the_features_stream(nats_se
     stored.write_jsonl(got, tmp_path / "run.jsonl")
     rows = stored.to_rows(stored.read_jsonl(tmp_path / "run.jsonl"))
     assert rows[(sid, 1)]["features"]["audio.loudness_jump_lu"] == 9.0 and rows[(sid, 1)]["modalities"] == {"vision", "audio"}
+
+
+async def test_two_streams_at_once_one_with_chat_one_without(nats_server, model_path, tmp_path):
+    """A chat record makes chat expected for its stream only; windows with chat use the full
+    model, windows without it the vision+audio model."""
+    names = [f"{m}.{f}" for m, fs in FEATURES.items() for f in fs] + ["chat.chat_rate_z"]
+    full = FusionModel(names, [2.0, 1.0, 2.0, 3.0], -1.0, [0.3, 2.0, 1.0, 0.0], [0.3, 2.0, 3.0, 1.0], version="full@1")
+    full.save(tmp_path / "full.json")
+    config = settings(nats_server.url, tmp_path / "full.json", "fusion-two", model_av_path=model_path, chat_wait_s=0.0)
+    async with connected(nats_server.url) as bus, FusionService(config).serving():
+        logs = {sid: await EventLog.follow(bus, sid) for sid in ("with-chat", "no-chat")}
+        await publish(bus, features_pb2.FeatureRecord(stream_id="with-chat", window=0, modality=MODALITY["chat"], start_s=0, end_s=10,
+                                                      values={"chat_rate_z": -2.0}))
+        for sid in ("with-chat", "no-chat"):
+            await publish(bus, record(sid, "vision", 0, high=True))
+            await publish(bus, record(sid, "audio", 0, high=True))
+        await publish(bus, record("with-chat", "vision", 1, high=False))
+        await publish(bus, record("with-chat", "audio", 1, high=False))  # window 1 waits for its chat
+        scores = {sid: await log.wait("score", 1) for sid, (log, _) in logs.items()}
+        for _, sub in logs.values():
+            await sub.unsubscribe()
+    assert [s.window for s in scores["with-chat"]] == [0] and [s.window for s in scores["no-chat"]] == [0]
+    with_chat, no_chat = scores["with-chat"][0], scores["no-chat"][0]
+    assert "chat.chat_rate_z" in {c.feature for c in with_chat.why}  # the full model weighed the calm chat
+    assert with_chat.score < no_chat.score and "chat.chat_rate_z" not in no_chat.features
