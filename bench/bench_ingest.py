@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import statistics
 import subprocess
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
+import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -184,6 +186,7 @@ def _median_ratio(base: list[Run], other: list[Run], key: str) -> float:
 
 
 def main() -> None:
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))  # status lines off
     if len(sys.argv) == 5 and sys.argv[1] == "--memory-child":
         _memory_child(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))
         return
