@@ -26,6 +26,7 @@ from streamsight.natsd import free_port
 from streamsight.rpc import channel
 from streamsight.synth import make_media
 from training.fusion import records as stored
+from training.fusion.train import train_fusion_main
 
 FEATURES = {"vision": ["motion_prob_max", "flow_mag_mean"], "audio": ["loudness_jump_lu"]}
 MODALITY = {"vision": common_pb2.MODALITY_VISION, "audio": common_pb2.MODALITY_AUDIO, "chat": common_pb2.MODALITY_CHAT}
@@ -207,6 +208,9 @@ async def test_training_reads_a_stored_run_back_from_the_features_stream(nats_se
             await publish(bus, rec)
         await bus.publish(subjects.features("chat", sid), b"\x00not a record", "junk-1")
     got = await stored.read_features_stream(nats_server.url, sid, idle_s=1.0)
+    dump = tmp_path / "cli.jsonl"
+    assert await asyncio.to_thread(train_fusion_main, ["--nats", nats_server.url, "--stream", sid, "--dump", str(dump)]) == 0
+    assert len(stored.read_jsonl(dump)) == len(sent)
     assert sorted((r.window, r.modality) for r in got) == sorted((r.window, r.modality) for r in sent)
     stored.write_jsonl(got, tmp_path / "run.jsonl")
     rows = stored.to_rows(stored.read_jsonl(tmp_path / "run.jsonl"))

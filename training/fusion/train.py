@@ -2,6 +2,7 @@
 
     python -m training.fusion.train --features run.jsonl --labels labels.csv --out model.json
     python -m training.fusion.train --nats nats://127.0.0.1:4222 --stream s1 --weak --out av.json
+    python -m training.fusion.train --nats nats://127.0.0.1:4222 --dump run.jsonl   (save a run, no training)
     ... --test-features held_out.jsonl --test-labels held_out.csv   (held-out evaluation)
 
 Features: JSONL dumps of FeatureRecords (`--features`, repeatable) or the FEATURES stream of a
@@ -24,7 +25,7 @@ from pathlib import Path
 from training.fusion import dataset as ds_mod
 from training.fusion import evaluate as ev
 from training.fusion.labels import LabelsError, read_labels
-from training.fusion.records import RecordsError, read_features_stream, read_jsonl, to_rows
+from training.fusion.records import RecordsError, read_features_stream, read_jsonl, to_rows, write_jsonl
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--features", action="append", default=[], type=Path, help="JSONL dump of FeatureRecords (repeatable)")
     src.add_argument("--nats", help="read the FEATURES stream of this NATS server instead")
     src.add_argument("--stream", default="*", help="with --nats: only this stream id")
+    src.add_argument("--dump", type=Path, help="write the records read to this JSONL file (alone: only that)")
     lab = p.add_argument_group("labels")
     lab.add_argument("--labels", type=Path, help="interval CSV (stream,start,end,label) or clip JSON")
     lab.add_argument("--weak", action="store_true", help="labels from the chat's reaction; trains on audio+vision")
@@ -51,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load_rows(paths: list[Path], nats_url: str | None, stream: str) -> dict:
+def _load_rows(paths: list[Path], nats_url: str | None, stream: str, dump: Path | None = None) -> dict:
     records = []
     for path in paths:
         records += read_jsonl(path)
@@ -59,16 +61,22 @@ def _load_rows(paths: list[Path], nats_url: str | None, stream: str) -> dict:
         records += asyncio.run(read_features_stream(nats_url, stream))
     if not records:
         raise ValueError("no feature records found")
+    if dump is not None:
+        write_jsonl(records, dump)
+        print(f"{len(records)} feature records written to {dump}")
     return to_rows(records)
 
 
 def run(args: argparse.Namespace) -> dict:
     """The whole job; returns the report (also printed)."""
-    if bool(args.labels) == bool(args.weak):
-        raise ValueError("give exactly one of --labels or --weak")
     if not args.features and not args.nats:
         raise ValueError("give --features FILE or --nats URL")
-    rows = _load_rows(args.features, args.nats, args.stream)
+    if args.dump and not args.labels and not args.weak:
+        rows = _load_rows(args.features, args.nats, args.stream, args.dump)
+        return {"dumped": str(args.dump), "windows": len(rows)}
+    if bool(args.labels) == bool(args.weak):
+        raise ValueError("give exactly one of --labels or --weak")
+    rows = _load_rows(args.features, args.nats, args.stream, args.dump)
     modalities = args.modalities.split(",") if args.modalities else (["vision", "audio"] if args.weak else None)
     intervals = read_labels(args.labels) if args.labels else []
     if args.weak:
