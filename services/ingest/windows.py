@@ -12,12 +12,18 @@ from .items import WindowRecord
 
 
 class WindowAccumulator:
-    """Collects per-window counts and returns the windows that are finished."""
+    """Collects per-window counts and returns the windows that are finished.
 
-    def __init__(self, length: float = 10.0) -> None:
+    A window closes ``settle`` seconds after its end, so that when the stream ends a sliver
+    past the last boundary (AAC padding makes a 60 s file 60.01 s long) the sliver is folded
+    into the window before it instead of becoming a window of its own.
+    """
+
+    def __init__(self, length: float = 10.0, settle: float = 0.5) -> None:
         if length <= 0:
             raise ValueError("window length must be positive")
         self.length = length
+        self.settle = settle
         self._open: dict[int, WindowRecord] = {}
         self._next_to_emit = 0
 
@@ -36,7 +42,7 @@ class WindowAccumulator:
     def advance(self, media_time: float) -> list[WindowRecord]:
         """Close every window that ends at or before ``media_time``."""
         done: list[WindowRecord] = []
-        while (self._next_to_emit + 1) * self.length <= media_time:
+        while (self._next_to_emit + 1) * self.length + self.settle <= media_time:
             done.append(self._pop(self._next_to_emit))
         return done
 
@@ -44,11 +50,24 @@ class WindowAccumulator:
         """Close all windows at the end of the stream; the last one is marked incomplete."""
         done = self.advance(media_time)
         last = max(self._open, default=self._next_to_emit - 1)
+        sliver = self._open.get(last)
+        if sliver is not None and last - 1 in self._open and media_time - sliver.start < self.settle:
+            self._fold(sliver, self._open[last - 1])
+            del self._open[last]
+            last -= 1
         while self._next_to_emit <= last:
             done.append(self._pop(self._next_to_emit))
         if done and done[-1].end > media_time:
             done[-1].complete = False
         return done
+
+    @staticmethod
+    def _fold(sliver: WindowRecord, into: WindowRecord) -> None:
+        for name in ("frames_decoded", "video_packets", "corrupt_frames", "frozen_frames", "decode_errors", "gaps", "missing_frames"):
+            setattr(into, name, getattr(into, name) + getattr(sliver, name))
+        into.gap_seconds += sliver.gap_seconds
+        into.audio_seconds += sliver.audio_seconds
+        into.end = sliver.start
 
     def _pop(self, i: int) -> WindowRecord:
         rec = self._open.pop(i, None) or WindowRecord(index=i, start=i * self.length, end=(i + 1) * self.length)
