@@ -45,26 +45,27 @@ class JobOptions:
 class Progress:
     """One status line: media time, speed, windows scored; a carriage-return line on a terminal."""
 
-    def __init__(self, out=None):
+    def __init__(self, out=None, scored: bool = True):
         self.out = out or sys.stdout
+        self.scored = scored  # progress counts scored windows (fusion runs) rather than ingested media
         self.tty = self.out.isatty()
         self.started = time.monotonic()
         self._last = 0.0
 
     def line(self, r: StreamResults) -> str:
+        """Analysed media time (windows scored by fusion, else media ingested) and speed."""
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        done = r.media_time_s
+        analysed = max((s.end_s for s in r.scores.values()), default=0.0) if self.scored else r.media_time_s
         total = r.duration_s
-        bar = ""
         if total:
-            filled = int(20 * min(done / total, 1.0))
-            bar = "[" + "#" * filled + "-" * (20 - filled) + f"] {done:6.1f}/{total:.1f} s"
+            filled = int(20 * min(analysed / total, 1.0))
+            bar = "[" + "#" * filled + "-" * (20 - filled) + f"] {analysed:6.1f}/{total:.1f} s"
         else:
-            bar = f"{done:6.1f} s"
+            bar = f"{analysed:6.1f} s"
         state = common_pb2.StreamState.Name(r.state).removeprefix("STREAM_STATE_").lower()
         return (
-            f"{bar}  {done / elapsed:5.1f}x real time  windows scored {len(r.scores)}"
-            f"  highlights {len(r.highlights)}  glitches {len(r.glitches)}  {state}"
+            f"{bar}  {analysed / elapsed:5.1f}x real time  ingested {r.media_time_s:.1f} s  windows scored {len(r.scores)}"
+            f"  highlights {len(r.highlights)}  glitches {len(r.glitches)}  ({state})"
         )
 
     def show(self, r: StreamResults, force: bool = False) -> None:
@@ -184,6 +185,7 @@ async def run_job(gateway: str, options: JobOptions, services: list[str], progre
         stub = gateway_pb2_grpc.StreamSightStub(ch)
         stream = await stub.StartStream(request, timeout=30)
         results = StreamResults(stream.id, source)
+        progress.scored = "fusion" in services or not services
         progress.say(f"analysing {source} as stream {stream.id} ({', '.join(services) or 'remote stack'})")
         await _follow(stub, results, progress, expect_scores="fusion" in services or not services, wait_s=options.wait_s)
         progress.show(results, force=True)
