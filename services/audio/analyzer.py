@@ -227,7 +227,7 @@ class AudioAnalyzer:
     def _loudness(self, audio: np.ndarray) -> dict[str, float]:
         weighted = self._kweight.process(audio)
         n_sub = weighted.size // self._sub_len
-        sub = np.square(weighted[: n_sub * self._sub_len]).reshape(n_sub, -1).mean(axis=1)
+        sub = np.square(weighted[: n_sub * self._sub_len]).reshape(n_sub, self._sub_len).mean(axis=1) if n_sub else np.zeros(0)
         history = np.array(self._sub_history, dtype=np.float64)
         joined = np.concatenate([history, sub])
         csum = np.concatenate([[0.0], np.cumsum(joined)])

@@ -206,6 +206,7 @@ class ClipBuffer:
         fmt = "matroska" if dest.suffix.lower() == ".mkv" else "mp4"
         with av.open(str(dest), mode="w", format=fmt) as out:
             out_streams: dict[str, av.stream.Stream] = {}
+            chosen: list[tuple[str, av.Packet]] = []
             for seg in segs:
                 with av.open(str(seg.path)) as src:
                     streams = [s for s in src.streams if s.type in ("video", "audio")]
@@ -238,6 +239,25 @@ class ClipBuffer:
                             packet.dts -= shift
                         dur = float(packet.duration * tb) if packet.duration else 0.0
                         end = max(end, pts_t + dur)
-                        packet.stream = out_streams[kind]
-                        out.mux(packet)
+                        chosen.append((kind, packet))
+            _rebuild_dts([p for kind, p in chosen if kind == "video"])
+            for kind, packet in chosen:
+                packet.stream = out_streams[kind]
+                out.mux(packet)
         return end
+
+
+def _rebuild_dts(packets: list[av.Packet]) -> None:
+    """Give video packets (in decode order) the DTS an MP4 needs.
+
+    Matroska keeps no DTS: with B-frames the demuxer leaves it unset or equal to the PTS, which
+    the MP4 muxer refuses. The decode timestamps are the presentation timestamps in sorted
+    order, moved back by the reorder delay (the smallest shift that keeps every DTS at or below
+    its packet's PTS), so they increase strictly and never pass a PTS.
+    """
+    if not packets:
+        return
+    order = sorted(p.pts for p in packets)
+    delay = max(0, max(sorted_pts - p.pts for sorted_pts, p in zip(order, packets)))
+    for sorted_pts, packet in zip(order, packets):
+        packet.dts = sorted_pts - delay
