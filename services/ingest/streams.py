@@ -82,6 +82,7 @@ class IngestedStream:
         self.task: asyncio.Task | None = None
         self._samples: dict[str, int] = {}
         self._audio_chunks = 0
+        self._room = 0  # media messages that may go out before the backlog is checked again
         self._held_window: WindowRecord | None = None
         self._status_count = 0
         self._log = log.bind(stream_id=stream_id)
@@ -121,8 +122,10 @@ class IngestedStream:
         elif isinstance(item, AudioChunk):
             n = self._audio_chunks
             self._audio_chunks += 1
+            await self._paced()
             await self.bus.publish(subjects.media("audio", sid), messages.audio_chunk(sid, item, n), f"{sid}:audio:{n}", kind="audio")
         elif isinstance(item, FrameSignals):
+            await self._paced()
             await self.bus.publish(subjects.media("signals", sid), messages.frame_signals(sid, item), kind="signals")
         elif isinstance(item, WindowRecord):
             await self._flush_window(last=False)
@@ -147,13 +150,20 @@ class IngestedStream:
         await self.bus.publish(subjects.media("windows", self.stream_id), msg, f"{self.stream_id}:window:{record.index}", kind="window")
 
     async def _paced(self) -> None:
-        """VOD: wait while the analysers have more than max_backlog of this stream's messages."""
+        """VOD: wait while the analysers have max_backlog of this stream's messages waiting.
+
+        Asking costs a round trip, so it is done only when needed: the backlog grows only by
+        what this stream publishes, so after a check that found ``n`` waiting, ``max_backlog - n``
+        messages can go out before the next check.
+        """
         if self.pipeline.config.pacing is not Pacing.VOD or self.pipeline.live:
             return
-        if sum(self._samples.values()) % 8:
-            return  # checking every message would cost a round trip each
-        while await self.bus.backlog(subjects.MEDIA_STREAM, subjects.media("*", self.stream_id)) > self.settings.max_backlog:
+        self._room -= 1
+        if self._room >= 0:
+            return
+        while (waiting := await self.bus.backlog(subjects.MEDIA_STREAM, subjects.media("*", self.stream_id))) >= self.settings.max_backlog:
             await asyncio.sleep(0.05)
+        self._room = self.settings.max_backlog - waiting - 1  # this message is one of them
 
     async def _report(self, state: int, reason: str, detail: str) -> None:
         await self._report_status(
