@@ -6,6 +6,7 @@
   streamsight streams                 list registered streams (gateway)
   streamsight events [--stream ID]    follow events as JSON lines (gateway WatchEvents)
   streamsight health TARGET           check a gRPC server's health (exit 0 when SERVING)
+  streamsight train-fusion ...        train and evaluate the fusion meta-model (needs the [train] extra)
   streamsight chat score              score chat lines from stdin as JSON lines
   streamsight chat backtest FILE      forecast error of the LSTM vs. baselines on a chat log
 """
@@ -95,6 +96,23 @@ def _chat(args) -> int:
     return main(args.rest)
 
 
+# Tools with options of their own: everything after their name is theirs (--help included).
+PASS_THROUGH = {
+    ("train-fusion",): lambda rest: _train_fusion(argparse.Namespace(rest=rest)),
+    ("chat", "score"): lambda rest: _chat(argparse.Namespace(tool="score", rest=rest)),
+    ("chat", "backtest"): lambda rest: _chat(argparse.Namespace(tool="backtest", rest=rest)),
+}
+
+
+def _train_fusion(args) -> int:
+    try:
+        from training.fusion.train import train_fusion_main
+    except ImportError as exc:
+        print(f"streamsight train-fusion needs the training tools (pip install -e '.[train]' from a checkout): {exc}", file=sys.stderr)
+        return 2
+    return train_fusion_main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamsight", description="Real-time analytics for live video streams.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -138,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--after", type=int, help="replay events after this sequence number (0: all)")
         cmd.set_defaults(run=lambda a, f=func: asyncio.run(f(a)))
 
+    train = sub.add_parser("train-fusion", help="train and evaluate the fusion meta-model (see --help of the tool)", add_help=False)
+    train.add_argument("rest", nargs=argparse.REMAINDER)
+    train.set_defaults(run=_train_fusion)
+
     chat = sub.add_parser("chat", help="chat tools: score (stdin -> JSON lines), backtest FILE")
     chat.add_argument("tool", choices=["score", "backtest"])
     chat.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the tool (see streamsight chat TOOL --help)")
@@ -146,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    for prefix, tool in PASS_THROUGH.items():
+        if tuple(argv[: len(prefix)]) == prefix:
+            return int(tool(argv[len(prefix) :]) or 0)
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)

@@ -42,3 +42,15 @@ def test_missing_yaml_file_is_reported(monkeypatch, tmp_path):
     monkeypatch.setenv("STREAMSIGHT_CONFIG", str(tmp_path / "nope.yaml"))
     with pytest.raises(ConfigError, match="not a readable file"):
         load_settings(GatewaySettings)
+
+
+def test_cli_passes_tool_options_through(capsys):
+    """Options after a tool's name are the tool's own, --help included."""
+    import pytest as _pytest
+
+    from streamsight.cli import main
+
+    with _pytest.raises(SystemExit) as done:
+        main(["train-fusion", "--help"])
+    assert done.value.code == 0
+    assert "streamsight train-fusion" in capsys.readouterr().out
