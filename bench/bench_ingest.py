@@ -18,9 +18,12 @@ The machine is shared, so the three runs alternate (A B C, C B A, ...) and each 
 median over repeats of the ratio within one repeat (runs back to back see similar load).
 Wall-clock ratios are the figure of merit (goal >= 0.85); CPU ratios (process CPU seconds of
 decode-only / of ingest, every thread counted) say how much extra work ingest does regardless of
-load. The service path's CPU counts this process only (not nats-server, not the consumer).
+load. The service path's CPU ratio counts this process only; "nats+cons" is the CPU that
+nats-server and the consumer used meanwhile, in decode-only CPU units (on a 2-core machine
+they compete with ingest, so the service path's wall ratio includes their work too).
 Memory per stream is the rise of the peak RSS (VmHWM) over the RSS before, in a fresh
-interpreter, for one stream and for three streams at once (divided by three).
+interpreter: decode-only of one stream (the reference), one ingest stream, and three ingest
+streams at once (divided by three).
 """
 
 from __future__ import annotations
@@ -101,6 +104,7 @@ class ServicePath:
         asyncio.run(self._provision())
         self.consumer = subprocess.Popen([sys.executable, __file__, "--consumer", self.server.url])
         self.runs = 0
+        self.others: list[float] = []  # CPU seconds of nats-server + consumer per run
 
     async def _provision(self) -> None:
         from streamsight.bus import Bus
@@ -108,6 +112,14 @@ class ServicePath:
         bus = await Bus.connect(self.server.url, "bench")
         await bus.ensure_streams()
         await bus.close()
+
+    def others_cpu(self) -> float:
+        """CPU seconds used so far by nats-server and the consumer process."""
+        ticks = 0
+        for pid in (self.server.process.pid, self.consumer.pid):  # type: ignore[union-attr]
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def close(self) -> None:
         self.consumer.terminate()
@@ -129,11 +141,12 @@ class ServicePath:
         clip_dir.mkdir(parents=True, exist_ok=True)
         bus = await Bus.connect(self.server.url, "ingest")
         stream = IngestedStream(stream_id, str(path), pipeline_config(settings, clip_dir, False, {}), bus, settings, clip_dir)
-        w, c = time.perf_counter(), time.process_time()
+        w, c, o = time.perf_counter(), time.process_time(), self.others_cpu()
         await stream.run()
         while await bus.backlog(subjects.MEDIA_STREAM, subjects.media("*", stream_id)) > 0:
             await asyncio.sleep(0.005)
         run = Run(time.perf_counter() - w, time.process_time() - c, stream.pipeline.stats.frames_decoded)
+        self.others.append(self.others_cpu() - o)
         await bus.close()
         if stream.pipeline.clip_buffer is not None:
             stream.pipeline.clip_buffer.remove()
@@ -177,7 +190,11 @@ def _memory_child(path: Path, clip_dir: Path, streams: int) -> None:
     async def many() -> None:
         await asyncio.gather(*(_pipeline(path, clip_dir / str(i)) for i in range(streams)))
 
-    asyncio.run(many())
+    if streams == 0:  # the reference: decode-only of one stream
+        decode_only(path)
+        streams = 1
+    else:
+        asyncio.run(many())
     print((_status_kb("VmHWM") - before) / 1024 / streams)
 
 
@@ -224,6 +241,9 @@ def main() -> None:
                     row[f"{kind}_fps"] = statistics.median(r.frames / r.wall for r in runs[kind])
                     row[f"{kind}_ratio"] = _median_ratio(runs["decode"], runs[kind], "wall")
                     row[f"{kind}_cpu_ratio"] = _median_ratio(runs["decode"], runs[kind], "cpu")
+            if service is not None:
+                row["others_cpu"] = statistics.median(service.others[-args.repeats:]) / row["decode_cpu"]
+            row["mem0"] = memory_per_stream_mb(path, work / "mem", 0)
             row["mem1"] = memory_per_stream_mb(path, work / "mem", 1)
             row["mem3"] = memory_per_stream_mb(path, work / "mem", 3)
             rows.append(row)
@@ -236,12 +256,13 @@ def main() -> None:
         return format(value, fmt) if value is not None else "n/a".rjust(int(fmt.split(".")[0]))
 
     print(f"\n{'file':8} {'frames':>6} {'decode fps':>10} {'pipe fps':>9} {'ratio':>6} {'cpu ratio':>9} "
-          f"{'svc fps':>8} {'svc ratio':>9} {'svc cpu':>8} {'MB/stream':>9} {'MB/3 streams':>12}")
+          f"{'svc fps':>8} {'svc ratio':>9} {'svc cpu':>8} {'nats+cons':>9} {'MB decode':>9} {'MB/stream':>9} {'MB/3 streams':>12}")
     for row in rows:
         print(f"{row['name']:8} {row['frames']:6d} {row['decode_fps']:10.1f} {cell(row, 'pipeline_fps', '9.1f')} "
               f"{cell(row, 'pipeline_ratio', '6.3f')} {cell(row, 'pipeline_cpu_ratio', '9.3f')} "
               f"{cell(row, 'service_fps', '8.1f')} {cell(row, 'service_ratio', '9.3f')} "
-              f"{cell(row, 'service_cpu_ratio', '8.3f')} {cell(row, 'mem1', '9.1f')} {cell(row, 'mem3', '12.1f')}")
+              f"{cell(row, 'service_cpu_ratio', '8.3f')} {cell(row, 'others_cpu', '9.2f')} {cell(row, 'mem0', '9.1f')} "
+              f"{cell(row, 'mem1', '9.1f')} {cell(row, 'mem3', '12.1f')}")
     print(f"\n(ratios: medians over {args.repeats} alternating repeats; goal: ratio >= 0.85; "
           f"{av.__version__=}, cores available: {len(os.sched_getaffinity(0))}, load average {os.getloadavg()[0]:.1f})")
 
