@@ -69,7 +69,7 @@ class IngestConfig:
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
     queue_size: int = 8
     max_batch_items: int = 64
-    max_batch_frames: int = 4
+    max_batch_frames: int = 2
 
 
 @dataclass(frozen=True)
