@@ -57,7 +57,7 @@ class ReconnectPolicy:
 
 @dataclass(frozen=True)
 class IngestConfig:
-    """Everything one stream's ingest needs; ``queue_size`` counts batches (about 1 s of media each).
+    """Everything one stream's ingest needs; ``queue_size`` counts batches (at most 1 s of media each).
 
     A batch is handed over early once it holds ``max_batch_items`` items or
     ``max_batch_frames`` sampled frames still to convert (each holds a decoded picture).
