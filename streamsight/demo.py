@@ -89,6 +89,8 @@ def make_sample(folder: Path, duration: float = 60.0, seed: int = 3) -> Sample:
     segments = [(b0, b1, "action") for b0, b1 in bursts] + [(25 * scale, 31 * scale, "pan")]
     sounds = [SoundEvent(gun, bursts[0][0] + 0.5), SoundEvent(boom, bursts[1][0] + 0.3), SoundEvent(cheer, bursts[1][0] + 2.5)]
     video = folder / "sample.mp4"
-    make_media(video, duration=duration, width=640, height=360, fps=30, segments=segments, sounds=sounds, noise=0.01, seed=seed)
+    make_media(
+        video, duration=duration, width=640, height=360, fps=30, segments=segments, sounds=sounds, noise=0.01, seed=seed, facecam=True
+    )
     chat = make_chat(folder / "chat.jsonl", duration, [b0 for b0, _ in bursts])
     return Sample(video, chat, bursts)

@@ -181,11 +181,14 @@ def make_media(
     preset: str = "veryfast",
     bframes: int = 2,
     seed: int = 0,
+    facecam: bool = False,
 ) -> SynthInfo:
     """Write a synthetic clip to ``path``; the container comes from the suffix.
 
     ``audio`` picks the audio codec (``None`` = the container's default, ``"none"`` =
-    no audio). Keyframes are placed exactly every ``keyframe_interval`` seconds.
+    no audio). Keyframes are placed exactly every ``keyframe_interval`` seconds. ``facecam``
+    adds a streamer's webcam box in the bottom-right corner whose picture changes all the time,
+    as in a real broadcast (so "still" game segments are not a frozen picture).
     """
     path = Path(path)
     ext = path.suffix.lower().lstrip(".")
@@ -258,6 +261,8 @@ def make_media(
                             pos[k, d] = min(max(pos[k, d], lo), hi)
                     px, py = int(pos[k, 0]), int(pos[k, 1])
                     yuv[py : py + size, px : px + size] = 235 if k % 2 else 20
+            if facecam:
+                _draw_facecam(yuv[:height], i, fps)
             frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
             frame.pts = i
             frame.time_base = Fraction(1, fps)
@@ -277,6 +282,21 @@ def make_media(
         keyframe_interval=gop / fps, sample_rate=None if akind == "none" else sample_rate,
         segments=segs, sounds=planted, tone_hz=tone_hz if akind != "none" else 0.0, pan_speed=pan_speed,
     )
+
+
+def _draw_facecam(luma: np.ndarray, i: int, fps: int) -> None:
+    """A webcam box: a face-sized blob swaying over a dim room, with a webcam's sensor noise."""
+    h, w = luma.shape
+    bh, bw = h // 4 & ~1, w // 5 & ~1
+    y0, x0 = h - bh - 8, w - bw - 8
+    t = i / fps
+    yy, xx = np.mgrid[0:bh, 0:bw]
+    cx = bw / 2 + bw * 0.15 * np.sin(2 * np.pi * 0.4 * t)
+    cy = bh / 2 + bh * 0.08 * np.sin(2 * np.pi * 0.9 * t)
+    blob = np.exp(-(((xx - cx) / (bw * 0.18)) ** 2 + ((yy - cy) / (bh * 0.25)) ** 2))
+    background = 60 + 20 * np.sin(2 * np.pi * 0.25 * t + xx / 9.0)
+    grain = np.random.default_rng(i).normal(0, 20, (bh, bw))
+    luma[y0 : y0 + bh, x0 : x0 + bw] = np.clip(background + 160 * blob + grain, 0, 255).astype(np.uint8)
 
 
 class _AudioFeeder:
