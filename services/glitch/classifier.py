@@ -10,7 +10,7 @@ streams can be classified in one call; their tiles are batched together.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ class FrameScore:
     corrupt: float  # highest P(corrupted) over the tiles, 0..1
     kind: str  # most likely corrupted kind (meaningful when `corrupt` is high)
     tile_scores: np.ndarray  # P(corrupted) per tile, in tiles.grid order
+    kinds: dict[str, float] = field(default_factory=dict)  # highest probability of each corrupted kind over the tiles
 
 
 class GlitchClassifier:
@@ -63,7 +64,7 @@ class GlitchClassifier:
             start += len(t)
             bad = 1.0 - p[:, 0]
             kind = KINDS[1 + int(np.argmax(p[:, 1:].sum(axis=0)))]
-            out.append(FrameScore(float(bad.max()), kind, bad))
+            out.append(FrameScore(float(bad.max()), kind, bad, {k: float(p[:, i].max()) for i, k in enumerate(KINDS) if i}))
         return out
 
     def tile_probabilities(self, tiles: np.ndarray) -> np.ndarray:

@@ -8,9 +8,13 @@ Inputs, in any interleaving (as they arrive on NATS):
 Samples are judged in media-time order once the decoder evidence for their time is known
 (signals arrive in ~1 s batches, so judging waits for them, or for a window record). A
 sample is bad when
-- the classifier's score is at least `open_score`, or at least `suspect_score` while the
-  decoder evidence makes the picture suspect (a corrupt frame or decode error since the
-  previous sample, or a gap whose frames may reference what was lost, until the next keyframe);
+- the classifier's probability of stripes, green or grey on some tile is at least `open_score`,
+  or its probability of any corrupted kind (macroblocking included) is at least `suspect_score`
+  while the decoder evidence makes the picture suspect: a corrupt frame, a decode error or a gap
+  (a dropped packet raises no error) since which no keyframe has come, as every frame until the
+  next keyframe may reference what was damaged or lost. The classifier's macroblocking score
+  alone never opens an incident: on generated validation tiles it does not separate smeared
+  blocks from heavy but normal compression well enough (see models/MODEL.md);
 - the decoder flagged a frame corrupt or raised an error since the previous sample;
 - the picture has been frozen for `freeze_min_s` or longer.
 
@@ -52,7 +56,7 @@ class Signal:
 class DetectorConfig:
     """Thresholds; the defaults are the ones measured in services/glitch/models/MODEL.md."""
 
-    open_score: float = 0.9
+    open_score: float = 0.95
     suspect_score: float = 0.5
     close_after_s: float = 1.5
     freeze_min_s: float = 3.0
@@ -134,9 +138,11 @@ class StreamDetector:
     def add_signals(self, signals: list[Signal], decode_errors: int = 0) -> None:
         if decode_errors and signals:
             self._errors.append(signals[0].pts_s)
+            self._suspect.append([signals[0].pts_s, math.inf])
         for s in signals:
             if s.is_corrupt:
                 self._errors.append(s.pts_s)
+                self._suspect.append([s.pts_s, math.inf])
             if s.frames_missing > 0 and not s.keyframe:
                 self._suspect.append([self._last_pts if self._last_pts is not None else s.pts_s, math.inf])
             if s.keyframe:
@@ -184,7 +190,14 @@ class StreamDetector:
         decoder_bad = [e for e in self._errors if prev < e <= t]
         suspect = bool(decoder_bad) or any(a <= t < b for a, b in self._suspect)
         frozen = any(a <= t <= b for a, b in self._freeze)
-        score = sample.score.corrupt
+        kinds = sample.score.kinds or {sample.score.kind: sample.score.corrupt}
+        strong = {k: v for k, v in kinds.items() if k != "macroblocking"}
+        strong_kind = max(strong, key=strong.__getitem__) if strong else ""
+        if strong and strong[strong_kind] >= cfg.open_score:
+            cnn_kind, score = strong_kind, strong[strong_kind]
+        else:
+            cnn_kind = max(kinds, key=kinds.__getitem__)
+            score = kinds[cnn_kind] if suspect else 0.0
         cnn_bad = score >= cfg.open_score or (suspect and score >= cfg.suspect_score)
         events: list[GlitchEvent] = []
         inc = self._incident
@@ -197,7 +210,7 @@ class StreamDetector:
 
         votes: dict[str, float] = {}
         if cnn_bad:
-            votes[sample.score.kind] = score
+            votes[cnn_kind] = score
         if decoder_bad:
             votes["decode_error"] = cfg.decode_error_weight
         if frozen:

@@ -100,10 +100,20 @@ def fill(frame: np.ndarray, rng: np.random.Generator, kind: str, whole: bool) ->
     return yuv_to_rgb(y, u, v), mask, f"{kind}:{'frame' if whole else f'rows{r0}-{r1}'}"
 
 
+VISIBLE = 24.0  # mean absolute RGB difference (0-255) from which a changed pixel counts as damaged
+
+
 def corrupt(frame: np.ndarray, next_frame: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
-    """Apply one synthetic kind: 'stripes', 'green' or 'grey' (whole frame 35 % of the time)."""
+    """Apply one synthetic kind: 'stripes', 'green' or 'grey' (whole frame 35 % of the time).
+
+    The mask keeps only pixels that visibly changed: a shear of a flat area or a grey band
+    over grey content leaves those pixels as they were, and a tile of them looks clean.
+    """
     if kind == "stripes":
-        return wrong_stride(frame, next_frame, rng)
-    if kind in ("green", "grey"):
-        return fill(frame, rng, kind, whole=bool(rng.random() < 0.35))
-    raise ValueError(f"unknown synthetic corruption {kind!r}; use stripes, green or grey")
+        bad, mask, what = wrong_stride(frame, next_frame, rng)
+    elif kind in ("green", "grey"):
+        bad, mask, what = fill(frame, rng, kind, whole=bool(rng.random() < 0.35))
+    else:
+        raise ValueError(f"unknown synthetic corruption {kind!r}; use stripes, green or grey")
+    visible = np.abs(bad.astype(np.int16) - frame.astype(np.int16)).mean(axis=2) > VISIBLE
+    return bad, mask * visible, what

@@ -10,9 +10,10 @@ Split (by scene seed, so no scene is in two sets):
 Per scene: clean tiles from a few frames of the clean decode; stripes/green/grey tiles from
 frames corrupted with training.glitch.corrupt (a tile takes the kind when at least 10 % of it
 is damaged, is clean when none of it is, and is skipped in between); macroblocking tiles from
-decodes of damaged packets (training.glitch.damage): a tile is macroblocking when its PSNR
-against the clean decode is under 30 dB, clean when over 38 dB (hard negatives from damaged
-frames), skipped in between. Labels: 0 clean, 1 stripes, 2 macroblocking, 3 green, 4 grey.
+decodes of damaged packets (training.glitch.damage), from frames under 30 dB: a tile is
+macroblocking when its PSNR against the clean decode is under 25 dB, clean when over 38 dB
+(hard negatives from damaged frames), skipped in between. Synthetic masks keep only pixels
+that visibly changed (corrupt.VISIBLE). Labels: 0 clean, 1 stripes, 2 macroblocking, 3 green, 4 grey.
 
 `python -m training.glitch.dataset` writes var/glitch/{train,val}.npz (uint8 tiles, int64 labels,
 int64 scene seed per tile; no pickle).
@@ -36,6 +37,9 @@ TRAIN_SEEDS = range(1000, 1064)
 VAL_SEEDS = range(5000, 5020)
 OUT = Path(__file__).resolve().parents[2] / "var" / "glitch"
 KIND_SHARE = 0.10  # share of a tile that must be damaged for it to take the kind
+# A damaged tile is labelled macroblocking under 25 dB against the clean decode: between 25 and
+# 30 dB most tiles showed displaced but intact content (a lost frame's motion), not visible damage.
+MACROBLOCK_TILE_DB = 25.0
 
 
 def _tiles_with_mask(img: np.ndarray, mask: np.ndarray, kind: int, rng: np.random.Generator, limit: int) -> list[tuple[np.ndarray, int]]:
@@ -78,7 +82,7 @@ def scene_tiles(seed: int, workdir: Path) -> list[tuple[np.ndarray, int]]:
             tile_db = _tile_psnr(f.error, f.image.shape)
             mask = np.zeros(f.image.shape[:2], np.float32)
             for (y, x), db in tile_db.items():
-                if db < damage.CORRUPT_PSNR_DB:
+                if db < MACROBLOCK_TILE_DB:
                     mask[y : y + TILE, x : x + TILE] = 1.0
                 elif db < 38.0:
                     mask[y : y + TILE, x : x + TILE] = 0.05  # ambiguous: skipped

@@ -155,7 +155,11 @@ def plant_synthetic(frames: np.ndarray, fps: int, rng: np.random.Generator, ever
 
 
 def plant_damage(src: Path, dst: Path, clean: np.ndarray, fps: int, rng: np.random.Generator, mode: str) -> list[Truth]:
-    """Garble or drop P-frame packets at a few places; truth = spans of frames labelled corrupted."""
+    """Garble or drop P-frame packets at a few places.
+
+    Truth: from the damaged packet's frame to the last frame labelled corrupted (PSNR < 30 dB)
+    after it; damage that left no frame under 30 dB is no incident (and not counted).
+    """
     packets = sum(1 for _ in scenes_packets(src))
     gop = 2 * fps
     targets: dict[int, str] = {}
@@ -177,6 +181,10 @@ def plant_damage(src: Path, dst: Path, clean: np.ndarray, fps: int, rng: np.rand
             truths[-1].end_s = t
         else:
             truths.append(Truth("macroblocking", t, t))
+    for tr in truths:  # the incident starts with the damaged packet's frame, even if that frame still looked fine
+        causes = [i / fps for i in targets if i / fps <= tr.start_s + 1e-6 and tr.start_s - i / fps < gop / fps]
+        if causes:
+            tr.start_s = max(causes)
     return truths
 
 
