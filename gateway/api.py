@@ -158,7 +158,7 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
 
     async def _events(self, stream_id: str, kind: str) -> list[events_pb2.Event]:
         await self.require_stream(stream_id)
-        return await eventlog.read_all(self.bus.js, subjects.event(kind, stream_id))
+        return await eventlog.read_all(self.bus, subjects.event(kind, stream_id))
 
     async def ListHighlights(self, request, context):
         latest = {e.highlight.highlight_id: e.highlight for e in await self._events(request.stream_id, "highlight")}
@@ -171,7 +171,7 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
     async def GetSentiment(self, request, context):
         points = {e.sentiment.start_s: e.sentiment for e in await self._events(request.stream_id, "sentiment")}
         response = gateway_pb2.GetSentimentResponse(series=sorted(points.values(), key=lambda p: p.start_s))
-        forecasts = await eventlog.read_all(self.bus.js, subjects.event("forecast", request.stream_id))
+        forecasts = await eventlog.read_all(self.bus, subjects.event("forecast", request.stream_id))
         if forecasts:
             response.forecast.CopyFrom(forecasts[-1].forecast)
         return response

@@ -13,7 +13,6 @@ from datetime import datetime
 import structlog
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
 
 from streamsight import events, subjects
 from streamsight.gen.events.v1 import events_pb2
@@ -58,23 +57,7 @@ async def watch(
         await sub.unsubscribe()
 
 
-async def read_all(js: JetStreamContext, subject: str) -> list[events_pb2.Event]:
-    """Every event stored so far on `subject`, in log order."""
-    try:
-        last = await js.get_last_msg(subjects.EVENTS_STREAM, subject)
-    except NotFoundError:
-        return []
-    out: list[events_pb2.Event] = []
-    sub = await js.subscribe(
-        subject, stream=subjects.EVENTS_STREAM, ordered_consumer=True, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-    )
-    try:
-        async for msg in sub.messages:
-            event = _decode(msg)
-            if event is not None:
-                out.append(event)
-            if msg.metadata.sequence.stream >= last.seq:
-                break
-    finally:
-        await sub.unsubscribe()
-    return out
+async def read_all(bus, subject: str) -> list[events_pb2.Event]:
+    """Every event stored so far on `subject`, in log order (malformed ones skipped)."""
+    decoded = (_decode(msg) for msg in await bus.read_all(subjects.EVENTS_STREAM, subject))
+    return [event for event in decoded if event is not None]

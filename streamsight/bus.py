@@ -347,6 +347,23 @@ class Bus:
             return 0
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
+    async def read_all(self, stream: str, subject: str) -> list[Msg]:
+        """Every message `stream` holds on `subject` (wildcards allowed) right now, in order."""
+        try:
+            last = await self.js.get_last_msg(stream, subject)
+        except NotFoundError:
+            return []
+        sub = await self.js.subscribe(subject, stream=stream, ordered_consumer=True, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
+        out: list[Msg] = []
+        try:
+            async for msg in sub.messages:
+                out.append(msg)
+                if msg.metadata.sequence.stream >= last.seq:
+                    break
+        finally:
+            await sub.unsubscribe()
+        return out
+
     async def backlog(self, stream: str, subject_filter: str) -> int:
         """Messages `stream` holds on subjects matching `subject_filter`."""
         info = await self.js.stream_info(stream, subjects_filter=subject_filter)

@@ -27,3 +27,14 @@ def nats_server(tmp_path_factory):
     server = NatsServer(folder, log_file=folder / "nats.log").start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+async def bus(nats_server):
+    """A Bus on the module's NATS server with the platform's streams provisioned."""
+    from streamsight.bus import Bus
+
+    bus = await Bus.connect(nats_server.url, "test")
+    await bus.ensure_streams()
+    yield bus
+    await bus.close()

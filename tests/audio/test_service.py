@@ -75,13 +75,6 @@ def tiny_panns(tmp_path_factory) -> Path:
     return folder / "cnn14_tiny.onnx"
 
 
-@pytest.fixture
-async def bus(nats_server):
-    bus = await Bus.connect(nats_server.url, "audio-test")
-    await bus.ensure_streams()
-    yield bus
-    await bus.close()
-
 
 def audio_settings(nats_url: str, **overrides) -> AudioSettings:
     return AudioSettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=free_port(), **overrides)

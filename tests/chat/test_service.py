@@ -68,38 +68,13 @@ async def chat(nats_server):
         yield pair
 
 
-@pytest.fixture
-async def bus(nats_server):
-    bus = await Bus.connect(nats_server.url, "test")
-    await bus.ensure_streams()
-    yield bus
-    await bus.close()
-
-
-async def read_subject(bus: Bus, stream: str, subject: str) -> list:
-    """Every message stored so far on `subject`, in order."""
-    try:
-        last = await bus.js.get_last_msg(stream, subject)
-    except NotFoundError:
-        return []
-    sub = await bus.js.subscribe(subject, stream=stream, ordered_consumer=True, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
-    out = []
-    try:
-        async for msg in sub.messages:
-            out.append(msg)
-            if msg.metadata.sequence.stream >= last.seq:
-                break
-    finally:
-        await sub.unsubscribe()
-    return out
-
 
 async def features(bus: Bus, sid: str) -> list[features_pb2.FeatureRecord]:
-    return [features_pb2.FeatureRecord.FromString(m.data) for m in await read_subject(bus, subjects.FEATURES_STREAM, subjects.features("chat", sid))]
+    return [features_pb2.FeatureRecord.FromString(m.data) for m in await bus.read_all(subjects.FEATURES_STREAM, subjects.features("chat", sid))]
 
 
 async def event_msgs(bus: Bus, kind: str, sid: str) -> list:
-    return await read_subject(bus, subjects.EVENTS_STREAM, subjects.event(kind, sid))
+    return await bus.read_all(subjects.EVENTS_STREAM, subjects.event(kind, sid))
 
 
 async def publish_windows(bus: Bus, sid: str, end_s: float, first: int = 0, last_index: int | None = None) -> None:
@@ -279,7 +254,7 @@ async def test_a_bad_window_record_is_dead_lettered_and_the_chat_goes_on(chat, b
     await publish_windows(bus, sid, 20.0)
     assert (await wait_state(stub, sid, {S.STREAM_STATE_ENDED})).messages == 2
     assert [r.values["chat_messages"] for r in await features(bus, sid)] == [1, 1]
-    dead = await read_subject(bus, subjects.DEADLETTER_STREAM, subjects.deadletter("chat"))
+    dead = await bus.read_all(subjects.DEADLETTER_STREAM, subjects.deadletter("chat"))
     mine = [m for m in dead if m.headers["streamsight-dlq-subject"] == subjects.media("windows", sid)]
     assert len(mine) == 2 and "not a streamsight.media.v1.WindowRecord" in mine[0].headers["streamsight-dlq-reason"]
 

@@ -84,13 +84,6 @@ async def wait_terminal(stub, stream_id: str, timeout: float = 120) -> gw.Stream
     pytest.fail(f"stream {stream_id} did not finish; last state {common_pb2.StreamState.Name(stream.state)}")
 
 
-@pytest.fixture
-async def bus(nats_server):
-    bus = await Bus.connect(nats_server.url, "ingest-test")
-    await bus.ensure_streams()
-    yield bus
-    await bus.close()
-
 
 @pytest.fixture
 async def media_recorder(bus, request):

@@ -13,13 +13,6 @@ from streamsight.bus import BadMessage, Bus
 from streamsight.telemetry import configure_tracing, tracer
 
 
-@pytest.fixture
-async def bus(nats_server):
-    bus = await Bus.connect(nats_server.url, "bustest")
-    await bus.ensure_streams()
-    yield bus
-    await bus.close()
-
 
 async def _dead_letters(bus: Bus, service: str) -> list:
     sub = await bus.js.pull_subscribe(subjects.deadletter(service), durable=None, stream=subjects.DEADLETTER_STREAM)
@@ -52,7 +45,7 @@ async def test_handler_results_are_acked_bad_input_dead_lettered_and_failures_re
     await asyncio.sleep(8)  # "broken" is retried with backoff (2 s, 4 s) before it is dead-lettered
     assert sorted(handled) == ["flaky", "ok"]
     assert attempts == {"flaky": 2, "broken": 3}
-    letters = await _dead_letters(bus, "bustest")
+    letters = await _dead_letters(bus, bus.service)
     reasons = {m.data.decode(): m.headers["streamsight-dlq-reason"] for m in letters}
     assert set(reasons) == {"garbage", "broken"}
     assert reasons["garbage"].startswith("bad message: not a feature record")
@@ -108,6 +101,6 @@ async def test_batches_are_handled_together_and_rejects_dead_lettered(bus):
     assert [b for batch in batches for b in batch] == [f"f{i}" for i in range(9)] + ["bad"]
     assert len(batches) == 1, "one fetch hands the handler every waiting message"
     await asyncio.sleep(0.3)
-    letters = await _dead_letters(bus, "bustest")
+    letters = await _dead_letters(bus, bus.service)
     assert b"bad" in [m.data for m in letters]
     assert await bus.backlog(subjects.MEDIA_STREAM, subjects.media("*", "b1")) == 0, "acked messages leave the interest stream"

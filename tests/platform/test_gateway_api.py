@@ -25,12 +25,6 @@ async def stub(gateway):
         yield gateway_pb2_grpc.StreamSightStub(ch)
 
 
-@pytest.fixture
-async def bus(nats_server):
-    bus = await Bus.connect(nats_server.url, "test")
-    yield bus
-    await bus.close()
-
 
 async def _code(call) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.aio.AioRpcError) as err:

@@ -71,13 +71,6 @@ def vtest_30s(shared_data, tmp_path_factory):
     return dest
 
 
-@pytest.fixture
-async def bus(nats_server):
-    bus = await Bus.connect(nats_server.url, "vision-test")
-    await bus.ensure_streams()
-    yield bus
-    await bus.close()
-
 
 @contextlib.asynccontextmanager
 async def stack(nats_url: str, data_dir: Path):
@@ -106,26 +99,8 @@ async def wait_done(stub, bus: Bus, stream_ids: list[str], timeout: float = 150.
     pytest.fail(f"streams {stream_ids} not analysed within {timeout} s")
 
 
-async def read_subject(bus: Bus, stream: str, subject: str) -> list:
-    """Every message stored on `subject` so far."""
-    try:
-        last = await bus.js.get_last_msg(stream, subject)
-    except NotFoundError:
-        return []
-    sub = await bus.js.subscribe(subject, stream=stream, ordered_consumer=True, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
-    out = []
-    try:
-        async for msg in sub.messages:
-            out.append(msg)
-            if msg.metadata.sequence.stream >= last.seq:
-                break
-    finally:
-        await sub.unsubscribe()
-    return out
-
-
 async def records(bus: Bus, stream_id: str) -> list[features_pb2.FeatureRecord]:
-    msgs = await read_subject(bus, subjects.FEATURES_STREAM, subjects.features("vision", stream_id))
+    msgs = await bus.read_all(subjects.FEATURES_STREAM, subjects.features("vision", stream_id))
     return [features_pb2.FeatureRecord.FromString(m.data) for m in msgs]
 
 
@@ -231,7 +206,7 @@ async def test_bad_frames_are_dead_lettered_and_other_streams_go_on(nats_server,
         await bus.publish(subjects.media("windows", "hand"), record)
         await wait_done(stub, bus, ["neighbour"])
 
-    dead = await read_subject(bus, subjects.DEADLETTER_STREAM, subjects.deadletter("vision"))
+    dead = await bus.read_all(subjects.DEADLETTER_STREAM, subjects.deadletter("vision"))
     reasons = {m.headers["streamsight-dlq-subject"]: m.headers["streamsight-dlq-reason"] for m in dead}
     assert set(reasons) == {flow, cnn}
     assert "protobuf" in reasons[flow]
