@@ -59,7 +59,7 @@ class DetectorConfig:
     open_score: float = 0.95
     suspect_score: float = 0.5
     close_after_s: float = 1.5
-    freeze_min_s: float = 3.0
+    freeze_min_s: float = 10.0  # a static slate or pause screen for a few seconds is normal
     update_every_s: float = 10.0
     decode_error_weight: float = 0.5  # a decoder flag names the kind only when the classifier has no better one
 

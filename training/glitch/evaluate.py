@@ -154,11 +154,13 @@ def plant_synthetic(frames: np.ndarray, fps: int, rng: np.random.Generator, ever
     return out, truths
 
 
-def plant_damage(src: Path, dst: Path, clean: np.ndarray, fps: int, rng: np.random.Generator, mode: str) -> list[Truth]:
+def plant_damage(src: Path, dst: Path, clean: np.ndarray, fps: int, rng: np.random.Generator, mode: str) -> tuple[list[Truth], list[Truth]]:
     """Garble or drop P-frame packets at a few places.
 
     Truth: from the damaged packet's frame to the last frame labelled corrupted (PSNR < 30 dB)
-    after it; damage that left no frame under 30 dB is no incident (and not counted).
+    after it; damage that left no frame under 30 dB is no incident (and not counted), but a
+    detection there is no false alarm either (the decoder did see damage): the second list
+    holds every damaged packet's span up to the next keyframe.
     """
     packets = sum(1 for _ in scenes_packets(src))
     gop = 2 * fps
@@ -185,10 +187,11 @@ def plant_damage(src: Path, dst: Path, clean: np.ndarray, fps: int, rng: np.rand
         causes = [i / fps for i in targets if i / fps <= tr.start_s + 1e-6 and tr.start_s - i / fps < gop / fps]
         if causes:
             tr.start_s = max(causes)
-    return truths
+    damaged = [Truth("damage", i / fps, (i // gop + 1) * gop / fps) for i in targets]
+    return truths, damaged
 
 
-def match(truths: list[Truth], events: list[GlitchEvent], close_s: float) -> dict:
+def match(truths: list[Truth], events: list[GlitchEvent], close_s: float, ignore: list[Truth] = ()) -> dict:
     starts = [e for e in events if e.phase == "start"]
     ends = {e.incident: e for e in events if e.phase == "end"}
     incidents = [(s, ends.get(s.incident, s)) for s in starts]
@@ -201,8 +204,11 @@ def match(truths: list[Truth], events: list[GlitchEvent], close_s: float) -> dic
             used.add(s.incident)
             delays.append(round(s.end_s - tr.start_s, 3))  # the sample that opened it, media time
             kinds_ok += e.kind == tr.kind or (tr.kind == "macroblocking" and e.kind in ("decode_error", "grey", "green"))
-    false = [s.incident for s, _ in incidents if s.incident not in used]
-    return {"truths": len(truths), "found": found, "kind_right": kinds_ok, "delays_s": delays, "false_alarms": len(false)}
+    excused = {s.incident for s, e in incidents for g in ignore if s.start_s <= g.end_s and e.end_s >= g.start_s}
+    false = [s.incident for s, _ in incidents if s.incident not in used | excused]
+    missed = [tr.kind for tr in truths if not any(s.start_s <= tr.end_s + 0.01 and e.end_s >= tr.start_s - 0.01 for s, e in incidents)]
+    return {"truths": len(truths), "found": found, "kind_right": kinds_ok, "delays_s": delays, "false_alarms": len(false),
+            "missed_kinds": missed, "false_alarm_kinds": [s.kind for s, _ in incidents if s.incident in false]}
 
 
 def main() -> None:
@@ -243,9 +249,9 @@ def main() -> None:
             clean, _, _ = scenes.decode(src)
             for mode in ("garble", "drop"):
                 dst = work / f"{mode}.mkv"
-                truths = plant_damage(src, dst, clean, fps, rng, mode)
+                truths, damaged = plant_damage(src, dst, clean, fps, rng, mode)
                 events, dur, _ = run_detector(dst, clf, config)
-                inc[mode] = match(truths, events, config.close_after_s)
+                inc[mode] = match(truths, events, config.close_after_s, damaged)
             report["incident_level"][name] = inc
             print(name, json.dumps(inc), report["clean_runs"][name], f"{time.time() - started:.0f}s", file=sys.stderr)  # noqa: T201
         for group, fs in fs_all.items():
@@ -253,7 +259,7 @@ def main() -> None:
         both = FrameSet(fs_all["real"].scores + fs_all["generated"].scores, fs_all["real"].labels + fs_all["generated"].labels,
                         fs_all["real"].kinds + fs_all["generated"].kinds)
         report["frame_level"]["all"] = {"at_open_score": pr(both, config.open_score), "at_0.5": pr(both, 0.5)}
-    totals = {"truths": 0, "found": 0, "kind_right": 0, "false_alarms": 0, "delays_s": []}
+    totals = {"truths": 0, "found": 0, "kind_right": 0, "false_alarms": 0, "delays_s": [], "missed_kinds": [], "false_alarm_kinds": []}
     for inc in report["incident_level"].values():
         for r in inc.values():
             for k in totals:
