@@ -29,6 +29,7 @@ class StreamResults:
     sentiment: dict[float, events_pb2.SentimentPoint] = field(default_factory=dict)
     forecast: events_pb2.SentimentForecast | None = None
     events_seen: int = 0
+    windows_published: int = 0  # from ingest's final status
 
     @property
     def finished(self) -> bool:
@@ -36,7 +37,9 @@ class StreamResults:
 
     @property
     def windows_expected(self) -> int:
-        """Windows of the stream, once its length is known (10 s each, the last may be short)."""
+        """Windows of the stream: ingest's count once it finished, else from the length (10 s each)."""
+        if self.windows_published:
+            return self.windows_published
         length = self.duration_s or (self.media_time_s if self.finished else 0.0)
         return int(-(-length // 10)) if length > 0 else 0
 
@@ -60,6 +63,8 @@ class StreamResults:
 
     def _status(self, status: events_pb2.StreamStatus) -> None:
         self.media_time_s = max(self.media_time_s, status.media_time_s)
+        if status.windows:
+            self.windows_published = status.windows
         if status.duration_s:
             self.duration_s = status.duration_s
         if status.state == common_pb2.STREAM_STATE_UNSPECIFIED or self.finished:

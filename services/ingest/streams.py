@@ -84,6 +84,7 @@ class IngestedStream:
         self._audio_chunks = 0
         self._room = 0  # media messages that may go out before the backlog is checked again
         self._held_window: WindowRecord | None = None
+        self._windows = 0  # window records published
         self._status_count = 0
         self._log = log.bind(stream_id=stream_id)
 
@@ -144,6 +145,7 @@ class IngestedStream:
             return
         record, self._held_window = self._held_window, None
         msg = messages.window_record(self.stream_id, record, last)
+        self._windows = max(self._windows, record.index + 1)
         if last:  # the last window ends where the media does, not at the 10 s grid
             reached = max(self.pipeline.stats.media_time, record.start + record.audio_seconds)
             msg.end_s = min(msg.end_s, max(msg.start_s, reached))
@@ -173,6 +175,8 @@ class IngestedStream:
         )
 
     async def _report_status(self, status: events_pb2.StreamStatus) -> None:
+        if status.state in TERMINAL:
+            status.windows = self._windows
         if status.state != common_pb2.STREAM_STATE_UNSPECIFIED:
             self.state = status.state
         if status.state == common_pb2.STREAM_STATE_FAILED:

@@ -17,6 +17,7 @@ from services.ingest.settings import IngestSettings
 from streamsight import subjects
 from streamsight.bus import Bus
 from streamsight.gen.common.v1 import common_pb2
+from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.gateway.v1 import gateway_pb2 as gw
 from streamsight.gen.gateway.v1 import gateway_pb2_grpc
 from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
@@ -107,6 +108,8 @@ async def test_a_file_becomes_frames_audio_signals_and_windows(nats_server, bus,
     assert done.state == common_pb2.STREAM_STATE_ENDED, done.last_error
     assert done.duration_s == pytest.approx(25.0, abs=0.2)
     await asyncio.sleep(0.5)
+    final = [events_pb2.StreamStatus.FromString(m.data) for m in await bus.read_all(subjects.EVENTS_STREAM, subjects.event("status", "basic"))][-1]
+    assert final.state == common_pb2.STREAM_STATE_ENDED and final.windows == 3, "the final status counts the window records"
 
     windows = [media_pb2.WindowRecord.FromString(b) for b in recorder.of("windows", "basic")]
     assert [w.index for w in windows] == [0, 1, 2]

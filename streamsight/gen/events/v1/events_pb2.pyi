@@ -122,7 +122,7 @@ class SentimentForecast(_message.Message):
     def __init__(self, stream_id: _Optional[str] = ..., issued_at_s: _Optional[float] = ..., points: _Optional[_Iterable[_Union[ForecastPoint, _Mapping]]] = ..., trustworthy: _Optional[bool] = ..., model: _Optional[str] = ...) -> None: ...
 
 class StreamStatus(_message.Message):
-    __slots__ = ("stream_id", "state", "reason", "detail", "media_time_s", "gap_s", "reporter", "duration_s")
+    __slots__ = ("stream_id", "state", "reason", "detail", "media_time_s", "gap_s", "reporter", "duration_s", "windows")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +131,7 @@ class StreamStatus(_message.Message):
     GAP_S_FIELD_NUMBER: _ClassVar[int]
     REPORTER_FIELD_NUMBER: _ClassVar[int]
     DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     state: _common_pb2.StreamState
     reason: str
@@ -139,7 +140,8 @@ class StreamStatus(_message.Message):
     gap_s: float
     reporter: str
     duration_s: float
-    def __init__(self, stream_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.StreamState, str]] = ..., reason: _Optional[str] = ..., detail: _Optional[str] = ..., media_time_s: _Optional[float] = ..., gap_s: _Optional[float] = ..., reporter: _Optional[str] = ..., duration_s: _Optional[float] = ...) -> None: ...
+    windows: int
+    def __init__(self, stream_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.StreamState, str]] = ..., reason: _Optional[str] = ..., detail: _Optional[str] = ..., media_time_s: _Optional[float] = ..., gap_s: _Optional[float] = ..., reporter: _Optional[str] = ..., duration_s: _Optional[float] = ..., windows: _Optional[int] = ...) -> None: ...
 
 class WindowScore(_message.Message):
     __slots__ = ("stream_id", "window", "start_s", "end_s", "score", "missing", "why", "features")
