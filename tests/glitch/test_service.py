@@ -39,13 +39,6 @@ def planted(tmp_path_factory) -> Path:
     return encode(frames, tmp_path_factory.mktemp("glitch") / "planted.mkv")
 
 
-@pytest.fixture
-async def bus(nats_server):
-    bus = await Bus.connect(nats_server.url, "glitch-test")
-    await bus.ensure_streams()
-    yield bus
-    await bus.close()
-
 
 @contextlib.asynccontextmanager
 async def running(nats_url: str, data_dir: Path):
