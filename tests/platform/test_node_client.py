@@ -21,7 +21,7 @@ def node_client() -> Path:
     """tests/node with its npm packages installed (npm install runs once per checkout)."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if not node or not npm:
-        pytest.fail("node and npm are needed for the cross-language client test (apt-get install nodejs npm)")
+        pytest.skip("node and npm are needed for the cross-language client test (apt-get install nodejs npm; .ci/run does)")
     if not (NODE_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir():
         subprocess.run([npm, "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE_DIR, check=True, timeout=600)
     return NODE_DIR / "client.js"
