@@ -214,13 +214,12 @@ class Bus:
         `inactive_threshold_s` lets the server delete the consumer when no instance has pulled
         for that long (so a service that was removed stops holding MEDIA messages back).
         """
-        task = asyncio.create_task(
-            self._consume_loop(durable, subject, handler, stream, batch, max_deliver, ack_wait_s, deliver_new, inactive_threshold_s),
-            name=f"consume:{durable}",
-        )
-        task.add_done_callback(_log_death)
-        self._tasks.append(task)
-        return task
+
+        async def run_batch(msgs: list[Msg]) -> None:
+            for msg in msgs:
+                await self._handle_one(msg, handler, max_deliver)
+
+        return self._start(durable, subject, stream, batch, ack_wait_s, deliver_new, inactive_threshold_s, run_batch)
 
     def consume_batches(
         self,
@@ -242,8 +241,11 @@ class Bus:
         async def run_batch(msgs: list[Msg]) -> None:
             await self._handle_batch(msgs, handler, max_deliver)
 
+        return self._start(durable, subject, stream, batch, ack_wait_s, False, inactive_threshold_s, run_batch)
+
+    def _start(self, durable, subject, stream, batch, ack_wait_s, deliver_new, inactive_threshold_s, run_batch) -> asyncio.Task:
         task = asyncio.create_task(
-            self._consume_loop(durable, subject, None, stream, batch, max_deliver, ack_wait_s, False, inactive_threshold_s, run_batch),
+            self._consume_loop(durable, subject, stream, batch, ack_wait_s, deliver_new, inactive_threshold_s, run_batch),
             name=f"consume:{durable}",
         )
         task.add_done_callback(_log_death)
@@ -284,9 +286,7 @@ class Bus:
             log.warning("message failed; will retry", subject=msg.subject, error=repr(exc), deliveries=delivered)
             await msg.nak(delay=min(2.0**delivered, 30.0))
 
-    async def _consume_loop(
-        self, durable, subject, handler, stream, batch, max_deliver, ack_wait_s, deliver_new, inactive_threshold_s, batch_runner=None
-    ):
+    async def _consume_loop(self, durable, subject, stream, batch, ack_wait_s, deliver_new, inactive_threshold_s, run_batch):
         subject_list = [subject] if isinstance(subject, str) else list(subject)
         config = ConsumerConfig(
             durable_name=durable,
@@ -310,11 +310,7 @@ class Bus:
                 log.warning("fetch failed", durable=durable, error=repr(exc))
                 await asyncio.sleep(1.0)
                 continue
-            if batch_runner is not None:
-                await batch_runner(msgs)
-                continue
-            for msg in msgs:
-                await self._handle_one(msg, handler, max_deliver)
+            await run_batch(msgs)
 
     async def _handle_one(self, msg: Msg, handler: Handler, max_deliver: int) -> None:
         pattern = msg.subject.rsplit(".", 1)[0]  # drop the stream id: bounded label values
