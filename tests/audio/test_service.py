@@ -32,7 +32,6 @@ from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.features.v1 import features_pb2
 from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from streamsight.gen.media.v1 import media_pb2
-from streamsight.natsd import free_port
 from streamsight.rpc import channel
 from streamsight.synth import SoundEvent, make_media
 from training.audio import convert_panns
@@ -77,12 +76,12 @@ def tiny_panns(tmp_path_factory) -> Path:
 
 
 def audio_settings(nats_url: str, **overrides) -> AudioSettings:
-    return AudioSettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=free_port(), **overrides)
+    return AudioSettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=0, **overrides)
 
 
 @contextlib.asynccontextmanager
 async def ingest_stub(nats_url: str, data_dir: Path):
-    ingest = IngestService(IngestSettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=free_port(), data_dir=data_dir))
+    ingest = IngestService(IngestSettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=0, data_dir=data_dir))
     async with ingest.serving(), channel(ingest.address) as ch:
         yield ingest_pb2_grpc.IngestStub(ch)
 

@@ -31,7 +31,6 @@ from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.features.v1 import features_pb2
 from streamsight.gen.media.v1 import media_pb2
-from streamsight.natsd import free_port
 from streamsight.rpc import channel
 
 HITMAN = "rechat-158202424.json"  # 650 s video, 1,970 comments (one after the video's end)
@@ -45,7 +44,7 @@ S = common_pb2
 @contextlib.asynccontextmanager
 async def running_chat(nats_url: str, **overrides):
     """The chat service in this event loop, with a gRPC stub; yields (service, stub)."""
-    settings = ChatSettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=free_port(), shutdown_grace_s=1.0, **overrides)
+    settings = ChatSettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=0, shutdown_grace_s=1.0, **overrides)
     service = ChatService(settings)
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(service.run(stop, ready))
@@ -425,7 +424,7 @@ async def test_a_chat_failure_leaves_the_stream_and_other_streams_alone(nats_ser
     from gateway.settings import GatewaySettings
     from streamsight.gen.gateway.v1 import gateway_pb2
 
-    gateway = GatewayService(GatewaySettings(nats_url=nats_server.url, grpc_host="127.0.0.1", grpc_port=free_port(), shutdown_grace_s=1.0, http_port=0))
+    gateway = GatewayService(GatewaySettings(nats_url=nats_server.url, grpc_host="127.0.0.1", grpc_port=0, shutdown_grace_s=1.0, http_port=0))
     gw_stop, gw_ready = asyncio.Event(), asyncio.Event()
     gw_task = asyncio.create_task(gateway.run(gw_stop, gw_ready))
     await asyncio.wait_for(gw_ready.wait(), 30)

@@ -43,7 +43,7 @@ def model_path(tmp_path_factory) -> Path:
 
 
 def settings(nats_url: str, model_path: Path, bucket: str, **overrides) -> FusionSettings:
-    base = dict(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=free_port(), model_path=model_path, model_av_path="",
+    base = dict(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=0, model_path=model_path, model_av_path="",
                 state_bucket=bucket, ingest_address=f"127.0.0.1:{free_port()}", clip_timeout_s=10.0)
     return FusionSettings(**{**base, **overrides})
 
@@ -160,7 +160,7 @@ async def test_deadline_flags_the_missing_modality(nats_server, model_path):
 async def test_one_score_per_window_and_a_playable_clip_from_the_real_ingest(nats_server, model_path, tmp_path):
     sid = "game-1"
     media = make_media(tmp_path / "game.mp4", duration=30.0, segments=[(10, 20, "action")], keyframe_interval=2.0)
-    ingest = IngestService(IngestSettings(nats_url=nats_server.url, grpc_host="127.0.0.1", grpc_port=free_port(), data_dir=tmp_path / "var"))
+    ingest = IngestService(IngestSettings(nats_url=nats_server.url, grpc_host="127.0.0.1", grpc_port=0, data_dir=tmp_path / "var"))
     async with connected(nats_server.url) as bus, ingest.serving():
         config = settings(nats_server.url, model_path, "fusion-e2e", ingest_address=ingest.address, end_timeout_s=3.0,
                           tail_s=0.0)  # ingest cannot yet cut a clip that reaches into a stream's last buffer segment

@@ -25,7 +25,6 @@ from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from streamsight.gen.media.v1 import media_pb2
-from streamsight.natsd import free_port
 from streamsight.rpc import channel
 
 from .conftest import TEST_SEEDS, encode, held_out_scene, plant
@@ -42,8 +41,8 @@ def planted(tmp_path_factory) -> Path:
 
 @contextlib.asynccontextmanager
 async def running(nats_url: str, data_dir: Path):
-    glitch = GlitchService(GlitchSettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=free_port(), glitch_threads=2))
-    ingest = IngestService(IngestSettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=free_port(), data_dir=data_dir))
+    glitch = GlitchService(GlitchSettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=0, glitch_threads=2))
+    ingest = IngestService(IngestSettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=0, data_dir=data_dir))
     async with glitch.serving(), ingest.serving(), channel(ingest.address) as ch:
         yield glitch, ingest_pb2_grpc.IngestStub(ch)
 

@@ -22,7 +22,6 @@ from streamsight.gen.gateway.v1 import gateway_pb2 as gw
 from streamsight.gen.gateway.v1 import gateway_pb2_grpc
 from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from streamsight.gen.media.v1 import media_pb2
-from streamsight.natsd import free_port
 from streamsight.rpc import channel
 from streamsight.synth import make_media
 
@@ -38,10 +37,10 @@ def sample(tmp_path_factory):
 
 @contextlib.asynccontextmanager
 async def stack(nats_url: str, data_dir, **ingest_overrides):
-    ingest = IngestService(IngestSettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=free_port(), data_dir=data_dir, **ingest_overrides))
+    ingest = IngestService(IngestSettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=0, data_dir=data_dir, **ingest_overrides))
     async with ingest.serving():
         gateway = GatewayService(
-            GatewaySettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=free_port(), ingest_address=ingest.address, allow_local_files=True, http_port=0)
+            GatewaySettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=0, ingest_address=ingest.address, allow_local_files=True, http_port=0)
         )
         async with gateway.serving(), channel(gateway.address) as ch:
             yield ingest, gateway_pb2_grpc.StreamSightStub(ch)

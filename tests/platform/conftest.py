@@ -17,7 +17,7 @@ async def running_gateway(nats_url: str, **overrides):
     settings = GatewaySettings(
         nats_url=nats_url,
         grpc_host="127.0.0.1",
-        grpc_port=overrides.pop("grpc_port", free_port()),
+        grpc_port=overrides.pop("grpc_port", 0),  # 0: the OS picks a port, no race with other sockets
         ingest_address=overrides.pop("ingest_address", f"127.0.0.1:{free_port()}"),
         chat_address=overrides.pop("chat_address", f"127.0.0.1:{free_port()}"),
         dispatch_timeout_s=2.0,

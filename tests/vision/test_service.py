@@ -75,9 +75,9 @@ def vtest_30s(shared_data, tmp_path_factory):
 @contextlib.asynccontextmanager
 async def stack(nats_url: str, data_dir: Path):
     """Vision first (MEDIA keeps messages only for consumers that exist), then ingest."""
-    vision = VisionService(VisionSettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=free_port(), intra_threads=2))
+    vision = VisionService(VisionSettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=0, intra_threads=2))
     async with vision.serving(timeout_s=60):
-        ingest = IngestService(IngestSettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=free_port(), data_dir=data_dir))
+        ingest = IngestService(IngestSettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=0, data_dir=data_dir))
         async with ingest.serving(), channel(ingest.address) as ch:
             yield vision, ingest_pb2_grpc.IngestStub(ch)
 
