@@ -18,7 +18,7 @@ from services.audio.analyzer import AudioAnalyzer
 from services.audio.labels import find_label, labels_for
 from services.audio.tagger import DEFAULT_CLASSES, OnnxTagger, TaggerConfig, TaggerError
 from training.audio import convert_panns
-from training.audio.panns import build
+from training.audio.panns import build, randomize
 
 ARCHS = ("Cnn14", "Cnn14_16k", "MobileNetV1")
 
@@ -26,23 +26,7 @@ ARCHS = ("Cnn14", "Cnn14_16k", "MobileNetV1")
 def random_checkpoint(path: Path, arch: str, width: int = 4, seed: int = 0) -> torch.nn.Module:
     """A narrow `arch` with random weights and batch-norm statistics, saved like the official files."""
     torch.manual_seed(seed)
-    model = build(arch, width=width)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if name.startswith(("spectrogram", "logmel")):
-                continue
-            if name.startswith("bn0.running_mean"):
-                tensor.fill_(-30.0)  # log-mel values are in dB: centre and scale them like trained statistics
-            elif name.startswith("bn0.running_var"):
-                tensor.fill_(400.0)
-            elif name.endswith("running_mean"):
-                tensor.copy_(torch.randn(tensor.shape, generator=gen) * 0.1)
-            elif name.endswith("running_var"):
-                tensor.copy_(torch.rand(tensor.shape, generator=gen) + 0.5)
-            elif name.endswith("weight") and tensor.dim() > 1:
-                # Variance-preserving weights, so a deep random network does not flatten its input away.
-                torch.nn.init.kaiming_normal_(tensor, generator=gen)
+    model = randomize(build(arch, width=width), seed)
     torch.save({"model": model.state_dict()}, path)
     return model
 

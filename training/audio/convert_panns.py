@@ -10,6 +10,19 @@ the model's rate, contains the log-mel front end, and returns `clipwise_output`
 (batch, 527) and `embedding`; batch and length are dynamic. Metadata records the
 architecture and sample rate, which the service's tagger reads. After export the
 ONNX output is checked against torch on a random batch.
+
+`--int8 --calibration DIR` also writes a statically quantized twin (QDQ, int8
+weights per channel, uint8 activations; front end and head stay fp32), calibrated
+on the real audio files in DIR (decoded with PyAV, resampled to the model's rate,
+10 s windows looped to length; see training/audio/quantize.py):
+
+    python -m training.audio.convert_panns --checkpoint Cnn14_mAP=0.431.pth --arch Cnn14 \
+        --out cnn14.onnx --int8 --calibration my_sounds/ --holdout a.ogg,b.wav
+
+It goes to `--int8-out` (default: cnn14.int8.onnx beside --out). The files named by
+`--holdout` (default: every fourth file) are kept out of calibration and used to
+print the int8 model's agreement with fp32. Full-size Cnn14, one CPU thread: int8
+ran ~3.4x faster than fp32 (about 70x against 21x real time per core).
 """
 
 from __future__ import annotations
@@ -23,6 +36,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from training.audio import quantize
 from training.audio.panns import ARCHS, AUDIOSET_CLASSES, from_state_dict
 
 OPSET = 17
@@ -90,14 +104,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, required=True, help="official PANNs .pth file")
     parser.add_argument("--arch", required=True, choices=sorted(ARCHS))
     parser.add_argument("--out", type=Path, required=True, help="ONNX file to write")
+    parser.add_argument("--int8", action="store_true", help="also write a statically quantized int8 (QDQ) model")
+    parser.add_argument("--calibration", type=Path, help="with --int8: folder of real audio files to calibrate on")
+    parser.add_argument("--holdout", help="with --int8: comma-separated files of --calibration kept for the agreement check (default: every 4th)")
+    parser.add_argument("--int8-out", type=Path, help="with --int8: file to write (default: <out>.int8.onnx)")
     args = parser.parse_args(argv)
+    if args.int8 and args.calibration is None:
+        parser.error("--int8 needs --calibration DIR (a folder of real audio files)")
     torch.manual_seed(0)
     try:
+        if args.int8:  # check the folder before the slow export
+            holdout = [n for n in args.holdout.split(",") if n] if args.holdout else None
+            calibration, held_out = quantize.split_sounds(args.calibration, holdout)
         diff = convert(args.checkpoint, args.arch, args.out)
+        print(f"wrote {args.out} ({args.arch}); max |onnx - torch| = {diff:.2e}")
+        if args.int8:
+            int8_out = args.int8_out or args.out.with_suffix(".int8.onnx")
+            quantize.quantize_tagger(args.out, int8_out, calibration)
+            figures = quantize.agreement(args.out, int8_out, held_out)
+            print(f"wrote {int8_out} (int8, calibrated on {len(calibration)} files)")
+            print(f"int8 vs fp32 on {', '.join(p.name for p in held_out)}:")
+            print("  " + quantize.format_agreement(figures))
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out} ({args.arch}); max |onnx - torch| = {diff:.2e}")
     return 0
 
 

@@ -10,7 +10,8 @@ are left out here: these modules are for inference and export.
 
 `width` scales the channels (64 for Cnn14, 32 for MobileNetV1 as published); tests
 build narrow models to keep checkpoints small. `from_state_dict` reads the width,
-mel bins and class count back from a checkpoint.
+mel bins and class count back from a checkpoint. `randomize` gives a model random
+weights whose outputs still depend on the input (tests, benchmarks).
 """
 
 from __future__ import annotations
@@ -158,4 +159,31 @@ def from_state_dict(arch: str, state: dict[str, torch.Tensor]) -> _Tagger:
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise ValueError(f"checkpoint does not fit {arch}: missing {missing[:8]}, unexpected {unexpected[:8]}")
+    return model.eval()
+
+
+def randomize(model: _Tagger, seed: int = 0) -> _Tagger:
+    """Random weights and batch-norm statistics that keep the signal alive through the network.
+
+    torch's default init shrinks activations layer by layer, so a deep random model
+    answers almost the same for every input; variance-preserving (Kaiming) weights and
+    a bn0 that centres log-mel dB values like trained statistics avoid that, which
+    makes random models useful for checking conversions and quantization.
+    The front end (DFT kernels, mel matrix) is kept.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name.startswith(("spectrogram", "logmel")):
+                continue
+            if name == "bn0.running_mean":
+                tensor.fill_(-30.0)
+            elif name == "bn0.running_var":
+                tensor.fill_(400.0)
+            elif name.endswith("running_mean"):
+                tensor.copy_(torch.randn(tensor.shape, generator=gen) * 0.1)
+            elif name.endswith("running_var"):
+                tensor.copy_(torch.rand(tensor.shape, generator=gen) + 0.5)
+            elif name.endswith("weight") and tensor.dim() > 1:
+                nn.init.kaiming_normal_(tensor, generator=gen)
     return model.eval()
