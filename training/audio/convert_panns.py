@@ -21,8 +21,11 @@ on the real audio files in DIR (decoded with PyAV, resampled to the model's rate
 
 It goes to `--int8-out` (default: cnn14.int8.onnx beside --out). The files named by
 `--holdout` (default: every fourth file) are kept out of calibration and used to
-print the int8 model's agreement with fp32. Full-size Cnn14, one CPU thread: int8
-ran ~3.4x faster than fp32 (about 70x against 21x real time per core).
+print the int8 model's agreement with fp32. Full-size Cnn14 with random weights,
+one CPU thread (bench/bench_audio.py): int8 70.6x real time per core against fp32's
+20.3x (3.47x); on the 5 held-out shared sounds, top-10 overlap 0.96, probabilities
+within 0.096 (mean 0.0057), audio-dependent logit correlation 0.998, embedding
+relative error 3.4 %. Details in services/audio/README.md.
 """
 
 from __future__ import annotations
