@@ -138,3 +138,17 @@ def test_converter_int8_needs_a_calibration_folder(tmp_path, capsys):
         "--checkpoint", "x.pth", "--arch", "Cnn14", "--out", str(tmp_path / "x.onnx"), "--int8", "--calibration", str(tmp_path),
     ])  # fmt: skip
     assert code == 2 and "no audio files" in capsys.readouterr().err
+
+
+def test_quantize_cli_works_on_a_converted_file(twins, shared_data, tmp_path, capsys):
+    fp32, _ = twins
+    out = tmp_path / "cli.int8.onnx"
+    assert quantize.main(["--model", str(fp32), "--calibration", str(shared_data / "sounds"), "--out", str(out)]) == 0
+    assert "held-out 2 s segments" in capsys.readouterr().out
+    assert OnnxTagger(TaggerConfig(path=out, kind="panns")).scores(np.zeros(32000, np.float32), 32000).shape == (1, 527)
+    bare = tmp_path / "bare.onnx"
+    proto = onnx.load(str(fp32))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(bare))
+    assert quantize.main(["--model", str(bare), "--calibration", str(shared_data / "sounds")]) == 2
+    assert "no sample_rate metadata" in capsys.readouterr().err
