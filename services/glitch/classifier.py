@@ -4,7 +4,9 @@ Each tile gets probabilities over KINDS; a frame's corruption score is the highe
 P(not clean) of its tiles, and its kind is the corrupted kind with the highest probability
 summed over the tiles (a green band lights several tiles the same way). Inference goes through
 streamsight.inference (CUDA provider when a GPU is visible, CPU otherwise). Frames of several
-streams can be classified in one call; their tiles are batched together.
+streams can be classified in one call; their tiles are batched together. Beside the model,
+each frame is checked for flat green and grey fill bands (bands.py), which the model misses
+when they are thin.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from services.glitch import tiles as tiling
+from services.glitch.bands import Band, find_bands
 from streamsight.inference import create_session, session_provider
 
 MODEL_DIR = Path(__file__).resolve().parent / "models"
@@ -32,6 +35,7 @@ class FrameScore:
     kind: str  # most likely corrupted kind (meaningful when `corrupt` is high)
     tile_scores: np.ndarray  # P(corrupted) per tile, in tiles.grid order
     kinds: dict[str, float] = field(default_factory=dict)  # highest probability of each corrupted kind over the tiles
+    bands: tuple[Band, ...] = ()  # flat green/grey fill bands in the frame (bands.find_bands)
 
 
 class GlitchClassifier:
@@ -48,23 +52,24 @@ class GlitchClassifier:
 
     def classify(self, frames: Sequence[np.ndarray]) -> list[FrameScore]:
         """RGB frames [H,W,3] uint8 (sizes may differ) -> one FrameScore each, same order."""
-        cut = []
+        cut, bands = [], []
         for i, frame in enumerate(frames):
             frame = np.asarray(frame)
             if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
                 raise ValueError(f"frame {i}: expected RGB uint8 [H,W,3], got {frame.dtype} {frame.shape}")
             cut.append(tiling.cut(frame)[0])
+            bands.append(tuple(find_bands(frame)))
         if not cut:
             return []
         batch = np.concatenate(cut)
         probs = self.tile_probabilities(batch)
         out, start = [], 0
-        for t in cut:
+        for t, frame_bands in zip(cut, bands):
             p = probs[start : start + len(t)]
             start += len(t)
             bad = 1.0 - p[:, 0]
             kind = KINDS[1 + int(np.argmax(p[:, 1:].sum(axis=0)))]
-            out.append(FrameScore(float(bad.max()), kind, bad, {k: float(p[:, i].max()) for i, k in enumerate(KINDS) if i}))
+            out.append(FrameScore(float(bad.max()), kind, bad, {k: float(p[:, i].max()) for i, k in enumerate(KINDS) if i}, frame_bands))
         return out
 
     def tile_probabilities(self, tiles: np.ndarray) -> np.ndarray:

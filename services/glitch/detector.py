@@ -15,6 +15,9 @@ sample is bad when
   next keyframe may reference what was damaged or lost. The classifier's macroblocking score
   alone never opens an incident: on generated validation tiles it does not separate smeared
   blocks from heavy but normal compression well enough (see models/MODEL.md);
+- a flat green or grey fill band (bands.py) appeared: one that the stream's last sample judged
+  clean (or its first sample) did not have, and that has not been there for `band_persist_s`
+  (after that it is part of the picture: a grey HUD strip, a slate);
 - the decoder flagged a frame corrupt or raised an error since the previous sample;
 - the picture has been frozen for `freeze_min_s` or longer.
 
@@ -29,10 +32,12 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from services.glitch.bands import Band
 from services.glitch.classifier import FrameScore
 from services.glitch.thumbnail import jpeg
 
@@ -61,13 +66,14 @@ class DetectorConfig:
     close_after_s: float = 1.5
     freeze_min_s: float = 10.0  # a static slate or pause screen for a few seconds is normal
     update_every_s: float = 10.0
+    band_persist_s: float = 10.0  # a fill band there this long is part of the picture
     decode_error_weight: float = 0.5  # a decoder flag names the kind only when the classifier has no better one
 
     def __post_init__(self) -> None:
         if not 0 < self.suspect_score <= self.open_score <= 1:
             raise ValueError(f"need 0 < suspect_score <= open_score <= 1, got {self.suspect_score}, {self.open_score}")
-        if self.close_after_s <= 0 or self.freeze_min_s <= 0 or self.update_every_s <= 0:
-            raise ValueError("close_after_s, freeze_min_s and update_every_s must be > 0")
+        if min(self.close_after_s, self.freeze_min_s, self.update_every_s, self.band_persist_s) <= 0:
+            raise ValueError("close_after_s, freeze_min_s, update_every_s and band_persist_s must be > 0")
 
 
 @dataclass
@@ -118,8 +124,10 @@ class _Incident:
 class StreamDetector:
     """The detector of one stream. Not thread-safe: one caller at a time."""
 
-    def __init__(self, config: DetectorConfig = DetectorConfig()) -> None:
+    def __init__(self, config: DetectorConfig = DetectorConfig(), on_verdict: Callable[[float, bool, str], None] | None = None) -> None:
+        """`on_verdict(pts_s, bad, kind)` is called for every judged sample (evaluation uses it)."""
         self.config = config
+        self._on_verdict = on_verdict
         self._pending: list[_Sample] = []
         self._signals_until = -math.inf  # decoder evidence is complete up to here
         self._errors: list[float] = []  # media times of corrupt frames and decode errors
@@ -130,6 +138,8 @@ class StreamDetector:
         self._prev_sample = -math.inf
         self._incident: _Incident | None = None
         self._incidents = 0
+        self._bands_seen: list[tuple[Band, float]] = []  # bands of the last sample, with when each was first seen
+        self._bands_known: tuple[Band, ...] = ()  # bands of the last sample judged clean
 
     # -- inputs --------------------------------------------------------------------
     def add_frame(self, pts_s: float, score: FrameScore, rgb: np.ndarray) -> None:
@@ -199,9 +209,17 @@ class StreamDetector:
             cnn_kind = max(kinds, key=kinds.__getitem__)
             score = kinds[cnn_kind] if suspect else 0.0
         cnn_bad = score >= cfg.open_score or (suspect and score >= cfg.suspect_score)
+        if prev == -math.inf:  # the first sample's bands are the picture as the stream began
+            self._bands_known = sample.score.bands
+        fill = self._fill_bands(t, sample.score.bands)
+        if fill and not (cnn_bad and cnn_kind in ("green", "grey")):
+            cnn_bad, cnn_kind, score = True, max(fill, key=lambda b: b.rows).kind, 1.0
         events: list[GlitchEvent] = []
         inc = self._incident
+        if self._on_verdict is not None:
+            self._on_verdict(t, bool(cnn_bad or decoder_bad or frozen), cnn_kind if cnn_bad else "decode_error" if decoder_bad else "freeze" if frozen else "")
         if not (cnn_bad or decoder_bad or frozen):
+            self._bands_known = sample.score.bands
             if inc is not None:
                 inc.weights.append(0.0)
                 if t - inc.end_s >= cfg.close_after_s:
@@ -235,6 +253,12 @@ class StreamDetector:
             inc.updates += 1
             events.append(self._event(inc, UPDATE))
         return events
+
+    def _fill_bands(self, t: float, bands: tuple[Band, ...]) -> list[Band]:
+        """The sample's fill bands that count as damage: new, and not there for band_persist_s."""
+        seen = [(b, next((t0 for p, t0 in self._bands_seen if b.same_as(p)), t)) for b in bands]
+        self._bands_seen = seen
+        return [b for b, t0 in seen if t - t0 < self.config.band_persist_s and not any(b.same_as(k) for k in self._bands_known)]
 
     def _close(self) -> GlitchEvent:
         inc = self._incident

@@ -1,0 +1,81 @@
+"""Flat fill bands: the green and grey a decoder paints where picture data is missing.
+
+A decoder that lost a slice fills whole rows of macroblocks: zeroed YUV shows as pure green
+(RGB about 0, 135, 0), FFmpeg's fill as neutral grey (YUV 128, or another neutral level). Such
+a band spans the full width of the picture and is flat to within the coding noise, which
+natural pictures almost never are over a full row; black letterbox bars (too dark) and white
+(too bright) are left out of the grey range. The classifier misses thin bands (16 to 32 rows
+of a 224-row tile), so this model-free check runs beside it.
+
+`find_bands(rgb)` returns the bands of one frame. A band that was already there in the
+stream's previous sample is part of the picture (a grey HUD strip, a slate), not damage: the
+detector only counts bands that appeared (see detector.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+STEP = 2  # every 2nd row and column: bands are macroblock rows, 4x less work, same answer
+MIN_ROWS = 8  # a 16-row macroblock band shrunk by ingest's downscale still has 10 rows
+FLAT_STD = 4.0  # per-row standard deviation (0-255) under which a row is flat
+GREEN = {"r_max": 40.0, "b_max": 40.0, "g_min": 90.0, "g_max": 180.0}
+GREY = {"spread_max": 10.0, "level_min": 40.0, "level_max": 220.0}
+
+
+@dataclass(frozen=True)
+class Band:
+    """Rows [top, bottom) of one flat fill band and its colour kind ('green' or 'grey')."""
+
+    kind: str
+    top: int
+    bottom: int
+    level: float  # mean green (green) or grey level (grey), 0-255
+
+    @property
+    def rows(self) -> int:
+        return self.bottom - self.top
+
+    def same_as(self, other: Band, tolerance: int = 16) -> bool:
+        """The same band as in another sample: same kind and level, rows within a macroblock."""
+        return (self.kind == other.kind and abs(self.top - other.top) <= tolerance and abs(self.bottom - other.bottom) <= tolerance
+                and abs(self.level - other.level) <= 6.0)
+
+
+def row_kinds(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per sampled row: flat green?, flat grey?, and its mean level, for an RGB frame [H,W,3]."""
+    rows = rgb[::STEP, ::STEP].astype(np.float32)
+    mean = rows.mean(axis=1)  # [h, 3]
+    flat = rows.std(axis=1).max(axis=1) < FLAT_STD
+    r, g, b = mean[:, 0], mean[:, 1], mean[:, 2]
+    green = flat & (r < GREEN["r_max"]) & (b < GREEN["b_max"]) & (g >= GREEN["g_min"]) & (g <= GREEN["g_max"])
+    spread = np.maximum(np.abs(r - g), np.abs(g - b))
+    grey = flat & (spread < GREY["spread_max"]) & (g >= GREY["level_min"]) & (g <= GREY["level_max"])
+    return green, grey, g
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each run of True."""
+    padded = np.concatenate([[False], mask, [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(padded))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def find_bands(rgb: np.ndarray) -> list[Band]:
+    """Flat green and grey bands of at least MIN_ROWS rows in an RGB frame, top to bottom."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an RGB frame [H,W,3], got shape {rgb.shape}")
+    green, grey, level = row_kinds(rgb)
+    bands = []
+    for kind, mask in (("green", green), ("grey", grey)):
+        for a, b in _runs(mask):
+            if (b - a) * STEP >= MIN_ROWS:
+                bands.append(Band(kind, a * STEP, min(rgb.shape[0], b * STEP), round(float(level[a:b].mean()), 1)))
+    return sorted(bands, key=lambda band: band.top)
+
+
+def new_bands(bands: list[Band], previous: list[Band]) -> list[Band]:
+    """The bands that were not in the previous sample."""
+    return [b for b in bands if not any(b.same_as(p) for p in previous)]
