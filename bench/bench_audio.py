@@ -125,9 +125,10 @@ def bench_taggers(audio: np.ndarray, archs: list[str], int8_archs: list[str], wi
             export(randomize(build(arch), seed=0), arch, path)
             tagger = OnnxTagger(TaggerConfig(path=path, kind="panns", intra_threads=1))
             goal = "  (goal >= 20x)" if arch == "Cnn14" else ""
-            if arch in int8_archs and not sounds.is_dir():
+            int8 = arch in int8_archs and sounds.is_dir()
+            if arch in int8_archs and not int8:
                 print(f"tagger {arch}: int8 skipped, no calibration audio at {sounds}")
-            if arch in int8_archs and sounds.is_dir():
+            if int8:
                 calibration, held_out = quantize.split_sounds(sounds, quantize.SHARED_SOUNDS_HOLDOUT)
                 int8_path = quantize.quantize_tagger(path, Path(tmp) / f"{arch}.int8.onnx", calibration)
                 tagger8 = OnnxTagger(TaggerConfig(path=int8_path, kind="panns", intra_threads=1))
