@@ -58,15 +58,15 @@ def test_a_band_already_in_the_previous_sample_is_not_new() -> None:
     assert new_bands([grey], [Band("grey", 300, 332, 128.0)]) == [grey]
 
 
-def _sample(bands: tuple[Band, ...] = ()) -> FrameScore:
-    return FrameScore(0.02, "stripes", np.array([0.02]), {"stripes": 0.01, "macroblocking": 0.02, "green": 0.01, "grey": 0.01}, bands)
+def _sample(bands: tuple[Band, ...] = (), grey: float = 0.01) -> FrameScore:
+    return FrameScore(max(grey, 0.02), "grey", np.array([max(grey, 0.02)]), {"stripes": 0.01, "macroblocking": 0.02, "green": 0.01, "grey": grey}, bands)
 
 
-def _run(det: StreamDetector, band_at: dict[float, tuple[Band, ...]], seconds: float) -> list:
+def _run(det: StreamDetector, band_at: dict[float, tuple[Band, ...]], seconds: float, grey_at: dict[float, float] | None = None) -> list:
     rgb = np.zeros((72, 128, 3), np.uint8)
     events = []
     for k in range(int(seconds * 2)):
-        det.add_frame(k / 2, _sample(band_at.get(k / 2, ())), rgb)
+        det.add_frame(k / 2, _sample(band_at.get(k / 2, ()), (grey_at or {}).get(k / 2, 0.01)), rgb)
         events += det.advance(k / 2)
     return events + det.finish()
 
@@ -84,3 +84,11 @@ def test_a_band_from_the_start_or_there_for_long_is_part_of_the_picture() -> Non
     events = _run(StreamDetector(DetectorConfig(band_persist_s=4.0)), {k / 2: slate for k in range(10, 60)}, 30)
     assert [(e.phase, e.kind) for e in events] == [("start", "green"), ("end", "green")]
     assert events[1].end_s == pytest.approx(8.5)
+
+
+def test_the_classifier_grey_score_alone_opens_nothing_a_band_does() -> None:
+    high = {4.0: 0.99, 4.5: 0.99}
+    assert _run(StreamDetector(), {}, 10, grey_at=high) == []
+    band = (Band("grey", 0, 360, 128.0),)
+    events = _run(StreamDetector(), {4.0: band, 4.5: band}, 10, grey_at=high)
+    assert [(e.phase, e.kind) for e in events] == [("start", "grey"), ("end", "grey")]

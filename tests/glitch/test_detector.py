@@ -108,3 +108,5 @@ def test_bad_config_is_refused() -> None:
         DetectorConfig(open_score=0.5, suspect_score=0.8)
     with pytest.raises(ValueError):
         DetectorConfig(close_after_s=0)
+    with pytest.raises(ValueError, match="standalone_kinds"):
+        DetectorConfig(standalone_kinds=("stripes", "sparkles"))
