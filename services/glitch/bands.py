@@ -21,6 +21,7 @@ import numpy as np
 STEP = 2  # every 2nd row and column: bands are macroblock rows, 4x less work, same answer
 MIN_ROWS = 8  # a 16-row macroblock band shrunk by ingest's downscale still has 10 rows
 FLAT_STD = 4.0  # per-row standard deviation (0-255) under which a row is flat
+FLAT_RANGE = 64  # a row spanning more than this (max - min of a channel) cannot be that flat in practice
 GREEN = {"r_max": 40.0, "b_max": 40.0, "g_min": 90.0, "g_max": 180.0}
 GREY = {"spread_max": 10.0, "level_min": 40.0, "level_max": 220.0}
 
@@ -46,9 +47,17 @@ class Band:
 
 def row_kinds(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per sampled row: flat green?, flat grey?, and its mean level, for an RGB frame [H,W,3]."""
-    rows = rgb[::STEP, ::STEP].astype(np.float32)
-    mean = rows.mean(axis=1)  # [h, 3]
-    flat = rows.std(axis=1).max(axis=1) < FLAT_STD
+    sampled = rgb[::STEP, ::STEP]
+    # Cheap first pass on the green channel: a row whose values span more than FLAT_RANGE is not flat;
+    # the float statistics are computed only for the few rows left (most rows drop out here).
+    green_channel = np.ascontiguousarray(rgb[::STEP, ::4, 1])
+    candidates = np.flatnonzero(green_channel.max(axis=1) - green_channel.min(axis=1) <= FLAT_RANGE)
+    mean = np.zeros((len(sampled), 3), np.float32)
+    flat = np.zeros(len(sampled), bool)
+    if len(candidates):
+        rows = sampled[candidates].astype(np.float32)
+        mean[candidates] = rows.mean(axis=1)
+        flat[candidates] = rows.std(axis=1).max(axis=1) < FLAT_STD
     r, g, b = mean[:, 0], mean[:, 1], mean[:, 2]
     green = flat & (r < GREEN["r_max"]) & (b < GREEN["b_max"]) & (g >= GREEN["g_min"]) & (g <= GREEN["g_max"])
     spread = np.maximum(np.abs(r - g), np.abs(g - b))

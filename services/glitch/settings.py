@@ -16,7 +16,7 @@ class GlitchSettings(BaseServiceSettings):
     glitch_threads: int = Field(0, ge=0, le=64, description="onnxruntime intra-op threads; 0 lets onnxruntime choose")
     glitch_batch: int = Field(64, ge=1, le=1024, description="Media messages fetched per batch (frames of all streams are classified together)")
     glitch_open_score: float = Field(0.95, gt=0, le=1, description="Classifier score that opens an incident on one frame")
-    glitch_suspect_score: float = Field(0.5, gt=0, le=1, description="Score enough while decoder evidence makes a frame suspect")
+    glitch_suspect_score: float = Field(0.35, gt=0, le=1, description="Score enough while decoder evidence makes a frame suspect")
     glitch_close_after_s: float = Field(1.5, gt=0, description="Media seconds without a bad frame that end an incident")
     glitch_freeze_min_s: float = Field(10.0, gt=0, description="Frozen picture for this long is a freeze incident")
     glitch_update_every_s: float = Field(10.0, gt=0, description="Media seconds between UPDATE events of a long incident")

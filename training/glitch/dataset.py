@@ -12,7 +12,8 @@ frames corrupted with training.glitch.corrupt (a tile takes the kind when at lea
 is damaged, is clean when none of it is, and is skipped in between); macroblocking tiles from
 decodes of damaged packets (training.glitch.damage), from frames under 30 dB: a tile is
 macroblocking when its PSNR against the clean decode is under 25 dB, clean when over 38 dB
-(hard negatives from damaged frames), skipped in between. Synthetic masks keep only pixels
+(hard negatives from damaged frames), skipped in between. Every third seed adds a full-frame
+regular pattern at a random (often heavy) compression, clean and with stripes (pattern_tiles). Synthetic masks keep only pixels
 that visibly changed (corrupt.VISIBLE). Labels: 0 clean, 1 stripes, 2 macroblocking, 3 green, 4 grey.
 
 `python -m training.glitch.dataset` writes var/glitch/{train,val}.npz (uint8 tiles, int64 labels,
@@ -33,13 +34,14 @@ from services.glitch.tiles import TILE, grid
 from training.glitch import corrupt, damage, scenes
 
 KINDS = corrupt.KINDS
-TRAIN_SEEDS = range(1000, 1064)
+TRAIN_SEEDS = range(1000, 1088)
 VAL_SEEDS = range(5000, 5020)
 OUT = Path(__file__).resolve().parents[2] / "var" / "glitch"
 KIND_SHARE = 0.10  # share of a tile that must be damaged for it to take the kind
 # A damaged tile is labelled macroblocking under 25 dB against the clean decode: between 25 and
 # 30 dB most tiles showed displaced but intact content (a lost frame's motion), not visible damage.
 MACROBLOCK_TILE_DB = 25.0
+PATTERN_EVERY = 3  # every third scene seed also gives a regular-pattern scene (pattern_tiles)
 
 
 def _tiles_with_mask(img: np.ndarray, mask: np.ndarray, kind: int, rng: np.random.Generator, limit: int) -> list[tuple[np.ndarray, int]]:
@@ -56,22 +58,42 @@ def _tiles_with_mask(img: np.ndarray, mask: np.ndarray, kind: int, rng: np.rando
     return out
 
 
+def _clean_decode(spec: scenes.SceneSpec, rng: np.random.Generator, path: Path) -> np.ndarray:
+    scenes.encode(scenes.render(spec, rng), path, crf=spec.crf)
+    return scenes.decode(path)[0]
+
+
+def _synthetic_tiles(clean: np.ndarray, rng: np.random.Generator, frames: dict[str, int]) -> list[tuple[np.ndarray, int]]:
+    """Clean tiles (6 per frame) and stripes (4), green and grey (3) tiles from `frames[kind]` frames each."""
+    n = len(clean)
+    out: list[tuple[np.ndarray, int]] = []
+    for i in rng.choice(n, size=frames.get("clean", 0), replace=False):
+        out += _tiles_with_mask(clean[i], np.zeros(clean[i].shape[:2], np.float32), 0, rng, 6)
+    for kind in ("stripes", "green", "grey"):
+        for i in rng.choice(n - 1, size=frames.get(kind, 0), replace=False):
+            img, mask, _ = corrupt.corrupt(clean[i], clean[i + 1], kind, rng)
+            out += _tiles_with_mask(img, mask, KINDS.index(kind), rng, 4 if kind == "stripes" else 3)
+    return out
+
+
+def pattern_tiles(seed: int, workdir: Path) -> list[tuple[np.ndarray, int]]:
+    """A full-frame regular pattern (stripes, hatching, checkerboard) under heavy compression:
+    clean, and read back with a wrong stride. The first model called such clean scenes stripes."""
+    rng = np.random.default_rng(seed + 100_000)
+    spec = scenes.random_spec(rng, seed)
+    spec.content, spec.crf = "pattern", int(rng.choice([23, 28, 33, 38, 44]))
+    clean = _clean_decode(spec, rng, workdir / f"pattern-{seed}.mkv")
+    return _synthetic_tiles(clean, rng, {"clean": 8, "stripes": 4})
+
+
 def scene_tiles(seed: int, workdir: Path) -> list[tuple[np.ndarray, int]]:
     """All tiles one scene contributes."""
     rng = np.random.default_rng(seed)
     spec = scenes.random_spec(rng, seed)
-    frames = scenes.render(spec, rng)
     src = workdir / f"clean-{seed}.mkv"
-    scenes.encode(frames, src, crf=spec.crf)
-    clean, _, _ = scenes.decode(src)
-    n = len(clean)
-    out: list[tuple[np.ndarray, int]] = []
-    for i in rng.choice(n, size=4, replace=False):  # clean
-        out += _tiles_with_mask(clean[i], np.zeros(clean[i].shape[:2], np.float32), 0, rng, 6)
-    for kind, count in (("stripes", 4), ("green", 3), ("grey", 3)):  # synthetic kinds
-        for i in rng.choice(n - 1, size=count, replace=False):
-            img, mask, _ = corrupt.corrupt(clean[i], clean[i + 1], kind, rng)
-            out += _tiles_with_mask(img, mask, KINDS.index(kind), rng, 4 if kind == "stripes" else 3)
+    clean = _clean_decode(spec, rng, src)
+    # clean frames: hard negatives matter most for false alarms; stripes vary most (width or height, 1..96 px)
+    out = _synthetic_tiles(clean, rng, {"clean": 8, "stripes": 10, "green": 3, "grey": 3})
     dst = workdir / f"damaged-{seed}.mkv"  # real decoder damage
     with_packets = sum(1 for _ in _packets(src))
     for _ in range(2):
@@ -111,7 +133,8 @@ def _worker(seeds: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     tiles, labels, origin = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
-            for tile, label in scene_tiles(seed, Path(tmp)):
+            extra = pattern_tiles(seed, Path(tmp)) if seed % PATTERN_EVERY == 0 else []
+            for tile, label in scene_tiles(seed, Path(tmp)) + extra:
                 tiles.append(tile)
                 labels.append(label)
                 origin.append(seed)
