@@ -38,3 +38,27 @@ async def bus(nats_server):
     await bus.ensure_streams()
     yield bus
     await bus.close()
+
+
+@pytest.fixture
+def ingest_vod():
+    """An async function (stub, {stream_id: file}, timeout, start=True): start VOD ingests on an
+    IngestStub (start=False: they were started already) and wait until every one has ENDED."""
+    import asyncio
+
+    from streamsight.gen.common.v1 import common_pb2
+    from streamsight.gen.ingest.v1 import ingest_pb2
+    from streamsight.results import TERMINAL
+
+    async def run(stub, sources: dict[str, Path], timeout: float = 90.0, start: bool = True) -> None:
+        for sid, path in sources.items() if start else ():
+            await stub.StartIngest(ingest_pb2.StartIngestRequest(stream_id=sid, source=str(path), pacing=common_pb2.PACING_VOD))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for sid in sources:
+            while (status := await stub.GetIngest(ingest_pb2.GetIngestRequest(stream_id=sid))).state not in TERMINAL:
+                assert loop.time() < deadline, f"ingest of {sid} did not finish in {timeout} s"
+                await asyncio.sleep(0.1)
+            assert status.state == common_pb2.STREAM_STATE_ENDED, status.last_error
+
+    return run

@@ -38,7 +38,6 @@ from training.audio import convert_panns
 from training.audio.panns import build
 
 REPO = Path(__file__).resolve().parents[2]
-TERMINAL = {common_pb2.STREAM_STATE_ENDED, common_pb2.STREAM_STATE_FAILED, common_pb2.STREAM_STATE_STOPPED}
 DURATION = 36.0  # windows 0-3; the last one is 6 s long
 QUIET, MINIGUN, LAUGH = 0, 1, 2  # windows: tone and noise only; minigun at 12 s; laughter at 25 s
 
@@ -86,23 +85,6 @@ async def ingest_stub(nats_url: str, data_dir: Path):
         yield ingest_pb2_grpc.IngestStub(ch)
 
 
-async def ingest_all(stub, sources: dict[str, Path], timeout: float = 60.0) -> None:
-    """Start the streams and wait until ingest has finished every one."""
-    for sid, path in sources.items():
-        await stub.StartIngest(ingest_pb2.StartIngestRequest(stream_id=sid, source=str(path), pacing=common_pb2.PACING_VOD))
-    await wait_ingested(stub, list(sources), timeout)
-
-
-async def wait_ingested(stub, sources: list[str], timeout: float = 60.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    for sid in sources:
-        while (status := await stub.GetIngest(ingest_pb2.GetIngestRequest(stream_id=sid))).state not in TERMINAL:
-            assert loop.time() < deadline, f"ingest of {sid} did not finish"
-            await asyncio.sleep(0.1)
-        assert status.state == common_pb2.STREAM_STATE_ENDED, status.last_error
-
-
 async def read_all(bus: Bus, subject: str, stream: str, until: int, timeout: float = 30.0) -> list:
     """Every message on `subject` in `stream`, waiting until there are at least `until` (then a little longer)."""
     sub = await bus.js.pull_subscribe(subject, stream=stream, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
@@ -130,11 +112,11 @@ async def features_of(bus: Bus, sid: str, windows: int) -> list[features_pb2.Fea
 
 
 @pytest.mark.slow
-async def test_one_record_per_window_and_the_minigun_stands_out(nats_server, bus, tmp_path, sample):
+async def test_one_record_per_window_and_the_minigun_stands_out(nats_server, bus, tmp_path, sample, ingest_vod):
     service = AudioService(audio_settings(nats_server.url))
     async with service.serving(), ingest_stub(nats_server.url, tmp_path) as stub:
         assert service.health_info()["tagger"] == "none"
-        await ingest_all(stub, {"match": sample.path})
+        await ingest_vod(stub, {"match": sample.path})
         records = await features_of(bus, "match", 4)
 
     assert [r.window for r in records] == [0, 1, 2, 3], "exactly one record per window, in order"
@@ -158,12 +140,12 @@ async def test_one_record_per_window_and_the_minigun_stands_out(nats_server, bus
 
 
 @pytest.mark.slow
-async def test_tagger_features_and_two_streams_at_once(nats_server, bus, tmp_path, sample, tiny_panns):
+async def test_tagger_features_and_two_streams_at_once(nats_server, bus, tmp_path, sample, tiny_panns, ingest_vod):
     service = AudioService(audio_settings(nats_server.url, tagger_path=tiny_panns, tagger_kind="panns"))
     async with service.serving(), ingest_stub(nats_server.url, tmp_path) as stub:
         health = service.health_info()
         assert health["tagger"] == "Cnn14" and health["tagger_classes"] == str(len(DEFAULT_CLASSES))
-        await ingest_all(stub, {"tag-a": sample.path, "tag-b": sample.path})
+        await ingest_vod(stub, {"tag-a": sample.path, "tag-b": sample.path})
         a = await features_of(bus, "tag-a", 4)
         b = await features_of(bus, "tag-b", 4)
 
@@ -187,7 +169,7 @@ async def test_tagger_features_and_two_streams_at_once(nats_server, bus, tmp_pat
 
 
 @pytest.mark.slow
-async def test_garbage_is_dead_lettered_and_the_stream_goes_on(nats_server, bus, tmp_path, sample):
+async def test_garbage_is_dead_lettered_and_the_stream_goes_on(nats_server, bus, tmp_path, sample, ingest_vod):
     service = AudioService(audio_settings(nats_server.url))
     async with service.serving(), ingest_stub(nats_server.url, tmp_path) as stub:
         await stub.StartIngest(ingest_pb2.StartIngestRequest(stream_id="junked", source=str(sample.path), pacing=common_pb2.PACING_VOD))
@@ -195,7 +177,7 @@ async def test_garbage_is_dead_lettered_and_the_stream_goes_on(nats_server, bus,
         nan_chunk = media_pb2.AudioChunk(stream_id="junked", start_s=3.0, sample_rate=32000, pcm_f32le=np.full(320, np.nan, "<f4").tobytes())
         await bus.publish(subjects.media("audio", "junked"), nan_chunk)
         await bus.publish(subjects.media("windows", "junked"), b"\x08\x96\x01 not a window record either \xff")
-        await wait_ingested(stub, ["junked"])
+        await ingest_vod(stub, {"junked": sample.path}, start=False)
         records = await features_of(bus, "junked", 4)
         dead = await read_all(bus, subjects.deadletter("audio"), subjects.DEADLETTER_STREAM, 3, timeout=10)
 
@@ -208,11 +190,11 @@ async def test_garbage_is_dead_lettered_and_the_stream_goes_on(nats_server, bus,
     assert any("not a streamsight.media.v1.WindowRecord" in r for r in reasons)
 
 
-async def test_a_stream_without_audio_gets_empty_records(nats_server, bus, tmp_path):
+async def test_a_stream_without_audio_gets_empty_records(nats_server, bus, tmp_path, ingest_vod):
     silent = make_media(tmp_path / "silent.mp4", duration=12.0, width=160, height=96, fps=10, audio="none")
     service = AudioService(audio_settings(nats_server.url))
     async with service.serving(), ingest_stub(nats_server.url, tmp_path) as stub:
-        await ingest_all(stub, {"mute": silent.path})
+        await ingest_vod(stub, {"mute": silent.path})
         records = await features_of(bus, "mute", 2)
     assert [(r.window, list(r.flags)) for r in records] == [(0, ["empty"]), (1, ["empty"])]
     assert all(dict(r.values) == {"audio_coverage": 0.0} and r.info["tagger"] == "none" for r in records)

@@ -21,15 +21,13 @@ from services.ingest.settings import IngestSettings
 from streamsight import events as ce
 from streamsight import subjects
 from streamsight.bus import Bus
-from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
-from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from streamsight.gen.ingest.v1 import ingest_pb2_grpc
 from streamsight.gen.media.v1 import media_pb2
 from streamsight.rpc import channel
 
 from .conftest import TEST_SEEDS, encode, held_out_scene, plant
 
-TERMINAL = {common_pb2.STREAM_STATE_ENDED, common_pb2.STREAM_STATE_FAILED, common_pb2.STREAM_STATE_STOPPED}
 
 
 @pytest.fixture(scope="module")
@@ -45,18 +43,6 @@ async def running(nats_url: str, data_dir: Path):
     ingest = IngestService(IngestSettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=0, data_dir=data_dir))
     async with glitch.serving(), ingest.serving(), channel(ingest.address) as ch:
         yield glitch, ingest_pb2_grpc.IngestStub(ch)
-
-
-async def ingest(stub, sources: dict[str, Path], timeout: float = 90.0) -> None:
-    for sid, path in sources.items():
-        await stub.StartIngest(ingest_pb2.StartIngestRequest(stream_id=sid, source=str(path), pacing=common_pb2.PACING_VOD))
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    for sid in sources:
-        while (status := await stub.GetIngest(ingest_pb2.GetIngestRequest(stream_id=sid))).state not in TERMINAL:
-            assert loop.time() < deadline, f"ingest of {sid} did not finish"
-            await asyncio.sleep(0.1)
-        assert status.state == common_pb2.STREAM_STATE_ENDED, status.last_error
 
 
 async def read_all(bus: Bus, subject: str, stream: str, settle_s: float = 3.0) -> list:
@@ -87,10 +73,10 @@ async def glitches(bus: Bus, sid: str) -> list[events_pb2.Glitch]:
 
 
 @pytest.mark.slow
-async def test_a_planted_green_band_gives_one_start_and_one_end(nats_server, bus, tmp_path, planted) -> None:
+async def test_a_planted_green_band_gives_one_start_and_one_end(nats_server, bus, tmp_path, planted, ingest_vod) -> None:
     async with running(nats_server.url, tmp_path) as (glitch, stub):
         assert glitch.health_info()["model"] == "glitch_cnn.onnx"
-        await ingest(stub, {"green": planted, "again": planted})  # two streams at once
+        await ingest_vod(stub, {"green": planted, "again": planted})  # two streams at once
         await asyncio.sleep(1.0)
         for sid in ("green", "again"):
             events = await glitches(bus, sid)
