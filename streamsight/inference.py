@@ -7,6 +7,7 @@ health and logs so a person can see which one is running.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -14,6 +15,11 @@ import onnxruntime as ort
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+
+
+def model_digest(path: Path) -> str:
+    """The first 12 hex digits of a model file's sha256: which exact model made a record."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
 
 
 def gpu_visible() -> bool:

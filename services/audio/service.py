@@ -23,14 +23,12 @@ the restart (its earlier chunks are gone), never twice.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import structlog
-from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 
 from services.audio.analyzer import AudioAnalyzer, WindowFeatures
@@ -41,6 +39,8 @@ from streamsight.bus import BadMessage
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.features.v1 import features_pb2
 from streamsight.gen.media.v1 import media_pb2
+from streamsight.inference import model_digest
+from streamsight.media import decode, window_record
 from streamsight.service import Service
 from streamsight.telemetry import ACTIVE_STREAMS
 
@@ -76,12 +76,7 @@ def open_tagger(settings: AudioSettings) -> OnnxTagger | None:
 
 def decode_chunk(stream_id: str, data: bytes) -> tuple[int, float, np.ndarray]:
     """(sample rate, start s, samples) of an AudioChunk message; BadMessage for anything unusable."""
-    try:
-        chunk = media_pb2.AudioChunk.FromString(data)
-    except DecodeError:
-        raise BadMessage("not a streamsight.media.v1.AudioChunk") from None
-    if chunk.stream_id and chunk.stream_id != stream_id:
-        raise BadMessage(f"audio chunk of stream {chunk.stream_id!r} on stream {stream_id!r}'s subject")
+    chunk = decode(media_pb2.AudioChunk, data, stream_id)
     if not 4000 <= chunk.sample_rate <= 384000:
         raise BadMessage(f"audio chunk sample rate {chunk.sample_rate} Hz is outside 4000-384000")
     if len(chunk.pcm_f32le) % 4:
@@ -96,19 +91,6 @@ def decode_chunk(stream_id: str, data: bytes) -> tuple[int, float, np.ndarray]:
         skip = min(samples.size, int(round(-start * chunk.sample_rate)))
         samples, start = samples[skip:], 0.0
     return chunk.sample_rate, start, samples
-
-
-def decode_window(stream_id: str, data: bytes) -> media_pb2.WindowRecord:
-    """A WindowRecord message, checked; BadMessage for anything unusable."""
-    try:
-        record = media_pb2.WindowRecord.FromString(data)
-    except DecodeError:
-        raise BadMessage("not a streamsight.media.v1.WindowRecord") from None
-    if record.stream_id and record.stream_id != stream_id:
-        raise BadMessage(f"window record of stream {record.stream_id!r} on stream {stream_id!r}'s subject")
-    if record.index < 0 or not (math.isfinite(record.start_s) and math.isfinite(record.end_s)) or record.end_s < record.start_s:
-        raise BadMessage(f"window record with index {record.index}, span {record.start_s}-{record.end_s} s")
-    return record
 
 
 def feature_record(
@@ -172,7 +154,7 @@ class AudioService(Service):
             self.log.warning("no tagger configured (STREAMSIGHT_TAGGER_PATH); loudness and spectral features only", tagger="none")
             self.producer = f"audio features-v{FEATURES_VERSION} tagger-none"
         else:
-            digest = await asyncio.to_thread(lambda: hashlib.sha256(s.tagger_path.read_bytes()).hexdigest()[:12])
+            digest = await asyncio.to_thread(model_digest, s.tagger_path)
             self.producer = f"audio features-v{FEATURES_VERSION} tagger-{self.tagger.name}@sha256:{digest}"
         self.info = {"tagger": self.tagger.name if self.tagger else "none", "provider": self.tagger.provider if self.tagger else "cpu"}
         self.streams: dict[str, StreamState] = {}
@@ -231,7 +213,7 @@ class AudioService(Service):
             state.done[record.window] = record
 
     async def _on_window(self, sid: str, data: bytes) -> None:
-        record = decode_window(sid, data)
+        record = window_record(data, sid)
         state = self.streams.get(sid)
         if state is None:
             state = self._new_state(sid, record.index)

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import math
 import ssl
 import time
 import uuid
@@ -36,7 +34,6 @@ from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
 
 import grpc
-from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
@@ -49,9 +46,11 @@ from services.chat.sentiment import ChatSentiment
 from services.chat.sources import LiveSource, ReplaySource, SourceError, check_replay_path, load_replay_checked_async, parse_source
 from services.chat.windows import ChatAggregator
 from streamsight import events, subjects
+from streamsight.bus import BadMessage
 from streamsight.gen.chat.v1 import chat_pb2, chat_pb2_grpc
 from streamsight.gen.common.v1 import common_pb2
-from streamsight.gen.media.v1 import media_pb2
+from streamsight.inference import model_digest
+from streamsight.media import window_record
 from streamsight.rpc import Servicer, StatusError, invalid, not_found, precondition, unavailable
 from streamsight.service import Service
 from streamsight.telemetry import ACTIVE_STREAMS
@@ -68,7 +67,7 @@ class ChatService(Service):
     async def start(self) -> None:
         self.scorer = ChatSentiment()
         self.model = ForecastModel(self.settings.forecast_model)
-        digest = hashlib.sha256(self.settings.forecast_model.read_bytes()).hexdigest()[:12]
+        digest = model_digest(self.settings.forecast_model)
         self.products = Products(
             new_aggregator=lambda start_s: ChatAggregator(self.scorer, start_s=start_s),
             new_forecaster=self.model.stream,
@@ -215,12 +214,9 @@ class ChatService(Service):
 
         async def on_window(msg: Msg) -> None:
             try:
-                record = media_pb2.WindowRecord.FromString(msg.data)
-            except DecodeError:
-                await self._dead_letter(msg, "not a streamsight.media.v1.WindowRecord")
-                return
-            if record.stream_id not in ("", sid) or not math.isfinite(record.end_s) or record.end_s < 0 or record.index < 0:
-                await self._dead_letter(msg, f"window record for stream {record.stream_id!r} with index {record.index}, end {record.end_s}")
+                record = window_record(msg.data, sid)
+            except BadMessage as exc:
+                await self._dead_letter(msg, str(exc))
                 return
             session.media_window(record.index, record.end_s, record.last)
 

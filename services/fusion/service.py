@@ -47,7 +47,7 @@ from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.features.v1 import features_pb2
 from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
-from streamsight.gen.media.v1 import media_pb2
+from streamsight.media import window_record
 from streamsight.rpc import channel
 from streamsight.service import Service
 from streamsight.telemetry import ACTIVE_STREAMS
@@ -237,13 +237,8 @@ class FusionService(Service):
             await self._score(state, join.add(_part(record)))
 
     async def on_window(self, msg: Msg) -> None:
-        try:
-            record = media_pb2.WindowRecord.FromString(msg.data)
-        except DecodeError:
-            raise BadMessage("not a streamsight.media.v1.WindowRecord") from None
         sid = subjects.stream_of(msg.subject)
-        if record.stream_id not in ("", sid) or record.index < 0 or not math.isfinite(record.end_s) or record.end_s < record.start_s:
-            raise BadMessage(f"window record for stream {record.stream_id!r} index {record.index} [{record.start_s}, {record.end_s}]")
+        record = window_record(msg.data, sid)
         if sid in self.done:
             return
         state = self._state(sid)

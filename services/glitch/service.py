@@ -15,15 +15,16 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
-from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 
 from services.glitch.classifier import FrameScore, GlitchClassifier
 from services.glitch.detector import DetectorConfig, GlitchEvent, Signal, StreamDetector
 from services.glitch.settings import GlitchSettings
 from streamsight import subjects
+from streamsight.bus import BadMessage
 from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.media.v1 import media_pb2
+from streamsight.media import decode, window_record
 from streamsight.service import Service
 from streamsight.telemetry import ACTIVE_STREAMS
 
@@ -39,23 +40,20 @@ PHASE_ENUM = {"start": events_pb2.PHASE_START, "update": events_pb2.PHASE_UPDATE
 
 
 def parse(msg: Msg) -> tuple[str, str, object]:
-    """(kind, stream id, decoded message); ValueError with the reason for bad input."""
+    """(kind, stream id, decoded message); BadMessage with the reason for bad input."""
     kind, sid = msg.subject.split(".")[3], subjects.stream_of(msg.subject)
-    try:
-        if kind == "frames_glitch":
-            frame = media_pb2.VideoFrame.FromString(msg.data)
-            if frame.format != media_pb2.PIXEL_FORMAT_RGB24:
-                raise ValueError(f"glitch frame is {media_pb2.PixelFormat.Name(frame.format)}, expected RGB24")
-            if frame.width < 1 or frame.height < 1 or len(frame.data) != frame.width * frame.height * 3:
-                raise ValueError(f"frame of {frame.width}x{frame.height} RGB24 needs {frame.width * frame.height * 3} bytes, got {len(frame.data)}")
-            return kind, sid, frame
-        if kind == "signals":
-            return kind, sid, media_pb2.FrameSignals.FromString(msg.data)
-        if kind == "windows":
-            return kind, sid, media_pb2.WindowRecord.FromString(msg.data)
-    except DecodeError as exc:
-        raise ValueError(f"{kind} message does not decode: {exc}") from None
-    raise ValueError(f"unexpected subject {msg.subject}")
+    if kind == "frames_glitch":
+        frame = decode(media_pb2.VideoFrame, msg.data, sid)
+        if frame.format != media_pb2.PIXEL_FORMAT_RGB24:
+            raise BadMessage(f"glitch frame is {media_pb2.PixelFormat.Name(frame.format)}, expected RGB24")
+        if frame.width < 1 or frame.height < 1 or len(frame.data) != frame.width * frame.height * 3:
+            raise BadMessage(f"frame of {frame.width}x{frame.height} RGB24 needs {frame.width * frame.height * 3} bytes, got {len(frame.data)}")
+        return kind, sid, frame
+    if kind == "signals":
+        return kind, sid, decode(media_pb2.FrameSignals, msg.data, sid)
+    if kind == "windows":
+        return kind, sid, window_record(msg.data, sid)
+    raise BadMessage(f"unexpected subject {msg.subject}")
 
 
 def to_proto(sid: str, event: GlitchEvent) -> tuple[events_pb2.Glitch, str]:
@@ -101,7 +99,7 @@ class GlitchService(Service):
         for i, msg in enumerate(msgs):
             try:
                 parsed.append((i, *parse(msg)))
-            except ValueError as exc:
+            except BadMessage as exc:
                 rejected[i] = str(exc)
         frames = [(i, m) for i, kind, _, m in parsed if kind == "frames_glitch"]
         images = [np.frombuffer(m.data, np.uint8).reshape(m.height, m.width, 3) for _, m in frames]

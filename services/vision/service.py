@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from services.vision.streams import VisionStreams, WindowOut
 from streamsight import subjects
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.features.v1 import features_pb2
+from streamsight.inference import model_digest
 from streamsight.service import Service
 from streamsight.telemetry import ACTIVE_STREAMS, HANDLE_LATENCY, current_trace_id
 
@@ -53,7 +53,7 @@ LATE_FRAMES = Counter("streamsight_vision_late_frames_total", "Frames dropped be
 
 def model_name(path: Path) -> str:
     """`<file>@sha256:<first 12 hex>`: which exact model made a record."""
-    return f"{path.name}@sha256:{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+    return f"{path.name}@sha256:{model_digest(path)}"
 
 
 class VisionService(Service):

@@ -29,12 +29,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import structlog
-from google.protobuf.message import DecodeError
 
 from services.vision.analyzer import AnalyzerConfig, StreamAnalyzer, WindowFeatures, process_streams
 from services.vision.runtime import CNN_INPUT_SIZE, VisionModels
 from streamsight import subjects
+from streamsight.bus import BadMessage
 from streamsight.gen.media.v1 import media_pb2
+from streamsight.media import decode, window_record
 
 log = structlog.get_logger(__name__)
 
@@ -88,11 +89,9 @@ class WindowOut:
 
 def _frame(stream_id: str, kind: str, data: bytes) -> FrameIn:
     try:
-        msg = media_pb2.VideoFrame.FromString(data)
-    except DecodeError as exc:
-        raise BadInput(f"not a VideoFrame protobuf ({exc})") from None
-    if msg.stream_id and msg.stream_id != stream_id:
-        raise BadInput(f"frame says stream {msg.stream_id!r} but came on the subject of {stream_id!r}")
+        msg = decode(media_pb2.VideoFrame, data, stream_id)
+    except BadMessage as exc:
+        raise BadInput(str(exc)) from None
     if not math.isfinite(msg.pts_s) or msg.pts_s < 0:
         raise BadInput(f"frame pts_s must be a finite, non-negative number of seconds, got {msg.pts_s}")
     if msg.sample_index < 0:
@@ -119,13 +118,9 @@ def _frame(stream_id: str, kind: str, data: bytes) -> FrameIn:
 
 def _window(stream_id: str, data: bytes) -> WindowIn:
     try:
-        msg = media_pb2.WindowRecord.FromString(data)
-    except DecodeError as exc:
-        raise BadInput(f"not a WindowRecord protobuf ({exc})") from None
-    if msg.stream_id and msg.stream_id != stream_id:
-        raise BadInput(f"window record says stream {msg.stream_id!r} but came on the subject of {stream_id!r}")
-    if msg.index < 0 or not (math.isfinite(msg.start_s) and math.isfinite(msg.end_s)) or msg.end_s < msg.start_s:
-        raise BadInput(f"window record {msg.index} [{msg.start_s}, {msg.end_s}) is out of range")
+        msg = window_record(data, stream_id)
+    except BadMessage as exc:
+        raise BadInput(str(exc)) from None
     lost = msg.gaps > 0 or msg.missing_frames > 0 or msg.gap_s > 0 or msg.decode_errors > 0
     return WindowIn(stream_id, int(msg.index), float(msg.start_s), float(msg.end_s), bool(msg.last), lost)
 
