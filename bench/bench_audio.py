@@ -50,12 +50,9 @@ RATE = 32000
 def load_audio(seconds: float) -> tuple[np.ndarray, str]:
     music = REPO.parent / "shared" / "data" / "sounds" / "music_olympics.ogg"
     if music.is_file():
-        import av
+        from training.audio.quantize import decode
 
-        with av.open(str(music)) as c:
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=RATE)
-            frames = [f for frame in c.decode(audio=0) for f in resampler.resample(frame)]
-        x = np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.float32)
+        x = decode(music, RATE)
         source = "music_olympics.ogg (looped)"
     else:
         x = (np.random.default_rng(0).standard_normal(RATE * 30) * 0.1).astype(np.float32)

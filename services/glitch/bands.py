@@ -14,6 +14,7 @@ detector only counts bands that appeared (see detector.py).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,6 +86,6 @@ def find_bands(rgb: np.ndarray) -> list[Band]:
     return sorted(bands, key=lambda band: band.top)
 
 
-def new_bands(bands: list[Band], previous: list[Band]) -> list[Band]:
+def new_bands(bands: Sequence[Band], previous: Sequence[Band]) -> list[Band]:
     """The bands that were not in the previous sample."""
     return [b for b in bands if not any(b.same_as(p) for p in previous)]

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.glitch.bands import Band
+from services.glitch.bands import Band, new_bands
 from services.glitch.classifier import FrameScore
 from services.glitch.thumbnail import jpeg
 
@@ -264,7 +264,7 @@ class StreamDetector:
         """The sample's fill bands that count as damage: new, and not there for band_persist_s."""
         seen = [(b, next((t0 for p, t0 in self._bands_seen if b.same_as(p)), t)) for b in bands]
         self._bands_seen = seen
-        return [b for b, t0 in seen if t - t0 < self.config.band_persist_s and not any(b.same_as(k) for k in self._bands_known)]
+        return new_bands([b for b, t0 in seen if t - t0 < self.config.band_persist_s], self._bands_known)
 
     def _close(self) -> GlitchEvent:
         inc = self._incident

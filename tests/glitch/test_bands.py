@@ -33,7 +33,7 @@ def test_a_thin_band_is_found_after_h264_on_real_footage(vtest, tmp_path, kind) 
     scenes.encode(frames, path, crf=28, gop=10, fps=10)
     decoded, _, _ = scenes.decode(path)
     found = [find_bands(f) for f in decoded]
-    hits = [b for bands, i in zip(found, range(len(found))) for b in bands if b.kind == kind and abs(b.top - (96 + 16 * (i % 20))) <= 4]
+    hits = [b for i, bands in enumerate(found) for b in bands if b.kind == kind and abs(b.top - (96 + 16 * (i % 20))) <= 4]
     assert len(hits) == len(decoded), f"{len(hits)} of {len(decoded)} frames"
     assert all(12 <= b.rows <= 20 for b in hits)
 

@@ -251,7 +251,7 @@ def clean_footage_false_alarms(clf: GlitchClassifier, config: DetectorConfig, ho
     """Incidents raised on `hours` of clean footage at the detector's 2 samples per second.
 
     Generated scenes (CLEAN_SEEDS, 30 s each, drawn like the training scenes with all their hard
-    cases, but never trained on) and the real files mirrored, cropped, brightened and re-encoded
+    cases, but never trained on) and the real files mirrored, cropped, darkened, brightened and re-encoded
     (REAL_VARIANTS passes). Frames are rendered at 2 per second, coded as H.264 at the scene's
     CRF and decoded: what ingest's 2 fps glitch sampling hands the classifier.
     """
@@ -277,11 +277,12 @@ def clean_footage_false_alarms(clf: GlitchClassifier, config: DetectorConfig, ho
         found[group]["where"] += [f"{name} at {e.start_s:.1f} s" for e in starts]
 
     target = hours * 3600.0
+    sampled: dict[str, np.ndarray] = {}  # each real file decoded once, at the detector's rate
     for k, (name, variant) in enumerate(REAL_VARIANTS):
-        frames, fps = real_frames(name)
-        step = fps / rate
-        picked = frames[np.round(np.arange(0, len(frames) - 1, step)).astype(int)]
-        play(variant(picked), 18 + 4 * (k % 5), "real", f"{name} variant {k}")
+        if name not in sampled:
+            frames, fps = real_frames(name)
+            sampled[name] = frames[np.round(np.arange(0, len(frames) - 1, fps / rate)).astype(int)]
+        play(variant(sampled[name]), 18 + 4 * (k % 5), "real", f"{name} variant {k}")
     for seed in CLEAN_SEEDS:
         if found["generated"]["seconds"] + found["real"]["seconds"] >= target:
             break
