@@ -7,8 +7,9 @@ Sources:
 
 1. Frame level, the whole detector: every glitch frame ingest sampled from the clips of 2. and
    3. (planted incidents, packet damage, clean footage) is judged with the decoder evidence of
-   its time, as the service judges it; truth is the planted span, or for packet damage the
-   frame's PSNR against the clean decode (< 30 dB corrupted, see damage.py). The classifier
+   its time, as the service judges it; truth is the planted span, or for packet damage whether
+   the frame is visibly damaged against the clean decode (under 30 dB, or a few 16x16 blocks far
+   off: damage.py). "frame_level_30db" repeats "all" with the PSNR rule alone. The classifier
    alone is reported too ("classifier_only": its corrupted score against open_score, on clean
    frames and the same frames with stripes, green and grey corruption or packet damage).
 2. Incident level, through the real ingest pipeline (PyAV decode, 2 fps glitch sampling,
@@ -189,14 +190,15 @@ def plant_synthetic(frames: np.ndarray, fps: int, rng: np.random.Generator, ever
     return out, truths
 
 
-def plant_damage(src: Path, dst: Path, clean: np.ndarray, fps: int, rng: np.random.Generator, mode: str) -> tuple[list[Truth], list[Truth], dict[int, bool]]:
+def plant_damage(src: Path, dst: Path, clean: np.ndarray, fps: int, rng: np.random.Generator, mode: str
+                 ) -> tuple[list[Truth], list[Truth], dict[int, tuple[bool, float]]]:
     """Garble or drop P-frame packets at a few places.
 
-    Truth: from the damaged packet's frame to the last frame labelled corrupted (PSNR < 30 dB)
-    after it; damage that left no frame under 30 dB is no incident (and not counted), but a
-    detection there is no false alarm either (the decoder did see damage): the second list
-    holds every damaged packet's span up to the next keyframe. The third is each decoded
-    frame's label by frame number (True: under 30 dB).
+    Truth: from the damaged packet's frame to the last frame labelled corrupted (visibly
+    damaged, damage.py) after it; damage that left no such frame is no incident (and not
+    counted), but a detection there is no false alarm either (the decoder did see damage): the
+    second list holds every damaged packet's span up to the next keyframe. The third is each
+    decoded frame's label and PSNR by frame number.
     """
     packets = sum(1 for _ in scenes_packets(src))
     gop = 2 * fps
@@ -224,7 +226,7 @@ def plant_damage(src: Path, dst: Path, clean: np.ndarray, fps: int, rng: np.rand
         if causes:
             tr.start_s = max(causes)
     damaged = [Truth("damage", i / fps, (i // gop + 1) * gop / fps) for i in targets]
-    return truths, damaged, {f.number: f.corrupted for f in labelled}
+    return truths, damaged, {f.number: (f.corrupted, f.psnr_db) for f in labelled}
 
 
 def match(truths: list[Truth], events: list[GlitchEvent], close_s: float, ignore: list[Truth] = ()) -> dict:
@@ -325,6 +327,7 @@ def main() -> None:
     sources.update({f"generated-{s}": (lambda s=s: generated_frames(s)) for s in EVAL_SEEDS})
     clean_seconds, clean_false = 0.0, 0
     system = {"real": SystemFrames(), "generated": SystemFrames(), "all": SystemFrames()}
+    system_30db = SystemFrames()  # packet damage judged by the frame's PSNR alone
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         fs_all = {"real": FrameSet(), "generated": FrameSet()}
@@ -332,12 +335,14 @@ def main() -> None:
             frames, fps = load()
             group = "generated" if name.startswith("generated") else "real"
 
-            def judged(verdicts: list[Verdict], truth_of, clip: str) -> None:
+            def judged(verdicts: list[Verdict], truth_of, clip: str, truth_30db=None) -> None:
                 for t, bad, _ in verdicts:
-                    truth = truth_of(int(round(t * fps)))
+                    n = int(round(t * fps))
+                    truth = truth_of(n)
                     if truth is not None:
                         system[group].add(truth, bad, clip)
                         system["all"].add(truth, bad, clip)
+                        system_30db.add((truth_30db or truth_of)(n), bad, clip)
 
             frame_level(clf, frames, fps, rng, work, fs_all[group], n=16 if group == "real" else 8)
             # clean runs: the original file for real sources, the clean encode for generated ones
@@ -366,11 +371,13 @@ def main() -> None:
                 dst = work / f"{mode}.mkv"
                 truths, damaged, labels = plant_damage(src, dst, clean, fps, rng, mode)
                 events, dur, _, verdicts = run_detector(dst, clf, config)
-                judged(verdicts, lambda n: None if n not in labels else f"packet_{mode}" if labels[n] else "clean", mode)
+                judged(verdicts, lambda n: None if n not in labels else f"packet_{mode}" if labels[n][0] else "clean", mode,
+                       lambda n: f"packet_{mode}" if labels[n][1] < damage.CORRUPT_PSNR_DB else "clean")
                 inc[mode] = match(truths, events, config.close_after_s, damaged)
             report["incident_level"][name] = inc
             print(name, json.dumps(inc), report["clean_runs"][name], f"{time.time() - started:.0f}s", file=sys.stderr)  # noqa: T201
         report["frame_level"] = {group: fs.report() for group, fs in system.items()}
+        report["frame_level_30db"] = system_30db.report()
         report["frame_level"]["classifier_only"] = {}
         for group, fs in fs_all.items():
             report["frame_level"]["classifier_only"][group] = {"at_open_score": pr(fs, config.open_score), "at_0.5": pr(fs, 0.5)}
