@@ -40,11 +40,12 @@ def clean_frames(tmp_path_factory) -> np.ndarray:
     return scenes.decode(path)[0]
 
 
-# Frame-level recall at the open score measured on this scene was 0.44 (stripes), 1.0 (green),
-# 0.56 (grey): single frames of subtle stripes (small height errors only shift the chroma) and
-# grey bands over grey content are missed; a 1 s incident has two samples and is caught at the
-# incident level (test_pipeline.py). The floors sit just under the measured values.
-FLOOR = {"stripes": 0.4, "green": 0.85, "grey": 0.5}
+# Frame-level recall at the open score measured on this scene with model 5 was 0.78 (stripes),
+# 0.89 (green), 0.78 (grey); model 3 had 0.33 for stripes. Single frames of subtle stripes (small
+# height errors only shift the chroma) and grey bands over grey content are missed; a 1 s incident
+# has two samples, and fill bands are found by bands.py (test_pipeline.py). The floors sit just
+# under the measured values.
+FLOOR = {"stripes": 0.7, "green": 0.85, "grey": 0.7}
 
 
 @pytest.mark.parametrize("kind", ["stripes", "green", "grey"])

@@ -54,13 +54,18 @@ def _resize(rgb: np.ndarray, w: int, h: int) -> np.ndarray:
     return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(width=w, height=h, interpolation="AREA").to_ndarray()
 
 
-def wrong_stride(frame: np.ndarray, next_frame: np.ndarray, rng: np.random.Generator, max_dw: int = 64, max_dh: int = 96) -> tuple[np.ndarray, np.ndarray, str]:
-    """Read the frame's I420 bytes back with a wrong width or height; returns (rgb, mask, what)."""
+def wrong_stride(frame: np.ndarray, next_frame: np.ndarray, rng: np.random.Generator, max_dw: int = 64, max_dh: int = 96,
+                 height_share: float = 0.35, small_width_share: float = 0.5) -> tuple[np.ndarray, np.ndarray, str]:
+    """Read the frame's I420 bytes back with a wrong width or height; returns (rgb, mask, what).
+
+    A wrong height comes `height_share` of the time; a wrong width is off by 1..8 pixels
+    `small_width_share` of the time, by up to `max_dw` otherwise.
+    """
     h, w, _ = frame.shape
     raw = np.frombuffer(rgb_to_i420(frame) + rgb_to_i420(next_frame), np.uint8)
-    if rng.random() < 0.65:
+    if rng.random() >= height_share:
         d = int(rng.integers(1, max_dw + 1)) * int(rng.choice([-1, 1]))
-        if rng.random() < 0.5:
+        if rng.random() < small_width_share:
             d = int(np.sign(d)) * int(rng.integers(1, 9))  # small errors are the common case (padding, odd widths)
         ww, hh, what = w + d, h, f"width{d:+d}"
     else:
@@ -103,14 +108,16 @@ def fill(frame: np.ndarray, rng: np.random.Generator, kind: str, whole: bool) ->
 VISIBLE = 24.0  # mean absolute RGB difference (0-255) from which a changed pixel counts as damaged
 
 
-def corrupt(frame: np.ndarray, next_frame: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
+def corrupt(frame: np.ndarray, next_frame: np.ndarray, kind: str, rng: np.random.Generator, **stride) -> tuple[np.ndarray, np.ndarray, str]:
     """Apply one synthetic kind: 'stripes', 'green' or 'grey' (whole frame 35 % of the time).
+
+    `stride` goes to wrong_stride (the mix of wrong widths and heights).
 
     The mask keeps only pixels that visibly changed: a shear of a flat area or a grey band
     over grey content leaves those pixels as they were, and a tile of them looks clean.
     """
     if kind == "stripes":
-        bad, mask, what = wrong_stride(frame, next_frame, rng)
+        bad, mask, what = wrong_stride(frame, next_frame, rng, **stride)
     elif kind in ("green", "grey"):
         bad, mask, what = fill(frame, rng, kind, whole=bool(rng.random() < 0.35))
     else:

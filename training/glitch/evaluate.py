@@ -120,6 +120,7 @@ class Truth:
     kind: str
     start_s: float
     end_s: float
+    detail: str = ""  # the corruption setting (corrupt.corrupt's description) of a planted incident
 
 
 Verdict = tuple[float, bool, str]  # a judged sample: media time, bad, kind
@@ -183,8 +184,8 @@ def plant_synthetic(frames: np.ndarray, fps: int, rng: np.random.Generator, ever
         a, b = int(round(t * fps)), int(round((t + 1.0) * fps))
         setting = int(rng.integers(0, 1 << 30))
         for i in range(a, b):  # one corruption setting for the whole incident, as a broken source would
-            out[i] = corrupt.corrupt(frames[i], frames[min(i + 1, len(frames) - 1)], kind, np.random.default_rng(setting))[0]
-        truths.append(Truth(kind, a / fps, (b - 1) / fps))
+            out[i], _, what = corrupt.corrupt(frames[i], frames[min(i + 1, len(frames) - 1)], kind, np.random.default_rng(setting))
+        truths.append(Truth(kind, a / fps, (b - 1) / fps, what))
         t += every_s
         k += 1
     return out, truths
@@ -244,7 +245,8 @@ def match(truths: list[Truth], events: list[GlitchEvent], close_s: float, ignore
             kinds_ok += e.kind == tr.kind or (tr.kind == "macroblocking" and e.kind in ("decode_error", "grey", "green"))
     excused = {s.incident for s, e in incidents for g in ignore if s.start_s <= g.end_s and e.end_s >= g.start_s}
     false = [s.incident for s, _ in incidents if s.incident not in used | excused]
-    missed = [tr.kind for tr in truths if not any(s.start_s <= tr.end_s + 0.01 and e.end_s >= tr.start_s - 0.01 for s, e in incidents)]
+    missed = [f"{tr.kind} ({tr.detail})" if tr.detail else tr.kind
+              for tr in truths if not any(s.start_s <= tr.end_s + 0.01 and e.end_s >= tr.start_s - 0.01 for s, e in incidents)]
     return {"truths": len(truths), "found": found, "kind_right": kinds_ok, "delays_s": delays, "false_alarms": len(false),
             "missed_kinds": missed, "false_alarm_kinds": [s.kind for s, _ in incidents if s.incident in false]}
 

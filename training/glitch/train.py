@@ -110,7 +110,7 @@ def export(model: torch.nn.Module, path: Path = ONNX_PATH) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="tiny", choices=["tiny", "lite0"])
-    parser.add_argument("--steps", type=int, default=2500)
+    parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--no-export", action="store_true")
