@@ -6,7 +6,9 @@ summed over the tiles (a green band lights several tiles the same way). Inferenc
 streamsight.inference (CUDA provider when a GPU is visible, CPU otherwise). Frames of several
 streams can be classified in one call; their tiles are batched together. Beside the model,
 each frame is checked for flat green and grey fill bands (bands.py), which the model misses
-when they are thin.
+when they are thin, and a frame whose tiles look like stripes (SHEAR_GATE) is checked for the
+row shear of a wrong width (shear.py), which the model scores under its open score when the
+shear is slight.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from services.glitch import tiles as tiling
+from services.glitch import shear as row_shear
 from services.glitch.bands import Band, find_bands
 from streamsight.inference import create_session, session_provider
 
@@ -25,6 +28,9 @@ MODEL_DIR = Path(__file__).resolve().parent / "models"
 MODEL_FILE = "glitch_cnn.onnx"
 # Output order of the model (training/glitch/dataset.py labels).
 KINDS = ("clean", "stripes", "macroblocking", "green", "grey")
+# The shear check runs when a tile's stripes probability reaches this: vtest read 2-3 pixels too
+# narrow scored 0.5-0.9 on every tile, clean development scenes mostly under 0.6.
+SHEAR_GATE = 0.6
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,7 @@ class FrameScore:
     tile_scores: np.ndarray  # P(corrupted) per tile, in tiles.grid order
     kinds: dict[str, float] = field(default_factory=dict)  # highest probability of each corrupted kind over the tiles
     bands: tuple[Band, ...] = ()  # flat green/grey fill bands in the frame (bands.find_bands)
+    sheared: bool = False  # rows shear like a wrong width's (shear.wrong_width; checked past SHEAR_GATE only)
 
 
 class GlitchClassifier:
@@ -64,12 +71,14 @@ class GlitchClassifier:
         batch = np.concatenate(cut)
         probs = self.tile_probabilities(batch)
         out, start = [], 0
-        for t, frame_bands in zip(cut, bands):
+        for frame, t, frame_bands in zip(frames, cut, bands):
             p = probs[start : start + len(t)]
             start += len(t)
             bad = 1.0 - p[:, 0]
             kind = KINDS[1 + int(np.argmax(p[:, 1:].sum(axis=0)))]
-            out.append(FrameScore(float(bad.max()), kind, bad, {k: float(p[:, i].max()) for i, k in enumerate(KINDS) if i}, frame_bands))
+            kinds = {k: float(p[:, i].max()) for i, k in enumerate(KINDS) if i}
+            sheared = kinds["stripes"] >= SHEAR_GATE and row_shear.wrong_width(row_shear.measure(np.asarray(frame)))
+            out.append(FrameScore(float(bad.max()), kind, bad, kinds, frame_bands, sheared))
         return out
 
     def tile_probabilities(self, tiles: np.ndarray) -> np.ndarray:

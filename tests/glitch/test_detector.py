@@ -17,14 +17,14 @@ def score(p: float, kind: str = "stripes") -> FrameScore:
 
 
 def feed(det: StreamDetector, scores: dict[float, float], seconds: float, kind: str = "stripes", signals: dict[int, Signal] | None = None,
-         errors_at: tuple[int, ...] = ()) -> list:
+         errors_at: tuple[int, ...] = (), scorer=score) -> list:
     """2 fps samples with the given scores (others 0.02), signals for every 25 fps frame in 1 s batches."""
     events = []
     signals = signals or {}
     for second in range(int(seconds)):
         for half in (0.0, 0.5):
             t = second + half
-            det.add_frame(t, score(scores.get(t, 0.02), kind), RGB)
+            det.add_frame(t, scorer(scores.get(t, 0.02), kind), RGB)
         batch = [signals.get(n, Signal(n / FPS, keyframe=n % 50 == 0)) for n in range(second * FPS, (second + 1) * FPS)]
         events += det.add_signals(batch, decode_errors=int(second in errors_at)) or []
         events += det.advance()

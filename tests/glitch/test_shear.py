@@ -1,0 +1,77 @@
+"""The row-shear check for wrong widths (shear.py), alone, in the classifier and in the detector."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from services.glitch import shear
+from services.glitch.classifier import FrameScore
+from services.glitch.detector import StreamDetector
+from training.glitch import corrupt, scenes
+
+from .test_detector import feed
+
+
+def read_with_width(frame: np.ndarray, next_frame: np.ndarray, d: int) -> np.ndarray:
+    """The frame's I420 bytes read back d pixels too wide (d < 0: too narrow), cut or padded to its width."""
+    h, w, _ = frame.shape
+    raw = np.frombuffer(corrupt.rgb_to_i420(frame) + corrupt.rgb_to_i420(next_frame), np.uint8)
+    bad = corrupt.yuv_to_rgb(*corrupt.i420_planes(raw, w + d, h))
+    return np.ascontiguousarray(np.pad(bad, ((0, 0), (0, max(0, w - bad.shape[1])), (0, 0)), mode="edge")[:, :w])
+
+
+@pytest.fixture(scope="module")
+def vtest(shared_data) -> np.ndarray:
+    return scenes.decode(shared_data / "media" / "vtest.avi")[0][::100]
+
+
+def coded(frames: list[np.ndarray], tmp_path) -> np.ndarray:
+    path = tmp_path / "coded.mkv"
+    scenes.encode(np.stack(frames), path, crf=23, gop=1)
+    return scenes.decode(path)[0]
+
+
+@pytest.mark.parametrize("d", [-3, 3, 5, -13])
+def test_real_frames_read_with_a_wrong_width_shear_by_that_width(vtest, tmp_path, d) -> None:
+    bad = coded([read_with_width(vtest[i], vtest[i + 1], d) for i in range(3)], tmp_path)
+    found = [shear.measure(f) for f in bad]
+    assert all(m.shift == d and shear.wrong_width(m) for m in found), found
+
+
+def test_two_pixels_off_the_shift_is_measured_but_often_too_weak_to_call(vtest, tmp_path) -> None:
+    # on vtest 19-44 % of the textured row pairs agree (MIN_SHARE is 0.3): such frames rest on the classifier's own score
+    bad = coded([read_with_width(vtest[i], vtest[i + 1], d) for d in (-2, 2) for i in range(3)], tmp_path)
+    found = [shear.measure(f) for f in bad]
+    assert [m.shift for m in found] == [-2] * 3 + [2] * 3, found
+    assert all(0.15 < m.share < 0.5 for m in found), found
+
+
+def test_clean_real_frames_do_not_shear(vtest, shared_data) -> None:
+    bbb = scenes.decode(shared_data / "media" / "bigbuckbunny.mp4")[0][::20]
+    found = [shear.measure(f) for f in list(vtest) + list(bbb)]
+    assert not any(shear.wrong_width(m) for m in found), found
+
+
+def test_content_that_shears_in_colour_too_is_not_a_wrong_width() -> None:
+    y, x = np.mgrid[0:360, 0:640].astype(np.float32)
+    phase = (x + 3 * y) / 9.0  # diagonal stripes: every row 3 pixels along from the one above
+    rgb = np.stack([128 + 90 * np.sin(phase), 128 + 60 * np.sin(phase + 2.0), 128 - 90 * np.sin(phase)], axis=-1).astype(np.uint8)
+    m = shear.measure(rgb)
+    assert abs(m.shift) == 3 and m.share > 0.5, m  # the luma shears like a 3-pixel width error...
+    assert m.chroma_shift == m.shift and not shear.wrong_width(m), m  # ...but so does the colour
+
+
+def test_the_classifier_checks_shear_on_frames_that_look_like_stripes(classifier, vtest, tmp_path) -> None:
+    bad = coded([read_with_width(vtest[i], vtest[i + 1], -3) for i in range(3)], tmp_path)
+    scores = classifier.classify(list(bad) + list(vtest[:3]))
+    assert [s.sheared for s in scores] == [True] * 3 + [False] * 3, [(round(s.kinds["stripes"], 2), s.sheared) for s in scores]
+
+
+def test_a_sheared_frame_opens_a_stripes_incident_under_the_open_score() -> None:
+    def sheared(p: float, kind: str = "stripes") -> FrameScore:
+        return FrameScore(p, kind, np.array([p]), {"stripes": p}, (), sheared=p > 0.5)
+
+    assert feed(StreamDetector(), {3.0: 0.7, 3.5: 0.7}, 8) == []  # 0.7 alone is under the open score
+    events = feed(StreamDetector(), {3.0: 0.7, 3.5: 0.7}, 8, scorer=sheared)
+    assert [(e.phase, e.kind, e.start_s, e.end_s) for e in events] == [("start", "stripes", 3.0, 3.0), ("end", "stripes", 3.0, 3.5)]
