@@ -10,13 +10,13 @@ Split (by scene seed, so no scene is in two sets):
 Per scene: clean tiles from a few frames of the clean decode; stripes/green/grey tiles from
 frames corrupted with training.glitch.corrupt, most of them then coded as H.264 at the scene's
 CRF (a tile takes the kind when at least 10 % of it is damaged, is clean when none of it is, and
-is skipped in between); macroblocking tiles from
-decodes of damaged packets (training.glitch.damage), from frames it labels corrupted: a tile is
-macroblocking when its PSNR against the clean decode is under 25 dB or it holds
-damage.VISIBLE_BLOCKS visibly wrong 16x16 blocks, clean when over 38 dB with none (hard
-negatives from damaged frames), skipped in between. Every third seed adds a full-frame
-regular pattern at a random (often heavy) compression, clean and with stripes (pattern_tiles).
-Synthetic masks keep only pixels that visibly changed (corrupt.VISIBLE). Labels: 0 clean, 1 stripes, 2 macroblocking, 3 green, 4 grey.
+is skipped in between); macroblocking tiles from decodes of damaged packets
+(training.glitch.damage), from frames it labels corrupted: a tile is macroblocking when its PSNR
+against the clean decode is under 25 dB or it holds damage.VISIBLE_BLOCKS visibly wrong 16x16
+blocks, clean when over 38 dB with none (hard negatives from damaged frames), skipped in
+between. Every third seed adds a full-frame regular pattern at a random (often heavy)
+compression, clean and with stripes (pattern_tiles). Synthetic masks keep only pixels that
+visibly changed (corrupt.VISIBLE). Labels: 0 clean, 1 stripes, 2 macroblocking, 3 green, 4 grey.
 
 `python -m training.glitch.dataset` writes var/glitch/{train,val}.npz (uint8 tiles, int64 labels,
 int64 scene seed per tile; no pickle).
