@@ -11,9 +11,9 @@ sample is bad when
 - the classifier's probability of a `standalone_kinds` kind (stripes) on some tile is at least
   `open_score` (for stripes also: the frame's rows shear like a wrong width's, shear.py, after
   a tile reached the classifier's SHEAR_GATE), or its probability of any corrupted kind is at
-  least `suspect_score` while the decoder evidence makes the picture suspect: a corrupt frame, a decode error or a gap (a
-  dropped packet raises no error) since which no keyframe has come, as every frame until the
-  next keyframe may reference what was damaged or lost. The classifier's macroblocking score
+  least `suspect_score` while the decoder evidence makes the picture suspect: a corrupt frame,
+  a decode error or a gap (a dropped packet raises no error) since which no keyframe has come,
+  as every frame until the next keyframe may reference what was damaged or lost. The classifier's macroblocking score
   alone never opens an incident: on generated validation tiles it does not separate smeared
   blocks from heavy but normal compression well enough; nor do its green and grey scores, which
   reached 0.95 on clean cartoon scenes while the fill-band check below finds every planted band
