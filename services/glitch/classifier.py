@@ -59,9 +59,9 @@ class GlitchClassifier:
 
     def classify(self, frames: Sequence[np.ndarray]) -> list[FrameScore]:
         """RGB frames [H,W,3] uint8 (sizes may differ) -> one FrameScore each, same order."""
+        frames = [np.asarray(frame) for frame in frames]
         cut, bands = [], []
         for i, frame in enumerate(frames):
-            frame = np.asarray(frame)
             if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
                 raise ValueError(f"frame {i}: expected RGB uint8 [H,W,3], got {frame.dtype} {frame.shape}")
             cut.append(tiling.cut(frame)[0])
@@ -77,7 +77,7 @@ class GlitchClassifier:
             bad = 1.0 - p[:, 0]
             kind = KINDS[1 + int(np.argmax(p[:, 1:].sum(axis=0)))]
             kinds = {k: float(p[:, i].max()) for i, k in enumerate(KINDS) if i}
-            sheared = kinds["stripes"] >= SHEAR_GATE and row_shear.wrong_width(row_shear.measure(np.asarray(frame)))
+            sheared = kinds["stripes"] >= SHEAR_GATE and row_shear.wrong_width(row_shear.measure(frame))
             out.append(FrameScore(float(bad.max()), kind, bad, kinds, frame_bands, sheared))
         return out
 

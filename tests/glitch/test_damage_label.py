@@ -10,11 +10,9 @@ STEP, BLOCK = damage.ERROR_STEP, damage.BLOCK // damage.ERROR_STEP
 
 
 def frame(error: np.ndarray) -> damage.DamagedFrame:
-    mse = float(error.mean())
-    db = 99.0 if mse <= 1e-10 else 10.0 * float(np.log10(255.0**2 / mse))
     h, w = error.shape[0] * STEP, error.shape[1] * STEP
     blank = np.zeros((h, w, 3), np.uint8)
-    return damage.DamagedFrame(0, blank, blank, db, error, False)
+    return damage.DamagedFrame(0, blank, blank, damage.mse_to_db(float(error.mean())), error, False, damage.visible_blocks(error))
 
 
 def test_a_few_far_off_blocks_make_a_frame_corrupted_though_its_psnr_is_high() -> None:

@@ -16,8 +16,7 @@ from .test_detector import feed
 def read_with_width(frame: np.ndarray, next_frame: np.ndarray, d: int) -> np.ndarray:
     """The frame's I420 bytes read back d pixels too wide (d < 0: too narrow), cut or padded to its width."""
     h, w, _ = frame.shape
-    raw = np.frombuffer(corrupt.rgb_to_i420(frame) + corrupt.rgb_to_i420(next_frame), np.uint8)
-    bad = corrupt.yuv_to_rgb(*corrupt.i420_planes(raw, w + d, h))
+    bad = corrupt.read_as(frame, next_frame, w + d, h)
     return np.ascontiguousarray(np.pad(bad, ((0, 0), (0, max(0, w - bad.shape[1])), (0, 0)), mode="edge")[:, :w])
 
 

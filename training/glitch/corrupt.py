@@ -54,6 +54,12 @@ def _resize(rgb: np.ndarray, w: int, h: int) -> np.ndarray:
     return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(width=w, height=h, interpolation="AREA").to_ndarray()
 
 
+def read_as(frame: np.ndarray, next_frame: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The frame's I420 bytes (then the next frame's, as in a raw file) read as a width x height picture."""
+    raw = np.frombuffer(rgb_to_i420(frame) + rgb_to_i420(next_frame), np.uint8)
+    return yuv_to_rgb(*i420_planes(raw, width, height))
+
+
 def wrong_stride(frame: np.ndarray, next_frame: np.ndarray, rng: np.random.Generator, max_dw: int = 64, max_dh: int = 96,
                  height_share: float = 0.35, small_width_share: float = 0.5) -> tuple[np.ndarray, np.ndarray, str]:
     """Read the frame's I420 bytes back with a wrong width or height; returns (rgb, mask, what).
@@ -62,7 +68,6 @@ def wrong_stride(frame: np.ndarray, next_frame: np.ndarray, rng: np.random.Gener
     `small_width_share` of the time, by up to `max_dw` otherwise.
     """
     h, w, _ = frame.shape
-    raw = np.frombuffer(rgb_to_i420(frame) + rgb_to_i420(next_frame), np.uint8)
     if rng.random() >= height_share:
         d = int(rng.integers(1, max_dw + 1)) * int(rng.choice([-1, 1]))
         if rng.random() < small_width_share:
@@ -71,8 +76,7 @@ def wrong_stride(frame: np.ndarray, next_frame: np.ndarray, rng: np.random.Gener
     else:
         d = int(rng.integers(8, max_dh + 1)) * int(rng.choice([-1, 1]))  # |d| < 8 only tints the picture
         ww, hh, what = w, h + d, f"height{d:+d}"
-    bad = yuv_to_rgb(*i420_planes(raw, ww, hh))
-    return _resize(bad, w, h), np.ones((h, w), np.float32), what
+    return _resize(read_as(frame, next_frame, ww, hh), w, h), np.ones((h, w), np.float32), what
 
 
 def _band(rng: np.random.Generator, h: int) -> tuple[int, int]:

@@ -56,9 +56,14 @@ def damage_file(src: Path, dest: Path, targets: dict[int, str], rng: np.random.G
             out.mux(packet)
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2))
-    return 99.0 if mse <= 1e-10 else 10.0 * np.log10(255.0**2 / mse)
+def mse_to_db(mse: float) -> float:
+    """PSNR in dB of a mean squared error on 0-255 values (99 for none)."""
+    return 99.0 if mse <= 1e-10 else 10.0 * float(np.log10(255.0**2 / mse))
+
+
+def looks_corrupted(psnr_db: float, blocks: int) -> bool:
+    """The label: visible damage over the whole frame (PSNR) or in a few blocks."""
+    return psnr_db < CORRUPT_PSNR_DB or blocks >= VISIBLE_BLOCKS
 
 
 @dataclass
@@ -71,15 +76,11 @@ class DamagedFrame:
     psnr_db: float
     error: np.ndarray  # per-pixel mean squared error over RGB on every ERROR_STEP-th pixel, float32
     is_corrupt_flag: bool
-
-    @property
-    def visible_blocks(self) -> int:
-        """Blocks of BLOCK x BLOCK pixels whose RMSE against the clean decode is at least VISIBLE_BLOCK_RMSE."""
-        return visible_blocks(self.error)
+    visible_blocks: int  # blocks of BLOCK x BLOCK pixels at least VISIBLE_BLOCK_RMSE off (visible_blocks(error))
 
     @property
     def corrupted(self) -> bool:
-        return self.psnr_db < CORRUPT_PSNR_DB or self.visible_blocks >= VISIBLE_BLOCKS
+        return looks_corrupted(self.psnr_db, self.visible_blocks)
 
 
 def visible_blocks(error: np.ndarray) -> int:
@@ -103,13 +104,10 @@ def label_frames(clean_frames: np.ndarray, damaged: Path) -> list[DamagedFrame]:
         # content, which looks correct to a viewer (a shifted but intact pan is not corruption).
         sub = img[::ERROR_STEP, ::ERROR_STEP].astype(np.float32)
         err = ((sub - ref[::ERROR_STEP, ::ERROR_STEP].astype(np.float32)) ** 2).mean(axis=2)
-        looks_bad = 10.0 * np.log10(255.0**2 / max(float(err.mean()), 1e-10)) < CORRUPT_PSNR_DB or visible_blocks(err) >= VISIBLE_BLOCKS
-        if looks_bad:  # only then can older frames matter
+        if looks_corrupted(mse_to_db(float(err.mean())), visible_blocks(err)):  # only then can older frames matter
             for k in range(max(0, num - REFERENCE_LAG), num):
                 np.minimum(err, ((sub - clean_frames[k][::ERROR_STEP, ::ERROR_STEP].astype(np.float32)) ** 2).mean(axis=2), out=err)
-        mse = float(err.mean())
-        db = 99.0 if mse <= 1e-10 else 10.0 * float(np.log10(255.0**2 / mse))
-        out.append(DamagedFrame(int(num), img, ref, db, err, flag))
+        out.append(DamagedFrame(int(num), img, ref, mse_to_db(float(err.mean())), err, flag, visible_blocks(err)))
     return out
 
 

@@ -117,7 +117,7 @@ def scene_tiles(seed: int, workdir: Path) -> list[tuple[np.ndarray, int]]:
     # clean frames: hard negatives matter most for false alarms; stripes vary most (width or height, 1..96 px)
     out = _synthetic_tiles(clean, rng, {"clean": 8, "stripes": 10, "green": 3, "grey": 3}, spec.crf, workdir)
     dst = workdir / f"damaged-{seed}.mkv"  # real decoder damage
-    with_packets = sum(1 for _ in _packets(src))
+    with_packets = scenes.count_packets(src)
     for _ in range(2):
         damage.damage_file(src, dst, damage.pick_targets(with_packets, 2 * scenes.FPS, rng), rng)
         frames_d = damage.label_frames(clean, dst)
@@ -135,20 +135,12 @@ def scene_tiles(seed: int, workdir: Path) -> list[tuple[np.ndarray, int]]:
     return out
 
 
-def _packets(path: Path):
-    import av
-
-    with av.open(str(path)) as c:
-        yield from (p for p in c.demux(c.streams.video[0]) if p.size)
-
-
 def _tile_damage(error: np.ndarray, shape: tuple[int, ...]) -> dict[tuple[int, int], tuple[float, int]]:
     """Per tile: its PSNR against the clean decode and its visibly wrong blocks (damage.visible_blocks)."""
     out, k = {}, damage.ERROR_STEP
     for y, x in grid(*shape[:2]):
         tile = error[y // k : (y + TILE) // k, x // k : (x + TILE) // k]
-        mse = float(tile.mean())
-        out[(y, x)] = (99.0 if mse <= 1e-10 else 10.0 * float(np.log10(255.0**2 / mse)), damage.visible_blocks(tile))
+        out[(y, x)] = (damage.mse_to_db(float(tile.mean())), damage.visible_blocks(tile))
     return out
 
 

@@ -83,7 +83,7 @@ def frame_level(clf: GlitchClassifier, frames: np.ndarray, fps: int, rng: np.ran
         batch.append((clean[i], 0, "clean"))
         kind = SYNTHETIC[int(rng.integers(0, 3))]
         batch.append((corrupt.corrupt(clean[i], clean[i + 1], kind, rng)[0], 1, kind))
-    packets = sum(1 for _ in scenes_packets(src))
+    packets = scenes.count_packets(src)
     dst = work / "damaged.mkv"
     for _ in range(3):
         damage.damage_file(src, dst, damage.pick_targets(packets, 2 * fps, rng), rng)
@@ -96,13 +96,6 @@ def frame_level(clf: GlitchClassifier, frames: np.ndarray, fps: int, rng: np.ran
             out.scores.append(score.corrupt)
             out.labels.append(label)
             out.kinds.append(kind)
-
-
-def scenes_packets(path: Path):
-    import av
-
-    with av.open(str(path)) as c:
-        yield from (p for p in c.demux(c.streams.video[0]) if p.size)
 
 
 def pr(fs: FrameSet, threshold: float) -> dict:
@@ -201,7 +194,7 @@ def plant_damage(src: Path, dst: Path, clean: np.ndarray, fps: int, rng: np.rand
     second list holds every damaged packet's span up to the next keyframe. The third is each
     decoded frame's label and PSNR by frame number.
     """
-    packets = sum(1 for _ in scenes_packets(src))
+    packets = scenes.count_packets(src)
     gop = 2 * fps
     targets: dict[int, str] = {}
     for t in np.arange(1.5, packets / fps - 2.0, 5.0):

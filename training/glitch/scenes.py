@@ -248,3 +248,9 @@ def decode(path: Path, max_width: int = 1280, max_height: int = 720) -> tuple[np
     if not frames:
         return np.zeros((0, 0, 0, 3), np.uint8), np.zeros(0, np.int64), []
     return np.stack(frames), np.asarray(numbers), corrupt
+
+
+def count_packets(path: Path) -> int:
+    """Video packets with data in a file (the frames damage.pick_targets can choose from)."""
+    with av.open(str(path)) as c:
+        return sum(1 for p in c.demux(c.streams.video[0]) if p.size)
