@@ -6,9 +6,10 @@ summed over the tiles (a green band lights several tiles the same way). Inferenc
 streamsight.inference (CUDA provider when a GPU is visible, CPU otherwise). Frames of several
 streams can be classified in one call; their tiles are batched together. Beside the model,
 each frame is checked for flat green and grey fill bands (bands.py), which the model misses
-when they are thin, and a frame whose tiles look like stripes (SHEAR_GATE) is checked for the
+when they are thin; a frame whose tiles look like stripes (SHEAR_GATE) is checked for the
 row shear of a wrong width (shear.py), which the model scores under its open score when the
-shear is slight.
+shear is slight; and every frame is checked for colour slid against the luma as a wrong height
+slides it (chroma.py), which the model mostly misses for heights 8-30 rows off.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from services.glitch import tiles as tiling
+from services.glitch import chroma
 from services.glitch import shear as row_shear
 from services.glitch.bands import Band, find_bands
 from streamsight.inference import create_session, session_provider
@@ -43,6 +45,7 @@ class FrameScore:
     kinds: dict[str, float] = field(default_factory=dict)  # highest probability of each corrupted kind over the tiles
     bands: tuple[Band, ...] = ()  # flat green/grey fill bands in the frame (bands.find_bands)
     sheared: bool = False  # rows shear like a wrong width's (shear.wrong_width; checked past SHEAR_GATE only)
+    chroma_shifted: bool = False  # colour slid like a wrong height's (chroma.wrong_height)
 
 
 class GlitchClassifier:
@@ -78,7 +81,8 @@ class GlitchClassifier:
             kind = KINDS[1 + int(np.argmax(p[:, 1:].sum(axis=0)))]
             kinds = {k: float(p[:, i].max()) for i, k in enumerate(KINDS) if i}
             sheared = kinds["stripes"] >= SHEAR_GATE and row_shear.wrong_width(row_shear.measure(frame))
-            out.append(FrameScore(float(bad.max()), kind, bad, kinds, frame_bands, sheared))
+            shifted = chroma.wrong_height(chroma.measure(frame))
+            out.append(FrameScore(float(bad.max()), kind, bad, kinds, frame_bands, sheared, shifted))
         return out
 
     def tile_probabilities(self, tiles: np.ndarray) -> np.ndarray:

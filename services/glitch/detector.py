@@ -10,10 +10,11 @@ Samples are judged in media-time order once the decoder evidence for their time 
 sample is bad when
 - the classifier's probability of a `standalone_kinds` kind (stripes) on some tile is at least
   `open_score` (for stripes also: the frame's rows shear like a wrong width's, shear.py, after
-  a tile reached the classifier's SHEAR_GATE), or its probability of any corrupted kind is at
-  least `suspect_score` while the decoder evidence makes the picture suspect: a corrupt frame,
-  a decode error or a gap (a dropped packet raises no error) since which no keyframe has come,
-  as every frame until the next keyframe may reference what was damaged or lost. The classifier's macroblocking score
+  a tile reached the classifier's SHEAR_GATE, or its colour slid like a wrong height's,
+  chroma.py), or its probability of any corrupted kind is at least `suspect_score` while the
+  decoder evidence makes the picture suspect: a corrupt frame, a decode error or a gap (a
+  dropped packet raises no error) since which no keyframe has come, as every frame until the
+  next keyframe may reference what was damaged or lost. The classifier's macroblocking score
   alone never opens an incident: on generated validation tiles it does not separate smeared
   blocks from heavy but normal compression well enough; nor do its green and grey scores, which
   reached 0.95 on clean cartoon scenes while the fill-band check below finds every planted band
@@ -211,7 +212,7 @@ class StreamDetector:
         strong_kind = max(strong, key=strong.__getitem__) if strong else ""
         if strong and strong[strong_kind] >= cfg.open_score:
             cnn_kind, score = strong_kind, strong[strong_kind]
-        elif sample.score.sheared and "stripes" in cfg.standalone_kinds:
+        elif (sample.score.sheared or sample.score.chroma_shifted) and "stripes" in cfg.standalone_kinds:
             cnn_kind, score = "stripes", cfg.open_score
         else:  # only decoder evidence can make this frame bad: lost data smears, so name a damage kind
             damage = {k: v for k, v in kinds.items() if k not in cfg.standalone_kinds} or kinds

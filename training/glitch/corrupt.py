@@ -48,7 +48,8 @@ def yuv_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
 
 
-def _resize(rgb: np.ndarray, w: int, h: int) -> np.ndarray:
+def resize(rgb: np.ndarray, w: int, h: int) -> np.ndarray:
+    """RGB scaled to w x h (area filter), as a player shows a picture read at the wrong size."""
     if rgb.shape[1] == w and rgb.shape[0] == h:
         return rgb
     return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(width=w, height=h, interpolation="AREA").to_ndarray()
@@ -76,7 +77,7 @@ def wrong_stride(frame: np.ndarray, next_frame: np.ndarray, rng: np.random.Gener
     else:
         d = int(rng.integers(8, max_dh + 1)) * int(rng.choice([-1, 1]))  # |d| < 8 only tints the picture
         ww, hh, what = w, h + d, f"height{d:+d}"
-    return _resize(read_as(frame, next_frame, ww, hh), w, h), np.ones((h, w), np.float32), what
+    return resize(read_as(frame, next_frame, ww, hh), w, h), np.ones((h, w), np.float32), what
 
 
 def _band(rng: np.random.Generator, h: int) -> tuple[int, int]:
