@@ -11,6 +11,7 @@ from services.glitch.detector import StreamDetector
 from training.glitch import corrupt, scenes
 
 from .test_detector import feed
+from .test_shear import coded
 
 
 def read_with_height(frame: np.ndarray, next_frame: np.ndarray, d: int) -> np.ndarray:
@@ -23,12 +24,6 @@ def read_with_height(frame: np.ndarray, next_frame: np.ndarray, d: int) -> np.nd
 def real(shared_data) -> dict[str, np.ndarray]:
     media = shared_data / "media"
     return {"vtest": scenes.decode(media / "vtest.avi")[0][::100], "bbb": scenes.decode(media / "bigbuckbunny.mp4")[0][::20]}
-
-
-def coded(frames: list[np.ndarray], tmp_path) -> np.ndarray:
-    path = tmp_path / "coded.mkv"
-    scenes.encode(np.stack(frames), path, crf=23, gop=1)
-    return scenes.decode(path)[0]
 
 
 @pytest.mark.parametrize(("source", "d"), [("vtest", 8), ("vtest", 16), ("vtest", 24), ("bbb", -8), ("bbb", -16), ("bbb", -24)])
