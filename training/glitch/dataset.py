@@ -15,7 +15,7 @@ is skipped in between); macroblocking tiles from decodes of damaged packets
 against the clean decode is under 25 dB or it holds damage.VISIBLE_BLOCKS visibly wrong 16x16
 blocks, clean when over 38 dB with none (hard negatives from damaged frames), skipped in
 between. Every third seed adds a full-frame regular pattern at a random (often heavy)
-compression, clean, with stripes and with damaged packets (pattern_tiles). Synthetic masks keep only pixels that
+compression, clean and with stripes (pattern_tiles). Synthetic masks keep only pixels that
 visibly changed (corrupt.VISIBLE). Labels: 0 clean, 1 stripes, 2 macroblocking, 3 green, 4 grey.
 
 `python -m training.glitch.dataset` writes var/glitch/{train,val}.npz (uint8 tiles, int64 labels,
@@ -51,10 +51,6 @@ STRIDE_MIX = {"height_share": 0.45, "small_width_share": 0.7}
 ENCODED_SHARE = 0.75
 MAX_RECODE_CRF = 33  # a wrong stride under heavier coding is mush, too close to clean heavy compression
 PATTERN_EVERY = 3  # every third scene seed also gives a regular-pattern scene (pattern_tiles)
-# Decodes with damaged packets per scene (each gives up to 4 damaged frames): the fifth model's
-# macroblocking score barely told damaged frames after a lost packet from intact ones.
-DAMAGE_ROUNDS = 3
-PATTERN_DAMAGE_ROUNDS = 1
 
 
 def _tiles_with_mask(img: np.ndarray, mask: np.ndarray, kind: int, rng: np.random.Generator, limit: int) -> list[tuple[np.ndarray, int]]:
@@ -104,15 +100,12 @@ def _synthetic_tiles(clean: np.ndarray, rng: np.random.Generator, frames: dict[s
 
 def pattern_tiles(seed: int, workdir: Path) -> list[tuple[np.ndarray, int]]:
     """A full-frame regular pattern (stripes, hatching, checkerboard) under heavy compression:
-    clean, read back with a wrong stride, and with damaged packets. The first model called such
-    clean scenes stripes; the fifth missed a dropped packet on one."""
+    clean, and read back with a wrong stride. The first model called such clean scenes stripes."""
     rng = np.random.default_rng(seed + 100_000)
     spec = scenes.random_spec(rng, seed)
     spec.content, spec.crf = "pattern", int(rng.choice([23, 28, 33, 38, 44]))
-    src = workdir / f"pattern-{seed}.mkv"
-    clean = _clean_decode(spec, rng, src)
-    out = _synthetic_tiles(clean, rng, {"clean": 8, "stripes": 4}, spec.crf, workdir)
-    return out + _damage_tiles(src, clean, rng, workdir, rounds=PATTERN_DAMAGE_ROUNDS)
+    clean = _clean_decode(spec, rng, workdir / f"pattern-{seed}.mkv")
+    return _synthetic_tiles(clean, rng, {"clean": 8, "stripes": 4}, spec.crf, workdir)
 
 
 def scene_tiles(seed: int, workdir: Path) -> list[tuple[np.ndarray, int]]:
@@ -123,15 +116,9 @@ def scene_tiles(seed: int, workdir: Path) -> list[tuple[np.ndarray, int]]:
     clean = _clean_decode(spec, rng, src)
     # clean frames: hard negatives matter most for false alarms; stripes vary most (width or height, 1..96 px)
     out = _synthetic_tiles(clean, rng, {"clean": 8, "stripes": 10, "green": 3, "grey": 3}, spec.crf, workdir)
-    return out + _damage_tiles(src, clean, rng, workdir, rounds=DAMAGE_ROUNDS)
-
-
-def _damage_tiles(src: Path, clean: np.ndarray, rng: np.random.Generator, workdir: Path, rounds: int) -> list[tuple[np.ndarray, int]]:
-    """Macroblocking and hard clean tiles from `rounds` decodes of `src` with damaged packets."""
-    out: list[tuple[np.ndarray, int]] = []
-    dst = workdir / f"damaged-{src.stem}.mkv"
+    dst = workdir / f"damaged-{seed}.mkv"  # real decoder damage
     with_packets = scenes.count_packets(src)
-    for _ in range(rounds):
+    for _ in range(2):
         damage.damage_file(src, dst, damage.pick_targets(with_packets, 2 * scenes.FPS, rng), rng)
         frames_d = damage.label_frames(clean, dst)
         bad = [f for f in frames_d if f.corrupted]
