@@ -16,7 +16,7 @@ standard deviations), or one plane does and the margin is ONE_PLANE_MARGIN (code
 a pale plane, U on grey footage, often loses its own peak while the joint one stays clear); and
 the edges at that shift correlate at least MIN_COHERENCE (in faint, grainy colour the profiles'
 peaks are noise).
-Measured in models/MODEL.md; 4.5 ms per 720p frame.
+Measured in models/MODEL.md; about 5 ms per 720p frame.
 """
 
 from __future__ import annotations
