@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from services.glitch import tiles as tiling
 from services.glitch import chroma
 from services.glitch import shear as row_shear
+from services.glitch import tiles as tiling
 from services.glitch.bands import Band, find_bands
 from streamsight.inference import create_session, session_provider
 

@@ -1,4 +1,4 @@
-"""The chroma-registration check for wrong heights (chroma.py), alone, in the classifier and in the detector."""
+"""The chroma-registration check for wrong heights (chroma.py), alone and in the classifier (the detector's use: test_detector)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,8 @@ import numpy as np
 import pytest
 
 from services.glitch import chroma
-from services.glitch.classifier import FrameScore
-from services.glitch.detector import StreamDetector
 from training.glitch import corrupt, scenes
 
-from .test_detector import feed
 from .test_shear import coded
 
 
@@ -56,12 +53,3 @@ def test_the_classifier_checks_every_frame_for_slid_colour(classifier, real, tmp
     bad = coded([read_with_height(bbb[i], bbb[i + 1], -12) for i in range(3)], tmp_path)
     scores = classifier.classify(list(bad) + list(bbb[:3]))
     assert [s.chroma_shifted for s in scores] == [True] * 3 + [False] * 3, [(round(s.kinds["stripes"], 2), s.chroma_shifted) for s in scores]
-
-
-def test_slid_colour_opens_a_stripes_incident_under_the_open_score() -> None:
-    def slid(p: float, kind: str = "stripes") -> FrameScore:
-        return FrameScore(p, kind, np.array([p]), {"stripes": p}, (), chroma_shifted=p > 0.5)
-
-    assert feed(StreamDetector(), {3.0: 0.6, 3.5: 0.6}, 8) == []
-    events = feed(StreamDetector(), {3.0: 0.6, 3.5: 0.6}, 8, scorer=slid)
-    assert [(e.phase, e.kind, e.start_s, e.end_s) for e in events] == [("start", "stripes", 3.0, 3.0), ("end", "stripes", 3.0, 3.5)]

@@ -110,3 +110,14 @@ def test_bad_config_is_refused() -> None:
         DetectorConfig(close_after_s=0)
     with pytest.raises(ValueError, match="standalone_kinds"):
         DetectorConfig(standalone_kinds=("stripes", "sparkles"))
+
+
+@pytest.mark.parametrize("check", ["sheared", "chroma_shifted"])
+def test_a_model_free_stripes_check_opens_an_incident_under_the_open_score(check) -> None:
+    # the row-shear (wrong width) and chroma-registration (wrong height) checks, shear.py and chroma.py
+    def flagged(p: float, kind: str = "stripes") -> FrameScore:
+        return FrameScore(p, kind, np.array([p]), {"stripes": p}, (), **{check: p > 0.5})
+
+    assert feed(StreamDetector(), {3.0: 0.7, 3.5: 0.7}, 8) == []  # 0.7 alone is under the open score
+    events = feed(StreamDetector(), {3.0: 0.7, 3.5: 0.7}, 8, scorer=flagged)
+    assert [(e.phase, e.kind, e.start_s, e.end_s) for e in events] == [("start", "stripes", 3.0, 3.0), ("end", "stripes", 3.0, 3.5)]

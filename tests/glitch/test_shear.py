@@ -1,4 +1,4 @@
-"""The row-shear check for wrong widths (shear.py), alone, in the classifier and in the detector."""
+"""The row-shear check for wrong widths (shear.py), alone and in the classifier (the detector's use: test_detector)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,7 @@ import numpy as np
 import pytest
 
 from services.glitch import shear
-from services.glitch.classifier import FrameScore
-from services.glitch.detector import StreamDetector
 from training.glitch import corrupt, scenes
-
-from .test_detector import feed
 
 
 def read_with_width(frame: np.ndarray, next_frame: np.ndarray, d: int) -> np.ndarray:
@@ -65,12 +61,3 @@ def test_the_classifier_checks_shear_on_frames_that_look_like_stripes(classifier
     bad = coded([read_with_width(vtest[i], vtest[i + 1], -3) for i in range(3)], tmp_path)
     scores = classifier.classify(list(bad) + list(vtest[:3]))
     assert [s.sheared for s in scores] == [True] * 3 + [False] * 3, [(round(s.kinds["stripes"], 2), s.sheared) for s in scores]
-
-
-def test_a_sheared_frame_opens_a_stripes_incident_under_the_open_score() -> None:
-    def sheared(p: float, kind: str = "stripes") -> FrameScore:
-        return FrameScore(p, kind, np.array([p]), {"stripes": p}, (), sheared=p > 0.5)
-
-    assert feed(StreamDetector(), {3.0: 0.7, 3.5: 0.7}, 8) == []  # 0.7 alone is under the open score
-    events = feed(StreamDetector(), {3.0: 0.7, 3.5: 0.7}, 8, scorer=sheared)
-    assert [(e.phase, e.kind, e.start_s, e.end_s) for e in events] == [("start", "stripes", 3.0, 3.0), ("end", "stripes", 3.0, 3.5)]
