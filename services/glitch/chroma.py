@@ -16,7 +16,7 @@ standard deviations), or one plane does and the margin is ONE_PLANE_MARGIN (code
 a pale plane, U on grey footage, often loses its own peak while the joint one stays clear); and
 the edges at that shift correlate at least MIN_COHERENCE (in faint, grainy colour the profiles'
 peaks are noise).
-Measured in models/MODEL.md; about 5 ms per 720p frame.
+Measured in models/MODEL.md; about 3 ms per 720p frame.
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ class ChromaShift:
     coherence: float = 0.0  # correlation coefficient of luma and chroma edges there (the better plane)
 
 
-def _planes(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    q = rgb[::STEP, ::STEP].astype(np.float32)
+def ycbcr(rgb: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """BT.601 luma and colour differences (Cb, Cr; no offset) of every `step`-th pixel, float32."""
+    q = rgb[::step, ::step].astype(np.float32)
     y = 0.299 * q[..., 0] + 0.587 * q[..., 1] + 0.114 * q[..., 2]
     return y, (q[..., 2] - y) * 0.564, (q[..., 0] - y) * 0.713
 
@@ -62,29 +63,44 @@ def _edges(plane: np.ndarray) -> np.ndarray:
     return g - g.mean(axis=0)
 
 
-def _profile(luma_edges: np.ndarray, chroma: np.ndarray, span: int) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class _LumaEdges:
+    """The luma's edges, kept in the form both chroma planes are correlated against."""
+
+    h: int
+    w: int
+    n: int  # FFT length over the rows (zero-padded, so shifts do not wrap)
+    spectrum: np.ndarray  # conjugated rfft over the rows
+    std: float
+
+    @classmethod
+    def of(cls, luma: np.ndarray) -> _LumaEdges:
+        edges = _edges(luma)
+        h, w = edges.shape
+        n = 1 << int(np.ceil(np.log2(2 * h)))
+        return cls(h, w, n, np.conj(np.fft.rfft(edges, n=n, axis=0)), float(edges.std()))
+
+
+def _profile(luma: _LumaEdges, chroma: np.ndarray, span: int) -> tuple[np.ndarray, np.ndarray]:
     """Correlation of luma edges at row r with chroma edges at row r + s, s in [-span, span]:
     standardised over the shifts, and as a correlation coefficient."""
-    h, w = luma_edges.shape
-    n = 1 << int(np.ceil(np.log2(2 * h)))
     chroma_edges = _edges(chroma)
-    spectrum = np.conj(np.fft.rfft(luma_edges, n=n, axis=0)) * np.fft.rfft(chroma_edges, n=n, axis=0)
-    corr = np.fft.irfft(spectrum.sum(axis=1), n=n)
+    corr = np.fft.irfft((luma.spectrum * np.fft.rfft(chroma_edges, n=luma.n, axis=0)).sum(axis=1), n=luma.n)
     shifts = np.arange(-span, span + 1)
-    p = corr[shifts % n] / (h - np.abs(shifts))  # per overlapping row
-    coefficient = p / (w * luma_edges.std() * chroma_edges.std() + 1e-6)
+    p = corr[shifts % luma.n] / (luma.h - np.abs(shifts))  # per overlapping row
+    coefficient = p / (luma.w * luma.std * chroma_edges.std() + 1e-6)
     return (p - np.median(p)) / (p.std() + 1e-6), coefficient
 
 
 def measure(rgb: np.ndarray) -> ChromaShift:
     """RGB [H,W,3] uint8 -> how far the colour sits from where the luma says it should."""
-    y, u, v = _planes(rgb)
+    y, u, v = ycbcr(rgb, STEP)
     span_u = min(MAX_SHIFT, int(0.6 * y.shape[0] / V_SLOPE))  # V's shift must stay inside the picture
     span_v = int(np.ceil(V_SLOPE * span_u)) + 1
     if span_u < MIN_SHIFT or y.shape[1] < 8:
         return ChromaShift(0, 0.0, False, False)
-    luma_edges = _edges(y)
-    (pu, cu), (pv, cv) = _profile(luma_edges, u, span_u), _profile(luma_edges, v, span_v)
+    luma = _LumaEdges.of(y)
+    (pu, cu), (pv, cv) = _profile(luma, u, span_u), _profile(luma, v, span_v)
     shifts = np.arange(-span_u, span_u + 1)
     joint = pu + pv[np.round(V_SLOPE * shifts).astype(int) + span_v]
     k = int(np.argmax(joint))

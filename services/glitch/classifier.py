@@ -47,6 +47,11 @@ class FrameScore:
     sheared: bool = False  # rows shear like a wrong width's (shear.wrong_width; checked past SHEAR_GATE only)
     chroma_shifted: bool = False  # colour slid like a wrong height's (chroma.wrong_height)
 
+    @property
+    def misread(self) -> bool:
+        """A model-free check says the picture was read with a wrong width or height (stripes)."""
+        return self.sheared or self.chroma_shifted
+
 
 class GlitchClassifier:
     """Thread-safe (onnxruntime sessions are); `classify` blocks: run it off the event loop."""

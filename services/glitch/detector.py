@@ -212,7 +212,7 @@ class StreamDetector:
         strong_kind = max(strong, key=strong.__getitem__) if strong else ""
         if strong and strong[strong_kind] >= cfg.open_score:
             cnn_kind, score = strong_kind, strong[strong_kind]
-        elif (sample.score.sheared or sample.score.chroma_shifted) and "stripes" in cfg.standalone_kinds:
+        elif sample.score.misread and "stripes" in cfg.standalone_kinds:
             cnn_kind, score = "stripes", cfg.open_score
         else:  # only decoder evidence can make this frame bad: lost data smears, so name a damage kind
             damage = {k: v for k, v in kinds.items() if k not in cfg.standalone_kinds} or kinds

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from services.glitch.chroma import ycbcr
+
 ROWS = 64  # row pairs sampled over the frame's height
 MAX_SHIFT = 24  # half-resolution pixels: width errors up to 24; bigger ones the classifier sees well
 STEP = 2  # every 2nd column of a row is compared
@@ -60,9 +62,8 @@ def _votes(plane: np.ndarray, texture: float) -> tuple[int, float]:
 
 def measure(rgb: np.ndarray) -> Shear:
     """RGB [H,W,3] uint8 -> the frame's row shear, on half-resolution luma and chroma."""
-    half = rgb[::2, ::2].astype(np.float32)
-    luma = 0.299 * half[..., 0] + 0.587 * half[..., 1] + 0.114 * half[..., 2]
-    chroma = (half[..., 2] - luma) * 0.564 + (half[..., 0] - luma) * 0.713
+    luma, cb, cr = ycbcr(rgb, 2)
+    chroma = cb + cr
     shift, share = _votes(luma, texture=3.0)
     chroma_shift, chroma_share = _votes(chroma, texture=2.0)
     return Shear(shift, round(share, 3), chroma_shift, round(chroma_share, 3))
