@@ -27,6 +27,13 @@ MAX_SHIFT = 24  # half-resolution pixels: width errors up to 24; bigger ones the
 STEP = 2  # every 2nd column of a row is compared
 MIN_SHIFT = 2  # a 1-pixel shear is too close to gently sloped content
 MIN_SHARE = 0.3  # read 2 pixels too narrow, vtest gave 0.31-0.45; clean development scenes up to 0.25 (past the gate)
+# A row pair is textured when its typical matching cost exceeds a floor. Costs scale with the
+# picture's contrast, so the floors are for a luma standard deviation of FULL_CONTRAST and
+# shrink with it: with fixed floors a dark scene read with a wrong width had too few textured
+# rows to measure (development seeds 5000-5599: 53 of 76 dark wrong-width incidents found, 58
+# with scaled floors, no clean frame more called on 6250).
+FULL_CONTRAST = 30.0
+LUMA_TEXTURE, CHROMA_TEXTURE = 3.0, 2.0
 SAME_SLOPE_SHARE = 0.3  # colour shearing with the luma in this share of rows: it is the content
 
 
@@ -64,8 +71,9 @@ def measure(rgb: np.ndarray) -> Shear:
     """RGB [H,W,3] uint8 -> the frame's row shear, on half-resolution luma and chroma."""
     luma, cb, cr = ycbcr(rgb, 2)
     chroma = cb + cr
-    shift, share = _votes(luma, texture=3.0)
-    chroma_shift, chroma_share = _votes(chroma, texture=2.0)
+    contrast = min(1.0, max(float(luma.std()), 1.0) / FULL_CONTRAST)
+    shift, share = _votes(luma, texture=LUMA_TEXTURE * contrast)
+    chroma_shift, chroma_share = _votes(chroma, texture=CHROMA_TEXTURE * contrast)
     return Shear(shift, round(share, 3), chroma_shift, round(chroma_share, 3))
 
 
