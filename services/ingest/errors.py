@@ -26,7 +26,7 @@ class ErrorCode(str, Enum):
     TRUNCATED = "TRUNCATED"  # a media file that ends early (cut-off download or copy)
     UNSUPPORTED_CODEC = "UNSUPPORTED_CODEC"  # media, but no decoder for its codec
     NO_STREAMS = "NO_STREAMS"  # media without any video or audio stream
-    DEPENDENCY_MISSING = "DEPENDENCY_MISSING"  # an optional package (streamlink) is needed
+    DEPENDENCY_MISSING = "DEPENDENCY_MISSING"  # an optional package (streamlink), or an FFmpeg protocol (srt), is needed
     STREAM_LOST = "STREAM_LOST"  # a live source dropped and did not come back
     CLIP_OUT_OF_RANGE = "CLIP_OUT_OF_RANGE"  # the clip is not (or no longer) in the clip buffer
     INTERNAL = "INTERNAL"  # a bug on our side
@@ -111,7 +111,12 @@ def classify(exc: BaseException, source: str, *, local_head: bytes | None = None
     if isinstance(exc, av.error.DecoderNotFoundError):
         return IngestError(ErrorCode.UNSUPPORTED_CODEC, f"no decoder for a codec in {source}")
     if isinstance(exc, av.error.ProtocolNotFoundError):
-        return IngestError(ErrorCode.INVALID_SOURCE, f"unsupported protocol in {source}")
+        # resolve() only lets through schemes FFmpeg can have, so this is the build: the PyPI
+        # wheels of PyAV, for one, come without libsrt.
+        scheme = source.split("://", 1)[0]  # a path never gets here: resolve() rejects "x:..." as an unknown scheme
+        return IngestError(ErrorCode.DEPENDENCY_MISSING,
+                           f"the FFmpeg that PyAV was built with has no {scheme!r} protocol, so {source} cannot be read "
+                           f"here; use a PyAV built against an FFmpeg with it (for srt: --enable-libsrt)")
     if isinstance(exc, (av.error.InvalidDataError, av.error.EOFError, av.error.DemuxerNotFoundError)):
         if local_head is not None and _looks_like_media(local_head):
             return IngestError(ErrorCode.TRUNCATED, f"{source} looks like a media file but is cut off or damaged")

@@ -75,6 +75,16 @@ async def test_unreachable_host(scheme: str) -> None:
     assert status.code.grpc_status == "UNAVAILABLE"
 
 
+async def test_srt_without_libsrt_names_the_missing_protocol() -> None:
+    status = await final_status(f"srt://127.0.0.1:{free_port()}")
+    assert status.kind is StatusKind.FAILED
+    if status.code is ErrorCode.DEPENDENCY_MISSING:  # PyAV's PyPI wheel: FFmpeg without libsrt
+        assert "'srt' protocol" in status.message and "libsrt" in status.message, status
+        assert status.code.grpc_status == "FAILED_PRECONDITION"
+    else:  # a PyAV with libsrt: nobody listens on the port
+        assert status.code in (ErrorCode.UNREACHABLE, ErrorCode.TIMEOUT), status
+
+
 def test_unsupported_scheme_and_twitch_without_streamlink() -> None:
     with pytest.raises(IngestError) as err:
         resolve("ftp://example.org/a.mp4")
