@@ -104,6 +104,11 @@ def classify(exc: BaseException, source: str, *, local_head: bytes | None = None
         return IngestError(ErrorCode.UNREACHABLE, f"cannot connect to {source}: {_reason(exc)}")
     if isinstance(exc, FileNotFoundError):
         return IngestError(ErrorCode.NOT_FOUND, f"no such file: {source}")
+    if isinstance(exc, PermissionError) and "://" in source:
+        # FFmpeg's RTMP client: the server refused the play, as servers do for a stream name
+        # nobody publishes (nginx-rtmp with idle_streams off, for one). Retried like a 404.
+        return IngestError(ErrorCode.NOT_FOUND, f"the server refused to play {source}: nothing is published "
+                                                f"there now (or it wants a key it did not get)")
     if isinstance(exc, PermissionError):
         return IngestError(ErrorCode.FORBIDDEN, f"permission denied reading {source}")
     if isinstance(exc, IsADirectoryError):
@@ -123,6 +128,10 @@ def classify(exc: BaseException, source: str, *, local_head: bytes | None = None
         return IngestError(ErrorCode.NOT_MEDIA, f"{source} is not a video or audio file FFmpeg can read")
     if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNREFUSED):
         return IngestError(ErrorCode.UNREACHABLE, f"cannot reach {source}: {_reason(exc)}")
+    if isinstance(exc, OSError) and exc.errno == errno.EIO and "://" in source:
+        # FFmpeg's RTMP client ends with EIO when the server drops the stream or has no
+        # publisher for it (yet or any more): the stream is offline, which may pass.
+        return IngestError(ErrorCode.STREAM_LOST, f"the server closed {source} or has no live stream there now")
     if isinstance(exc, OSError) and exc.errno == errno.ETIMEDOUT:
         return IngestError(ErrorCode.TIMEOUT, f"connection to {source} timed out")
     if isinstance(exc, OSError) and "resolve" in str(exc).lower():

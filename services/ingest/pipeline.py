@@ -327,6 +327,7 @@ class IngestPipeline:
         lost_at = dec.stats.media_time
         down_since = time.monotonic()
         reason = err.message if err else "the source closed the connection; checking whether the stream ended"
+        code = err.code if err else None  # why the last try failed, with the reason
         delay = policy.initial
         attempt = 0
         while True:
@@ -337,7 +338,7 @@ class IngestPipeline:
                 self._status(StatusKind.ENDED, f"live stream ended: no data for {waited:.0f} s ({reason})",
                              reconnect_attempts=attempt - 1)
                 return False
-            self._status(StatusKind.RECONNECTING, reason, err.code if err else None, attempt=attempt, delay=delay)
+            self._status(StatusKind.RECONNECTING, reason, code, attempt=attempt, delay=delay)
             if self._stop.wait(delay):
                 raise _Stopped
             delay = min(policy.max_delay, delay * policy.factor)
@@ -348,7 +349,7 @@ class IngestPipeline:
                     dec.finish()
                     self._status(StatusKind.FAILED, exc.message, exc.code)
                     return False
-                reason = exc.message
+                reason, code = exc.message, exc.code
                 continue
             break
         wall_gap = time.monotonic() - down_since
