@@ -12,12 +12,14 @@ from services.ingest.pipeline import IngestConfig, IngestPipeline, ReconnectPoli
 from services.ingest.source import SourceOptions
 
 
-def _config(give_up: float = 10.0) -> IngestConfig:
+def live_config(give_up: float = 10.0) -> IngestConfig:
+    """Short timeouts and backoff, so a test sees a stall, a reconnect and the end in seconds."""
     return IngestConfig(source=SourceOptions(open_timeout=3.0, read_timeout=1.5),
                         reconnect=ReconnectPolicy(initial=0.3, max_delay=1.0, give_up_after=give_up))
 
 
-async def _collect(pipeline: IngestPipeline) -> tuple[list[StatusEvent], list, list[WindowRecord]]:
+async def collect(pipeline: IngestPipeline) -> tuple[list[StatusEvent], list, list[WindowRecord]]:
+    """Run the pipeline to its end: its statuses, frame signals and window records."""
     statuses, signals, windows = [], [], []
     async for item in pipeline.items():
         if isinstance(item, StatusEvent):
@@ -32,7 +34,7 @@ async def _collect(pipeline: IngestPipeline) -> tuple[list[StatusEvent], list, l
 @pytest.mark.slow
 async def test_live_hls_stall_reconnects_and_records_the_gap(live_hls) -> None:
     live_hls.run(preroll=2, stall_at=7, stall_seconds=4.0)
-    statuses, signals, windows = await _collect(IngestPipeline(live_hls.url, _config()))
+    statuses, signals, windows = await collect(IngestPipeline(live_hls.url, live_config()))
     kinds = [s.kind for s in statuses]
     assert kinds[0] is StatusKind.STARTED and statuses[0].details["live"] is True
     assert StatusKind.RECONNECTING in kinds and StatusKind.RECONNECTED in kinds
@@ -53,7 +55,7 @@ async def test_live_hls_stall_reconnects_and_records_the_gap(live_hls) -> None:
 
 async def test_live_hls_without_end_marker_ends_after_the_timeout(live_hls) -> None:
     live_hls.run(preroll=3, limit=3, end=False)  # three segments, then silence; no EXT-X-ENDLIST
-    statuses, signals, windows = await _collect(IngestPipeline(live_hls.url, _config(give_up=2.5)))
+    statuses, signals, windows = await collect(IngestPipeline(live_hls.url, live_config(give_up=2.5)))
     assert statuses[0].details["live"] is True
     assert statuses[-1].kind is StatusKind.ENDED and "no data" in statuses[-1].message
     assert StatusKind.RECONNECTING in [s.kind for s in statuses]

@@ -19,19 +19,15 @@ import av
 import pytest
 
 from services.ingest.errors import ErrorCode
-from services.ingest.items import FrameSignals, StatusEvent, StatusKind
-from services.ingest.pipeline import IngestConfig, IngestPipeline, ReconnectPolicy
-from services.ingest.source import SourceOptions
+from services.ingest.items import StatusKind
+from services.ingest.pipeline import IngestPipeline
 from streamsight.synth import make_media
+
+from .test_bad_input import free_port
+from .test_live_hls import collect, live_config
 
 RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
 FPS = 15
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +37,7 @@ def rtmp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if nginx is None or not RTMP_MODULE.exists():
         pytest.skip("a real RTMP server is needed: apt-get install nginx-light libnginx-mod-rtmp (.ci/run does)")
     root = tmp_path_factory.mktemp("nginx")
-    port = _free_port()
+    port = free_port()
     (root / "nginx.conf").write_text(
         f"load_module {RTMP_MODULE};\n"
         f"daemon off; master_process off; worker_processes 1;\n"
@@ -101,21 +97,6 @@ def publish(url: str, src: Path, start: float, end: float) -> threading.Thread:
     return thread
 
 
-def _config(give_up: float) -> IngestConfig:
-    return IngestConfig(source=SourceOptions(open_timeout=3.0, read_timeout=1.5),
-                        reconnect=ReconnectPolicy(initial=0.3, max_delay=1.0, give_up_after=give_up))
-
-
-async def _collect(pipeline: IngestPipeline) -> tuple[list[StatusEvent], list]:
-    statuses, signals = [], []
-    async for item in pipeline.items():
-        if isinstance(item, StatusEvent):
-            statuses.append(item)
-        elif isinstance(item, FrameSignals):
-            signals.extend(item.signals)
-    return statuses, signals
-
-
 @pytest.mark.slow
 async def test_rtmp_publisher_drops_and_comes_back(rtmp_server: str, broadcast: Path) -> None:
     url = f"{rtmp_server}/drop"
@@ -128,7 +109,7 @@ async def test_rtmp_publisher_drops_and_comes_back(rtmp_server: str, broadcast: 
     on_air = threading.Thread(target=broadcaster, daemon=True)
     on_air.start()
     await asyncio.sleep(0.5)  # the publisher is on the server before the viewer asks for it
-    statuses, signals = await _collect(IngestPipeline(url, _config(give_up=4.0)))
+    statuses, signals, _ = await collect(IngestPipeline(url, live_config(give_up=4.0)))
     on_air.join(5)
     kinds = [s.kind for s in statuses]
     assert kinds[0] is StatusKind.STARTED and statuses[0].details["live"] is True, statuses[0]
@@ -159,7 +140,7 @@ async def test_rtmp_publisher_drops_and_comes_back(rtmp_server: str, broadcast: 
 
 
 async def test_rtmp_stream_nobody_publishes_fails_clearly(rtmp_server: str) -> None:
-    statuses, signals = await _collect(IngestPipeline(f"{rtmp_server}/nobody", _config(give_up=2.0)))
+    statuses, signals, _ = await collect(IngestPipeline(f"{rtmp_server}/nobody", live_config(give_up=2.0)))
     assert not signals
     assert [s.kind for s in statuses] == [StatusKind.FAILED], statuses
     assert statuses[0].code is ErrorCode.NOT_FOUND and statuses[0].code.grpc_status == "NOT_FOUND"
