@@ -104,9 +104,9 @@ def classify(exc: BaseException, source: str, *, local_head: bytes | None = None
         return IngestError(ErrorCode.UNREACHABLE, f"cannot connect to {source}: {_reason(exc)}")
     if isinstance(exc, FileNotFoundError):
         return IngestError(ErrorCode.NOT_FOUND, f"no such file: {source}")
-    if isinstance(exc, PermissionError) and "://" in source:
-        # FFmpeg's RTMP client: the server refused the play, as servers do for a stream name
-        # nobody publishes (nginx-rtmp with idle_streams off, for one). Retried like a 404.
+    if isinstance(exc, PermissionError) and _is_url(source):
+        # From FFmpeg's RTMP client: the server refused the play, as servers do for a stream
+        # name nobody publishes (nginx-rtmp with idle_streams off, for one). Retried like a 404.
         return IngestError(ErrorCode.NOT_FOUND, f"the server refused to play {source}: nothing is published "
                                                 f"there now (or it wants a key it did not get)")
     if isinstance(exc, PermissionError):
@@ -118,7 +118,7 @@ def classify(exc: BaseException, source: str, *, local_head: bytes | None = None
     if isinstance(exc, av.error.ProtocolNotFoundError):
         # resolve() only lets through schemes FFmpeg can have, so this is the build: the PyPI
         # wheels of PyAV, for one, come without libsrt.
-        scheme = source.split("://", 1)[0]  # a path never gets here: resolve() rejects "x:..." as an unknown scheme
+        scheme = source.split("://", 1)[0]  # a path never gets here: resolve() rejects "x:..." schemes
         return IngestError(ErrorCode.DEPENDENCY_MISSING,
                            f"the FFmpeg that PyAV was built with has no {scheme!r} protocol, so {source} cannot be read "
                            f"here; use a PyAV built against an FFmpeg with it (for srt: --enable-libsrt)")
@@ -128,15 +128,19 @@ def classify(exc: BaseException, source: str, *, local_head: bytes | None = None
         return IngestError(ErrorCode.NOT_MEDIA, f"{source} is not a video or audio file FFmpeg can read")
     if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNREFUSED):
         return IngestError(ErrorCode.UNREACHABLE, f"cannot reach {source}: {_reason(exc)}")
-    if isinstance(exc, OSError) and exc.errno == errno.EIO and "://" in source:
-        # FFmpeg's RTMP client ends with EIO when the server drops the stream or has no
-        # publisher for it (yet or any more): the stream is offline, which may pass.
+    if isinstance(exc, OSError) and exc.errno == errno.EIO and _is_url(source):
+        # FFmpeg's network clients end with a bare EIO when the server drops the stream; seen
+        # from RTMP when the publisher goes off the air, which may pass.
         return IngestError(ErrorCode.STREAM_LOST, f"the server closed {source} or has no live stream there now")
     if isinstance(exc, OSError) and exc.errno == errno.ETIMEDOUT:
         return IngestError(ErrorCode.TIMEOUT, f"connection to {source} timed out")
     if isinstance(exc, OSError) and "resolve" in str(exc).lower():
         return IngestError(ErrorCode.UNREACHABLE, f"cannot resolve the host of {source}")
     return IngestError(ErrorCode.INTERNAL, f"unexpected error reading {source}: {type(exc).__name__}: {exc}")
+
+
+def _is_url(source: str) -> bool:
+    return "://" in source
 
 
 def _reason(exc: BaseException) -> str:

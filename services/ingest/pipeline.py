@@ -326,19 +326,19 @@ class IngestPipeline:
         self._close_container()
         lost_at = dec.stats.media_time
         down_since = time.monotonic()
-        reason = err.message if err else "the source closed the connection; checking whether the stream ended"
-        code = err.code if err else None  # why the last try failed, with the reason
+        last = err  # the latest failure; None: the source just closed the connection
         delay = policy.initial
         attempt = 0
         while True:
             attempt += 1
+            reason = last.message if last else "the source closed the connection; checking whether the stream ended"
             waited = time.monotonic() - self._last_data
             if waited >= policy.give_up_after:
                 dec.finish()
                 self._status(StatusKind.ENDED, f"live stream ended: no data for {waited:.0f} s ({reason})",
                              reconnect_attempts=attempt - 1)
                 return False
-            self._status(StatusKind.RECONNECTING, reason, code, attempt=attempt, delay=delay)
+            self._status(StatusKind.RECONNECTING, reason, last.code if last else None, attempt=attempt, delay=delay)
             if self._stop.wait(delay):
                 raise _Stopped
             delay = min(policy.max_delay, delay * policy.factor)
@@ -349,7 +349,7 @@ class IngestPipeline:
                     dec.finish()
                     self._status(StatusKind.FAILED, exc.message, exc.code)
                     return False
-                reason, code = exc.message, exc.code
+                last = exc
                 continue
             break
         wall_gap = time.monotonic() - down_since

@@ -48,13 +48,9 @@ def test_clean_real_frames_do_not_shear(vtest, shared_data) -> None:
     assert not any(shear.wrong_width(m) for m in found), found
 
 
-def darkened(frames: np.ndarray, gain: float) -> np.ndarray:
-    return (frames.astype(np.float32) * gain).astype(np.uint8)
-
-
 @pytest.mark.parametrize("d", [-13, 5])
 def test_dark_real_frames_read_with_a_wrong_width_shear_by_that_width(vtest, tmp_path, d) -> None:
-    dark = darkened(vtest[:4], 0.08)  # a night scene: luma under 20; with unscaled texture floors no row pair counted
+    dark = scenes.brightened(vtest[:4], 0.08)  # a night scene: luma under 20; with unscaled texture floors no row pair counted
     bad = coded([read_with_width(dark[i], dark[i + 1], d) for i in range(3)], tmp_path)
     found = [shear.measure(f) for f in bad]
     assert all(m.shift == d for m in found), found
@@ -63,7 +59,7 @@ def test_dark_real_frames_read_with_a_wrong_width_shear_by_that_width(vtest, tmp
 
 def test_clean_dark_real_frames_do_not_shear(vtest, shared_data) -> None:
     bbb = scenes.decode(shared_data / "media" / "bigbuckbunny.mp4")[0][::20]
-    found = [shear.measure(f) for gain in (0.04, 0.08, 0.12, 0.25) for frames in (vtest, bbb) for f in darkened(frames, gain)]
+    found = [shear.measure(f) for gain in (0.04, 0.08, 0.12, 0.25) for frames in (vtest, bbb) for f in scenes.brightened(frames, gain)]
     assert not any(shear.wrong_width(m) for m in found), [m for m in found if shear.wrong_width(m)]
 
 

@@ -297,13 +297,10 @@ def _crop(frames: np.ndarray, share: float) -> np.ndarray:
     return np.ascontiguousarray(frames[:, (h - hh) // 2 : (h - hh) // 2 + hh, (w - ww) // 2 : (w - ww) // 2 + ww])
 
 
-def _gain(frames: np.ndarray, gain: float) -> np.ndarray:
-    return np.clip(frames.astype(np.float32) * gain, 0, 255).astype(np.uint8)
-
-
 REAL_VARIANTS = [(name, fn) for name in ("vtest.avi", "bigbuckbunny.mp4") for fn in (
-    lambda f: f, lambda f: f[:, :, ::-1].copy(), lambda f: _crop(f, 0.8), lambda f: _gain(f, 0.5), lambda f: _gain(f, 1.3),
-    lambda f: _crop(f[:, ::-1], 0.6), lambda f: _gain(_crop(f, 0.9), 0.25))]
+    lambda f: f, lambda f: f[:, :, ::-1].copy(), lambda f: _crop(f, 0.8),
+    lambda f: scenes.brightened(f, 0.5), lambda f: scenes.brightened(f, 1.3),
+    lambda f: _crop(f[:, ::-1], 0.6), lambda f: scenes.brightened(_crop(f, 0.9), 0.25))]
 # Seeds 8000-8099 were looked at while the detector was developed (their false alarms led to
 # pattern_tiles in the training data), so the reported hour starts at 8200.
 CLEAN_SEEDS = range(8200, 9000)

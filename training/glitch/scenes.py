@@ -204,6 +204,11 @@ def render(spec: SceneSpec, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def brightened(frames: np.ndarray, gain: float) -> np.ndarray:
+    """Frames with their brightness times ``gain`` (under 1: darker), clipped to 0..255."""
+    return np.clip(frames.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+
+
 def encode(frames: np.ndarray, path: Path, crf: int = 23, gop: int = 2 * FPS, bframes: int = 0, fps: int = FPS) -> None:
     """H.264 (libx264, yuv420p) with a keyframe exactly every `gop` frames, in Matroska."""
     n, h, w, _ = frames.shape
