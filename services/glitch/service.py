@@ -75,10 +75,10 @@ class GlitchService(Service):
     async def start(self) -> None:
         s = self.settings
         self.detector_config = DetectorConfig(
-            open_score=s.glitch_open_score, suspect_score=s.glitch_suspect_score, close_after_s=s.glitch_close_after_s,
-            freeze_min_s=s.glitch_freeze_min_s, update_every_s=s.glitch_update_every_s,
+            open_score=s.open_score, suspect_score=s.suspect_score, close_after_s=s.close_after_s,
+            freeze_min_s=s.freeze_min_s, update_every_s=s.update_every_s,
         )
-        self.classifier = await asyncio.to_thread(GlitchClassifier, s.glitch_model, s.glitch_threads or None)
+        self.classifier = await asyncio.to_thread(GlitchClassifier, s.model_path, s.intra_threads or None)
         await asyncio.to_thread(self.classifier.warm_up)
         self.streams: dict[str, StreamDetector] = {}
         self.bus.consume_batches(
@@ -86,7 +86,7 @@ class GlitchService(Service):
             [subjects.media("frames_glitch"), subjects.media("signals"), subjects.media("windows")],
             self.on_batch,
             subjects.MEDIA_STREAM,
-            batch=s.glitch_batch,
+            batch=s.fetch_batch,
             inactive_threshold_s=300,
         )
 

@@ -39,7 +39,7 @@ def planted(tmp_path_factory) -> Path:
 
 @contextlib.asynccontextmanager
 async def running(nats_url: str, data_dir: Path):
-    glitch = GlitchService(GlitchSettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=0, glitch_threads=2))
+    glitch = GlitchService(GlitchSettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=0, intra_threads=2))
     ingest = IngestService(IngestSettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=0, data_dir=data_dir))
     async with glitch.serving(), ingest.serving(), channel(ingest.address) as ch:
         yield glitch, ingest_pb2_grpc.IngestStub(ch)
