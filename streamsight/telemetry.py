@@ -68,6 +68,20 @@ RPC_LATENCY = Histogram("streamsight_rpc_seconds", "gRPC handling time", ["servi
 HANDLE_LATENCY = Histogram("streamsight_handle_seconds", "Bus message handling time", ["service", "subject"])
 ACTIVE_STREAMS = Gauge("streamsight_active_streams", "Streams being processed", ["service"])
 
+# The bus's health. Disconnects, reconnects and client-side slow consumers are counted by the
+# Bus's connection callbacks; server-side slow consumers (nats-server cut the client because
+# MaxPending was exceeded) only show in the server's log, which the supervisor of `up` reads.
+NATS_DISCONNECTS = Counter("streamsight_nats_disconnects_total", "Connections to NATS lost", ["service"])
+NATS_RECONNECTS = Counter("streamsight_nats_reconnects_total", "Connections to NATS re-established", ["service"])
+NATS_SLOW_CONSUMERS = Counter(
+    "streamsight_nats_slow_consumers_total",
+    "Slow-consumer errors: side=client when nats-py dropped messages, side=server when nats-server cut the client",
+    ["service", "side"],
+)
+BUS_USABLE = Gauge("streamsight_bus_usable", "1 while the service's bus is connected and JetStream answers (readiness)", ["service"])
+CONSUMERS_RECREATED = Counter("streamsight_consumers_recreated_total", "Durable consumers re-created after NATS lost them", ["service"])
+NATS_SERVER_RESTARTS = Counter("streamsight_nats_server_restarts_total", "Embedded nats-server restarts by the supervisor of `up`")
+
 
 def start_metrics_server(port: int) -> None:
     """Serve /metrics on `port` (no-op for 0)."""
