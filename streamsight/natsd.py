@@ -2,7 +2,10 @@
 
 Used by `streamsight up`, `streamsight analyze` when no stack is running, and the tests. The
 server listens on 127.0.0.1 only, stores JetStream data in the given folder, and allows
-messages up to 8 MiB (a full-HD RGB frame).
+messages up to 8 MiB (a full-HD RGB frame). Its log (where nats-server reports slow consumers
+and dropped clients) goes to a file (`log_file`), to a pipe its owner reads (`log_pipe=True`:
+`streamsight up` relays it into the stack's log), or nowhere. `start()` may be called again
+after the process died: the same port, monitoring port and data folder are reused.
 """
 
 from __future__ import annotations
@@ -39,12 +42,26 @@ def server_binary() -> str:
 class NatsServer:
     """One nats-server process with JetStream in `data_dir`."""
 
-    def __init__(self, data_dir: Path, port: int = 0, monitor_port: int = 0, log_file: Path | None = None):
+    def __init__(
+        self, data_dir: Path, port: int = 0, monitor_port: int = 0, log_file: Path | None = None, log_pipe: bool = False
+    ):
+        if log_file is not None and log_pipe:
+            raise ValueError("nats-server logs to a file or to a pipe, not both")
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.monitor_port = monitor_port or free_port()
         self.log_file = log_file
+        self.log_pipe = log_pipe
         self.process: subprocess.Popen | None = None
+
+    @property
+    def log(self):
+        """The read end of the server's log pipe (binary, one line per record); None without `log_pipe`."""
+        return self.process.stdout if self.process is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     @property
     def url(self) -> str:
@@ -73,11 +90,22 @@ class NatsServer:
         return config
 
     def start(self, timeout_s: float = 15.0) -> "NatsServer":
+        if self.running:
+            raise RuntimeError(f"nats-server is already running (pid {self.process.pid})")
         config = self._write_config()
-        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            [server_binary(), "-c", str(config)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )  # own session: a terminal's Ctrl-C reaches the supervisor, which stops NATS last
+        if self.log_pipe:
+            out = subprocess.PIPE
+        elif self.log_file:
+            out = open(self.log_file, "ab")
+        else:
+            out = subprocess.DEVNULL
+        try:
+            self.process = subprocess.Popen(
+                [server_binary(), "-c", str(config)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )  # own session: a terminal's Ctrl-C reaches the supervisor, which stops NATS last
+        finally:
+            if out not in (subprocess.PIPE, subprocess.DEVNULL):
+                out.close()  # the child holds its own descriptor
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -5,6 +5,8 @@ interceptor that checks an optional bearer token, opens a span from the caller's
 logs and counts each call, and turns errors into clear statuses: a handler raises `StatusError`
 (INVALID_ARGUMENT, NOT_FOUND, ...) with a message meant for a person; any other exception becomes
 INTERNAL with only the trace id, never a traceback. `stop()` marks health NOT_SERVING, then drains.
+`follow_readiness(ready)` keeps health in step with a readiness check (a service's bus): NOT_SERVING
+while it says no, SERVING again once it says yes.
 
 Client (`channel`): an aio channel whose calls carry the current trace context in metadata.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,6 +170,7 @@ class RpcServer:
             ],
         )
         self.port = 0
+        self.serving = False
 
     async def start(self) -> int:
         """Bind and serve; returns the bound port. Health says SERVING for each service."""
@@ -184,13 +187,39 @@ class RpcServer:
         return self.port
 
     async def set_serving(self, serving: bool) -> None:
+        self.serving = serving
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         await self.health.set("", status)
         for s in self.servicers:
             await self.health.set(s.full_name, status)
 
+    async def follow_readiness(
+        self,
+        ready: Callable[[], bool],
+        interval_s: float = 0.25,
+        on_change: Callable[[bool], Awaitable[None]] | None = None,
+    ) -> None:
+        """Poll `ready()` every `interval_s` and set health to match, until cancelled.
+
+        `on_change(now_ready)` is awaited after each change (to log it, count it). A check that
+        raises counts as not ready. Runs until cancelled; `stop()` ends it for good because
+        health ignores changes once graceful shutdown began.
+        """
+        while True:
+            try:
+                now = bool(ready())
+            except Exception as exc:
+                log.warning("readiness check failed", error=repr(exc))
+                now = False
+            if now != self.serving:
+                await self.set_serving(now)
+                if on_change is not None:
+                    await on_change(now)
+            await asyncio.sleep(interval_s)
+
     async def stop(self, grace_s: float) -> None:
         """Health NOT_SERVING first (load balancers move away), then drain in-flight calls."""
+        self.serving = False
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
 

@@ -6,6 +6,11 @@ A service subclasses `Service`, names itself, picks its settings class, and over
 (a clear message and exit code 2 when they are wrong), configures logs, traces and metrics,
 connects to NATS, provisions the JetStream streams, serves gRPC with health and reflection, and
 shuts down gracefully on SIGTERM or Ctrl-C (health NOT_SERVING, drain, close the bus).
+
+Readiness: health is NOT_SERVING while `ready()` says no, which by default is while the bus is
+unusable (disconnected from NATS, or its JetStream calls failing, as after a NATS restart until
+the streams are re-created), and SERVING again once it recovers. Each change is logged and the
+`streamsight_bus_usable` gauge follows it.
 """
 
 from __future__ import annotations
@@ -23,9 +28,19 @@ from streamsight.bus import Bus
 from streamsight.config import BaseServiceSettings, ConfigError, load_settings
 from streamsight.logs import configure_logging
 from streamsight.rpc import RpcServer, Servicer
-from streamsight.telemetry import configure_tracing, start_metrics_server
+from streamsight.telemetry import BUS_USABLE, configure_tracing, start_metrics_server
 
 log = structlog.get_logger(__name__)
+
+READINESS_POLL_S = 0.25  # a NATS outage lasts at least the client's 1 s reconnect wait; never missed
+
+
+def bus_usable(bus: Bus | None) -> bool:
+    """True while `bus` can do its work: connected, and (where the Bus tracks it) JetStream answering."""
+    if bus is None or bus.nc.is_closed or not bus.nc.is_connected:
+        return False
+    usable = getattr(bus, "usable", None)  # Bus.usable: connected and the last JetStream call worked
+    return True if usable is None else bool(usable)
 
 
 class Service:
@@ -48,6 +63,10 @@ class Service:
         """gRPC services to serve besides health and reflection; none by default."""
         return []
 
+    def ready(self) -> bool:
+        """Whether to answer health SERVING now; by default, while the bus is usable."""
+        return bus_usable(self.bus)
+
     def health_info(self) -> dict[str, str]:
         """Facts to log at start and report in health (provider, model, tagger, ...)."""
         return {}
@@ -59,6 +78,7 @@ class Service:
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         """Run until `stop` is set. Sets `ready` once serving."""
         self.bus = await Bus.connect(self.settings.nats_url, self.name)
+        watch: asyncio.Task | None = None
         try:
             await self.bus.ensure_streams()
             await self.start()
@@ -66,17 +86,31 @@ class Service:
             s = self.settings
             self.rpc = RpcServer(self.name, self.servicers(), s.grpc_host, s.grpc_port, s.auth_token)
             await self.rpc.start()
+            BUS_USABLE.labels(self.name).set(1)
+            watch = asyncio.create_task(
+                self.rpc.follow_readiness(self.ready, READINESS_POLL_S, self._readiness_changed), name=f"readiness:{self.name}"
+            )
             self.log.info("service ready", grpc_port=self.rpc.port, **self.health_info())
             if ready is not None:
                 ready.set()
             await stop.wait()
             self.log.info("service stopping")
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
             await self.rpc.stop(self.settings.shutdown_grace_s)
             await self.stop()
         finally:
+            if watch is not None:
+                watch.cancel()
             await self.bus.close()
         self.log.info("service stopped")
 
+    async def _readiness_changed(self, now_ready: bool) -> None:
+        BUS_USABLE.labels(self.name).set(1 if now_ready else 0)
+        if now_ready:
+            self.log.info("bus usable again; health SERVING")
+        else:
+            self.log.warning("bus unusable; health NOT_SERVING")
 
     @property
     def address(self) -> str:

@@ -3,17 +3,26 @@
 Services are the same modules that run in containers (`python -m services.<name>`). Only
 services whose package has a `__main__` are started: one that is not built is absent, never
 faked. A crashed service is restarted with exponential backoff (a configuration error, exit
-code 2, is not retried). Ctrl-C or SIGTERM stops the services (SIGTERM, then SIGKILL after a
-grace period) and then NATS. Each output line is prefixed with the service's name.
-`<data_dir>/up.json` records where the stack listens, so `streamsight analyze` can find it.
+code 2, is not retried). nats-server is watched the same way: if it exits, it is started again
+on the same port with the same data folder (file-backed streams survive; the in-memory MEDIA
+stream does not, and the services re-create it when they reconnect). Ctrl-C or SIGTERM stops
+the services (SIGTERM, then SIGKILL after a grace period) and then NATS.
+
+Each output line is prefixed with its process's name, nats-server's own log included (prefix
+`nats`), so its "Slow Consumer Detected" lines are in the stack's log; the supervisor counts
+those per client and the server's restarts, says so, and keeps the counts in
+`<data_dir>/up.json`, which also records where the stack listens, so `streamsight analyze` can
+find it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -21,9 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamsight.natsd import NatsServer, free_port
+from streamsight.telemetry import NATS_SERVER_RESTARTS, NATS_SLOW_CONSUMERS
 
 STATE_FILE = "up.json"
 CONFIG_ERROR_EXIT = 2
+SLOW_CONSUMER = "Slow Consumer Detected"
+_CLIENT_NAME = re.compile(r"streamsight-([A-Za-z0-9_.-]+)")  # Bus.connect names each client so
+MAX_BACKOFF_S = 30.0
+STABLE_S = 30.0  # a process that ran this long before exiting restarts with the shortest backoff
 
 
 @dataclass(frozen=True)
@@ -79,7 +93,11 @@ class Supervisor:
         grace_s: float = 8.0,
     ):
         self.data_dir = Path(data_dir).resolve()
-        self.nats = NatsServer(self.data_dir / "nats", port=nats_port, log_file=None)
+        self.nats = NatsServer(self.data_dir / "nats", port=nats_port, log_pipe=True)
+        self.nats_restarts = 0
+        self.slow_consumers: dict[str, int] = {}  # by client (service) name, from the server's log
+        self._nats_task: asyncio.Task | None = None
+        self._stop_event = asyncio.Event()
         # free_ports: every service on a free port (an embedded stack beside a running `up`).
         self.ports = dict(ports or {})
         self.http_port = 0 if free_ports else 8080
@@ -140,6 +158,11 @@ class Supervisor:
             "nats_url": self.nats.url,
             "gateway": f"127.0.0.1:{self._port(CATALOG[-1])}",
             "web": f"http://127.0.0.1:{self.http_port}/" if self.http_port else None,
+            "nats": {
+                "pid": self.nats.process.pid if self.nats.process else None,
+                "restarts": self.nats_restarts,
+                "slow_consumers": dict(self.slow_consumers),
+            },
             "services": {
                 c.spec.name: {"pid": c.process.pid if c.process else None, "restarts": c.restarts, "port": self._port(c.spec)}
                 for c in self.children
@@ -151,14 +174,90 @@ class Supervisor:
 
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(self.nats.start)
+        await self._start_nats()
         self._say("nats", f"nats-server with JetStream at {self.nats.url} (data in {self.nats.data_dir})")
+        self._nats_task = asyncio.create_task(self._keep_nats(), name="supervise:nats")
+        self._nats_task.add_done_callback(self._nats_watch_ended)
         specs = [s for s in built_services() if not self.only or s.name in self.only]
         for spec in specs:
             child = _Child(spec, self._env(spec))
             child.task = asyncio.create_task(self._keep_running(child), name=f"supervise:{spec.name}")
             self.children.append(child)
         self._say("up", "services: " + ", ".join(s.name for s in specs))
+
+    async def _start_nats(self) -> None:
+        """Start nats-server; if it fails, relay what it said before raising."""
+        try:
+            await asyncio.to_thread(self.nats.start)
+        except Exception:
+            with contextlib.suppress(OSError, ValueError):  # no process, or an old pipe already closed
+                if self.nats.log is not None:  # it exited (or was stopped): the pipe holds its last words
+                    for raw in (await asyncio.to_thread(self.nats.log.read)).splitlines():
+                        self._nats_line(raw)
+            raise
+
+    def _nats_line(self, raw: bytes) -> None:
+        line = raw.decode(errors="replace").rstrip()
+        self._say("nats", line)
+        if SLOW_CONSUMER in line:
+            match = _CLIENT_NAME.search(line)
+            client = match.group(1) if match else "unknown"
+            self.slow_consumers[client] = self.slow_consumers.get(client, 0) + 1
+            NATS_SLOW_CONSUMERS.labels(client, "server").inc()
+            self._say("up", f"nats-server cut slow consumer {client} ({self.slow_consumers[client]} so far)")
+            self._write_state()
+
+    async def _relay_nats_log(self) -> None:
+        """Relay the running server's log until the pipe closes (the server exited)."""
+        pipe = self.nats.log
+        if pipe is None:
+            return
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=1 << 20, loop=loop)
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
+        try:
+            while raw := await reader.readline():
+                self._nats_line(raw)
+        except ValueError:  # a line over the limit: skip the rest of the log rather than stop supervising
+            self._say("nats", "log line too long; no more server log relayed until it restarts")
+        finally:
+            transport.close()
+
+    def _nats_watch_ended(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._say("nats", f"no longer watched: {task.exception()!r}")
+
+    async def _keep_nats(self) -> None:
+        """Start nats-server again, same port and data folder, whenever it exits."""
+        backoff = 1.0
+        while True:
+            started = time.monotonic()
+            await self._relay_nats_log()
+            code = await asyncio.to_thread(self.nats.process.wait)
+            if self._stopping:
+                return
+            if time.monotonic() - started > STABLE_S:
+                backoff = 1.0
+            self.nats_restarts += 1
+            NATS_SERVER_RESTARTS.inc()
+            self._say("nats", f"nats-server exited with code {code}; restarting in {backoff:.0f} s (restart {self.nats_restarts})")
+            self._write_state()
+            while True:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop_event.wait(), backoff)
+                if self._stopping:
+                    return
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                try:
+                    await self._start_nats()
+                    break
+                except Exception as exc:
+                    self._say("nats", f"nats-server did not start: {exc}; retrying in {backoff:.0f} s")
+            if self._stopping:  # stop() came while it was starting: stop() found nothing to stop
+                await asyncio.to_thread(self.nats.stop)
+                return
+            self._say("nats", f"nats-server back at {self.nats.url} (restart {self.nats_restarts})")
+            self._write_state()
 
     async def _keep_running(self, child: _Child) -> None:
         backoff = 1.0
@@ -193,6 +292,7 @@ class Supervisor:
 
     async def stop(self) -> None:
         self._stopping = True
+        self._stop_event.set()
         running = [c for c in self.children if c.process and c.process.returncode is None]
         for child in running:
             child.process.send_signal(signal.SIGTERM)
@@ -208,6 +308,14 @@ class Supervisor:
                 child.task.cancel()
         await asyncio.gather(*(c.task for c in self.children if c.task), return_exceptions=True)
         await asyncio.to_thread(self.nats.stop)
+        if self._nats_task is not None:
+            # It ends by itself once the server is gone; if a restart was under way it stops that one.
+            try:
+                await asyncio.wait_for(self._nats_task, 30)
+            except asyncio.TimeoutError:
+                self._say("nats", "watcher did not end in time")
+            except Exception:
+                pass  # already said by _nats_watch_ended
         (self.data_dir / STATE_FILE).unlink(missing_ok=True)
         self._say("up", "stopped")
 
