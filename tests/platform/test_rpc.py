@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -66,3 +68,41 @@ async def test_graceful_stop_turns_health_not_serving():
         await rpc.health.enter_graceful_shutdown()
         assert (await health.Check(health_pb2.HealthCheckRequest(service=name))).status == health_pb2.HealthCheckResponse.NOT_SERVING
     await rpc.stop(0.5)
+
+
+async def test_health_follows_a_readiness_check():
+    name = ingest_pb2.DESCRIPTOR.services_by_name["Ingest"].full_name
+    rpc = RpcServer("rpctest", [Servicer(ingest_pb2_grpc.add_IngestServicer_to_server, _Ingest(), name)], "127.0.0.1", 0)
+    await rpc.start()
+    ready = {"now": True}
+    changes: list[bool] = []
+
+    async def changed(now: bool) -> None:
+        changes.append(now)
+
+    def check() -> bool:
+        if ready["now"] is None:
+            raise ConnectionError("the check itself failed")
+        return ready["now"]
+
+    follower = asyncio.create_task(rpc.follow_readiness(check, 0.02, changed))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{rpc.port}") as ch:
+            health = health_pb2_grpc.HealthStub(ch)
+
+            async def status(service: str = "") -> int:
+                return (await health.Check(health_pb2.HealthCheckRequest(service=service))).status
+
+            for want, serving in ((False, health_pb2.HealthCheckResponse.NOT_SERVING), (True, health_pb2.HealthCheckResponse.SERVING),
+                                  (None, health_pb2.HealthCheckResponse.NOT_SERVING)):
+                ready["now"] = want
+                for _ in range(500):  # a hang guard, not a speed check
+                    if await status() == serving:
+                        break
+                    await asyncio.sleep(0.01)
+                assert await status() == serving and await status(name) == serving, want
+            assert changes == [False, True, False], "each change reported once"
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+        await rpc.stop(0.5)

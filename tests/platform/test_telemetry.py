@@ -36,3 +36,36 @@ def test_metrics_endpoint_serves_the_counters():
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         text = r.read().decode()
     assert 'streamsight_published_total{kind="highlight",service="test"} 3.0' in text
+
+
+async def test_nats_disconnects_and_reconnects_are_counted_per_service(tmp_path):
+    import asyncio
+
+    from prometheus_client import REGISTRY
+
+    from streamsight.bus import Bus
+    from streamsight.natsd import NatsServer
+
+    def count(name: str) -> float:
+        return REGISTRY.get_sample_value(name, {"service": "counted"}) or 0.0
+
+    server = NatsServer(tmp_path / "nats", log_file=tmp_path / "nats.log").start()
+    bus = await Bus.connect(server.url, "counted")
+    try:
+        before = count("streamsight_nats_disconnects_total"), count("streamsight_nats_reconnects_total")
+        server.stop()
+        for _ in range(300):  # a hang guard: the client notices within its ping / read loop
+            if count("streamsight_nats_disconnects_total") > before[0]:
+                break
+            await asyncio.sleep(0.1)
+        assert count("streamsight_nats_disconnects_total") == before[0] + 1
+        server.start()
+        for _ in range(300):
+            if count("streamsight_nats_reconnects_total") > before[1]:
+                break
+            await asyncio.sleep(0.1)
+        assert count("streamsight_nats_reconnects_total") == before[1] + 1
+        assert count("streamsight_nats_disconnects_total") == before[0] + 1
+    finally:
+        await bus.close()
+        server.stop()
