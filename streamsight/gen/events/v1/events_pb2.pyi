@@ -122,7 +122,7 @@ class SentimentForecast(_message.Message):
     def __init__(self, stream_id: _Optional[str] = ..., issued_at_s: _Optional[float] = ..., points: _Optional[_Iterable[_Union[ForecastPoint, _Mapping]]] = ..., trustworthy: _Optional[bool] = ..., model: _Optional[str] = ...) -> None: ...
 
 class StreamStatus(_message.Message):
-    __slots__ = ("stream_id", "state", "reason", "detail", "media_time_s", "gap_s", "reporter", "duration_s", "windows")
+    __slots__ = ("stream_id", "state", "reason", "detail", "media_time_s", "gap_s", "reporter", "duration_s", "windows", "modalities")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +132,7 @@ class StreamStatus(_message.Message):
     REPORTER_FIELD_NUMBER: _ClassVar[int]
     DURATION_S_FIELD_NUMBER: _ClassVar[int]
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    MODALITIES_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     state: _common_pb2.StreamState
     reason: str
@@ -141,10 +142,11 @@ class StreamStatus(_message.Message):
     reporter: str
     duration_s: float
     windows: int
-    def __init__(self, stream_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.StreamState, str]] = ..., reason: _Optional[str] = ..., detail: _Optional[str] = ..., media_time_s: _Optional[float] = ..., gap_s: _Optional[float] = ..., reporter: _Optional[str] = ..., duration_s: _Optional[float] = ..., windows: _Optional[int] = ...) -> None: ...
+    modalities: _containers.RepeatedScalarFieldContainer[_common_pb2.Modality]
+    def __init__(self, stream_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.StreamState, str]] = ..., reason: _Optional[str] = ..., detail: _Optional[str] = ..., media_time_s: _Optional[float] = ..., gap_s: _Optional[float] = ..., reporter: _Optional[str] = ..., duration_s: _Optional[float] = ..., windows: _Optional[int] = ..., modalities: _Optional[_Iterable[_Union[_common_pb2.Modality, str]]] = ...) -> None: ...
 
 class WindowScore(_message.Message):
-    __slots__ = ("stream_id", "window", "start_s", "end_s", "score", "missing", "why", "features")
+    __slots__ = ("stream_id", "window", "start_s", "end_s", "score", "missing", "why", "features", "completion")
     class FeaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +162,7 @@ class WindowScore(_message.Message):
     MISSING_FIELD_NUMBER: _ClassVar[int]
     WHY_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     window: int
     start_s: float
@@ -168,7 +171,8 @@ class WindowScore(_message.Message):
     missing: _containers.RepeatedScalarFieldContainer[_common_pb2.Modality]
     why: _containers.RepeatedCompositeFieldContainer[_common_pb2.Contribution]
     features: _containers.ScalarMap[str, float]
-    def __init__(self, stream_id: _Optional[str] = ..., window: _Optional[int] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., score: _Optional[float] = ..., missing: _Optional[_Iterable[_Union[_common_pb2.Modality, str]]] = ..., why: _Optional[_Iterable[_Union[_common_pb2.Contribution, _Mapping]]] = ..., features: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    completion: str
+    def __init__(self, stream_id: _Optional[str] = ..., window: _Optional[int] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., score: _Optional[float] = ..., missing: _Optional[_Iterable[_Union[_common_pb2.Modality, str]]] = ..., why: _Optional[_Iterable[_Union[_common_pb2.Contribution, _Mapping]]] = ..., features: _Optional[_Mapping[str, float]] = ..., completion: _Optional[str] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("sequence", "id", "type", "source", "time", "stream_id", "highlight", "glitch", "sentiment", "forecast", "status", "score")
