@@ -1,4 +1,4 @@
-"""Gateway settings (environment `STREAMSIGHT_*`, optional YAML; see streamsight.config)."""
+"""Gateway settings (section `gateway`: environment `STREAMSIGHT_GATEWAY_*`, YAML `gateway:`; see streamsight.config)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from streamsight.config import BaseServiceSettings
 
 
 class GatewaySettings(BaseServiceSettings):
-    grpc_port: int = Field(50051, ge=0, le=65535, description="Port of the public API (env STREAMSIGHT_GRPC_PORT)")
+    section = "gateway"
+
+    grpc_port: int = Field(50051, ge=0, le=65535, description="Port of the public API")
     allow_local_files: bool = Field(False, description="Accept local file paths as sources (embedded mode turns it on)")
     local_roots: list[str] = Field(default_factory=list, description="When set, local sources must lie under one of these folders")
     ingest_address: str = Field("127.0.0.1:50061", description="gRPC address of the ingest service")

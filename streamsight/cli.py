@@ -6,6 +6,7 @@
   streamsight streams                 list registered streams (gateway)
   streamsight events [--stream ID]    follow events as JSON lines (gateway WatchEvents)
   streamsight health TARGET           check a gRPC server's health (exit 0 when SERVING)
+  streamsight config [--check]        every setting: YAML path, env variable, default (--check: validate)
   streamsight train-fusion ...        train and evaluate the fusion meta-model (needs the [train] extra)
   streamsight chat score              score chat lines from stdin as JSON lines
   streamsight chat backtest FILE      forecast error of the LSTM vs. baselines on a chat log
@@ -47,6 +48,12 @@ def _demo(args) -> int:
     print(f"making a sample game stream in {out / 'sample'} ...", flush=True)
     sample = make_sample(out / "sample", duration=args.duration)
     return main(JobOptions(source=str(sample.video), chat=str(sample.chat), out=out, data_dir=Path(args.data_dir)))
+
+
+def _config(args) -> int:
+    from streamsight.config import config_command
+
+    return config_command(args.check, args.markdown, args.section or None)
 
 
 def _health(args) -> int:
@@ -140,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--gateway-port", type=int, default=50051, help="public gRPC API port (default 50051)")
     up.add_argument("--only", default="", help="comma-separated services to start (default: all built)")
     up.set_defaults(run=_up)
+
+    config = sub.add_parser("config", help="list every setting (YAML path, env variable, default), or --check them")
+    config.add_argument("--check", action="store_true", help="load every service's settings as it would at start; exit 2 if any is bad")
+    config.add_argument("--markdown", action="store_true", help="print Markdown tables (README's settings reference)")
+    config.add_argument("--section", action="append", help="only this section (repeatable): gateway, ingest, chat, vision, audio, glitch, fusion")
+    config.set_defaults(run=_config)
 
     health = sub.add_parser("health", help="check that a gRPC server is SERVING")
     health.add_argument("target", nargs="?", default=DEFAULT_GATEWAY)

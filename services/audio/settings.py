@@ -1,4 +1,4 @@
-"""Audio service settings (environment `STREAMSIGHT_*`, optional YAML; see streamsight.config).
+"""Audio service settings (section `audio`: environment `STREAMSIGHT_AUDIO_*`, YAML `audio:`; see streamsight.config).
 
 Without `tagger_path` the service runs on loudness and spectral features only and says
 `tagger: none`. A configured path must exist; whether the file loads as a tagger of
@@ -17,6 +17,8 @@ from streamsight.config import BaseServiceSettings
 
 
 class AudioSettings(BaseServiceSettings):
+    section = "audio"
+
     grpc_port: int = Field(50064, ge=0, le=65535, description="gRPC port (health only)")
     tagger_path: Path | None = Field(
         None, description="ONNX sound-event tagger (see services/audio/README.md); empty: no tagger, loudness and spectral features only"

@@ -1,4 +1,4 @@
-"""Chat service settings (environment `STREAMSIGHT_*`, optional YAML; see streamsight.config)."""
+"""Chat service settings (section `chat`: environment `STREAMSIGHT_CHAT_*`, YAML `chat:`; see streamsight.config)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from streamsight.config import BaseServiceSettings
 
 
 class ChatSettings(BaseServiceSettings):
-    grpc_port: int = Field(50062, ge=0, le=65535, description="Port of the Chat control API (env STREAMSIGHT_GRPC_PORT)")
+    section = "chat"
+
+    grpc_port: int = Field(50062, ge=0, le=65535, description="Port of the Chat control API")
     irc_host: str = Field("irc.chat.twitch.tv", min_length=1, description="Twitch IRC server for twitch:<channel> sources")
     irc_port: int = Field(6697, ge=1, le=65535, description="Port of irc_host")
     irc_tls: bool = Field(True, description="Use TLS to irc_host (Twitch: 6697 with TLS, 6667 without)")

@@ -1,4 +1,4 @@
-"""Fusion settings (environment `STREAMSIGHT_*`, optional YAML; see streamsight.config)."""
+"""Fusion settings (section `fusion`: environment `STREAMSIGHT_FUSION_*`, YAML `fusion:`; see streamsight.config)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,16 @@ MODELS = Path(__file__).resolve().parent / "models"
 
 
 class FusionSettings(BaseServiceSettings):
+    section = "fusion"
+
     grpc_port: int = Field(50066, ge=0, le=65535, description="gRPC port (health)")
     model_path: Path = Field(MODELS / "default.json", description="Fusion model JSON (all modalities)")
     model_av_path: Path | None = Field(MODELS / "default_av.json", description="Model for windows without chat (vision+audio); empty = none")
     ingest_address: str = Field("127.0.0.1:50061", description="gRPC address of the ingest service (clips)")
-    expected_modalities: list[str] = Field(["vision", "audio"], description="Modalities every window waits for (chat joins when it appears)")
-    deadline_s: float = Field(15.0, gt=0, description="Live: media seconds past a window's end before it is scored with what is there")
-    vod_deadline_s: float = Field(180.0, ge=0, description="Files: the same deadline (0 = wait for the records or the stream's end)")
-    chat_wait_s: float = Field(20.0, ge=0, description="Media seconds a complete window waits for a first chat record of its stream")
-    end_timeout_s: float = Field(10.0, ge=0, description="Wall seconds without records after a stream's end before its open windows are scored")
+    expected_modalities: list[str] = Field(["vision", "audio"], description="Modalities every window waits for (chat joins when the stream declares it or sends it)")
+    deadline_s: float = Field(15.0, gt=0, description="Live sources: media seconds past a window's end before it is scored with what is there (files: none)")
+    stall_timeout_s: float = Field(600.0, ge=0, description="Last resort: wall seconds a stage may deliver nothing for a stream before windows are scored without it (0 = never)")
+    max_ahead_windows: int = Field(30, ge=1, description="A record's window index may be at most this far past the stream's highest (and, live, past its wall clock)")
     threshold: float | None = Field(None, gt=0, lt=1, description="Highlight threshold; empty = the model's own")
     merge_gap: int = Field(1, ge=0, description="Low windows allowed inside one highlight run")
     max_highlight_windows: int = Field(6, ge=1, description="Longest highlight in windows (longer runs are split by NMS)")

@@ -1,4 +1,4 @@
-"""Glitch settings (environment `STREAMSIGHT_*`, optional YAML; see streamsight.config)."""
+"""Glitch settings (section `glitch`: environment `STREAMSIGHT_GLITCH_*`, YAML `glitch:`; see streamsight.config)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from streamsight.config import BaseServiceSettings
 
 
 class GlitchSettings(BaseServiceSettings):
+    section = "glitch"
+
     grpc_port: int = Field(50065, ge=0, le=65535, description="gRPC port (health)")
     model_path: Path = Field(MODEL_DIR / MODEL_FILE, description="ONNX corruption classifier")
     intra_threads: int = Field(0, ge=0, le=64, description="onnxruntime intra-op threads; 0 lets onnxruntime choose")

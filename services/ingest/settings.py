@@ -1,4 +1,4 @@
-"""Ingest settings (environment `STREAMSIGHT_*`, optional YAML; see streamsight.config)."""
+"""Ingest settings (section `ingest`: environment `STREAMSIGHT_INGEST_*`, YAML `ingest:`; see streamsight.config)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,16 @@ from streamsight.config import BaseServiceSettings
 
 
 class IngestSettings(BaseServiceSettings):
+    section = "ingest"
+
     grpc_port: int = Field(50061, ge=0, le=65535, description="Control API port")
     max_streams: int = Field(16, ge=1, description="Streams ingested at once; more are refused")
     max_backlog: int = Field(400, ge=10, description="Media messages a stream may have waiting for analysers (VOD pacing)")
     clip_store: Literal["local", "nats"] = Field("local", description="Where exported clips are kept: data_dir, or the NATS object store")
     clip_bucket: str = Field("clips", pattern=r"^[a-zA-Z0-9_-]+$", description="Object store bucket for clip_store=nats")
     buffer_seconds: float = Field(300.0, gt=0, description="Minutes of original packets kept for clips, in seconds")
+    finished_keep_s: float = Field(1800.0, ge=0, description="Seconds a finished stream stays known, for its status and new clips")
+    max_finished: int = Field(64, ge=0, description="Finished streams kept for clips at most; the oldest are forgotten first")
     flow_fps: float = Field(5.0, gt=0, description="Grayscale frames per second for optical flow")
     flow_width: int = Field(320, ge=32, description="Width of flow frames, pixels (aspect kept)")
     cnn_fps: float = Field(1.0, gt=0, description="RGB frames per second for the frame CNN")

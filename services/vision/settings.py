@@ -1,4 +1,4 @@
-"""Vision settings (environment `STREAMSIGHT_*`, optional YAML; see streamsight.config)."""
+"""Vision settings (section `vision`: environment `STREAMSIGHT_VISION_*`, YAML `vision:`; see streamsight.config)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from streamsight.config import BaseServiceSettings
 
 
 class VisionSettings(BaseServiceSettings):
+    section = "vision"
+
     grpc_port: int = Field(50063, ge=0, le=65535, description="gRPC port (health and reflection only)")
     model_dir: Path = Field(MODEL_DIR, description="Folder holding flow.onnx, motion_cnn.onnx and frame_cnn.onnx")
     intra_threads: int = Field(0, ge=0, le=256, description="Threads one inference may use; 0 lets onnxruntime decide (all cores)")
