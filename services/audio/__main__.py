@@ -16,7 +16,7 @@ try:
 except ConfigError:
     pass  # run_service reports it
 except TaggerError as exc:
-    print(f"streamsight-audio: invalid tagger (STREAMSIGHT_TAGGER_PATH / STREAMSIGHT_TAGGER_KIND): {exc}", file=sys.stderr)
+    print(f"streamsight-audio: invalid tagger (STREAMSIGHT_AUDIO_TAGGER_PATH / STREAMSIGHT_AUDIO_TAGGER_KIND): {exc}", file=sys.stderr)
     sys.exit(2)
 
 run_service(AudioService)

@@ -151,7 +151,7 @@ class AudioService(Service):
         s = self.settings
         self.tagger = await asyncio.to_thread(open_tagger, s)
         if self.tagger is None:
-            self.log.warning("no tagger configured (STREAMSIGHT_TAGGER_PATH); loudness and spectral features only", tagger="none")
+            self.log.warning("no tagger configured (STREAMSIGHT_AUDIO_TAGGER_PATH); loudness and spectral features only", tagger="none")
             self.producer = f"audio features-v{FEATURES_VERSION} tagger-none"
         else:
             digest = await asyncio.to_thread(model_digest, s.tagger_path)

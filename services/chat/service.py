@@ -109,7 +109,7 @@ class ChatService(Service):
         if len(self.sessions) + len(self._starting) >= self.settings.max_streams:
             raise StatusError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"this chat service already reads {self.settings.max_streams} streams (STREAMSIGHT_MAX_STREAMS); stop one or add an instance",
+                f"this chat service already reads {self.settings.max_streams} streams (STREAMSIGHT_CHAT_MAX_STREAMS); stop one or add an instance",
             )
         self._starting.add(stream_id)
         try:
