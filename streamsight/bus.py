@@ -6,16 +6,26 @@
 - `publish` adds the trace context to the headers and a `Nats-Msg-Id` for deduplication;
   `publish_event` sends a CloudEvent (see streamsight.events).
 - `consume` runs a durable pull consumer: every instance of a service that uses the same
-  durable name shares the work (JetStream's queue-group behaviour for pull consumers). A message
-  is acknowledged only after its handler returned, i.e. after the handler published its result.
-  A handler raises `BadMessage` for input that can never be handled: the message goes to the
-  dead-letter subject at once. Any other error is retried with backoff and dead-lettered after
-  `max_deliver` attempts. Either way the service keeps running.
+  durable name shares the work (JetStream's queue-group behaviour for pull consumers). Fetches
+  are bounded in messages and bytes, and all pulls of a connection share one byte budget under
+  the server's pending limit (streamsight.pull), so a slow handler makes the backlog wait in
+  the stream instead of getting the connection cut. While a batch is handled, the server is
+  told it is in progress, so a slow batch is not redelivered behind its own back.
+  A message is acknowledged only after its handler returned, i.e. after the handler
+  published its result. A handler raises `BadMessage` for input that can never be handled:
+  the message goes to the dead-letter subject at once. Any other error is retried with
+  backoff and dead-lettered after `max_deliver` attempts; a delivery past that (the earlier
+  ones killed the process or never answered) is dead-lettered without handling it, and the
+  server stops delivering it. Either way the service keeps running.
+- After NATS comes back (a restart loses the memory stream MEDIA and its consumers), the
+  streams are provisioned again and each consumer is re-created when its fetch finds it gone;
+  `usable` is False while fetches fail (readiness), and `on_reconnect` hooks run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,6 +37,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import (
+    AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
     DiscardPolicy,
@@ -39,11 +50,16 @@ from nats.js.kv import KeyValue
 from opentelemetry import trace
 
 from streamsight import events, subjects
+from streamsight.pull import PROTOCOL_SLACK, ByteBudget, ConsumerGone, PullFetcher
 from streamsight.telemetry import (
+    CONSUMERS_RECREATED,
     DEAD_LETTERS,
     HANDLE_LATENCY,
     MESSAGES_FAILED,
     MESSAGES_IN,
+    NATS_DISCONNECTS,
+    NATS_RECONNECTS,
+    NATS_SLOW_CONSUMERS,
     PUBLISHED,
     extracted_context,
     inject_headers,
@@ -53,6 +69,12 @@ from streamsight.telemetry import (
 log = structlog.get_logger(__name__)
 
 MAX_PAYLOAD = 8 * 1024 * 1024  # matches the embedded server's max_payload; a full-HD RGB frame fits
+# What one fetch may bring in: at least one largest message. All pulls of one connection
+# together stay under FETCH_BUDGET, well below nats-server's default per-client pending limit
+# (max_pending, 64 MiB), past which the server cuts a client as a slow consumer.
+DEFAULT_FETCH_BYTES = 16 * 1024 * 1024
+FETCH_BUDGET = 40 * 1024 * 1024
+FETCH_EXPIRES_S = 1.0
 
 
 class BadMessage(Exception):
@@ -83,6 +105,29 @@ STREAMS = [
     StreamSpec(subjects.DEADLETTER_STREAM, [f"{subjects.PREFIX}.deadletter.v1.>"], StorageType.FILE, 7 * 86400.0),
 ]
 
+@dataclass(frozen=True)
+class _ConsumerSpec:
+    """Everything needed to (re-)create one durable pull consumer and fetch from it."""
+
+    durable: str
+    subject: str | list[str]
+    stream: str
+    batch: int
+    max_bytes: int
+    max_deliver: int
+    ack_wait_s: float
+    deliver_new: bool
+    inactive_threshold_s: float | None
+
+    def __post_init__(self) -> None:
+        # A fetch must be able to hold the largest message, or that message is never delivered.
+        object.__setattr__(self, "max_bytes", max(self.max_bytes, MAX_PAYLOAD + PROTOCOL_SLACK))
+
+    @property
+    def subjects(self) -> list[str]:
+        return [self.subject] if isinstance(self.subject, str) else list(self.subject)
+
+
 Handler = Callable[[Msg], Awaitable[None]]
 # A batch handler gets every message of one fetch and returns the ones it rejects as bad input,
 # by position in the batch, each with the reason; those are dead-lettered, the rest acknowledged.
@@ -103,21 +148,38 @@ class Bus:
         self.service = service
         self._tasks: list[asyncio.Task] = []
         self._closing = asyncio.Event()
+        self._fetch_budget = ByteBudget(FETCH_BUDGET)
+        self._usable = True
+        # Called after each reconnect, once the platform's streams exist again.
+        self.on_reconnect: list[Callable[[], Awaitable[None]]] = []
+
+    @property
+    def usable(self) -> bool:
+        """Connected, and the last JetStream call of a consumer worked (readiness)."""
+        return self.nc.is_connected and self._usable
 
     @classmethod
     async def connect(cls, url: str, service: str, connect_timeout: float = 5.0) -> "Bus":
         closing = asyncio.Event()
 
         async def on_error(exc: Exception) -> None:
+            if isinstance(exc, nats.errors.SlowConsumerError):
+                NATS_SLOW_CONSUMERS.labels(service, "client").inc()
             if not closing.is_set():
                 log.warning("nats error", error=str(exc))
 
         async def on_disconnect() -> None:
             if not closing.is_set():
+                NATS_DISCONNECTS.labels(service).inc()
                 log.warning("nats disconnected; reconnecting")
 
+        holder: list[Bus] = []
+
         async def on_reconnect() -> None:
+            NATS_RECONNECTS.labels(service).inc()
             log.info("nats reconnected")
+            if holder:
+                await holder[0]._after_reconnect()
 
         nc = await nats.connect(
             servers=[u.strip() for u in url.split(",") if u.strip()],
@@ -131,7 +193,23 @@ class Bus:
         )
         bus = cls(nc, service)
         bus._closing = closing
+        holder.append(bus)
         return bus
+
+    async def _after_reconnect(self) -> None:
+        """A restarted nats-server may have lost the memory streams: provision them again."""
+        try:
+            await self.ensure_streams()
+            self._usable = True
+        except Exception as exc:  # not ready yet: the consumers' loops retry and re-create
+            self._usable = False
+            log.warning("streams not re-created after reconnect; will retry", error=repr(exc))
+            return
+        for hook in self.on_reconnect:
+            try:
+                await hook()
+            except Exception as exc:
+                log.warning("reconnect hook failed", hook=getattr(hook, "__name__", repr(hook)), error=repr(exc))
 
     async def ensure_streams(self, specs: list[StreamSpec] = STREAMS) -> None:
         """Create or update the platform's streams (safe to call from every service at start)."""
@@ -206,6 +284,7 @@ class Bus:
         ack_wait_s: float = 60.0,
         deliver_new: bool = False,
         inactive_threshold_s: float | None = None,
+        max_bytes: int | None = None,
     ) -> asyncio.Task:
         """Start a durable pull consumer in the background; returns its task.
 
@@ -213,13 +292,15 @@ class Bus:
         (an analyser sees a stream's window record after that window's media).
         `inactive_threshold_s` lets the server delete the consumer when no instance has pulled
         for that long (so a service that was removed stops holding MEDIA messages back).
+        A fetch brings at most `batch` messages and about `max_bytes` bytes (see streamsight.pull).
         """
 
         async def run_batch(msgs: list[Msg]) -> None:
             for msg in msgs:
                 await self._handle_one(msg, handler, max_deliver)
 
-        return self._start(durable, subject, stream, batch, ack_wait_s, deliver_new, inactive_threshold_s, run_batch)
+        spec = _ConsumerSpec(durable, subject, stream, batch, max_bytes or DEFAULT_FETCH_BYTES, max_deliver, ack_wait_s, deliver_new, inactive_threshold_s)
+        return self._start(spec, run_batch)
 
     def consume_batches(
         self,
@@ -231,6 +312,7 @@ class Bus:
         max_deliver: int = 5,
         ack_wait_s: float = 120.0,
         inactive_threshold_s: float | None = None,
+        max_bytes: int | None = None,
     ) -> asyncio.Task:
         """Like `consume`, but the handler takes each fetched batch at once (batched inference).
 
@@ -241,18 +323,19 @@ class Bus:
         async def run_batch(msgs: list[Msg]) -> None:
             await self._handle_batch(msgs, handler, max_deliver)
 
-        return self._start(durable, subject, stream, batch, ack_wait_s, False, inactive_threshold_s, run_batch)
+        spec = _ConsumerSpec(durable, subject, stream, batch, max_bytes or DEFAULT_FETCH_BYTES, max_deliver, ack_wait_s, False, inactive_threshold_s)
+        return self._start(spec, run_batch)
 
-    def _start(self, durable, subject, stream, batch, ack_wait_s, deliver_new, inactive_threshold_s, run_batch) -> asyncio.Task:
-        task = asyncio.create_task(
-            self._consume_loop(durable, subject, stream, batch, ack_wait_s, deliver_new, inactive_threshold_s, run_batch),
-            name=f"consume:{durable}",
-        )
+    def _start(self, spec: "_ConsumerSpec", run_batch) -> asyncio.Task:
+        task = asyncio.create_task(self._consume_loop(spec, run_batch), name=f"consume:{spec.durable}")
         task.add_done_callback(_log_death)
         self._tasks.append(task)
         return task
 
     async def _handle_batch(self, msgs: list[Msg], handler: BatchHandler, max_deliver: int) -> None:
+        msgs = await self._drop_exhausted(msgs, max_deliver)
+        if not msgs:
+            return
         for msg in msgs:
             MESSAGES_IN.labels(self.service, msg.subject.rsplit(".", 1)[0]).inc()
         # One span for the batch, linked to every message's producer, so traces still reach back.
@@ -276,6 +359,26 @@ class Bus:
             else:
                 await msg.ack()
 
+    async def _drop_exhausted(self, msgs: list[Msg], max_deliver: int) -> list[Msg]:
+        """Dead-letter, unhandled, the messages delivered more often than `max_deliver`.
+
+        A failed try is counted by `_retry_or_dead_letter`, which dead-letters on the last one;
+        a delivery beyond that means the tries before it never finished (the process died on
+        the message, or it took longer than the ack wait): handling it again could kill the
+        process again, so it goes to the dead-letter stream instead.
+        """
+        kept = []
+        for msg in msgs:
+            delivered = msg.metadata.num_delivered if msg.metadata else 1
+            if delivered > max_deliver:
+                MESSAGES_FAILED.labels(self.service, "exhausted").inc()
+                log.error("message delivered too often without being handled; dead-lettered", subject=msg.subject, deliveries=delivered)
+                await self.dead_letter(msg, f"delivered {delivered} times without an answer (the process died on it or timed out)")
+                await msg.term()
+            else:
+                kept.append(msg)
+        return kept
+
     async def _retry_or_dead_letter(self, msg: Msg, exc: BaseException, max_deliver: int) -> None:
         delivered = msg.metadata.num_delivered if msg.metadata else 1
         if delivered >= max_deliver:
@@ -286,33 +389,89 @@ class Bus:
             log.warning("message failed; will retry", subject=msg.subject, error=repr(exc), deliveries=delivered)
             await msg.nak(delay=min(2.0**delivered, 30.0))
 
-    async def _consume_loop(self, durable, subject, stream, batch, ack_wait_s, deliver_new, inactive_threshold_s, run_batch):
-        subject_list = [subject] if isinstance(subject, str) else list(subject)
-        config = ConsumerConfig(
-            durable_name=durable,
-            ack_wait=ack_wait_s,
-            max_ack_pending=max(batch * 4, 64),
-            deliver_policy=DeliverPolicy.NEW if deliver_new else DeliverPolicy.ALL,
+    def _consumer_config(self, spec: "_ConsumerSpec") -> ConsumerConfig:
+        subject_list = spec.subjects
+        return ConsumerConfig(
+            durable_name=spec.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=spec.ack_wait_s,
+            # One more delivery than the handler is tried: that one is dead-lettered unhandled
+            # (see _drop_exhausted); the server then stops, even if every try killed the process.
+            max_deliver=spec.max_deliver + 1,
+            max_ack_pending=max(spec.batch * 4, 64),
+            deliver_policy=DeliverPolicy.NEW if spec.deliver_new else DeliverPolicy.ALL,
+            filter_subject=subject_list[0] if len(subject_list) == 1 else None,
             filter_subjects=subject_list if len(subject_list) > 1 else None,
-            inactive_threshold=inactive_threshold_s,
+            inactive_threshold=spec.inactive_threshold_s,
         )
-        sub = await self.js.pull_subscribe(subject_list[0], durable=durable, stream=stream, config=config)
-        # The flag, not only cancellation, ends the loop: a cancel that lands inside fetch() can
-        # come back out of nats-py as a timeout.
-        while not self._closing.is_set():
-            try:
-                msgs = await sub.fetch(batch, timeout=1.0)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
-                continue
-            except (nats.errors.ConnectionClosedError, asyncio.CancelledError):
-                raise
-            except Exception as exc:  # a broken connection: wait for the reconnect
-                log.warning("fetch failed", durable=durable, error=repr(exc))
-                await asyncio.sleep(1.0)
-                continue
-            await run_batch(msgs)
+
+    async def _create_consumer(self, spec: "_ConsumerSpec") -> None:
+        """Create (or update) the durable consumer; after a NATS restart, the streams first."""
+        config = self._consumer_config(spec)
+        try:
+            await self.js.add_consumer(spec.stream, config=config)
+        except NotFoundError:  # the stream itself is gone (a memory stream after a restart)
+            await self.ensure_streams()
+            await self.js.add_consumer(spec.stream, config=config)
+
+    async def _consume_loop(self, spec: "_ConsumerSpec", run_batch) -> None:
+        fetcher = PullFetcher(self.nc, spec.stream, spec.durable, self._fetch_budget)
+        created = False
+        try:
+            # The flag, not only cancellation, ends the loop.
+            while not self._closing.is_set():
+                try:
+                    if not created:
+                        await self._create_consumer(spec)
+                        created = True
+                    msgs = await fetcher.fetch(spec.batch, spec.max_bytes, FETCH_EXPIRES_S)
+                except ConsumerGone as exc:
+                    log.warning("consumer gone; re-creating it", durable=spec.durable, stream=spec.stream, reason=str(exc))
+                    CONSUMERS_RECREATED.labels(self.service).inc()
+                    created = False
+                    continue
+                except (nats.errors.ConnectionClosedError, asyncio.CancelledError):
+                    raise
+                except Exception as exc:  # a broken connection or a JetStream error: wait, then again
+                    self._usable = False
+                    log.warning("fetch failed", durable=spec.durable, error=repr(exc))
+                    created = False
+                    await asyncio.sleep(1.0)
+                    continue
+                self._usable = True
+                if msgs:
+                    async with self._keep_in_progress(msgs, spec.ack_wait_s):
+                        await run_batch(msgs)
+        finally:
+            await fetcher.close()
+
+    @contextlib.asynccontextmanager
+    async def _keep_in_progress(self, msgs: list[Msg], ack_wait_s: float):
+        """Tell the server, while a batch is being handled, that it is not lost.
+
+        On a loaded machine a batch can take longer than the ack wait; without this the
+        server would redeliver it while it is still being worked on, out of order.
+        """
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(max(ack_wait_s / 3, 0.5))
+                for msg in msgs:
+                    if not msg.is_acked:
+                        with contextlib.suppress(Exception):
+                            await msg.in_progress()
+
+        task = asyncio.create_task(beat())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _handle_one(self, msg: Msg, handler: Handler, max_deliver: int) -> None:
+        if not await self._drop_exhausted([msg], max_deliver):
+            return
         pattern = msg.subject.rsplit(".", 1)[0]  # drop the stream id: bounded label values
         MESSAGES_IN.labels(self.service, pattern).inc()
         started = time.perf_counter()

@@ -1,0 +1,138 @@
+"""Pulling from a durable JetStream consumer in fetches bounded in messages AND bytes.
+
+Why not nats-py's `fetch`: it can only bound a fetch in messages. 64 full-size 720p RGB
+frames are 177 MB; the server writes them all into the client's socket buffer at once, and
+when the client (busy classifying the previous batch on a loaded machine) reads slower than
+that, the server passes its per-client pending limit (`max_pending`, 64 MiB by default),
+says "Slow Consumer Detected" and cuts the connection. Every fetched, unacknowledged message
+then comes back only after the ack wait, out of order, often after the stream's end.
+
+So a fetch here is one JetStream pull request with `batch`, `max_bytes` and `expires`, and
+every pull of one connection first reserves its `max_bytes` from the connection's
+`ByteBudget`: the bytes the server may owe this client at any moment stay below what it
+allows. A fetch ends when its batch is full or the server says the request is over
+(404 no messages, 408 expired, 409 byte budget reached).
+
+`ConsumerGone` is raised when the consumer or its stream no longer exists (NATS restarted
+without them, or the server removed an inactive consumer): the caller re-creates them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+# A pull's byte budget must hold the largest message, or that message can never be fetched
+# (the server answers 409 "Message Size Exceeds MaxBytes" without sending it).
+PROTOCOL_SLACK = 64 * 1024
+
+
+class ConsumerGone(Exception):
+    """The durable consumer (or its stream) does not exist on the server."""
+
+
+class ByteBudget:
+    """Bytes that outstanding pull requests of one connection may bring in, all together."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.reserved = 0
+        self._changed = asyncio.Condition()
+
+    @asynccontextmanager
+    async def reserve(self, amount: int) -> AsyncIterator[None]:
+        amount = min(amount, self.total)
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.reserved + amount <= self.total)
+            self.reserved += amount
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.reserved -= amount
+                self._changed.notify_all()
+
+
+def _status(msg: Msg) -> str | None:
+    """The status code of a JetStream control message, or None for a real message."""
+    if msg.headers and "Status" in msg.headers and not msg.data:
+        return msg.headers["Status"]
+    return None
+
+
+class PullFetcher:
+    """Fetches from one durable consumer on one connection, one pull request at a time."""
+
+    _ids = itertools.count()
+
+    def __init__(self, nc: Client, stream: str, durable: str, budget: ByteBudget) -> None:
+        self.nc = nc
+        self.stream = stream
+        self.durable = durable
+        self.budget = budget
+        self._api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self._inbox = f"{nc.new_inbox()}.pull{next(self._ids)}"
+        self._queue: asyncio.Queue[Msg] = asyncio.Queue()
+        self._sub = None
+
+    async def _subscribed(self) -> None:
+        if self._sub is None:
+            async def put(msg: Msg) -> None:
+                self._queue.put_nowait(msg)
+
+            # The inbox only ever receives what our own bounded pulls asked for.
+            self._sub = await self.nc.subscribe(self._inbox, cb=put, pending_msgs_limit=-1, pending_bytes_limit=-1)
+
+    async def fetch(self, batch: int, max_bytes: int, expires_s: float) -> list[Msg]:
+        """Up to `batch` messages and about `max_bytes` bytes; [] when none came in `expires_s`."""
+        await self._subscribed()
+        async with self.budget.reserve(max_bytes):
+            out: list[Msg] = self._leftovers(batch)
+            if len(out) >= batch:
+                return out
+            request = {"batch": batch - len(out), "max_bytes": max_bytes, "expires": int(expires_s * 1e9)}
+            await self.nc.publish(self._api, json.dumps(request).encode(), reply=self._inbox)
+            deadline = time.monotonic() + expires_s + 2.0  # the server's 408 normally ends it first
+            while len(out) < batch:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    msg = await asyncio.wait_for(self._queue.get(), remaining)
+                except asyncio.TimeoutError:
+                    break
+                status = _status(msg)
+                if status is None:
+                    out.append(msg)
+                    continue
+                description = (msg.headers.get("Description") or "").lower()
+                if status == "503" or "consumer deleted" in description or "consumer not found" in description:
+                    raise ConsumerGone(f"{self.stream}/{self.durable}: {status} {description or 'no responders'}")
+                if status in ("404", "408", "409"):  # no messages, expired, byte budget reached: the pull is over
+                    break
+                # 100 (heartbeat) and anything else: keep waiting
+            return out
+
+    def _leftovers(self, batch: int) -> list[Msg]:
+        """Messages that arrived after an earlier fetch gave up waiting: still delivered, still ours."""
+        out = []
+        while len(out) < batch and not self._queue.empty():
+            msg = self._queue.get_nowait()
+            if _status(msg) is None:
+                out.append(msg)
+        return out
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception:  # the connection is already closed
+                pass
+            self._sub = None

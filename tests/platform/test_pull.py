@@ -1,0 +1,177 @@
+"""The consume path under pressure: byte-bounded fetches, lost consumers, messages that kill.
+
+Each test uses a real nats-server. The first one reproduces what cut the glitch service:
+big frames fetched by a consumer whose handler is slow; with fetches bounded in bytes, the
+server never owes the client more than the budget, so nothing is cut and every message comes
+once, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from streamsight import subjects
+from streamsight.bus import FETCH_BUDGET, MAX_PAYLOAD, Bus
+from streamsight.natsd import NatsServer
+from streamsight.pull import ByteBudget
+
+
+def _slow_consumers(server: NatsServer) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.monitor_port}/varz", timeout=2) as r:
+        return int(json.load(r).get("slow_consumers", 0))
+
+
+async def test_big_messages_and_a_slow_handler_are_paced_not_cut(nats_server, bus):
+    frame = 3 * 1024 * 1024  # a 1024x1024 RGB frame; 40 of them are 120 MiB
+    count = 40
+    seen: list[int] = []
+    done = asyncio.Event()
+    peak = 0
+
+    async def handler(msgs):
+        nonlocal peak
+        peak = max(peak, sum(len(m.data) for m in msgs))
+        await asyncio.sleep(0.3)  # a slow classifier: the server must wait, not push more
+        seen.extend(int.from_bytes(m.data[:4], "big") for m in msgs)
+        if len(seen) >= count:
+            done.set()
+        return {}
+
+    disconnects_before = bus.nc.stats["reconnects"]
+    bus.consume_batches("pulltest-big", subjects.media("frames_glitch", "big"), handler, subjects.MEDIA_STREAM, batch=64)
+    await _until(lambda: _has_consumer(bus, subjects.MEDIA_STREAM, "pulltest-big"))  # MEDIA keeps messages only for consumers
+    for i in range(count):
+        await bus.publish(subjects.media("frames_glitch", "big"), i.to_bytes(4, "big") + bytes(frame - 4))
+    await asyncio.wait_for(done.wait(), 60)
+    assert seen == list(range(count)), "every frame once, in stored order"
+    assert peak <= 16 * 1024 * 1024 + MAX_PAYLOAD, f"one fetch brought {peak} bytes"
+    assert bus.nc.stats["reconnects"] == disconnects_before
+    assert _slow_consumers(nats_server) == 0
+
+
+async def test_byte_budget_holds_back_a_pull_until_another_returns():
+    budget = ByteBudget(10)
+    order = []
+
+    async def pull(name: str, amount: int, hold: float) -> None:
+        async with budget.reserve(amount):
+            order.append((name, budget.reserved))
+            await asyncio.sleep(hold)
+
+    await asyncio.gather(pull("a", 6, 0.2), pull("b", 6, 0.0))
+    assert order == [("a", 6), ("b", 6)], "b waited until a's bytes were back"
+    assert budget.reserved == 0
+    assert FETCH_BUDGET < 64 * 1024 * 1024, "below nats-server's default max_pending"
+
+
+async def test_a_consumer_deleted_under_the_service_is_recreated(bus):
+    got: list[bytes] = []
+    bus.consume("pulltest-gone", subjects.features("vision", "gone"), lambda m: _append(got, m), subjects.FEATURES_STREAM)
+    await bus.publish(subjects.features("vision", "gone"), b"one")
+    await _until(lambda: got == [b"one"])
+    await bus.js.delete_consumer(subjects.FEATURES_STREAM, "pulltest-gone")
+    await asyncio.sleep(1.5)
+    await bus.publish(subjects.features("vision", "gone"), b"two")
+    await _until(lambda: b"two" in got, timeout=20)
+    info = await bus.js.consumer_info(subjects.FEATURES_STREAM, "pulltest-gone")
+    assert info.config.max_deliver == 6, "server-side max_deliver: the handler's tries plus one"
+
+
+async def test_streams_and_consumers_come_back_after_nats_restarts():
+    with tempfile.TemporaryDirectory() as folder:
+        server = NatsServer(Path(folder)).start()
+        bus = await Bus.connect(server.url, "restarttest")
+        try:
+            await bus.ensure_streams()
+            got: list[bytes] = []
+            bus.consume("restart-media", subjects.media("audio"), lambda m: _append(got, m), subjects.MEDIA_STREAM)
+            await _until(lambda: _has_consumer(bus, subjects.MEDIA_STREAM, "restart-media"))
+            await bus.publish(subjects.media("audio", "r1"), b"before")
+            await _until(lambda: got == [b"before"])
+            server.stop()  # MEDIA lives in memory: it is gone with the server
+            await asyncio.sleep(0.5)
+            server.start()
+            await _until(lambda: bus.nc.is_connected, timeout=20)
+            await _until(lambda: _has_consumer(bus, subjects.MEDIA_STREAM, "restart-media"), timeout=20)
+            await _until(lambda: _published(bus, b"after"), timeout=20)
+            await _until(lambda: b"after" in got, timeout=20)
+            assert bus.usable
+        finally:
+            await bus.close()
+            server.stop()
+
+
+async def test_a_message_that_kills_its_consumer_is_dead_lettered(nats_server):
+    """Every delivery kills the consumer's process (here: its connection); the extra delivery
+    past max_deliver is dead-lettered unhandled, so the next instance lives."""
+    subject = subjects.features("audio", "poison")
+    publisher = await Bus.connect(nats_server.url, "poisontest")
+    await publisher.ensure_streams()
+    await publisher.publish(subject, b"poison")
+    tries = 0
+    for _ in range(6):
+        bus = await Bus.connect(nats_server.url, "poisontest")
+        died = asyncio.Event()
+
+        async def handler(msg, bus=bus, died=died):
+            nonlocal tries
+            tries += 1
+            died.set()
+            await asyncio.Event().wait()  # never answers: the process is gone
+
+        bus.consume("poison", subject, handler, subjects.FEATURES_STREAM, max_deliver=3, ack_wait_s=1.0)
+        try:
+            await asyncio.wait_for(died.wait(), 6)
+        except asyncio.TimeoutError:
+            await bus.close()
+            break
+        await bus.close()
+    letters = await publisher.read_all(subjects.DEADLETTER_STREAM, subjects.deadletter("poisontest"))
+    await publisher.close()
+    assert tries == 3, "tried max_deliver times, not for ever"
+    assert [m.data for m in letters] == [b"poison"]
+    assert "without an answer" in letters[0].headers["streamsight-dlq-reason"]
+
+
+async def _append(out: list, msg) -> None:
+    out.append(msg.data)
+
+
+async def _has_consumer(bus: Bus, stream: str, durable: str) -> bool:
+    try:
+        await bus.js.consumer_info(stream, durable)
+        return True
+    except Exception:
+        return False
+
+
+async def _has_stream(bus: Bus) -> bool:
+    try:
+        await bus.js.stream_info(subjects.MEDIA_STREAM)
+        return True
+    except Exception:
+        return False
+
+
+async def _published(bus: Bus, data: bytes) -> bool:
+    try:
+        await bus.publish(subjects.media("audio", "r1"), data)
+        return True
+    except Exception:
+        return False
+
+
+async def _until(check, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.2)
