@@ -29,7 +29,9 @@ class IngestApi(ingest_pb2_grpc.IngestServicer):
             raise invalid(f"stream id {stream_id!r} is not valid")
         stream = self.service.streams.get(stream_id)
         if stream is None:
-            raise not_found(f"ingest has no stream {stream_id!r}")
+            keep = self.service.settings
+            raise not_found(f"ingest has no stream {stream_id!r} (finished streams are kept {keep.finished_keep_s:.0f} s, "
+                            f"at most {keep.max_finished} of them)")
         return stream
 
     @staticmethod

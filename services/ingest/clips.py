@@ -10,6 +10,10 @@ from its first frame) and shifted to start at 0.
 Thread model: the ingest thread calls :meth:`ClipBuffer.write`; :meth:`ClipBuffer.export`
 may run in any other thread. A lock guards the segment list; segments used by a
 running export are pinned so retention cannot delete them mid-read.
+
+Memory: the input streams given as templates keep their decoders alive (an H.264 decoder
+holds its frame threads and picture pool, about 25 MB at 720p), so :meth:`ClipBuffer.close`
+lets go of them; a closed buffer keeps only its segment list and stays readable.
 """
 
 from __future__ import annotations
@@ -66,6 +70,8 @@ class ClipBuffer:
         self.config = config
         self.config.directory.mkdir(parents=True, exist_ok=True)
         self._templates = {s.type: s for s in templates}
+        self._kinds = frozenset(self._templates)  # what the segments hold, kept after close()
+        self._closed = False
         self._lock = threading.Lock()
         self._segments: list[_Segment] = []
         self._out: av.container.OutputContainer | None = None
@@ -84,6 +90,9 @@ class ClipBuffer:
             return
         tb = float(packet.time_base)  # float maths: Fraction arithmetic per packet is slow
         with self._lock:
+            if self._closed:  # a packet the stream's end overtook
+                self.skipped_packets += 1
+                return
             seg = self._segments[-1] if self._out is not None else None
             starts_segment = key if "video" in self._templates else True
             if seg is None or (kind == "video" or "video" not in self._templates) and starts_segment and (
@@ -107,17 +116,26 @@ class ClipBuffer:
         """Use new input streams (after a reconnect); the next packet starts a new segment."""
         with self._lock:
             self._close_open()
-            self._templates = {s.type: s for s in templates}
+            if not self._closed:
+                self._templates = {s.type: s for s in templates}
+                self._kinds = frozenset(self._templates)
 
     def close(self) -> None:
-        """Finish the open segment (the buffer stays readable)."""
+        """The stream ended: finish the open segment and let go of the input streams.
+
+        The buffer stays readable; packets written after this are skipped.
+        """
         with self._lock:
             self._close_open()
+            self._closed = True
+            self._templates = {}
 
     def remove(self) -> None:
         """Close and delete every segment file."""
         with self._lock:
             self._close_open()
+            self._closed = True
+            self._templates = {}
             for seg in self._segments:
                 seg.path.unlink(missing_ok=True)
             self._segments.clear()
@@ -140,6 +158,7 @@ class ClipBuffer:
             except av.error.FFmpegError as exc:
                 log.warning("closing a clip segment failed", error=str(exc))
             self._out = None
+            self._out_streams = {}
             if self._segments:
                 self._segments[-1].closed = True
 
@@ -176,7 +195,7 @@ class ClipBuffer:
             raise IngestError(ErrorCode.CLIP_OUT_OF_RANGE, f"clip end {t1} must be after its start {t0}")
         dest = Path(dest)
         with self._lock:
-            has_video = "video" in self._templates
+            has_video = "video" in self._kinds
             keys = [(k, s) for s in self._segments for k in s.keyframes] if has_video else [
                 (s.start, s) for s in self._segments]
             if not keys or t0 >= self._newest or t1 <= keys[0][0]:

@@ -153,6 +153,24 @@ class StreamDecoder:
             self._clip_jobs.append(ClipJob(self.clip_buffer, call=self.clip_buffer.close))
         self.flush_due = True
 
+    def release(self) -> None:
+        """The stream is over and no thread uses this decoder any more: free what decoding held.
+
+        Samplers hold swscale contexts with their thread pools, the signal tracker and audio
+        chunker hold frames, and the clip buffer holds the input streams (with their decoders).
+        What stays is what a finished stream is asked about: ``stats``, the windows' books and
+        the clip buffer's segments, which stay readable for clips.
+        """
+        self.samplers = []
+        self.tracker = None
+        self.chunker = None
+        self.pending, self._clip_jobs, self._signals = [], [], []
+        self.pending_frames = 0
+        self.vstream = self.astream = None
+        self._vctx = self._actx = None
+        if self.clip_buffer is not None:
+            self.clip_buffer.close()
+
     def first_time_since(self, frame_index: int) -> float:
         """Media time of the decoded frame number ``frame_index`` if it is still at hand."""
         for sig in self._signals:

@@ -5,6 +5,9 @@ queue. Two threads per stream: the decode thread demuxes, decodes and keeps the 
 (signals, windows, audio); a finishing thread runs the work it defers -- converting the
 sampled frames and writing the clip buffer (see :mod:`~.deferred`) -- one batch at a
 time in decode order, so items keep their order and conversion overlaps decoding.
+Whichever of the two threads exits last releases the decoder's state (see
+:meth:`~.decode.StreamDecoder.release`), so a finished pipeline keeps only its stats and
+its clip buffer's segment list.
 Buffer policy: **wait** -- when a queue is full the thread feeding it blocks, so a slow
 consumer slows ingest down instead of growing memory (``vod`` pacing, as fast as the
 consumer takes). ``live`` pacing additionally holds each packet until its media time is
@@ -105,6 +108,8 @@ class IngestPipeline:
         self._handoff: queue.Queue[list[Entry] | None] = queue.Queue(maxsize=1)
         self._container: av.container.InputContainer | None = None
         self._log = log.bind(stream_id=stream_id)
+        self._exits = 0  # worker threads that have exited; the second one releases the decoder
+        self._exit_lock = threading.Lock()
         self._gap: _Gap | None = None  # an outage waiting for media to resume
         self._last_data = time.monotonic()  # when the last new packet arrived
 
@@ -190,6 +195,18 @@ class IngestPipeline:
                 self._loop.call_soon_threadsafe(self._queue.put_nowait, None)  # type: ignore[union-attr]
             except RuntimeError:
                 pass
+            self._worker_exited()
+
+    def _worker_exited(self) -> None:
+        with self._exit_lock:
+            self._exits += 1
+            last = self._exits == 2
+        if last:
+            try:  # a batch the stopped finisher never took still holds decoded pictures
+                self._handoff.get_nowait()
+            except queue.Empty:
+                pass
+            self.decoder.release()
 
     def _next_batch(self) -> list[Entry] | None:
         while True:
@@ -252,6 +269,7 @@ class IngestPipeline:
         finally:
             self._close_container()
             self._end_handoff()
+            self._worker_exited()
 
     def _ingest(self) -> None:
         try:

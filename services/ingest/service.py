@@ -1,8 +1,18 @@
-"""Ingest service: sources in, frames / audio / signals / window records out on NATS, clips on request."""
+"""Ingest service: sources in, frames / audio / signals / window records out on NATS, clips on request.
+
+Finished streams: when a stream ends its pipeline frees its decoding state at once (see
+pipeline.py); the stream's record (state, stats) and its clip buffer's segments on disk stay,
+so fusion can still cut highlight clips after the end. They are forgotten `finished_keep_s`
+after the end, or sooner when more than `max_finished` finished streams are held (oldest
+first): the buffer's segments are deleted, exported clips stay readable (ReadClip), and
+GetIngest / ExportClip answer NOT_FOUND.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from pathlib import Path
 
 from streamsight.gen.common.v1 import common_pb2
@@ -28,6 +38,7 @@ class IngestService(Service):
         self.clip_store: ClipStore = (
             NatsClipStore(self.bus.js, self.settings.clip_bucket) if self.settings.clip_store == "nats" else LocalClipStore()
         )
+        self._sweeper = asyncio.create_task(self._sweep(), name="ingest:forget-finished")
 
     def servicers(self) -> list[Servicer]:
         name = ingest_pb2.DESCRIPTOR.services_by_name["Ingest"].full_name
@@ -48,13 +59,50 @@ class IngestService(Service):
         clip_dir = self.clip_dir(request.stream_id)
         clip_dir.mkdir(parents=True, exist_ok=True)
         config = pipeline_config(self.settings, clip_dir, live, dict(request.extra))
+        if current is not None:  # the same id again: the old run's segments would mix with the new ones
+            self._forget(current)
         stream = IngestedStream(request.stream_id, request.source, config, self.bus, self.settings, clip_dir)
         stream.task = asyncio.create_task(stream.run(), name=f"ingest:{request.stream_id}")
-        stream.task.add_done_callback(lambda _: ACTIVE_STREAMS.labels("ingest").dec())
+        stream.task.add_done_callback(lambda _: self._finished(stream))
         ACTIVE_STREAMS.labels("ingest").inc()
         self.streams[request.stream_id] = stream
         self.log.info("stream started", stream_id=request.stream_id, live=live)
         return stream
+
+    def _finished(self, stream: IngestedStream) -> None:
+        ACTIVE_STREAMS.labels("ingest").dec()
+        stream.ended_at = time.monotonic()
+        self.forget_finished()
+
+    def forget_finished(self, now: float | None = None) -> list[str]:
+        """Forget the finished streams past `finished_keep_s`, then the oldest beyond `max_finished`.
+
+        A stream with a clip export running is kept until the next sweep. Returns the ids forgotten.
+        """
+        now = time.monotonic() if now is None else now
+        finished = sorted((s for s in self.streams.values() if s.ended_at is not None), key=lambda s: s.ended_at)
+        excess = len(finished) - self.settings.max_finished
+        gone = []
+        for n, stream in enumerate(finished):
+            if (n < excess or now - stream.ended_at >= self.settings.finished_keep_s) and not stream.exporting:
+                self._forget(stream)
+                gone.append(stream.stream_id)
+        if gone:
+            self.log.info("finished streams forgotten", streams=gone, held=len(self.streams))
+        return gone
+
+    def _forget(self, stream: IngestedStream) -> None:
+        if self.streams.get(stream.stream_id) is stream:
+            del self.streams[stream.stream_id]
+        buffer = stream.clip_buffer
+        if buffer is not None:
+            buffer.remove()  # unlinks a few segment files: quick enough for the event loop
+
+    async def _sweep(self) -> None:
+        period = min(60.0, max(1.0, self.settings.finished_keep_s / 4))
+        while True:
+            await asyncio.sleep(period)
+            self.forget_finished()
 
     async def stop_stream(self, stream: IngestedStream) -> None:
         if stream.task is not None and not stream.task.done():
@@ -62,4 +110,7 @@ class IngestService(Service):
             await asyncio.gather(stream.task, return_exceptions=True)
 
     async def stop(self) -> None:
-        await asyncio.gather(*(self.stop_stream(s) for s in self.streams.values()))
+        self._sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._sweeper
+        await asyncio.gather(*(self.stop_stream(s) for s in list(self.streams.values())))

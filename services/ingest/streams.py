@@ -80,6 +80,8 @@ class IngestedStream:
         self.last_error = ""
         self.duration_s = 0.0
         self.task: asyncio.Task | None = None
+        self.ended_at: float | None = None  # time.monotonic() when run() returned
+        self.exporting = 0  # clip exports running
         self._samples: dict[str, int] = {}
         self._audio_chunks = 0
         self._room = 0  # media messages that may go out before the backlog is checked again
@@ -186,6 +188,10 @@ class IngestedStream:
         await self.bus.publish_event(self.stream_id, status, f"{self.stream_id}:status:ingest:{self._status_count}")
 
     # -- clips -----------------------------------------------------------------------
+    @property
+    def clip_buffer(self):
+        return self.pipeline.clip_buffer
+
     async def export(self, start_s: float, end_s: float, clip_id: str, store: ClipStore) -> common_pb2.ClipRef:
         """Cut [start_s, end_s] from the packet buffer into an MP4 and keep it in ``store``.
 
@@ -198,13 +204,17 @@ class IngestedStream:
             found = await store.find(self.stream_id, self.clip_dir, saved["file"])
             if found is not None:
                 return common_pb2.ClipRef(clip_id=clip_id, uri=found[0], start_s=saved["start_s"], end_s=saved["end_s"], size_bytes=found[1])
-        clip = await asyncio.to_thread(self.export_clip, start_s, end_s, clip_id)
+        self.exporting += 1
+        try:
+            clip = await asyncio.to_thread(self.export_clip, start_s, end_s, clip_id)
+        finally:
+            self.exporting -= 1
         uri, size = await store.keep(self.stream_id, clip.path)
         return common_pb2.ClipRef(clip_id=clip_id, uri=uri, start_s=clip.start, end_s=clip.end, size_bytes=size)
 
     def export_clip(self, start_s: float, end_s: float, clip_id: str) -> Clip:
         """Cut the clip file into the clip folder and record its span (blocking: run in a thread)."""
-        buffer = self.pipeline.clip_buffer
+        buffer = self.clip_buffer
         if buffer is None:
             raise IngestError(ErrorCode.CLIP_OUT_OF_RANGE, "no media has been buffered for this stream yet")
         try:
