@@ -257,6 +257,8 @@ def _scan_env(cls: type[BaseServiceSettings], environ: typing.Mapping[str, str])
             continue
         if own and name.startswith(own):
             field = rest[len(cls.section) + 1 :]
+            if name.endswith(_OLD_ADDRESS_SUFFIX) and field == "address":
+                continue
             if is_platform(field):
                 warnings.append(f"{name} is ignored: {field} is platform-wide, set {env_name('', field)}")
             elif field not in known:
