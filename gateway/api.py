@@ -11,6 +11,7 @@ import structlog
 from gateway import eventlog, validation
 from gateway.registry import TERMINAL, Registry, StreamExists, StreamMissing, apply_state
 from gateway.settings import GatewaySettings
+from gateway.watchers import Watchers
 from streamsight import subjects
 from streamsight.bus import Bus
 from streamsight.gen.chat.v1 import chat_pb2, chat_pb2_grpc
@@ -29,6 +30,7 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
         self.settings = settings
         self.bus = bus
         self.registry = registry
+        self.watchers = Watchers(bus.js)  # WatchEvents calls and the web page's SSE clients
         self.ingest = ingest_pb2_grpc.IngestStub(channel(settings.ingest_address))
         self.chat = chat_pb2_grpc.ChatStub(channel(settings.chat_address))
 
@@ -153,8 +155,10 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
         start = request.WhichOneof("start")
         after = request.after_sequence if start == "after_sequence" else None
         since = request.since_time.ToDatetime(tzinfo=timezone.utc) if start == "since_time" else None
-        async for event in eventlog.watch(self.bus.js, subjects.event(kind, stream_id), types, after, since):
-            yield event
+        # A client that goes away cancels this call; leaving the block deletes the consumer.
+        async with self.watchers.follow("grpc", subjects.event(kind, stream_id), types, after, since) as events:
+            async for event in events:
+                yield event
 
     async def _events(self, stream_id: str, kind: str) -> list[events_pb2.Event]:
         await self.require_stream(stream_id)

@@ -9,6 +9,10 @@
 
 When the gateway has an auth token, every route but /healthz and / wants
 `Authorization: Bearer <token>` or `?token=<token>` (EventSource cannot send headers).
+
+An SSE client holds a NATS consumer, so the gateway notices when it goes away even while no
+event comes: it watches the connection for its end and sends a comment line every
+`SSE_KEEPALIVE_S` (a peer that vanished without closing makes that write fail).
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import grpc
 import structlog
 from google.protobuf.json_format import MessageToDict
 
-from gateway import eventlog
 from streamsight import subjects
 from streamsight.gen.gateway.v1 import gateway_pb2
 from streamsight.rpc import StatusError
@@ -30,6 +33,7 @@ from streamsight.rpc import StatusError
 log = structlog.get_logger(__name__)
 INDEX = Path(__file__).with_name("static") / "index.html"
 MAX_REQUEST_LINE = 8192
+SSE_KEEPALIVE_S = 15.0
 _HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: (400, "Bad Request"),
     grpc.StatusCode.NOT_FOUND: (404, "Not Found"),
@@ -79,7 +83,7 @@ class WebServer:
             if request is None:
                 await self._send(writer, 400, "Bad Request", b"malformed request\n", "text/plain")
             else:
-                await self._route(request, writer)
+                await self._route(request, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass
         except StatusError as exc:
@@ -115,7 +119,7 @@ class WebServer:
         given = request.headers.get("authorization", "").removeprefix("Bearer ").strip() or request.query.get("token", "")
         return given == self.auth_token
 
-    async def _route(self, request: _Request, writer: asyncio.StreamWriter) -> None:
+    async def _route(self, request: _Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if request.method != "GET":
             await self._send(writer, 405, "Method Not Allowed", b"only GET\n", "text/plain")
             return
@@ -136,7 +140,7 @@ class WebServer:
         elif len(parts) == 3 and parts[:2] == ["api", "streams"]:
             await self._send_json(writer, await self._stream_detail(parts[2]))
         elif parts == ["api", "events"]:
-            await self._events(request, writer)
+            await self._events(request, reader, writer)
         elif len(parts) == 3 and parts[0] == "clips":
             await self._clip(parts[1], parts[2], writer)
         else:
@@ -154,7 +158,7 @@ class WebServer:
             "sentiment": _json(sentiment),
         }
 
-    async def _events(self, request: _Request, writer: asyncio.StreamWriter) -> None:
+    async def _events(self, request: _Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         stream_id = request.query.get("stream", "")
         if stream_id:
             await self.api.require_stream(stream_id)  # NOT_FOUND for an unknown stream, before the stream starts
@@ -167,10 +171,19 @@ class WebServer:
         )
         await writer.drain()
         subject = subjects.event("*", stream_id or "*")
-        async for event in eventlog.watch(self.api.bus.js, subject, set(), after_sequence=after):
-            data = json.dumps(_json(event), separators=(",", ":"))
-            writer.write(f"id: {event.sequence}\nevent: {event.WhichOneof('payload')}\ndata: {data}\n\n".encode())
-            await writer.drain()
+        async with self.api.watchers.follow("sse", subject, set(), after_sequence=after) as events:
+            forward = asyncio.create_task(_forward(events, writer))
+            peer = asyncio.create_task(_until_gone(reader, writer))
+            try:
+                await asyncio.wait({forward, peer}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                forward.cancel()
+                peer.cancel()
+                await asyncio.gather(forward, peer, return_exceptions=True)
+            if peer.done() and not peer.cancelled():
+                writer.transport.abort()  # the peer is gone: do not wait to flush what it will not read
+            elif not forward.cancelled() and forward.exception() is not None:
+                raise forward.exception()
 
     async def _clip(self, stream_id: str, clip_id: str, writer: asyncio.StreamWriter) -> None:
         clip_id = clip_id.rsplit(".", 1)[0]
@@ -185,3 +198,24 @@ class WebServer:
         head = f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         writer.write(head.encode() + body)
         await writer.drain()
+
+
+async def _forward(events, writer: asyncio.StreamWriter) -> None:
+    async for event in events:
+        data = json.dumps(_json(event), separators=(",", ":"))
+        writer.write(f"id: {event.sequence}\nevent: {event.WhichOneof('payload')}\ndata: {data}\n\n".encode())
+        await writer.drain()
+
+
+async def _until_gone(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Return when the SSE client has closed its side or a keep-alive write fails."""
+    try:
+        while True:
+            try:
+                if not await asyncio.wait_for(reader.read(1024), SSE_KEEPALIVE_S):
+                    return  # end of file: the client closed the connection
+            except asyncio.TimeoutError:
+                writer.write(b": keep-alive\n\n")
+                await writer.drain()
+    except ConnectionError:
+        return

@@ -208,3 +208,29 @@ async def test_bearer_token_is_required_when_configured(nats_server):
             await _register(authed, "with-token")
             reply = await authed.ListStreams(gw.ListStreamsRequest())
             assert "with-token" in [s.id for s in reply.streams]
+
+
+async def test_watchers_that_hang_up_leave_no_consumer(gateway, stub, nats_server):
+    from streamsight import subjects
+
+    bus = await Bus.connect(nats_server.url, "watchtest")
+    await bus.publish_event("w1", events_pb2.Highlight(stream_id="w1", highlight_id="h1"), "w1:h1")
+
+    async def consumers() -> set[str]:
+        return {c.name for c in await bus.js.consumers_info(subjects.EVENTS_STREAM)} - {"gateway-registry"}
+
+    before = await consumers()
+    calls = [stub.WatchEvents(gw.WatchEventsRequest(after_sequence=0)) for _ in range(20)]
+    for call in calls:
+        assert (await call.read()).sequence > 0  # a stored event came: the watcher is open
+    watchers = gateway.api.watchers
+    assert watchers.open["grpc"] == 20 and len(await consumers() - before) == 20
+    for call in calls:
+        call.cancel()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20  # only against a hang; the state is what is checked
+    while watchers.count and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    assert watchers.count == 0, "every cancelled call closed its watcher"
+    assert await consumers() == before, "and deleted its consumer"
+    await bus.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import grpc
@@ -80,3 +81,84 @@ async def test_errors_and_token(nats_server):
         await writer.drain()
         assert (await reader.read()).startswith(b"HTTP/1.1 400")
         writer.close()
+
+
+def _open_fds() -> int:
+    import os
+
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def _event_consumers(bus: Bus) -> set[str]:
+    """The EVENTS stream's consumers other than the gateway's durable registry reader."""
+    from streamsight import subjects
+
+    return {c.name for c in await bus.js.consumers_info(subjects.EVENTS_STREAM)} - {"gateway-registry"}
+
+
+async def _until(condition, what: str, timeout: float = 20.0) -> None:
+    """Wait for a state to be reached (not a speed check: the deadline only stops a hang)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, f"never reached: {what}"
+        await asyncio.sleep(0.05)
+
+
+async def _sse_client(port: int, stream_id: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET /api/events?stream={stream_id}&after=0 HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+    await writer.drain()
+    await asyncio.wait_for(reader.readuntil(b"event: status\n"), 20)  # its consumer is delivering
+    return reader, writer
+
+
+async def test_sse_clients_that_go_away_leave_no_consumer_or_socket(nats_server):
+    async with running_gateway(nats_server.url) as gateway:
+        port, watchers = gateway.web.port, gateway.api.watchers
+        await _register(gateway.address, "sse1")
+        bus = await Bus.connect(nats_server.url, "ssetest")
+        # One client first, so that what the gateway opens once (channels, pools) is not counted.
+        _, writer = await _sse_client(port, "sse1")
+        writer.close()
+        await _until(lambda: watchers.count == 0, "the first client's watcher closed")
+        before_consumers, before_fds = await _event_consumers(bus), _open_fds()
+
+        clients = [await _sse_client(port, "sse1") for _ in range(50)]
+        assert watchers.open["sse"] == 50
+        assert len(await _event_consumers(bus) - before_consumers) == 50, "each SSE client has its own consumer"
+        for n, (reader, writer) in enumerate(clients):
+            if n % 2:
+                writer.close()  # a polite close
+            else:
+                writer.transport.abort()  # a reset, as when a browser tab is killed
+        await _until(lambda: watchers.count == 0, "every SSE watcher closed")
+        left = await _event_consumers(bus)
+        fds = _open_fds()
+        await bus.close()
+    assert left == before_consumers, f"consumers left behind: {sorted(left - before_consumers)}"
+    # The test's own 50 client sockets are closed too: every fd the clients made is gone.
+    assert fds <= before_fds, f"open files {before_fds} -> {fds}"
+
+
+async def test_server_shutdown_removes_the_watchers_consumers(nats_server):
+    bus = await Bus.connect(nats_server.url, "shutdowntest")
+    async with contextlib.AsyncExitStack() as clients_open:  # the clients outlive the gateway
+        async with running_gateway(nats_server.url) as gateway:
+            await _register(gateway.address, "sse2")
+            before = await _event_consumers(bus)
+            clients = [await _sse_client(gateway.web.port, "sse2") for _ in range(5)]
+            ch = await clients_open.enter_async_context(channel(gateway.address))
+            stub = gateway_pb2_grpc.StreamSightStub(ch)
+            calls = [stub.WatchEvents(gw.WatchEventsRequest(stream_id="sse2", after_sequence=0)) for _ in range(5)]
+            for call in calls:
+                await call.read()
+            watchers = gateway.api.watchers
+            assert watchers.open == {"sse": 5, "grpc": 5}
+            assert len(await _event_consumers(bus) - before) == 10
+        assert watchers.count == 0, "the gateway stopped with every watcher closed"
+        assert await _event_consumers(bus) == before, "stopping the gateway deleted the watchers' consumers"
+        for reader, writer in clients:
+            assert await asyncio.wait_for(reader.read(), 10) is not None  # the server closed the connection
+            writer.close()
+    await bus.close()
