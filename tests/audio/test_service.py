@@ -212,10 +212,10 @@ async def test_a_tagger_that_does_not_load_stops_the_start(nats_server, tmp_path
 @pytest.mark.parametrize(
     "env, message",
     [
-        ({"STREAMSIGHT_TAGGER_PATH": "/nowhere/cnn14.onnx"}, "tagger_path (env STREAMSIGHT_TAGGER_PATH): Value error, no such file"),
-        ({"STREAMSIGHT_TAGGER_PATH": "{bad}"}, "cannot load ONNX tagger"),
-        ({"STREAMSIGHT_TAGGER_KIND": "vggish"}, "unknown tagger kind"),
-        ({"STREAMSIGHT_TAGGER_CLASSES": '["Laugter"]'}, "not AudioSet class names: ['Laugter']"),
+        ({"STREAMSIGHT_AUDIO_TAGGER_PATH": "/nowhere/cnn14.onnx"}, "audio.tagger_path / STREAMSIGHT_AUDIO_TAGGER_PATH: Value error, no such file"),
+        ({"STREAMSIGHT_AUDIO_TAGGER_PATH": "{bad}"}, "cannot load ONNX tagger"),
+        ({"STREAMSIGHT_AUDIO_TAGGER_KIND": "vggish"}, "unknown tagger kind"),
+        ({"STREAMSIGHT_AUDIO_TAGGER_CLASSES": '["Laugter"]'}, "not AudioSet class names: ['Laugter']"),
     ],
 )
 def test_bad_tagger_settings_exit_2_with_a_message(tmp_path, env, message):

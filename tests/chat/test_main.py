@@ -21,13 +21,13 @@ def _env(**extra: str) -> dict[str, str]:
 def test_bad_settings_exit_2_naming_the_variable():
     out = subprocess.run(
         [sys.executable, "-m", "services.chat"],
-        env=_env(STREAMSIGHT_IRC_TOKEN="oauth:abc", STREAMSIGHT_MAX_STREAMS="0"),
+        env=_env(STREAMSIGHT_CHAT_IRC_TOKEN="oauth:abc", STREAMSIGHT_CHAT_MAX_STREAMS="0"),
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert out.returncode == 2
-    assert "STREAMSIGHT_IRC_NICK" in out.stderr and "STREAMSIGHT_MAX_STREAMS" in out.stderr
+    assert "STREAMSIGHT_CHAT_IRC_NICK" in out.stderr and "STREAMSIGHT_CHAT_MAX_STREAMS" in out.stderr
     assert "oauth:abc" not in out.stderr  # the secret is not echoed
 
 

@@ -356,7 +356,7 @@ async def test_second_start_and_the_stream_limit(nats_server, tmp_path):
         code, details = await status_code(stub.StartChat(chat_pb2.StartChatRequest(stream_id="one", source=str(path))))
         assert code == grpc.StatusCode.FAILED_PRECONDITION and "already running" in details
         code, details = await status_code(stub.StartChat(chat_pb2.StartChatRequest(stream_id="two", source=str(path))))
-        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "STREAMSIGHT_MAX_STREAMS" in details
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "STREAMSIGHT_CHAT_MAX_STREAMS" in details
         stopped = await stub.StopChat(chat_pb2.StopChatRequest(stream_id="one"))
         assert stopped.state == S.STREAM_STATE_STOPPED
         assert (await stub.StopChat(chat_pb2.StopChatRequest(stream_id="one"))).state == S.STREAM_STATE_STOPPED  # idempotent

@@ -222,8 +222,8 @@ async def test_bad_frames_are_dead_lettered_and_other_streams_go_on(nats_server,
 
 async def test_main_serves_health_reports_the_provider_and_stops_on_sigterm(nats_server):
     port = free_port()
-    env = {**os.environ, "STREAMSIGHT_NATS_URL": nats_server.url, "STREAMSIGHT_GRPC_PORT": str(port), "STREAMSIGHT_GRPC_HOST": "127.0.0.1",
-           "STREAMSIGHT_INTRA_THREADS": "1", "STREAMSIGHT_LOG_FORMAT": "json"}
+    env = {**os.environ, "STREAMSIGHT_NATS_URL": nats_server.url, "STREAMSIGHT_VISION_GRPC_PORT": str(port), "STREAMSIGHT_GRPC_HOST": "127.0.0.1",
+           "STREAMSIGHT_VISION_INTRA_THREADS": "1", "STREAMSIGHT_LOG_FORMAT": "json"}
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.vision", env=env, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.STDOUT)
     try:

@@ -130,12 +130,12 @@ def test_parse_media_names_the_problem():
 
 
 def test_settings_refuse_a_model_folder_without_the_models(tmp_path, monkeypatch):
-    monkeypatch.setenv("STREAMSIGHT_MODEL_DIR", str(tmp_path))
+    monkeypatch.setenv("STREAMSIGHT_VISION_MODEL_DIR", str(tmp_path))
     with pytest.raises(ConfigError, match="flow.onnx"):
         load_settings(VisionSettings)
-    env = {**os.environ, "STREAMSIGHT_MODEL_DIR": str(tmp_path), "STREAMSIGHT_NATS_URL": "nats://127.0.0.1:1"}
+    env = {**os.environ, "STREAMSIGHT_VISION_MODEL_DIR": str(tmp_path), "STREAMSIGHT_NATS_URL": "nats://127.0.0.1:1"}
     out = subprocess.run([sys.executable, "-m", "services.vision"], env=env, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2 and "STREAMSIGHT_MODEL_DIR" in out.stderr and "motion_cnn.onnx" in out.stderr
+    assert out.returncode == 2 and "STREAMSIGHT_VISION_MODEL_DIR" in out.stderr and "motion_cnn.onnx" in out.stderr
 
 
 def test_frames_after_their_window_record_are_dropped_and_counted(models, texture):
