@@ -11,7 +11,9 @@ with the audio that came, and each is published once on streamsight.features.v1.
 with message id `<stream>:audio:<i>` (so a redelivery or restart is deduplicated). A window
 with no audio gets a record with flag "empty"; one with audio lost on the way or at the source,
 "partial" (see `feature_record`).
-The record with last=True ends the stream's state.
+Streams follow streamsight.lifecycle's one policy: the record with last=True ends the
+stream's state, a chunk after the end makes none, and an idle stream's windows are
+published flagged "partial" before its state goes.
 
 All number crunching (loudness, spectral features, tagger inference) runs in a worker thread,
 so the event loop stays free. Messages are handled one at a time, so a stream's analyzer is
@@ -40,9 +42,9 @@ from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.features.v1 import features_pb2
 from streamsight.gen.media.v1 import media_pb2
 from streamsight.inference import model_digest
+from streamsight.lifecycle import StreamTable
 from streamsight.media import decode, window_record
 from streamsight.service import Service
-from streamsight.telemetry import ACTIVE_STREAMS
 
 MODALITY = "audio"
 WINDOW_S = 10.0
@@ -139,7 +141,6 @@ class StreamState:
     next_window: int  # first window not yet published
     analyzer: AudioAnalyzer | None = None  # made at the first chunk, at its sample rate
     done: dict[int, WindowFeatures] = field(default_factory=dict)  # closed, waiting for their window record
-    last_seen: float = field(default_factory=time.monotonic)
 
 
 class AudioService(Service):
@@ -157,7 +158,7 @@ class AudioService(Service):
             digest = await asyncio.to_thread(model_digest, s.tagger_path)
             self.producer = f"audio features-v{FEATURES_VERSION} tagger-{self.tagger.name}@sha256:{digest}"
         self.info = {"tagger": self.tagger.name if self.tagger else "none", "provider": self.tagger.provider if self.tagger else "cpu"}
-        self.streams: dict[str, StreamState] = {}
+        self.streams: StreamTable[StreamState] = StreamTable(self.name, idle_s=s.stream_idle_s)
         self._last_sweep = time.monotonic()
         assert self.bus is not None
         self.bus.consume(
@@ -179,7 +180,7 @@ class AudioService(Service):
         return info
 
     async def stop(self) -> None:
-        if self.streams:  # their open windows come again from MEDIA's unacknowledged messages, or as "partial"
+        if len(self.streams):  # their open windows come again from MEDIA's unacknowledged messages, or as "partial"
             self.log.info("stopping with streams open", streams=sorted(self.streams))
 
     # ------------------------------------------------------------ messages
@@ -194,14 +195,13 @@ class AudioService(Service):
                 await self._on_window(sid, msg.data)
             else:
                 raise BadMessage(f"the audio service does not read {kind!r} messages")
-        self._sweep_idle()
+        await self._sweep_idle()
 
     async def _on_chunk(self, sid: str, data: bytes) -> None:
         rate, start, samples = decode_chunk(sid, data)
-        state = self.streams.get(sid)
+        state = self._state(sid, int(start // WINDOW_S), from_start=start < 1.0)
         if state is None:
-            state = self._new_state(sid, int(start // WINDOW_S))
-        state.last_seen = time.monotonic()
+            return  # a late or redelivered chunk of a finished stream (counted)
         if state.analyzer is None:
             state.analyzer = AudioAnalyzer(sample_rate=rate, window_s=WINDOW_S, tagger=self.tagger, silence_dbfs=self.settings.silence_dbfs)
         elif rate != state.analyzer.sample_rate:
@@ -214,10 +214,9 @@ class AudioService(Service):
 
     async def _on_window(self, sid: str, data: bytes) -> None:
         record = window_record(data, sid)
-        state = self.streams.get(sid)
+        state = self._state(sid, record.index, from_start=record.index == 0)
         if state is None:
-            state = self._new_state(sid, record.index)
-        state.last_seen = time.monotonic()
+            return
         if record.index >= state.next_window:
             if state.analyzer is not None:
                 for closed in await asyncio.to_thread(state.analyzer.close_through, record.index):
@@ -229,37 +228,41 @@ class AudioService(Service):
         if record.last:
             self._drop(sid, "last window record")
 
-    async def _publish(self, sid: str, window: int, clock: media_pb2.WindowRecord | None, features: WindowFeatures | None) -> None:
+    async def _publish(self, sid: str, window: int, clock: media_pb2.WindowRecord | None, features: WindowFeatures | None,
+                       partial: bool = False) -> None:
         assert self.bus is not None
         out = feature_record(sid, window, clock, features, self.info, self.producer)
+        if partial and "partial" not in out.flags:
+            out.flags.append("partial")
         await self.bus.publish(subjects.features(MODALITY, sid), out, subjects.feature_msg_id(sid, MODALITY, window), kind="features")
         self.log.debug("window published", window=window, flags=list(out.flags))
 
     # ------------------------------------------------------------ per-stream state
 
-    def _new_state(self, sid: str, first_window: int) -> StreamState:
-        state = self.streams[sid] = StreamState(next_window=max(0, first_window))
-        ACTIVE_STREAMS.labels(self.name).set(len(self.streams))
-        self.log.info("stream started", first_window=state.next_window)
-        return state
+    def _state(self, sid: str, first_window: int, from_start: bool) -> StreamState | None:
+        """The stream's state under the lifecycle policy; None for a message after its end."""
+        return self.streams.entry(sid, lambda: StreamState(next_window=max(0, first_window)), from_start)
 
     def _drop(self, sid: str, why: str) -> None:
-        state = self.streams.pop(sid, None)
+        state = self.streams.finish(sid)
         if state is None:
             return
-        ACTIVE_STREAMS.labels(self.name).set(len(self.streams))
         if state.done:
             self.log.warning("audio after the stream's last window dropped", windows=sorted(state.done))
         self.log.info("stream finished", why=why, windows=state.next_window)
 
-    def _sweep_idle(self) -> None:
-        """Forget streams whose last window record never came (ingest lost), so memory stays bounded."""
+    async def _sweep_idle(self) -> None:
+        """Streams whose last window record never came (ingest lost): their windows are
+        published, flagged partial, and the state goes, so memory stays bounded."""
         now = time.monotonic()
         if now - self._last_sweep < IDLE_SWEEP_S:
             return
         self._last_sweep = now
-        for sid, state in list(self.streams.items()):
-            if now - state.last_seen > self.settings.stream_idle_s:
-                with structlog.contextvars.bound_contextvars(stream_id=sid):
-                    self.log.warning("stream idle; its state is dropped", idle_s=round(now - state.last_seen))
-                    self._drop(sid, "idle")
+        for sid, state in self.streams.idle():
+            with structlog.contextvars.bound_contextvars(stream_id=sid):
+                if state.analyzer is not None:
+                    for closed in await asyncio.to_thread(state.analyzer.flush):
+                        state.done[closed.window] = closed
+                for w in sorted(w for w in state.done if w >= state.next_window):
+                    await self._publish(sid, w, None, state.done[w], partial=True)
+                self.log.warning("stream idle; flushed without its last window record", windows=sorted(state.done))

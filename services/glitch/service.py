@@ -5,9 +5,11 @@ stream in stored order. The frames of a batch, from all streams, are classified 
 a thread (onnxruntime, off the event loop); then each message feeds its stream's
 `StreamDetector` in order, and the incidents' START/UPDATE/END phases are published as
 events_pb2.Glitch CloudEvents with stable ids "<sid>:glitch:<n>:start|update-<k>|end", so a
-redelivered batch is deduplicated by JetStream. The last window record of a stream ends its
-open incident and drops its state. A message that does not decode, or a frame whose size
-does not match its data, is dead-lettered; other streams are untouched.
+redelivered batch is deduplicated by JetStream. Streams follow streamsight.lifecycle's one
+policy: the last window record ends the open incident and drops the stream's detector, a
+late frame after the end makes no new one, and an idle stream's open incident is ended.
+A message that does not decode, or a frame whose size does not match its data, is
+dead-lettered; other streams are untouched.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from streamsight import subjects
 from streamsight.bus import BadMessage
 from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.media.v1 import media_pb2
+from streamsight.lifecycle import StreamTable
 from streamsight.media import decode, window_record
 from streamsight.service import Service
-from streamsight.telemetry import ACTIVE_STREAMS
 
 KIND_ENUM = {
     "stripes": events_pb2.GLITCH_KIND_STRIPES,
@@ -56,6 +58,15 @@ def parse(msg: Msg) -> tuple[str, str, object]:
     raise BadMessage(f"unexpected subject {msg.subject}")
 
 
+def _from_start(kind: str, message) -> bool:
+    """Whether a message is from its stream's very start (see streamsight.lifecycle)."""
+    if kind == "windows":
+        return message.index == 0
+    if kind == "frames_glitch":
+        return message.sample_index == 0
+    return all(s.pts_s < 1.0 for s in message.signals)  # decoder signals of the first second
+
+
 def to_proto(sid: str, event: GlitchEvent) -> tuple[events_pb2.Glitch, str]:
     """The Glitch message of one detector event and its stable event id."""
     glitch_id = f"{sid}:glitch:{event.incident}"
@@ -80,7 +91,7 @@ class GlitchService(Service):
         )
         self.classifier = await asyncio.to_thread(GlitchClassifier, s.model_path, s.intra_threads or None)
         await asyncio.to_thread(self.classifier.warm_up)
-        self.streams: dict[str, StreamDetector] = {}
+        self.streams: StreamTable[StreamDetector] = StreamTable(self.name)
         self.bus.consume_batches(
             "glitch",
             [subjects.media("frames_glitch"), subjects.media("signals"), subjects.media("windows")],
@@ -110,10 +121,9 @@ class GlitchService(Service):
         rgb = {i: img for (i, _), img in zip(frames, images)}
         touched: dict[str, list[GlitchEvent]] = {}
         for i, kind, sid, m in parsed:
-            detector = self.streams.get(sid)
+            detector = self.streams.entry(sid, lambda: StreamDetector(self.detector_config), from_start=_from_start(kind, m))
             if detector is None:
-                detector = self.streams[sid] = StreamDetector(self.detector_config)
-                ACTIVE_STREAMS.labels(self.name).inc()
+                continue  # a late or redelivered message of a finished stream (counted)
             out = touched.setdefault(sid, [])
             if kind == "frames_glitch":
                 detector.add_frame(m.pts_s, scores[i], rgb[i])
@@ -123,10 +133,12 @@ class GlitchService(Service):
             elif kind == "windows":
                 if m.last:
                     out += await asyncio.to_thread(detector.finish)
-                    del self.streams[sid]
-                    ACTIVE_STREAMS.labels(self.name).dec()
+                    self.streams.finish(sid)
                 else:
                     out += await asyncio.to_thread(detector.advance, m.end_s)
+        for sid, detector in self.streams.idle():  # ingest vanished without a last record
+            self.log.warning("stream idle; its open incident is ended", stream_id=sid)
+            touched.setdefault(sid, []).extend(await asyncio.to_thread(detector.finish))
         for sid, events in touched.items():
             for event in events:
                 glitch, event_id = to_proto(sid, event)
