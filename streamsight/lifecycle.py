@@ -95,9 +95,9 @@ class StreamTable(Generic[E]):
         """The stream's last record was handled: drop its entry, remember the id as finished."""
         return self._drop(stream_id, "finished")
 
-    def idle(self) -> list[tuple[str, E]]:
+    def idle(self, now: float | None = None) -> list[tuple[str, E]]:
         """Entries silent for `idle_s`: dropped (remembered as finished) and returned for flushing."""
-        now = self._clock()
+        now = self._clock() if now is None else now
         stale = [sid for sid, seen in self._seen.items() if now - seen >= self.idle_s]
         return [(sid, entry) for sid in stale if (entry := self._drop(sid, "idle")) is not None]
 

@@ -40,7 +40,7 @@ from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.features.v1 import features_pb2
 from streamsight.inference import model_digest
 from streamsight.service import Service
-from streamsight.telemetry import ACTIVE_STREAMS, HANDLE_LATENCY, current_trace_id
+from streamsight.telemetry import HANDLE_LATENCY, current_trace_id
 
 MODALITY = "vision"
 PRODUCER_VERSION = "vision-features-1"  # bump when FEATURES.md's definitions change
@@ -93,7 +93,7 @@ class VisionService(Service):
         self._idle_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._idle_task
-        if self.streams.streams:
+        if len(self.streams.streams):
             # Their acknowledged frames are gone with this process; the next instance resumes
             # from the unacknowledged ones and flags the window it joins "partial".
             self.log.warning("vision stopping with streams in progress", streams=sorted(self.streams.streams))
@@ -110,7 +110,6 @@ class VisionService(Service):
             HANDLE_LATENCY.labels(self.name, "batch").observe(time.perf_counter() - started)
             self._outbox += result.windows
             await self._publish_outbox()
-            ACTIVE_STREAMS.labels(self.name).set(len(self.streams.streams))
         return result.rejected
 
     async def _publish_outbox(self) -> None:
@@ -153,6 +152,5 @@ class VisionService(Service):
                 async with self._lock:
                     self._outbox += await asyncio.to_thread(self.streams.evict_idle)
                     await self._publish_outbox()
-                    ACTIVE_STREAMS.labels(self.name).set(len(self.streams.streams))
             except Exception as exc:  # NATS trouble: the outbox keeps the windows for the next try
                 self.log.warning("idle flush failed; will retry", error=repr(exc))

@@ -23,8 +23,6 @@ Not thread-safe: one `step` at a time (the service holds a lock and runs it in a
 from __future__ import annotations
 
 import math
-import time
-from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -35,13 +33,13 @@ from services.vision.runtime import CNN_INPUT_SIZE, VisionModels
 from streamsight import subjects
 from streamsight.bus import BadMessage
 from streamsight.gen.media.v1 import media_pb2
+from streamsight.lifecycle import StreamTable
 from streamsight.media import decode, window_record
 
 log = structlog.get_logger(__name__)
 
 MAX_FLOW_SIDE = 1920  # flow frames are meant to be small (ingest: 320 px wide); larger ones are refused
 MIN_FLOW_SIDE = 16
-FINISHED_MEMORY = 4096  # ended streams remembered, so a straggler does not start a phantom stream
 
 
 class BadInput(ValueError):
@@ -150,7 +148,6 @@ class _Stream:
     records: dict[int, WindowIn] = field(default_factory=dict)
     next_sample: dict[str, int] = field(default_factory=dict)
     last_pts: dict[str, float] = field(default_factory=dict)
-    last_seen: float = field(default_factory=time.monotonic)
 
     def window_of(self, pts: float) -> int:
         return int(pts // self.window_s)
@@ -176,31 +173,31 @@ class VisionStreams:
         self.config = replace(config or AnalyzerConfig(), close_on_media_clock=False)
         self.models = models
         self.idle_s = idle_s
-        self.streams: dict[str, _Stream] = {}
-        self._finished: OrderedDict[str, None] = OrderedDict()
-        self.late_messages = 0  # messages for a stream that already ended (ignored)
+        self.streams: StreamTable[_Stream] = StreamTable("vision", idle_s=idle_s)
         self.late_frames = 0  # frames for a window already finished (dropped): ingest's order broke
         self.failed_inferences = 0
 
     # ---- input ---------------------------------------------------------------------------
 
+    @property
+    def late_messages(self) -> int:
+        """Messages for a stream that already ended (ignored)."""
+        return self.streams.counts.get("late", 0)
+
     def _state(self, item: FrameIn | WindowIn) -> _Stream | None:
+        """The stream's state under streamsight.lifecycle's policy; None for a straggler after its end."""
         sid = item.stream_id
-        state = self.streams.get(sid)
-        if state is not None:
-            return state
         from_start = (item.sample_index if isinstance(item, FrameIn) else item.index) == 0
-        if sid in self._finished:
-            if not from_start:
-                return None  # a straggler of a stream that ended
-            del self._finished[sid]  # the stream id is used again, from its start
-        first = 0 if from_start else (self._window_index(item.pts) if isinstance(item, FrameIn) else item.index)
-        state = _Stream(StreamAnalyzer(self.models, self.config, stream_id=sid, first_window=first), self.config.window_s)
-        if not from_start:  # joined mid-way (a restart): this window's start was seen by someone else
-            state.partial.add(first)
-            log.info("vision joined a stream mid-way", stream_id=sid, window=first)
-        self.streams[sid] = state
-        return state
+
+        def make() -> _Stream:
+            first = 0 if from_start else (self._window_index(item.pts) if isinstance(item, FrameIn) else item.index)
+            state = _Stream(StreamAnalyzer(self.models, self.config, stream_id=sid, first_window=first), self.config.window_s)
+            if not from_start:  # joined mid-way (a restart): this window's start was seen by someone else
+                state.partial.add(first)
+                log.info("vision joined a stream mid-way", stream_id=sid, window=first)
+            return state
+
+        return self.streams.entry(sid, make, from_start)
 
     def _window_index(self, pts: float) -> int:
         return int(pts // self.config.window_s)
@@ -241,7 +238,6 @@ class VisionStreams:
         returned in `rejected` by position; the rest of the batch goes on."""
         rejected: dict[int, str] = {}
         touched: dict[str, _Stream] = {}
-        now = time.monotonic()
         for position, (subject, data) in enumerate(messages):
             try:
                 item = parse_media(subject, data)
@@ -250,10 +246,8 @@ class VisionStreams:
                 self.reject(subjects.stream_of(subject), exc.pts)
                 continue
             state = self._state(item)
-            if state is None:
-                self.late_messages += 1
+            if state is None:  # a straggler of an ended stream (counted by the table)
                 continue
-            state.last_seen = now
             touched[item.stream_id] = state
             if isinstance(item, WindowIn):
                 state.records[item.index] = item
@@ -311,25 +305,19 @@ class VisionStreams:
         return out
 
     def _end(self, stream_id: str) -> None:
-        state = self.streams.pop(stream_id)
-        if state.analyzer.dropped_frames:
+        state = self.streams.finish(stream_id)
+        if state is not None and state.analyzer.dropped_frames:
             log.info("vision stream ended with dropped frames", stream_id=stream_id, dropped=state.analyzer.dropped_frames)
-        self._finished[stream_id] = None
-        while len(self._finished) > FINISHED_MEMORY:
-            self._finished.popitem(last=False)
 
     def evict_idle(self, now: float | None = None) -> list[WindowOut]:
         """Flush streams that sent nothing for `idle_s` (ingest died before the last record);
         their remaining windows are emitted, flagged partial."""
-        now = time.monotonic() if now is None else now
         out: list[WindowOut] = []
-        for sid, state in list(self.streams.items()):
-            if now - state.last_seen < self.idle_s:
-                continue
+        for sid, state in self.streams.idle(now):
             self._infer([state])
             last = max([state.window_of(state.latest_pts())] + list(state.records))
             state.mark_lost(state.analyzer.next_window or 0, last)
-            out += self._finish(state, state.analyzer.finish_until(last))
-            log.warning("vision stream idle; flushed without its last window record", stream_id=sid, windows=len(out))
-            self._end(sid)
+            flushed = self._finish(state, state.analyzer.finish_until(last))
+            log.warning("vision stream idle; flushed without its last window record", stream_id=sid, windows=len(flushed))
+            out += flushed
         return out
