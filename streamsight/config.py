@@ -77,7 +77,7 @@ SECTIONS: dict[str, Section] = {
 
 PLATFORM_FIELDS = (
     "nats_url", "log_level", "log_format", "otlp_endpoint", "data_dir", "auth_token",
-    "grpc_host", "shutdown_grace_s", "metrics_base_port",
+    "grpc_host", "shutdown_grace_s", "metrics_base_port", "window_s", "stream_idle_s",
 )  # fmt: skip
 
 # Old flat names that `up` still sets for every service, and nobody reads as section variables:
@@ -107,6 +107,10 @@ class BaseServiceSettings(BaseSettings):
     shutdown_grace_s: float = Field(5.0, gt=0, description="Seconds to drain on shutdown")
     metrics_base_port: int = Field(
         0, ge=0, le=65535 - len(SECTIONS), description="Prometheus ports: each service's metrics_port defaults to this plus its offset; 0: none"
+    )
+    window_s: float = Field(10.0, gt=0, le=600, description="Window length, media seconds: ingest cuts streams into windows of this length, every stage scores them")
+    stream_idle_s: float = Field(
+        300.0, gt=0, description="A stage flushes a stream that sent nothing for this long without its last window record (windows flagged partial)"
     )
     # Per service (STREAMSIGHT_<SECTION>_<FIELD>, YAML <section>.<field>): seven processes on one
     # host cannot share a port. Subclasses set their own grpc_port default.

@@ -29,9 +29,6 @@ class AudioSettings(BaseServiceSettings):
     )
     intra_threads: int = Field(1, ge=0, le=64, description="Threads one tagger inference may use; 0: onnxruntime's default")
     silence_dbfs: float = Field(-60.0, ge=-120.0, le=0.0, description="100 ms blocks below this RMS level count as silence, dBFS")
-    stream_idle_s: float = Field(
-        900.0, gt=0, description="Forget a stream that sent nothing for this long without its last window record (ingest lost)"
-    )
 
     @field_validator("tagger_path", mode="before")
     @classmethod

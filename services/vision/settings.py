@@ -18,7 +18,6 @@ class VisionSettings(BaseServiceSettings):
     intra_threads: int = Field(0, ge=0, le=256, description="Threads one inference may use; 0 lets onnxruntime decide (all cores)")
     max_batch: int = Field(16, ge=1, le=1024, description="Most frames (or flow pairs) per model call; a fetch is split into calls of this size")
     fetch_batch: int = Field(64, ge=1, le=1024, description="MEDIA messages fetched at once; all of one fetch share one inference pass")
-    stream_idle_s: float = Field(300.0, gt=0, description="A stream silent this long is flushed (its windows flagged partial) and forgotten")
 
     @field_validator("model_dir")
     @classmethod

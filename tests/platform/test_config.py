@@ -38,14 +38,16 @@ def test_each_service_reads_its_own_section_from_one_environment(monkeypatch):
     """The same field name in two sections keeps two values (the collision of the flat namespace)."""
     monkeypatch.setenv("STREAMSIGHT_VISION_INTRA_THREADS", "3")
     monkeypatch.setenv("STREAMSIGHT_AUDIO_INTRA_THREADS", "2")
-    monkeypatch.setenv("STREAMSIGHT_VISION_STREAM_IDLE_S", "30")
+    monkeypatch.setenv("STREAMSIGHT_VISION_FETCH_BATCH", "30")
+    monkeypatch.setenv("STREAMSIGHT_STREAM_IDLE_S", "120")
     monkeypatch.setenv("STREAMSIGHT_CHAT_MAX_STREAMS", "5")
     monkeypatch.setenv("STREAMSIGHT_INGEST_MAX_STREAMS", "7")
     monkeypatch.setenv("STREAMSIGHT_NATS_URL", "nats://10.0.0.1:4222")
     monkeypatch.setenv("STREAMSIGHT_GATEWAY_LOCAL_ROOTS", '["/media"]')
     vision, audio, chat, ingest, gateway = (_load(n) for n in ("vision", "audio", "chat", "ingest", "gateway"))
     assert (vision.intra_threads, audio.intra_threads) == (3, 2)
-    assert (vision.stream_idle_s, audio.stream_idle_s) == (30.0, 900.0)
+    assert (vision.fetch_batch, _load("glitch").fetch_batch) == (30, 64)
+    assert (vision.stream_idle_s, audio.stream_idle_s) == (120.0, 120.0), "one lifecycle policy for every stage"
     assert (chat.max_streams, ingest.max_streams) == (5, 7)
     assert {s.nats_url for s in (vision, audio, chat, ingest, gateway)} == {"nats://10.0.0.1:4222"}
     assert gateway.local_roots == ["/media"]
