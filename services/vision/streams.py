@@ -3,7 +3,7 @@
 `parse_media` turns one MEDIA message (subject + protobuf bytes) into a `FrameIn` or a
 `WindowIn`, or raises `BadInput` saying what is wrong. `VisionStreams.step` takes the
 parsed messages of one fetch (frames of many streams mixed), runs the models once over all
-of them (`process_streams`: one batched inference per fetch) and returns a `WindowOut` for
+of them (`process_streams`: one batched inference per fetch) and returns a `WindowResult` for
 every window that ingest's window records closed.
 
 Clock: ingest's window record i is the only thing that finishes window i (it arrives after
@@ -33,8 +33,10 @@ from services.vision.runtime import CNN_INPUT_SIZE, VisionModels
 from streamsight import subjects
 from streamsight.bus import BadMessage
 from streamsight.gen.media.v1 import media_pb2
-from streamsight.lifecycle import StreamTable
+from streamsight.lifecycle import DEFAULT_IDLE_S, StreamTable
 from streamsight.media import decode, window_record
+from streamsight.stage import StepResult
+from streamsight.windows import DEFAULT_WINDOW_S, WindowBounds, WindowResult
 
 log = structlog.get_logger(__name__)
 
@@ -71,18 +73,7 @@ class WindowIn:
     end_s: float
     last: bool
     media_lost: bool  # ingest saw PTS gaps, missing frames or decode errors in the window
-
-
-@dataclass(frozen=True)
-class WindowOut:
-    """One finished window of one stream, ready to publish."""
-
-    stream_id: str
-    window: int
-    start_s: float
-    end_s: float
-    values: dict[str, float]
-    flags: tuple[str, ...]
+    record: media_pb2.WindowRecord  # as ingest sent it, for the stream's window bounds
 
 
 def _frame(stream_id: str, kind: str, data: bytes) -> FrameIn:
@@ -120,7 +111,7 @@ def _window(stream_id: str, data: bytes) -> WindowIn:
     except BadMessage as exc:
         raise BadInput(str(exc)) from None
     lost = msg.gaps > 0 or msg.missing_frames > 0 or msg.gap_s > 0 or msg.decode_errors > 0
-    return WindowIn(stream_id, int(msg.index), float(msg.start_s), float(msg.end_s), bool(msg.last), lost)
+    return WindowIn(stream_id, int(msg.index), float(msg.start_s), float(msg.end_s), bool(msg.last), lost, msg)
 
 
 def parse_media(subject: str, data: bytes) -> FrameIn | WindowIn:
@@ -144,6 +135,7 @@ def parse_media(subject: str, data: bytes) -> FrameIn | WindowIn:
 class _Stream:
     analyzer: StreamAnalyzer
     window_s: float
+    bounds: WindowBounds
     partial: set[int] = field(default_factory=set)
     records: dict[int, WindowIn] = field(default_factory=dict)
     next_sample: dict[str, int] = field(default_factory=dict)
@@ -159,18 +151,13 @@ class _Stream:
         self.partial.update(range(first, last + 1))
 
 
-@dataclass
-class StepResult:
-    windows: list[WindowOut]
-    rejected: dict[int, str]  # position in the step's input -> why
-
-
 class VisionStreams:
     """Per-stream analyzers of one vision instance, stepped once per fetched batch."""
 
-    def __init__(self, models: VisionModels, config: AnalyzerConfig | None = None, idle_s: float = 300.0) -> None:
+    def __init__(self, models: VisionModels, config: AnalyzerConfig | None = None, idle_s: float = DEFAULT_IDLE_S,
+                 window_s: float = DEFAULT_WINDOW_S) -> None:
         # Window records are the clock; the analyzer's own media-clock closing stays off.
-        self.config = replace(config or AnalyzerConfig(), close_on_media_clock=False)
+        self.config = replace(config or AnalyzerConfig(), close_on_media_clock=False, window_s=window_s)
         self.models = models
         self.idle_s = idle_s
         self.streams: StreamTable[_Stream] = StreamTable("vision", idle_s=idle_s)
@@ -191,7 +178,8 @@ class VisionStreams:
 
         def make() -> _Stream:
             first = 0 if from_start else (self._window_index(item.pts) if isinstance(item, FrameIn) else item.index)
-            state = _Stream(StreamAnalyzer(self.models, self.config, stream_id=sid, first_window=first), self.config.window_s)
+            analyzer = StreamAnalyzer(self.models, self.config, stream_id=sid, first_window=first)
+            state = _Stream(analyzer, self.config.window_s, WindowBounds(self.config.window_s))
             if not from_start:  # joined mid-way (a restart): this window's start was seen by someone else
                 state.partial.add(first)
                 log.info("vision joined a stream mid-way", stream_id=sid, window=first)
@@ -245,20 +233,32 @@ class VisionStreams:
                 rejected[position] = str(exc)
                 self.reject(subjects.stream_of(subject), exc.pts)
                 continue
+            if isinstance(item, WindowIn) and item.stream_id not in self.streams:
+                try:  # a stream's first message may not be a record far into it (a forged one)
+                    WindowBounds(self.config.window_s).check(item.record)
+                except BadMessage as exc:
+                    rejected[position] = str(exc)
+                    continue
             state = self._state(item)
             if state is None:  # a straggler of an ended stream (counted by the table)
                 continue
             touched[item.stream_id] = state
             if isinstance(item, WindowIn):
+                try:
+                    state.bounds.check(item.record)
+                except BadMessage as exc:
+                    rejected[position] = str(exc)
+                    continue
                 state.records[item.index] = item
                 continue
+            state.bounds.saw_media(item.pts)
             try:
                 self._submit(state, item)
             except (TypeError, ValueError) as exc:
                 rejected[position] = str(exc)
                 state.partial.add(state.window_of(item.pts))
         self._infer(list(touched.values()))
-        windows: list[WindowOut] = []
+        windows: list[WindowResult] = []
         for sid, state in touched.items():
             if not state.records:
                 continue
@@ -288,7 +288,7 @@ class VisionStreams:
                 state.partial.add(state.window_of(state.latest_pts()))
                 log.error("vision inference failed; frames dropped", stream_id=state.analyzer.stream_id, frames=lost, error=repr(exc))
 
-    def _finish(self, state: _Stream, done: list[WindowFeatures]) -> list[WindowOut]:
+    def _finish(self, state: _Stream, done: list[WindowFeatures]) -> list[WindowResult]:
         out = []
         for wf in done:
             record = state.records.get(wf.window)
@@ -299,7 +299,7 @@ class VisionStreams:
             if wf.window in state.partial or record is None or record.media_lost:
                 flags.append("partial")
             start, end = (record.start_s, record.end_s) if record is not None else (wf.start_s, wf.end_s)
-            out.append(WindowOut(state.analyzer.stream_id, wf.window, start, end, f, tuple(flags)))
+            out.append(WindowResult(state.analyzer.stream_id, wf.window, start, end, f, tuple(flags)))
         if done:
             state.partial = {w for w in state.partial if w > done[-1].window}
         return out
@@ -309,10 +309,10 @@ class VisionStreams:
         if state is not None and state.analyzer.dropped_frames:
             log.info("vision stream ended with dropped frames", stream_id=stream_id, dropped=state.analyzer.dropped_frames)
 
-    def evict_idle(self, now: float | None = None) -> list[WindowOut]:
+    def evict_idle(self, now: float | None = None) -> list[WindowResult]:
         """Flush streams that sent nothing for `idle_s` (ingest died before the last record);
         their remaining windows are emitted, flagged partial."""
-        out: list[WindowOut] = []
+        out: list[WindowResult] = []
         for sid, state in self.streams.idle(now):
             self._infer([state])
             last = max([state.window_of(state.latest_pts())] + list(state.records))

@@ -145,3 +145,18 @@ def test_frames_after_their_window_record_are_dropped_and_counted(models, textur
     assert vs.late_frames == 1
     (w1,) = vs.step([window("g", 1, last=True)]).windows
     assert w1.values["flow_frames"] == 2  # the late frame is not counted anywhere
+
+
+def test_forged_window_records_are_rejected_not_acted_on(models, texture):
+    """A record far past what the stream has shown would make vision publish thousands of windows."""
+    vs = VisionStreams(models)
+    step = vs.step([window("f", 20000, last=True)])
+    assert step.windows == [] and "past what the stream has shown" in step.rejected[0]
+    assert "f" not in vs.streams, "a rejected record makes no stream"
+    frames = [flow("f", n, panning(texture, n)) for n in range(10)]  # window 0's media
+    step = vs.step(frames + [window("f", 3_000_000, last=True), window("f", 7, last=True)])
+    assert set(step.rejected) == {10, 11} and step.windows == []
+    bad_span = media_pb2.WindowRecord(stream_id="f", index=1, start_s=500.0, end_s=510.0)
+    step = vs.step([(subjects.media("windows", "f"), bad_span.SerializeToString()), window("f", 0, last=True)])
+    assert "not window 1 of 10.0 s" in step.rejected[0]
+    assert [w.window for w in step.windows] == [0] and "f" not in vs.streams
