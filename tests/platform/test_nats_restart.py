@@ -25,8 +25,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from streamsight.analyze import JobOptions, Progress, analyze
 from streamsight.config import BaseServiceSettings
 from streamsight.natsd import NatsServer
+from streamsight.results import TERMINAL, StreamResults
 from streamsight.service import Service
 from streamsight.supervisor import Supervisor
 
@@ -141,3 +143,120 @@ async def test_health_follows_the_bus_through_a_nats_restart(tmp_path):
 
 async def _health_is(address: str, status: int) -> bool:
     return await _health(address) == status
+
+
+EVERY_SERVICE = {"ingest", "chat", "vision", "audio", "glitch", "fusion", "gateway"}
+READY_LINES = ("bus unusable; health NOT_SERVING", "bus usable again; health SERVING")
+
+
+def _said(log: str, service: str, text: str) -> list[int]:
+    """Positions in the stack log of `service`'s lines that contain `text`."""
+    found, at = [], 0
+    for line in log.splitlines(keepends=True):
+        if line.startswith(f"{service:<8}| ") and text in line:
+            found.append(at)
+        at += len(line)
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+async def test_the_stack_recovers_from_a_nats_kill_mid_stream(tmp_path, shared_data):
+    import jsonschema
+
+    from streamsight import report
+    from streamsight.gen.common.v1 import common_pb2
+    from streamsight.gen.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+    from streamsight.supervisor import built_services
+
+    built = {s.name for s in built_services()}
+    assert built == EVERY_SERVICE, f"the recovery test needs every service; built: {sorted(built)}"
+    source = tmp_path / "vtest.avi"  # 79.5 s, 8 windows
+    shutil.copy(shared_data / "media" / "vtest.avi", source)
+    log_path = tmp_path / "stack.log"
+
+    def job(sid: str, progress: Progress, **options) -> asyncio.Task:
+        return asyncio.create_task(analyze(JobOptions(source=str(source), out=tmp_path / sid, gateway=gateway, stream_id=sid, **options), progress))
+
+    with log_path.open("w") as log:
+        sup = Supervisor(tmp_path / "var", free_ports=True, out=log)
+        jobs: list[asyncio.Task] = []
+        await sup.start()
+        try:
+            await sup.wait_serving(timeout_s=240)
+            gateway = sup.addresses()["gateway"]
+            # Played as live (in real time), so the kill surely lands while ingest is reading it.
+            watched = _Watched(io.StringIO())
+            jobs.append(inflight := job("inflight", watched, live=True, wait_s=60))
+            await _until(lambda: watched.results is not None and watched.results.scores, 240, "a first window scored")
+            assert not watched.results.finished, "killed while the stream was running"
+            killed = sup.nats.process.pid
+            os.kill(killed, signal.SIGKILL)
+
+            # The supervisor restarts nats-server; every service is SERVING again (the log, checked
+            # below, shows each went NOT_SERVING in between).
+            await _until(lambda: sup.nats_restarts == 1 and sup.nats.running and sup.nats.healthy(), 60, "nats-server restarted")
+            await sup.wait_serving(timeout_s=120)
+
+            # A new stream, started once the stack is back (while the first one plays on).
+            jobs.append(after := job("after", Progress(io.StringIO()), wait_s=240))
+
+            # The stream in flight at the kill ends, it is not left running: what was in the
+            # in-memory MEDIA stream at the kill is lost, so it may miss windows or fail, but the
+            # windows scored before the kill stay in its report.
+            try:
+                first = await asyncio.wait_for(inflight, 400)
+            except grpc.aio.AioRpcError as exc:  # its watch may break with the gateway's connection
+                first = None
+                print(f"in-flight job: {exc.code().name}: {exc.details()}")
+            async with grpc.aio.insecure_channel(gateway) as ch:
+                stub = gateway_pb2_grpc.StreamSightStub(ch)
+                ended = await _until(lambda: _terminal(stub, "inflight"), 240, "the in-flight stream to end")
+            print(f"in-flight stream: {common_pb2.StreamState.Name(ended.state)} {ended.last_error!r}")
+            assert ended.state in (common_pb2.STREAM_STATE_ENDED, common_pb2.STREAM_STATE_FAILED)
+            if first is not None:
+                doc = json.loads((tmp_path / "inflight" / "report.json").read_text())
+                indexes = [w["index"] for w in doc["windows"]]
+                print(f"in-flight report: {doc['state']}, windows {indexes}, missing {[w['missing'] for w in doc['windows']]}")
+                assert 0 in indexes and set(indexes) <= set(range(8)) and len(indexes) == len(set(indexes))
+
+            # The new stream is analysed in full.
+            await asyncio.wait_for(after, 400)
+            doc = json.loads((tmp_path / "after" / "report.json").read_text())
+            jsonschema.validate(doc, json.loads(report.SCHEMA_PATH.read_text()))
+            assert doc["state"] == "ended", doc.get("error")
+            assert doc["duration_s"] == pytest.approx(79.5, abs=0.6)
+            assert [w["index"] for w in doc["windows"]] == list(range(8)), "every window scored exactly once"
+            assert all(not w["missing"] for w in doc["windows"]), [w["missing"] for w in doc["windows"]]
+            assert sup.nats_restarts == 1 and sup.nats.process.pid != killed
+        finally:
+            for task in jobs:
+                task.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
+            await sup.stop()
+    text = log_path.read_text()
+    assert "nats-server exited with code -9; restarting" in text and "nats-server back at" in text
+    assert text.count("Server is ready") == 2, "both servers' own logs are in the stack log"
+    for name in sorted(EVERY_SERVICE):
+        down, up = (_said(text, name, line) for line in READY_LINES)
+        assert down and up and down[0] < up[-1], f"{name}: health did not go NOT_SERVING and back to SERVING"
+
+
+class _Watched(Progress):
+    """A job's progress that keeps the job's latest results, so the test sees how far it got."""
+
+    results: StreamResults | None = None
+
+    def show(self, r: StreamResults, force: bool = False) -> None:
+        self.results = r
+        super().show(r, force)
+
+
+async def _terminal(stub, stream_id: str):
+    from streamsight.gen.gateway.v1 import gateway_pb2
+
+    try:
+        s = await stub.GetStream(gateway_pb2.GetStreamRequest(stream_id=stream_id), timeout=5)
+    except grpc.aio.AioRpcError:
+        return None
+    return s if s.state in TERMINAL else None

@@ -1,4 +1,4 @@
-"""`streamsight up`: embedded NATS and supervised services, restart on crash, clean stop."""
+"""`streamsight up`: embedded NATS and supervised services, restart on crash, clean stop; NATS's own log in the output."""
 
 from __future__ import annotations
 
@@ -62,6 +62,7 @@ def test_up_serves_restarts_a_crashed_service_and_stops_cleanly(tmp_path):
         _wait(lambda: _health(address), 60, "gateway SERVING")
         state = json.loads(state_file.read_text())
         assert state["nats_url"] == f"nats://127.0.0.1:{nats_port}"
+        assert state["nats"]["restarts"] == 0 and _alive(state["nats"]["pid"])
         first_pid = state["services"]["gateway"]["pid"]
 
         os.kill(first_pid, signal.SIGKILL)  # a crash
@@ -84,4 +85,6 @@ def test_up_serves_restarts_a_crashed_service_and_stops_cleanly(tmp_path):
         log.close()
     output = (tmp_path / "up.log").read_text()
     assert "gateway | " in output
+    assert any(line.startswith("nats    | [") and "Server is ready" in line for line in output.splitlines()), "nats-server's own log"
+    assert "nats-server exited" not in output, "stopping the stack is not a nats-server crash"
     assert "exited with code -9; restarting" in output
