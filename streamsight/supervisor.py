@@ -97,6 +97,7 @@ class Supervisor:
         self.nats_restarts = 0
         self.slow_consumers: dict[str, int] = {}  # by client (service) name, from the server's log
         self._nats_task: asyncio.Task | None = None
+        self._back = False
         self._stop_event = asyncio.Event()
         # free_ports: every service on a free port (an embedded stack beside a running `up`).
         self.ports = dict(ports or {})
@@ -199,6 +200,9 @@ class Supervisor:
     def _nats_line(self, raw: bytes) -> None:
         line = raw.decode(errors="replace").rstrip()
         self._say("nats", line)
+        if self._back and line.endswith("Server is ready"):
+            self._back = False
+            self._say("nats", f"nats-server back at {self.nats.url} (restart {self.nats_restarts})")
         if SLOW_CONSUMER in line:
             match = _CLIENT_NAME.search(line)
             client = match.group(1) if match else "unknown"
@@ -256,8 +260,8 @@ class Supervisor:
             if self._stopping:  # stop() came while it was starting: stop() found nothing to stop
                 await asyncio.to_thread(self.nats.stop)
                 return
-            self._say("nats", f"nats-server back at {self.nats.url} (restart {self.nats_restarts})")
             self._write_state()
+            self._back = True  # said once its log says it is ready, so the line comes after its start-up log
 
     async def _keep_running(self, child: _Child) -> None:
         backoff = 1.0

@@ -72,11 +72,18 @@ async def _nats_only_stack(tmp_path: Path):
 
 
 async def test_supervisor_restarts_a_killed_nats_server_on_the_same_port_and_relays_its_log(tmp_path):
+    import nats
+    from nats.js.api import StorageType, StreamConfig
+
     async with _nats_only_stack(tmp_path) as (sup, out):
         first = sup.nats.process.pid
         port, url = sup.nats.port, sup.nats.url
         await _until(lambda: "Server is ready" in out.getvalue(), 10, "the server's own log to be relayed")
         assert any(line.startswith("nats    | [") for line in out.getvalue().splitlines()), "prefixed like a service's lines"
+        nc = await nats.connect(url)
+        await nc.jetstream().add_stream(StreamConfig(name="KEEP", subjects=["keep"], storage=StorageType.FILE))
+        await nc.jetstream().publish("keep", b"kept")
+        await nc.close()
         os.kill(first, signal.SIGKILL)
         await _until(lambda: sup.nats_restarts == 1 and sup.nats.running and sup.nats.healthy(), 30, "nats-server restarted")
         assert sup.nats.process.pid != first and sup.nats.port == port and sup.nats.url == url
@@ -86,10 +93,33 @@ async def test_supervisor_restarts_a_killed_nats_server_on_the_same_port_and_rel
         log = out.getvalue()
         assert "nats-server exited with code -9; restarting in 1 s (restart 1)" in log
         assert log.count("Server is ready") == 2, "the restarted server's log is relayed too"
-        # File-backed JetStream data lives in the same folder after the restart.
-        assert (sup.nats.data_dir / "jetstream").is_dir()
+        assert log.index("nats-server back at") > log.rindex("Server is ready")
+        nc = await nats.connect(url)  # the same data folder: file-backed streams are still there
+        try:
+            assert (await nc.jetstream().stream_info("KEEP")).state.messages == 1
+        finally:
+            await nc.close()
     assert not sup.nats.running
     assert "nats-server exited" not in out.getvalue().split("restart 1)")[-1], "a clean stop is not a crash"
+
+
+async def test_a_restart_that_fails_is_retried_with_backoff(tmp_path):
+    async with _nats_only_stack(tmp_path) as (sup, out):
+        process = sup.nats.process
+        os.kill(process.pid, signal.SIGKILL)
+        await asyncio.to_thread(process.wait)
+        squatter = socket.socket()  # another program takes the port while the server is down
+        squatter.bind(("127.0.0.1", sup.nats.port))
+        squatter.listen()
+        try:
+            await _until(lambda: "nats-server did not start" in out.getvalue(), 30, "a failed restart to be logged")
+        finally:
+            squatter.close()
+        await _until(lambda: sup.nats.running and sup.nats.healthy(), 60, "nats-server started once the port is free")
+        log = out.getvalue()
+        assert "retrying in 2 s" in log, "the backoff grows after a failed start"
+        assert "address already in use" in log, "the server's own reason is relayed"
+        assert sup.nats_restarts == 1, "one crash, one restart, however many tries it took"
 
 
 async def test_slow_consumer_lines_from_the_server_are_counted_per_client(tmp_path):
