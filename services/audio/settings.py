@@ -29,6 +29,7 @@ class AudioSettings(BaseServiceSettings):
     )
     intra_threads: int = Field(1, ge=0, le=64, description="Threads one tagger inference may use; 0: onnxruntime's default")
     silence_dbfs: float = Field(-60.0, ge=-120.0, le=0.0, description="100 ms blocks below this RMS level count as silence, dBFS")
+    fetch_batch: int = Field(32, ge=1, le=1024, description="MEDIA messages fetched at once (audio chunks and window records of all streams)")
 
     @field_validator("tagger_path", mode="before")
     @classmethod

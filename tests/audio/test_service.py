@@ -20,7 +20,9 @@ import torch
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from services.audio.analyzer import FEATURES, WindowFeatures
-from services.audio.service import AudioService, decode_chunk, feature_record
+from services.audio.service import AudioService
+from services.audio.streams import decode_chunk, window_result
+from streamsight.windows import feature_record
 from services.audio.settings import AudioSettings
 from services.audio.tagger import DEFAULT_CLASSES, TaggerError
 from services.audio.labels import slug
@@ -235,7 +237,7 @@ def test_feature_record_flags_partial_and_empty_windows():
 
     def flags(coverage: float | None, clock: media_pb2.WindowRecord | None) -> list[str]:
         features = None if coverage is None else WindowFeatures(2, 20.0, 30.0, {**full, "audio_coverage": coverage}, {"tagger": "none"})
-        return list(feature_record("s", 2, clock, features, info, "p").flags)
+        return list(window_result("s", 2, clock, features).flags)
 
     whole = media_pb2.WindowRecord(index=2, start_s=20.0, end_s=30.0, audio_s=10.0)
     last = media_pb2.WindowRecord(index=2, start_s=20.0, end_s=30.0, audio_s=7.0, complete=False, last=True)
@@ -245,7 +247,7 @@ def test_feature_record_flags_partial_and_empty_windows():
     assert flags(0.7, last) == [], "the stream ended 7 s into its last window"
     assert flags(0.7, gap) == ["partial"], "the source lost media in the window"
     assert flags(0.7, None) == ["partial"] and flags(None, whole) == ["empty"]
-    empty = feature_record("s", 4, None, None, info, "p")
+    empty = feature_record("audio", window_result("s", 4, None, None), info, "p")
     assert (empty.start_s, empty.end_s, dict(empty.values)) == (40.0, 50.0, {"audio_coverage": 0.0})
     assert empty.modality == common_pb2.MODALITY_AUDIO and empty.info["tagger"] == "none"
 
