@@ -208,7 +208,7 @@ class Supervisor:
             client = match.group(1) if match else "unknown"
             self.slow_consumers[client] = self.slow_consumers.get(client, 0) + 1
             NATS_SLOW_CONSUMERS.labels(client, "server").inc()
-            self._say("up", f"nats-server cut slow consumer {client} ({self.slow_consumers[client]} so far)")
+            self._say("up", f"nats-server reports a slow consumer: {client} ({self.slow_consumers[client]} so far)")
             self._write_state()
 
     async def _relay_nats_log(self) -> None:

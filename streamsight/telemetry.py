@@ -69,13 +69,14 @@ HANDLE_LATENCY = Histogram("streamsight_handle_seconds", "Bus message handling t
 ACTIVE_STREAMS = Gauge("streamsight_active_streams", "Streams being processed", ["service"])
 
 # The bus's health. Disconnects, reconnects and client-side slow consumers are counted by the
-# Bus's connection callbacks; server-side slow consumers (nats-server cut the client because
-# MaxPending was exceeded) only show in the server's log, which the supervisor of `up` reads.
+# Bus's connection callbacks; server-side slow consumers (nats-server dropped messages for a client
+# or cut it: MaxPending or the write deadline exceeded) only show in the server's log, which the
+# supervisor of `up` reads (it labels them side=server in its own process and counts them in up.json).
 NATS_DISCONNECTS = Counter("streamsight_nats_disconnects_total", "Connections to NATS lost", ["service"])
 NATS_RECONNECTS = Counter("streamsight_nats_reconnects_total", "Connections to NATS re-established", ["service"])
 NATS_SLOW_CONSUMERS = Counter(
     "streamsight_nats_slow_consumers_total",
-    "Slow-consumer errors: side=client when nats-py dropped messages, side=server when nats-server cut the client",
+    "Slow-consumer errors: side=client when nats-py dropped messages, side=server when nats-server reported the client as one (it drops messages for it or cuts it)",
     ["service", "side"],
 )
 BUS_USABLE = Gauge("streamsight_bus_usable", "1 while the service's bus is connected and JetStream answers (readiness)", ["service"])

@@ -148,7 +148,7 @@ async def test_slow_consumer_lines_from_the_server_are_counted_per_client(tmp_pa
             writer.close()
         log = out.getvalue()
         assert "Slow Consumer Detected" in log, "the server's own line is in the stack log"
-        assert "nats-server cut slow consumer slowpoke" in log
+        assert "nats-server reports a slow consumer: slowpoke" in log
         state = json.loads((tmp_path / "var" / "up.json").read_text())
         assert state["nats"]["slow_consumers"]["slowpoke"] >= 1
 
