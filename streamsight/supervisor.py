@@ -98,6 +98,7 @@ class Supervisor:
         self.slow_consumers: dict[str, int] = {}  # by client (service) name, from the server's log
         self._nats_task: asyncio.Task | None = None
         self._back = False
+        self._recovery: asyncio.Task | None = None
         self._stop_event = asyncio.Event()
         # free_ports: every service on a free port (an embedded stack beside a running `up`).
         self.ports = dict(ports or {})
@@ -262,6 +263,17 @@ class Supervisor:
                 return
             self._write_state()
             self._back = True  # said once its log says it is ready, so the line comes after its start-up log
+            if self.children:
+                self._recovery = asyncio.create_task(self._announce_recovery(self.nats_restarts), name="recovery")
+
+    async def _announce_recovery(self, restart: int) -> None:
+        """Tell the operator when every service is SERVING again after a nats-server restart."""
+        try:
+            await self.wait_serving(timeout_s=120)
+        except TimeoutError as exc:
+            self._say("up", f"after nats-server restart {restart}: {exc}")
+        else:
+            self._say("up", f"all services SERVING again after nats-server restart {restart}")
 
     async def _keep_running(self, child: _Child) -> None:
         backoff = 1.0
@@ -297,6 +309,8 @@ class Supervisor:
     async def stop(self) -> None:
         self._stopping = True
         self._stop_event.set()
+        if self._recovery is not None:
+            self._recovery.cancel()
         running = [c for c in self.children if c.process and c.process.returncode is None]
         for child in running:
             child.process.send_signal(signal.SIGTERM)

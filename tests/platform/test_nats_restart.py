@@ -266,6 +266,7 @@ async def test_the_stack_recovers_from_a_nats_kill_mid_stream(tmp_path, shared_d
             await sup.stop()
     text = log_path.read_text()
     assert "nats-server exited with code -9; restarting" in text and "nats-server back at" in text
+    assert "up      | all services SERVING again after nats-server restart 1" in text
     assert text.count("Server is ready") == 2, "both servers' own logs are in the stack log"
     for name in sorted(EVERY_SERVICE):
         down, up = (_said(text, name, line) for line in READY_LINES)
