@@ -26,6 +26,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from streamsight.analyze import JobOptions, Progress, analyze
+from streamsight import subjects
 from streamsight.config import BaseServiceSettings
 from streamsight.natsd import NatsServer
 from streamsight.results import TERMINAL, StreamResults
@@ -167,6 +168,45 @@ async def test_health_follows_the_bus_through_a_nats_restart(tmp_path):
             await _until(lambda: _health_is(service.address, NOT_SERVING), 30, "NOT_SERVING while NATS is down")
             server.start()
             await _until(lambda: _health_is(service.address, SERVING), 30, "SERVING once NATS is back")
+    finally:
+        server.stop()
+
+
+class _Consumer(Service):
+    """A service with one MEDIA consumer that keeps what it got."""
+
+    name = "consumer"
+
+    async def start(self) -> None:
+        self.got: list[bytes] = []
+
+        async def keep(msg) -> None:
+            self.got.append(msg.data)
+
+        self.bus.consume("restart-test", subjects.media("frame", "restart-test"), keep, subjects.MEDIA_STREAM)
+
+
+async def test_serving_again_means_media_published_now_is_consumed(tmp_path):
+    """Readiness is the promise a caller relies on: once health says SERVING after a NATS restart,
+    a frame published at once must reach the consumer (MEDIA keeps a message only for the
+    consumers that exist when it is stored)."""
+    from streamsight.bus import Bus
+
+    server = NatsServer(tmp_path / "nats", log_file=tmp_path / "nats.log").start()
+    settings = BaseServiceSettings(nats_url=server.url, grpc_host="127.0.0.1", grpc_port=0, shutdown_grace_s=0.5)
+    try:
+        async with _Consumer(settings).serving() as service:
+            server.stop()
+            await _until(lambda: _health_is(service.address, NOT_SERVING), 30, "NOT_SERVING while NATS is down")
+            server.start()
+            await _until(lambda: _health_is(service.address, SERVING), 30, "SERVING once NATS is back")
+            publisher = await Bus.connect(server.url, "publisher")
+            try:
+                await publisher.publish(subjects.media("frame", "restart-test"), b"after the restart")
+            finally:
+                await publisher.close()
+            await _until(lambda: service.got, 30, "the frame published once SERVING to be consumed")
+            assert service.got == [b"after the restart"]
     finally:
         server.stop()
 
