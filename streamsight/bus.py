@@ -50,7 +50,7 @@ from nats.js.kv import KeyValue
 from opentelemetry import trace
 
 from streamsight import events, subjects
-from streamsight.pull import PROTOCOL_SLACK, ByteBudget, ConsumerGone, PullFetcher
+from streamsight.pull import ByteBudget, ConsumerGone, PullFetcher
 from streamsight.telemetry import (
     CONSUMERS_RECREATED,
     DEAD_LETTERS,
@@ -69,10 +69,13 @@ from streamsight.telemetry import (
 log = structlog.get_logger(__name__)
 
 MAX_PAYLOAD = 8 * 1024 * 1024  # matches the embedded server's max_payload; a full-HD RGB frame fits
-# What one fetch may bring in: at least one largest message. All pulls of one connection
-# together stay under FETCH_BUDGET, well below nats-server's default per-client pending limit
-# (max_pending, 64 MiB), past which the server cuts a client as a slow consumer.
+# What one fetch may bring in: batches of frames (consume_batches), or small records one at a
+# time (consume); a message larger than that is still fetched, in a pull widened for it. All
+# pulls of one connection together stay under FETCH_BUDGET, well below nats-server's default
+# per-client pending limit (max_pending, 64 MiB), past which the server cuts a client as a
+# slow consumer.
 DEFAULT_FETCH_BYTES = 16 * 1024 * 1024
+DEFAULT_RECORD_FETCH_BYTES = 1024 * 1024
 FETCH_BUDGET = 40 * 1024 * 1024
 FETCH_EXPIRES_S = 1.0
 
@@ -118,10 +121,6 @@ class _ConsumerSpec:
     ack_wait_s: float
     deliver_new: bool
     inactive_threshold_s: float | None
-
-    def __post_init__(self) -> None:
-        # A fetch must be able to hold the largest message, or that message is never delivered.
-        object.__setattr__(self, "max_bytes", max(self.max_bytes, MAX_PAYLOAD + PROTOCOL_SLACK))
 
     @property
     def subjects(self) -> list[str]:
@@ -299,7 +298,7 @@ class Bus:
             for msg in msgs:
                 await self._handle_one(msg, handler, max_deliver)
 
-        spec = _ConsumerSpec(durable, subject, stream, batch, max_bytes or DEFAULT_FETCH_BYTES, max_deliver, ack_wait_s, deliver_new, inactive_threshold_s)
+        spec = _ConsumerSpec(durable, subject, stream, batch, max_bytes or DEFAULT_RECORD_FETCH_BYTES, max_deliver, ack_wait_s, deliver_new, inactive_threshold_s)
         return self._start(spec, run_batch)
 
     def consume_batches(
@@ -415,7 +414,7 @@ class Bus:
             await self.js.add_consumer(spec.stream, config=config)
 
     async def _consume_loop(self, spec: "_ConsumerSpec", run_batch) -> None:
-        fetcher = PullFetcher(self.nc, spec.stream, spec.durable, self._fetch_budget)
+        fetcher = PullFetcher(self.nc, spec.stream, spec.durable, self._fetch_budget, MAX_PAYLOAD)
         created = False
         try:
             # The flag, not only cancellation, ends the loop.

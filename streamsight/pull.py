@@ -13,6 +13,12 @@ every pull of one connection first reserves its `max_bytes` from the connection'
 allows. A fetch ends when its batch is full or the server says the request is over
 (404 no messages, 408 expired, 409 byte budget reached).
 
+A pull is sized for what its consumer usually carries (a window record, a feature record).
+When the next message alone is larger than that, the server answers 409 "Message Size
+Exceeds MaxBytes" without sending it; the next pull is then widened once to `largest`, the
+largest message the server accepts, so an unusually big message (even a forged one) is
+fetched and handled instead of blocking its consumer for ever.
+
 `ConsumerGone` is raised when the consumer or its stream no longer exists (NATS restarted
 without them, or the server removed an inactive consumer): the caller re-creates them.
 """
@@ -23,15 +29,14 @@ import asyncio
 import itertools
 import json
 import time
-from contextlib import asynccontextmanager
+from collections import deque
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-# A pull's byte budget must hold the largest message, or that message can never be fetched
-# (the server answers 409 "Message Size Exceeds MaxBytes" without sending it).
-PROTOCOL_SLACK = 64 * 1024
+PROTOCOL_SLACK = 64 * 1024  # headers and protocol lines around a message's payload
 
 
 class ConsumerGone(Exception):
@@ -39,25 +44,48 @@ class ConsumerGone(Exception):
 
 
 class ByteBudget:
-    """Bytes that outstanding pull requests of one connection may bring in, all together."""
+    """Bytes that outstanding pull requests of one connection may bring in, all together.
+
+    First come, first served: a pull that does not fit waits its turn, and no later pull
+    overtakes it (else two busy consumers re-reserving in turn starve a third for ever).
+    """
 
     def __init__(self, total: int) -> None:
         self.total = total
         self.reserved = 0
-        self._changed = asyncio.Condition()
+        self._queue: deque[tuple[int, asyncio.Future]] = deque()
 
     @asynccontextmanager
     async def reserve(self, amount: int) -> AsyncIterator[None]:
         amount = min(amount, self.total)
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.reserved + amount <= self.total)
+        if self._queue or self.reserved + amount > self.total:
+            turn = asyncio.get_running_loop().create_future()
+            self._queue.append((amount, turn))
+            try:
+                await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._release(amount)  # granted just as we were cancelled
+                else:
+                    self._queue.remove((amount, turn))
+                    self._grant()
+                raise
+        else:
             self.reserved += amount
         try:
             yield
         finally:
-            async with self._changed:
-                self.reserved -= amount
-                self._changed.notify_all()
+            self._release(amount)
+
+    def _release(self, amount: int) -> None:
+        self.reserved -= amount
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._queue and self.reserved + self._queue[0][0] <= self.total:
+            amount, turn = self._queue.popleft()
+            self.reserved += amount
+            turn.set_result(None)
 
 
 def _status(msg: Msg) -> str | None:
@@ -72,8 +100,10 @@ class PullFetcher:
 
     _ids = itertools.count()
 
-    def __init__(self, nc: Client, stream: str, durable: str, budget: ByteBudget) -> None:
+    def __init__(self, nc: Client, stream: str, durable: str, budget: ByteBudget, largest: int) -> None:
         self.nc = nc
+        self.largest = largest + PROTOCOL_SLACK
+        self._widen = False  # the last pull found a message larger than its bytes
         self.stream = stream
         self.durable = durable
         self.budget = budget
@@ -93,6 +123,8 @@ class PullFetcher:
     async def fetch(self, batch: int, max_bytes: int, expires_s: float) -> list[Msg]:
         """Up to `batch` messages and about `max_bytes` bytes; [] when none came in `expires_s`."""
         await self._subscribed()
+        if self._widen:
+            max_bytes, self._widen = max(max_bytes, self.largest), False
         async with self.budget.reserve(max_bytes):
             out: list[Msg] = self._leftovers(batch)
             if len(out) >= batch:
@@ -116,6 +148,7 @@ class PullFetcher:
                 if status == "503" or "consumer deleted" in description or "consumer not found" in description:
                     raise ConsumerGone(f"{self.stream}/{self.durable}: {status} {description or 'no responders'}")
                 if status in ("404", "408", "409"):  # no messages, expired, byte budget reached: the pull is over
+                    self._widen = status == "409" and not out and "maxbytes" in description.replace(" ", "")
                     break
                 # 100 (heartbeat) and anything else: keep waiting
             return out

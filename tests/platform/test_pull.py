@@ -68,6 +68,37 @@ async def test_byte_budget_holds_back_a_pull_until_another_returns():
     assert FETCH_BUDGET < 64 * 1024 * 1024, "below nats-server's default max_pending"
 
 
+async def test_byte_budget_serves_pulls_in_turn_so_none_starves():
+    """Two consumers that pull again at once must not starve a third (fusion's three consumers)."""
+    budget = ByteBudget(40)
+    served = {"a": 0, "b": 0, "c": 0}
+    stop = asyncio.Event()
+
+    async def consumer(name: str) -> None:
+        while not stop.is_set():
+            async with budget.reserve(16):
+                served[name] += 1
+                await asyncio.sleep(0.01)
+
+    tasks = [asyncio.create_task(consumer(n)) for n in "abc"]
+    await asyncio.sleep(0.5)
+    stop.set()
+    await asyncio.gather(*tasks)
+    assert min(served.values()) >= 5, served
+    assert budget.reserved == 0
+
+
+async def test_a_message_larger_than_a_pull_is_still_delivered(bus):
+    """Record consumers pull 1 MiB at a time; a 5 MiB message widens one pull instead of blocking."""
+    got: list[int] = []
+    subject = subjects.features("vision", "wide")
+    for size in (100, 5 * 1024 * 1024, 200):
+        await bus.publish(subject, bytes(size))
+    bus.consume("pulltest-wide", subject, lambda m: _append_size(got, m), subjects.FEATURES_STREAM)
+    await _until(lambda: len(got) == 3, timeout=20)
+    assert got == [100, 5 * 1024 * 1024, 200]
+
+
 async def test_a_consumer_deleted_under_the_service_is_recreated(bus):
     got: list[bytes] = []
     bus.consume("pulltest-gone", subjects.features("vision", "gone"), lambda m: _append(got, m), subjects.FEATURES_STREAM)
@@ -139,6 +170,10 @@ async def test_a_message_that_kills_its_consumer_is_dead_lettered(nats_server):
 
 async def _append(out: list, msg) -> None:
     out.append(msg.data)
+
+
+async def _append_size(out: list, msg) -> None:
+    out.append(len(msg.data))
 
 
 async def _has_consumer(bus: Bus, stream: str, durable: str) -> bool:
