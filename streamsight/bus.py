@@ -148,6 +148,7 @@ class Bus:
         self._tasks: list[asyncio.Task] = []
         self._closing = asyncio.Event()
         self._fetch_budget = ByteBudget(FETCH_BUDGET)
+        self._specs: list[_ConsumerSpec] = []
         self._usable = True
         # Called after each reconnect, once the platform's streams exist again.
         self.on_reconnect: list[Callable[[], Awaitable[None]]] = []
@@ -196,13 +197,17 @@ class Bus:
         return bus
 
     async def _after_reconnect(self) -> None:
-        """A restarted nats-server may have lost the memory streams: provision them again."""
+        """A restarted nats-server may have lost the memory streams and their consumers:
+        provision both again before saying the bus is usable (MEDIA keeps a message only for
+        consumers that exist when it is published)."""
+        self._usable = False
         try:
             await self.ensure_streams()
+            for spec in self._specs:
+                await self._create_consumer(spec)
             self._usable = True
         except Exception as exc:  # not ready yet: the consumers' loops retry and re-create
-            self._usable = False
-            log.warning("streams not re-created after reconnect; will retry", error=repr(exc))
+            log.warning("streams or consumers not re-created after reconnect; will retry", error=repr(exc))
             return
         for hook in self.on_reconnect:
             try:
@@ -326,6 +331,7 @@ class Bus:
         return self._start(spec, run_batch)
 
     def _start(self, spec: "_ConsumerSpec", run_batch) -> asyncio.Task:
+        self._specs.append(spec)
         task = asyncio.create_task(self._consume_loop(spec, run_batch), name=f"consume:{spec.durable}")
         task.add_done_callback(_log_death)
         self._tasks.append(task)
