@@ -15,6 +15,7 @@ dead-lettered; other streams are untouched.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import numpy as np
 from nats.aio.msg import Msg
@@ -27,6 +28,7 @@ from streamsight.bus import BadMessage
 from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.media.v1 import media_pb2
 from streamsight.lifecycle import StreamTable
+from streamsight.windows import WindowBounds
 from streamsight.media import decode, window_record
 from streamsight.service import Service
 
@@ -41,13 +43,15 @@ KIND_ENUM = {
 PHASE_ENUM = {"start": events_pb2.PHASE_START, "update": events_pb2.PHASE_UPDATE, "end": events_pb2.PHASE_END}
 
 
-def parse(msg: Msg) -> tuple[str, str, object]:
+def parse(msg: Msg, max_width: int = 1920, max_height: int = 1080) -> tuple[str, str, object]:
     """(kind, stream id, decoded message); BadMessage with the reason for bad input."""
     kind, sid = msg.subject.split(".")[3], subjects.stream_of(msg.subject)
     if kind == "frames_glitch":
         frame = decode(media_pb2.VideoFrame, msg.data, sid)
         if frame.format != media_pb2.PIXEL_FORMAT_RGB24:
             raise BadMessage(f"glitch frame is {media_pb2.PixelFormat.Name(frame.format)}, expected RGB24")
+        if frame.width > max_width or frame.height > max_height:
+            raise BadMessage(f"glitch frame {frame.width}x{frame.height} is larger than {max_width}x{max_height}")
         if frame.width < 1 or frame.height < 1 or len(frame.data) != frame.width * frame.height * 3:
             raise BadMessage(f"frame of {frame.width}x{frame.height} RGB24 needs {frame.width * frame.height * 3} bytes, got {len(frame.data)}")
         return kind, sid, frame
@@ -78,6 +82,14 @@ def to_proto(sid: str, event: GlitchEvent) -> tuple[events_pb2.Glitch, str]:
     return msg, f"{glitch_id}:{suffix}"
 
 
+@dataclass
+class _Stream:
+    """What the glitch stage keeps for one stream: its detector and its window bounds."""
+
+    detector: StreamDetector
+    bounds: WindowBounds
+
+
 class GlitchService(Service):
     name = "glitch"
     Settings = GlitchSettings
@@ -91,7 +103,7 @@ class GlitchService(Service):
         )
         self.classifier = await asyncio.to_thread(GlitchClassifier, s.model_path, s.intra_threads or None)
         await asyncio.to_thread(self.classifier.warm_up)
-        self.streams: StreamTable[StreamDetector] = StreamTable(self.name)
+        self.streams: StreamTable[_Stream] = StreamTable(self.name, idle_s=s.stream_idle_s)
         self.bus.consume_batches(
             "glitch",
             [subjects.media("frames_glitch"), subjects.media("signals"), subjects.media("windows")],
@@ -104,12 +116,23 @@ class GlitchService(Service):
     def health_info(self) -> dict[str, str]:
         return {"provider": self.classifier.provider, "model": self.classifier.path.name}
 
+    def _stream(self, sid: str, kind: str, message) -> _Stream | None:
+        """The stream's entry (lifecycle policy); a window record is checked against its bounds."""
+        window_s = self.settings.window_s
+        if kind == "windows" and sid not in self.streams:
+            WindowBounds(window_s).check(message)  # a first message far into the stream is forged
+        make = lambda: _Stream(StreamDetector(self.detector_config), WindowBounds(window_s))  # noqa: E731
+        stream = self.streams.entry(sid, make, from_start=_from_start(kind, message))
+        if stream is not None and kind == "windows":
+            stream.bounds.check(message)
+        return stream
+
     async def on_batch(self, msgs: list[Msg]) -> dict[int, str]:
         rejected: dict[int, str] = {}
         parsed: list[tuple[int, str, str, object]] = []
         for i, msg in enumerate(msgs):
             try:
-                parsed.append((i, *parse(msg)))
+                parsed.append((i, *parse(msg, self.settings.max_frame_width, self.settings.max_frame_height)))
             except BadMessage as exc:
                 rejected[i] = str(exc)
         frames = [(i, m) for i, kind, _, m in parsed if kind == "frames_glitch"]
@@ -121,11 +144,17 @@ class GlitchService(Service):
         rgb = {i: img for (i, _), img in zip(frames, images)}
         touched: dict[str, list[GlitchEvent]] = {}
         for i, kind, sid, m in parsed:
-            detector = self.streams.entry(sid, lambda: StreamDetector(self.detector_config), from_start=_from_start(kind, m))
-            if detector is None:
+            try:
+                stream = self._stream(sid, kind, m)
+            except BadMessage as exc:
+                rejected[i] = str(exc)
+                continue
+            if stream is None:
                 continue  # a late or redelivered message of a finished stream (counted)
+            detector = stream.detector
             out = touched.setdefault(sid, [])
             if kind == "frames_glitch":
+                stream.bounds.saw_media(m.pts_s)
                 detector.add_frame(m.pts_s, scores[i], rgb[i])
             elif kind == "signals":
                 detector.add_signals([Signal(s.pts_s, s.is_corrupt, s.frames_missing, s.frozen, s.keyframe) for s in m.signals], m.decode_errors)
@@ -136,9 +165,9 @@ class GlitchService(Service):
                     self.streams.finish(sid)
                 else:
                     out += await asyncio.to_thread(detector.advance, m.end_s)
-        for sid, detector in self.streams.idle():  # ingest vanished without a last record
+        for sid, stream in self.streams.idle():  # ingest vanished without a last record
             self.log.warning("stream idle; its open incident is ended", stream_id=sid)
-            touched.setdefault(sid, []).extend(await asyncio.to_thread(detector.finish))
+            touched.setdefault(sid, []).extend(await asyncio.to_thread(stream.detector.finish))
         for sid, events in touched.items():
             for event in events:
                 glitch, event_id = to_proto(sid, event)

@@ -47,7 +47,7 @@ class VisionService(FeatureStage):
         self.models, names = await asyncio.to_thread(self._open_models)
         self.info = {"provider": self.models.provider, **names}
         self.log.info("vision models ready", model_dir=str(s.model_dir), **self.info, providers=self.models.providers)
-        return VisionStreams(self.models, idle_s=s.stream_idle_s, window_s=s.window_s)
+        return VisionStreams(self.models, idle_s=s.stream_idle_s, window_s=s.window_s, max_flow_side=s.max_flow_side)
 
     def _open_models(self) -> tuple[VisionModels, dict[str, str]]:
         s = self.settings

@@ -18,6 +18,7 @@ class VisionSettings(BaseServiceSettings):
     intra_threads: int = Field(0, ge=0, le=256, description="Threads one inference may use; 0 lets onnxruntime decide (all cores)")
     max_batch: int = Field(16, ge=1, le=1024, description="Most frames (or flow pairs) per model call; a fetch is split into calls of this size")
     fetch_batch: int = Field(64, ge=1, le=1024, description="MEDIA messages fetched at once; all of one fetch share one inference pass")
+    max_flow_side: int = Field(640, ge=32, le=1920, description="Largest flow frame side accepted, pixels (ingest sends 320 px wide); larger ones are dead-lettered")
 
     @field_validator("model_dir")
     @classmethod

@@ -40,7 +40,9 @@ from streamsight.windows import DEFAULT_WINDOW_S, WindowBounds, WindowResult
 
 log = structlog.get_logger(__name__)
 
-MAX_FLOW_SIDE = 1920  # flow frames are meant to be small (ingest: 320 px wide); larger ones are refused
+# Flow frames are meant to be small (ingest: 320 px wide): ten 1920x1920 ones cost 31 s of CPU
+# and 4.7 GB. Larger than the stage's max_flow_side (default 640) is refused as bad input.
+MAX_FLOW_SIDE = 640
 MIN_FLOW_SIDE = 16
 
 
@@ -76,7 +78,7 @@ class WindowIn:
     record: media_pb2.WindowRecord  # as ingest sent it, for the stream's window bounds
 
 
-def _frame(stream_id: str, kind: str, data: bytes) -> FrameIn:
+def _frame(stream_id: str, kind: str, data: bytes, max_flow_side: int = MAX_FLOW_SIDE) -> FrameIn:
     try:
         msg = decode(media_pb2.VideoFrame, data, stream_id)
     except BadMessage as exc:
@@ -89,8 +91,8 @@ def _frame(stream_id: str, kind: str, data: bytes) -> FrameIn:
     if kind == "flow":
         if msg.format != media_pb2.PIXEL_FORMAT_GRAY8:
             raise BadInput(f"flow frames must be GRAY8 (format {media_pb2.PIXEL_FORMAT_GRAY8}), got format {msg.format}", pts)
-        if not (MIN_FLOW_SIDE <= w <= MAX_FLOW_SIDE and MIN_FLOW_SIDE <= h <= MAX_FLOW_SIDE):
-            raise BadInput(f"flow frame {w}x{h} is outside {MIN_FLOW_SIDE}..{MAX_FLOW_SIDE} px per side", pts)
+        if not (MIN_FLOW_SIDE <= w <= max_flow_side and MIN_FLOW_SIDE <= h <= max_flow_side):
+            raise BadInput(f"flow frame {w}x{h} is outside {MIN_FLOW_SIDE}..{max_flow_side} px per side", pts)
         shape: tuple[int, ...] = (h, w)
     else:
         if msg.format != media_pb2.PIXEL_FORMAT_RGB24:
@@ -114,7 +116,7 @@ def _window(stream_id: str, data: bytes) -> WindowIn:
     return WindowIn(stream_id, int(msg.index), float(msg.start_s), float(msg.end_s), bool(msg.last), lost, msg)
 
 
-def parse_media(subject: str, data: bytes) -> FrameIn | WindowIn:
+def parse_media(subject: str, data: bytes, max_flow_side: int = MAX_FLOW_SIDE) -> FrameIn | WindowIn:
     """A MEDIA message on streamsight.media.v1.{frames_flow,frames_cnn,windows}.<stream>."""
     parts = subject.split(".")
     if len(parts) != 5 or parts[:3] != [subjects.PREFIX, "media", "v1"]:
@@ -123,7 +125,7 @@ def parse_media(subject: str, data: bytes) -> FrameIn | WindowIn:
     if not subjects.is_valid_stream_id(stream_id):
         raise BadInput(f"invalid stream id {stream_id!r}")
     if kind == "frames_flow":
-        return _frame(stream_id, "flow", data)
+        return _frame(stream_id, "flow", data, max_flow_side)
     if kind == "frames_cnn":
         return _frame(stream_id, "cnn", data)
     if kind == "windows":
@@ -155,7 +157,8 @@ class VisionStreams:
     """Per-stream analyzers of one vision instance, stepped once per fetched batch."""
 
     def __init__(self, models: VisionModels, config: AnalyzerConfig | None = None, idle_s: float = DEFAULT_IDLE_S,
-                 window_s: float = DEFAULT_WINDOW_S) -> None:
+                 window_s: float = DEFAULT_WINDOW_S, max_flow_side: int = MAX_FLOW_SIDE) -> None:
+        self.max_flow_side = max_flow_side
         # Window records are the clock; the analyzer's own media-clock closing stays off.
         self.config = replace(config or AnalyzerConfig(), close_on_media_clock=False, window_s=window_s)
         self.models = models
@@ -228,7 +231,7 @@ class VisionStreams:
         touched: dict[str, _Stream] = {}
         for position, (subject, data) in enumerate(messages):
             try:
-                item = parse_media(subject, data)
+                item = parse_media(subject, data, self.max_flow_side)
             except BadInput as exc:
                 rejected[position] = str(exc)
                 self.reject(subjects.stream_of(subject), exc.pts)

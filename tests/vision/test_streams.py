@@ -84,7 +84,7 @@ def test_lost_and_bad_input_flags_windows_partial_and_is_rejected(models, textur
     msgs.append(window("b", 2, last=True))
     step = vs.step(msgs)
     assert set(step.rejected) == {18, 19}
-    assert "protobuf" in step.rejected[18] and "16..1920" in step.rejected[19]
+    assert "protobuf" in step.rejected[18] and "16..640" in step.rejected[19]
     w0, w1, w2 = step.windows
     assert w0.flags == ("partial",)  # samples 10, 11 lost; two bad frames
     assert w0.values["flow_frames"] == 18
@@ -160,3 +160,9 @@ def test_forged_window_records_are_rejected_not_acted_on(models, texture):
     step = vs.step([(subjects.media("windows", "f"), bad_span.SerializeToString()), window("f", 0, last=True)])
     assert "not window 1 of 10.0 s" in step.rejected[0]
     assert [w.window for w in step.windows] == [0] and "f" not in vs.streams
+
+
+def test_an_oversized_flow_frame_is_refused_before_any_work(models):
+    vs = VisionStreams(models, max_flow_side=640)
+    step = vs.step([flow("o", 0, np.zeros((1920, 1920), np.uint8))])
+    assert "outside 16..640" in step.rejected[0] and step.windows == []
