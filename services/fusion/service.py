@@ -9,7 +9,12 @@ first creation on, so a first deployment does not score the history):
 
 The window consumer exists before any stream starts (MEDIA keeps messages only for
 consumers that exist). Per stream, `join.StreamJoin` says when a window is ready (see there:
-all expected modalities in, a modality moved on, a deadline, the stream's end); the model
+by progress, not by wall clock: all expected modalities in, or each missing stage cannot
+deliver it; a media-time deadline for live sources; a long stall timeout as the last resort),
+and whether a record's window index is in the stream's known range (else it is dead-lettered
+and nothing is acted on). What the stream is comes from statuses: ingest's "started" (live or
+a file and its length), a declaration of its modalities (StreamStatus.modalities, whether it has
+chat), a stage's own terminal or "chat_failed" status (it delivers nothing more). The model
 (model.py) scores it; one WindowScore event `<stream>:score:<i>` is published; the
 `highlights.HighlightTracker` turns runs of high windows into highlights; a highlight gets a
 clip from ingest's ExportClip (lead-in included) and one Highlight event
@@ -40,6 +45,7 @@ from nats.aio.msg import Msg
 from nats.js.api import KeyValueConfig
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
+from prometheus_client import Counter
 
 from streamsight import events, subjects
 from streamsight.bus import BadMessage
@@ -53,7 +59,7 @@ from streamsight.service import Service
 from streamsight.telemetry import ACTIVE_STREAMS
 
 from .highlights import HighlightConfig, HighlightSpan, HighlightTracker, ScoredWindow
-from .join import JoinConfig, Part, ReadyWindow, StreamJoin
+from .join import JoinConfig, OutOfRange, Part, ReadyWindow, StreamJoin
 from .model import FusionModel, choose
 from .settings import FusionSettings
 
@@ -61,6 +67,14 @@ MODALITY = {"vision": common_pb2.MODALITY_VISION, "audio": common_pb2.MODALITY_A
 MODALITY_NAME = {v: k for k, v in MODALITY.items()}
 TERMINAL = {common_pb2.STREAM_STATE_ENDED, common_pb2.STREAM_STATE_STOPPED, common_pb2.STREAM_STATE_FAILED}
 DONE_KEPT = 4096  # finished streams remembered, so their late records are ignored
+STAGES = {"vision", "audio", "chat"}  # reporters whose statuses speak for one modality, not for the stream
+
+WINDOWS_SCORED = Counter("streamsight_fusion_windows_scored_total", "Windows scored, by why they were scored then", ["completion"])
+WINDOWS_MISSING = Counter(
+    "streamsight_fusion_windows_missing_total", "Windows scored with a modality missing, by modality and why", ["modality", "completion"]
+)
+OUT_OF_RANGE = Counter("streamsight_fusion_out_of_range_total", "Records refused: window index outside the stream's known range", ["kind"])
+STAGE_STALLS = Counter("streamsight_fusion_stage_stalls_total", "Streams whose windows were scored after a stage delivered nothing for the stall timeout", ["modality"])
 
 
 @dataclass
@@ -69,6 +83,7 @@ class StreamState:
     tracker: HighlightTracker
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     published: set[int] = field(default_factory=set)  # highlight numbers already published
+    stalls_logged: set[str] = field(default_factory=set)  # modalities whose stall was reported
 
 
 class FusionService(Service):
@@ -82,8 +97,8 @@ class FusionService(Service):
         if s.model_av_path is not None:
             self.models.append(FusionModel.load(s.model_av_path))
         self.join_config = JoinConfig(
-            expected=frozenset(s.expected_modalities), deadline_s=s.deadline_s, vod_deadline_s=s.vod_deadline_s,
-            chat_wait_s=s.chat_wait_s, end_timeout_s=s.end_timeout_s,
+            expected=frozenset(s.expected_modalities), deadline_s=s.deadline_s, stall_timeout_s=s.stall_timeout_s,
+            max_ahead=s.max_ahead_windows,
         )
         self.highlight_config = HighlightConfig(
             threshold=s.threshold or self.models[0].threshold, merge_gap=s.merge_gap, max_windows=s.max_highlight_windows,
@@ -180,6 +195,8 @@ class FusionService(Service):
             state = self._state(sid)
             for score in sorted(items, key=lambda s: s.window):
                 state.join.mark_scored(score.window)
+                for modality in {name.partition(".")[0] for name in score.features} & STAGES:
+                    state.join.reached(modality, score.window)
                 spans = state.tracker.add(_scored(score))
                 await self._publish_highlights(state, spans)  # those decided but not published before the restart
         for sid, part in parts:
@@ -193,20 +210,20 @@ class FusionService(Service):
         self.log.info("state restored", streams=len(self.streams), open_parts=len(parts), finished=len(self.done))
 
     def _restore_meta(self, sid: str, meta: dict) -> None:
-        join = self._state(sid).join
-        join.live = bool(meta.get("live", False))
-        join.chat_seen = bool(meta.get("chat_seen", False))
-        last = meta.get("last_window")
-        last_end = meta.get("last_end")
-        join.restore(int(meta.get("known", -1)), None if last is None else int(last), None if last_end is None else float(last_end),
-                     float(meta.get("clock", 0.0)), bool(meta.get("ended", False)), time.monotonic())
+        state = self._state(sid)
+        state.join = StreamJoin.from_meta(sid, self.join_config, meta)
 
     async def _save_meta(self, state: StreamState) -> None:
-        j = state.join
-        known = max(j.known_windows, default=-1)
-        meta = {"live": j.live, "chat_seen": j.chat_seen, "known": known, "last_window": j.last_window, "last_end": j.last_end,
-                "clock": j.clock, "ended": j.ended}
-        await self.kv.put(f"m.{j.stream_id}", json.dumps(meta).encode())
+        await self.kv.put(f"m.{state.join.stream_id}", json.dumps(state.join.to_meta()).encode())
+
+    def _check_index(self, join: StreamJoin, index: int, what: str) -> None:
+        """BadMessage (dead letter, nothing acted on) for an index outside the stream's known range."""
+        try:
+            join.check_index(index, time.time())
+        except OutOfRange as exc:
+            OUT_OF_RANGE.labels(what).inc()
+            self.log.warning("record outside the stream's range refused", stream_id=join.stream_id, kind=what, window=index, error=str(exc))
+            raise BadMessage(f"{what}: {exc}") from None
 
     # ------------------------------------------------------------------ handlers
 
@@ -226,10 +243,10 @@ class FusionService(Service):
         state = self._state(sid)
         async with state.lock:
             join = state.join
-            join.touch(time.monotonic())
             if join.is_scored(record.window) or join.has(record.window, modality):
                 join.add(_part(record))  # counted as late or duplicate, and moves the clock
                 return
+            self._check_index(join, record.window, f"{modality} record")
             await self.kv.put(f"p.{sid}.{record.window}.{modality}", msg.data)
             if modality == "chat" and not join.chat_seen:
                 join.chat_seen = True
@@ -243,9 +260,12 @@ class FusionService(Service):
             return
         state = self._state(sid)
         async with state.lock:
-            ready = state.join.media_window(record.index, record.start_s, record.end_s, record.last)
+            join = state.join
+            if not join.is_scored(record.index):
+                self._check_index(join, record.index, "window record")
+            ready = join.media_window(record.index, record.start_s, record.end_s, record.last)
             if record.last:
-                ready += state.join.end(record.end_s, time.monotonic())
+                ready += join.end(record.end_s)
             await self._save_meta(state)
             await self._score(state, ready)
 
@@ -258,33 +278,48 @@ class FusionService(Service):
             raise BadMessage(f"{event.type} on a status subject")
         status = event.status
         sid = subjects.stream_of(msg.subject)
-        if status.reporter in (self.name, "chat"):
-            return  # chat's statuses are about the chat, not the stream's end
+        if status.reporter == self.name:
+            return
         is_start = status.state == common_pb2.STREAM_STATE_RUNNING and status.reporter == "ingest" and status.reason == "started"
         if is_start and sid in self.done:  # the stream id is used again for a new run
             self.done.pop(sid)
             await self.kv.purge(f"d.{sid}")
-        if sid in self.done or (not is_start and status.state not in TERMINAL):
+        stage_done = status.reporter in STAGES and (status.state in TERMINAL or status.reason == "chat_failed")
+        stream_end = status.reporter not in STAGES and status.state in TERMINAL
+        if sid in self.done or not (is_start or status.modalities or stage_done or stream_end):
             return
         state = self._state(sid)
         async with state.lock:
+            join = state.join
+            if status.modalities:
+                join.declare({MODALITY_NAME[m] for m in status.modalities if m in MODALITY_NAME})
             if is_start:
-                state.join.live = status.duration_s <= 0  # no known duration: a live source
-            else:
-                await self._score(state, state.join.end(status.media_time_s, time.monotonic()))
+                started = event.time.ToSeconds() if event.HasField("time") else time.time()
+                join.start(live=status.duration_s <= 0, duration_s=status.duration_s, start_wall=min(started, time.time()))
+            if stage_done:
+                join.stage_done(status.reporter)
+            ready = join.ready()
+            if stream_end:
+                implied = join.implied_last(status.media_time_s, status.windows)
+                if join.last_window is None and implied is not None:
+                    self._check_index(join, implied, "terminal status")
+                ready += join.end(status.media_time_s, windows=status.windows)
             await self._save_meta(state)
+            await self._score(state, ready)
 
     async def _tick(self) -> None:
-        """Wall-clock checks: streams that ended but still wait for records."""
+        """Wall-clock checks, the last resort: a stage that delivered nothing for a stream for the stall timeout."""
         while True:
             await asyncio.sleep(1.0)
+            now = time.monotonic()
             for state in list(self.streams.values()):
-                if state.join.ended:
-                    async with state.lock:
-                        try:
-                            await self._score(state, state.join.expire(time.monotonic()))
-                        except Exception as exc:  # NATS away: the next tick tries again
-                            self.log.warning("scoring after the end failed", stream_id=state.join.stream_id, error=repr(exc))
+                if not state.join.stall_due(now):
+                    continue
+                async with state.lock:
+                    try:
+                        await self._score(state, state.join.ready(now))
+                    except Exception as exc:  # NATS away: the next tick tries again
+                        self.log.warning("scoring a stalled stream failed", stream_id=state.join.stream_id, error=repr(exc))
 
     # ------------------------------------------------------------------ scoring
 
@@ -296,11 +331,31 @@ class FusionService(Service):
             await self.kv.put(f"s.{sid}.{rw.window}", score.SerializeToString())
             for modality in rw.parts:
                 await self.kv.purge(f"p.{sid}.{rw.window}.{modality}")
-            self.log.debug("window scored", stream_id=sid, window=rw.window, score=round(score.score, 3), reason=rw.reason, missing=rw.missing)
+            self._count(state, rw)
             await self._publish_highlights(state, state.tracker.add(_scored(score)))
         if state.join.finished and state.join.ended:
             await self._publish_highlights(state, state.tracker.finish())
             await self._forget(state)
+
+    def _count(self, state: StreamState, rw: ReadyWindow) -> None:
+        """Metrics and logs of one scored window; a stalled stage is reported loudly, once per stream."""
+        sid = state.join.stream_id
+        WINDOWS_SCORED.labels(rw.reason).inc()
+        for modality in rw.missing:
+            WINDOWS_MISSING.labels(modality, rw.reason).inc()
+        if rw.reason == "stage_stalled":
+            for modality in rw.missing:
+                if modality in state.stalls_logged:
+                    continue
+                state.stalls_logged.add(modality)
+                STAGE_STALLS.labels(modality).inc()
+                silent = state.join.silent_for(modality, time.monotonic())
+                self.log.error(f"stage {modality} delivered nothing for stream {sid} in {silent:.0f} s; its windows are scored without it",
+                               stream_id=sid, modality=modality, stall_timeout_s=self.join_config.stall_timeout_s)
+        if rw.missing:
+            self.log.info("window scored without a modality", stream_id=sid, window=rw.window, missing=rw.missing, completion=rw.reason)
+        else:
+            self.log.debug("window scored", stream_id=sid, window=rw.window, completion=rw.reason)
 
     def _window_score(self, sid: str, rw: ReadyWindow) -> events_pb2.WindowScore:
         features = {k: v for k, v in rw.features().items() if math.isfinite(v)}
@@ -313,7 +368,7 @@ class FusionService(Service):
         ]
         return events_pb2.WindowScore(
             stream_id=sid, window=rw.window, start_s=rw.start_s, end_s=rw.end_s, score=prediction.probability,
-            missing=[MODALITY[m] for m in rw.missing], why=why, features=features,
+            missing=[MODALITY[m] for m in rw.missing], why=why, features=features, completion=rw.reason,
         )
 
     async def _publish_highlights(self, state: StreamState, spans: list[HighlightSpan]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from pathlib import Path
 
 import av
@@ -56,6 +57,21 @@ def record(sid: str, modality: str, window: int, high: bool, end: float | None =
                                       end_s=end if end is not None else 10.0 * window + 10, values=values)
 
 
+async def start(bus: Bus, sid: str, duration_s: float = 0.0, modalities: tuple[str, ...] = ()) -> None:
+    """What starting a stream publishes: the gateway's declaration of its modalities, then ingest's "started"."""
+    if modalities:
+        declared = events_pb2.StreamStatus(stream_id=sid, state=common_pb2.STREAM_STATE_PENDING, reason="registered", reporter="gateway",
+                                           modalities=[MODALITY[m] for m in modalities])
+        await bus.publish_event(sid, declared, f"{sid}:status:gateway:registered")
+    started = events_pb2.StreamStatus(stream_id=sid, state=common_pb2.STREAM_STATE_RUNNING, reason="started", reporter="ingest",
+                                      duration_s=duration_s)
+    await bus.publish_event(sid, started, f"{sid}:status:ingest:started")
+
+
+def window(sid: str, i: int, end: float | None = None, last: bool = False) -> media_pb2.WindowRecord:
+    return media_pb2.WindowRecord(stream_id=sid, index=i, start_s=10.0 * i, end_s=10.0 * i + 10 if end is None else end, last=last)
+
+
 async def publish(bus: Bus, rec: features_pb2.FeatureRecord, msg_id: str | None = None) -> None:
     modality = {v: k for k, v in MODALITY.items()}[rec.modality]
     await bus.publish(subjects.features(modality, rec.stream_id), rec, msg_id or subjects.feature_msg_id(rec.stream_id, modality, rec.window))
@@ -101,11 +117,12 @@ async def connected(url: str):
 
 async def test_restart_duplicates_clip_failure_and_dead_letters(nats_server, model_path):
     sid = "restart-1"
-    config = settings(nats_server.url, model_path, "fusion-restart", chat_wait_s=0.0)
+    config = settings(nats_server.url, model_path, "fusion-restart")
     async with connected(nats_server.url) as bus:
         log, sub = await EventLog.follow(bus, sid)
         dead = await bus.js.subscribe(subjects.deadletter("fusion"), stream=subjects.DEADLETTER_STREAM, ordered_consumer=True)
         async with FusionService(config).serving():
+            await start(bus, sid, duration_s=24.0)
             await publish(bus, record(sid, "vision", 0, high=True))
             await publish(bus, record(sid, "audio", 0, high=True))
             await publish(bus, record(sid, "vision", 1, high=True))
@@ -142,18 +159,58 @@ async def test_restart_duplicates_clip_failure_and_dead_letters(nats_server, mod
 
 async def test_deadline_flags_the_missing_modality(nats_server, model_path):
     sid = "live-1"
-    config = settings(nats_server.url, model_path, "fusion-live", chat_wait_s=0.0, deadline_s=15.0)
+    config = settings(nats_server.url, model_path, "fusion-live", deadline_s=15.0)
     async with connected(nats_server.url) as bus, FusionService(config).serving():
         log, sub = await EventLog.follow(bus, sid)
-        started = events_pb2.StreamStatus(stream_id=sid, state=common_pb2.STREAM_STATE_RUNNING, reason="started", reporter="ingest")
-        await bus.publish_event(sid, started, f"{sid}:status:ingest:1")
+        await start(bus, sid)  # no duration: a live source
         await asyncio.sleep(0.5)
-        await publish(bus, record(sid, "vision", 0, high=True))  # audio for window 0 never comes
-        for i in range(3):
-            await bus.publish(subjects.media("windows", sid), media_pb2.WindowRecord(stream_id=sid, index=i, start_s=10.0 * i, end_s=10.0 * i + 10), f"{sid}:window:{i}")
+        for i in range(3):  # audio never comes; vision's records move the media clock to 30 s (one consumer: in order)
+            await publish(bus, record(sid, "vision", i, high=True))
         scores = await log.wait("score", 1)
         await sub.unsubscribe()
-    assert [(s.window, list(s.missing)) for s in scores] == [(0, [common_pb2.MODALITY_AUDIO])]
+    assert [(s.window, list(s.missing), s.completion) for s in scores] == [(0, [common_pb2.MODALITY_AUDIO], "deadline")]
+
+
+async def test_forged_window_indexes_are_dead_lettered_and_a_restart_after_them_is_quick(nats_server, model_path):
+    """A 90 s file has windows 0..8 (and a short tail): records at 20000 or 3,000,000 are refused
+    before anything is acted on or stored; the stream then finishes with one score per window."""
+    sid = "forged-1"
+    config = settings(nats_server.url, model_path, "fusion-forged")
+    forged = [
+        (subjects.media("windows", sid), window(sid, 20000, last=True), "forged-w1"),
+        (subjects.media("windows", sid), window(sid, 3_000_000), "forged-w2"),
+        (subjects.features("vision", sid), record(sid, "vision", 20000, high=True), "forged-f1"),
+    ]
+    async with connected(nats_server.url) as bus:
+        log, sub = await EventLog.follow(bus, sid)
+        dead = await bus.js.subscribe(subjects.deadletter("fusion"), stream=subjects.DEADLETTER_STREAM, ordered_consumer=True)
+        async with FusionService(config).serving():
+            await start(bus, sid, duration_s=90.0, modalities=("vision", "audio"))
+            for i in range(3):
+                await bus.publish(subjects.media("windows", sid), window(sid, i), f"{sid}:window:{i}")
+                await publish(bus, record(sid, "vision", i, high=False))
+                await publish(bus, record(sid, "audio", i, high=False))
+            for subject, msg, msg_id in forged:
+                await bus.publish(subject, msg, msg_id)
+            letters = []
+            while len(letters) < len(forged):  # the dead letters of this stream (earlier tests left theirs)
+                msg = await dead.next_msg(timeout=10)
+                if subjects.stream_of(msg.headers["streamsight-dlq-subject"]) == sid:
+                    letters.append(msg)
+            assert [s.window for s in await log.wait("score", 3)] == [0, 1, 2]  # the forged end scored nothing
+            kv = await bus.js.key_value("fusion-forged")
+            meta = json.loads((await kv.get(f"m.{sid}")).value)
+            assert meta["highest"] == 2 and meta["last_window"] is None  # nothing of the forged records was kept
+        async with FusionService(config).serving():  # the restart reads a small state
+            for i in range(3, 9):
+                await bus.publish(subjects.media("windows", sid), window(sid, i, last=i == 8), f"{sid}:window:{i}")
+                await publish(bus, record(sid, "vision", i, high=False))
+                await publish(bus, record(sid, "audio", i, high=False))
+            scores = await log.wait("score", 9)
+        await sub.unsubscribe()
+    assert sorted(s.window for s in scores) == list(range(9)) and all(s.completion == "complete" for s in scores)
+    assert sorted(m.headers["streamsight-dlq-subject"] for m in letters) == sorted(subject for subject, _, _ in forged)
+    assert all("outside the known range" in m.headers["streamsight-dlq-reason"] for m in letters)
 
 
 @pytest.mark.slow
@@ -162,7 +219,7 @@ async def test_one_score_per_window_and_a_playable_clip_from_the_real_ingest(nat
     media = make_media(tmp_path / "game.mp4", duration=30.0, segments=[(10, 20, "action")], keyframe_interval=2.0)
     ingest = IngestService(IngestSettings(nats_url=nats_server.url, grpc_host="127.0.0.1", grpc_port=0, data_dir=tmp_path / "var"))
     async with connected(nats_server.url) as bus, ingest.serving():
-        config = settings(nats_server.url, model_path, "fusion-e2e", ingest_address=ingest.address, end_timeout_s=3.0,
+        config = settings(nats_server.url, model_path, "fusion-e2e", ingest_address=ingest.address, stall_timeout_s=3.0,
                           tail_s=0.0)  # ingest cannot yet cut a clip that reaches into a stream's last buffer segment
         async with FusionService(config).serving():
             log, sub = await EventLog.follow(bus, sid)
@@ -183,10 +240,12 @@ async def test_one_score_per_window_and_a_playable_clip_from_the_real_ingest(nat
             highlights = await log.wait("highlight", 1, timeout=60)
             scores = log.of("score")
             await sub.unsubscribe()
-    # ingest's windows: 0..2 and, for this file, a short tail window 3 (the audio encoder's last samples)
+    # ingest's windows: 0..2 and, for this file, a short tail window 3 (the audio encoder's last
+    # samples), which the test's stand-in stages never deliver: scored once they stalled
     windows = sorted(s.window for s in scores)
     assert windows == list(range(len(windows))) and len(windows) >= 3
-    assert all(set(s.missing) == {common_pb2.MODALITY_VISION, common_pb2.MODALITY_AUDIO} for s in scores if s.window >= 3)
+    assert all(set(s.missing) == {common_pb2.MODALITY_VISION, common_pb2.MODALITY_AUDIO} and s.completion == "stage_stalled"
+               for s in scores if s.window >= 3)
     assert [s.window for s in scores if s.score >= 0.5] == [1]
     assert len(highlights) == 1
     hl = highlights[0]
@@ -218,14 +277,17 @@ async def test_training_reads_a_stored_run_back_from_the_features_stream(nats_se
 
 
 async def test_two_streams_at_once_one_with_chat_one_without(nats_server, model_path, tmp_path):
-    """A chat record makes chat expected for its stream only; windows with chat use the full
-    model, windows without it the vision+audio model."""
+    """A stream declared with chat waits for its chat records, one without does not; windows with
+    chat use the full model, windows without it the vision+audio model. A chat that failed is
+    not waited for."""
     names = [f"{m}.{f}" for m, fs in FEATURES.items() for f in fs] + ["chat.chat_rate_z"]
     full = FusionModel(names, [2.0, 1.0, 2.0, 3.0], -1.0, [0.3, 2.0, 1.0, 0.0], [0.3, 2.0, 3.0, 1.0], version="full@1")
     full.save(tmp_path / "full.json")
-    config = settings(nats_server.url, tmp_path / "full.json", "fusion-two", model_av_path=model_path, chat_wait_s=0.0)
+    config = settings(nats_server.url, tmp_path / "full.json", "fusion-two", model_av_path=model_path)
     async with connected(nats_server.url) as bus, FusionService(config).serving():
         logs = {sid: await EventLog.follow(bus, sid) for sid in ("with-chat", "no-chat")}
+        await start(bus, "with-chat", 60.0, ("vision", "audio", "chat"))
+        await start(bus, "no-chat", 60.0, ("vision", "audio"))
         await publish(bus, features_pb2.FeatureRecord(stream_id="with-chat", window=0, modality=MODALITY["chat"], start_s=0, end_s=10,
                                                       values={"chat_rate_z": -2.0}))
         for sid in ("with-chat", "no-chat"):
@@ -234,9 +296,13 @@ async def test_two_streams_at_once_one_with_chat_one_without(nats_server, model_
         await publish(bus, record("with-chat", "vision", 1, high=False))
         await publish(bus, record("with-chat", "audio", 1, high=False))  # window 1 waits for its chat
         scores = {sid: await log.wait("score", 1) for sid, (log, _) in logs.items()}
+        assert [s.window for s in scores["with-chat"]] == [0] and [s.window for s in scores["no-chat"]] == [0]
+        failed = events_pb2.StreamStatus(stream_id="with-chat", reason="chat_failed", reporter="chat", detail="irc closed")
+        await bus.publish_event("with-chat", failed, "with-chat:status:chat:chat_failed")
+        after = await logs["with-chat"][0].wait("score", 2)
         for _, sub in logs.values():
             await sub.unsubscribe()
-    assert [s.window for s in scores["with-chat"]] == [0] and [s.window for s in scores["no-chat"]] == [0]
+    assert [(s.window, list(s.missing), s.completion) for s in after] == [(0, [], "complete"), (1, [common_pb2.MODALITY_CHAT], "stage_done")]
     with_chat, no_chat = scores["with-chat"][0], scores["no-chat"][0]
     assert "chat.chat_rate_z" in {c.feature for c in with_chat.why}  # the full model weighed the calm chat
     assert with_chat.score < no_chat.score and "chat.chat_rate_z" not in no_chat.features
