@@ -232,6 +232,8 @@ def main(options: JobOptions) -> int:
         return 3
     print(f"report: {(options.out / 'report.html').resolve()}")
     print(f"        {(options.out / 'report.json').resolve()}")
+    for line in report.summary_lines(results):
+        print(line)
     if results.state == common_pb2.STREAM_STATE_FAILED:
         print(f"the stream failed: {results.last_error}", file=sys.stderr)
         return 1

@@ -26,6 +26,25 @@ def _modalities(values) -> list[str]:
     return [common_pb2.Modality.Name(m).removeprefix("MODALITY_").lower() for m in values]
 
 
+def missing_counts(scores) -> dict[str, int]:
+    """Windows scored with each modality missing (imputed), from WindowScores."""
+    counts = {"vision": 0, "audio": 0, "chat": 0}
+    for s in scores:
+        for m in _modalities(s.missing):
+            counts[m] = counts.get(m, 0) + 1
+    return counts
+
+
+def summary_lines(results: StreamResults) -> list[str]:
+    """The CLI's lines on how complete the scoring was: e.g. "windows scored without vision: 2 of 9"."""
+    scores = list(results.scores.values())
+    if not scores:
+        return []
+    counts = missing_counts(scores)
+    lines = [f"windows scored without {m}: {n} of {len(scores)}" for m, n in counts.items() if n]
+    return lines or [f"windows scored: {len(scores)}, every one with all its expected modalities"]
+
+
 def build(results: StreamResults, clip_files: dict[str, str] | None = None, services: list[str] | None = None) -> dict:
     """The report as a JSON-ready dict; `clip_files` maps clip ids to paths relative to the report."""
     clip_files = clip_files or {}
@@ -36,6 +55,8 @@ def build(results: StreamResults, clip_files: dict[str, str] | None = None, serv
             "end_s": round(s.end_s, 3),
             "score": round(s.score, 4),
             "missing": _modalities(s.missing),
+            "complete": not s.missing,
+            "completion": s.completion or None,
             "features": {k: round(v, 5) for k, v in sorted(s.features.items())},
             "why": _why(s.why),
         }
@@ -76,6 +97,8 @@ def build(results: StreamResults, clip_files: dict[str, str] | None = None, serv
         "duration_s": round(results.duration_s or results.media_time_s, 3),
         "services": services or [],
         "windows": windows,
+        "windows_incomplete": sum(1 for w in windows if w["missing"]),
+        "windows_missing": missing_counts(results.scores.values()),
         "highlights": highlights,
         "glitches": glitches,
         "sentiment": {
@@ -162,12 +185,32 @@ svg text{font-size:11px;fill:#5b6670} .axis{stroke:#9aa5b1}
 table{border-collapse:collapse;width:100%} td,th{padding:.35rem .5rem;border-bottom:1px solid #e5e7eb;text-align:left;vertical-align:top}
 .clips{display:grid;grid-template-columns:repeat(auto-fill,minmax(280px,1fr));gap:1rem}
 .clip{background:#f6f8fa;border-radius:6px;padding:.6rem} video{width:100%;border-radius:4px}
-.none{color:#5b6670} .legend span{margin-right:1rem} .sw{display:inline-block;width:.8rem;height:.8rem;margin-right:.3rem;vertical-align:-1px}
+.none{color:#5b6670} .warn{color:#92400e;background:#fef3c7;padding:.4rem .6rem;border-radius:4px} .legend span{margin-right:1rem} .sw{display:inline-block;width:.8rem;height:.8rem;margin-right:.3rem;vertical-align:-1px}
 """
 
 
 def _fmt_why(why: list[dict], n: int = 3) -> str:
     return ", ".join(f"{html.escape(w['feature'])} {w['weight']:+.2f}" for w in why[:n]) or "-"
+
+
+def _incomplete_html(report: dict) -> str:
+    """How many windows were scored with a modality missing, and which (visible, not only a colour)."""
+    incomplete = [w for w in report["windows"] if w["missing"]]
+    total = len(report["windows"])
+    if not incomplete:
+        return f'<p class="meta">All {total} windows were scored with every expected modality.</p>' if total else ""
+    e = html.escape
+    by = ", ".join(f"{e(m)} {n}" for m, n in report.get("windows_missing", {}).items() if n)
+    rows = "".join(
+        f"<tr><td>{w['index']}</td><td>{w['start_s']:.1f}–{w['end_s']:.1f} s</td><td>{e(', '.join(w['missing']))}</td>"
+        f"<td>{e(w.get('completion') or '-')}</td></tr>"
+        for w in incomplete
+    )
+    return (
+        f'<p class="warn">{len(incomplete)} of {total} windows were scored with a modality missing ({by}); '
+        "their scores use the training mean for it.</p>"
+        f"<table><tr><th>window</th><th>when</th><th>missing</th><th>why scored then</th></tr>{rows}</table>"
+    )
 
 
 def write_html(report: dict, path: Path) -> None:
@@ -192,10 +235,11 @@ def write_html(report: dict, path: Path) -> None:
 <html lang="en"><head><meta charset="utf-8"><title>streamsight report: {e(Path(report['source']).name)}</title>
 <style>{_CSS}</style></head><body>
 <h1>streamsight report</h1>
-<p class="meta">{e(report['source'])} · {report['duration_s']:.1f} s · state {e(report['state'])}{' · error: ' + e(report['error']) if report['error'] else ''} · {len(report['windows'])} windows scored · generated {e(report['generated_at'])}</p>
+<p class="meta">{e(report['source'])} · {report['duration_s']:.1f} s · state {e(report['state'])}{' · error: ' + e(report['error']) if report['error'] else ''} · {len(report['windows'])} windows scored ({sum(1 for w in report['windows'] if w['missing'])} with a modality missing) · generated {e(report['generated_at'])}</p>
 <h2>Highlight score per 10-second window</h2>
 <p class="legend"><span><i class="sw" style="background:#3b82f6"></i>score</span><span><i class="sw" style="background:#93c5fd"></i>scored with a modality missing</span><span><i class="sw" style="background:#fde68a"></i>highlight</span><span><i class="sw" style="background:#dc2626"></i>glitch</span></p>
 {_timeline_svg(report)}
+{_incomplete_html(report)}
 <h2>Highlights</h2>
 <table><tr><th>when</th><th>score</th><th>why (top features)</th><th>clip</th></tr>{rows}</table>
 <h2>Clips</h2><div class="clips">{clips}</div>

@@ -22,7 +22,9 @@ def _results() -> StreamResults:
     for i, score in enumerate([0.1, 0.92, 0.3]):
         why = [common_pb2.Contribution(feature="audio.onset_rate_hz", weight=1.2 * score, value=20.0)]
         missing = [common_pb2.MODALITY_CHAT] if i == 2 else []
-        r.add(_event(score=events_pb2.WindowScore(window=i, start_s=10 * i, end_s=min(10 * i + 10, 25), score=score, why=why, missing=missing, features={"audio.onset_rate_hz": 20.0})))
+        completion = "stage_done" if missing else "complete"
+        r.add(_event(score=events_pb2.WindowScore(window=i, start_s=10 * i, end_s=min(10 * i + 10, 25), score=score, why=why, missing=missing,
+                                                  features={"audio.onset_rate_hz": 20.0}, completion=completion)))
     clip = common_pb2.ClipRef(clip_id="c1", start_s=8.0, end_s=20.0)
     r.add(_event(highlight=events_pb2.Highlight(highlight_id="h1", start_s=10, end_s=20, score=0.92, clip=clip, windows=[1])))
     r.add(_event(glitch=events_pb2.Glitch(glitch_id="g1", phase=events_pb2.PHASE_START, kind=events_pb2.GLITCH_KIND_STRIPES, start_s=3)))
@@ -41,7 +43,9 @@ def test_report_json_follows_its_schema(tmp_path):
     loaded = json.loads((tmp_path / "report.json").read_text())
     jsonschema.validate(loaded, json.loads(report.SCHEMA_PATH.read_text()))
     assert [w["index"] for w in loaded["windows"]] == [0, 1, 2]
-    assert loaded["windows"][2]["missing"] == ["chat"]
+    assert loaded["windows"][2]["missing"] == ["chat"] and not loaded["windows"][2]["complete"]
+    assert loaded["windows"][2]["completion"] == "stage_done" and loaded["windows"][0]["complete"]
+    assert loaded["windows_incomplete"] == 1 and loaded["windows_missing"] == {"vision": 0, "audio": 0, "chat": 1}
     assert loaded["highlights"][0]["clip"] == "clips/c1.mp4"
     assert loaded["glitches"] == [{"start_s": 3.0, "end_s": 4.5, "kind": "stripes", "severity": 0.7, "confidence": 0.0, "open": False}]
     assert loaded["state"] == "ended" and loaded["duration_s"] == 25.0
@@ -66,3 +70,18 @@ def test_report_html_shows_highlights_glitches_and_clips(tmp_path):
     assert "10.0–20.0 s" in page and "stripes" in page
     assert page.count('class="bar') == 3 and 'class="bar missing"' in page
     assert 'class="forecast"' in page
+    assert "3 windows scored (1 with a modality missing)" in page
+    assert "1 of 3 windows were scored with a modality missing (chat 1)" in page
+    assert "<td>2</td><td>20.0–25.0 s</td><td>chat</td><td>stage_done</td>" in page
+
+
+def test_the_cli_summary_counts_windows_scored_without_a_modality():
+    results = _results()
+    assert report.summary_lines(results) == ["windows scored without chat: 1 of 3"]
+    vision_lost = events_pb2.WindowScore(window=3, start_s=30, end_s=35, score=0.2, missing=[common_pb2.MODALITY_VISION, common_pb2.MODALITY_CHAT])
+    results.add(_event(score=vision_lost))
+    assert report.summary_lines(results) == ["windows scored without vision: 1 of 4", "windows scored without chat: 2 of 4"]
+    whole = StreamResults("s", "x")
+    whole.add(_event(score=events_pb2.WindowScore(window=0, end_s=10, score=0.5)))
+    assert report.summary_lines(whole) == ["windows scored: 1, every one with all its expected modalities"]
+    assert report.summary_lines(StreamResults("s", "x")) == []
