@@ -23,7 +23,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Protocol
 
 from vaderSentiment.vaderSentiment import NEGATE, SentimentIntensityAnalyzer
 
@@ -118,10 +117,6 @@ def _squeeze(word: str) -> str:
     return "".join(out)
 
 
-class Scorer(Protocol):
-    def score(self, text: str, emotes: tuple[str, ...] = ()) -> Sentiment: ...
-
-
 class ChatSentiment:
     """VADER + Twitch lexicon scorer; see the module docstring. Thread-compatible, not thread-safe."""
 
@@ -153,9 +148,6 @@ class ChatSentiment:
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return result
-
-    def score_many(self, texts: list[str]) -> list[Sentiment]:
-        return [self.score(t) for t in texts]
 
     def _score(self, text: str, marked: tuple[str, ...]) -> Sentiment:
         tokens = text.split()

@@ -69,7 +69,7 @@ class ChatService(Service):
         self.model = ForecastModel(self.settings.forecast_model)
         digest = model_digest(self.settings.forecast_model)
         self.products = Products(
-            new_aggregator=lambda start_s: ChatAggregator(self.scorer, start_s=start_s),
+            new_aggregator=lambda start_s: ChatAggregator(self.scorer, window_s=self.settings.window_s, start_s=start_s),
             new_forecaster=self.model.stream,
             model_name=f"{self.settings.forecast_model.stem}@sha256:{digest}",
             lexicon_version=self.scorer.lexicon.version,

@@ -42,10 +42,10 @@ from services.chat.message import ChatMessage
 from services.chat.sources import LoadedReplay
 from services.chat.windows import ChatAggregator, SeriesPoint
 from streamsight import subjects
+from streamsight.windows import WindowResult, feature_record
 from streamsight.gen.chat.v1 import chat_pb2
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
-from streamsight.gen.features.v1 import features_pb2
 
 FEED_BATCH = 200  # messages scored between two yields to the event loop (a flood must not stall it)
 PARTIAL_AFTER_S = 1.0  # a live reader that joins later than this into a window flags it "partial"
@@ -395,17 +395,8 @@ class ChatSession:
                 flags.append("empty")
             if index == self._partial_window:
                 flags.append("partial")
-            record = features_pb2.FeatureRecord(
-                stream_id=sid,
-                window=index,
-                modality=common_pb2.MODALITY_CHAT,
-                start_s=start,
-                end_s=min(start + self.agg.window_s, max(self._end_s, start)),
-                values=values,
-                info=self._info,
-                flags=flags,
-                producer_version=self._producer,
-            )
+            end = min(start + self.agg.window_s, max(self._end_s, start))
+            record = feature_record("chat", WindowResult(sid, index, start, end, values, tuple(flags)), self._info, self._producer)
             msg_id = subjects.feature_msg_id(sid, "chat", index)
             await self._send("features", lambda: self.publisher.publish(subjects.features("chat", sid), record, msg_id, kind="features"))
             self.windows_published += 1

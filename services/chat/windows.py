@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 
 from services.chat.message import ChatMessage
 from services.chat.sentiment import NEGATIVE_THRESHOLD, POSITIVE_THRESHOLD, ChatSentiment
+from streamsight.windows import DEFAULT_WINDOW_S
 
-WINDOW_S = 10.0
+WINDOW_S = DEFAULT_WINDOW_S  # the platform's window_s is passed in by the service
 INTERVAL_S = 30.0
 RATE_Z_MIN_WINDOWS = 3
 
