@@ -221,10 +221,15 @@ class Supervisor:
         reader = asyncio.StreamReader(limit=1 << 20, loop=loop)
         transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
         try:
-            while raw := await reader.readline():
+            while True:
+                try:
+                    raw = await reader.readline()
+                except ValueError:  # a line over the limit (the reader dropped it); keep reading: a
+                    self._say("nats", "(a log line over 1 MiB was skipped)")  # closed pipe would kill the server
+                    continue
+                if not raw:
+                    return
                 self._nats_line(raw)
-        except ValueError:  # a line over the limit: skip the rest of the log rather than stop supervising
-            self._say("nats", "log line too long; no more server log relayed until it restarts")
         finally:
             transport.close()
 
