@@ -1,0 +1,124 @@
+"""Soak: twenty short jobs one after another through the real stack; no process keeps growing.
+
+Every service runs in its own process under the same Supervisor `streamsight up` uses, with
+the embedded nats-server. After the first job and after the last, the resident memory of
+each process is read from /proc. Each must end within 10 % of its level after the first job
+(the first job pays for what is loaded once: models, codecs, pools), or within
+`SMALL_SLACK_MB` for a process under `SMALL_MB` (gateway, fusion, nats-server), where 10 %
+is below the allocators' own swing: nats-server is Go, whose collector lets the heap grow
+to twice the live data before it runs (GOGC=100) and hands freed pages back only minutes
+later, so its RSS after a job follows that job's traffic (54-65 MB here) without holding
+anything. What would grow in NATS is checked directly: MEDIA holds nothing once the jobs
+are done and no stream gains consumers.
+
+Each job's highlights must have clips: fusion asks ingest for them after the stream has
+ended, which is what ingest keeps a finished stream's clip buffer for.
+
+Run with -s to see the per-process table; SOAK_JOBS=n runs n jobs instead of 20.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from streamsight import subjects
+from streamsight.analyze import JobOptions, Progress, analyze
+from streamsight.bus import Bus
+from streamsight.demo import make_sample
+from streamsight.supervisor import Supervisor, built_services
+
+pytestmark = pytest.mark.slow
+JOBS = int(os.environ.get("SOAK_JOBS", "20"))
+GROWTH = 0.10
+SMALL_MB, SMALL_SLACK_MB = 100.0, 12.0
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+def _pids(sup: Supervisor) -> dict[str, int]:
+    state = sup.state()
+    pids = {name: child["pid"] for name, child in state["services"].items() if child["pid"]}
+    pids["nats-server"] = sup.nats.process.pid
+    return pids
+
+
+async def _bus_state(url: str) -> dict[str, tuple[int, int, list[str]]]:
+    """Per JetStream stream: (messages, bytes, consumer names)."""
+    bus = await Bus.connect(url, "soak")
+    try:
+        out = {}
+        for name in (subjects.MEDIA_STREAM, subjects.FEATURES_STREAM, subjects.EVENTS_STREAM, subjects.DEADLETTER_STREAM):
+            info = await bus.js.stream_info(name)
+            consumers = sorted(c.name for c in await bus.js.consumers_info(name))
+            out[name] = (info.state.messages, info.state.bytes, consumers)
+        return out
+    finally:
+        await bus.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    assert {s.name for s in built_services()} == {"ingest", "chat", "vision", "audio", "glitch", "fusion", "gateway"}
+    folder = tmp_path_factory.mktemp("soak")
+    log = (folder / "stack.log").open("w")
+    sup = Supervisor(folder / "var", free_ports=True, out=log)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(sup.start())
+    try:
+        loop.run_until_complete(sup.wait_serving(timeout_s=240))
+        yield sup
+    finally:
+        loop.run_until_complete(sup.stop())
+        loop.close()
+        log.close()
+
+
+def test_twenty_jobs_leave_memory_flat(stack, tmp_path):
+    sample = make_sample(tmp_path / "sample", duration=8.0)
+    rss: list[dict[str, float]] = []
+    bus_states = []
+    for n in range(JOBS):
+        out = tmp_path / f"job{n}"
+        options = JobOptions(source=str(sample.video), chat=str(sample.chat), out=out, gateway=stack.addresses()["gateway"], wait_s=120)
+        asyncio.run(analyze(options, Progress(io.StringIO())))
+        doc = json.loads((out / "report.json").read_text())
+        assert doc["state"] == "ended", doc.get("error")
+        assert [w["index"] for w in doc["windows"]] == [0], f"job {n}: the 8 s sample is one scored window"
+        assert all(h["clip"] for h in doc["highlights"]), f"job {n}: a highlight without its clip"
+        rss.append({name: _rss_mb(pid) for name, pid in _pids(stack).items()})
+        bus_states.append(asyncio.run(_bus_state(stack.nats.url)))
+        if n == 0:
+            highlights = len(doc["highlights"])
+
+    names = sorted(rss[0])
+    marks = sorted({m for m in (0, 1, JOBS // 4, JOBS // 2, 3 * JOBS // 4, JOBS - 1) if m < JOBS})
+    print(f"\nRSS (MB) after job n of {JOBS} (8 s 640x360 sample with chat; {highlights} highlight(s) in job 0)")
+    print(f"{'process':<12}" + "".join(f"{'job ' + str(m + 1):>9}" for m in marks) + f"{'change':>9}")
+    for name in names:
+        change = (rss[-1][name] - rss[0][name]) / rss[0][name]
+        print(f"{name:<12}" + "".join(f"{rss[m][name]:>9.0f}" for m in marks) + f"{change:>+9.1%}")
+    print("JetStream after job n (messages, bytes, consumers):")
+    for stream in bus_states[0]:
+        print(f"  {stream:<11}" + "".join(f"  job {m + 1}: {bus_states[m][stream][0]} msgs, {bus_states[m][stream][1]} B, "
+                                          f"{bus_states[m][stream][2]}" for m in (0, JOBS - 1)))
+
+    grew = []
+    for name in names:
+        first, last = rss[0][name], rss[-1][name]
+        allowed = max(GROWTH * first, SMALL_SLACK_MB if first < SMALL_MB else 0.0)
+        if last - first > allowed:
+            grew.append(f"{name}: {first:.0f} -> {last:.0f} MB (allowed +{allowed:.0f})")
+    assert not grew, "memory kept growing over the jobs: " + "; ".join(grew)
+    assert bus_states[-1][subjects.MEDIA_STREAM][1] == 0, "MEDIA holds nothing once every job is done"
+    for stream in (subjects.MEDIA_STREAM, subjects.EVENTS_STREAM):
+        first, last = bus_states[0][stream][2], bus_states[-1][stream][2]
+        assert len(last) <= len(first), f"{stream} consumers left behind: {first} -> {last}"
