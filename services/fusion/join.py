@@ -149,18 +149,24 @@ class StreamJoin:
         return now - self._delivered_at.get(modality, self.first_seen)
 
     # -- input bounds ----------------------------------------------------------------------
-    def limit(self, wall_now: float) -> int:
-        """The largest window index this stream may have now."""
+    def limit(self, wall_now: float, relative: bool = True) -> int:
+        """The largest window index this stream may have now.
+
+        `relative=False` drops the "past the highest seen" bound where the stream's length or
+        start is known: a terminal status may come before the last window records do.
+        """
         top = self.highest + self.config.max_ahead
         if self.duration_s > 0:
-            top = min(top, math.ceil(self.duration_s / WINDOW_S) + 1)
+            file_top = math.ceil(self.duration_s / WINDOW_S) + 1
+            top = min(top, file_top) if relative else file_top
         elif self.live and self.start_wall is not None:
-            top = min(top, math.ceil(max(0.0, wall_now - self.start_wall) / WINDOW_S) + self.config.max_ahead)
+            wall_top = math.ceil(max(0.0, wall_now - self.start_wall) / WINDOW_S) + self.config.max_ahead
+            top = min(top, wall_top) if relative else wall_top
         return top
 
-    def check_index(self, index: int, wall_now: float | None = None) -> None:
+    def check_index(self, index: int, wall_now: float | None = None, relative: bool = True) -> None:
         """OutOfRange unless `index` lies in the stream's known range (see the module's docstring)."""
-        top = self.limit(time.time() if wall_now is None else wall_now)
+        top = self.limit(time.time() if wall_now is None else wall_now, relative)
         if index < 0 or index > top:
             kind = f"a {self.duration_s:.1f} s file" if self.duration_s > 0 else ("a live stream" if self.live else "a stream")
             raise OutOfRange(f"window {index} is outside the known range of {kind} (0..{top}; highest seen {self.highest})")

@@ -216,10 +216,10 @@ class FusionService(Service):
     async def _save_meta(self, state: StreamState) -> None:
         await self.kv.put(f"m.{state.join.stream_id}", json.dumps(state.join.to_meta()).encode())
 
-    def _check_index(self, join: StreamJoin, index: int, what: str) -> None:
+    def _check_index(self, join: StreamJoin, index: int, what: str, relative: bool = True) -> None:
         """BadMessage (dead letter, nothing acted on) for an index outside the stream's known range."""
         try:
-            join.check_index(index, time.time())
+            join.check_index(index, time.time(), relative)
         except OutOfRange as exc:
             OUT_OF_RANGE.labels(what).inc()
             self.log.warning("record outside the stream's range refused", stream_id=join.stream_id, kind=what, window=index, error=str(exc))
@@ -281,7 +281,8 @@ class FusionService(Service):
         if status.reporter == self.name:
             return
         is_start = status.state == common_pb2.STREAM_STATE_RUNNING and status.reporter == "ingest" and status.reason == "started"
-        if is_start and sid in self.done:  # the stream id is used again for a new run
+        registered = bool(status.modalities) and status.state == common_pb2.STREAM_STATE_PENDING  # the gateway's declaration
+        if (is_start or registered) and sid in self.done:  # the stream id is used again for a new run
             self.done.pop(sid)
             await self.kv.purge(f"d.{sid}")
         stage_done = status.reporter in STAGES and (status.state in TERMINAL or status.reason == "chat_failed")
@@ -291,6 +292,10 @@ class FusionService(Service):
         state = self._state(sid)
         async with state.lock:
             join = state.join
+            if stream_end:  # checked before anything changes
+                implied = join.implied_last(status.media_time_s, status.windows)
+                if join.last_window is None and implied is not None:
+                    self._check_index(join, implied, "terminal status", relative=False)  # may come before the last window records
             if status.modalities:
                 join.declare({MODALITY_NAME[m] for m in status.modalities if m in MODALITY_NAME})
             if is_start:
@@ -300,9 +305,6 @@ class FusionService(Service):
                 join.stage_done(status.reporter)
             ready = join.ready()
             if stream_end:
-                implied = join.implied_last(status.media_time_s, status.windows)
-                if join.last_window is None and implied is not None:
-                    self._check_index(join, implied, "terminal status")
                 ready += join.end(status.media_time_s, windows=status.windows)
             await self._save_meta(state)
             await self._score(state, ready)

@@ -126,6 +126,12 @@ def test_window_indexes_are_bounded_by_the_known_range():
     file.check_index(11, wall_now=0)  # ceil(95 / 10) + 1
     with pytest.raises(OutOfRange):
         file.check_index(12, wall_now=0)
+    early = started(config, duration_s=3600.0)
+    early.check_index(361, wall_now=0, relative=False)  # a terminal status may run ahead of the window records
+    with pytest.raises(OutOfRange):
+        early.check_index(362, wall_now=0, relative=False)
+    with pytest.raises(OutOfRange):
+        early.check_index(30, wall_now=0)  # a record may not
     live = started(config, live=True)  # started at wall 1000
     live.media_window(0, 0, 10, now=1)
     live.check_index(30, wall_now=1000)

@@ -172,8 +172,9 @@ async def test_deadline_flags_the_missing_modality(nats_server, model_path):
 
 
 async def test_forged_window_indexes_are_dead_lettered_and_a_restart_after_them_is_quick(nats_server, model_path):
-    """A 90 s file has windows 0..8 (and a short tail): records at 20000 or 3,000,000 are refused
-    before anything is acted on or stored; the stream then finishes with one score per window."""
+    """A 90 s file has windows 0..8 (and a short tail): records at 20000 or 3,000,000, and an end
+    status at 3e7 s, are refused before anything is acted on or stored; the stream then finishes
+    with one score per window."""
     sid = "forged-1"
     config = settings(nats_server.url, model_path, "fusion-forged")
     forged = [
@@ -192,6 +193,9 @@ async def test_forged_window_indexes_are_dead_lettered_and_a_restart_after_them_
                 await publish(bus, record(sid, "audio", i, high=False))
             for subject, msg, msg_id in forged:
                 await bus.publish(subject, msg, msg_id)
+            ended = events_pb2.StreamStatus(stream_id=sid, state=common_pb2.STREAM_STATE_ENDED, media_time_s=3e7, reporter="gateway")
+            await bus.publish_event(sid, ended, "forged-end")
+            forged.append((subjects.event("status", sid), ended, "forged-end"))
             letters = []
             while len(letters) < len(forged):  # the dead letters of this stream (earlier tests left theirs)
                 msg = await dead.next_msg(timeout=10)
@@ -200,7 +204,7 @@ async def test_forged_window_indexes_are_dead_lettered_and_a_restart_after_them_
             assert [s.window for s in await log.wait("score", 3)] == [0, 1, 2]  # the forged end scored nothing
             kv = await bus.js.key_value("fusion-forged")
             meta = json.loads((await kv.get(f"m.{sid}")).value)
-            assert meta["highest"] == 2 and meta["last_window"] is None  # nothing of the forged records was kept
+            assert meta["highest"] == 2 and meta["last_window"] is None and not meta["ended"]  # nothing forged was kept
         async with FusionService(config).serving():  # the restart reads a small state
             for i in range(3, 9):
                 await bus.publish(subjects.media("windows", sid), window(sid, i, last=i == 8), f"{sid}:window:{i}")
