@@ -55,6 +55,7 @@ def test_up_serves_restarts_a_crashed_service_and_stops_cleanly(tmp_path):
         [sys.executable, "-m", "streamsight.cli", "up", "--data-dir", str(tmp_path / "var"), "--nats-port", str(nats_port),
          "--gateway-port", str(gateway_port), "--only", "gateway"],
         stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "STREAMSIGHT_GATEWAY_HTTP_PORT": "0"},  # not 8080: another stack on this host may hold it
     )
     state_file = tmp_path / "var" / "up.json"
     try:
