@@ -32,7 +32,7 @@ from streamsight.telemetry import BUS_USABLE, configure_tracing, start_metrics_s
 
 log = structlog.get_logger(__name__)
 
-READINESS_POLL_S = 0.25  # a NATS outage lasts at least the client's 1 s reconnect wait; never missed
+READINESS_POLL_S = 0.25  # a nats-server restart by `up` keeps it away at least 1 s: seen, and cheap to poll
 
 
 def bus_usable(bus: Bus | None) -> bool:
