@@ -10,6 +10,7 @@ from pathlib import Path
 
 import av
 import pytest
+from prometheus_client import REGISTRY
 
 from services.fusion.model import FusionModel
 from services.fusion.service import FusionService
@@ -160,6 +161,8 @@ async def test_restart_duplicates_clip_failure_and_dead_letters(nats_server, mod
 async def test_deadline_flags_the_missing_modality(nats_server, model_path):
     sid = "live-1"
     config = settings(nats_server.url, model_path, "fusion-live", deadline_s=15.0)
+    counted = {"modality": "audio", "completion": "deadline"}
+    before = REGISTRY.get_sample_value("streamsight_fusion_windows_missing_total", counted) or 0.0
     async with connected(nats_server.url) as bus, FusionService(config).serving():
         log, sub = await EventLog.follow(bus, sid)
         await start(bus, sid)  # no duration: a live source
@@ -169,6 +172,7 @@ async def test_deadline_flags_the_missing_modality(nats_server, model_path):
         scores = await log.wait("score", 1)
         await sub.unsubscribe()
     assert [(s.window, list(s.missing), s.completion) for s in scores] == [(0, [common_pb2.MODALITY_AUDIO], "deadline")]
+    assert REGISTRY.get_sample_value("streamsight_fusion_windows_missing_total", counted) == before + 1
 
 
 async def test_forged_window_indexes_are_dead_lettered_and_a_restart_after_them_is_quick(nats_server, model_path):
