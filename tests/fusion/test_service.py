@@ -10,6 +10,7 @@ from pathlib import Path
 
 import av
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
 from services.fusion.model import FusionModel
@@ -189,7 +190,7 @@ async def test_forged_window_indexes_are_dead_lettered_and_a_restart_after_them_
     async with connected(nats_server.url) as bus:
         log, sub = await EventLog.follow(bus, sid)
         dead = await bus.js.subscribe(subjects.deadletter("fusion"), stream=subjects.DEADLETTER_STREAM, ordered_consumer=True)
-        async with FusionService(config).serving():
+        async with FusionService(config).serving() as service:
             await start(bus, sid, duration_s=90.0, modalities=("vision", "audio"))
             for i in range(3):
                 await bus.publish(subjects.media("windows", sid), window(sid, i), f"{sid}:window:{i}")
@@ -209,6 +210,9 @@ async def test_forged_window_indexes_are_dead_lettered_and_a_restart_after_them_
             kv = await bus.js.key_value("fusion-forged")
             meta = json.loads((await kv.get(f"m.{sid}")).value)
             assert meta["highest"] == 2 and meta["last_window"] is None and not meta["ended"]  # nothing forged was kept
+            async with channel(service.address) as ch:
+                health = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""))
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
         async with FusionService(config).serving():  # the restart reads a small state
             for i in range(3, 9):
                 await bus.publish(subjects.media("windows", sid), window(sid, i, last=i == 8), f"{sid}:window:{i}")
