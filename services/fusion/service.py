@@ -240,6 +240,8 @@ class FusionService(Service):
             raise BadMessage(f"window {record.window} [{record.start_s}, {record.end_s}] is not a valid window")
         if sid in self.done:
             return  # the stream is finished: a late or redelivered record
+        if sid not in self.streams:  # a forged record must not leave a stream behind
+            self._check_index(StreamJoin(sid, self.join_config), record.window, f"{modality} record")
         state = self._state(sid)
         async with state.lock:
             join = state.join
@@ -258,6 +260,8 @@ class FusionService(Service):
         record = window_record(msg.data, sid)
         if sid in self.done:
             return
+        if sid not in self.streams:
+            self._check_index(StreamJoin(sid, self.join_config), record.index, "window record")
         state = self._state(sid)
         async with state.lock:
             join = state.join

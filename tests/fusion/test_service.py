@@ -183,6 +183,7 @@ async def test_forged_window_indexes_are_dead_lettered_and_a_restart_after_them_
     sid = "forged-1"
     config = settings(nats_server.url, model_path, "fusion-forged")
     forged = [
+        (subjects.media("windows", "nobody"), window("nobody", 20000, last=True), "forged-w0"),  # a stream never started
         (subjects.media("windows", sid), window(sid, 20000, last=True), "forged-w1"),
         (subjects.media("windows", sid), window(sid, 3_000_000), "forged-w2"),
         (subjects.features("vision", sid), record(sid, "vision", 20000, high=True), "forged-f1"),
@@ -204,12 +205,13 @@ async def test_forged_window_indexes_are_dead_lettered_and_a_restart_after_them_
             letters = []
             while len(letters) < len(forged):  # the dead letters of this stream (earlier tests left theirs)
                 msg = await dead.next_msg(timeout=10)
-                if subjects.stream_of(msg.headers["streamsight-dlq-subject"]) == sid:
+                if subjects.stream_of(msg.headers["streamsight-dlq-subject"]) in (sid, "nobody"):
                     letters.append(msg)
             assert [s.window for s in await log.wait("score", 3)] == [0, 1, 2]  # the forged end scored nothing
             kv = await bus.js.key_value("fusion-forged")
             meta = json.loads((await kv.get(f"m.{sid}")).value)
             assert meta["highest"] == 2 and meta["last_window"] is None and not meta["ended"]  # nothing forged was kept
+            assert "nobody" not in service.streams
             async with channel(service.address) as ch:
                 health = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""))
             assert health.status == health_pb2.HealthCheckResponse.SERVING
