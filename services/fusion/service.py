@@ -293,6 +293,8 @@ class FusionService(Service):
         stream_end = status.reporter not in STAGES and status.state in TERMINAL
         if sid in self.done or not (is_start or status.modalities or stage_done or stream_end):
             return
+        if sid not in self.streams and not (is_start or status.modalities):
+            return  # the end of a stream fusion holds nothing of: nothing to finish
         state = self._state(sid)
         async with state.lock:
             join = state.join
