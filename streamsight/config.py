@@ -57,21 +57,26 @@ OTHER_VARIABLES = {
 
 @dataclass(frozen=True)
 class Section:
+    """One service of the stack: its settings section, its module, its default ports."""
+
     name: str
+    module: str  # `python -m <module>` runs it
     settings: str  # "module:Class" of its settings, imported only by `streamsight config`
+    grpc_port: int  # default gRPC port (API and/or health); the same in docker-compose.yml
     metrics_offset: int  # its metrics port is metrics_base_port + this
 
 
+# The stack's services, in the order `up` starts them (the gateway last, once its backends run).
 SECTIONS: dict[str, Section] = {
     s.name: s
     for s in (
-        Section("gateway", "gateway.settings:GatewaySettings", 0),
-        Section("ingest", "services.ingest.settings:IngestSettings", 1),
-        Section("chat", "services.chat.settings:ChatSettings", 2),
-        Section("vision", "services.vision.settings:VisionSettings", 3),
-        Section("audio", "services.audio.settings:AudioSettings", 4),
-        Section("glitch", "services.glitch.settings:GlitchSettings", 5),
-        Section("fusion", "services.fusion.settings:FusionSettings", 6),
+        Section("ingest", "services.ingest", "services.ingest.settings:IngestSettings", 50061, 1),
+        Section("chat", "services.chat", "services.chat.settings:ChatSettings", 50062, 2),
+        Section("vision", "services.vision", "services.vision.settings:VisionSettings", 50063, 3),
+        Section("audio", "services.audio", "services.audio.settings:AudioSettings", 50064, 4),
+        Section("glitch", "services.glitch", "services.glitch.settings:GlitchSettings", 50065, 5),
+        Section("fusion", "services.fusion", "services.fusion.settings:FusionSettings", 50066, 6),
+        Section("gateway", "gateway", "gateway.settings:GatewaySettings", 50051, 0),
     )
 }
 
@@ -79,10 +84,6 @@ PLATFORM_FIELDS = (
     "nats_url", "log_level", "log_format", "otlp_endpoint", "data_dir", "auth_token",
     "grpc_host", "shutdown_grace_s", "metrics_base_port", "window_s", "stream_idle_s",
 )  # fmt: skip
-
-# Old flat names that `up` still sets for every service, and nobody reads as section variables:
-# STREAMSIGHT_INGEST_ADDRESS is gateway's and fusion's old name for `ingest_address`, and so on.
-_OLD_ADDRESS_SUFFIX = "_ADDRESS"
 
 
 class ConfigError(Exception):
@@ -261,8 +262,6 @@ def _scan_env(cls: type[BaseServiceSettings], environ: typing.Mapping[str, str])
             continue
         if own and name.startswith(own):
             field = rest[len(cls.section) + 1 :]
-            if name.endswith(_OLD_ADDRESS_SUFFIX) and field == "address":
-                continue
             if is_platform(field):
                 warnings.append(f"{name} is ignored: {field} is platform-wide, set {env_name('', field)}")
             elif field not in known:
@@ -270,7 +269,7 @@ def _scan_env(cls: type[BaseServiceSettings], environ: typing.Mapping[str, str])
             continue
         other = next((s for s in SECTIONS if rest.startswith(s + "_")), None)
         if other:
-            continue  # that section's service reports it; or an old address name (see _OLD_ADDRESS_SUFFIX)
+            continue  # that section's service reports it
         if rest in known and rest != "metrics_port":
             continue  # an old flat name of one of ours: resolve() warns when it reads it
         if rest == "metrics_port":

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streamsight.config import SECTIONS, Section, env_name
 from streamsight.natsd import NatsServer, free_port
 from streamsight.telemetry import NATS_SERVER_RESTARTS, NATS_SLOW_CONSUMERS
 
@@ -40,22 +41,8 @@ MAX_BACKOFF_S = 30.0
 STABLE_S = 30.0  # a process that ran this long before exiting restarts with the shortest backoff
 
 
-@dataclass(frozen=True)
-class ServiceSpec:
-    name: str
-    module: str
-    grpc_port: int  # default gRPC port (API and/or health); the same in docker-compose.yml
-
-
-CATALOG = [
-    ServiceSpec("ingest", "services.ingest", 50061),
-    ServiceSpec("chat", "services.chat", 50062),
-    ServiceSpec("vision", "services.vision", 50063),
-    ServiceSpec("audio", "services.audio", 50064),
-    ServiceSpec("glitch", "services.glitch", 50065),
-    ServiceSpec("fusion", "services.fusion", 50066),
-    ServiceSpec("gateway", "gateway", 50051),
-]
+ServiceSpec = Section  # a service of the stack: streamsight.config.SECTIONS is the catalogue
+CATALOG = list(SECTIONS.values())
 
 
 def built_services() -> list[ServiceSpec]:
@@ -110,6 +97,7 @@ class Supervisor:
         self.out = out or sys.stdout
         self.grace_s = grace_s
         self.children: list[_Child] = []
+        self._started = {s.name for s in built_services() if not only or s.name in only}
         self._stopping = False
 
     def _say(self, name: str, line: str) -> None:
@@ -134,23 +122,31 @@ class Supervisor:
         if late:
             raise TimeoutError(f"not serving after {timeout_s:.0f} s: {', '.join(late)}")
 
-    def _env(self, spec: ServiceSpec) -> dict[str, str]:
+    def environment(self, spec: ServiceSpec) -> dict[str, str]:
+        """The stack's one environment (each service reads its own section of it), plus the
+        service's own data folder."""
         env = dict(os.environ)
         env.setdefault("STREAMSIGHT_LOG_FORMAT", "console")
+        address = {name: f"127.0.0.1:{self._port(SECTIONS[name])}" for name in ("ingest", "chat")}
         env.update(
             {
                 "STREAMSIGHT_NATS_URL": self.nats.url,
                 "STREAMSIGHT_DATA_DIR": str(self.data_dir / spec.name),
-                "STREAMSIGHT_ALLOW_LOCAL_FILES": "true",
+                "STREAMSIGHT_GRPC_HOST": "127.0.0.1",
+                env_name("gateway", "allow_local_files"): "true",
+                env_name("gateway", "http_port"): str(self.http_port),
+                env_name("gateway", "ingest_address"): address["ingest"],
+                env_name("gateway", "chat_address"): address["chat"],
+                env_name("fusion", "ingest_address"): address["ingest"],
                 "PYTHONUNBUFFERED": "1",
             }
         )
         for other in CATALOG:
-            env[f"STREAMSIGHT_{other.name.upper()}_ADDRESS"] = f"127.0.0.1:{self._port(other)}"
-        env["STREAMSIGHT_GRPC_HOST"] = "127.0.0.1"
-        env["STREAMSIGHT_GRPC_PORT"] = str(self._port(spec))
-        if spec.name == "gateway":
-            env["STREAMSIGHT_HTTP_PORT"] = str(self.http_port)
+            env[env_name(other.name, "grpc_port")] = str(self._port(other))
+        expected = env_name("fusion", "expected_modalities")
+        stages = [m for m in ("vision", "audio") if m in self._started]
+        if expected not in os.environ and stages:  # fusion waits only for the stages this stack runs
+            env[expected] = json.dumps(stages)
         env.update(self.extra_env)
         return env
 
@@ -158,7 +154,7 @@ class Supervisor:
         return {
             "pid": os.getpid(),
             "nats_url": self.nats.url,
-            "gateway": f"127.0.0.1:{self._port(CATALOG[-1])}",
+            "gateway": f"127.0.0.1:{self._port(SECTIONS['gateway'])}",
             "web": f"http://127.0.0.1:{self.http_port}/" if self.http_port else None,
             "nats": {
                 "pid": self.nats.process.pid if self.nats.process else None,
@@ -180,9 +176,9 @@ class Supervisor:
         self._say("nats", f"nats-server with JetStream at {self.nats.url} (data in {self.nats.data_dir})")
         self._nats_task = asyncio.create_task(self._keep_nats(), name="supervise:nats")
         self._nats_task.add_done_callback(self._nats_watch_ended)
-        specs = [s for s in built_services() if not self.only or s.name in self.only]
+        specs = [s for s in built_services() if s.name in self._started]
         for spec in specs:
-            child = _Child(spec, self._env(spec))
+            child = _Child(spec, self.environment(spec))
             child.task = asyncio.create_task(self._keep_running(child), name=f"supervise:{spec.name}")
             self.children.append(child)
         self._say("up", "services: " + ", ".join(s.name for s in specs))

@@ -142,7 +142,7 @@ def test_stray_variables_are_warned_about_not_fatal(monkeypatch):
     monkeypatch.setenv("STREAMSIGHT_LOG_LEVLE", "debug")
     monkeypatch.setenv("STREAMSIGHT_AUDIO_NOPE", "1")  # audio's business, not vision's
     monkeypatch.setenv("STREAMSIGHT_ONNX_PROVIDER", "cpu")  # read by streamsight.inference: no warning
-    monkeypatch.setenv("STREAMSIGHT_VISION_ADDRESS", "127.0.0.1:1")  # `up` still sets one per service
+    monkeypatch.setenv("STREAMSIGHT_VISION_ADDRESS", "127.0.0.1:1")  # an old name `up` no longer sets: vision has no such setting
     warnings: list[str] = []
     vision = _load("vision", warnings)
     assert vision.max_batch == 16 and vision.log_level == "info"
@@ -150,8 +150,9 @@ def test_stray_variables_are_warned_about_not_fatal(monkeypatch):
     assert "STREAMSIGHT_VISION_MAX_BATH is ignored: vision has no setting 'max_bath'; did you mean 'max_batch'?" in joined
     assert "STREAMSIGHT_VISION_LOG_LEVEL is ignored: log_level is platform-wide, set STREAMSIGHT_LOG_LEVEL" in joined
     assert "STREAMSIGHT_LOG_LEVLE sets nothing in vision" in joined and "did you mean 'log_level'?" in joined
-    assert "AUDIO_NOPE" not in joined and "ONNX_PROVIDER" not in joined and "VISION_ADDRESS" not in joined
-    assert len(warnings) == 3
+    assert "STREAMSIGHT_VISION_ADDRESS is ignored: vision has no setting 'address'" in joined
+    assert "AUDIO_NOPE" not in joined and "ONNX_PROVIDER" not in joined
+    assert len(warnings) == 4
 
 
 def test_metrics_ports_differ_per_service_from_one_base(monkeypatch):

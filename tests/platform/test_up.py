@@ -11,8 +11,9 @@ import time
 
 import pytest
 
+from streamsight.config import SECTIONS, load_settings, section_class
 from streamsight.natsd import free_port
-from streamsight.supervisor import built_services
+from streamsight.supervisor import Supervisor, built_services
 
 
 def _alive(pid: int) -> bool:
@@ -45,6 +46,25 @@ def test_only_built_services_are_listed():
     for name in names:
         module = "gateway" if name == "gateway" else f"services.{name}"
         assert __import__("importlib").util.find_spec(f"{module}.__main__") is not None
+
+
+def test_one_environment_in_section_names_and_fusion_waits_for_the_stages_it_has(tmp_path, monkeypatch):
+    sup = Supervisor(tmp_path, free_ports=True, only=["vision", "fusion", "gateway", "ingest"])
+    env = sup.environment(SECTIONS["fusion"])
+    assert env["STREAMSIGHT_FUSION_EXPECTED_MODALITIES"] == '["vision"]', "no audio service in this stack: fusion must not wait for it"
+    assert env["STREAMSIGHT_GATEWAY_INGEST_ADDRESS"] == env["STREAMSIGHT_FUSION_INGEST_ADDRESS"] == f"127.0.0.1:{sup.ports['ingest']}"
+    assert {env[f"STREAMSIGHT_{name.upper()}_GRPC_PORT"] for name in SECTIONS} == {str(p) for p in sup.ports.values()}
+    assert not [k for k in env if k in ("STREAMSIGHT_GRPC_PORT", "STREAMSIGHT_INGEST_ADDRESS", "STREAMSIGHT_ALLOW_LOCAL_FILES")]
+    for name in SECTIONS:  # every service reads that environment without a warning
+        warnings: list[str] = []
+        with monkeypatch.context() as m:
+            for key in [k for k in os.environ if k.startswith("STREAMSIGHT_")]:
+                m.delenv(key)
+            for key, value in sup.environment(SECTIONS[name]).items():
+                if key.startswith("STREAMSIGHT_"):
+                    m.setenv(key, value)
+            load_settings(section_class(name), warn=lambda cls, line: warnings.append(line))
+        assert warnings == [], (name, warnings)
 
 
 @pytest.mark.slow
