@@ -49,7 +49,9 @@ def _windows(model: FusionModel, n: int, seed: int = 0) -> list[dict[str, dict[s
 def bench_domain(n: int) -> None:
     model = FusionModel.load(MODEL)
     data = _windows(model, n)
-    join = StreamJoin("bench", JoinConfig(expected=frozenset(model.modalities), chat_wait_s=0))
+    join = StreamJoin("bench", JoinConfig(expected=frozenset(model.modalities)))
+    join.start(live=False, duration_s=10.0 * n, start_wall=None)  # ingest's "started": a file of n windows
+    join.declare(set(model.modalities))
     tracker = HighlightTracker()
     t = time.perf_counter()
     for i, mods in enumerate(data):
@@ -76,6 +78,7 @@ async def bench_service(n: int) -> None:
     from streamsight import subjects
     from streamsight.bus import Bus
     from streamsight.gen.common.v1 import common_pb2
+    from streamsight.gen.events.v1 import events_pb2
     from streamsight.gen.features.v1 import features_pb2
     from streamsight.natsd import NatsServer, free_port
 
@@ -97,7 +100,7 @@ async def bench_service(n: int) -> None:
         for subject, data_, msg_id in msgs:
             await bus.publish(subject + "x", data_, msg_id + "x")  # other stream ids: nobody consumes them
         floor = len(msgs) / (time.perf_counter() - t)
-        settings = FusionSettings(nats_url=server.url, grpc_host="127.0.0.1", grpc_port=free_port(), chat_wait_s=0.0, metrics_port=0)
+        settings = FusionSettings(nats_url=server.url, grpc_host="127.0.0.1", grpc_port=free_port(), metrics_port=0)
         scores = 0
         done = asyncio.Event()
 
@@ -110,6 +113,10 @@ async def bench_service(n: int) -> None:
         sub = await bus.nc.subscribe(subjects.event("score", "*"), cb=on_score)
         async with FusionService(settings).serving():
             t = time.perf_counter()
+            for sid in streams:  # what starting a stream publishes: a file of n / 4 windows, vision and audio
+                status = events_pb2.StreamStatus(stream_id=sid, state=common_pb2.STREAM_STATE_RUNNING, reason="started", reporter="ingest",
+                                                 duration_s=10.0 * (n // len(streams) + 1), modalities=list(mods.values()))
+                await bus.publish_event(sid, status, f"{sid}:status:ingest:started")
             for subject, data_, msg_id in msgs:
                 await bus.publish(subject, data_, msg_id)
             await asyncio.wait_for(done.wait(), 600)
