@@ -39,7 +39,8 @@ import math
 import time
 from dataclasses import dataclass, field
 
-WINDOW_S = 10.0
+from streamsight.windows import DEFAULT_WINDOW_S
+
 MODALITIES = ("vision", "audio", "chat")
 # A window scored with a modality missing names the weakest evidence among its modalities.
 _RANK = {"moved_on": 0, "stage_done": 1, "deadline": 2, "stage_stalled": 3}
@@ -55,6 +56,7 @@ class JoinConfig:
     deadline_s: float = 15.0  # live: media seconds past a window's end
     lost_after: int = 2  # a stage at window i + lost_after will not deliver window i
     stall_timeout_s: float = 600.0  # wall seconds a stage may deliver nothing for a stream (0 = never)
+    window_s: float = DEFAULT_WINDOW_S  # the platform's window length
     max_ahead: int = 30  # windows past the highest seen (and, live, past the wall clock) a record may be
 
     def __post_init__(self) -> None:
@@ -157,10 +159,10 @@ class StreamJoin:
         """
         top = self.highest + self.config.max_ahead
         if self.duration_s > 0:
-            file_top = math.ceil(self.duration_s / WINDOW_S) + 1
+            file_top = math.ceil(self.duration_s / self.config.window_s) + 1
             top = min(top, file_top) if relative else file_top
         elif self.live and self.start_wall is not None:
-            wall_top = math.ceil(max(0.0, wall_now - self.start_wall) / WINDOW_S) + self.config.max_ahead
+            wall_top = math.ceil(max(0.0, wall_now - self.start_wall) / self.config.window_s) + self.config.max_ahead
             top = min(top, wall_top) if relative else wall_top
         return top
 
@@ -204,7 +206,7 @@ class StreamJoin:
     def _advance_clock(self, index: int, end_s: float) -> None:
         # a span is trusted only up to its window's end (1 s of slack): a forged end time
         # cannot pass every live deadline at once
-        self.clock = max(self.clock, min(end_s, (index + 1) * WINDOW_S + 1.0))
+        self.clock = max(self.clock, min(end_s, (index + 1) * self.config.window_s + 1.0))
 
     def reached(self, modality: str, window: int) -> None:
         """Restored state: the modality delivered this window before a restart."""
@@ -227,7 +229,7 @@ class StreamJoin:
         if windows > 0:
             return windows - 1
         if media_time_s > 0 and math.isfinite(media_time_s):
-            return max(0, math.ceil(media_time_s / WINDOW_S - 1e-6) - 1)
+            return max(0, math.ceil(media_time_s / self.config.window_s - 1e-6) - 1)
         return None
 
     def end(self, media_time_s: float, now: float | None = None, windows: int = 0) -> list[ReadyWindow]:
@@ -241,7 +243,7 @@ class StreamJoin:
             top = max(seen)
             if top >= 0:
                 self.last_window = top
-                self.last_end = media_time_s if media_time_s > top * WINDOW_S else None
+                self.last_end = media_time_s if media_time_s > top * self.config.window_s else None
         if self.last_window is not None and math.isfinite(media_time_s):
             self._advance_clock(self.last_window, media_time_s)
         return self.ready(now)
@@ -321,8 +323,8 @@ class StreamJoin:
         parts = self._parts.get(i)
         if parts:
             return min(p.start_s for p in parts.values()), max(p.end_s for p in parts.values())
-        start = i * WINDOW_S
-        end = start + WINDOW_S
+        start = i * self.config.window_s
+        end = start + self.config.window_s
         if self.last_window == i and self.last_end is not None:
             end = max(start, self.last_end)
         return start, end

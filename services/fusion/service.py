@@ -36,7 +36,6 @@ import asyncio
 import json
 import math
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import grpc
@@ -53,10 +52,10 @@ from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.features.v1 import features_pb2
 from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from streamsight.lifecycle import StreamTable
 from streamsight.media import window_record
 from streamsight.rpc import channel
 from streamsight.service import Service
-from streamsight.telemetry import ACTIVE_STREAMS
 
 from .highlights import HighlightConfig, HighlightSpan, HighlightTracker, ScoredWindow
 from .join import JoinConfig, OutOfRange, Part, ReadyWindow, StreamJoin
@@ -66,7 +65,6 @@ from .settings import FusionSettings
 MODALITY = {"vision": common_pb2.MODALITY_VISION, "audio": common_pb2.MODALITY_AUDIO, "chat": common_pb2.MODALITY_CHAT}
 MODALITY_NAME = {v: k for k, v in MODALITY.items()}
 TERMINAL = {common_pb2.STREAM_STATE_ENDED, common_pb2.STREAM_STATE_STOPPED, common_pb2.STREAM_STATE_FAILED}
-DONE_KEPT = 4096  # finished streams remembered, so their late records are ignored
 STAGES = {"vision", "audio", "chat"}  # reporters whose statuses speak for one modality, not for the stream
 
 WINDOWS_SCORED = Counter("streamsight_fusion_windows_scored_total", "Windows scored, by why they were scored then", ["completion"])
@@ -84,6 +82,7 @@ class StreamState:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     published: set[int] = field(default_factory=set)  # highlight numbers already published
     stalls_logged: set[str] = field(default_factory=set)  # modalities whose stall was reported
+    forgotten: bool = False  # its windows are all scored and its KV state purged
 
 
 class FusionService(Service):
@@ -98,14 +97,15 @@ class FusionService(Service):
             self.models.append(FusionModel.load(s.model_av_path))
         self.join_config = JoinConfig(
             expected=frozenset(s.expected_modalities), deadline_s=s.deadline_s, stall_timeout_s=s.stall_timeout_s,
-            max_ahead=s.max_ahead_windows,
+            max_ahead=s.max_ahead_windows, window_s=s.window_s,
         )
         self.highlight_config = HighlightConfig(
             threshold=s.threshold or self.models[0].threshold, merge_gap=s.merge_gap, max_windows=s.max_highlight_windows,
             lead_in_s=s.lead_in_s, tail_s=s.tail_s,
         )
-        self.streams: dict[str, StreamState] = {}
-        self.done: OrderedDict[str, None] = OrderedDict()
+        # Streamsight.lifecycle's table: a stream silent for stream_idle_s (at least twice the stall
+        # timeout, so the stall has scored what it could) is scored with what is there and forgotten.
+        self.streams: StreamTable[StreamState] = StreamTable(self.name, idle_s=max(s.stream_idle_s, 2 * s.stall_timeout_s))
         self._ingest_channel = channel(s.ingest_address, s.auth_token)
         self.ingest = ingest_pb2_grpc.IngestStub(self._ingest_channel)
         self.kv = await self._bucket()
@@ -155,13 +155,15 @@ class FusionService(Service):
                     raise RuntimeError(f"consumer {durable} on {stream} was not created within {timeout_s:.0f} s")
                 await asyncio.sleep(0.05)
 
-    def _state(self, sid: str) -> StreamState:
-        state = self.streams.get(sid)
-        if state is None:
-            state = StreamState(StreamJoin(sid, self.join_config), HighlightTracker(self.highlight_config))
-            self.streams[sid] = state
-            ACTIVE_STREAMS.labels(self.name).set(len(self.streams))
-        return state
+    def _state(self, sid: str, from_start: bool = False) -> StreamState | None:
+        """The stream's state (lifecycle policy); None for a message of a finished stream.
+        `from_start`: the stream's start or registration, which may use a finished id again."""
+        make = lambda: StreamState(StreamJoin(sid, self.join_config), HighlightTracker(self.highlight_config))  # noqa: E731
+        return self.streams.entry(sid, make, from_start)
+
+    def _known(self, sid: str) -> bool:
+        """Whether fusion holds or finished this stream (else a record must be in range to start it)."""
+        return sid in self.streams or self.streams.finished(sid)
 
     async def _restore(self) -> None:
         """Rebuild joins and trackers from the KV bucket (after a restart)."""
@@ -179,7 +181,7 @@ class FusionService(Service):
             kind, _, rest = key.partition(".")
             value = entry.value or b""
             if kind == "d":
-                self.done[rest] = None
+                self.streams.finish(rest)
             elif kind == "m":
                 self._restore_meta(rest, json.loads(value))
             elif kind == "p":
@@ -190,9 +192,11 @@ class FusionService(Service):
                 scores.setdefault(score.stream_id, []).append(score)
             elif kind == "h":
                 sid, _, n = rest.rpartition(".")
-                self._state(sid).published.add(int(n))
+                if (state := self._state(sid)) is not None:
+                    state.published.add(int(n))
         for sid, items in scores.items():
-            state = self._state(sid)
+            if (state := self._state(sid)) is None:
+                continue
             for score in sorted(items, key=lambda s: s.window):
                 state.join.mark_scored(score.window)
                 for modality in {name.partition(".")[0] for name in score.features} & STAGES:
@@ -200,18 +204,17 @@ class FusionService(Service):
                 spans = state.tracker.add(_scored(score))
                 await self._publish_highlights(state, spans)  # those decided but not published before the restart
         for sid, part in parts:
-            if sid not in self.done:
-                state = self._state(sid)
+            if (state := self._state(sid)) is not None:
                 await self._score(state, state.join.add(part))
         for sid in list(self.streams):
             state = self.streams.get(sid)
             if state is not None:
                 await self._score(state, state.join.ready())
-        self.log.info("state restored", streams=len(self.streams), open_parts=len(parts), finished=len(self.done))
+        self.log.info("state restored", streams=len(self.streams), open_parts=len(parts))
 
     def _restore_meta(self, sid: str, meta: dict) -> None:
-        state = self._state(sid)
-        state.join = StreamJoin.from_meta(sid, self.join_config, meta)
+        if (state := self._state(sid)) is not None:
+            state.join = StreamJoin.from_meta(sid, self.join_config, meta)
 
     async def _save_meta(self, state: StreamState) -> None:
         await self.kv.put(f"m.{state.join.stream_id}", json.dumps(state.join.to_meta()).encode())
@@ -238,11 +241,11 @@ class FusionService(Service):
             raise BadMessage(f"record for stream {record.stream_id!r}, modality {record.modality} on subject {msg.subject}")
         if record.window < 0 or not (math.isfinite(record.start_s) and math.isfinite(record.end_s)) or record.end_s < record.start_s:
             raise BadMessage(f"window {record.window} [{record.start_s}, {record.end_s}] is not a valid window")
-        if sid in self.done:
-            return  # the stream is finished: a late or redelivered record
-        if sid not in self.streams:  # a forged record must not leave a stream behind
+        if not self._known(sid):  # a forged record must not leave a stream behind
             self._check_index(StreamJoin(sid, self.join_config), record.window, f"{modality} record")
         state = self._state(sid)
+        if state is None:
+            return  # the stream is finished: a late or redelivered record (counted)
         async with state.lock:
             join = state.join
             if join.is_scored(record.window) or join.has(record.window, modality):
@@ -258,11 +261,11 @@ class FusionService(Service):
     async def on_window(self, msg: Msg) -> None:
         sid = subjects.stream_of(msg.subject)
         record = window_record(msg.data, sid)
-        if sid in self.done:
-            return
-        if sid not in self.streams:
+        if not self._known(sid):
             self._check_index(StreamJoin(sid, self.join_config), record.index, "window record")
         state = self._state(sid)
+        if state is None:
+            return
         async with state.lock:
             join = state.join
             if not join.is_scored(record.index):
@@ -286,16 +289,17 @@ class FusionService(Service):
             return
         is_start = status.state == common_pb2.STREAM_STATE_RUNNING and status.reporter == "ingest" and status.reason == "started"
         registered = bool(status.modalities) and status.state == common_pb2.STREAM_STATE_PENDING  # the gateway's declaration
-        if (is_start or registered) and sid in self.done:  # the stream id is used again for a new run
-            self.done.pop(sid)
+        if (is_start or registered) and self.streams.finished(sid):  # the stream id is used again for a new run
             await self.kv.purge(f"d.{sid}")
         stage_done = status.reporter in STAGES and (status.state in TERMINAL or status.reason == "chat_failed")
         stream_end = status.reporter not in STAGES and status.state in TERMINAL
-        if sid in self.done or not (is_start or status.modalities or stage_done or stream_end):
+        if not (is_start or status.modalities or stage_done or stream_end):
             return
         if sid not in self.streams and not (is_start or status.modalities):
-            return  # the end of a stream fusion holds nothing of: nothing to finish
-        state = self._state(sid)
+            return  # the end of a stream fusion holds nothing of (or finished): nothing to finish
+        state = self._state(sid, from_start=is_start or registered)
+        if state is None:
+            return
         async with state.lock:
             join = state.join
             if stream_end:  # checked before anything changes
@@ -320,7 +324,7 @@ class FusionService(Service):
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
-            for state in list(self.streams.values()):
+            for _, state in self.streams.items():
                 if not state.join.stall_due(now):
                     continue
                 async with state.lock:
@@ -328,6 +332,22 @@ class FusionService(Service):
                         await self._score(state, state.join.ready(now))
                     except Exception as exc:  # NATS away: the next tick tries again
                         self.log.warning("scoring a stalled stream failed", stream_id=state.join.stream_id, error=repr(exc))
+            for sid, state in self.streams.idle():
+                await self._finish_idle(sid, state, now)
+
+    async def _finish_idle(self, sid: str, state: StreamState, now: float) -> None:
+        """Nothing came for the stream for the idle time (its ingest vanished without an end):
+        its open windows are scored with what is there, its highlights decided, its state purged."""
+        self.log.warning("stream idle: open windows scored with what arrived, state dropped", stream_id=sid,
+                         open_windows=state.join.open_windows)
+        async with state.lock:
+            try:
+                await self._score(state, state.join.end(state.join.clock, now))
+                if not state.forgotten:
+                    await self._publish_highlights(state, state.tracker.finish())
+                    await self._forget(state)
+            except Exception as exc:  # NATS away: what was not scored is lost with the state; said loudly
+                self.log.error("finishing an idle stream failed", stream_id=sid, error=repr(exc))
 
     # ------------------------------------------------------------------ scoring
 
@@ -411,16 +431,13 @@ class FusionService(Service):
     async def _forget(self, state: StreamState) -> None:
         """Every window of an ended stream is scored: drop its state, remember it is done."""
         sid = state.join.stream_id
+        state.forgotten = True
         await self.kv.put(f"d.{sid}", b"1")
         keys = [f"s.{sid}.{i}" for i in state.join.scored_windows] + [f"h.{sid}.{n}" for n in sorted(state.published)]
         keys += [f"p.{sid}.{i}.{m}" for i, m in state.join.open_parts] + [f"m.{sid}"]
         for key in keys:
             await self.kv.purge(key)
-        self.streams.pop(sid, None)
-        self.done[sid] = None
-        while len(self.done) > DONE_KEPT:
-            self.done.popitem(last=False)
-        ACTIVE_STREAMS.labels(self.name).set(len(self.streams))
+        self.streams.finish(sid)
         self.log.info("stream finished", stream_id=sid, late_records=state.join.late, duplicates=state.join.duplicates,
                       highlights=state.tracker.emitted)
 

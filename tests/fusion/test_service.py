@@ -176,6 +176,32 @@ async def test_deadline_flags_the_missing_modality(nats_server, model_path):
     assert REGISTRY.get_sample_value("streamsight_fusion_windows_missing_total", counted) == before + 1
 
 
+async def test_a_stream_gone_silent_is_scored_with_what_came_and_forgotten(nats_server, model_path):
+    """Its ingest died without an end: after the stall timeout its windows are scored without the
+    silent stage, and after the idle time (lifecycle policy) the stream's state is gone."""
+    sid = "idle-1"
+    config = settings(nats_server.url, model_path, "fusion-idle", stall_timeout_s=1.0, stream_idle_s=2.0)
+    async with connected(nats_server.url) as bus:
+        fusion = FusionService(config)
+        async with fusion.serving():
+            log, sub = await EventLog.follow(bus, sid)
+            await start(bus, sid, duration_s=60.0)
+            await publish(bus, record(sid, "vision", 0, high=False))
+            await publish(bus, record(sid, "vision", 1, high=False))
+            await bus.publish(subjects.media("windows", sid), window(sid, 0))
+            scores = await log.wait("score", 2, timeout=20)
+            for _ in range(50):
+                if len(fusion.streams) == 0:
+                    break
+                await asyncio.sleep(0.2)
+            await sub.unsubscribe()
+            assert [(s.window, s.completion) for s in scores] == [(0, "stage_stalled"), (1, "stage_stalled")]
+            assert len(fusion.streams) == 0 and fusion.streams.counts.get("idle") == 1
+            await publish(bus, record(sid, "audio", 0, high=False))  # a straggler after that: ignored, counted
+            await asyncio.sleep(1.0)
+            assert len(fusion.streams) == 0 and fusion.streams.counts.get("late") == 1
+
+
 async def test_forged_window_indexes_are_dead_lettered_and_a_restart_after_them_is_quick(nats_server, model_path):
     """A 90 s file has windows 0..8 (and a short tail): records at 20000 or 3,000,000, and an end
     status at 3e7 s, are refused before anything is acted on or stored; the stream then finishes
