@@ -21,6 +21,7 @@ from streamsight.rpc import Servicer, precondition
 from streamsight.service import Service
 from streamsight.telemetry import ACTIVE_STREAMS
 
+from . import heap
 from .api import IngestApi
 from .clipstore import ClipStore, LocalClipStore, NatsClipStore
 from .settings import IngestSettings
@@ -39,6 +40,7 @@ class IngestService(Service):
             NatsClipStore(self.bus.js, self.settings.clip_bucket) if self.settings.clip_store == "nats" else LocalClipStore()
         )
         self._sweeper = asyncio.create_task(self._sweep(), name="ingest:forget-finished")
+        self._trims: set[asyncio.Task] = set()
 
     def servicers(self) -> list[Servicer]:
         name = ingest_pb2.DESCRIPTOR.services_by_name["Ingest"].full_name
@@ -73,6 +75,10 @@ class IngestService(Service):
         ACTIVE_STREAMS.labels("ingest").dec()
         stream.ended_at = time.monotonic()
         self.forget_finished()
+        # The stream's threads have freed their decoding state by now (or will as they exit).
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(heap.trim), name="ingest:trim-heap")
+        self._trims.add(task)
+        task.add_done_callback(self._trims.discard)
 
     def forget_finished(self, now: float | None = None) -> list[str]:
         """Forget the finished streams past `finished_keep_s`, then the oldest beyond `max_finished`.

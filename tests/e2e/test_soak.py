@@ -4,12 +4,13 @@ Every service runs in its own process under the same Supervisor `streamsight up`
 the embedded nats-server. After the first job and after the last, the resident memory of
 each process is read from /proc. Each must end within 10 % of its level after the first job
 (the first job pays for what is loaded once: models, codecs, pools), or within
-`SMALL_SLACK_MB` for a process under `SMALL_MB` (gateway, fusion, nats-server), where 10 %
-is below the allocators' own swing: nats-server is Go, whose collector lets the heap grow
-to twice the live data before it runs (GOGC=100) and hands freed pages back only minutes
-later, so its RSS after a job follows that job's traffic (54-65 MB here) without holding
-anything. What would grow in NATS is checked directly: MEDIA holds nothing once the jobs
-are done and no stream gains consumers.
+`SMALL_SLACK_MB` for a Python process under `SMALL_MB` (gateway, fusion), where 10 % is
+below the allocator's own swing. nats-server is Go: its collector lets the heap grow to
+twice the live data before it runs (GOGC=100) and hands freed pages back only minutes
+later, so its RSS after a job follows the traffic of the last jobs (47-96 MB over 40 jobs
+here, up and down) without holding anything; it may reach `GO_HEADROOM` times its level.
+What would make NATS grow is checked directly: MEDIA holds nothing once the jobs are done,
+and no stream keeps a consumer beyond the services' durable ones.
 
 Each job's highlights must have clips: fusion asks ingest for them after the stream has
 ended, which is what ingest keeps a finished stream's clip buffer for.
@@ -37,6 +38,7 @@ pytestmark = pytest.mark.slow
 JOBS = int(os.environ.get("SOAK_JOBS", "20"))
 GROWTH = 0.10
 SMALL_MB, SMALL_SLACK_MB = 100.0, 12.0
+GO_HEADROOM = 2.0
 
 
 def _rss_mb(pid: int) -> float:
@@ -129,7 +131,10 @@ def test_twenty_jobs_leave_memory_flat(stack, tmp_path):
     grew = []
     for name in names:
         first, last = rss[0][name], rss[-1][name]
-        allowed = max(GROWTH * first, SMALL_SLACK_MB if first < SMALL_MB else 0.0)
+        if name == "nats-server":
+            allowed = (GO_HEADROOM - 1) * first
+        else:
+            allowed = max(GROWTH * first, SMALL_SLACK_MB if first < SMALL_MB else 0.0)
         if last - first > allowed:
             grew.append(f"{name}: {first:.0f} -> {last:.0f} MB (allowed +{allowed:.0f})")
     assert not grew, "memory kept growing over the jobs: " + "; ".join(grew)
