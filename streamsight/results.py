@@ -28,7 +28,6 @@ class StreamResults:
     glitches: dict[str, events_pb2.Glitch] = field(default_factory=dict)
     sentiment: dict[float, events_pb2.SentimentPoint] = field(default_factory=dict)
     forecast: events_pb2.SentimentForecast | None = None
-    events_seen: int = 0
     windows_published: int = 0  # from ingest's final status
 
     @property
@@ -45,7 +44,6 @@ class StreamResults:
 
     def add(self, event: events_pb2.Event) -> str:
         """Record an event; returns the payload kind ("status", "highlight", ...)."""
-        self.events_seen += 1
         kind = event.WhichOneof("payload")
         if kind == "status":
             self._status(event.status)

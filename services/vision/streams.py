@@ -165,7 +165,6 @@ class VisionStreams:
         self.idle_s = idle_s
         self.streams: StreamTable[_Stream] = StreamTable("vision", idle_s=idle_s)
         self.late_frames = 0  # frames for a window already finished (dropped): ingest's order broke
-        self.failed_inferences = 0
 
     # ---- input ---------------------------------------------------------------------------
 
@@ -286,7 +285,6 @@ class VisionStreams:
             try:
                 process_streams([state.analyzer], self.models)
             except Exception as exc:
-                self.failed_inferences += 1
                 lost = state.analyzer.discard_queue()
                 state.partial.add(state.window_of(state.latest_pts()))
                 log.error("vision inference failed; frames dropped", stream_id=state.analyzer.stream_id, frames=lost, error=repr(exc))
