@@ -2,7 +2,9 @@
 
 `IngestedStream.run()` turns pipeline items into NATS messages (see messages.py). Pacing: for
 VOD sources it waits while the stream's backlog on the MEDIA subjects exceeds `max_backlog`
-(the analysers are behind), so memory stays bounded and nothing expires unread. The newest
+(the analysers are behind), or while MEDIA as a whole holds `media_max_bytes` (it is an
+in-memory stream: what it holds is nats-server's memory, about 1.4 bytes of RSS per byte
+held), so memory stays bounded and nothing expires unread. The newest
 window record is held back until the next item shows whether the stream goes on, so exactly
 one record per stream carries `last=True`.
 """
@@ -34,6 +36,7 @@ from .settings import IngestSettings
 from .source import SourceOptions
 
 log = structlog.get_logger(__name__)
+_STORED_OVERHEAD = 512  # bytes MEDIA stores per message beside the payload: subject, headers, id
 TERMINAL = {common_pb2.STREAM_STATE_ENDED, common_pb2.STREAM_STATE_FAILED, common_pb2.STREAM_STATE_STOPPED}
 
 
@@ -85,6 +88,7 @@ class IngestedStream:
         self._samples: dict[str, int] = {}
         self._audio_chunks = 0
         self._room = 0  # media messages that may go out before the backlog is checked again
+        self._byte_room = 0  # and bytes
         self._held_window: WindowRecord | None = None
         self._windows = 0  # window records published
         self._status_count = 0
@@ -118,18 +122,19 @@ class IngestedStream:
         if isinstance(item, SampledFrame):
             n = self._samples.get(item.consumer, 0)
             self._samples[item.consumer] = n + 1
-            await self._paced()
-            await self.bus.publish(
-                subjects.media(f"frames_{item.consumer}", sid), messages.video_frame(sid, item, n), f"{sid}:{item.consumer}:{n}", kind="frame"
-            )
+            data = messages.video_frame(sid, item, n)  # already serialized
+            await self._paced(len(data))
+            await self.bus.publish(subjects.media(f"frames_{item.consumer}", sid), data, f"{sid}:{item.consumer}:{n}", kind="frame")
         elif isinstance(item, AudioChunk):
             n = self._audio_chunks
             self._audio_chunks += 1
-            await self._paced()
-            await self.bus.publish(subjects.media("audio", sid), messages.audio_chunk(sid, item, n), f"{sid}:audio:{n}", kind="audio")
+            data = messages.audio_chunk(sid, item, n).SerializeToString()
+            await self._paced(len(data))
+            await self.bus.publish(subjects.media("audio", sid), data, f"{sid}:audio:{n}", kind="audio")
         elif isinstance(item, FrameSignals):
-            await self._paced()
-            await self.bus.publish(subjects.media("signals", sid), messages.frame_signals(sid, item), kind="signals")
+            data = messages.frame_signals(sid, item).SerializeToString()
+            await self._paced(len(data))
+            await self.bus.publish(subjects.media("signals", sid), data, kind="signals")
         elif isinstance(item, WindowRecord):
             await self._flush_window(last=False)
             self._held_window = item
@@ -153,21 +158,32 @@ class IngestedStream:
             msg.end_s = min(msg.end_s, max(msg.start_s, reached))
         await self.bus.publish(subjects.media("windows", self.stream_id), msg, f"{self.stream_id}:window:{record.index}", kind="window")
 
-    async def _paced(self) -> None:
-        """VOD: wait while the analysers have max_backlog of this stream's messages waiting.
+    async def _paced(self, size: int) -> None:
+        """VOD: wait while the analysers have max_backlog of this stream's messages waiting, or
+        while MEDIA holds media_max_bytes in all.
 
-        Asking costs a round trip, so it is done only when needed: the backlog grows only by
-        what this stream publishes, so after a check that found ``n`` waiting, ``max_backlog - n``
-        messages can go out before the next check.
+        Asking costs a round trip, so it is done only when needed: after a check that found
+        ``n`` of this stream's messages and ``b`` bytes held, ``max_backlog - n`` messages of
+        at most ``media_max_bytes - b`` bytes in all can go out before the next check. (Other
+        streams publish meanwhile, so with several streams the byte bound can be passed by
+        what each was allowed since its last check.)
         """
         if self.pipeline.config.pacing is not Pacing.VOD or self.pipeline.live:
             return
+        size += _STORED_OVERHEAD
         self._room -= 1
-        if self._room >= 0:
+        self._byte_room -= size
+        if self._room >= 0 and self._byte_room >= 0:
             return
-        while (waiting := await self.bus.backlog(subjects.MEDIA_STREAM, subjects.media("*", self.stream_id))) >= self.settings.max_backlog:
+        budget = self.settings.media_max_bytes
+        while True:
+            info = await self.bus.js.stream_info(subjects.MEDIA_STREAM, subjects_filter=subjects.media("*", self.stream_id))
+            waiting, held = sum((info.state.subjects or {}).values()), info.state.bytes
+            if waiting < self.settings.max_backlog and held + size <= budget:
+                break
             await asyncio.sleep(0.05)
-        self._room = self.settings.max_backlog - waiting - 1  # this message is one of them
+        # this message is one of them
+        self._room, self._byte_room = self.settings.max_backlog - waiting - 1, budget - held - size
 
     async def _report(self, state: int, reason: str, detail: str) -> None:
         await self._report_status(

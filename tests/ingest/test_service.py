@@ -72,6 +72,13 @@ class MediaRecorder:
     def of(self, kind: str, stream: str) -> list[bytes]:
         return self.messages.get(f"{kind}:{stream}", [])
 
+    async def wait_for(self, kind: str, stream: str, count: int, timeout: float = 20.0) -> None:
+        """Wait until `count` messages of `kind` came (the deadline only stops a hang)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.of(kind, stream)) < count and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+
 
 async def wait_terminal(stub, stream_id: str, timeout: float = 120) -> gw.Stream:
     loop = asyncio.get_running_loop()
@@ -106,7 +113,7 @@ async def test_a_file_becomes_frames_audio_signals_and_windows(nats_server, bus,
         done = await wait_terminal(stub, "basic")
     assert done.state == common_pb2.STREAM_STATE_ENDED, done.last_error
     assert done.duration_s == pytest.approx(25.0, abs=0.2)
-    await asyncio.sleep(0.5)
+    await recorder.wait_for("windows", "basic", 3)
     final = [events_pb2.StreamStatus.FromString(m.data) for m in await bus.read_all(subjects.EVENTS_STREAM, subjects.event("status", "basic"))][-1]
     assert final.state == common_pb2.STREAM_STATE_ENDED and final.windows == 3, "the final status counts the window records"
 
@@ -194,7 +201,7 @@ async def test_bad_source_fails_clearly_and_leaves_other_streams_alone(nats_serv
     assert "is not a video or audio file" in bad.last_error, bad.last_error
     assert cut.state in (common_pb2.STREAM_STATE_ENDED, common_pb2.STREAM_STATE_FAILED)
     assert good.state == common_pb2.STREAM_STATE_ENDED
-    await asyncio.sleep(0.5)
+    await recorder.wait_for("windows", "good", 3)
     assert len(recorder.of("windows", "good")) == 3
 
 
@@ -207,8 +214,23 @@ async def test_vod_pacing_keeps_the_backlog_bounded(nats_server, bus, media_reco
             peak = max(peak, await bus.backlog(subjects.MEDIA_STREAM, subjects.media("*", "paced")))
             await asyncio.sleep(0.05)
     assert 0 < peak <= 40 + 3, f"backlog peaked at {peak}"  # window records are not paced
-    await asyncio.sleep(2)
+    await recorder.wait_for("windows", "paced", 3)
     assert len(recorder.of("windows", "paced")) == 3, "nothing is lost while pacing"
+
+
+async def test_vod_pacing_keeps_media_bytes_bounded(nats_server, bus, media_recorder, tmp_path, sample):
+    recorder = media_recorder(ack_delay=0.01)  # a slow analyser
+    budget = 16 * 1024**2  # about 24 of the sample's 640x360 RGB frames
+    peak = 0
+    async with stack(nats_server.url, tmp_path, media_max_bytes=budget) as (_, stub):
+        await stub.StartStream(gw.StartStreamRequest(source=str(sample.path), stream_id="bytes"))
+        while (await stub.GetStream(gw.GetStreamRequest(stream_id="bytes"))).state not in TERMINAL:
+            peak = max(peak, (await bus.js.stream_info(subjects.MEDIA_STREAM)).state.bytes)
+            await asyncio.sleep(0.02)
+    assert budget / 2 < peak <= budget, f"MEDIA held {peak} bytes at most"
+    await recorder.wait_for("windows", "bytes", 3)
+    assert len(recorder.of("windows", "bytes")) == 3, "nothing is lost while pacing"
+    assert len(recorder.of("frames_glitch", "bytes")) == 50, "every glitch frame (2 fps of 25 s) came"
 
 
 async def test_stop_a_stream_played_as_live(nats_server, bus, media_recorder, tmp_path, sample):
