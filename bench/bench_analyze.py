@@ -19,10 +19,10 @@ from pathlib import Path
 
 import av
 
-from streamsight.analyze import JobOptions, Progress, run_job
-from streamsight.demo import make_chat
-from streamsight.supervisor import Supervisor
-from streamsight.synth import SoundEvent, make_media
+from streamsight.app.analyze import JobOptions, Progress, run_job
+from streamsight.app.demo import make_chat
+from streamsight.app.supervisor import Supervisor
+from streamsight.app.synth import SoundEvent, make_media
 
 
 def decode_only(path: Path) -> float:

@@ -52,7 +52,7 @@ from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc  # noqa: E402
 from streamsight.gen.media.v1 import media_pb2  # noqa: E402
 from streamsight.natsd import NatsServer, free_port  # noqa: E402
 from streamsight.rpc import channel  # noqa: E402
-from streamsight.synth import SoundEvent, make_media  # noqa: E402
+from streamsight.app.synth import SoundEvent, make_media  # noqa: E402
 
 SOUNDS = REPO.parent / "shared" / "data" / "sounds"
 

@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from services.ingest.clips import ClipBufferConfig  # noqa: E402
 from services.ingest.decode import DecodeConfig  # noqa: E402
 from services.ingest.pipeline import IngestConfig, IngestPipeline  # noqa: E402
-from streamsight.synth import make_media  # noqa: E402
+from streamsight.app.synth import make_media  # noqa: E402
 
 SEGMENTS = [(0, 4, "still"), (4, 10, "pan"), (10, 14, "action"), (14, 20, "pan")]
 CONSUMER = "bench-ingest"

@@ -46,7 +46,7 @@ from streamsight.gen.common.v1 import common_pb2  # noqa: E402
 from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc  # noqa: E402
 from streamsight.natsd import NatsServer, free_port  # noqa: E402
 from streamsight.rpc import channel  # noqa: E402
-from streamsight.synth import make_media  # noqa: E402
+from streamsight.app.synth import make_media  # noqa: E402
 
 SUBJECTS = [subjects.media("frames_flow"), subjects.media("frames_cnn"), subjects.media("windows")]
 TERMINAL = {common_pb2.STREAM_STATE_ENDED, common_pb2.STREAM_STATE_FAILED, common_pb2.STREAM_STATE_STOPPED}

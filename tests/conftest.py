@@ -48,7 +48,7 @@ def ingest_vod():
 
     from streamsight.gen.common.v1 import common_pb2
     from streamsight.gen.ingest.v1 import ingest_pb2
-    from streamsight.results import TERMINAL
+    from streamsight.app.results import TERMINAL
 
     async def run(stub, sources: dict[str, Path], timeout: float = 90.0, start: bool = True) -> None:
         for sid, path in sources.items() if start else ():

@@ -35,7 +35,7 @@ from streamsight.gen.features.v1 import features_pb2
 from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from streamsight.gen.media.v1 import media_pb2
 from streamsight.rpc import channel
-from streamsight.synth import SoundEvent, make_media
+from streamsight.app.synth import SoundEvent, make_media
 from training.audio import convert_panns
 from training.audio.panns import build
 

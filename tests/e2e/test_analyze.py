@@ -16,10 +16,10 @@ import av
 import jsonschema
 import pytest
 
-from streamsight import report
-from streamsight.analyze import JobOptions, Progress, analyze
-from streamsight.demo import make_sample
-from streamsight.supervisor import Supervisor, built_services
+from streamsight.app import report
+from streamsight.app.analyze import JobOptions, Progress, analyze
+from streamsight.app.demo import make_sample
+from streamsight.app.supervisor import Supervisor, built_services
 
 pytestmark = pytest.mark.slow
 EVERY_SERVICE = {"ingest", "chat", "vision", "audio", "glitch", "fusion", "gateway"}

@@ -23,8 +23,8 @@ import av
 import numpy as np
 import pytest
 
-from streamsight.analyze import JobOptions, Progress, analyze
-from streamsight.supervisor import Supervisor, built_services
+from streamsight.app.analyze import JobOptions, Progress, analyze
+from streamsight.app.supervisor import Supervisor, built_services
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 

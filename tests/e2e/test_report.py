@@ -6,10 +6,10 @@ import json
 
 import jsonschema
 
-from streamsight import report
+from streamsight.app import report
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
-from streamsight.results import StreamResults
+from streamsight.app.results import StreamResults
 
 
 def _event(**payload) -> events_pb2.Event:

@@ -29,10 +29,10 @@ import time
 import pytest
 
 from streamsight import subjects
-from streamsight.analyze import JobOptions, Progress, analyze
+from streamsight.app.analyze import JobOptions, Progress, analyze
 from streamsight.bus import Bus
-from streamsight.demo import make_sample
-from streamsight.supervisor import Supervisor, built_services
+from streamsight.app.demo import make_sample
+from streamsight.app.supervisor import Supervisor, built_services
 
 pytestmark = pytest.mark.slow
 JOBS = int(os.environ.get("SOAK_JOBS", "20"))

@@ -27,7 +27,7 @@ from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from streamsight.gen.media.v1 import media_pb2
 from streamsight.natsd import free_port
 from streamsight.rpc import channel
-from streamsight.synth import make_media
+from streamsight.app.synth import make_media
 from training.fusion import records as stored
 from training.fusion.train import train_fusion_main
 

@@ -14,7 +14,7 @@ from typing import Iterator
 import av
 import pytest
 
-from streamsight.synth import SynthInfo, make_media
+from streamsight.app.synth import SynthInfo, make_media
 
 # Planted motion of the shared 20 s sample: still, pan, local action, still.
 SEGMENTS = [(0.0, 5.0, "still"), (5.0, 11.0, "pan"), (11.0, 16.0, "action"), (16.0, 20.0, "still")]

@@ -14,7 +14,7 @@ from services.ingest.errors import ErrorCode, IngestError
 from services.ingest.items import StatusEvent, StatusKind
 from services.ingest.pipeline import IngestConfig, IngestPipeline
 from services.ingest.source import SourceOptions, resolve
-from streamsight.synth import make_media
+from streamsight.app.synth import make_media
 
 FAST = IngestConfig(source=SourceOptions(open_timeout=3.0, read_timeout=3.0))
 

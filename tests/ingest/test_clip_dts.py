@@ -8,7 +8,7 @@ import pytest
 from services.ingest.clips import ClipBufferConfig
 from services.ingest.decode import DecodeConfig
 from services.ingest.pipeline import IngestConfig, IngestPipeline
-from streamsight.synth import make_media
+from streamsight.app.synth import make_media
 
 
 @pytest.mark.parametrize("t0, t1", [(10.0, 22.0), (7.0, 20.0), (20.0, 30.0)])

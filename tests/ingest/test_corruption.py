@@ -11,7 +11,7 @@ import pytest
 
 from services.ingest.items import FrameSignals, WindowRecord
 from services.ingest.pipeline import IngestPipeline
-from streamsight.synth import SynthInfo, make_media
+from streamsight.app.synth import SynthInfo, make_media
 
 DAMAGED = (30, 45, 75, 100, 130)  # packet numbers (decode order); none is a keyframe (every 60th)
 

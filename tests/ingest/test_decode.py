@@ -13,7 +13,7 @@ from services.ingest.decode import DecodeConfig
 from services.ingest.items import AudioChunk, FrameSignals, SampledFrame, StatusEvent, StatusKind, WindowRecord
 from services.ingest.pipeline import IngestConfig, IngestPipeline, Pacing
 from services.ingest.sampling import ConsumerSpec, SamplingConfig
-from streamsight.synth import SoundEvent, make_media
+from streamsight.app.synth import SoundEvent, make_media
 
 
 async def collect(source: str, config: IngestConfig = IngestConfig()) -> dict[str, list]:

@@ -20,7 +20,7 @@ from services.ingest.settings import IngestSettings
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from streamsight.rpc import channel
-from streamsight.synth import make_media
+from streamsight.app.synth import make_media
 
 ENDED = common_pb2.STREAM_STATE_ENDED
 

@@ -21,7 +21,7 @@ import pytest
 from services.ingest.errors import ErrorCode
 from services.ingest.items import StatusKind
 from services.ingest.pipeline import IngestPipeline
-from streamsight.synth import make_media
+from streamsight.app.synth import make_media
 
 from .test_bad_input import free_port
 from .test_live_hls import collect, live_config

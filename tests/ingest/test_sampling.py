@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from services.ingest.sampling import ConsumerSpec, Sampler
-from streamsight.synth import make_media
+from streamsight.app.synth import make_media
 
 
 @pytest.fixture(scope="module")

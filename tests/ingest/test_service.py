@@ -23,7 +23,7 @@ from streamsight.gen.gateway.v1 import gateway_pb2_grpc
 from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from streamsight.gen.media.v1 import media_pb2
 from streamsight.rpc import channel
-from streamsight.synth import make_media
+from streamsight.app.synth import make_media
 
 TERMINAL = {common_pb2.STREAM_STATE_ENDED, common_pb2.STREAM_STATE_FAILED, common_pb2.STREAM_STATE_STOPPED}
 

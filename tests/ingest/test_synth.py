@@ -7,7 +7,7 @@ from pathlib import Path
 import av
 import pytest
 
-from streamsight.synth import make_media
+from streamsight.app.synth import make_media
 
 
 @pytest.mark.parametrize("ext,vcodec,acodec", [("mp4", "h264", "aac"), ("mkv", "h264", "aac"), ("ts", "h264", "aac"),

@@ -207,7 +207,7 @@ def test_readme_lists_every_setting_as_generated():
 
 
 def test_cli_config_lists_and_checks_settings(monkeypatch, capsys, tmp_path):
-    from streamsight.cli import main
+    from streamsight.app.cli import main
 
     assert main(["config"]) == 0
     out = capsys.readouterr().out
@@ -233,7 +233,7 @@ def test_a_bad_setting_stops_the_service_with_exit_code_2(tmp_path):
 
 def test_cli_passes_tool_options_through(capsys):
     """Options after a tool's name are the tool's own, --help included."""
-    from streamsight.cli import main
+    from streamsight.app.cli import main
 
     with pytest.raises(SystemExit) as done:
         main(["train-fusion", "--help"])

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from streamsight import config
-from streamsight.supervisor import built_services
+from streamsight.app.supervisor import built_services
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -25,13 +25,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from streamsight.analyze import JobOptions, Progress, analyze
+from streamsight.app.analyze import JobOptions, Progress, analyze
 from streamsight import subjects
 from streamsight.config import BaseServiceSettings
 from streamsight.natsd import NatsServer
-from streamsight.results import TERMINAL, StreamResults
+from streamsight.app.results import TERMINAL, StreamResults
 from streamsight.service import Service
-from streamsight.supervisor import Supervisor
+from streamsight.app.supervisor import Supervisor
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -234,10 +234,10 @@ def _said(log: str, service: str, text: str) -> list[int]:
 async def test_the_stack_recovers_from_a_nats_kill_mid_stream(tmp_path, shared_data):
     import jsonschema
 
-    from streamsight import report
+    from streamsight.app import report
     from streamsight.gen.common.v1 import common_pb2
     from streamsight.gen.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-    from streamsight.supervisor import built_services
+    from streamsight.app.supervisor import built_services
 
     built = {s.name for s in built_services()}
     assert built == EVERY_SERVICE, f"the recovery test needs every service; built: {sorted(built)}"

@@ -18,7 +18,7 @@ import pytest
 
 from streamsight.config import SECTIONS
 from streamsight.rpc import wait_serving
-from streamsight.supervisor import Supervisor, built_services
+from streamsight.app.supervisor import Supervisor, built_services
 
 pytestmark = pytest.mark.slow
 

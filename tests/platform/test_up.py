@@ -13,7 +13,7 @@ import pytest
 
 from streamsight.config import SECTIONS, load_settings, section_class
 from streamsight.natsd import free_port
-from streamsight.supervisor import Supervisor, built_services
+from streamsight.app.supervisor import Supervisor, built_services
 
 
 def _alive(pid: int) -> bool:
@@ -36,7 +36,7 @@ def _wait(predicate, timeout: float, what: str):
 
 
 def _health(address: str) -> bool:
-    out = subprocess.run([sys.executable, "-m", "streamsight.cli", "health", address, "--timeout", "2"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "streamsight.app.cli", "health", address, "--timeout", "2"], capture_output=True, text=True)
     return out.returncode == 0
 
 
@@ -72,7 +72,7 @@ def test_up_serves_restarts_a_crashed_service_and_stops_cleanly(tmp_path):
     nats_port, gateway_port = free_port(), free_port()
     log = open(tmp_path / "up.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamsight.cli", "up", "--data-dir", str(tmp_path / "var"), "--nats-port", str(nats_port),
+        [sys.executable, "-m", "streamsight.app.cli", "up", "--data-dir", str(tmp_path / "var"), "--nats-port", str(nats_port),
          "--gateway-port", str(gateway_port), "--only", "gateway"],
         stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "STREAMSIGHT_GATEWAY_HTTP_PORT": "0"},  # not 8080: another stack on this host may hold it

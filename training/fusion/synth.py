@@ -2,7 +2,7 @@
 
 Each stream (one seed) gets a layout:
 
-* **highlights** (the labels): an action burst (fast sprites, `streamsight.synth`'s "action")
+* **highlights** (the labels): an action burst (fast sprites, `streamsight.app.synth`'s "action")
   with a real game sound at its start (minigun, explosion, shotgun) and often an excited voice
   line (amazing, excellent, laugh) inside it; the chat reacts `react_delay` seconds later with
   a message-rate burst full of laugh and hype emotes;
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamsight.synth import SoundEvent, make_media
+from streamsight.app.synth import SoundEvent, make_media
 
 ACTION_SOUNDS = ("minigun.ogg", "explosion.ogg", "shotgunfire.ogg")
 EXCITED_VOICES = ("voice_classic_amazing.ogg", "voice_default_amazing.ogg", "voice_classic_excellent.ogg",

@@ -1,5 +1,5 @@
 """The analyze job's outputs: `report.json` (stable, documented in docs/report.md and checked
-against streamsight/report.schema.json) and `report.html` (a self-contained page: score
+against streamsight/app/report.schema.json) and `report.html` (a self-contained page: score
 timeline, sentiment series with forecast, glitch marks, clip players; inline SVG, no script).
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
-from streamsight.results import StreamResults
+from streamsight.app.results import StreamResults
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import grpc
 
-from streamsight import report
+from streamsight.app import report
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from streamsight.results import StreamResults
+from streamsight.app.results import StreamResults
 from streamsight.rpc import channel
-from streamsight.supervisor import Supervisor, built_services, find_running
+from streamsight.app.supervisor import Supervisor, built_services, find_running
 
 SETTLE_S = 2.0  # quiet time after the last event before the job is called done
 

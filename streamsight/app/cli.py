@@ -23,14 +23,14 @@ DEFAULT_GATEWAY = "127.0.0.1:50051"
 
 
 def _up(args) -> int:
-    from streamsight.supervisor import run_up
+    from streamsight.app.supervisor import run_up
 
     only = [s.strip() for s in args.only.split(",")] if args.only else None
     return asyncio.run(run_up(Path(args.data_dir), args.nats_port, args.gateway_port, only))
 
 
 def _analyze(args) -> int:
-    from streamsight.analyze import JobOptions, main
+    from streamsight.app.analyze import JobOptions, main
 
     return main(
         JobOptions(
@@ -41,8 +41,8 @@ def _analyze(args) -> int:
 
 
 def _demo(args) -> int:
-    from streamsight.analyze import JobOptions, main
-    from streamsight.demo import make_sample
+    from streamsight.app.analyze import JobOptions, main
+    from streamsight.app.demo import make_sample
 
     out = Path(args.out)
     print(f"making a sample game stream in {out / 'sample'} ...", flush=True)

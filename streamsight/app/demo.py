@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamsight.synth import SoundEvent, make_media
+from streamsight.app.synth import SoundEvent, make_media
 
 RATE = 48000
 
