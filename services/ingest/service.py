@@ -21,7 +21,7 @@ from streamsight.rpc import Servicer, precondition
 from streamsight.service import Service
 from streamsight.telemetry import ACTIVE_STREAMS
 
-from . import heap
+from streamsight import heap
 from .api import IngestApi
 from .clipstore import ClipStore, LocalClipStore, NatsClipStore
 from .settings import IngestSettings
