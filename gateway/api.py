@@ -41,9 +41,10 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
         except StreamMissing:
             raise not_found(f"no stream with id {stream_id!r}; ListStreams shows the registered ones") from None
 
-    async def _set_state(self, stream_id: str, state: int, reason: str, detail: str = "") -> gateway_pb2.Stream:
+    async def _set_state(self, stream_id: str, state: int, reason: str, detail: str = "", modalities: list[int] | None = None) -> gateway_pb2.Stream:
         stream = await self.registry.update(stream_id, lambda s: apply_state(s, state, detail if state == common_pb2.STREAM_STATE_FAILED else ""))
-        status = events_pb2.StreamStatus(stream_id=stream_id, state=stream.state, reason=reason, detail=detail, reporter="gateway")
+        status = events_pb2.StreamStatus(stream_id=stream_id, state=stream.state, reason=reason, detail=detail, reporter="gateway",
+                                         modalities=modalities or [])
         await self.bus.publish_event(stream_id, status, f"{stream_id}:status:gateway:{reason}:{uuid.uuid4().hex[:8]}")
         return stream
 
@@ -80,6 +81,9 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
         except StreamExists:
             raise StatusError(grpc.StatusCode.ALREADY_EXISTS, f"stream id {stream_id!r} is already registered; choose another or omit it") from None
         log.info("stream registered", stream_id=stream_id)
+        # Said before ingest starts, so fusion knows whether to wait for chat before it scores a window.
+        modalities = [common_pb2.MODALITY_VISION, common_pb2.MODALITY_AUDIO] + ([common_pb2.MODALITY_CHAT] if chat_source else [])
+        await self._set_state(stream_id, common_pb2.STREAM_STATE_PENDING, "registered", modalities=modalities)
         options = request.options
         try:
             await self._dispatch(

@@ -9,6 +9,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from streamsight import subjects
 from streamsight.bus import Bus
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
@@ -90,6 +91,20 @@ async def test_start_without_ingest_fails_clearly_and_is_recorded(stub):
     assert "noingest" in [s.id for s in listed.streams]
     running = await stub.ListStreams(gw.ListStreamsRequest(states=[common_pb2.STREAM_STATE_RUNNING]))
     assert "noingest" not in [s.id for s in running.streams]
+
+
+async def test_a_start_declares_the_streams_modalities_before_ingest_starts(stub, bus, tmp_path):
+    """Fusion waits for chat only when the stream has one: the gateway says so first."""
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text('{"t": 1.0, "user": "u", "text": "hi"}\n')
+    await _code(stub.StartStream(gw.StartStreamRequest(source="https://example.com/a.m3u8", stream_id="declared-chat", chat_source=str(chat))))
+    await _code(stub.StartStream(gw.StartStreamRequest(source="https://example.com/b.m3u8", stream_id="declared-plain")))
+    for sid, expected in (("declared-chat", {"vision", "audio", "chat"}), ("declared-plain", {"vision", "audio"})):
+        msgs = await bus.read_all(subjects.EVENTS_STREAM, subjects.event("status", sid))
+        statuses = [events_pb2.StreamStatus.FromString(m.data) for m in msgs]
+        first = statuses[0]
+        assert (first.reason, first.reporter, first.state) == ("registered", "gateway", common_pb2.STREAM_STATE_PENDING)
+        assert {common_pb2.Modality.Name(m).removeprefix("MODALITY_").lower() for m in first.modalities} == expected
 
 
 async def _register(stub, stream_id: str) -> None:
