@@ -2,7 +2,12 @@
 
 Used by `streamsight up`, `streamsight analyze` when no stack is running, and the tests. The
 server listens on 127.0.0.1 only, stores JetStream data in the given folder, and allows
-messages up to 8 MiB (a full-HD RGB frame). Its log (where nats-server reports slow consumers
+messages up to 8 MiB (a full-HD RGB frame). Its memory is bounded for the in-memory MEDIA
+stream: JetStream may keep `MEMORY_STORE` bytes in memory in all (MEDIA's 1 GiB, see
+streamsight.bus.STREAMS, plus room for small memory streams), and the Go runtime gets a soft
+limit (`GOMEMLIMIT`, `GO_MEMORY_LIMIT`) so that it collects garbage before its heap doubles
+instead of after (without it nats-server kept about 1.4 bytes of RSS per byte MEDIA held,
+and its peak afterwards). Its log (where nats-server reports slow consumers
 and dropped clients) goes to a file (`log_file`), to a pipe its owner reads (`log_pipe=True`:
 `streamsight up` relays it into the stack's log), or nowhere. `start()` may be called again
 after the process died: the same port, monitoring port and data folder are reused.
@@ -11,6 +16,7 @@ after the process died: the same port, monitoring port and data folder are reuse
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -20,6 +26,9 @@ import urllib.request
 from pathlib import Path
 
 from streamsight.bus import MAX_PAYLOAD
+
+MEMORY_STORE = 1280 * 1024**2  # JetStream's memory store: MEDIA's max_bytes (1 GiB) and 256 MiB more
+GO_MEMORY_LIMIT = "768MiB"  # GOMEMLIMIT: a soft limit, above what ingest lets MEDIA hold (512 MiB)
 
 
 def free_port() -> int:
@@ -43,7 +52,14 @@ class NatsServer:
     """One nats-server process with JetStream in `data_dir`."""
 
     def __init__(
-        self, data_dir: Path, port: int = 0, monitor_port: int = 0, log_file: Path | None = None, log_pipe: bool = False
+        self,
+        data_dir: Path,
+        port: int = 0,
+        monitor_port: int = 0,
+        log_file: Path | None = None,
+        log_pipe: bool = False,
+        memory_store: int = MEMORY_STORE,
+        go_memory_limit: str = GO_MEMORY_LIMIT,
     ):
         if log_file is not None and log_pipe:
             raise ValueError("nats-server logs to a file or to a pipe, not both")
@@ -52,6 +68,8 @@ class NatsServer:
         self.monitor_port = monitor_port or free_port()
         self.log_file = log_file
         self.log_pipe = log_pipe
+        self.memory_store = memory_store
+        self.go_memory_limit = go_memory_limit  # "" leaves the Go runtime's default (no limit)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -80,7 +98,7 @@ class NatsServer:
                     f"max_payload: {MAX_PAYLOAD}",
                     "jetstream {",
                     f"  store_dir: {json.dumps(str(store))}",
-                    "  max_memory_store: 4GB",
+                    f"  max_memory_store: {self.memory_store}",
                     "  max_file_store: 20GB",
                     "}",
                 ]
@@ -99,9 +117,12 @@ class NatsServer:
             out = open(self.log_file, "ab")
         else:
             out = subprocess.DEVNULL
+        env = {k: v for k, v in os.environ.items() if k != "GOMEMLIMIT"}
+        if self.go_memory_limit:
+            env["GOMEMLIMIT"] = self.go_memory_limit
         try:
             self.process = subprocess.Popen(
-                [server_binary(), "-c", str(config)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                [server_binary(), "-c", str(config)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
             )  # own session: a terminal's Ctrl-C reaches the supervisor, which stops NATS last
         finally:
             if out not in (subprocess.PIPE, subprocess.DEVNULL):
