@@ -27,6 +27,7 @@ from services.audio.analyzer import AudioAnalyzer, WindowFeatures
 from services.audio.tagger import OnnxTagger
 from streamsight import subjects
 from streamsight.bus import BadMessage
+from streamsight.inference import model_digest
 from streamsight.gen.media.v1 import media_pb2
 from streamsight.lifecycle import DEFAULT_IDLE_S, StreamTable
 from streamsight.media import decode, window_record
@@ -35,7 +36,21 @@ from streamsight.windows import DEFAULT_WINDOW_S, WindowBounds, WindowResult, sp
 
 log = structlog.get_logger(__name__)
 
+FEATURES_VERSION = "1"  # bump when a feature's meaning changes (FEATURES.md)
 PARTIAL_TOLERANCE_S = 0.05  # seconds of audio a window may miss (rounding, encoder priming) before it is "partial"
+
+
+def producer_version(tagger: OnnxTagger | None) -> str:
+    """producer_version of every audio FeatureRecord (the service and training's extractor):
+    the feature definitions and the exact tagger model, if any (reads the model file)."""
+    if tagger is None:
+        return f"audio features-v{FEATURES_VERSION} tagger-none"
+    return f"audio features-v{FEATURES_VERSION} tagger-{tagger.name}@sha256:{model_digest(tagger.config.path)}"
+
+
+def record_info(tagger: OnnxTagger | None) -> dict[str, str]:
+    """`info` of every audio FeatureRecord: the tagger and where it runs."""
+    return {"tagger": tagger.name if tagger else "none", "provider": tagger.provider if tagger else "cpu"}
 
 
 def decode_chunk(stream_id: str, data: bytes) -> tuple[int, float, np.ndarray]:

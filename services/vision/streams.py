@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import structlog
 
 from services.vision.analyzer import AnalyzerConfig, StreamAnalyzer, WindowFeatures, process_streams
-from services.vision.runtime import CNN_INPUT_SIZE, VisionModels
+from services.vision.runtime import CNN_INPUT_SIZE, FLOW_MODEL, FRAME_MODEL, MOTION_MODEL, VisionModels
 from streamsight import subjects
 from streamsight.bus import BadMessage
+from streamsight.inference import model_digest
 from streamsight.gen.media.v1 import media_pb2
 from streamsight.lifecycle import DEFAULT_IDLE_S, StreamTable
 from streamsight.media import decode, window_record
@@ -44,6 +46,21 @@ log = structlog.get_logger(__name__)
 # and 4.7 GB. Larger than the stage's max_flow_side (default 640) is refused as bad input.
 MAX_FLOW_SIDE = 640
 MIN_FLOW_SIDE = 16
+
+# What every vision FeatureRecord says made it: the service and training's extractor both use these.
+PRODUCER_VERSION = "vision-features-1"  # bump when FEATURES.md's definitions change
+
+
+def model_name(path: Path) -> str:
+    """`<file>@sha256:<first 12 hex>`: which exact model made a record."""
+    return f"{path.name}@sha256:{model_digest(path)}"
+
+
+def record_info(provider: str, model_dir: Path) -> dict[str, str]:
+    """`info` of every vision FeatureRecord: the inference provider and the three models."""
+    model_dir = Path(model_dir)
+    return {"provider": provider, "flow_model": model_name(model_dir / FLOW_MODEL),
+            "motion_model": model_name(model_dir / MOTION_MODEL), "frame_model": model_name(model_dir / FRAME_MODEL)}
 
 
 class BadInput(ValueError):
