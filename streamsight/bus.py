@@ -1,8 +1,9 @@
 """The NATS/JetStream bus every service talks through.
 
 - `Bus.connect` connects with unlimited reconnects and logs disconnects.
-- `ensure_streams` provisions the JetStream streams (MEDIA in memory with a short max age;
-  FEATURES, EVENTS and DEADLETTER file-backed), idempotently.
+- `ensure_streams` provisions the JetStream streams (MEDIA in memory, bounded in bytes, refusing
+  new messages when full; FEATURES, EVENTS and DEADLETTER file-backed), idempotently, and
+  brings an existing stream to the current configuration.
 - `publish` adds the trace context to the headers and a `Nats-Msg-Id` for deduplication;
   `publish_event` sends a CloudEvent (see streamsight.events).
 - `consume` runs a durable pull consumer: every instance of a service that uses the same
@@ -45,7 +46,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
+from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from opentelemetry import trace
 
@@ -95,13 +96,28 @@ class StreamSpec:
     max_bytes: int = -1
     duplicate_window_s: float = 120.0
     retention: RetentionPolicy = RetentionPolicy.LIMITS
+    discard: DiscardPolicy = DiscardPolicy.OLD
 
 
 # MEDIA keeps a message only while some consumer still has to take it (interest retention), so
-# the messages it holds for a stream are that stream's backlog: ingest paces VOD sources by it.
+# the messages it holds for a stream are that stream's backlog: ingest paces files by it and
+# drops live frames by it (services/ingest/admission.py). It is nats-server's memory, so it is
+# bounded (1 GiB, above ingest's media_max_bytes), and when full it refuses new messages
+# (DiscardPolicy.NEW: ingest waits and retries) instead of silently dropping the oldest, which
+# could be window records. Its max age only clears what a vanished consumer left: every MEDIA
+# consumer has an inactive threshold, so interest retention removes messages long before.
+MEDIA_MAX_BYTES = 1024**3
+MEDIA_MAX_AGE_S = 3600.0
 STREAMS = [
     StreamSpec(
-        subjects.MEDIA_STREAM, [f"{subjects.PREFIX}.media.v1.>"], StorageType.MEMORY, 120.0, 2 * 1024**3, 30.0, RetentionPolicy.INTEREST
+        subjects.MEDIA_STREAM,
+        [f"{subjects.PREFIX}.media.v1.>"],
+        StorageType.MEMORY,
+        MEDIA_MAX_AGE_S,
+        MEDIA_MAX_BYTES,
+        30.0,
+        RetentionPolicy.INTEREST,
+        DiscardPolicy.NEW,
     ),
     StreamSpec(subjects.FEATURES_STREAM, [f"{subjects.PREFIX}.features.v1.>"], StorageType.FILE, 7 * 86400.0),
     StreamSpec(subjects.EVENTS_STREAM, [f"{subjects.PREFIX}.events.v1.>"], StorageType.FILE, 30 * 86400.0),
@@ -216,7 +232,14 @@ class Bus:
                 log.warning("reconnect hook failed", hook=getattr(hook, "__name__", repr(hook)), error=repr(exc))
 
     async def ensure_streams(self, specs: list[StreamSpec] = STREAMS) -> None:
-        """Create or update the platform's streams (safe to call from every service at start)."""
+        """Create the platform's streams, or bring existing ones to `specs` (safe to call from
+        every service at start).
+
+        An existing stream is updated in place (limits, discard policy, subjects, max age) and
+        keeps its messages. JetStream cannot change a stream's storage or retention: a stream
+        made with other ones raises a RuntimeError naming the difference (delete it, or, for
+        MEDIA, restart nats-server: it is in memory), rather than running with the wrong one.
+        """
         for spec in specs:
             config = StreamConfig(
                 name=spec.name,
@@ -224,15 +247,38 @@ class Bus:
                 storage=spec.storage,
                 max_age=spec.max_age_s,
                 max_bytes=spec.max_bytes,
-                discard=DiscardPolicy.OLD,
+                discard=spec.discard,
                 duplicate_window=spec.duplicate_window_s,
                 max_msg_size=MAX_PAYLOAD,
                 retention=spec.retention,
             )
-            try:
-                await self.js.add_stream(config=config)
-            except BadRequestError:
-                await self.js.update_stream(config=config)
+            current = await self._stream_config(spec.name)
+            if current is None:
+                try:
+                    await self.js.add_stream(config=config)
+                    continue
+                except APIError as exc:
+                    current = await self._stream_config(spec.name)  # another service made it meanwhile?
+                    if current is None:
+                        raise RuntimeError(
+                            f"stream {spec.name} cannot be created: {exc.description} (nats-server's max_memory_store or max_file_store too small?)"
+                        ) from exc
+            fixed = [f"{name} is {have}, needs {want}" for name, have, want in (
+                ("storage", current.storage, spec.storage), ("retention", current.retention, spec.retention)) if have != want]
+            if fixed:
+                raise RuntimeError(f"stream {spec.name} exists with another {', '.join(fixed)}; JetStream cannot change that in place")
+            await self.js.update_stream(config=config)
+
+    async def _stream_config(self, name: str) -> StreamConfig | None:
+        """The stream's configuration, or None when it does not exist.
+
+        Looked up before adding: re-adding an existing stream makes nats-server reserve its
+        max_bytes a second time, which a memory store sized for MEDIA refuses.
+        """
+        try:
+            return (await self.js.stream_info(name)).config
+        except NotFoundError:
+            return None
 
     async def kv(self, bucket: str, history: int = 5) -> KeyValue:
         """A KV bucket, created on first use."""

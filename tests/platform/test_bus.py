@@ -1,15 +1,16 @@
-"""The bus: ack after the work, dead letters, retries, deduplication, trace context in headers."""
+"""The bus: ack after the work, dead letters, retries, deduplication, trace context in headers, stream provisioning."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-from nats.js.api import ConsumerConfig
+from nats.js.api import ConsumerConfig, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import APIError
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from streamsight import subjects
-from streamsight.bus import BadMessage, Bus
+from streamsight.bus import MEDIA_MAX_AGE_S, MEDIA_MAX_BYTES, BadMessage, Bus, StreamSpec
 from streamsight.telemetry import configure_tracing, tracer
 
 
@@ -104,3 +105,42 @@ async def test_batches_are_handled_together_and_rejects_dead_lettered(bus):
     letters = await _dead_letters(bus, bus.service)
     assert b"bad" in [m.data for m in letters]
     assert await bus.backlog(subjects.MEDIA_STREAM, subjects.media("*", "b1")) == 0, "acked messages leave the interest stream"
+
+
+async def test_an_existing_media_stream_is_brought_to_the_current_limits_and_keeps_its_messages(bus):
+    # MEDIA as an older release made it: 120 s, the oldest messages silently discarded (and
+    # other bytes: its 2 GiB would not fit this server's memory store).
+    await bus.js.delete_stream(subjects.MEDIA_STREAM)
+    await bus.js.add_stream(
+        StreamConfig(
+            name=subjects.MEDIA_STREAM, subjects=[f"{subjects.PREFIX}.media.v1.>"], storage=StorageType.MEMORY, max_age=120.0,
+            max_bytes=256 * 1024**2, discard=DiscardPolicy.OLD, retention=RetentionPolicy.INTEREST,
+        )
+    )
+    await bus.js.add_consumer(subjects.MEDIA_STREAM, ConsumerConfig(durable_name="upgradetest", inactive_threshold=30))
+    await bus.publish(subjects.media("windows", "u1"), b"w0")
+    await bus.ensure_streams()
+    info = await bus.js.stream_info(subjects.MEDIA_STREAM)
+    assert (info.config.discard, info.config.max_bytes, info.config.max_age) == (DiscardPolicy.NEW, MEDIA_MAX_BYTES, MEDIA_MAX_AGE_S)
+    assert info.state.messages == 1, "the update keeps what MEDIA holds"
+    await bus.js.delete_consumer(subjects.MEDIA_STREAM, "upgradetest")
+
+
+async def test_a_stream_with_another_storage_is_named_not_silently_kept(bus):
+    await bus.js.add_stream(StreamConfig(name="BUSTEST_STORAGE", subjects=["bustest.storage.>"], storage=StorageType.FILE))
+    spec = StreamSpec("BUSTEST_STORAGE", ["bustest.storage.>"], StorageType.MEMORY, 60.0)
+    with pytest.raises(RuntimeError, match="BUSTEST_STORAGE exists with another storage"):
+        await bus.ensure_streams([spec])
+
+
+async def test_a_full_media_stream_refuses_new_messages_and_keeps_the_old_ones(bus):
+    small = StreamSpec("BUSTEST_FULL", ["bustest.full.>"], StorageType.MEMORY, 60.0, 64 * 1024, 30.0, RetentionPolicy.INTEREST, DiscardPolicy.NEW)
+    await bus.ensure_streams([small])
+    await bus.js.add_consumer("BUSTEST_FULL", ConsumerConfig(durable_name="holder", inactive_threshold=30))
+    sent = 0
+    with pytest.raises(APIError, match="maximum bytes exceeded"):
+        while sent < 100:
+            await bus.publish("bustest.full.x", sent.to_bytes(4, "big") + bytes(8 * 1024))
+            sent += 1
+    info = await bus.js.stream_info("BUSTEST_FULL")
+    assert 0 < sent < 100 and info.state.messages == sent and info.state.first_seq == 1, "nothing old was dropped"
