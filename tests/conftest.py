@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,21 @@ def ingest_vod():
             assert status.state == common_pb2.STREAM_STATE_ENDED, status.last_error
 
     return run
+
+
+def free_port_block(size: int) -> int:
+    """A base port with `size` free ports from it (the stack's metrics ports: base + each offset)."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + size > 65000:
+            continue
+        try:
+            for port in range(base, base + size):
+                with socket.socket() as s:
+                    s.bind(("0.0.0.0", port))
+            return base
+        except OSError:
+            continue
+    pytest.fail("no block of free ports")

@@ -19,28 +19,9 @@ import pytest
 from streamsight.app import report
 from streamsight.app.analyze import JobOptions, Progress, analyze
 from streamsight.app.demo import make_sample
-from streamsight.app.supervisor import Supervisor, built_services
+from streamsight.app.supervisor import Supervisor
 
 pytestmark = pytest.mark.slow
-EVERY_SERVICE = {"ingest", "chat", "vision", "audio", "glitch", "fusion", "gateway"}
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    built = {s.name for s in built_services()}
-    assert built == EVERY_SERVICE, f"the end-to-end job needs every service; built: {sorted(built)}"
-    folder = tmp_path_factory.mktemp("stack")
-    log = (folder / "stack.log").open("w")
-    sup = Supervisor(folder / "var", free_ports=True, out=log)
-    loop = asyncio.new_event_loop()
-    loop.run_until_complete(sup.start())
-    try:
-        loop.run_until_complete(sup.wait_serving(timeout_s=240))
-        yield sup
-    finally:
-        loop.run_until_complete(sup.stop())
-        loop.close()
-        log.close()
 
 
 def _job(stack: Supervisor, source: Path, out: Path, chat: Path | None = None) -> tuple[dict, str]:

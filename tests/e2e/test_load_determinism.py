@@ -15,7 +15,6 @@ import io
 import json
 import multiprocessing
 import shutil
-import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -23,8 +22,9 @@ import av
 import numpy as np
 import pytest
 
+from .conftest import metric
 from streamsight.app.analyze import JobOptions, Progress, analyze
-from streamsight.app.supervisor import Supervisor, built_services
+from streamsight.app.supervisor import Supervisor
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -87,33 +87,6 @@ def _busy(stop) -> None:
             x = (x * 1103515245 + 12345) & 0x7FFFFFFF
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """The stack of `up`, its supervisor on an event loop of its own thread, so that the
-    services' and nats-server's output is relayed to stack.log while the jobs run."""
-    assert {s.name for s in built_services()} >= {"ingest", "chat", "vision", "audio", "glitch", "fusion", "gateway"}
-    folder = tmp_path_factory.mktemp("stack")
-    log_path = folder / "stack.log"
-    log = log_path.open("w")
-    sup = Supervisor(folder / "var", free_ports=True, out=log)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="supervisor", daemon=True)
-    thread.start()
-
-    def call(coro, timeout: float):
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
-
-    try:
-        call(sup.start(), 120)
-        call(sup.wait_serving(timeout_s=240), 260)
-        yield sup, log_path
-    finally:
-        call(sup.stop(), 120)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        log.close()
-
-
 def _run(sup: Supervisor, source: Path, chat: Path, out: Path, stream_id: str) -> dict:
     options = JobOptions(source=str(source), chat=str(chat), out=out, gateway=sup.addresses()["gateway"], wait_s=400, stream_id=stream_id)
     asyncio.run(analyze(options, Progress(io.StringIO())))
@@ -129,8 +102,8 @@ def _summary(doc: dict) -> dict:
     }
 
 
-def test_quiet_and_loaded_runs_give_the_same_report(stack, shared_data, tmp_path):
-    sup, log_path = stack
+def test_quiet_and_loaded_runs_give_the_same_report(stack, stack_log, shared_data, tmp_path):
+    sup, log_path = stack, stack_log
     clip = make_corrupted_clip(shared_data / "media" / "openarena_dm2.mp4", tmp_path / "openarena_corrupted.mp4")
     chat = shared_data / "chat" / "nlss" / "rechat-158202424.json"
     quiet = _run(sup, clip, chat, tmp_path / "quiet", "determinism-quiet")
@@ -159,6 +132,8 @@ def test_quiet_and_loaded_runs_give_the_same_report(stack, shared_data, tmp_path
         assert wq["features"].keys() == wl["features"].keys()
         for name, value in wq["features"].items():
             assert wl["features"][name] == pytest.approx(value, abs=1e-3), f"window {wq['index']} {name}"
+    for service in ("vision", "audio", "glitch", "fusion"):  # every stage let go of both streams
+        assert metric(sup, service, "streamsight_stage_active_streams", {"stage": service}) == 0.0, service
     log_text = log_path.read_text()
     assert "nats disconnected" not in log_text, "a service lost its NATS connection"
     assert "Slow Consumer" not in log_text

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import urllib.request
 
 import pytest
@@ -19,6 +18,8 @@ import pytest
 from streamsight.config import SECTIONS
 from streamsight.rpc import wait_serving
 from streamsight.app.supervisor import Supervisor, built_services
+
+from ..conftest import free_port_block
 
 pytestmark = pytest.mark.slow
 
@@ -52,22 +53,6 @@ class Lines:
         return found
 
 
-def _free_block(size: int) -> int:
-    """A base port with `size` free ports from it (the metrics ports: base + each offset)."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + size > 65000:
-            continue
-        try:
-            for port in range(base, base + size):
-                with socket.socket() as s:
-                    s.bind(("0.0.0.0", port))
-            return base
-        except OSError:
-            continue
-    pytest.fail("no block of free ports")
 
 
 async def _until(predicate, timeout_s: float, what: str):
@@ -92,7 +77,7 @@ def test_up_gives_each_service_its_own_section_and_metrics_port(tmp_path, monkey
     for name in list(os.environ):
         if name.startswith("STREAMSIGHT_"):
             monkeypatch.delenv(name)
-    base = _free_block(len(SECTIONS))
+    base = free_port_block(len(SECTIONS))
     # As a user sets them in the shell before `streamsight up`:
     user_env = {
         "STREAMSIGHT_LOG_FORMAT": "json",
