@@ -1,12 +1,11 @@
 """One ingested stream inside the service: its pipeline, its publishing loop, its clip buffer.
 
-`IngestedStream.run()` turns pipeline items into NATS messages (see messages.py). Pacing: for
-VOD sources it waits while the stream's backlog on the MEDIA subjects exceeds `max_backlog`
-(the analysers are behind), or while MEDIA as a whole holds `media_max_bytes` (it is an
-in-memory stream: what it holds is nats-server's memory, about 1.4 bytes of RSS per byte
-held), so memory stays bounded and nothing expires unread. The newest
-window record is held back until the next item shows whether the stream goes on, so exactly
-one record per stream carries `last=True`.
+`IngestedStream.run()` turns pipeline items into NATS messages (see messages.py) and hands them
+to MEDIA through the stream's `MediaAdmission` (admission.py), which owns pacing and the one
+drop policy: a file waits and never drops; a live source drops sampled frames only, counted,
+and never window records, audio, decoder signals or statuses. The newest window record is held
+back until the next item shows whether the stream goes on, so exactly one record per stream
+carries `last=True`; it also reports the frames of its window that were dropped.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from streamsight.gen.events.v1 import events_pb2
 from streamsight.telemetry import MESSAGES_FAILED
 
 from . import messages
+from .admission import MediaAdmission
 from .clips import Clip, ClipBufferConfig
 from .clipstore import ClipStore
 from .decode import DecodeConfig
@@ -36,7 +36,6 @@ from .settings import IngestSettings
 from .source import SourceOptions
 
 log = structlog.get_logger(__name__)
-_STORED_OVERHEAD = 512  # bytes MEDIA stores per message beside the payload: subject, headers, id
 TERMINAL = {common_pb2.STREAM_STATE_ENDED, common_pb2.STREAM_STATE_FAILED, common_pb2.STREAM_STATE_STOPPED}
 
 
@@ -87,8 +86,8 @@ class IngestedStream:
         self.exporting = 0  # clip exports running
         self._samples: dict[str, int] = {}
         self._audio_chunks = 0
-        self._room = 0  # media messages that may go out before the backlog is checked again
-        self._byte_room = 0  # and bytes
+        realtime = config.pacing is not Pacing.VOD  # a file played as live; live URLs are found on opening
+        self.media = MediaAdmission(bus, stream_id, settings.max_backlog, settings.media_max_bytes, realtime)
         self._held_window: WindowRecord | None = None
         self._windows = 0  # window records published
         self._status_count = 0
@@ -101,6 +100,7 @@ class IngestedStream:
                 await self._publish(item)
         except asyncio.CancelledError:
             self.pipeline.stop()
+            self.media.stop()
             await self._flush_window()
             if self.state not in TERMINAL:
                 await self._report(common_pb2.STREAM_STATE_STOPPED, "stopped", "ingest stopped on request")
@@ -117,24 +117,22 @@ class IngestedStream:
 
     async def _publish(self, item) -> None:
         sid = self.stream_id
+        self.media.realtime = self.media.realtime or self.pipeline.live
         if self._held_window is not None and not isinstance(item, StatusEvent):
             await self._flush_window(last=False)
         if isinstance(item, SampledFrame):
             n = self._samples.get(item.consumer, 0)
-            self._samples[item.consumer] = n + 1
+            self._samples[item.consumer] = n + 1  # a dropped frame keeps its number: consumers see the gap
             data = messages.video_frame(sid, item, n)  # already serialized
-            await self._paced(len(data))
-            await self.bus.publish(subjects.media(f"frames_{item.consumer}", sid), data, f"{sid}:{item.consumer}:{n}", kind="frame")
+            await self.media.frame(item.consumer, item.window, subjects.media(f"frames_{item.consumer}", sid), data, f"{sid}:{item.consumer}:{n}")
         elif isinstance(item, AudioChunk):
             n = self._audio_chunks
             self._audio_chunks += 1
             data = messages.audio_chunk(sid, item, n).SerializeToString()
-            await self._paced(len(data))
-            await self.bus.publish(subjects.media("audio", sid), data, f"{sid}:audio:{n}", kind="audio")
+            await self.media.message(subjects.media("audio", sid), data, f"{sid}:audio:{n}", "audio")
         elif isinstance(item, FrameSignals):
             data = messages.frame_signals(sid, item).SerializeToString()
-            await self._paced(len(data))
-            await self.bus.publish(subjects.media("signals", sid), data, kind="signals")
+            await self.media.message(subjects.media("signals", sid), data, None, "signals")
         elif isinstance(item, WindowRecord):
             await self._flush_window(last=False)
             self._held_window = item
@@ -152,38 +150,13 @@ class IngestedStream:
             return
         record, self._held_window = self._held_window, None
         msg = messages.window_record(self.stream_id, record, last)
+        msg.frames_dropped = self.media.dropped_in(record.index)
         self._windows = max(self._windows, record.index + 1)
         if last:  # the last window ends where the media does, not at the 10 s grid
             reached = max(self.pipeline.stats.media_time, record.start + record.audio_seconds)
             msg.end_s = min(msg.end_s, max(msg.start_s, reached))
-        await self.bus.publish(subjects.media("windows", self.stream_id), msg, f"{self.stream_id}:window:{record.index}", kind="window")
-
-    async def _paced(self, size: int) -> None:
-        """VOD: wait while the analysers have max_backlog of this stream's messages waiting, or
-        while MEDIA holds media_max_bytes in all.
-
-        Asking costs a round trip, so it is done only when needed: after a check that found
-        ``n`` of this stream's messages and ``b`` bytes held, ``max_backlog - n`` messages of
-        at most ``media_max_bytes - b`` bytes in all can go out before the next check. (Other
-        streams publish meanwhile, so with several streams the byte bound can be passed by
-        what each was allowed since its last check.)
-        """
-        if self.pipeline.config.pacing is not Pacing.VOD or self.pipeline.live:
-            return
-        size += _STORED_OVERHEAD
-        self._room -= 1
-        self._byte_room -= size
-        if self._room >= 0 and self._byte_room >= 0:
-            return
-        budget = self.settings.media_max_bytes
-        while True:
-            info = await self.bus.js.stream_info(subjects.MEDIA_STREAM, subjects_filter=subjects.media("*", self.stream_id))
-            waiting, held = sum((info.state.subjects or {}).values()), info.state.bytes
-            if waiting < self.settings.max_backlog and held + size <= budget:
-                break
-            await asyncio.sleep(0.05)
-        # this message is one of them
-        self._room, self._byte_room = self.settings.max_backlog - waiting - 1, budget - held - size
+        data = msg.SerializeToString()
+        await self.media.message(subjects.media("windows", self.stream_id), data, f"{self.stream_id}:window:{record.index}", "window")
 
     async def _report(self, state: int, reason: str, detail: str) -> None:
         await self._report_status(

@@ -83,7 +83,7 @@ class AudioChunk(_message.Message):
     def __init__(self, stream_id: _Optional[str] = ..., start_s: _Optional[float] = ..., sample_rate: _Optional[int] = ..., pcm_f32le: _Optional[bytes] = ..., chunk_index: _Optional[int] = ...) -> None: ...
 
 class WindowRecord(_message.Message):
-    __slots__ = ("stream_id", "index", "start_s", "end_s", "frames_decoded", "audio_s", "decode_errors", "gaps", "last", "corrupt_frames", "frozen_frames", "gap_s", "missing_frames", "complete", "window_s")
+    __slots__ = ("stream_id", "index", "start_s", "end_s", "frames_decoded", "audio_s", "decode_errors", "gaps", "last", "corrupt_frames", "frozen_frames", "gap_s", "missing_frames", "complete", "window_s", "frames_dropped")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     START_S_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +99,7 @@ class WindowRecord(_message.Message):
     MISSING_FRAMES_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_DROPPED_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     index: int
     start_s: float
@@ -114,4 +115,5 @@ class WindowRecord(_message.Message):
     missing_frames: int
     complete: bool
     window_s: float
-    def __init__(self, stream_id: _Optional[str] = ..., index: _Optional[int] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., frames_decoded: _Optional[int] = ..., audio_s: _Optional[float] = ..., decode_errors: _Optional[int] = ..., gaps: _Optional[int] = ..., last: _Optional[bool] = ..., corrupt_frames: _Optional[int] = ..., frozen_frames: _Optional[int] = ..., gap_s: _Optional[float] = ..., missing_frames: _Optional[int] = ..., complete: _Optional[bool] = ..., window_s: _Optional[float] = ...) -> None: ...
+    frames_dropped: int
+    def __init__(self, stream_id: _Optional[str] = ..., index: _Optional[int] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., frames_decoded: _Optional[int] = ..., audio_s: _Optional[float] = ..., decode_errors: _Optional[int] = ..., gaps: _Optional[int] = ..., last: _Optional[bool] = ..., corrupt_frames: _Optional[int] = ..., frozen_frames: _Optional[int] = ..., gap_s: _Optional[float] = ..., missing_frames: _Optional[int] = ..., complete: _Optional[bool] = ..., window_s: _Optional[float] = ..., frames_dropped: _Optional[int] = ...) -> None: ...
