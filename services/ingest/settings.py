@@ -14,9 +14,11 @@ class IngestSettings(BaseServiceSettings):
 
     grpc_port: int = Field(50061, ge=0, le=65535, description="Control API port")
     max_streams: int = Field(16, ge=1, description="Streams ingested at once; more are refused")
-    max_backlog: int = Field(400, ge=10, description="Media messages a stream may have waiting for analysers (VOD pacing)")
+    max_backlog: int = Field(
+        400, ge=10, description="Media messages a stream may have waiting for analysers: then a file waits, a live source drops frames"
+    )
     media_max_bytes: int = Field(
-        512 * 1024**2, ge=16 * 1024**2, description="Bytes the in-memory MEDIA stream may hold before VOD streams wait (nats-server memory)"
+        512 * 1024**2, ge=16 * 1024**2, description="Bytes the in-memory MEDIA stream may hold before files wait and live sources drop frames (nats-server memory)"
     )
     clip_store: Literal["local", "nats"] = Field("local", description="Where exported clips are kept: data_dir, or the NATS object store")
     clip_bucket: str = Field("clips", pattern=r"^[a-zA-Z0-9_-]+$", description="Object store bucket for clip_store=nats")
