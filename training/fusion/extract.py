@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 
+from services.audio.service import AudioService
 from services.audio.settings import AudioSettings
 from services.audio.streams import AudioStreams
 from services.audio.streams import producer_version as audio_producer
@@ -41,6 +42,7 @@ from services.ingest.pipeline import IngestConfig, IngestPipeline
 from services.ingest.settings import IngestSettings
 from services.ingest.streams import pipeline_config
 from services.vision.runtime import MODEL_DIR, VisionModels
+from services.vision.service import VisionService
 from services.vision.settings import VisionSettings
 from services.vision.streams import PRODUCER_VERSION as VISION_PRODUCER
 from services.vision.streams import VisionStreams
@@ -52,11 +54,6 @@ from streamsight.stage import StepResult
 from streamsight.windows import DEFAULT_WINDOW_S, WindowResult, feature_record
 
 log = structlog.get_logger(__name__)
-
-# Which MEDIA kinds each stage's consumer reads (VisionService.media_kinds, AudioService.media_kinds).
-VISION_KINDS = ("frames_flow", "frames_cnn", "windows")
-AUDIO_KINDS = ("audio", "windows")
-
 
 def ingest_config(settings: IngestSettings | None = None) -> IngestConfig:
     """The ingest service's pipeline for a file, without glitch frames and without a clip buffer."""
@@ -129,8 +126,8 @@ def media_records(
     vision_batch = VisionSettings.model_fields["fetch_batch"].default
     audio_batch = AudioSettings.model_fields["fetch_batch"].default
     silence = AudioSettings.model_fields["silence_dbfs"].default
-    vision = _Consumer("vision", VisionStreams(models, window_s=window_s), VISION_KINDS, vision_batch)
-    audio = _Consumer("audio", AudioStreams(tagger, silence, window_s=window_s), AUDIO_KINDS, audio_batch)
+    vision = _Consumer("vision", VisionStreams(models, window_s=window_s), VisionService.media_kinds, vision_batch)
+    audio = _Consumer("audio", AudioStreams(tagger, silence, window_s=window_s), AudioService.media_kinds, audio_batch)
     windows = asyncio.run(_media(Path(path), stream_id, ingest_config(ingest), [vision, audio]))
     v_info, v_producer = vision_info(models.provider, model_dir), VISION_PRODUCER
     a_info, a_producer = audio_info(tagger), audio_producer(tagger)

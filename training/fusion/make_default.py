@@ -5,8 +5,8 @@
 1. Generates scripted game streams (training.fusion.synth): `--train` streams from seeds
    1000.. for training and `--test` held-out streams from seeds 5000.. with another layout
    (24 fps instead of 15, always 3 highlights).
-2. Computes their feature records with the analysers' own code (training.fusion.extract) and
-   writes `features_train.jsonl`, `features_test.jsonl`, `labels_train.csv`, `labels_test.csv`.
+2. Computes their feature records with the services' own stage logic, exactly as the stack
+   publishes them (training.fusion.extract), and writes `features_train.jsonl`, `features_test.jsonl`, `labels_train.csv`, `labels_test.csv`.
 3. Trains and evaluates (training.fusion.train): `default.json` on vision+audio+chat,
    `default_av.json` on vision+audio (for streams without chat), and a weak-label model
    (chat reaction labels, audio+vision features) that is evaluated but not shipped.
