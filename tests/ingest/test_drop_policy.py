@@ -31,20 +31,14 @@ async def hold(bus, durable: str, stream_id: str):
     return await bus.js.pull_subscribe(subjects.media("*", stream_id), durable=durable, stream=subjects.MEDIA_STREAM, config=config)
 
 
-async def take_all(sub, until_last_window: bool = True) -> list:
-    """Fetch and acknowledge messages until the stream's last window record has come (or nothing is left)."""
+async def take_all(sub) -> list:
+    """Fetch and acknowledge messages until the stream's last window record has come."""
     got = []
     while True:
-        try:
-            msgs = await sub.fetch(32, timeout=2)
-        except asyncio.TimeoutError:
-            if not until_last_window:
-                return got
-            raise
-        for msg in msgs:
+        for msg in await sub.fetch(32, timeout=5):
             await msg.ack()
             got.append(msg)
-            if until_last_window and msg.subject.startswith(subjects.media("windows", "")) and media_pb2.WindowRecord.FromString(msg.data).last:
+            if msg.subject.startswith(subjects.media("windows", "")) and media_pb2.WindowRecord.FromString(msg.data).last:
                 return got
 
 
