@@ -24,13 +24,15 @@ from .items import AudioChunk, FrameSignals, SampledFrame, StatusEvent, StatusKi
 
 class Outbound(NamedTuple):
     """One message for MEDIA: its subject, serialized payload and deduplication id (None: no
-    id, the message may repeat). `kind` is the bus's metric label; VOD pacing counts every
-    kind but "window"."""
+    id, the message may repeat). `kind`: "frame", "audio", "signals" or "window" (the bus's
+    metric label); a frame also says its consumer and window (a live source may drop frames)."""
 
     subject: str
     data: bytes
     msg_id: str | None
     kind: str
+    consumer: str = ""
+    window: int = -1
 
 
 class OutboundEncoder:
@@ -38,11 +40,14 @@ class OutboundEncoder:
 
     `media_time()` is how far the stream's decoding has got (the pipeline's
     `stats.media_time`); it is read when the last window record goes out, to trim its end.
+    `dropped_in(i)`, when given, is how many frames of window i were dropped on the way out
+    (the service's admission of a live source); it is stamped on record i when it goes out.
     """
 
-    def __init__(self, stream_id: str, media_time: Callable[[], float]) -> None:
+    def __init__(self, stream_id: str, media_time: Callable[[], float], dropped_in: Callable[[int], int] | None = None) -> None:
         self.stream_id = stream_id
         self._media_time = media_time
+        self._dropped_in = dropped_in
         self._samples: dict[str, int] = {}
         self._audio_chunks = 0
         self._held: WindowRecord | None = None
@@ -62,9 +67,9 @@ class OutboundEncoder:
         sid = self.stream_id
         if isinstance(item, SampledFrame):
             n = self._samples.get(item.consumer, 0)
-            self._samples[item.consumer] = n + 1
+            self._samples[item.consumer] = n + 1  # a frame dropped later keeps its number: consumers see the gap
             data = messages.video_frame(sid, item, n)
-            out.append(Outbound(subjects.media(f"frames_{item.consumer}", sid), data, f"{sid}:{item.consumer}:{n}", "frame"))
+            out.append(Outbound(subjects.media(f"frames_{item.consumer}", sid), data, f"{sid}:{item.consumer}:{n}", "frame", item.consumer, item.window))
         elif isinstance(item, AudioChunk):
             n = self._audio_chunks
             self._audio_chunks += 1
@@ -87,6 +92,8 @@ class OutboundEncoder:
         record, self._held = self._held, None
         assert record is not None
         msg = messages.window_record(self.stream_id, record, last)
+        if self._dropped_in is not None:
+            msg.frames_dropped = self._dropped_in(record.index)
         self.windows = max(self.windows, record.index + 1)
         if last:  # the last window ends where the media does, not at the 10 s grid
             reached = max(self._media_time(), record.start + record.audio_seconds)

@@ -46,6 +46,16 @@ def test_sample_indexes_count_per_consumer_and_ids_are_stable() -> None:
     audio = [media_pb2.AudioChunk.FromString(m.data) for m in out if m.kind == "audio"]
     assert [a.chunk_index for a in audio] == [0, 1]
     assert out[-1].subject == "streamsight.media.v1.signals.s1" and out[-1].kind == "signals"
+    assert (out[3].kind, out[3].consumer, out[3].window) == ("frame", "cnn", 0)
+
+
+def test_frames_dropped_on_the_way_out_are_stamped_on_their_window_record() -> None:
+    dropped = {0: 3}
+    enc = OutboundEncoder("s1", lambda: 12.0, dropped_in=lambda i: dropped.get(i, 0))
+    enc.encode(window(0))
+    dropped[0] = 4  # read when the record goes out, not when it is held
+    out = enc.encode(frame("flow", 10.2)) + enc.encode(window(1, audio_s=2.0)) + enc.finish()
+    assert [(r.index, r.frames_dropped, r.last) for r in records(out)] == [(0, 4, False), (1, 0, True)]
 
 
 def test_a_window_record_waits_for_the_next_item_and_only_the_last_says_last() -> None:
