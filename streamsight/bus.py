@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ DEFAULT_FETCH_BYTES = 16 * 1024 * 1024
 DEFAULT_RECORD_FETCH_BYTES = 1024 * 1024
 FETCH_BUDGET = 40 * 1024 * 1024
 FETCH_EXPIRES_S = 1.0
+MEDIA_CONSUMER_INACTIVE_S = 300.0  # a MEDIA consumer nobody pulled from for this long is deleted by the server
 
 
 class BadMessage(Exception):
@@ -377,6 +379,10 @@ class Bus:
         return self._start(spec, run_batch)
 
     def _start(self, spec: "_ConsumerSpec", run_batch) -> asyncio.Task:
+        if spec.stream == subjects.MEDIA_STREAM and spec.inactive_threshold_s is None:
+            # MEDIA keeps a message while any consumer has not taken it: a consumer whose service
+            # is gone must go too, or MEDIA fills up with what nobody will read.
+            spec = dataclasses.replace(spec, inactive_threshold_s=MEDIA_CONSUMER_INACTIVE_S)
         self._specs.append(spec)
         task = asyncio.create_task(self._consume_loop(spec, run_batch), name=f"consume:{spec.durable}")
         task.add_done_callback(_log_death)

@@ -7,6 +7,7 @@ import numpy as np
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.media.v1 import media_pb2
+from streamsight.windows import DEFAULT_WINDOW_S
 
 from .items import AudioChunk, FrameSignals, SampledFrame, StatusEvent, StatusKind, WindowRecord
 
@@ -86,9 +87,10 @@ def audio_chunk(stream_id: str, item: AudioChunk, chunk_index: int) -> media_pb2
     )
 
 
-def window_record(stream_id: str, item: WindowRecord, last: bool) -> media_pb2.WindowRecord:
+def window_record(stream_id: str, item: WindowRecord, last: bool, window_s: float = DEFAULT_WINDOW_S) -> media_pb2.WindowRecord:
     return media_pb2.WindowRecord(
         stream_id=stream_id,
+        window_s=window_s,
         index=item.index,
         start_s=item.start,
         end_s=item.end,

@@ -61,6 +61,7 @@ def pipeline_config(settings: IngestSettings, clip_dir: Path, live: bool, extra:
     return IngestConfig(
         decode=DecodeConfig(
             sampling=sampling,
+            window_seconds=settings.window_s,
             audio_rate=settings.audio_rate,
             clip_buffer=ClipBufferConfig(directory=clip_dir / "buffer", seconds=settings.buffer_seconds),
         ),
@@ -149,7 +150,7 @@ class IngestedStream:
         if self._held_window is None:
             return
         record, self._held_window = self._held_window, None
-        msg = messages.window_record(self.stream_id, record, last)
+        msg = messages.window_record(self.stream_id, record, last, self.pipeline.config.decode.window_seconds)
         msg.frames_dropped = self.media.dropped_in(record.index)
         self._windows = max(self._windows, record.index + 1)
         if last:  # the last window ends where the media does, not at the 10 s grid

@@ -129,7 +129,7 @@ def _window(stream_id: str, data: bytes) -> WindowIn:
         msg = window_record(data, stream_id)
     except BadMessage as exc:
         raise BadInput(str(exc)) from None
-    lost = msg.gaps > 0 or msg.missing_frames > 0 or msg.gap_s > 0 or msg.decode_errors > 0
+    lost = msg.gaps > 0 or msg.missing_frames > 0 or msg.gap_s > 0 or msg.decode_errors > 0 or msg.frames_dropped > 0
     return WindowIn(stream_id, int(msg.index), float(msg.start_s), float(msg.end_s), bool(msg.last), lost, msg)
 
 

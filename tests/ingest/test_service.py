@@ -153,6 +153,17 @@ async def test_a_file_becomes_frames_audio_signals_and_windows(nats_server, bus,
     assert not any(s.is_corrupt for s in signals)
 
 
+async def test_windows_are_cut_with_the_platforms_window_length(nats_server, bus, media_recorder, tmp_path, sample):
+    recorder = media_recorder()
+    async with stack(nats_server.url, tmp_path, window_s=5.0) as (_, stub):
+        await stub.StartStream(gw.StartStreamRequest(source=str(sample.path), stream_id="fives"))
+        done = await wait_terminal(stub, "fives")
+    assert done.state == common_pb2.STREAM_STATE_ENDED, done.last_error
+    await recorder.wait_for("windows", "fives", 5)
+    windows = [media_pb2.WindowRecord.FromString(b) for b in recorder.of("windows", "fives")]
+    assert [(w.index, w.start_s, w.window_s) for w in windows] == [(i, 5.0 * i, 5.0) for i in range(5)]
+
+
 async def test_clip_is_cut_by_stream_copy_and_served(nats_server, bus, media_recorder, tmp_path, sample):
     media_recorder()
     async with stack(nats_server.url, tmp_path) as (ingest, stub):
