@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from streamsight import subjects
+from streamsight.windows import DEFAULT_WINDOW_S
 
 from . import messages
 from .items import AudioChunk, FrameSignals, SampledFrame, StatusEvent, StatusKind, WindowRecord
@@ -42,10 +43,13 @@ class OutboundEncoder:
     `stats.media_time`); it is read when the last window record goes out, to trim its end.
     `dropped_in(i)`, when given, is how many frames of window i were dropped on the way out
     (the service's admission of a live source); it is stamped on record i when it goes out.
+    `window_s` is the window length the pipeline cuts with, stamped on every record.
     """
 
-    def __init__(self, stream_id: str, media_time: Callable[[], float], dropped_in: Callable[[int], int] | None = None) -> None:
+    def __init__(self, stream_id: str, media_time: Callable[[], float], dropped_in: Callable[[int], int] | None = None,
+                 window_s: float = DEFAULT_WINDOW_S) -> None:
         self.stream_id = stream_id
+        self.window_s = window_s
         self._media_time = media_time
         self._dropped_in = dropped_in
         self._samples: dict[str, int] = {}
@@ -91,7 +95,7 @@ class OutboundEncoder:
     def _window(self, last: bool) -> Outbound:
         record, self._held = self._held, None
         assert record is not None
-        msg = messages.window_record(self.stream_id, record, last)
+        msg = messages.window_record(self.stream_id, record, last, self.window_s)
         if self._dropped_in is not None:
             msg.frames_dropped = self._dropped_in(record.index)
         self.windows = max(self.windows, record.index + 1)

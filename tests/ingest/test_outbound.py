@@ -58,6 +58,13 @@ def test_frames_dropped_on_the_way_out_are_stamped_on_their_window_record() -> N
     assert [(r.index, r.frames_dropped, r.last) for r in records(out)] == [(0, 4, False), (1, 0, True)]
 
 
+def test_every_record_carries_the_window_length_it_was_cut_with() -> None:
+    enc = OutboundEncoder("s1", lambda: 7.0, window_s=5.0)
+    enc.encode(WindowRecord(0, 0.0, 5.0, audio_seconds=5.0))
+    out = enc.encode(chunk(5.0)) + enc.encode(WindowRecord(1, 5.0, 10.0, audio_seconds=2.0)) + enc.finish()
+    assert [(r.window_s, r.end_s) for r in records(out)] == [(5.0, 5.0), (5.0, 7.0)]
+
+
 def test_a_window_record_waits_for_the_next_item_and_only_the_last_says_last() -> None:
     enc = OutboundEncoder("s1", lambda: 14.25)
     assert enc.encode(window(0)) == []  # held: is the stream going on?

@@ -51,7 +51,7 @@ from streamsight.gen.features.v1 import features_pb2
 from streamsight.gen.media.v1 import media_pb2
 from streamsight.inference import model_digest
 from streamsight.stage import StepResult
-from streamsight.windows import DEFAULT_WINDOW_S, WindowResult, feature_record
+from streamsight.windows import WindowResult, feature_record
 
 log = structlog.get_logger(__name__)
 
@@ -91,7 +91,7 @@ class _Consumer:
 async def _media(path: Path, stream_id: str, config: IngestConfig, consumers: list[_Consumer]) -> list[media_pb2.WindowRecord]:
     """Run ingest on `path` and hand its MEDIA messages to `consumers`; ingest's window records."""
     pipeline = IngestPipeline(str(path), config, stream_id=stream_id)
-    encoder = OutboundEncoder(stream_id, lambda: pipeline.stats.media_time)
+    encoder = OutboundEncoder(stream_id, lambda: pipeline.stats.media_time, window_s=config.decode.window_seconds)
     records: list[media_pb2.WindowRecord] = []
 
     def send(messages: list[Outbound]) -> None:
@@ -122,13 +122,14 @@ def media_records(
 ) -> tuple[list[features_pb2.FeatureRecord], list[media_pb2.WindowRecord]]:
     """Vision and audio FeatureRecords of a media file, as the services publish them, and
     ingest's window records (the chat session follows them)."""
-    window_s = DEFAULT_WINDOW_S
+    config = ingest_config(ingest)
+    window_s = config.decode.window_seconds  # the platform's window_s, as ingest cuts it
     vision_batch = VisionSettings.model_fields["fetch_batch"].default
     audio_batch = AudioSettings.model_fields["fetch_batch"].default
     silence = AudioSettings.model_fields["silence_dbfs"].default
     vision = _Consumer("vision", VisionStreams(models, window_s=window_s), VisionService.media_kinds, vision_batch)
     audio = _Consumer("audio", AudioStreams(tagger, silence, window_s=window_s), AudioService.media_kinds, audio_batch)
-    windows = asyncio.run(_media(Path(path), stream_id, ingest_config(ingest), [vision, audio]))
+    windows = asyncio.run(_media(Path(path), stream_id, config, [vision, audio]))
     v_info, v_producer = vision_info(models.provider, model_dir), VISION_PRODUCER
     a_info, a_producer = audio_info(tagger), audio_producer(tagger)
     out = [feature_record("vision", w, v_info, v_producer) for w in vision.windows]
