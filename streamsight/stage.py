@@ -16,8 +16,9 @@ one fetch at a time (the logic need not be thread-safe), every finished window p
 as a FeatureRecord (streamsight.windows.feature_record) with the stable id
 `<stream>:<modality>:<window>` BEFORE the fetch is acknowledged, an outbox so a window whose
 publish failed (NATS away) goes first next time and is never lost while the process lives,
-the idle sweep, and the per-stage metrics: windows by flag, redeliveries, lag in media
-seconds, backlog.
+the idle sweep, handing freed heap back to the OS when a stream ends and every few seconds
+of work (streamsight.heap.Trimmer), and the per-stage metrics: windows by flag,
+redeliveries, lag in media seconds, backlog.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 from prometheus_client import Counter, Gauge
 
-from streamsight import subjects
+from streamsight import heap, subjects
 from streamsight.gen.media.v1 import media_pb2
 from streamsight.lifecycle import StreamTable
 from streamsight.service import Service
@@ -96,6 +97,7 @@ class FeatureStage(Service):
         self._lock = asyncio.Lock()  # one step (or idle flush) at a time: the logic is not thread-safe
         self._outbox: list[WindowResult] = []
         self._media_seen: dict[str, float] = {}
+        self._trimmer = heap.Trimmer()
         assert self.bus is not None
         media = [subjects.media(kind) for kind in self.media_kinds]
         fetch = getattr(self.settings, "fetch_batch", 64)
@@ -120,13 +122,30 @@ class FeatureStage(Service):
         async with self._lock:
             await self._publish_outbox()  # what a failed publish left behind goes first
             started = time.perf_counter()
-            result = await asyncio.to_thread(self.logic.step, [(m.subject, m.data) for m in msgs])
+            result = await asyncio.to_thread(self._step, [(m.subject, m.data) for m in msgs])
             HANDLE_LATENCY.labels(self.name, "batch").observe(time.perf_counter() - started)
             STAGE_REJECTED.labels(self.name).inc(len(result.rejected))
             self._note_windows_seen(msgs)
             self._outbox += result.windows
             await self._publish_outbox()
         return result.rejected
+
+    def _ended(self) -> int:
+        counts = self.logic.streams.counts
+        return counts.get("finished", 0) + counts.get("idle", 0)
+
+    def _step(self, messages: list[tuple[str, bytes]]) -> StepResult:
+        """The logic's step, then a heap trim when it ended a stream or one is due (in the worker thread)."""
+        ended = self._ended()
+        result = self.logic.step(messages)
+        self._trimmer.after_work(self._ended() > ended)
+        return result
+
+    def _evict_idle(self) -> list[WindowResult]:
+        ended = self._ended()
+        windows = self.logic.evict_idle()
+        self._trimmer.after_work(self._ended() > ended)
+        return windows
 
     def _note_windows_seen(self, msgs: list[Msg]) -> None:
         for msg in msgs:
@@ -167,7 +186,7 @@ class FeatureStage(Service):
             await asyncio.sleep(period)
             try:
                 async with self._lock:
-                    self._outbox += await asyncio.to_thread(self.logic.evict_idle)
+                    self._outbox += await asyncio.to_thread(self._evict_idle)
                     await self._publish_outbox()
             except Exception as exc:  # NATS trouble: the outbox keeps the windows for the next try
                 self.log.warning("idle flush failed; will retry", error=repr(exc))

@@ -9,7 +9,9 @@ redelivered batch is deduplicated by JetStream. Streams follow streamsight.lifec
 policy: the last window record ends the open incident and drops the stream's detector, a
 late frame after the end makes no new one, and an idle stream's open incident is ended.
 A message that does not decode, or a frame whose size does not match its data, is
-dead-lettered; other streams are untouched.
+dead-lettered; other streams are untouched. Freed heap is handed back to the OS when a stream
+ends and every few seconds of work (streamsight.heap.Trimmer): the classifier's buffers come
+from malloc and would otherwise keep every batch's high-water mark.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from nats.aio.msg import Msg
 from services.glitch.classifier import FrameScore, GlitchClassifier
 from services.glitch.detector import DetectorConfig, GlitchEvent, Signal, StreamDetector
 from services.glitch.settings import GlitchSettings
-from streamsight import subjects
+from streamsight import heap, subjects
 from streamsight.bus import BadMessage
 from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.media.v1 import media_pb2
@@ -104,6 +106,7 @@ class GlitchService(Service):
         self.classifier = await asyncio.to_thread(GlitchClassifier, s.model_path, s.intra_threads or None)
         await asyncio.to_thread(self.classifier.warm_up)
         self.streams: StreamTable[_Stream] = StreamTable(self.name, idle_s=s.stream_idle_s)
+        self._trimmer = heap.Trimmer()
         self.bus.consume_batches(
             "glitch",
             [subjects.media("frames_glitch"), subjects.media("signals"), subjects.media("windows")],
@@ -143,6 +146,7 @@ class GlitchService(Service):
             scores = {i: r for (i, _), r in zip(frames, results)}
         rgb = {i: img for (i, _), img in zip(frames, images)}
         touched: dict[str, list[GlitchEvent]] = {}
+        ended = False
         for i, kind, sid, m in parsed:
             try:
                 stream = self._stream(sid, kind, m)
@@ -163,14 +167,18 @@ class GlitchService(Service):
                 if m.last:
                     out += await asyncio.to_thread(detector.finish)
                     self.streams.finish(sid)
+                    ended = True
                 else:
                     out += await asyncio.to_thread(detector.advance, m.end_s)
         for sid, stream in self.streams.idle():  # ingest vanished without a last record
             self.log.warning("stream idle; its open incident is ended", stream_id=sid)
             touched.setdefault(sid, []).extend(await asyncio.to_thread(stream.detector.finish))
+            ended = True
         for sid, events in touched.items():
             for event in events:
                 glitch, event_id = to_proto(sid, event)
                 await self.bus.publish_event(sid, glitch, event_id)
                 self.log.info("glitch", stream_id=sid, phase=event.phase, kind=event.kind, start_s=event.start_s, end_s=event.end_s)
+        if self._trimmer.due(ended):
+            await asyncio.to_thread(self._trimmer.trim)
         return rejected
