@@ -127,6 +127,9 @@ class Supervisor:
         service's own data folder."""
         env = dict(os.environ)
         env.setdefault("STREAMSIGHT_LOG_FORMAT", "console")
+        # Two glibc malloc arenas, not 8 per core: every worker thread's arena keeps its own
+        # high-water mark (streamsight.heap), and fewer arenas hold less between trims.
+        env.setdefault("MALLOC_ARENA_MAX", "2")
         address = {name: f"127.0.0.1:{self._port(SECTIONS[name])}" for name in ("ingest", "chat")}
         env.update(
             {

@@ -32,6 +32,7 @@ from streamsight import subjects
 from streamsight.app.analyze import JobOptions, Progress, analyze
 from streamsight.bus import Bus
 from streamsight.app.demo import make_sample
+from streamsight.app.stack import running_stack
 from streamsight.app.supervisor import Supervisor, built_services
 
 pytestmark = pytest.mark.slow
@@ -70,19 +71,11 @@ async def _bus_state(url: str) -> dict[str, tuple[int, int, list[str]]]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
+    """The stack on its own thread's event loop, so every service's output keeps flowing."""
     assert {s.name for s in built_services()} == {"ingest", "chat", "vision", "audio", "glitch", "fusion", "gateway"}
     folder = tmp_path_factory.mktemp("soak")
-    log = (folder / "stack.log").open("w")
-    sup = Supervisor(folder / "var", free_ports=True, out=log)
-    loop = asyncio.new_event_loop()
-    loop.run_until_complete(sup.start())
-    try:
-        loop.run_until_complete(sup.wait_serving(timeout_s=240))
+    with (folder / "stack.log").open("w") as log, running_stack(folder / "var", log) as sup:
         yield sup
-    finally:
-        loop.run_until_complete(sup.stop())
-        loop.close()
-        log.close()
 
 
 def test_twenty_jobs_leave_memory_flat(stack, tmp_path):
