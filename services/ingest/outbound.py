@@ -52,7 +52,7 @@ class OutboundEncoder:
         self.window_s = window_s
         self._media_time = media_time
         self._dropped_in = dropped_in
-        self._samples: dict[str, int] = {}
+        self.samples: dict[str, int] = {}  # sampled frames so far per consumer (the next sample_index)
         self._audio_chunks = 0
         self._held: WindowRecord | None = None
         self.windows = 0  # window records encoded so far (highest index + 1)
@@ -70,8 +70,8 @@ class OutboundEncoder:
             out.append(self._window(last=False))
         sid = self.stream_id
         if isinstance(item, SampledFrame):
-            n = self._samples.get(item.consumer, 0)
-            self._samples[item.consumer] = n + 1  # a frame dropped later keeps its number: consumers see the gap
+            n = self.samples.get(item.consumer, 0)
+            self.samples[item.consumer] = n + 1  # a frame dropped later keeps its number: consumers see the gap
             data = messages.video_frame(sid, item, n)
             out.append(Outbound(subjects.media(f"frames_{item.consumer}", sid), data, f"{sid}:{item.consumer}:{n}", "frame", item.consumer, item.window))
         elif isinstance(item, AudioChunk):

@@ -29,7 +29,8 @@ from .clips import Clip, ClipBufferConfig
 from .clipstore import ClipStore
 from .decode import DecodeConfig
 from .errors import ErrorCode, IngestError
-from .items import AudioChunk, FrameSignals, SampledFrame, StatusEvent, StatusKind, WindowRecord
+from .items import StatusEvent, StatusKind
+from .outbound import Outbound, OutboundEncoder
 from .pipeline import IngestConfig, IngestPipeline, Pacing, ReconnectPolicy
 from .sampling import ConsumerSpec, SamplingConfig
 from .settings import IngestSettings
@@ -85,12 +86,9 @@ class IngestedStream:
         self.task: asyncio.Task | None = None
         self.ended_at: float | None = None  # time.monotonic() when run() returned
         self.exporting = 0  # clip exports running
-        self._samples: dict[str, int] = {}
-        self._audio_chunks = 0
         realtime = config.pacing is not Pacing.VOD  # a file played as live; live URLs are found on opening
         self.media = MediaAdmission(bus, stream_id, settings.max_backlog, settings.media_max_bytes, realtime)
-        self._held_window: WindowRecord | None = None
-        self._windows = 0  # window records published
+        self._outbound = OutboundEncoder(stream_id, lambda: self.pipeline.stats.media_time, self.media.dropped_in, config.decode.window_seconds)
         self._status_count = 0
         self._log = log.bind(stream_id=stream_id)
 
@@ -117,47 +115,26 @@ class IngestedStream:
             await self._report(common_pb2.STREAM_STATE_ENDED, "source_ended", "the source ended")
 
     async def _publish(self, item) -> None:
-        sid = self.stream_id
         self.media.realtime = self.media.realtime or self.pipeline.live
-        if self._held_window is not None and not isinstance(item, StatusEvent):
-            await self._flush_window(last=False)
-        if isinstance(item, SampledFrame):
-            n = self._samples.get(item.consumer, 0)
-            self._samples[item.consumer] = n + 1  # a dropped frame keeps its number: consumers see the gap
-            data = messages.video_frame(sid, item, n)  # already serialized
-            await self.media.frame(item.consumer, item.window, subjects.media(f"frames_{item.consumer}", sid), data, f"{sid}:{item.consumer}:{n}")
-        elif isinstance(item, AudioChunk):
-            n = self._audio_chunks
-            self._audio_chunks += 1
-            data = messages.audio_chunk(sid, item, n).SerializeToString()
-            await self.media.message(subjects.media("audio", sid), data, f"{sid}:audio:{n}", "audio")
-        elif isinstance(item, FrameSignals):
-            data = messages.frame_signals(sid, item).SerializeToString()
-            await self.media.message(subjects.media("signals", sid), data, None, "signals")
-        elif isinstance(item, WindowRecord):
-            await self._flush_window(last=False)
-            self._held_window = item
-        elif isinstance(item, StatusEvent):
-            if item.kind in (StatusKind.ENDED, StatusKind.FAILED):
-                await self._flush_window(last=True)
-            status = messages.stream_status(sid, item)
+        for out in self._outbound.encode(item):  # what goes on MEDIA: outbound.py
+            await self._send(out)
+        if isinstance(item, StatusEvent):
+            status = messages.stream_status(self.stream_id, item)
             if item.kind == StatusKind.STARTED:
                 self.duration_s = float(item.details.get("duration", 0.0) or 0.0)
                 status.duration_s = self.duration_s
             await self._report_status(status)
 
-    async def _flush_window(self, last: bool = True) -> None:
-        if self._held_window is None:
-            return
-        record, self._held_window = self._held_window, None
-        msg = messages.window_record(self.stream_id, record, last, self.pipeline.config.decode.window_seconds)
-        msg.frames_dropped = self.media.dropped_in(record.index)
-        self._windows = max(self._windows, record.index + 1)
-        if last:  # the last window ends where the media does, not at the 10 s grid
-            reached = max(self.pipeline.stats.media_time, record.start + record.audio_seconds)
-            msg.end_s = min(msg.end_s, max(msg.start_s, reached))
-        data = msg.SerializeToString()
-        await self.media.message(subjects.media("windows", self.stream_id), data, f"{self.stream_id}:window:{record.index}", "window")
+    async def _flush_window(self) -> None:
+        """The held window record goes out as the stream's last (the pipeline ended or stopped)."""
+        for out in self._outbound.finish():
+            await self._send(out)
+
+    async def _send(self, out: Outbound) -> None:
+        if out.kind == "frame":
+            await self.media.frame(out.consumer, out.window, out.subject, out.data, out.msg_id)
+        else:
+            await self.media.message(out.subject, out.data, out.msg_id, out.kind)
 
     async def _report(self, state: int, reason: str, detail: str) -> None:
         await self._report_status(
@@ -168,7 +145,7 @@ class IngestedStream:
 
     async def _report_status(self, status: events_pb2.StreamStatus) -> None:
         if status.state in TERMINAL:
-            status.windows = self._windows
+            status.windows = self._outbound.windows
         if status.state != common_pb2.STREAM_STATE_UNSPECIFIED:
             self.state = status.state
         if status.state == common_pb2.STREAM_STATE_FAILED:

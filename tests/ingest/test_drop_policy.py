@@ -73,7 +73,7 @@ async def test_a_live_source_whose_analysers_are_behind_drops_frames_only_and_co
     assert sum(dropped.values()) > 0, "the backlog stayed at max_backlog: frames must have been dropped"
     for c in CONSUMERS:
         # Published frames and dropped ones together are every sampled frame: dropped ones left gaps.
-        sampled = stream._samples.get(c, 0)
+        sampled = stream._outbound.samples.get(c, 0)
         assert len(frames[c]) + dropped.get(c, 0) == sampled
         assert frames[c] == sorted(frames[c]) and set(frames[c]) <= set(range(sampled))
         assert dropped_metric(c, "backlog") - before[c] == dropped.get(c, 0)
@@ -105,7 +105,7 @@ async def test_a_file_with_media_full_waits_and_drops_nothing(bus, tmp_path) -> 
         await bus.ensure_streams()
     assert stream.media.dropped == {} and not stream.media.realtime
     for c in CONSUMERS:
-        assert frames[c] == list(range(stream._samples[c])) and frames[c], f"{c}: every frame, once, in order"
+        assert frames[c] == list(range(stream._outbound.samples[c])) and frames[c], f"{c}: every frame, once, in order"
     assert [w.index for w in windows] == [0, 1, 2, 3] and windows[-1].last
     assert all(w.frames_dropped == 0 for w in windows)
     await bus.js.delete_consumer(subjects.MEDIA_STREAM, "holder-file")
