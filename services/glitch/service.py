@@ -25,6 +25,7 @@ from nats.aio.msg import Msg
 from services.glitch.classifier import FrameScore, GlitchClassifier
 from services.glitch.detector import DetectorConfig, GlitchEvent, Signal, StreamDetector
 from services.glitch.settings import GlitchSettings
+from services.glitch.tiles import grid
 from streamsight import heap, subjects
 from streamsight.bus import BadMessage
 from streamsight.gen.events.v1 import events_pb2
@@ -42,6 +43,9 @@ KIND_ENUM = {
     "freeze": events_pb2.GLITCH_KIND_FREEZE,
     "decode_error": events_pb2.GLITCH_KIND_DECODE_ERROR,
 }
+# Tiles per classify call: the classifier holds all of a call's tiles as float32 at once
+# (0.6 MB each), so a fetch of 64 720p frames (1536 tiles) in one call peaked glitch at 650 MB.
+CLASSIFY_TILES = 64
 PHASE_ENUM = {"start": events_pb2.PHASE_START, "update": events_pb2.PHASE_UPDATE, "end": events_pb2.PHASE_END}
 
 
@@ -130,6 +134,20 @@ class GlitchService(Service):
             stream.bounds.check(message)
         return stream
 
+    def _classify(self, images: list[np.ndarray]) -> list[FrameScore]:
+        """Classify in groups of about CLASSIFY_TILES tiles (the model's batches stay full)."""
+        out: list[FrameScore] = []
+        group: list[np.ndarray] = []
+        tiles = 0
+        for image in images:
+            n = len(grid(*image.shape[:2]))
+            if group and tiles + n > CLASSIFY_TILES:
+                out += self.classifier.classify(group)
+                group, tiles = [], 0
+            group.append(image)
+            tiles += n
+        return out + self.classifier.classify(group) if group else out
+
     async def on_batch(self, msgs: list[Msg]) -> dict[int, str]:
         rejected: dict[int, str] = {}
         parsed: list[tuple[int, str, str, object]] = []
@@ -142,7 +160,7 @@ class GlitchService(Service):
         images = [np.frombuffer(m.data, np.uint8).reshape(m.height, m.width, 3) for _, m in frames]
         scores: dict[int, FrameScore] = {}
         if images:
-            results = await asyncio.to_thread(self.classifier.classify, images)
+            results = await asyncio.to_thread(self._classify, images)
             scores = {i: r for (i, _), r in zip(frames, results)}
         rgb = {i: img for (i, _), img in zip(frames, images)}
         touched: dict[str, list[GlitchEvent]] = {}
