@@ -21,13 +21,11 @@ import asyncio
 import numpy as np
 
 from services.audio.settings import AudioSettings
-from services.audio.streams import AudioStreams
+from services.audio.streams import AudioStreams, producer_version, record_info
 from services.audio.tagger import OnnxTagger, TaggerConfig, TaggerError
-from streamsight.inference import model_digest
 from streamsight.stage import FeatureStage
 from streamsight.windows import WindowResult
 
-FEATURES_VERSION = "1"  # bump when a feature's meaning changes (FEATURES.md)
 
 
 def open_tagger(settings: AudioSettings) -> OnnxTagger | None:
@@ -65,11 +63,8 @@ class AudioService(FeatureStage):
         self.tagger = await asyncio.to_thread(open_tagger, s)
         if self.tagger is None:
             self.log.warning("no tagger configured (STREAMSIGHT_AUDIO_TAGGER_PATH); loudness and spectral features only", tagger="none")
-            self._producer = f"audio features-v{FEATURES_VERSION} tagger-none"
-        else:
-            digest = await asyncio.to_thread(model_digest, s.tagger_path)
-            self._producer = f"audio features-v{FEATURES_VERSION} tagger-{self.tagger.name}@sha256:{digest}"
-        self.info = {"tagger": self.tagger.name if self.tagger else "none", "provider": self.tagger.provider if self.tagger else "cpu"}
+        self._producer = await asyncio.to_thread(producer_version, self.tagger)
+        self.info = record_info(self.tagger)
         return AudioStreams(self.tagger, s.silence_dbfs, window_s=s.window_s, idle_s=s.stream_idle_s)
 
     def health_info(self) -> dict[str, str]:

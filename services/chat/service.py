@@ -59,21 +59,26 @@ CLOCK_SKEW_S = 5.0  # follow the stream's subjects from this long before its med
 STOP_WAIT_S = 10.0  # StopChat waits this long for the last windows to be published
 
 
+def make_products(settings: ChatSettings) -> Products:
+    """What every chat session shares (scorer, forecaster, model facts); training's offline
+    extraction makes its sessions with the same."""
+    scorer = ChatSentiment()
+    model = ForecastModel(settings.forecast_model)
+    return Products(
+        new_aggregator=lambda start_s: ChatAggregator(scorer, window_s=settings.window_s, start_s=start_s),
+        new_forecaster=model.stream,
+        model_name=f"{settings.forecast_model.stem}@sha256:{model_digest(settings.forecast_model)}",
+        lexicon_version=scorer.lexicon.version,
+    )
+
+
 class ChatService(Service):
     name = "chat"
     Settings = ChatSettings
     settings: ChatSettings
 
     async def start(self) -> None:
-        self.scorer = ChatSentiment()
-        self.model = ForecastModel(self.settings.forecast_model)
-        digest = model_digest(self.settings.forecast_model)
-        self.products = Products(
-            new_aggregator=lambda start_s: ChatAggregator(self.scorer, window_s=self.settings.window_s, start_s=start_s),
-            new_forecaster=self.model.stream,
-            model_name=f"{self.settings.forecast_model.stem}@sha256:{digest}",
-            lexicon_version=self.scorer.lexicon.version,
-        )
+        self.products = make_products(self.settings)
         self.sessions: dict[str, ChatSession] = {}  # running ones
         self.finished: OrderedDict[str, ChatSession] = OrderedDict()
         self._starting: set[str] = set()

@@ -18,22 +18,12 @@ before the fetch is acknowledged.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
-from services.vision.runtime import FLOW_MODEL, FRAME_MODEL, MOTION_MODEL, VisionModels
+from services.vision.runtime import VisionModels
 from services.vision.settings import VisionSettings
-from services.vision.streams import VisionStreams
-from streamsight.inference import model_digest
+from services.vision.streams import PRODUCER_VERSION, VisionStreams, record_info
 from streamsight.stage import FeatureStage
 from streamsight.windows import WindowResult
-
-PRODUCER_VERSION = "vision-features-1"  # bump when FEATURES.md's definitions change
-
-
-def model_name(path: Path) -> str:
-    """`<file>@sha256:<first 12 hex>`: which exact model made a record."""
-    return f"{path.name}@sha256:{model_digest(path)}"
-
 
 class VisionService(FeatureStage):
     name = "vision"
@@ -44,21 +34,16 @@ class VisionService(FeatureStage):
 
     async def open_logic(self) -> VisionStreams:
         s = self.settings
-        self.models, names = await asyncio.to_thread(self._open_models)
-        self.info = {"provider": self.models.provider, **names}
+        self.models = await asyncio.to_thread(self._open_models)
+        self.info = await asyncio.to_thread(record_info, self.models.provider, s.model_dir)
         self.log.info("vision models ready", model_dir=str(s.model_dir), **self.info, providers=self.models.providers)
         return VisionStreams(self.models, idle_s=s.stream_idle_s, window_s=s.window_s, max_flow_side=s.max_flow_side)
 
-    def _open_models(self) -> tuple[VisionModels, dict[str, str]]:
+    def _open_models(self) -> VisionModels:
         s = self.settings
         models = VisionModels(s.model_dir, s.intra_threads or None, s.max_batch)
         models.warm_up()
-        names = {
-            "flow_model": model_name(s.model_dir / FLOW_MODEL),
-            "motion_model": model_name(s.model_dir / MOTION_MODEL),
-            "frame_model": model_name(s.model_dir / FRAME_MODEL),
-        }
-        return models, names
+        return models
 
     def health_info(self) -> dict[str, str]:
         s = self.settings

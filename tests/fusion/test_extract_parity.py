@@ -61,7 +61,7 @@ def by_window(records: list[features_pb2.FeatureRecord]) -> dict[tuple[int, int]
 )
 async def test_the_extractor_makes_the_records_the_services_publish(nats_server, bus, tmp_path, shared_data, ingest_vod, name):
     path = shared_data / "media" / name
-    sid = "parity"
+    sid = f"parity-{Path(name).stem}"  # one id per file: the module's NATS keeps the other run's records
     async with stack(nats_server.url, tmp_path) as stub:
         await ingest_vod(stub, {sid: path}, timeout=300)
         served = by_window(await published(bus, sid))

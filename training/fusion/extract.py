@@ -31,12 +31,10 @@ from services.audio.streams import AudioStreams
 from services.audio.streams import producer_version as audio_producer
 from services.audio.streams import record_info as audio_info
 from services.audio.tagger import OnnxTagger
-from services.chat.forecast import ForecastModel
-from services.chat.sentiment import ChatSentiment
+from services.chat.service import make_products
 from services.chat.session import ChatSession, Products
 from services.chat.settings import ChatSettings
 from services.chat.sources import load_replay_checked
-from services.chat.windows import ChatAggregator
 from services.ingest.outbound import Outbound, OutboundEncoder
 from services.ingest.pipeline import IngestConfig, IngestPipeline
 from services.ingest.settings import IngestSettings
@@ -49,7 +47,6 @@ from services.vision.streams import VisionStreams
 from services.vision.streams import record_info as vision_info
 from streamsight.gen.features.v1 import features_pb2
 from streamsight.gen.media.v1 import media_pb2
-from streamsight.inference import model_digest
 from streamsight.stage import StepResult
 from streamsight.windows import WindowResult, feature_record
 
@@ -152,16 +149,8 @@ class _Collector:
 
 
 def chat_products(settings: ChatSettings | None = None) -> Products:
-    """What the chat service gives every session (ChatService.start)."""
-    s = settings or ChatSettings()
-    scorer = ChatSentiment()
-    model = ForecastModel(s.forecast_model)
-    return Products(
-        new_aggregator=lambda start_s: ChatAggregator(scorer, window_s=s.window_s, start_s=start_s),
-        new_forecaster=model.stream,
-        model_name=f"{s.forecast_model.stem}@sha256:{model_digest(s.forecast_model)}",
-        lexicon_version=scorer.lexicon.version,
-    )
+    """What the chat service gives every session."""
+    return make_products(settings or ChatSettings())
 
 
 def chat_records(chat_path: Path, stream_id: str, windows: list[media_pb2.WindowRecord], products: Products | None = None) -> list[features_pb2.FeatureRecord]:
