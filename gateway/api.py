@@ -22,7 +22,6 @@ from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from streamsight.rpc import StatusError, channel, invalid, not_found, precondition, unavailable
 
 log = structlog.get_logger(__name__)
-CLIP_CHUNK = 256 * 1024
 
 
 class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):

@@ -166,7 +166,7 @@ class ChatService(Service):
             raise invalid(str(exc)) from None
         run_id = uuid.uuid4().hex[:8]
         media_start = media_start or time.time()  # none given: the stream starts now
-        common = dict(publisher=self.bus, products=self.products, media_start=media_start, idle_timeout_s=self.settings.media_idle_timeout_s)
+        common = dict(publisher=self.bus, products=self.products, media_start=media_start, idle_timeout_s=self.settings.stream_idle_s)
         if isinstance(parsed, LiveSource):
             client = self._irc_client(parsed, media_start)
             return ChatSession(stream_id, run_id, client=client, **common)

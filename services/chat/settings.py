@@ -19,9 +19,6 @@ class ChatSettings(BaseServiceSettings):
     irc_ca_file: str = Field("", description="PEM file of extra CAs to trust for IRC over TLS; empty: the system's")
     irc_token: str = Field("", description="OAuth token for irc_host (sent to no other host); empty: anonymous justinfan login")
     irc_nick: str = Field("", description="Account name that goes with irc_token")
-    media_idle_timeout_s: float = Field(
-        120.0, gt=0, description="Finish a stream's chat when its media sent no window record or status for this long"
-    )
     max_streams: int = Field(64, ge=1, description="Chat readers this instance runs at once")
     replay_roots: list[str] = Field(default_factory=list, description="When set, replay files must lie under one of these folders")
     max_replay_mb: float = Field(512.0, gt=0, description="Largest replay file accepted, MB (a replay is held in memory)")

@@ -32,11 +32,6 @@ class SignalTracker:
         self._prev_time: float | None = None
         self._prev_grid: np.ndarray | None = None
 
-    def reset_continuity(self) -> None:
-        """Forget the previous frame (after a reconnect the gap is reported separately)."""
-        self._prev_time = None
-        self._prev_grid = None
-
     def observe(self, frame: av.VideoFrame, media_time: float) -> FrameSignal:
         gap, missing = 0.0, 0
         prev = self._prev_time

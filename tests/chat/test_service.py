@@ -274,7 +274,7 @@ async def test_a_stream_that_ended_before_startchat_still_gets_its_windows(chat,
 
 async def test_replay_without_media_progress_times_out(nats_server, tmp_path):
     path = write(tmp_path, "c.csv", "time,user,message\n1,a,hello\n2,b,LUL\n")
-    async with running_chat(nats_server.url, media_idle_timeout_s=0.5) as (_, stub):
+    async with running_chat(nats_server.url, stream_idle_s=0.5) as (_, stub):
         await stub.StartChat(chat_pb2.StartChatRequest(stream_id="no-media", source=str(path)))
         status = await wait_state(stub, "no-media", {S.STREAM_STATE_ENDED}, timeout=10)
         assert "no window record" in status.last_error and status.format == "csv"
