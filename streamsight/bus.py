@@ -156,6 +156,26 @@ def _log_death(task: asyncio.Task) -> None:
         log.error("consumer stopped", task=task.get_name(), exc_info=task.exception())
 
 
+async def until_done(action: Callable[[], Awaitable[object]], what: str, **log_fields) -> None:
+    """Run `action` until it succeeds, 0.5 s doubling to 10 s between tries.
+
+    For effects whose input is already in a stage's state: failing the batch would have it
+    redelivered and counted twice, so the effect waits for NATS instead (stable message ids
+    keep a retried publish single).
+    """
+    delay = 0.5
+    while True:
+        try:
+            await action()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(f"{what} failed; retrying", error=repr(exc), retry_in_s=delay, **log_fields)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
 class Bus:
     """One service's connection to NATS and JetStream."""
 

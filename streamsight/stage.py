@@ -14,8 +14,9 @@ The runtime owns the rest: one durable batch consumer on the stage's MEDIA subje
 (fetches bounded in messages and bytes, see streamsight.bus), `step` run in a worker thread
 one fetch at a time (the logic need not be thread-safe), every finished window published
 as a FeatureRecord (streamsight.windows.feature_record) with the stable id
-`<stream>:<modality>:<window>` BEFORE the fetch is acknowledged, an outbox so a window whose
-publish failed (NATS away) goes first next time and is never lost while the process lives,
+`<stream>:<modality>:<window>` BEFORE the fetch is acknowledged (a publish that fails while NATS
+is away is retried in place, so a fetch is never handled twice), an outbox so windows go out in
+order and an idle flush whose publish failed goes first next time,
 the idle sweep, handing freed heap back to the OS when a stream ends and every few seconds
 of work (streamsight.heap.Trimmer), and the per-stage metrics: windows by flag,
 redeliveries, lag in media seconds, backlog.
@@ -34,6 +35,7 @@ from nats.js.errors import NotFoundError
 from prometheus_client import Counter, Gauge
 
 from streamsight import heap, subjects
+from streamsight.bus import until_done
 from streamsight.gen.media.v1 import media_pb2
 from streamsight.lifecycle import StreamTable
 from streamsight.service import Service
@@ -127,7 +129,9 @@ class FeatureStage(Service):
             STAGE_REJECTED.labels(self.name).inc(len(result.rejected))
             self._note_windows_seen(msgs)
             self._outbox += result.windows
-            await self._publish_outbox()
+            # The fetch is acknowledged once its windows are out, and must not come back: its
+            # messages are in the logic's state already, so a failed publish is retried in place.
+            await until_done(self._publish_outbox, "publishing windows", stage=self.name)
         return result.rejected
 
     def _ended(self) -> int:

@@ -27,7 +27,7 @@ from services.glitch.detector import DetectorConfig, GlitchEvent, Signal, Stream
 from services.glitch.settings import GlitchSettings
 from services.glitch.tiles import grid
 from streamsight import heap, subjects
-from streamsight.bus import BadMessage
+from streamsight.bus import BadMessage, until_done
 from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.media.v1 import media_pb2
 from streamsight.lifecycle import StreamTable
@@ -123,6 +123,13 @@ class GlitchService(Service):
     def health_info(self) -> dict[str, str]:
         return {"provider": self.classifier.provider, "model": self.classifier.path.name}
 
+    async def _publish(self, sid: str, event: GlitchEvent) -> None:
+        """Publish one event; while NATS is away it is retried in place: the batch is in the
+        detectors' state already, and a redelivered batch would feed them its frames twice."""
+        glitch, event_id = to_proto(sid, event)
+        await until_done(lambda: self.bus.publish_event(sid, glitch, event_id), "publishing a glitch event", stream_id=sid)
+        self.log.info("glitch", stream_id=sid, phase=event.phase, kind=event.kind, start_s=event.start_s, end_s=event.end_s)
+
     def _stream(self, sid: str, kind: str, message) -> _Stream | None:
         """The stream's entry (lifecycle policy); a window record is checked against its bounds."""
         window_s = self.settings.window_s
@@ -194,9 +201,7 @@ class GlitchService(Service):
             ended = True
         for sid, events in touched.items():
             for event in events:
-                glitch, event_id = to_proto(sid, event)
-                await self.bus.publish_event(sid, glitch, event_id)
-                self.log.info("glitch", stream_id=sid, phase=event.phase, kind=event.kind, start_s=event.start_s, end_s=event.end_s)
+                await self._publish(sid, event)
         if self._trimmer.due(ended):
             await asyncio.to_thread(self._trimmer.trim)
         return rejected
