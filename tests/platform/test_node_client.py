@@ -30,7 +30,7 @@ def node_client() -> Path:
 async def test_node_client_starts_lists_and_watches(gateway, nats_server, node_client):
     bus = await Bus.connect(nats_server.url, "nodetest")
     proc = await asyncio.create_subprocess_exec(
-        "node", str(node_client), gateway.address, "from-node", "https://example.com/live.m3u8", "3",
+        "node", str(node_client), gateway.address, "from-node", "https://example.com/live.m3u8", "4",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     await asyncio.sleep(1.5)  # let it register the stream and open the watch
@@ -45,7 +45,8 @@ async def test_node_client_starts_lists_and_watches(gateway, nats_server, node_c
     assert start["start"]["code"] == "UNAVAILABLE" and "ingest service is not reachable" in start["start"]["details"]
     assert "from-node" in listed["streams"]
     events = watched["events"]
-    assert [e["type"] for e in events] == ["streamsight.status.v1", "streamsight.highlight.v1", "streamsight.highlight.v1"]
-    assert events[0]["status"]["state"] == "STREAM_STATE_FAILED"
-    assert [e["highlight"]["highlight_id"] for e in events[1:]] == ["n0", "n1"]
-    assert int(events[2]["sequence"]) > int(events[1]["sequence"])
+    assert [e["type"] for e in events] == ["streamsight.status.v1"] * 2 + ["streamsight.highlight.v1"] * 2
+    assert (events[0]["status"]["state"], events[0]["status"]["reason"]) == ("STREAM_STATE_PENDING", "registered")
+    assert events[1]["status"]["state"] == "STREAM_STATE_FAILED"
+    assert [e["highlight"]["highlight_id"] for e in events[2:]] == ["n0", "n1"]
+    assert int(events[3]["sequence"]) > int(events[2]["sequence"])
