@@ -39,7 +39,9 @@ async def timed_job(sup: Supervisor, source: Path, chat: Path, out: Path) -> tup
     options = JobOptions(source=str(source), chat=str(chat), out=out, gateway=sup.addresses()["gateway"], wait_s=600)
     started = time.perf_counter()
     results = await run_job(sup.addresses()["gateway"], options, [c.spec.name for c in sup.children], Progress(io.StringIO()))
-    return time.perf_counter() - started, {"windows": len(results.scores), "highlights": len(results.highlights), "duration": results.duration_s}
+    took = time.perf_counter() - started
+    missing = sum(1 for score in results.scores.values() if score.missing)
+    return took, {"windows": len(results.scores), "missing": missing, "highlights": len(results.highlights), "duration": results.duration_s}
 
 
 async def main() -> None:
@@ -67,7 +69,7 @@ async def main() -> None:
                 await sup.stop()
     print(f"file: {args.width}x{args.height} 30 fps H.264 + AAC, {d:.0f} s, with chat; services: {', '.join(c.spec.name for c in sup.children)}")
     print(f"decode only (PyAV):  {decode_s:7.2f} s  = {d / decode_s:6.1f}x real time")
-    print(f"analyze job:         {job_s:7.2f} s  = {d / job_s:6.1f}x real time  ({facts['windows']} windows scored, {facts['highlights']} highlights)")
+    print(f"analyze job:         {job_s:7.2f} s  = {d / job_s:6.1f}x real time  ({facts['windows']} windows scored, {facts['missing']} of them with a modality missing, {facts['highlights']} highlights)")
     print(f"job / decode-only throughput ratio: {decode_s / job_s:.3f}")
 
 

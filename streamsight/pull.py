@@ -121,37 +121,52 @@ class PullFetcher:
             self._sub = await self.nc.subscribe(self._inbox, cb=put, pending_msgs_limit=-1, pending_bytes_limit=-1)
 
     async def fetch(self, batch: int, max_bytes: int, expires_s: float) -> list[Msg]:
-        """Up to `batch` messages and about `max_bytes` bytes; [] when none came in `expires_s`."""
+        """Up to `batch` messages and about `max_bytes` bytes; [] when none came in `expires_s`.
+
+        What is there now is taken at once (a pull with no_wait); only when nothing is there
+        does a pull linger, for one message, and what came after it is taken at once again.
+        A pull that lingered for a whole batch would hold a trickle of messages back for up to
+        `expires_s` (the first version did: whole jobs ran 25 % slower).
+        """
         await self._subscribed()
         if self._widen:
             max_bytes, self._widen = max(max_bytes, self.largest), False
         async with self.budget.reserve(max_bytes):
             out: list[Msg] = self._leftovers(batch)
-            if len(out) >= batch:
-                return out
-            request = {"batch": batch - len(out), "max_bytes": max_bytes, "expires": int(expires_s * 1e9)}
-            await self.nc.publish(self._api, json.dumps(request).encode(), reply=self._inbox)
-            deadline = time.monotonic() + expires_s + 2.0  # the server's 408 normally ends it first
-            while len(out) < batch:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    msg = await asyncio.wait_for(self._queue.get(), remaining)
-                except asyncio.TimeoutError:
-                    break
-                status = _status(msg)
-                if status is None:
-                    out.append(msg)
-                    continue
-                description = (msg.headers.get("Description") or "").lower()
-                if status == "503" or "consumer deleted" in description or "consumer not found" in description:
-                    raise ConsumerGone(f"{self.stream}/{self.durable}: {status} {description or 'no responders'}")
-                if status in ("404", "408", "409"):  # no messages, expired, byte budget reached: the pull is over
-                    self._widen = status == "409" and not out and "maxbytes" in description.replace(" ", "")
-                    break
-                # 100 (heartbeat) and anything else: keep waiting
+            if len(out) < batch:
+                out += await self._pull({"batch": batch - len(out), "max_bytes": max_bytes, "no_wait": True}, batch - len(out), 5.0)
+            if not out:
+                out = await self._pull({"batch": 1, "max_bytes": max_bytes, "expires": int(expires_s * 1e9)}, 1, expires_s + 2.0)
+                rest = max_bytes - sum(len(m.data) for m in out)
+                if out and batch > 1 and rest > 0:
+                    out += await self._pull({"batch": batch - 1, "max_bytes": rest, "no_wait": True}, batch - 1, 5.0)
             return out
+
+    async def _pull(self, request: dict, batch: int, wait_s: float) -> list[Msg]:
+        """One pull request: its messages until the batch is full or the server ends it."""
+        await self.nc.publish(self._api, json.dumps(request).encode(), reply=self._inbox)
+        deadline = time.monotonic() + wait_s  # the server's status normally ends it first
+        out: list[Msg] = []
+        while len(out) < batch:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                msg = await asyncio.wait_for(self._queue.get(), remaining)
+            except asyncio.TimeoutError:
+                break
+            status = _status(msg)
+            if status is None:
+                out.append(msg)
+                continue
+            description = (msg.headers.get("Description") or "").lower()
+            if status == "503" or "consumer deleted" in description or "consumer not found" in description:
+                raise ConsumerGone(f"{self.stream}/{self.durable}: {status} {description or 'no responders'}")
+            if status in ("404", "408", "409"):  # no messages, expired, byte budget reached: the pull is over
+                self._widen = status == "409" and not out and "maxbytes" in description.replace(" ", "")
+                break
+            # 100 (heartbeat) and anything else: keep waiting
+        return out
 
     def _leftovers(self, batch: int) -> list[Msg]:
         """Messages that arrived after an earlier fetch gave up waiting: still delivered, still ours."""
