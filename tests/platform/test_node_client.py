@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from streamsight import subjects
 from streamsight.bus import Bus
 from streamsight.gen.events.v1 import events_pb2
 
@@ -33,7 +34,13 @@ async def test_node_client_starts_lists_and_watches(gateway, nats_server, node_c
         "node", str(node_client), gateway.address, "from-node", "https://example.com/live.m3u8", "4",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
-    await asyncio.sleep(1.5)  # let it register the stream and open the watch
+    # The highlights go out once the client's start was refused (its two statuses are stored):
+    # on a loaded machine node can take seconds to get there.
+    for _ in range(300):
+        if len(await bus.read_all(subjects.EVENTS_STREAM, subjects.event("status", "from-node"))) >= 2:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)  # and to open its watch
     for i in range(2):
         await bus.publish_event("from-node", events_pb2.Highlight(stream_id="from-node", highlight_id=f"n{i}", score=0.5 + i / 10), f"from-node:n{i}")
     out, err = await asyncio.wait_for(proc.communicate(), 30)
