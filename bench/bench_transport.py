@@ -65,7 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from services.glitch.classifier import GlitchClassifier  # noqa: E402
 from services.glitch.detector import DetectorConfig  # noqa: E402
 from services.ingest.items import SampledFrame  # noqa: E402
-from services.ingest.messages import video_frame  # noqa: E402
+from services.ingest.messages import varint, video_frame  # noqa: E402
 from services.ingest.sampling import ConsumerSpec, Sampler  # noqa: E402
 from services.ingest.settings import IngestSettings  # noqa: E402
 from streamsight.bus import DEFAULT_FETCH_BYTES as FETCH_BYTES, FETCH_BUDGET, MAX_PAYLOAD  # noqa: E402
@@ -168,16 +168,7 @@ def _head(kind: str, shape: tuple[int, ...], index: int, data: bytes | memoryvie
         fmt = media_pb2.PIXEL_FORMAT_GRAY8 if len(shape) == 2 else media_pb2.PIXEL_FORMAT_RGB24
     head = media_pb2.VideoFrame(stream_id="bench", consumer=kind, pts_s=index * 0.5, frame_number=index, width=shape[1],
                                 height=shape[0], format=fmt, sample_index=index).SerializeToString()
-    return b"".join((head, b"\x42", _varint(len(data)), data))
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+    return b"".join((head, b"\x42", varint(len(data)), data))
 
 
 def _pixels(msg: media_pb2.VideoFrame, data: bytes | memoryview) -> np.ndarray:

@@ -138,11 +138,11 @@ class PullFetcher:
             if not out:
                 out = await self._pull({"batch": 1, "max_bytes": max_bytes, "expires": int(expires_s * 1e9)}, 1, expires_s + 2.0)
                 rest = max_bytes - sum(len(m.data) for m in out)
-                if out and batch > 1 and rest > 0:
-                    out += await self._pull({"batch": batch - 1, "max_bytes": rest, "no_wait": True}, batch - 1, 5.0)
+                if out and batch > 1 and rest > 0:  # a message too big for `rest` waits for the next fetch
+                    out += await self._pull({"batch": batch - 1, "max_bytes": rest, "no_wait": True}, batch - 1, 5.0, may_widen=False)
             return out
 
-    async def _pull(self, request: dict, batch: int, wait_s: float) -> list[Msg]:
+    async def _pull(self, request: dict, batch: int, wait_s: float, may_widen: bool = True) -> list[Msg]:
         """One pull request: its messages until the batch is full or the server ends it."""
         await self.nc.publish(self._api, json.dumps(request).encode(), reply=self._inbox)
         deadline = time.monotonic() + wait_s  # the server's status normally ends it first
@@ -163,7 +163,7 @@ class PullFetcher:
             if status == "503" or "consumer deleted" in description or "consumer not found" in description:
                 raise ConsumerGone(f"{self.stream}/{self.durable}: {status} {description or 'no responders'}")
             if status in ("404", "408", "409"):  # no messages, expired, byte budget reached: the pull is over
-                self._widen = status == "409" and not out and "maxbytes" in description.replace(" ", "")
+                self._widen = may_widen and status == "409" and not out and "maxbytes" in description.replace(" ", "")
                 break
             # 100 (heartbeat) and anything else: keep waiting
         return out

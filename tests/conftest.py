@@ -81,3 +81,13 @@ def free_port_block(size: int) -> int:
         except OSError:
             continue
     pytest.fail("no block of free ports")
+
+
+class FakeClock:
+    """A monotonic clock a test moves by hand (`clock.now = ...`)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now

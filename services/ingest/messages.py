@@ -42,13 +42,14 @@ def video_frame(stream_id: str, item: SampledFrame, sample_index: int) -> bytes:
         sample_index=sample_index,
     ).SerializeToString()
     picture = memoryview(np.ascontiguousarray(image)).cast("B")
-    return b"".join((head, _DATA_TAG, _varint(picture.nbytes), picture))
+    return b"".join((head, _DATA_TAG, varint(picture.nbytes), picture))
 
 
 _DATA_TAG = bytes([(media_pb2.VideoFrame.DESCRIPTOR.fields_by_name["data"].number << 3) | 2])
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """Protobuf's base-128 length prefix of `n`."""
     out = bytearray()
     while True:
         byte, n = n & 0x7F, n >> 7

@@ -9,13 +9,7 @@ import pytest
 
 from streamsight import heap
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from ..conftest import FakeClock as Clock
 
 
 def test_a_trim_is_due_when_a_stream_ended_or_the_period_passed():

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from streamsight.lifecycle import StreamTable
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from ..conftest import FakeClock as Clock
 
 
 def test_first_message_last_record_and_late_messages():
