@@ -63,6 +63,7 @@ class Sentiment:
     compound: float
     label: str
     emote_classes: tuple[tuple[str, int], ...] = ()
+    emotes: int = 0  # emote tokens in the message (source-marked or in the emote table), repeats included
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,13 @@ class Lexicon:
         for name, e in {**self.emotes, **self.slang}.items():
             if e.cls not in self.classes or not -4.0 <= e.score <= 4.0:
                 raise ValueError(f"lexicon {path}: entry {name!r} has class {e.cls!r} / score {e.score}")
+
+    def is_emote(self, token: str) -> bool:
+        """True for a token of the (case-sensitive) emote table, bare or with letter runs collapsed."""
+        if token in self.emotes:
+            return True
+        bare = token.strip(_PUNCT) or token
+        return bare in self.emotes or _squeeze(bare) in self.emotes
 
     def lookup(self, token: str) -> LexiconEntry | None:
         """Emote (case-sensitive) or slang (case-insensitive); also tries the token without
@@ -130,6 +138,7 @@ class ChatSentiment:
         self._cache: OrderedDict[tuple[str, tuple[str, ...]], Sentiment] = OrderedDict()
         self._cache_size = cache_size
         self._token_cache: dict[str, LexiconEntry | None] = {}  # chat reuses a small vocabulary
+        self._emote_cache: dict[str, bool] = {}
         self.vader_calls = 0  # how often the slow path ran (for the benchmark)
 
     @cached_property
@@ -156,7 +165,17 @@ class ChatSentiment:
         counts: dict[str, int] = {}
         found: dict[str, tuple[float, str]] = {}
         token_cache = self._token_cache
+        emote_cache = self._emote_cache
+        n_emotes = 0
         for i, tok in enumerate(tokens):
+            try:
+                is_emote = emote_cache[tok]
+            except KeyError:
+                if len(emote_cache) > 200_000:
+                    emote_cache.clear()
+                is_emote = emote_cache[tok] = self.lexicon.is_emote(tok)
+            if is_emote or tok in marked_set:
+                n_emotes += 1
             try:
                 entry = token_cache[tok]
             except KeyError:
@@ -187,7 +206,7 @@ class ChatSentiment:
             self.vader_calls += 1
             raw += _denormalize(self._vader.polarity_scores(" ".join(rest))["compound"])
         compound = round(_normalize(raw), 4) if raw else 0.0
-        return Sentiment(compound, label_for(compound), tuple(sorted(classes.items())))
+        return Sentiment(compound, label_for(compound), tuple(sorted(classes.items())), n_emotes)
 
     def _needs_vader(self, words: list[str]) -> bool:
         """True when VADER could give a non-zero score: a word in its lexicon or an emoji.

@@ -20,9 +20,16 @@ Window features (`dict[str, float]`, window i covers media seconds [10i, 10i+10)
 | `chat_mean_compound` | copypasta-weighted mean VADER compound, -1..1 (0 when empty) |
 | `chat_rate_z` | message count as a z-score against this stream's earlier windows (0 for the first 3) |
 | `chat_emote_<class>` | emote/slang occurrences of that class (each distinct emote at most 3 per message) |
+| `chat_messages_s0` .. `chat_messages_s9` | messages in second k of the window, [10i+k, 10i+k+1) |
+| `chat_duplicate_ratio` | share of messages whose folded text was seen in the `copypasta_span_s` before |
+| `chat_emote_density` | emote tokens per message (0 when empty) |
+| `chat_mean_length` | characters per message (0 when empty) |
+| `chat_copypasta_share` | share of messages of >= 6 words that are at least the 3rd copy within the span |
 
 Copypasta: a text (case and spacing folded) seen n times within `copypasta_span_s` gets
-weight 1/n in the mean compound; counts are never reduced.
+weight 1/n in the mean compound; counts are never reduced. The burst features (the last
+four rows) follow the reaction literature; they are causal: a message is a duplicate or
+copy-pasta by what came before it, never by what follows.
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ from streamsight.windows import DEFAULT_WINDOW_S
 WINDOW_S = DEFAULT_WINDOW_S  # the platform's window_s is passed in by the service
 INTERVAL_S = 30.0
 RATE_Z_MIN_WINDOWS = 3
+SECOND_BINS = 10  # chat_messages_s0..s9; with another window_s the seconds past the 10th fall in s9
+COPYPASTA_MIN_WORDS = 6
+COPYPASTA_MIN_COPIES = 3
 
 
 def feature_names(classes: Iterable[str]) -> tuple[str, ...]:
@@ -52,6 +62,11 @@ def feature_names(classes: Iterable[str]) -> tuple[str, ...]:
         "chat_mean_compound",
         "chat_rate_z",
         *(f"chat_emote_{c}" for c in classes),
+        *(f"chat_messages_s{k}" for k in range(SECOND_BINS)),
+        "chat_duplicate_ratio",
+        "chat_emote_density",
+        "chat_mean_length",
+        "chat_copypasta_share",
     )
 
 
@@ -64,6 +79,11 @@ class _Bucket:
     weight: float = 0.0
     users: set[str] = field(default_factory=set)
     emotes: dict[str, int] = field(default_factory=dict)
+    seconds: list[int] = field(default_factory=lambda: [0] * SECOND_BINS)
+    duplicates: int = 0
+    emote_tokens: int = 0
+    chars: int = 0
+    copypasta: int = 0
 
     def mean(self) -> float:
         return self.weighted_sum / self.weight if self.weight > 0 else 0.0
@@ -121,13 +141,21 @@ class ChatAggregator:
             return
         self.total_messages += 1
         s = self.scorer.score(msg.text, msg.emotes)
-        weight = self._copypasta_weight(msg.text, t)
+        copies = self._copies(msg.text, t)
+        weight = 1.0 / copies
         for bucket in (self._windows.setdefault(w, _Bucket()), self._intervals.setdefault(j, _Bucket())):
             bucket.count += 1
             bucket.weighted_sum += weight * s.compound
             bucket.weight += weight
         win = self._windows[w]
         win.users.add(msg.user)
+        win.seconds[min(SECOND_BINS - 1, max(0, int(t - w * self.window_s)))] += 1
+        win.chars += len(msg.text)
+        win.emote_tokens += s.emotes
+        if copies > 1:
+            win.duplicates += 1
+            if copies >= COPYPASTA_MIN_COPIES and len(msg.text.split()) >= COPYPASTA_MIN_WORDS:
+                win.copypasta += 1
         if s.compound >= POSITIVE_THRESHOLD:
             win.positive += 1
         elif s.compound <= NEGATIVE_THRESHOLD:
@@ -149,7 +177,8 @@ class ChatAggregator:
             if n % batch == 0:
                 await asyncio.sleep(0)
 
-    def _copypasta_weight(self, text: str, t: float) -> float:
+    def _copies(self, text: str, t: float) -> int:
+        """How often this folded text was seen within the span up to `t`, this message included."""
         key = " ".join(text.lower().split())
         times = self._recent.get(key)
         if times is None:
@@ -159,7 +188,7 @@ class ChatAggregator:
         times.append(t)
         if len(self._recent) > 50_000:  # forget texts that have gone quiet
             self._recent = {k: v for k, v in self._recent.items() if v and v[-1] >= t - self.copypasta_span_s}
-        return 1.0 / len(times)
+        return len(times)
 
     # ------------------------------------------------------------ output
 
@@ -231,6 +260,13 @@ class ChatAggregator:
         }
         for cls in self.scorer.classes:
             out[f"chat_emote_{cls}"] = float(b.emotes.get(cls, 0))
+        for k, n in enumerate(b.seconds):
+            out[f"chat_messages_s{k}"] = float(n)
+        per = 1.0 / b.count if b.count else 0.0
+        out["chat_duplicate_ratio"] = round(b.duplicates * per, 6)
+        out["chat_emote_density"] = round(b.emote_tokens * per, 6)
+        out["chat_mean_length"] = round(b.chars * per, 6)
+        out["chat_copypasta_share"] = round(b.copypasta * per, 6)
         return out
 
 

@@ -101,3 +101,43 @@ def test_series_on_real_chat(shared_data, scorer):
     assert sum(p.messages for p in pts) == len(msgs)
     assert all(-1 <= p.mean_compound <= 1 for p in pts)
     assert len({round(p.mean_compound, 3) for p in pts}) > len(pts) // 2  # a real, varying series
+
+
+def test_burst_features(scorer):
+    """Per-second counts, duplicates, emote density, length and copy-pasta share (issue 19)."""
+    agg = ChatAggregator(scorer)
+    pasta = "this is the copy pasta of the day"  # 8 words
+    msgs = [_m(10.2, "KEKW KEKW", "a"), _m(10.9, "hello", "b"), _m(13.5, "hello", "c"),
+            _m(14.0, pasta, "d"), _m(15.0, pasta, "e"), _m(16.0, pasta, "f"), _m(19.99, "short dup", "g"),
+            _m(25.0, "short dup", "h")]
+    agg.add_batch(msgs)
+    windows, _ = agg.advance(30.0)
+    f = {i: v for i, v in windows}[1]
+    assert [f[f"chat_messages_s{k}"] for k in range(10)] == [2, 0, 0, 1, 1, 1, 1, 0, 0, 1]
+    assert f["chat_messages"] == 7
+    # duplicates: the 2nd "hello", the 2nd and 3rd pasta (the 1st of each is not)
+    assert f["chat_duplicate_ratio"] == pytest.approx(3 / 7, abs=1e-6)
+    assert f["chat_copypasta_share"] == pytest.approx(1 / 7, abs=1e-6)  # only the 3rd copy of >= 6 words
+    assert f["chat_emote_density"] == pytest.approx(2 / 7, abs=1e-6)  # KEKW twice, nothing else is an emote
+    lengths = [len(m.text) for m in msgs[:7]]
+    assert f["chat_mean_length"] == pytest.approx(sum(lengths) / 7, abs=1e-6)
+    g = {i: v for i, v in windows}[2]
+    assert g["chat_duplicate_ratio"] == 1.0 and g["chat_copypasta_share"] == 0.0  # "short dup" has 2 words
+    empty = {i: v for i, v in windows}[0]
+    assert all(empty[k] == 0.0 for k in ("chat_duplicate_ratio", "chat_emote_density", "chat_mean_length"))
+
+
+def test_duplicates_expire_after_the_span(scorer):
+    agg = ChatAggregator(scorer, copypasta_span_s=30.0)
+    agg.add_batch([_m(1.0, "gg"), _m(35.0, "gg"), _m(36.0, "GG  ")])
+    windows, _ = agg.advance(40.0)
+    f = {i: v for i, v in windows}
+    assert f[0]["chat_duplicate_ratio"] == 0.0
+    assert f[3]["chat_duplicate_ratio"] == pytest.approx(0.5)  # 35 s is past the span; 36 s repeats it (folded)
+
+
+def test_marked_emotes_count_in_density(scorer):
+    agg = ChatAggregator(scorer)
+    agg.add(ChatMessage(media_time=1.0, user="u", text="myCustomEmote hi", emotes=("myCustomEmote",)))
+    f = agg.advance(10.0)[0][0][1]
+    assert f["chat_emote_density"] == 1.0
