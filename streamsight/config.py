@@ -82,7 +82,7 @@ SECTIONS: dict[str, Section] = {
 
 PLATFORM_FIELDS = (
     "nats_url", "log_level", "log_format", "otlp_endpoint", "data_dir", "auth_token",
-    "grpc_host", "shutdown_grace_s", "metrics_base_port", "window_s", "stream_idle_s",
+    "grpc_host", "shutdown_grace_s", "metrics_base_port", "metrics_host", "window_s", "stream_idle_s",
 )  # fmt: skip
 
 
@@ -109,6 +109,9 @@ class BaseServiceSettings(BaseSettings):
     metrics_base_port: int = Field(
         0, ge=0, le=65535 - len(SECTIONS), description="Prometheus ports: each service's metrics_port defaults to this plus its offset; 0: none"
     )
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address the Prometheus /metrics servers bind to (0.0.0.0 for a scraper on another host or pod)"
+    )
     window_s: float = Field(10.0, gt=0, le=600, description="Window length, media seconds: ingest cuts streams into windows of this length, every stage scores them")
     stream_idle_s: float = Field(
         300.0, gt=0, description="A stage flushes a stream that sent nothing for this long without its last window record (windows flagged partial)"
@@ -118,6 +121,11 @@ class BaseServiceSettings(BaseSettings):
     grpc_port: int = Field(0, ge=0, le=65535, description="gRPC port; 0 picks a free one")
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Prometheus /metrics port; unset: metrics_base_port plus the service's offset (none when the base is 0); 0 disables"
+    )
+
+    nats_monitor_url: str = Field(
+        "",
+        description="nats-server's monitoring URL (http://host:8222): this service then exports NATS's own metrics (streamsight_nats_server_*) on its /metrics; set it on one service (up: the gateway); empty: none",
     )
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
