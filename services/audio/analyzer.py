@@ -61,7 +61,19 @@ FEATURES: dict[str, str] = {
     "harmonicity": "0-1, mean best normalised autocorrelation peak at a 100-1000 Hz pitch lag",
     **{f"band_ratio_{name}": f"fraction 0-1 of the power in {lo:g}-{hi:g} Hz" for name, (lo, hi) in BANDS.items()},
 }
+# Per-second values beside the window's features (second k of the window; a partial window has
+# fewer): fusion finds a moment's peak and boundaries at 1 s from them. Not in FEATURES (the
+# window's own keys); named by `second_features`.
+SECOND_FEATURES: dict[str, str] = {
+    "loudness_s": "LUFS, highest momentary (400 ms) loudness in second k of the window",
+    "onset_s": "LU, largest rise of the 100 ms block loudness over the block before it in second k (0 when none rises)",
+}
 TAG_FEATURES = "tag_<class>_mean / tag_<class>_max: tagger score 0-1, mean and max over the window's segments"
+
+
+def second_features(seconds: int) -> set[str]:
+    """The per-second keys a record of a window with `seconds` seconds of audio carries."""
+    return {f"{prefix}{k}" for prefix in SECOND_FEATURES for k in range(seconds)}
 
 
 @dataclass(frozen=True)
@@ -241,6 +253,7 @@ class AudioAnalyzer:
             momentary_e = short_e = np.array([np.mean(np.square(weighted))]) if weighted.size else np.zeros(1)
         else:
             momentary_e, short_e = sliding(4), sliding(30)
+        previous = history[-1] if history.size else None
         self._sub_history.extend(sub.tolist())
         momentary = energy_to_lufs(momentary_e)
         short = energy_to_lufs(short_e)
@@ -254,4 +267,20 @@ class AudioAnalyzer:
             "loudness_shortterm_mean_lufs": float(short.mean()),
             "loudness_integrated_lufs": gated_loudness(momentary_e),
             "loudness_jump_lu": jump,
+            **self._per_second(sub, momentary if n_sub else np.zeros(0), previous),
         }
+
+    def _per_second(self, sub: np.ndarray, momentary: np.ndarray, previous: float | None) -> dict[str, float]:
+        """loudness_s<k> and onset_s<k> from the window's 100 ms blocks (see SECOND_FEATURES)."""
+        if sub.size == 0:
+            return {}
+        per = int(round(1.0 / 0.1))  # 100 ms blocks per second
+        level = energy_to_lufs(sub)
+        before = energy_to_lufs(np.array([previous]))[0] if previous is not None else level[0]
+        rise = np.maximum(0.0, np.diff(np.concatenate([[before], level])))
+        out: dict[str, float] = {}
+        for k in range(math.ceil(sub.size / per)):
+            part = slice(k * per, (k + 1) * per)
+            out[f"loudness_s{k}"] = float(momentary[part].max())
+            out[f"onset_s{k}"] = float(rise[part].max())
+        return out

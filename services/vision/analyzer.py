@@ -230,6 +230,11 @@ class StreamAnalyzer:
 
     # ---- results -----------------------------------------------------------------------
 
+    def _second(self, pts: float) -> int:
+        """Second of its window that `pts` falls in (0 .. ceil(window_s) - 1)."""
+        w = self.config.window_s
+        return min(int(pts - (pts // w) * w), max(0, math.ceil(w) - 1))
+
     def _window(self, pts: float) -> WindowAccumulator:
         return self._windows.setdefault(int(pts // self.config.window_s), WindowAccumulator())
 
@@ -243,7 +248,7 @@ class StreamAnalyzer:
                     acc.brightness_deltas.append(item.brightness_delta)
                 acc.scene_cuts += int(item.cut)
                 if item.flow is not None:
-                    acc.add_pair(flow_pair_stats(item.flow, item.time_scale), item.prob)
+                    acc.add_pair(flow_pair_stats(item.flow, item.time_scale), item.prob, self._second(item.pts))
                 self._clock.flow = item.pts
             else:
                 acc.cnn_frames += 1

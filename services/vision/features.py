@@ -36,6 +36,10 @@ FEATURE_NAMES = (
     "flow_pairs",
     "cnn_frames",
 )
+# Per-second motion beside the window's features: "motion_s<k>" = mean flow magnitude (px per frame
+# interval at 320 px) of the pairs whose later frame falls in second k of the window. Seconds with
+# no pair have no key. Fusion finds a moment's peak and boundaries at 1 s from these.
+SECOND_PREFIX = "motion_s"
 
 
 @dataclass(frozen=True)
@@ -102,10 +106,13 @@ class WindowAccumulator:
     brightness_deltas: list[float] = field(default_factory=list)
     scene_cuts: int = 0
     cnn_frames: int = 0
+    per_second: dict[int, list[float]] = field(default_factory=dict)  # second of the window -> pair magnitudes
 
-    def add_pair(self, stats: PairStats, motion_prob: float) -> None:
+    def add_pair(self, stats: PairStats, motion_prob: float, second: int | None = None) -> None:
         self.pairs.append(stats)
         self.motion_probs.append(motion_prob)
+        if second is not None:
+            self.per_second.setdefault(second, []).append(stats.mag_mean)
 
     def features(self) -> dict[str, float]:
         out = dict.fromkeys(FEATURE_NAMES, 0.0)
@@ -131,4 +138,6 @@ class WindowAccumulator:
         out["flow_frames"] = float(len(self.brightness))
         out["flow_pairs"] = float(len(self.pairs))
         out["cnn_frames"] = float(self.cnn_frames)
+        for k in sorted(self.per_second):
+            out[f"{SECOND_PREFIX}{k}"] = float(np.mean(self.per_second[k]))
         return out

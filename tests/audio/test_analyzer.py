@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from services.audio.analyzer import FEATURES, AudioAnalyzer
+from services.audio.analyzer import FEATURES, AudioAnalyzer, second_features
 
 RATE = 32000
 
@@ -42,7 +42,7 @@ def test_windows_follow_media_time_and_carry_tagger_none(audio_io):
     assert records[2].features["audio_coverage"] == pytest.approx(0.5)
     for r in records:
         assert r.metadata["tagger"] == "none"
-        assert set(r.features) == set(FEATURES)
+        assert set(r.features) == set(FEATURES) | second_features(math.ceil(r.end_s - r.start_s - 1e-9))
         assert all(isinstance(v, float) and math.isfinite(v) for v in r.features.values())
 
 
@@ -152,3 +152,15 @@ def test_stereo_51_48k_8k_sources_come_out_right(tmp_path, audio_io, source):
     assert f["loudness_integrated_lufs"] == pytest.approx(ref["loudness_integrated_lufs"], abs=0.1)
     assert f["loudness_integrated_lufs"] == pytest.approx(f["rms_dbfs"], abs=0.15)  # 1 kHz: LUFS tracks RMS
     assert f["spectral_centroid_hz"] == pytest.approx(1000.0, abs=20.0)
+
+
+def test_per_second_loudness_and_onset_find_a_burst_to_the_second(audio_io):
+    quiet = audio_io.sine(-45.0, 10.0, RATE).astype(np.float32)
+    loud = audio_io.sine(-10.0, 1.0, RATE).astype(np.float32)
+    x = quiet.copy()
+    x[6 * RATE : 7 * RATE] = loud  # a burst in second 6 of the window
+    (record,) = AudioAnalyzer(sample_rate=RATE).push(x, 0.0)
+    loudness = [record.features[f"loudness_s{k}"] for k in range(10)]
+    onsets = [record.features[f"onset_s{k}"] for k in range(10)]
+    assert int(np.argmax(loudness)) == 6 and loudness[6] - np.median(loudness) > 20
+    assert int(np.argmax(onsets)) == 6 and onsets[6] > 20 and max(onsets[:6]) < 3

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from services.vision.analyzer import StreamAnalyzer, WindowFeatures
-from services.vision.features import FEATURE_NAMES
+from services.vision.features import FEATURE_NAMES, SECOND_PREFIX
 
 FPS = 5.0
 H, W = 180, 320
@@ -70,8 +70,19 @@ def scenes(models, vtest_gray, bbb_gray):
 
 def test_every_feature_is_present_and_finite(scenes):
     for feats in scenes.values():
-        assert set(feats) == set(FEATURE_NAMES)
+        assert {k for k in feats if not k.startswith(SECOND_PREFIX)} == set(FEATURE_NAMES)
         assert all(np.isfinite(v) for v in feats.values())
+        seconds = sorted(int(k[len(SECOND_PREFIX):]) for k in feats if k.startswith(SECOND_PREFIX))
+        assert seconds and seconds[0] >= 0 and seconds[-1] <= 9
+
+
+def test_per_second_motion_follows_the_window_and_the_action(scenes):
+    still, action = scenes["still"], scenes["action"]
+    per_still = [v for k, v in still.items() if k.startswith(SECOND_PREFIX)]
+    per_action = [v for k, v in action.items() if k.startswith(SECOND_PREFIX)]
+    # the per-second means average back to the window's mean (each second holds about the same pairs)
+    assert np.mean(per_action) == pytest.approx(action["flow_mag_mean"], rel=0.25)
+    assert max(per_action) > 3 * max(max(per_still), 0.1)
 
 
 def test_motion_ordering(scenes):

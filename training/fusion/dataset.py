@@ -4,7 +4,7 @@
 missing), y, the stream of every row (the group: windows of one stream never go to both
 train and test), window indexes and the feature names. Bookkeeping features that describe
 the input rather than the content (frame counts, audio coverage, absolute brightness) are
-left out (`EXCLUDED`).
+left out (`EXCLUDED`), and so are the per-second values (`PER_SECOND`: fusion's moments use them).
 
 Weak labels (`weak_labels`): a window is labelled a highlight when chat reacts in it or in
 the `lag_windows` windows after it: the message-rate z-score reaches `rate_z` and the
@@ -14,6 +14,7 @@ the audio and vision features (the labels came from chat), so they score streams
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -41,10 +42,13 @@ class Dataset:
         return Dataset(self.X[mask], self.y[mask], self.groups[mask], self.windows[mask], self.features)
 
 
+PER_SECOND = re.compile(r"_s\d+$")  # 1 s values (motion_s3, loudness_s3, chat_messages_s3): moments, not window scores
+
+
 def feature_names(rows: dict[tuple[str, int], dict], modalities: Iterable[str] | None = None) -> list[str]:
     wanted = set(modalities) if modalities is not None else None
     names = {name for row in rows.values() for name in row["features"]}
-    return sorted(n for n in names if n not in EXCLUDED and (wanted is None or n.split(".", 1)[0] in wanted))
+    return sorted(n for n in names if n not in EXCLUDED and not PER_SECOND.search(n) and (wanted is None or n.split(".", 1)[0] in wanted))
 
 
 def build(
