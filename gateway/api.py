@@ -30,8 +30,9 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
         self.bus = bus
         self.registry = registry
         self.watchers = Watchers(bus.js)  # WatchEvents calls and the web page's SSE clients
-        self.ingest = ingest_pb2_grpc.IngestStub(channel(settings.ingest_address))
-        self.chat = chat_pb2_grpc.ChatStub(channel(settings.chat_address))
+        # Ingest and chat require the platform's service credential when one is set.
+        self.ingest = ingest_pb2_grpc.IngestStub(channel(settings.ingest_address, settings.auth_token))
+        self.chat = chat_pb2_grpc.ChatStub(channel(settings.chat_address, settings.auth_token))
 
     async def require_stream(self, stream_id: str) -> gateway_pb2.Stream:
         validation.stream_id(stream_id)
@@ -70,6 +71,7 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
         allow, roots = self.settings.allow_local_files, self.settings.local_roots
         source = validation.media_source(request.source, allow, roots)
         chat_source = validation.chat_source(request.chat_source, allow, roots)
+        validation.stream_options(request.options.extra)
         stream_id = validation.stream_id(request.stream_id) if request.stream_id else f"s-{uuid.uuid4().hex[:12]}"
         stream = gateway_pb2.Stream(
             id=stream_id, source=source, chat_source=chat_source, options=request.options, state=common_pb2.STREAM_STATE_PENDING
@@ -156,7 +158,7 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
             await self.require_stream(request.stream_id)
         kind = subjects.EVENT_KINDS[next(iter(types))] if len(types) == 1 else "*"
         start = request.WhichOneof("start")
-        after = request.after_sequence if start == "after_sequence" else None
+        after = validation.after_sequence(request.after_sequence) if start == "after_sequence" else None
         since = request.since_time.ToDatetime(tzinfo=timezone.utc) if start == "since_time" else None
         # A client that goes away cancels this call; leaving the block deletes the consumer.
         async with self.watchers.follow("grpc", subjects.event(kind, stream_id), types, after, since) as events:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from nats.aio.msg import Msg
 
 from gateway.api import StreamSightApi
@@ -10,6 +12,7 @@ from gateway.settings import GatewaySettings
 from gateway.web import WebServer
 from streamsight import events, subjects
 from streamsight.bus import BadMessage
+from streamsight.config import ConfigError, env_name
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from streamsight.rpc import Servicer
@@ -21,6 +24,7 @@ class GatewayService(Service):
     Settings = GatewaySettings
 
     async def start(self) -> None:
+        check_exposure(self.settings)
         self.registry = Registry(await self.bus.kv(subjects.REGISTRY_BUCKET))
         self.api = StreamSightApi(self.settings, self.bus, self.registry)
         self.bus.consume("gateway-registry", subjects.event("status"), self.on_status, subjects.EVENTS_STREAM)
@@ -59,3 +63,26 @@ class GatewayService(Service):
             await self.registry.update(status.stream_id, change)
         except StreamMissing:  # a stream started without the gateway (a service used on its own)
             self.log.debug("status for a stream the gateway does not know", stream_id=status.stream_id)
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve anywhere
+
+
+def check_exposure(settings: GatewaySettings) -> None:
+    """Refuse to serve beyond this host without a token, unless told so explicitly.
+
+    Without auth anyone who reaches the gateway can make the server fetch URLs and read clips.
+    """
+    if settings.auth_token or settings.insecure_no_auth or is_loopback(settings.grpc_host):
+        return
+    raise ConfigError(
+        f"the gateway would serve on {settings.grpc_host} (not loopback) without auth: set {env_name('', 'auth_token')} "
+        f"(clients send it as a bearer token), bind {env_name('', 'grpc_host')}=127.0.0.1, or set "
+        f"{env_name('gateway', 'insecure_no_auth')}=true to accept that anyone who reaches it may use it"
+    )

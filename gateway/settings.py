@@ -18,3 +18,6 @@ class GatewaySettings(BaseServiceSettings):
     http_enabled: bool = Field(True, description="Serve the web page and its HTTP API")
     http_port: int = Field(8080, ge=0, le=65535, description="Port of the web page (0 picks a free one)")
     dispatch_timeout_s: float = Field(10.0, gt=0, description="Deadline of calls to ingest and chat")
+    insecure_no_auth: bool = Field(
+        False, description="Serve on a non-loopback grpc_host without auth_token (refused otherwise): anyone who reaches it may start streams"
+    )

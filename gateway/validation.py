@@ -20,12 +20,52 @@ CHAT_SCHEMES = ("irc", "ircs")
 _TWITCH_BARE = re.compile(r"^(?:www\.)?twitch\.tv/([A-Za-z0-9_]{3,25})/?$")
 _TWITCH_CHANNEL = re.compile(r"^[A-Za-z0-9_]{3,25}$")
 MAX_SOURCE_LEN = 2048
+MAX_OPTION_ENTRIES = 16
+MAX_OPTION_LEN = 256
+MAX_AFTER_SEQUENCE = 2**63 - 2  # JetStream sequences are signed 64-bit; the watch starts at after + 1
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _text(value: str, what: str, max_len: int) -> str:
+    """`value` stripped; INVALID_ARGUMENT when too long or holding control characters (NUL, newlines)."""
+    value = (value or "").strip()
+    if len(value) > max_len:
+        raise invalid(f"{what} is {len(value)} characters long; at most {max_len} are accepted")
+    if _CONTROL.search(value):
+        raise invalid(f"{what} contains control characters (NUL, newline, ...), which no source or id may hold")
+    return value
+
+
+def _split(source: str, what: str):
+    try:
+        parts = urlsplit(source)
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError as exc:
+        problem = "has an invalid port" if "port" in str(exc).lower() else f"is not a valid URL ({exc})"
+        raise invalid(f"{what} {source!r} {problem}") from None
+    return parts
+
+
+def stream_options(extra: dict[str, str]) -> dict[str, str]:
+    """The free-form `options.extra` map: a few short entries (ingest reads flow_fps, cnn_fps, glitch_fps)."""
+    if len(extra) > MAX_OPTION_ENTRIES:
+        raise invalid(f"options.extra has {len(extra)} entries; at most {MAX_OPTION_ENTRIES} are accepted")
+    for key, value in extra.items():
+        _text(key, "an options.extra key", 64)
+        _text(value, f"options.extra[{key[:64]!r}]", MAX_OPTION_LEN)
+    return dict(extra)
+
+
+def after_sequence(value: int) -> int:
+    if value > MAX_AFTER_SEQUENCE:
+        raise invalid(f"after_sequence {value} is beyond any event sequence (at most {MAX_AFTER_SEQUENCE})")
+    return value
 
 
 def stream_id(value: str) -> str:
     if not subjects.is_valid_stream_id(value):
         raise invalid(
-            f"stream id {value!r} is not valid: use 1-64 lowercase letters, digits, '-' or '_', starting with a letter or digit"
+            f"stream id {value[:80]!r} is not valid: use 1-64 lowercase letters, digits, '-' or '_', starting with a letter or digit"
         )
     return value
 
@@ -33,7 +73,10 @@ def stream_id(value: str) -> str:
 def _local_path(path_text: str, allow_local: bool, roots: list[str], what: str) -> str:
     if not allow_local:
         raise invalid(f"{what} {path_text!r} is a local path, which this gateway does not accept; use one of {', '.join(MEDIA_SCHEMES)} URLs")
-    path = Path(path_text).expanduser().resolve()
+    try:
+        path = Path(path_text).expanduser().resolve()
+    except (OSError, RuntimeError):
+        raise invalid(f"{what} is not a usable path") from None
     if roots and not any(path.is_relative_to(Path(r).expanduser().resolve()) for r in roots):
         raise invalid(f"{what} {path_text!r} is outside the allowed folders ({', '.join(roots)})")
     if not path.is_file():
@@ -43,14 +86,12 @@ def _local_path(path_text: str, allow_local: bool, roots: list[str], what: str) 
 
 def media_source(source: str, allow_local: bool = False, roots: list[str] | None = None) -> str:
     """The normalised source, or INVALID_ARGUMENT saying why it is refused."""
-    source = (source or "").strip()
+    source = _text(source, "source", MAX_SOURCE_LEN)
     if not source:
         raise invalid("source is empty: give a URL (http, https, rtmp, rtsp, srt) or, where allowed, a file path")
-    if len(source) > MAX_SOURCE_LEN:
-        raise invalid(f"source is {len(source)} characters long; at most {MAX_SOURCE_LEN} are accepted")
     if _TWITCH_BARE.match(source):
         return "https://" + source
-    parts = urlsplit(source)
+    parts = _split(source, "source URL")
     scheme = parts.scheme.lower()
     if scheme == "file":
         return _local_path(parts.path, allow_local, roots or [], "source")
@@ -60,16 +101,12 @@ def media_source(source: str, allow_local: bool = False, roots: list[str] | None
         raise invalid(f"source scheme {scheme!r} is not allowed; use one of {', '.join(MEDIA_SCHEMES)}")
     if not parts.hostname:
         raise invalid(f"source URL {source!r} has no host")
-    try:
-        parts.port  # noqa: B018 - raises on a malformed port
-    except ValueError:
-        raise invalid(f"source URL {source!r} has an invalid port") from None
     return source
 
 
 def chat_source(source: str, allow_local: bool = False, roots: list[str] | None = None) -> str:
     """'' (no chat), 'twitch:<channel>', an irc(s):// URL, or an allowed local replay file."""
-    source = (source or "").strip()
+    source = _text(source, "chat source", MAX_SOURCE_LEN)
     if not source:
         return ""
     if source.lower().startswith("twitch:"):
@@ -77,7 +114,7 @@ def chat_source(source: str, allow_local: bool = False, roots: list[str] | None 
         if not _TWITCH_CHANNEL.match(channel):
             raise invalid(f"chat source {source!r}: a Twitch channel name has 3-25 letters, digits or '_'")
         return f"twitch:{channel.lower()}"
-    parts = urlsplit(source)
+    parts = _split(source, "chat source")
     if parts.scheme.lower() in CHAT_SCHEMES:
         if not parts.hostname or not parts.path.strip("/#"):
             raise invalid(f"chat source {source!r} needs a host and a channel, e.g. ircs://irc.chat.twitch.tv:6697/#channel")

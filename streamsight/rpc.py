@@ -14,6 +14,7 @@ Client (`channel`): an aio channel whose calls carry the current trace context i
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -83,6 +84,9 @@ class _Interceptor(grpc.aio.ServerInterceptor):
             return handler
         metadata = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
         method = details.method
+        denied = self._check_auth(metadata)
+        if denied and (handler.stream_unary or handler.stream_stream):
+            return self._refusing(method, handler, denied)  # no streaming-request method may skip the token
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(method, metadata, handler.unary_unary),
@@ -97,10 +101,19 @@ class _Interceptor(grpc.aio.ServerInterceptor):
             )
         return handler
 
+    def _refusing(self, method: str, handler, denied: StatusError):
+        async def refuse(request_or_iterator, context):
+            RPC_REQUESTS.labels(self.service, method, denied.code.name).inc()
+            await context.abort(denied.code, denied.message)
+
+        make = grpc.stream_unary_rpc_method_handler if handler.stream_unary else grpc.stream_stream_rpc_method_handler
+        return make(refuse, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+
     def _check_auth(self, metadata: dict[str, str]) -> StatusError | None:
         if not self.auth_token:
             return None
-        if metadata.get("authorization", "") != f"Bearer {self.auth_token}":
+        given = metadata.get("authorization", "").encode()
+        if not hmac.compare_digest(given, f"Bearer {self.auth_token}".encode()):
             return StatusError(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token in 'authorization' metadata")
         return None
 
