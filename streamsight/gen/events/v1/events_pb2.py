@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from streamsight.gen.common.v1 import common_pb2 as streamsight_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"streamsight/events/v1/events.proto\x12\x15streamsight.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"streamsight/common/v1/common.proto\"\x86\x02\n\tHighlight\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x14\n\x0chighlight_id\x18\x02 \x01(\t\x12\x0f\n\x07start_s\x18\x03 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x04 \x01(\x01\x12\r\n\x05score\x18\x05 \x01(\x01\x12\x30\n\x03why\x18\x06 \x03(\x0b\x32#.streamsight.common.v1.Contribution\x12,\n\x04\x63lip\x18\x07 \x01(\x0b\x32\x1e.streamsight.common.v1.ClipRef\x12\x0f\n\x07windows\x18\x08 \x03(\x05\x12\x30\n\x07missing\x18\t \x03(\x0e\x32\x1f.streamsight.common.v1.Modality\"\xea\x01\n\x06Glitch\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x11\n\tglitch_id\x18\x02 \x01(\t\x12+\n\x05phase\x18\x03 \x01(\x0e\x32\x1c.streamsight.events.v1.Phase\x12/\n\x04kind\x18\x04 \x01(\x0e\x32!.streamsight.events.v1.GlitchKind\x12\x10\n\x08severity\x18\x05 \x01(\x01\x12\x0f\n\x07start_s\x18\x06 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x07 \x01(\x01\x12\x12\n\nconfidence\x18\x08 \x01(\x01\x12\x16\n\x0ethumbnail_jpeg\x18\t \x01(\x0c\"g\n\x0eSentimentPoint\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0f\n\x07start_s\x18\x02 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x03 \x01(\x01\x12\x10\n\x08\x63ompound\x18\x04 \x01(\x01\x12\x10\n\x08messages\x18\x05 \x01(\x05\"D\n\rForecastPoint\x12\x0f\n\x07start_s\x18\x01 \x01(\x01\x12\x10\n\x08\x63ompound\x18\x02 \x01(\x01\x12\x10\n\x08\x62\x61seline\x18\x03 \x01(\x01\"\x95\x01\n\x11SentimentForecast\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x13\n\x0bissued_at_s\x18\x02 \x01(\x01\x12\x34\n\x06points\x18\x03 \x03(\x0b\x32$.streamsight.events.v1.ForecastPoint\x12\x13\n\x0btrustworthy\x18\x04 \x01(\x08\x12\r\n\x05model\x18\x05 \x01(\t\"\x85\x02\n\x0cStreamStatus\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x31\n\x05state\x18\x02 \x01(\x0e\x32\".streamsight.common.v1.StreamState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x14\n\x0cmedia_time_s\x18\x05 \x01(\x01\x12\r\n\x05gap_s\x18\x06 \x01(\x01\x12\x10\n\x08reporter\x18\x07 \x01(\t\x12\x12\n\nduration_s\x18\x08 \x01(\x01\x12\x0f\n\x07windows\x18\t \x01(\x05\x12\x33\n\nmodalities\x18\n \x03(\x0e\x32\x1f.streamsight.common.v1.Modality\"\xcc\x02\n\x0bWindowScore\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0e\n\x06window\x18\x02 \x01(\x05\x12\x0f\n\x07start_s\x18\x03 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x04 \x01(\x01\x12\r\n\x05score\x18\x05 \x01(\x01\x12\x30\n\x07missing\x18\x06 \x03(\x0e\x32\x1f.streamsight.common.v1.Modality\x12\x30\n\x03why\x18\x07 \x03(\x0b\x32#.streamsight.common.v1.Contribution\x12\x42\n\x08\x66\x65\x61tures\x18\x08 \x03(\x0b\x32\x30.streamsight.events.v1.WindowScore.FeaturesEntry\x12\x12\n\ncompletion\x18\t \x01(\t\x1a/\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xd9\x03\n\x05\x45vent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tstream_id\x18\x06 \x01(\t\x12\x35\n\thighlight\x18\n \x01(\x0b\x32 .streamsight.events.v1.HighlightH\x00\x12/\n\x06glitch\x18\x0b \x01(\x0b\x32\x1d.streamsight.events.v1.GlitchH\x00\x12:\n\tsentiment\x18\x0c \x01(\x0b\x32%.streamsight.events.v1.SentimentPointH\x00\x12<\n\x08\x66orecast\x18\r \x01(\x0b\x32(.streamsight.events.v1.SentimentForecastH\x00\x12\x35\n\x06status\x18\x0e \x01(\x0b\x32#.streamsight.events.v1.StreamStatusH\x00\x12\x33\n\x05score\x18\x0f \x01(\x0b\x32\".streamsight.events.v1.WindowScoreH\x00\x42\t\n\x07payload*P\n\x05Phase\x12\x15\n\x11PHASE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bPHASE_START\x10\x01\x12\x10\n\x0cPHASE_UPDATE\x10\x02\x12\r\n\tPHASE_END\x10\x03*\xc4\x01\n\nGlitchKind\x12\x1b\n\x17GLITCH_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13GLITCH_KIND_STRIPES\x10\x01\x12\x1d\n\x19GLITCH_KIND_MACROBLOCKING\x10\x02\x12\x15\n\x11GLITCH_KIND_GREEN\x10\x03\x12\x14\n\x10GLITCH_KIND_GREY\x10\x04\x12\x16\n\x12GLITCH_KIND_FREEZE\x10\x05\x12\x1c\n\x18GLITCH_KIND_DECODE_ERROR\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"streamsight/events/v1/events.proto\x12\x15streamsight.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"streamsight/common/v1/common.proto\"\x8f\x03\n\tHighlight\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x14\n\x0chighlight_id\x18\x02 \x01(\t\x12\x0f\n\x07start_s\x18\x03 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x04 \x01(\x01\x12\r\n\x05score\x18\x05 \x01(\x01\x12\x30\n\x03why\x18\x06 \x03(\x0b\x32#.streamsight.common.v1.Contribution\x12,\n\x04\x63lip\x18\x07 \x01(\x0b\x32\x1e.streamsight.common.v1.ClipRef\x12\x0f\n\x07windows\x18\x08 \x03(\x05\x12\x30\n\x07missing\x18\t \x03(\x0e\x32\x1f.streamsight.common.v1.Modality\x12\x0c\n\x04rank\x18\n \x01(\x05\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12\x0e\n\x06peak_s\x18\x0c \x01(\x01\x12\x12\n\nchat_lag_s\x18\r \x01(\x01\x12\x11\n\tlatency_s\x18\x0e \x01(\x01\x12\x0e\n\x06wait_s\x18\x0f \x01(\x01\x12\x0e\n\x06glitch\x18\x10 \x01(\x08\x12\x12\n\nresolution\x18\x11 \x01(\t\"\xea\x01\n\x06Glitch\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x11\n\tglitch_id\x18\x02 \x01(\t\x12+\n\x05phase\x18\x03 \x01(\x0e\x32\x1c.streamsight.events.v1.Phase\x12/\n\x04kind\x18\x04 \x01(\x0e\x32!.streamsight.events.v1.GlitchKind\x12\x10\n\x08severity\x18\x05 \x01(\x01\x12\x0f\n\x07start_s\x18\x06 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x07 \x01(\x01\x12\x12\n\nconfidence\x18\x08 \x01(\x01\x12\x16\n\x0ethumbnail_jpeg\x18\t \x01(\x0c\"g\n\x0eSentimentPoint\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0f\n\x07start_s\x18\x02 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x03 \x01(\x01\x12\x10\n\x08\x63ompound\x18\x04 \x01(\x01\x12\x10\n\x08messages\x18\x05 \x01(\x05\"D\n\rForecastPoint\x12\x0f\n\x07start_s\x18\x01 \x01(\x01\x12\x10\n\x08\x63ompound\x18\x02 \x01(\x01\x12\x10\n\x08\x62\x61seline\x18\x03 \x01(\x01\"\x95\x01\n\x11SentimentForecast\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x13\n\x0bissued_at_s\x18\x02 \x01(\x01\x12\x34\n\x06points\x18\x03 \x03(\x0b\x32$.streamsight.events.v1.ForecastPoint\x12\x13\n\x0btrustworthy\x18\x04 \x01(\x08\x12\r\n\x05model\x18\x05 \x01(\t\"\x85\x02\n\x0cStreamStatus\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x31\n\x05state\x18\x02 \x01(\x0e\x32\".streamsight.common.v1.StreamState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x14\n\x0cmedia_time_s\x18\x05 \x01(\x01\x12\r\n\x05gap_s\x18\x06 \x01(\x01\x12\x10\n\x08reporter\x18\x07 \x01(\t\x12\x12\n\nduration_s\x18\x08 \x01(\x01\x12\x0f\n\x07windows\x18\t \x01(\x05\x12\x33\n\nmodalities\x18\n \x03(\x0e\x32\x1f.streamsight.common.v1.Modality\"\xcc\x02\n\x0bWindowScore\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0e\n\x06window\x18\x02 \x01(\x05\x12\x0f\n\x07start_s\x18\x03 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x04 \x01(\x01\x12\r\n\x05score\x18\x05 \x01(\x01\x12\x30\n\x07missing\x18\x06 \x03(\x0e\x32\x1f.streamsight.common.v1.Modality\x12\x30\n\x03why\x18\x07 \x03(\x0b\x32#.streamsight.common.v1.Contribution\x12\x42\n\x08\x66\x65\x61tures\x18\x08 \x03(\x0b\x32\x30.streamsight.events.v1.WindowScore.FeaturesEntry\x12\x12\n\ncompletion\x18\t \x01(\t\x1a/\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xd9\x03\n\x05\x45vent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tstream_id\x18\x06 \x01(\t\x12\x35\n\thighlight\x18\n \x01(\x0b\x32 .streamsight.events.v1.HighlightH\x00\x12/\n\x06glitch\x18\x0b \x01(\x0b\x32\x1d.streamsight.events.v1.GlitchH\x00\x12:\n\tsentiment\x18\x0c \x01(\x0b\x32%.streamsight.events.v1.SentimentPointH\x00\x12<\n\x08\x66orecast\x18\r \x01(\x0b\x32(.streamsight.events.v1.SentimentForecastH\x00\x12\x35\n\x06status\x18\x0e \x01(\x0b\x32#.streamsight.events.v1.StreamStatusH\x00\x12\x33\n\x05score\x18\x0f \x01(\x0b\x32\".streamsight.events.v1.WindowScoreH\x00\x42\t\n\x07payload*P\n\x05Phase\x12\x15\n\x11PHASE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bPHASE_START\x10\x01\x12\x10\n\x0cPHASE_UPDATE\x10\x02\x12\r\n\tPHASE_END\x10\x03*\xc4\x01\n\nGlitchKind\x12\x1b\n\x17GLITCH_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13GLITCH_KIND_STRIPES\x10\x01\x12\x1d\n\x19GLITCH_KIND_MACROBLOCKING\x10\x02\x12\x15\n\x11GLITCH_KIND_GREEN\x10\x03\x12\x14\n\x10GLITCH_KIND_GREY\x10\x04\x12\x16\n\x12GLITCH_KIND_FREEZE\x10\x05\x12\x1c\n\x18GLITCH_KIND_DECODE_ERROR\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,26 +35,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WINDOWSCORE_FEATURESENTRY']._loaded_options = None
   _globals['_WINDOWSCORE_FEATURESENTRY']._serialized_options = b'8\001'
-  _globals['_PHASE']._serialized_start=2034
-  _globals['_PHASE']._serialized_end=2114
-  _globals['_GLITCHKIND']._serialized_start=2117
-  _globals['_GLITCHKIND']._serialized_end=2313
+  _globals['_PHASE']._serialized_start=2171
+  _globals['_PHASE']._serialized_end=2251
+  _globals['_GLITCHKIND']._serialized_start=2254
+  _globals['_GLITCHKIND']._serialized_end=2450
   _globals['_HIGHLIGHT']._serialized_start=131
-  _globals['_HIGHLIGHT']._serialized_end=393
-  _globals['_GLITCH']._serialized_start=396
-  _globals['_GLITCH']._serialized_end=630
-  _globals['_SENTIMENTPOINT']._serialized_start=632
-  _globals['_SENTIMENTPOINT']._serialized_end=735
-  _globals['_FORECASTPOINT']._serialized_start=737
-  _globals['_FORECASTPOINT']._serialized_end=805
-  _globals['_SENTIMENTFORECAST']._serialized_start=808
-  _globals['_SENTIMENTFORECAST']._serialized_end=957
-  _globals['_STREAMSTATUS']._serialized_start=960
-  _globals['_STREAMSTATUS']._serialized_end=1221
-  _globals['_WINDOWSCORE']._serialized_start=1224
-  _globals['_WINDOWSCORE']._serialized_end=1556
-  _globals['_WINDOWSCORE_FEATURESENTRY']._serialized_start=1509
-  _globals['_WINDOWSCORE_FEATURESENTRY']._serialized_end=1556
-  _globals['_EVENT']._serialized_start=1559
-  _globals['_EVENT']._serialized_end=2032
+  _globals['_HIGHLIGHT']._serialized_end=530
+  _globals['_GLITCH']._serialized_start=533
+  _globals['_GLITCH']._serialized_end=767
+  _globals['_SENTIMENTPOINT']._serialized_start=769
+  _globals['_SENTIMENTPOINT']._serialized_end=872
+  _globals['_FORECASTPOINT']._serialized_start=874
+  _globals['_FORECASTPOINT']._serialized_end=942
+  _globals['_SENTIMENTFORECAST']._serialized_start=945
+  _globals['_SENTIMENTFORECAST']._serialized_end=1094
+  _globals['_STREAMSTATUS']._serialized_start=1097
+  _globals['_STREAMSTATUS']._serialized_end=1358
+  _globals['_WINDOWSCORE']._serialized_start=1361
+  _globals['_WINDOWSCORE']._serialized_end=1693
+  _globals['_WINDOWSCORE_FEATURESENTRY']._serialized_start=1646
+  _globals['_WINDOWSCORE_FEATURESENTRY']._serialized_end=1693
+  _globals['_EVENT']._serialized_start=1696
+  _globals['_EVENT']._serialized_end=2169
 # @@protoc_insertion_point(module_scope)

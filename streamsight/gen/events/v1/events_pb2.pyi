@@ -40,7 +40,7 @@ GLITCH_KIND_FREEZE: GlitchKind
 GLITCH_KIND_DECODE_ERROR: GlitchKind
 
 class Highlight(_message.Message):
-    __slots__ = ("stream_id", "highlight_id", "start_s", "end_s", "score", "why", "clip", "windows", "missing")
+    __slots__ = ("stream_id", "highlight_id", "start_s", "end_s", "score", "why", "clip", "windows", "missing", "rank", "reason", "peak_s", "chat_lag_s", "latency_s", "wait_s", "glitch", "resolution")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     HIGHLIGHT_ID_FIELD_NUMBER: _ClassVar[int]
     START_S_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,14 @@ class Highlight(_message.Message):
     CLIP_FIELD_NUMBER: _ClassVar[int]
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    PEAK_S_FIELD_NUMBER: _ClassVar[int]
+    CHAT_LAG_S_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_S_FIELD_NUMBER: _ClassVar[int]
+    WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    GLITCH_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTION_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     highlight_id: str
     start_s: float
@@ -59,7 +67,15 @@ class Highlight(_message.Message):
     clip: _common_pb2.ClipRef
     windows: _containers.RepeatedScalarFieldContainer[int]
     missing: _containers.RepeatedScalarFieldContainer[_common_pb2.Modality]
-    def __init__(self, stream_id: _Optional[str] = ..., highlight_id: _Optional[str] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., score: _Optional[float] = ..., why: _Optional[_Iterable[_Union[_common_pb2.Contribution, _Mapping]]] = ..., clip: _Optional[_Union[_common_pb2.ClipRef, _Mapping]] = ..., windows: _Optional[_Iterable[int]] = ..., missing: _Optional[_Iterable[_Union[_common_pb2.Modality, str]]] = ...) -> None: ...
+    rank: int
+    reason: str
+    peak_s: float
+    chat_lag_s: float
+    latency_s: float
+    wait_s: float
+    glitch: bool
+    resolution: str
+    def __init__(self, stream_id: _Optional[str] = ..., highlight_id: _Optional[str] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., score: _Optional[float] = ..., why: _Optional[_Iterable[_Union[_common_pb2.Contribution, _Mapping]]] = ..., clip: _Optional[_Union[_common_pb2.ClipRef, _Mapping]] = ..., windows: _Optional[_Iterable[int]] = ..., missing: _Optional[_Iterable[_Union[_common_pb2.Modality, str]]] = ..., rank: _Optional[int] = ..., reason: _Optional[str] = ..., peak_s: _Optional[float] = ..., chat_lag_s: _Optional[float] = ..., latency_s: _Optional[float] = ..., wait_s: _Optional[float] = ..., glitch: _Optional[bool] = ..., resolution: _Optional[str] = ...) -> None: ...
 
 class Glitch(_message.Message):
     __slots__ = ("stream_id", "glitch_id", "phase", "kind", "severity", "start_s", "end_s", "confidence", "thumbnail_jpeg")
