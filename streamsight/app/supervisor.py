@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamsight.config import SECTIONS, Section, env_name
+from streamsight.config import ENV_PREFIX, OTHER_VARIABLES, SECTIONS, ConfigError, Section, env_name, is_platform, resolve, section_class
 from streamsight.natsd import NatsServer, free_port
 from streamsight.telemetry import NATS_SERVER_RESTARTS, NATS_SLOW_CONSUMERS
 
@@ -43,6 +43,61 @@ STABLE_S = 30.0  # a process that ran this long before exiting restarts with the
 
 ServiceSpec = Section  # a service of the stack: streamsight.config.SECTIONS is the catalogue
 CATALOG = list(SECTIONS.values())
+
+
+def _fields_of(section: str) -> set[str]:
+    try:
+        return set(section_class(section).model_fields)
+    except ImportError:  # not built here
+        return set()
+
+
+def sectioned_environment(environ: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The user's environment as `up` hands it to every service, and what it changed, one line each.
+
+    One environment serves seven processes, so a flat name that sets a per-service field would
+    reach all of them: `STREAMSIGHT_METRICS_PORT` is read as the base (`STREAMSIGHT_METRICS_BASE_PORT`,
+    each service adds its offset), and a flat `STREAMSIGHT_<FIELD>` that only one section has (e.g.
+    `STREAMSIGHT_HTTP_PORT`, the gateway's) becomes that section's variable. A section's own
+    variable, when also set, wins.
+    """
+    env = dict(environ)
+    said: list[str] = []
+    flat_metrics = ENV_PREFIX + "METRICS_PORT"
+    base = env_name("", "metrics_base_port")
+    if flat_metrics in env:
+        value = env.pop(flat_metrics)
+        if base in env:
+            said.append(f"{flat_metrics} is ignored: {base} is set ({env[base]})")
+        else:
+            env[base] = value
+            said.append(f"{flat_metrics}={value} is read as {base}: each service serves metrics on it plus its offset")
+    fields = {name: _fields_of(name) for name in SECTIONS}
+    for name in sorted(environ):
+        rest = name.removeprefix(ENV_PREFIX).lower()
+        if not name.startswith(ENV_PREFIX) or name in OTHER_VARIABLES or is_platform(rest) or name == flat_metrics:
+            continue
+        if any(rest.startswith(section + "_") for section in SECTIONS):
+            continue
+        owners = [section for section, known in fields.items() if rest in known]
+        if len(owners) != 1:
+            continue  # none: the services warn about it; several: each reads it as its own (old flat name)
+        target = env_name(owners[0], rest)
+        value = env.pop(name)
+        if target in env:
+            said.append(f"{name} is ignored: {target} is set ({env[target]})")
+        else:
+            env[target] = value
+            said.append(f"{name}={value} is read as {target}")
+    return env, said
+
+
+def user_value(section: str, field: str, environ: dict[str, str]):
+    """The raw value the user gave `section.field` (environment or STREAMSIGHT_CONFIG's YAML), or None."""
+    try:
+        return resolve(section_class(section), environ).values.get(field)
+    except (ImportError, ConfigError):
+        return None  # not built, or a settings file the service will report itself
 
 
 def built_services() -> list[ServiceSpec]:
@@ -65,6 +120,7 @@ class _Child:
     restarts: int = 0
     gave_up: bool = False
     task: asyncio.Task | None = field(default=None, repr=False)
+    gone: asyncio.Event = field(default_factory=asyncio.Event, repr=False)  # set once it gave up
 
 
 class Supervisor:
@@ -89,9 +145,15 @@ class Supervisor:
         self._stop_event = asyncio.Event()
         # free_ports: every service on a free port (an embedded stack beside a running `up`).
         self.ports = dict(ports or {})
-        self.http_port = 0 if free_ports else 8080
         if free_ports:
             self.ports = {spec.name: self.ports.get(spec.name) or free_port() for spec in CATALOG}
+        self.base_env, self._env_notes = sectioned_environment(dict(os.environ))
+        chosen = user_value("gateway", "http_port", self.base_env)
+        self._http_chosen = chosen is not None  # the user's own value reaches the gateway untouched
+        try:
+            self.http_port = int(chosen) if self._http_chosen else (0 if free_ports else 8080)
+        except (TypeError, ValueError):
+            self.http_port = 0  # not a port: the gateway says so and exits with a configuration error
         self.extra_env = extra_env or {}
         self.only = only
         self.out = out or sys.stdout
@@ -112,20 +174,35 @@ class Supervisor:
         return {c.spec.name: f"127.0.0.1:{self._port(c.spec)}" for c in self.children}
 
     async def wait_serving(self, timeout_s: float = 120.0) -> None:
-        """Wait until every started service answers health SERVING; TimeoutError names the laggards."""
+        """Wait until every started service answers health SERVING, or gave up on a configuration
+        error (no use waiting for it); TimeoutError names the laggards and those that gave up."""
         from streamsight.rpc import wait_serving
 
-        results = await asyncio.gather(
-            *(wait_serving(address, timeout_s) for address in self.addresses().values()), return_exceptions=True
-        )
-        late = [name for name, r in zip(self.addresses(), results) if isinstance(r, Exception)]
-        if late:
-            raise TimeoutError(f"not serving after {timeout_s:.0f} s: {', '.join(late)}")
+        async def one(child: _Child) -> None:
+            serving = asyncio.ensure_future(wait_serving(f"127.0.0.1:{self._port(child.spec)}", timeout_s))
+            gone = asyncio.ensure_future(child.gone.wait())
+            try:
+                await asyncio.wait({serving, gone}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (serving, gone):
+                    task.cancel()
+                await asyncio.gather(serving, gone, return_exceptions=True)
+            if child.gave_up:
+                raise RuntimeError("gave up")
+            serving.result()
+
+        results = await asyncio.gather(*(one(c) for c in self.children), return_exceptions=True)
+        late = [c.spec.name for c, r in zip(self.children, results) if isinstance(r, Exception) and not c.gave_up]
+        gave_up = [c.spec.name for c in self.children if c.gave_up]
+        if late or gave_up:
+            parts = [f"not serving after {timeout_s:.0f} s: {', '.join(late)}"] if late else []
+            parts += [f"stopped on a configuration error: {', '.join(gave_up)}"] if gave_up else []
+            raise TimeoutError("; ".join(parts))
 
     def environment(self, spec: ServiceSpec) -> dict[str, str]:
         """The stack's one environment (each service reads its own section of it), plus the
         service's own data folder."""
-        env = dict(os.environ)
+        env = dict(self.base_env)
         env.setdefault("STREAMSIGHT_LOG_FORMAT", "console")
         # Two glibc malloc arenas, not 8 per core: every worker thread's arena keeps its own
         # high-water mark (streamsight.heap), and fewer arenas hold less between trims.
@@ -137,13 +214,17 @@ class Supervisor:
                 "STREAMSIGHT_DATA_DIR": str(self.data_dir / spec.name),
                 "STREAMSIGHT_GRPC_HOST": "127.0.0.1",
                 env_name("gateway", "allow_local_files"): "true",
-                env_name("gateway", "http_port"): str(self.http_port),
                 env_name("gateway", "ingest_address"): address["ingest"],
                 env_name("gateway", "chat_address"): address["chat"],
                 env_name("fusion", "ingest_address"): address["ingest"],
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if not self._http_chosen:
+            env[env_name("gateway", "http_port")] = str(self.http_port)
+        monitor = env_name("gateway", "nats_monitor_url")
+        if monitor not in env and user_value("gateway", "nats_monitor_url", self.base_env) is None:
+            env[monitor] = f"http://127.0.0.1:{self.nats.monitor_port}"  # the gateway exports NATS's own metrics
         for other in CATALOG:
             env[env_name(other.name, "grpc_port")] = str(self._port(other))
         expected = env_name("fusion", "expected_modalities")
@@ -184,6 +265,8 @@ class Supervisor:
             child = _Child(spec, self.environment(spec))
             child.task = asyncio.create_task(self._keep_running(child), name=f"supervise:{spec.name}")
             self.children.append(child)
+        for line in self._env_notes:
+            self._say("up", line)
         self._say("up", "services: " + ", ".join(s.name for s in specs))
 
     async def _start_nats(self) -> None:
@@ -301,6 +384,7 @@ class Supervisor:
                 return
             if code == CONFIG_ERROR_EXIT:
                 child.gave_up = True
+                child.gone.set()
                 self._say(child.spec.name, "exited with a configuration error; not restarting (fix the settings above)")
                 return
             if time.monotonic() - started > 30:
@@ -359,13 +443,20 @@ async def run_up(data_dir: Path, nats_port: int, gateway_port: int, only: list[s
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await sup.start()
-    try:
-        await sup.wait_serving(timeout_s=120)
-        sup._say("up", f"all services SERVING; gRPC API at {sup.state()['gateway']}, web page at {sup.state()['web']}; Ctrl-C stops everything")
-    except TimeoutError as exc:
-        sup._say("up", str(exc))
-    await stop.wait()
+    await sup.start()  # seconds at most (nats-server, then spawning): a signal meanwhile is kept in `stop`
+    if not stop.is_set():
+        serving = asyncio.ensure_future(sup.wait_serving(timeout_s=120))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not serving.done():  # Ctrl-C while services start: stop now, not after the health wait
+            serving.cancel()
+            sup._say("up", "stopping during start-up")
+        elif isinstance(serving.exception(), TimeoutError):
+            sup._say("up", str(serving.exception()))
+        elif serving.exception() is None:
+            sup._say("up", f"all services SERVING; gRPC API at {sup.state()['gateway']}, web page at {sup.state()['web']}; Ctrl-C stops everything")
+        await asyncio.gather(serving, return_exceptions=True)
+        await stopping
     await sup.stop()
     return 0
 
