@@ -71,6 +71,7 @@ class ClipBuffer:
         self.config.directory.mkdir(parents=True, exist_ok=True)
         self._templates = {s.type: s for s in templates}
         self._kinds = frozenset(self._templates)  # what the segments hold, kept after close()
+        self.video_codec = _video_codec(templates)  # kept after close(): clips decide on it
         self._closed = False
         self._lock = threading.Lock()
         self._segments: list[_Segment] = []
@@ -119,6 +120,7 @@ class ClipBuffer:
             if not self._closed:
                 self._templates = {s.type: s for s in templates}
                 self._kinds = frozenset(self._templates)
+                self.video_codec = _video_codec(templates)
 
     def close(self) -> None:
         """The stream ended: finish the open segment and let go of the input streams.
@@ -264,6 +266,11 @@ class ClipBuffer:
                 packet.stream = out_streams[kind]
                 out.mux(packet)
         return end
+
+
+def _video_codec(templates: list[av.stream.Stream]) -> str | None:
+    video = [s for s in templates if s.type == "video"]
+    return video[0].codec_context.name if video else None
 
 
 def _rebuild_dts(packets: list[av.Packet]) -> None:

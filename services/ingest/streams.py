@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import secrets
 from pathlib import Path
 
 import structlog
@@ -35,6 +36,7 @@ from .pipeline import IngestConfig, IngestPipeline, Pacing, ReconnectPolicy
 from .sampling import ConsumerSpec, SamplingConfig
 from .settings import IngestSettings
 from .source import SourceOptions
+from .transcode import BROWSER_VIDEO, to_h264
 
 log = structlog.get_logger(__name__)
 TERMINAL = {common_pb2.STREAM_STATE_ENDED, common_pb2.STREAM_STATE_FAILED, common_pb2.STREAM_STATE_STOPPED}
@@ -159,40 +161,59 @@ class IngestedStream:
     def clip_buffer(self):
         return self.pipeline.clip_buffer
 
-    async def export(self, start_s: float, end_s: float, clip_id: str, store: ClipStore) -> common_pb2.ClipRef:
+    async def export(self, start_s: float, end_s: float, key: str, store: ClipStore) -> common_pb2.ClipRef:
         """Cut [start_s, end_s] from the packet buffer into an MP4 and keep it in ``store``.
 
-        Asking again for the same clip id (a retry) gives the clip already stored.
+        ``key`` is the caller's name for the clip (fusion's ``highlight-<n>``; by default one
+        derived from the range): asking again with the same key (a retry) gives the clip already
+        stored. The clip's id, by which it is read, is random and says nothing of the stream or
+        the window, so nobody reads a clip whose id they were not given.
         """
-        clip_id = clip_id or hashlib.sha1(f"{start_s:.3f}-{end_s:.3f}".encode()).hexdigest()[:12]
-        span = self.clip_dir / f"{clip_id}.json"  # the media times the clip covers, and its file
+        key = key or hashlib.sha1(f"{start_s:.3f}-{end_s:.3f}".encode()).hexdigest()[:12]
+        span = self.clip_dir / f"{key}.json"  # the media times the clip covers, its id and file
         if span.exists():
             saved = json.loads(span.read_text())
             found = await store.find(self.stream_id, self.clip_dir, saved["file"])
-            if found is not None:
-                return common_pb2.ClipRef(clip_id=clip_id, uri=found[0], start_s=saved["start_s"], end_s=saved["end_s"], size_bytes=found[1])
+            if found is not None and "clip_id" in saved:
+                return common_pb2.ClipRef(
+                    clip_id=saved["clip_id"], uri=found[0], start_s=saved["start_s"], end_s=saved["end_s"], size_bytes=found[1]
+                )
+        clip_id = secrets.token_hex(16)
         self.exporting += 1
         try:
-            clip = await asyncio.to_thread(self.export_clip, start_s, end_s, clip_id)
+            clip = await asyncio.to_thread(self.export_clip, start_s, end_s, clip_id, key)
         finally:
             self.exporting -= 1
         uri, size = await store.keep(self.stream_id, clip.path)
         return common_pb2.ClipRef(clip_id=clip_id, uri=uri, start_s=clip.start, end_s=clip.end, size_bytes=size)
 
-    def export_clip(self, start_s: float, end_s: float, clip_id: str) -> Clip:
-        """Cut the clip file into the clip folder and record its span (blocking: run in a thread)."""
+    def export_clip(self, start_s: float, end_s: float, clip_id: str, key: str = "") -> Clip:
+        """Cut the clip file into the clip folder and record its span under `key` (blocking: run in a thread).
+
+        H.264 sources are cut by stream copy into MP4; other video (HEVC, VP9, MPEG-4 part 2, ...)
+        is copied into Matroska first, then that clip alone is re-encoded to H.264 in MP4.
+        """
         buffer = self.clip_buffer
         if buffer is None:
             raise IngestError(ErrorCode.CLIP_OUT_OF_RANGE, "no media has been buffered for this stream yet")
-        try:
-            clip = self._cut(buffer, start_s, end_s, clip_id, ".mp4")
-        except IngestError as err:
-            if err.code is not ErrorCode.UNSUPPORTED_CODEC:
-                raise
-            # Old codecs (MPEG-4 part 2 in AVI, say) cannot go into MP4: Matroska takes them as they are.
-            clip = self._cut(buffer, start_s, end_s, clip_id, ".mkv")
-        span = self.clip_dir / f"{clip_id}.json"
-        span.write_text(json.dumps({"file": clip.path.name, "start_s": clip.start, "end_s": clip.end}))
+        if buffer.video_codec is not None and buffer.video_codec not in BROWSER_VIDEO:
+            copy = self._cut(buffer, start_s, end_s, f"{clip_id}.copy", ".mkv")  # Matroska holds any codec
+            try:
+                dest, tmp = self.clip_dir / f"{clip_id}.mp4", self.clip_dir / f"{clip_id}.part.mp4"
+                to_h264(copy.path, tmp)
+                tmp.replace(dest)
+            finally:
+                copy.path.unlink(missing_ok=True)
+            clip = Clip(dest, copy.start, copy.end)
+        else:
+            try:
+                clip = self._cut(buffer, start_s, end_s, clip_id, ".mp4")
+            except IngestError as err:
+                if err.code is not ErrorCode.UNSUPPORTED_CODEC:
+                    raise
+                clip = self._cut(buffer, start_s, end_s, clip_id, ".mkv")  # audio MP4 cannot hold: keep Matroska
+        span = self.clip_dir / f"{key or clip_id}.json"
+        span.write_text(json.dumps({"clip_id": clip_id, "file": clip.path.name, "start_s": clip.start, "end_s": clip.end}))
         return clip
 
     def _cut(self, buffer, start_s: float, end_s: float, clip_id: str, suffix: str) -> Clip:

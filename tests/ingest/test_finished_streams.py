@@ -102,7 +102,7 @@ async def test_finished_streams_are_forgotten_by_count_and_age(nats_server, bus,
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await call
             assert err.value.code() == grpc.StatusCode.NOT_FOUND and "kept 600 s" in err.value.details()
-        served = b"".join([c.data async for c in stub.ReadClip(ingest_pb2.ReadClipRequest(stream_id="old", clip_id="keep"))])
+        served = b"".join([c.data async for c in stub.ReadClip(ingest_pb2.ReadClipRequest(stream_id="old", clip_id=kept.clip_id))])
         assert len(served) == kept.size_bytes, "a clip exported before the stream was forgotten stays readable"
         # The age rule: nothing is forgotten before finished_keep_s, everything after.
         assert ingest.forget_finished(now=time.monotonic() + 1) == []

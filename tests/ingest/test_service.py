@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import contextlib
 import math
 
@@ -266,14 +267,16 @@ async def test_clip_in_the_nats_object_store(nats_server, bus, media_recorder, t
             control = ingest_pb2_grpc.IngestStub(ch)
             clip = await control.ExportClip(ingest_pb2.ExportClipRequest(stream_id="stored", start_s=4.5, end_s=9.0, clip_id="kill"))
             again = await control.ExportClip(ingest_pb2.ExportClipRequest(stream_id="stored", start_s=4.5, end_s=9.0, clip_id="kill"))
-            served = b"".join([c.data async for c in control.ReadClip(ingest_pb2.ReadClipRequest(stream_id="stored", clip_id="kill"))])
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                [c async for c in control.ReadClip(ingest_pb2.ReadClipRequest(stream_id="stored", clip_id="nothing"))]
-            assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    assert clip.uri == "nats-object://clips/stored/kill.mp4"
-    assert again.uri == clip.uri and again.size_bytes == clip.size_bytes and again.start_s == clip.start_s
-    assert not (tmp_path / "clips" / "stored" / "kill.mp4").exists(), "the bucket holds the clip, not the local folder"
-    stored = await (await bus.js.object_store("clips")).get("stored/kill.mp4")
+            served = b"".join([c.data async for c in control.ReadClip(ingest_pb2.ReadClipRequest(stream_id="stored", clip_id=clip.clip_id))])
+            for guess in ("nothing", "kill"):  # the caller's key names no clip: only the id given back does
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    [c async for c in control.ReadClip(ingest_pb2.ReadClipRequest(stream_id="stored", clip_id=guess))]
+                assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert re.fullmatch(r"[0-9a-f]{32}", clip.clip_id), "a random clip id, nothing derived from the stream or the window"
+    assert clip.uri == f"nats-object://clips/stored/{clip.clip_id}.mp4"
+    assert again.clip_id == clip.clip_id and again.uri == clip.uri and again.size_bytes == clip.size_bytes and again.start_s == clip.start_s
+    assert not (tmp_path / "clips" / "stored" / f"{clip.clip_id}.mp4").exists(), "the bucket holds the clip, not the local folder"
+    stored = await (await bus.js.object_store("clips")).get(f"stored/{clip.clip_id}.mp4")
     assert stored.data == served and len(served) == clip.size_bytes > 0
     out = tmp_path / "from_bucket.mp4"
     out.write_bytes(stored.data)
