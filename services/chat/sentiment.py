@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import string
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ _REPEAT_WEIGHTS = (0.0, 1.0, 1.5, 2.0)  # weight for 0, 1, 2, 3+ copies of one e
 _VADER_ALPHA = 15.0  # VADER's normalize(): x / sqrt(x^2 + alpha)
 _PUNCT = string.punctuation
 _NEGATIONS = frozenset(NEGATE)
+# Laughter typed at any length: "hahahaha", "HEHEHE", "loool", "xDDD" (the table has the short forms).
+_LAUGH = re.compile(r"^(?:(?:h+a+){2,}h*|(?:h+e+){2,}h*|l+o+l+|x+d+)$", re.IGNORECASE)
+_LAUGH_ENTRY_SCORE = 2.0
 
 
 def label_for(compound: float) -> str:
@@ -108,7 +112,11 @@ class Lexicon:
             return e
         squeezed = _squeeze(bare)
         if squeezed != bare:
-            return self.emotes.get(squeezed) or self.slang.get(squeezed.lower())
+            e = self.emotes.get(squeezed) or self.slang.get(squeezed.lower())
+            if e is not None:
+                return e
+        if "laugh" in self.classes and _LAUGH.match(bare):
+            return LexiconEntry(_LAUGH_ENTRY_SCORE, "laugh")
         return None
 
 
@@ -185,7 +193,7 @@ class ChatSentiment:
             if entry is None:
                 if tok in marked_set:  # an emote we have no score for: not a word either
                     continue
-                rest.append(tok)
+                rest.append(self._vader_form(tok))
                 continue
             score = entry.score
             # "not pog", "no KEKW": VADER's negation rule (previous three words), its scalar.
@@ -207,6 +215,15 @@ class ChatSentiment:
             raw += _denormalize(self._vader.polarity_scores(" ".join(rest))["compound"])
         compound = round(_normalize(raw), 4) if raw else 0.0
         return Sentiment(compound, label_for(compound), tuple(sorted(classes.items())), n_emotes)
+
+    def _vader_form(self, tok: str) -> str:
+        """The token as VADER knows it: "ughhh" -> "ugh", "yesss" -> "yes" when only the
+        collapsed form is in VADER's lexicon; otherwise the token unchanged."""
+        lw = tok.lower().strip(_PUNCT)
+        if not lw or lw in self._vader_words:
+            return tok
+        squeezed = _squeeze(lw)
+        return squeezed if squeezed != lw and squeezed in self._vader_words else tok
 
     def _needs_vader(self, words: list[str]) -> bool:
         """True when VADER could give a non-zero score: a word in its lexicon or an emoji.

@@ -86,19 +86,30 @@ def test_marked_emotes_without_score_are_not_words(scorer):
 
 
 def test_agrees_with_vader_on_plain_words(shared_data, scorer):
-    """Messages without a lexicon token score exactly as VADER does (fast path included)."""
+    """Messages without a lexicon token score exactly as VADER does (fast path included);
+    words VADER knows only in their collapsed form ("yesss") are left out: those we fold."""
     vader = SentimentIntensityAnalyzer()
     lex = Lexicon()
     msgs = load_replay(shared_data / "chat" / "nlss" / "rechat-158202424.json")
     checked = nonzero = 0
     for m in msgs:
-        if m.emotes or any(lex.lookup(t) for t in m.text.split()) or any(t.lower().strip(".,!?") == "l" for t in m.text.split()):
+        if m.emotes or any(lex.lookup(t) for t in m.text.split()) or any(t.lower().strip(".,!?") == "l" for t in m.text.split()) \
+                or any(scorer._vader_form(t) != t for t in m.text.split()):
             continue
         expected = vader.polarity_scores(m.text)["compound"]
         assert scorer.score(m.text).compound == pytest.approx(expected, abs=2e-4), "mismatch on a chat line"
         checked += 1
         nonzero += expected != 0
     assert checked > 500 and nonzero > 100
+
+
+def test_laughter_smileys_and_stretched_words(scorer):
+    for text in ("hahahaha", "HEHEHE", "loool", "xDDD", ":D", "Memes :)"):
+        assert scorer.score(text).label == "positive", text
+    for text in ("ughhh", "k8 is ded", "25 minute stream :("):
+        assert scorer.score(text).label == "negative", text
+    assert scorer.score("yesss").compound == scorer.score("yes").compound  # only VADER knows "yes"
+    assert scorer.score("Memes :)", (":)",)).label == "positive"  # a marked smiley keeps its score
 
 
 def test_labels_use_vader_thresholds():
