@@ -4,7 +4,8 @@
   GET /api/streams             registered streams as JSON
   GET /api/streams/<id>        one stream with its highlights, glitches and sentiment
   GET /api/events?stream=<id>&after=<seq>   events as Server-Sent Events (JSON), replayable
-  GET /clips/<id>/<clip_id>    a clip's bytes (proxied from ingest), for <video>
+  GET /clips/<id>/<clip_id>    a clip's bytes (streamed from ingest), for <video>; Range requests
+                               (206 with Content-Range, 416 past the end) as Safari and iOS need
   GET /healthz                 200 "ok"
 
 When the gateway has an auth token, every route but /healthz and / wants
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -142,7 +144,7 @@ class WebServer:
         elif parts == ["api", "events"]:
             await self._events(request, reader, writer)
         elif len(parts) == 3 and parts[0] == "clips":
-            await self._clip(parts[1], parts[2], writer)
+            await self._clip(parts[1], parts[2], request.headers.get("range", ""), writer)
         else:
             await self._send(writer, 404, "Not Found", b'{"error": "no such page"}', "application/json")
 
@@ -185,11 +187,39 @@ class WebServer:
             elif not forward.cancelled() and forward.exception() is not None:
                 raise forward.exception()
 
-    async def _clip(self, stream_id: str, clip_id: str, writer: asyncio.StreamWriter) -> None:
+    async def _clip(self, stream_id: str, clip_id: str, range_header: str, writer: asyncio.StreamWriter) -> None:
+        """Stream the clip (or the asked byte range of it) as ingest sends it: never whole in memory."""
         clip_id = clip_id.rsplit(".", 1)[0]
-        chunks = [c async for c in self.api.GetClip(gateway_pb2.GetClipRequest(stream_id=stream_id, clip_id=clip_id), None)]
-        body = b"".join(c.data for c in chunks)
-        await self._send(writer, 200, "OK", body, chunks[0].content_type if chunks else "video/mp4")
+        chunks = self.api.GetClip(gateway_pb2.GetClipRequest(stream_id=stream_id, clip_id=clip_id), None)
+        try:
+            first = await anext(chunks, None)
+            total = first.total_size if first is not None else 0
+            content_type = first.content_type if first is not None else "video/mp4"
+            wanted = byte_range(range_header, total)
+            if wanted is None:
+                head = f"HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{total}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                writer.write(head.encode())
+                await writer.drain()
+                return
+            start, end = wanted  # inclusive; (0, total - 1) without a Range header
+            ranged = _single_range(range_header)
+            status = "206 Partial Content" if ranged else "200 OK"
+            extra = f"Content-Range: bytes {start}-{end}/{total}\r\n" if ranged else ""
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {max(0, end - start + 1)}\r\n{extra}"
+                "Accept-Ranges: bytes\r\nCache-Control: private, max-age=3600\r\nConnection: close\r\n\r\n".encode()
+            )
+            chunk, offset = first, 0
+            while chunk is not None and offset <= end:
+                data = chunk.data
+                lo, hi = max(start - offset, 0), min(end + 1 - offset, len(data))
+                if lo < hi:
+                    writer.write(data[lo:hi])
+                    await writer.drain()
+                offset += len(data)
+                chunk = await anext(chunks, None) if offset <= end else None
+        finally:
+            await chunks.aclose()
 
     async def _send_json(self, writer: asyncio.StreamWriter, doc: dict) -> None:
         await self._send(writer, 200, "OK", json.dumps(doc).encode(), "application/json")
@@ -198,6 +228,32 @@ class WebServer:
         head = f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         writer.write(head.encode() + body)
         await writer.drain()
+
+
+_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+
+
+def byte_range(header: str, total: int) -> tuple[int, int] | None:
+    """The inclusive byte range a Range header asks of `total` bytes; the whole when there is none
+    (or one this server ignores, as HTTP allows: several ranges, other units, malformed); None
+    when it cannot be satisfied (416)."""
+    match = _RANGE.match(header or "")
+    if not match or not any(match.groups()):
+        return 0, total - 1
+    first, last = match.groups()
+    if not first:  # the last N bytes
+        n = int(last)
+        return (max(total - n, 0), total - 1) if n > 0 and total else None
+    start = int(first)
+    end = min(int(last), total - 1) if last else total - 1
+    if start >= total or end < start:
+        return None
+    return start, end
+
+
+def _single_range(header: str) -> bool:
+    match = _RANGE.match(header or "")
+    return bool(match and any(match.groups()))
 
 
 async def _forward(events, writer: asyncio.StreamWriter) -> None:

@@ -237,7 +237,9 @@ class RpcServer:
         await self.server.stop(grace_s)
 
 
-class _TraceClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+class _CallMetadata:
+    """Adds the trace context and the bearer token to a call's metadata."""
+
     def __init__(self, token: str):
         self.token = token
 
@@ -248,18 +250,24 @@ class _TraceClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.Una
             metadata.append(("authorization", f"Bearer {self.token}"))
         return grpc.aio.ClientCallDetails(details.method, details.timeout, metadata, details.credentials, details.wait_for_ready)
 
+
+# One class per call kind: grpc.aio files an interceptor under the first kind it implements only,
+# so one class for both left server-streaming calls (WatchEvents, ReadClip) without the token.
+class _UnaryUnaryMetadata(_CallMetadata, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation, details, request):
         return await continuation(self._details(details), request)
 
+
+class _UnaryStreamMetadata(_CallMetadata, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation, details, request):
         return await continuation(self._details(details), request)
 
 
 def channel(target: str, token: str = "") -> grpc.aio.Channel:
-    """An insecure aio channel that carries trace context (and a bearer token if given)."""
+    """An insecure aio channel that carries trace context (and a bearer token if given) on every call."""
     return grpc.aio.insecure_channel(
         target,
-        interceptors=[_TraceClientInterceptor(token)],
+        interceptors=[_UnaryUnaryMetadata(token), _UnaryStreamMetadata(token)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
