@@ -1,34 +1,63 @@
-"""Highlight decisions for one stream: a threshold plus non-maximum suppression over neighbouring windows.
+"""Highlight decisions for one stream: one highlight per moment, found at 1 s inside and around the
+windows the model scores high.
 
 Scores are taken in window order (a window scored early waits for its predecessors), so the
 decisions are the same whatever order the windows were scored in, and a restart that replays
 the stored scores makes the same highlights with the same numbers.
 
-A **run** is a stretch of windows at or above `threshold`, where up to `merge_gap` low windows
-between two high ones do not break it (one moment whose score dips for a window). A run
-becomes one highlight from its first to its last high window. A run longer than
-`max_windows` is cut by non-maximum suppression: the highest window takes up to
-`max_windows` windows around it (growing toward the higher neighbour), those are suppressed,
-and the next highest remaining window does the same, until no high window is left.
-Highlight n of a stream (0, 1, ...) is numbered in the order the highlights are decided.
+**Moments** (`moments.py`): the windows' per-second values (loudness, onsets, motion, chat rate)
+give each second an excitement; a moment is a peak with at least two cues (sound, motion, a chat
+burst 1-11 s later), its bounds where the excitement falls off, and its score the best window
+score over its seconds and its chat burst (at or above `threshold`). Two moments are never
+merged unless they overlap. A peak is decided once the data `wait_s` past it is in (the chat
+reaction it may have): for a file the chat lag's whole range, for a live stream at most the
+live wait; `latency_s` says what that wait cost each highlight.
+
+**Windows without per-second values** (records of older analysers): the former rule. A run is
+a stretch of windows at or above `threshold`, where up to `merge_gap` low windows between two
+high ones do not break it; it becomes one highlight from its first to its last high window; a
+run longer than `max_windows` is cut by non-maximum suppression around its peaks.
+
+Every highlight has a rank among the stream's highlights decided so far (1 = best score), a
+short reason, and whether a glitch (video corruption) overlaps it: such a moment is suppressed
+unless `glitch_policy` is "mark". Highlight n of a stream (0, 1, ...) is numbered in the order
+the highlights are decided.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from .moments import Moment, MomentConfig, Series, find
+
+GLITCH_POLICIES = ("suppress", "mark")
 
 
 @dataclass(frozen=True)
 class HighlightConfig:
     threshold: float = 0.5
-    merge_gap: int = 1  # low windows allowed inside a run
-    max_windows: int = 6  # longest highlight, in windows
+    merge_gap: int = 1  # windows without 1 s values: low windows allowed inside a run
+    max_windows: int = 6  # windows without 1 s values: longest highlight, in windows
     lead_in_s: float = 3.0  # clip starts this long before the highlight
     tail_s: float = 2.0  # and ends this long after it
+    min_clip_s: float = 8.0  # a clip is at least this long (widened around the moment)
+    max_clip_s: float = 45.0  # and at most this long (cut after the peak)
+    live_wait_s: float = 10.0  # live: longest wait past a peak for chat's reaction, media seconds
+    glitch_policy: str = "suppress"  # a moment overlapping a glitch: "suppress" or "mark"
+    moments: MomentConfig = field(default_factory=MomentConfig)
 
     def __post_init__(self) -> None:
-        if not 0 < self.threshold < 1 or self.merge_gap < 0 or self.max_windows < 1 or self.lead_in_s < 0 or self.tail_s < 0:
+        if (not 0 < self.threshold < 1 or self.merge_gap < 0 or self.max_windows < 1 or self.lead_in_s < 0 or self.tail_s < 0
+                or not 0 < self.min_clip_s <= self.max_clip_s or self.live_wait_s < 0 or self.glitch_policy not in GLITCH_POLICIES):
             raise ValueError(f"invalid highlight settings: {self}")
+
+    def wait_s(self, live: bool) -> float:
+        """Media seconds past a peak its decision waits for: the chat lag's range (and the
+        burst's first seconds) for a file; bounded by `live_wait_s` for a live stream."""
+        full = self.moments.chat_lag_max_s + 3.0
+        return min(full, self.live_wait_s) if live else full
 
 
 @dataclass(frozen=True)
@@ -39,6 +68,7 @@ class ScoredWindow:
     score: float
     why: tuple = ()  # top contributions of this window (opaque here)
     missing: tuple[str, ...] = ()
+    features: Mapping[str, float] = field(default_factory=dict, compare=False)  # every value that arrived
 
 
 @dataclass(frozen=True)
@@ -50,11 +80,26 @@ class HighlightSpan:
     score: float
     best: ScoredWindow
     missing: tuple[str, ...]
+    peak_s: float = 0.0
+    rank: int = 1
+    reason: str = ""
+    chat_lag_s: float = 0.0
+    latency_s: float = 0.0
+    wait_s: float = 0.0
+    glitch: bool = False
+    resolution: str = "windows"
 
     def clip_range(self, config: HighlightConfig, media_end: float | None = None) -> tuple[float, float]:
-        """Clip span with lead-in and tail, kept inside [0, media_end]."""
-        start = max(0.0, self.start_s - config.lead_in_s)
+        """Clip span with lead-in and tail, between min_clip_s and max_clip_s, kept inside [0, media_end]."""
+        start = self.start_s - config.lead_in_s
         end = self.end_s + config.tail_s
+        if end - start < config.min_clip_s:
+            pad = (config.min_clip_s - (end - start)) / 2
+            start, end = start - pad, end + pad
+        if end - start > config.max_clip_s:
+            end = start + config.max_clip_s
+        if start < 0:
+            start, end = 0.0, max(end, min(config.min_clip_s, config.max_clip_s))
         if media_end is not None and media_end > start:
             end = min(end, media_end)
         return start, end
@@ -64,15 +109,35 @@ class HighlightSpan:
 class HighlightTracker:
     config: HighlightConfig = field(default_factory=HighlightConfig)
     next_window: int = 0  # first window not yet taken in order
+    live: bool = False  # set once the stream is known to be live: bounds the wait for chat
 
     def __post_init__(self) -> None:
         self._pending: dict[int, ScoredWindow] = {}
-        self._run: list[ScoredWindow] = []  # high windows and the low ones between them
+        self._run: list[ScoredWindow] = []  # windows without 1 s values: high windows and the low ones between them
         self._emitted = 0
+        self._scores: list[float] = []  # of the highlights emitted, for their ranks
+        self._windows: dict[int, ScoredWindow] = {}
+        self._second_window: dict[int, int] = {}  # second of media time -> the window holding it
+        self._series = Series()
+        self._decided = 0  # seconds before this are decided
+        self._horizon = 0  # first second with no data
+        self._taken: list[tuple[int, int]] = []
+        self._claimed: set[int] = set()
+        self._glitches: list[tuple[float, float]] = []
+        self.suppressed = 0  # moments not emitted because a glitch overlaps them
 
     @property
     def emitted(self) -> int:
         return self._emitted
+
+    @property
+    def wait_s(self) -> float:
+        return self.config.wait_s(self.live)
+
+    def glitch(self, start_s: float, end_s: float) -> None:
+        """A glitch (video corruption) in [start_s, end_s]: a moment overlapping it is suppressed or marked."""
+        if (start_s, end_s) not in self._glitches:
+            self._glitches.append((start_s, end_s))
 
     def add(self, scored: ScoredWindow) -> list[HighlightSpan]:
         """A window's score; returns the highlights it completes."""
@@ -83,18 +148,79 @@ class HighlightTracker:
         while self.next_window in self._pending:
             out += self._take(self._pending.pop(self.next_window))
             self.next_window += 1
+        out += self._decide(final=False)
         return out
 
     def finish(self) -> list[HighlightSpan]:
-        """The stream ended: take what is pending (gaps skipped) and close the open run."""
+        """The stream ended: take what is pending (gaps skipped) and decide the rest."""
         out: list[HighlightSpan] = []
         for w in sorted(self._pending):
             out += self._take(self._pending.pop(w))
             self.next_window = w + 1
+        out += self._decide(final=True)
         out += self._close()
         return out
 
+    # -- moments -------------------------------------------------------------------------
+
+    def _score_at(self, second: int) -> float | None:
+        w = self._window_of(second)
+        return w.score if w is not None else None
+
+    def _window_of(self, second: int) -> ScoredWindow | None:
+        i = self._second_window.get(second)
+        return self._windows.get(i) if i is not None else None
+
+    def _decide(self, final: bool) -> list[HighlightSpan]:
+        limit = self._horizon if final else int(math.floor(self._horizon - self.wait_s))
+        if limit <= self._decided:
+            return []
+        moments = find(self._series, self._decided, limit, self._score_at, self.config.threshold, self.config.moments,
+                       self._taken, self._claimed, self._horizon)
+        self._decided = limit
+        out = []
+        for m in moments:
+            self._taken.append((m.start_s, m.end_s))
+            span = self._moment_span(m)
+            if span is not None:
+                out.append(span)
+        return out
+
+    def _moment_span(self, m: Moment) -> HighlightSpan | None:
+        glitch = any(a < m.end_s and m.start_s < b + 1 for a, b in self._glitches)
+        if glitch and self.config.glitch_policy == "suppress":
+            self.suppressed += 1
+            return None
+        seconds = list(range(m.start_s, m.end_s)) + ([m.chat_start_s] if m.chat_start_s is not None else [])
+        windows = sorted({w.window for w in (self._window_of(u) for u in seconds) if w is not None})
+        parts = [self._windows[i] for i in windows]
+        best = max(parts, key=lambda w: (w.score, -w.window))
+        missing = tuple(sorted({x for w in parts for x in w.missing}))
+        score = best.score
+        rank = 1 + sum(1 for s in self._scores if s > score)
+        self._scores.append(score)
+        latency = max(0.0, float(min(self._horizon, m.peak_s + self.wait_s)) - m.end_s)
+        span = HighlightSpan(self._emitted, tuple(windows), float(m.start_s), float(m.end_s), score, best, missing,
+                             peak_s=float(m.peak_s), rank=rank, reason=reason(m, best), chat_lag_s=m.chat_lag_s,
+                             latency_s=latency, wait_s=self.wait_s, glitch=glitch, resolution="moment")
+        self._emitted += 1
+        return span
+
+    # -- windows -------------------------------------------------------------------------
+
     def _take(self, s: ScoredWindow) -> list[HighlightSpan]:
+        self._windows[s.window] = s
+        for u in range(int(math.floor(s.start_s)), int(math.ceil(s.end_s - 1e-6))):
+            self._second_window.setdefault(u, s.window)
+        if self._series.add(s.start_s, s.features):
+            self._horizon = max(self._horizon, int(math.ceil(s.end_s - 1e-6)))
+            s = ScoredWindow(s.window, s.start_s, s.end_s, 0.0)  # decided by moments, low for the window rule
+        else:
+            self._decided = max(self._decided, int(math.ceil(s.end_s - 1e-6)))
+            self._horizon = max(self._horizon, self._decided)
+        return self._take_window(s)
+
+    def _take_window(self, s: ScoredWindow) -> list[HighlightSpan]:
         high = s.score >= self.config.threshold
         out: list[HighlightSpan] = []
         if self._run:
@@ -119,10 +245,47 @@ class HighlightTracker:
         for part in spans:
             highs = [w for w in part if w.score >= t]
             best = max(highs, key=lambda w: (w.score, -w.window))
+            start, end = part[0].start_s, part[-1].end_s
+            glitch = any(a < end and start < b for a, b in self._glitches)
+            if glitch and self.config.glitch_policy == "suppress":
+                self.suppressed += 1
+                continue
             missing = tuple(sorted({m for w in part for m in w.missing}))
-            out.append(HighlightSpan(self._emitted, tuple(w.window for w in part), part[0].start_s, part[-1].end_s, best.score, best, missing))
+            rank = 1 + sum(1 for s in self._scores if s > best.score)
+            self._scores.append(best.score)
+            out.append(HighlightSpan(self._emitted, tuple(w.window for w in part), start, end, best.score, best, missing,
+                                     peak_s=(best.start_s + best.end_s) / 2, rank=rank, reason=window_reason(best), glitch=glitch))
             self._emitted += 1
         return out
+
+
+def reason(m: Moment, best: ScoredWindow) -> str:
+    """A short human reason, e.g. "loud sound (+18 LU) + fast motion (x4) + chat spike (x6 rate) 4 s later"."""
+    d = m.detail
+    parts = []
+    if "audio" in m.cues:
+        tag = _top_tag(best)
+        parts.append(tag if tag else f"loud sound (+{d.get('loudness_rise_lu', 0.0):.0f} LU)")
+    if "motion" in m.cues:
+        parts.append(f"fast motion (x{d.get('motion_ratio', 1.0):.0f})")
+    if "chat" in m.cues:
+        parts.append(f"chat spike (x{d.get('chat_ratio', 1.0):.0f} rate) {m.chat_lag_s:.0f} s later")
+    return " + ".join(parts)
+
+
+def window_reason(best: ScoredWindow) -> str:
+    names = [getattr(c, "feature", "") for c in best.why[:2]]
+    names = [n for n in names if n]
+    return f"window score {best.score:.2f}" + (f": {', '.join(names)}" if names else "")
+
+
+def _top_tag(best: ScoredWindow) -> str:
+    """The strongest sound tag among the best window's reasons (e.g. "laughter"), if any."""
+    for c in best.why:
+        name = getattr(c, "feature", "")
+        if name.startswith("audio.tag_") and getattr(c, "weight", 0.0) > 0:
+            return name[len("audio.tag_"):].rsplit("_", 1)[0].replace("_", " ")
+    return ""
 
 
 def _suppress(run: list[ScoredWindow], threshold: float, max_windows: int) -> list[list[ScoredWindow]]:

@@ -151,3 +151,182 @@ def format_report(title: str, m: Metrics, extra: dict | None = None) -> str:
     if extra:
         line += f"\n{'':<34} highlights: P {extra['precision']:.3f}  R {extra['recall']:.3f}  F1 {extra['f1']:.3f}  ({extra['predicted']} found, {extra['labelled']} labelled)"
     return line
+
+
+# -- moments -----------------------------------------------------------------------------
+# Moment-level judgement of the whole highlight path (window model + services.fusion.moments),
+# on generated streams with planted moments (training.fusion.moment_synth):
+#
+#     python -m training.fusion.evaluate [--work DIR] [--tune 3000-3003] [--test 6000-6005]
+#
+# The chat reaction lag is estimated on the tune streams from the data alone (no labels): the
+# delay from each audio+motion peak to the start of the chat burst after it. The held-out test
+# streams are judged with the shipped models and the service's HighlightTracker: a highlight
+# matches a planted moment it overlaps (one each); precision, recall, F1, the boundary error
+# (|start - planted start| and |end - planted end|, seconds) and the highlights lying on a
+# distractor and on no moment.
+
+
+def stream_rows(rows: dict[tuple[str, int], dict]) -> dict[str, list[dict]]:
+    by: dict[str, list[dict]] = {}
+    for (stream, window), row in sorted(rows.items()):
+        by.setdefault(stream, []).append({**row, "window": window})
+    return by
+
+
+def score_stream(windows: list[dict], models: Sequence[FusionModel]):
+    """ScoredWindows of one stream, each scored by the model the service would pick."""
+    from services.fusion.model import choose
+
+    out = []
+    for row in windows:
+        model = choose(list(models), set(row["modalities"]))
+        p = model.predict(row["features"])
+        out.append(ScoredWindow(row["window"], row["start_s"], row["end_s"], p.probability, tuple(p.top(5)), (), dict(row["features"])))
+    return out
+
+
+def track(scored: list, config: HighlightConfig, live: bool = False) -> list:
+    tracker = HighlightTracker(config, live=live)
+    spans = []
+    for s in scored:
+        spans += tracker.add(s)
+    return spans + tracker.finish()
+
+
+def estimate_chat_lag(rows: dict[tuple[str, int], dict], moment_config=None, max_lag_s: int = 15) -> dict:
+    """The delay from audio+motion peaks to chat's burst, from the data alone: for every peak with
+    both cues, the first second 0..max_lag_s after it where chat's z-score reaches chat_z."""
+    from services.fusion.moments import Curves, MomentConfig, Series
+
+    mc = moment_config or MomentConfig()
+    lags: list[int] = []
+    for windows in stream_rows(rows).values():
+        series = Series()
+        for row in windows:
+            series.add(row["start_s"], row["features"])
+        curves = Curves(series)
+        end = max((max(v) for v in series.values.values() if v), default=0) + 1
+        last = -100
+        for t in range(end):
+            e = curves.excitement(t)
+            if e < mc.peak_z or e < max(curves.excitement(u) for u in range(t - 2, t + 3)) or t - last < 10:
+                continue
+            if not (curves.audio(t) >= mc.cue_z or any(curves.audio(u) >= mc.cue_z for u in range(t - 2, t + 3))):
+                continue
+            if not any(curves.z("motion", u) >= mc.cue_z for u in range(t - 2, t + 4)):
+                continue
+            last = t
+            onset = next((u for u in range(t, t + max_lag_s + 1) if curves.z("chat", u) >= mc.chat_z), None)
+            if onset is not None:
+                lags.append(onset - t)
+    a = np.array(lags, dtype=np.float64)
+    if not a.size:
+        return {"peaks_with_a_reaction": 0}
+    q = np.percentile(a, [5, 25, 50, 75, 95])
+    return {"peaks_with_a_reaction": int(a.size), "median_s": float(q[2]), "iqr_s": [float(q[1]), float(q[3])],
+            "p5_p95_s": [float(q[0]), float(q[4])], "mean_s": round(float(a.mean()), 2), "std_s": round(float(a.std()), 2)}
+
+
+def moment_metrics(spans_by_stream: dict[str, list], plans: Sequence[dict]) -> dict:
+    """Highlights against planted moments (see the block comment above)."""
+    n_pred = n_true = matched = distractors = 0
+    start_err: list[float] = []
+    end_err: list[float] = []
+    lag_err: list[float] = []
+    for plan in plans:
+        spans = spans_by_stream.get(plan["stream"], [])
+        truth = [m for m in plan["moments"] if m["kind"] == "highlight"]
+        decoys = [m for m in plan["moments"] if m["kind"] != "highlight"]
+        n_pred += len(spans)
+        n_true += len(truth)
+        free = list(truth)
+        for span in sorted(spans, key=lambda s: -s.score):
+            overlap = [(min(span.end_s, m["end"]) - max(span.start_s, m["start"]), k) for k, m in enumerate(free)]
+            overlap = [o for o in overlap if o[0] > 0]
+            if overlap:
+                m = free.pop(max(overlap)[1])
+                matched += 1
+                start_err.append(abs(span.start_s - m["start"]))
+                end_err.append(abs(span.end_s - m["end"]))
+                lag = plan["lags"].get(str(m["start"]))
+                if lag is not None and span.chat_lag_s:
+                    lag_err.append(abs(span.peak_s + span.chat_lag_s - (m["start"] + lag)))
+            elif any(min(span.end_s, d["end"]) > max(span.start_s, d["start"]) for d in decoys):
+                distractors += 1
+    p = matched / n_pred if n_pred else 0.0
+    r = matched / n_true if n_true else 0.0
+    both = np.array(start_err + end_err) if start_err else np.zeros(0)
+    return {
+        "precision": round(p, 4), "recall": round(r, 4), "f1": round(2 * p * r / (p + r), 4) if p + r else 0.0,
+        "highlights": n_pred, "moments": n_true, "matched": matched, "distractors_reported": distractors,
+        "boundary_error_median_s": round(float(np.median(both)), 2) if both.size else None,
+        "boundary_error_p90_s": round(float(np.percentile(both, 90)), 2) if both.size else None,
+        "start_error_median_s": round(float(np.median(start_err)), 2) if start_err else None,
+        "end_error_median_s": round(float(np.median(end_err)), 2) if end_err else None,
+        "chat_onset_error_median_s": round(float(np.median(lag_err)), 2) if lag_err else None,
+    }
+
+
+def evaluate_moments(features: str, plans_path: str, models: Sequence[FusionModel], config: HighlightConfig, live: bool = False) -> tuple[dict, dict]:
+    """(metrics, spans by stream) of the highlight path on one generated set."""
+    import json
+
+    from training.fusion import records
+
+    rows = records.to_rows(records.read_jsonl(features))
+    plans = json.loads(open(plans_path, encoding="utf-8").read())
+    spans = {stream: track(score_stream(windows, models), config, live) for stream, windows in stream_rows(rows).items()}
+    out = moment_metrics(spans, plans)
+    latency = [s.latency_s for v in spans.values() for s in v if s.resolution == "moment"]
+    out["latency_median_s"] = round(float(np.median(latency)), 2) if latency else None
+    out["latency_max_s"] = round(float(np.max(latency)), 2) if latency else None
+    return out, spans
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import argparse
+    import json
+    from pathlib import Path
+
+    from services.fusion.moments import MomentConfig
+    from services.fusion.settings import MODELS
+    from training.fusion import moment_synth, records
+
+    repo = Path(__file__).resolve().parents[2]
+    p = argparse.ArgumentParser(description="moment-level evaluation of fusion's highlights on generated streams")
+    p.add_argument("--work", type=Path, default=repo / "build" / "fusion-moments")
+    p.add_argument("--tune", default="3000-3003", help="seeds first-last: streams the chat lag is estimated on")
+    p.add_argument("--test", default="6000-6005", help="seeds first-last: held-out streams judged")
+    p.add_argument("--sounds", type=Path, default=repo.parent / "shared" / "data" / "sounds")
+    p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    args = p.parse_args(argv)
+
+    def seeds(text: str) -> list[int]:
+        lo, _, hi = text.partition("-")
+        return list(range(int(lo), int(hi or lo) + 1))
+
+    tune = moment_synth.generate(args.work, "tune", seeds(args.tune), args.sounds)
+    test = moment_synth.generate(args.work, "test", seeds(args.test), args.sounds)
+    lag = estimate_chat_lag(records.to_rows(records.read_jsonl(tune[0])))
+    models = [FusionModel.load(MODELS / "default.json"), FusionModel.load(MODELS / "default_av.json")]
+    config = HighlightConfig(threshold=models[0].threshold, moments=MomentConfig())
+    report = {"chat_lag_tune": lag, "chat_lag_test": estimate_chat_lag(records.to_rows(records.read_jsonl(test[0])))}
+    report["file"], _ = evaluate_moments(str(test[0]), str(test[1]), models, config)
+    report["live"], _ = evaluate_moments(str(test[0]), str(test[1]), models, config, live=True)
+    report["live"]["wait_s"] = config.wait_s(True)
+    report["file"]["wait_s"] = config.wait_s(False)
+    old = HighlightConfig(threshold=models[0].threshold)
+    rows = records.to_rows(records.read_jsonl(test[0]))
+    plans = json.loads(test[1].read_text())
+    no_seconds = {s: [{**r, "features": {k: v for k, v in r["features"].items() if not k.rsplit("_s", 1)[-1].isdigit()}} for r in w]
+                  for s, w in stream_rows(rows).items()}
+    report["windows_only"] = moment_metrics({s: track(score_stream(w, models), old) for s, w in no_seconds.items()}, plans)
+    print(json.dumps(report, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
