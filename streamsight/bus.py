@@ -21,6 +21,11 @@
 - After NATS comes back (a restart loses the memory stream MEDIA and its consumers), the
   streams are provisioned again and each consumer is re-created when its fetch finds it gone;
   `usable` is False while fetches fail (readiness), and `on_reconnect` hooks run.
+- Observability: every consumer's backlog (JetStream's num_pending, num_ack_pending and
+  num_redelivered) is polled every `CONSUMER_POLL_S` into `streamsight_consumer_*_messages`
+  gauges; disconnects, reconnects and slow consumers are counted; each handled message has a
+  span with `stream.id` (and `window.index` for a feature record), a batch's span has
+  `stream.id` when the batch is one stream's, and a published event has a span with `stream.id`.
 """
 
 from __future__ import annotations
@@ -54,6 +59,9 @@ from opentelemetry import trace
 from streamsight import events, subjects
 from streamsight.pull import ByteBudget, ConsumerGone, PullFetcher
 from streamsight.telemetry import (
+    CONSUMER_ACK_PENDING,
+    CONSUMER_PENDING,
+    CONSUMER_REDELIVERED,
     CONSUMERS_RECREATED,
     DEAD_LETTERS,
     HANDLE_LATENCY,
@@ -65,6 +73,7 @@ from streamsight.telemetry import (
     PUBLISHED,
     extracted_context,
     inject_headers,
+    stream_attributes,
     tracer,
 )
 
@@ -81,6 +90,7 @@ DEFAULT_RECORD_FETCH_BYTES = 1024 * 1024
 FETCH_BUDGET = 40 * 1024 * 1024
 FETCH_EXPIRES_S = 1.0
 MEDIA_CONSUMER_INACTIVE_S = 300.0  # a MEDIA consumer nobody pulled from for this long is deleted by the server
+CONSUMER_POLL_S = 10.0  # how often each consumer's backlog is read (one small JetStream request per consumer)
 
 
 class BadMessage(Exception):
@@ -151,6 +161,19 @@ Handler = Callable[[Msg], Awaitable[None]]
 BatchHandler = Callable[[list[Msg]], Awaitable[dict[int, str]]]
 
 
+def message_attributes(msg: Msg) -> dict[str, str | int]:
+    """`stream.id` of a per-stream subject, and `window.index` of a feature record (from its id)."""
+    parts = msg.subject.split(".")
+    if len(parts) < 5 or parts[0] != subjects.PREFIX or parts[1] not in ("media", "features", "events"):
+        return {}
+    stream_id, window = parts[-1], None
+    if parts[1] == "features":
+        tail = ((msg.headers or {}).get("Nats-Msg-Id") or "").rsplit(":", 1)
+        if len(tail) == 2 and tail[0].startswith(stream_id + ":") and tail[1].isdigit():
+            window = int(tail[1])
+    return stream_attributes(stream_id, window)
+
+
 def _log_death(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("consumer stopped", task=task.get_name(), exc_info=task.exception())
@@ -188,6 +211,7 @@ class Bus:
         self._fetch_budget = ByteBudget(FETCH_BUDGET)
         self._specs: list[_ConsumerSpec] = []
         self._usable = True
+        self._consumer_watch: asyncio.Task | None = None
         # Called after each reconnect, once the platform's streams exist again.
         self.on_reconnect: list[Callable[[], Awaitable[None]]] = []
 
@@ -327,10 +351,11 @@ class Bus:
         return ack
 
     async def publish_event(self, stream_id: str, payload: Message, event_id: str):
-        """Publish a CloudEvent for `payload` on its per-stream event subject."""
+        """Publish a CloudEvent for `payload` on its per-stream event subject (in a span of its own)."""
         ce_type = events.type_of(payload)
         headers = events.headers_for(ce_type, event_id, self.service, stream_id)
-        return await self.publish(subjects.event_for_type(ce_type, stream_id), payload, event_id, headers, kind=ce_type)
+        with tracer().start_as_current_span(f"publish {ce_type}", kind=trace.SpanKind.PRODUCER, attributes=stream_attributes(stream_id)):
+            return await self.publish(subjects.event_for_type(ce_type, stream_id), payload, event_id, headers, kind=ce_type)
 
     async def dead_letter(self, msg: Msg, reason: str) -> None:
         """Keep an unhandleable message, with why, on the service's dead-letter subject."""
@@ -407,7 +432,30 @@ class Bus:
         task = asyncio.create_task(self._consume_loop(spec, run_batch), name=f"consume:{spec.durable}")
         task.add_done_callback(_log_death)
         self._tasks.append(task)
+        if self._consumer_watch is None:
+            self._consumer_watch = asyncio.create_task(self._watch_consumers(), name=f"consumers:{self.service}")
+            self._tasks.append(self._consumer_watch)
         return task
+
+    async def poll_consumers(self) -> None:
+        """Read every consumer's backlog into the `streamsight_consumer_*_messages` gauges."""
+        for stream, durable in dict.fromkeys((spec.stream, spec.durable) for spec in self._specs):
+            labels = (self.service, stream, durable)
+            try:
+                info = await self.js.consumer_info(stream, durable)
+            except NotFoundError:  # not made yet, or gone with a NATS restart (its loop re-creates it)
+                values = (0, 0, 0)
+            except Exception:  # NATS away: readiness says so; the gauges keep their last values
+                continue
+            else:
+                values = (int(info.num_pending or 0), int(info.num_ack_pending or 0), int(info.num_redelivered or 0))
+            for gauge, value in zip((CONSUMER_PENDING, CONSUMER_ACK_PENDING, CONSUMER_REDELIVERED), values):
+                gauge.labels(*labels).set(value)
+
+    async def _watch_consumers(self) -> None:
+        while not self._closing.is_set():
+            await self.poll_consumers()
+            await asyncio.sleep(CONSUMER_POLL_S)
 
     async def _handle_batch(self, msgs: list[Msg], handler: BatchHandler, max_deliver: int) -> None:
         msgs = await self._drop_exhausted(msgs, max_deliver)
@@ -417,8 +465,11 @@ class Bus:
             MESSAGES_IN.labels(self.service, msg.subject.rsplit(".", 1)[0]).inc()
         # One span for the batch, linked to every message's producer, so traces still reach back.
         links = [trace.Link(span.get_span_context()) for m in msgs if (span := trace.get_current_span(extracted_context(m.headers))).get_span_context().is_valid]
+        streams = {subjects.stream_of(m.subject) for m in msgs}
+        attributes = message_attributes(msgs[0]) if len(streams) == 1 else {}
+        attributes.pop("window.index", None)
         try:
-            with tracer().start_as_current_span(f"handle batch of {len(msgs)}", kind=trace.SpanKind.CONSUMER, links=links):
+            with tracer().start_as_current_span(f"handle batch of {len(msgs)}", kind=trace.SpanKind.CONSUMER, links=links, attributes=attributes):
                 rejected = await handler(msgs)
         except asyncio.CancelledError:
             raise
@@ -553,7 +604,7 @@ class Bus:
         MESSAGES_IN.labels(self.service, pattern).inc()
         started = time.perf_counter()
         ctx = extracted_context(msg.headers)
-        with tracer().start_as_current_span(f"handle {pattern}", context=ctx, kind=trace.SpanKind.CONSUMER):
+        with tracer().start_as_current_span(f"handle {pattern}", context=ctx, kind=trace.SpanKind.CONSUMER, attributes=message_attributes(msg)):
             try:
                 await handler(msg)
             except BadMessage as exc:

@@ -7,6 +7,10 @@ A service subclasses `Service`, names itself, picks its settings class, and over
 connects to NATS, provisions the JetStream streams, serves gRPC with health and reflection, and
 shuts down gracefully on SIGTERM or Ctrl-C (health NOT_SERVING, drain, close the bus).
 
+Telemetry: traces as the OTEL_* variables say (streamsight.telemetry), /metrics on
+`metrics_host`:`metrics_port`, and, in the service whose `nats_monitor_url` is set, nats-server's
+own metrics beside its own (streamsight.natsmetrics).
+
 Readiness: health is NOT_SERVING while `ready()` says no, which by default is while the bus is
 unusable (disconnected from NATS, or its JetStream calls failing, as after a NATS restart until
 the streams are re-created), and SERVING again once it recovers. Each change is logged and the
@@ -25,6 +29,7 @@ from typing import ClassVar
 import structlog
 
 from streamsight.bus import Bus
+from streamsight import natsmetrics
 from streamsight.config import BaseServiceSettings, ConfigError, load_settings
 from streamsight.logs import configure_logging
 from streamsight.rpc import RpcServer, Servicer
@@ -144,12 +149,14 @@ def run_service(cls: type[Service]) -> None:
     """Entry point of `python -m services.<name>`: settings, logging, signals, run."""
     try:
         settings = load_settings(cls.Settings)
+        configure_tracing(cls.name, settings.otlp_endpoint)
     except ConfigError as exc:
         print(f"streamsight-{cls.name}: {exc}", file=sys.stderr)
         sys.exit(2)
     configure_logging(cls.name, settings.log_level, settings.log_format)
-    configure_tracing(cls.name, settings.otlp_endpoint)
-    start_metrics_server(settings.metrics_port)
+    if settings.nats_monitor_url:
+        natsmetrics.register(settings.nats_monitor_url)
+    start_metrics_server(settings.metrics_port, settings.metrics_host)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -19,7 +19,9 @@ is away is retried in place, so a fetch is never handled twice), an outbox so wi
 order and an idle flush whose publish failed goes first next time,
 the idle sweep, handing freed heap back to the OS when a stream ends and every few seconds
 of work (streamsight.heap.Trimmer), and the per-stage metrics: windows by flag,
-redeliveries, lag in media seconds, backlog.
+redeliveries, rejects, lag behind ingest in media seconds (streamsight.lag; the consumer's
+backlog is the Bus's `streamsight_consumer_*_messages`). Each published window has a span
+with `stream.id` and `window.index`, inside the span of the fetch that finished it.
 """
 
 from __future__ import annotations
@@ -31,25 +33,24 @@ from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 from nats.aio.msg import Msg
-from nats.js.errors import NotFoundError
-from prometheus_client import Counter, Gauge
+from opentelemetry import trace
+from prometheus_client import Counter
 
 from streamsight import heap, subjects
 from streamsight.bus import until_done
 from streamsight.gen.media.v1 import media_pb2
+from streamsight.lag import MediaLag
 from streamsight.lifecycle import StreamTable
 from streamsight.service import Service
-from streamsight.telemetry import HANDLE_LATENCY, current_trace_id
+from streamsight.telemetry import HANDLE_LATENCY, current_trace_id, stream_attributes, tracer
 from streamsight.windows import WindowResult, feature_record
 
 CONSUMER_INACTIVE_S = 300.0  # a removed stage stops holding MEDIA back after this
-BACKLOG_EVERY_S = 5.0
+LAG_POLL_S = 5.0  # how often ingest's position is read from MEDIA
 
 STAGE_WINDOWS = Counter("streamsight_stage_windows_total", "Feature records a stage published, by flag (ok, partial, empty)", ["stage", "flag"])
 STAGE_REDELIVERED = Counter("streamsight_stage_redelivered_total", "MEDIA messages a stage got more than once", ["stage"])
 STAGE_REJECTED = Counter("streamsight_stage_rejected_total", "MEDIA messages a stage rejected as bad input (dead-lettered)", ["stage"])
-STAGE_LAG = Gauge("streamsight_stage_lag_seconds", "Media seconds between the newest window record a stage has seen and its newest published window", ["stage"])
-STAGE_BACKLOG = Gauge("streamsight_stage_backlog_messages", "MEDIA messages waiting for the stage's consumer", ["stage"])
 
 
 @dataclass
@@ -98,14 +99,14 @@ class FeatureStage(Service):
         self.logic = await self.open_logic()
         self._lock = asyncio.Lock()  # one step (or idle flush) at a time: the logic is not thread-safe
         self._outbox: list[WindowResult] = []
-        self._media_seen: dict[str, float] = {}
+        self._lag = MediaLag(self.name)
         self._trimmer = heap.Trimmer()
         assert self.bus is not None
         media = [subjects.media(kind) for kind in self.media_kinds]
         fetch = getattr(self.settings, "fetch_batch", 64)
         self.bus.consume_batches(self.name, media, self.on_batch, subjects.MEDIA_STREAM, batch=fetch, inactive_threshold_s=CONSUMER_INACTIVE_S)
         self._tasks = [asyncio.create_task(self._idle_sweep(), name=f"{self.name}:idle"),
-                       asyncio.create_task(self._watch_backlog(), name=f"{self.name}:backlog")]
+                       asyncio.create_task(self._watch_lag(), name=f"{self.name}:lag")]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -154,8 +155,7 @@ class FeatureStage(Service):
     def _note_windows_seen(self, msgs: list[Msg]) -> None:
         for msg in msgs:
             if ".windows." in msg.subject:
-                sid = subjects.stream_of(msg.subject)
-                self._media_seen[sid] = max(self._media_seen.get(sid, 0.0), self._window_end_hint(msg))
+                self._lag.seen(subjects.stream_of(msg.subject), self._window_end_hint(msg))
 
     @staticmethod
     def _window_end_hint(msg: Msg) -> float:
@@ -171,17 +171,18 @@ class FeatureStage(Service):
             w = self._outbox[0]
             record = feature_record(self.modality, w, info, producer)
             msg_id = subjects.feature_msg_id(w.stream_id, self.modality, w.window)
-            await self.bus.publish(subjects.features(self.modality, w.stream_id), record, msg_id, kind="features")
+            with tracer().start_as_current_span(
+                f"publish {self.modality} window", kind=trace.SpanKind.PRODUCER, attributes=stream_attributes(w.stream_id, w.window)
+            ):
+                await self.bus.publish(subjects.features(self.modality, w.stream_id), record, msg_id, kind="features")
             self._outbox.pop(0)
             for flag in w.flags or ("ok",):
                 STAGE_WINDOWS.labels(self.name, flag).inc()
-            seen = self._media_seen.get(w.stream_id)
-            if seen is not None:
-                STAGE_LAG.labels(self.name).set(max(0.0, seen - w.end_s))
+            self._lag.handled(w.stream_id, w.end_s)
             self.log.info("window published", stream_id=w.stream_id, window=w.window, flags=list(w.flags),
                           trace_id=current_trace_id(), **self.describe(w))
-        for sid in [s for s in self._media_seen if s not in self.logic.streams]:
-            del self._media_seen[sid]  # finished streams: nothing to lag behind
+        for sid in [s for s in self._lag.streams if s not in self.logic.streams]:
+            self._lag.forget(sid)  # finished streams: nothing to lag behind
 
     async def _idle_sweep(self) -> None:
         """Streams whose ingest vanished without a last window record are flushed, not kept forever."""
@@ -195,14 +196,9 @@ class FeatureStage(Service):
             except Exception as exc:  # NATS trouble: the outbox keeps the windows for the next try
                 self.log.warning("idle flush failed; will retry", error=repr(exc))
 
-    async def _watch_backlog(self) -> None:
+    async def _watch_lag(self) -> None:
+        """Ingest's position in every stream held, from MEDIA, for the lag gauge."""
         assert self.bus is not None
         while True:
-            await asyncio.sleep(BACKLOG_EVERY_S)
-            try:
-                info = await self.bus.js.consumer_info(subjects.MEDIA_STREAM, self.name)
-                STAGE_BACKLOG.labels(self.name).set(int(info.num_pending or 0))
-            except NotFoundError:
-                STAGE_BACKLOG.labels(self.name).set(0)
-            except Exception:  # NATS away: readiness says so; the gauge keeps its last value
-                pass
+            await asyncio.sleep(LAG_POLL_S)
+            await self._lag.poll_heads(self.bus.js)

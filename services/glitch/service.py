@@ -17,6 +17,7 @@ from malloc and would otherwise keep every batch's high-water mark.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,7 @@ from streamsight import heap, subjects
 from streamsight.bus import BadMessage, until_done
 from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.media.v1 import media_pb2
+from streamsight.lag import MediaLag
 from streamsight.lifecycle import StreamTable
 from streamsight.windows import WindowBounds
 from streamsight.media import decode, window_record
@@ -111,6 +113,8 @@ class GlitchService(Service):
         await asyncio.to_thread(self.classifier.warm_up)
         self.streams: StreamTable[_Stream] = StreamTable(self.name, idle_s=s.stream_idle_s)
         self._trimmer = heap.Trimmer()
+        self._lag = MediaLag(self.name)  # streamsight_stage_lag_seconds{stage="glitch"}
+        self._lag_task = asyncio.create_task(self._watch_lag(), name="glitch:lag")
         self.bus.consume_batches(
             "glitch",
             [subjects.media("frames_glitch"), subjects.media("signals"), subjects.media("windows")],
@@ -122,6 +126,17 @@ class GlitchService(Service):
 
     def health_info(self) -> dict[str, str]:
         return {"provider": self.classifier.provider, "model": self.classifier.path.name}
+
+    async def stop(self) -> None:
+        self._lag_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._lag_task
+
+    async def _watch_lag(self) -> None:
+        """Ingest's position in every stream held, from MEDIA, for the lag gauge."""
+        while True:
+            await asyncio.sleep(5.0)
+            await self._lag.poll_heads(self.bus.js)
 
     async def _publish(self, sid: str, event: GlitchEvent) -> None:
         """Publish one event; while NATS is away it is retried in place: the batch is in the
@@ -185,6 +200,7 @@ class GlitchService(Service):
             if kind == "frames_glitch":
                 stream.bounds.saw_media(m.pts_s)
                 detector.add_frame(m.pts_s, scores[i], rgb[i])
+                self._lag.handled(sid, m.pts_s)
             elif kind == "signals":
                 detector.add_signals([Signal(s.pts_s, s.is_corrupt, s.frames_missing, s.frozen, s.keyframe) for s in m.signals], m.decode_errors)
                 out += await asyncio.to_thread(detector.advance)
@@ -192,12 +208,15 @@ class GlitchService(Service):
                 if m.last:
                     out += await asyncio.to_thread(detector.finish)
                     self.streams.finish(sid)
+                    self._lag.forget(sid)
                     ended = True
                 else:
                     out += await asyncio.to_thread(detector.advance, m.end_s)
+                    self._lag.handled(sid, m.end_s)
         for sid, stream in self.streams.idle():  # ingest vanished without a last record
             self.log.warning("stream idle; its open incident is ended", stream_id=sid)
             touched.setdefault(sid, []).extend(await asyncio.to_thread(stream.detector.finish))
+            self._lag.forget(sid)
             ended = True
         for sid, events in touched.items():
             for event in events:
