@@ -18,6 +18,7 @@ class ErrorCode(str, Enum):
     """Why a source could not be ingested."""
 
     INVALID_SOURCE = "INVALID_SOURCE"  # the source string is not a path or URL we can use
+    REFUSED_SOURCE = "REFUSED_SOURCE"  # the source would reach an address the network policy refuses (netguard)
     NOT_FOUND = "NOT_FOUND"  # no such file, or the server answered 404
     FORBIDDEN = "FORBIDDEN"  # the server refused (401/403)
     UNREACHABLE = "UNREACHABLE"  # connection refused, host unknown, network down
@@ -39,6 +40,7 @@ class ErrorCode(str, Enum):
 
 _GRPC_STATUS = {
     ErrorCode.INVALID_SOURCE: "INVALID_ARGUMENT",
+    ErrorCode.REFUSED_SOURCE: "INVALID_ARGUMENT",
     ErrorCode.NOT_FOUND: "NOT_FOUND",
     ErrorCode.FORBIDDEN: "PERMISSION_DENIED",
     ErrorCode.UNREACHABLE: "UNAVAILABLE",

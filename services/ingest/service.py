@@ -25,8 +25,8 @@ from streamsight import heap
 from .api import IngestApi
 from .clipstore import ClipStore, LocalClipStore, NatsClipStore
 from .settings import IngestSettings
-from .source import resolve
-from .streams import IngestedStream, pipeline_config
+from .source import check_network, resolve
+from .streams import IngestedStream, pipeline_config, source_options
 
 
 class IngestService(Service):
@@ -56,7 +56,9 @@ class IngestService(Service):
         active = sum(1 for s in self.streams.values() if s.task and not s.task.done())
         if active >= self.settings.max_streams:
             raise precondition(f"ingest is at its limit of {self.settings.max_streams} streams; stop one or add an instance")
-        await asyncio.to_thread(resolve, request.source)  # IngestError now for a source it cannot use
+        options = source_options(self.settings)
+        src = await asyncio.to_thread(resolve, request.source, options)  # IngestError now for a source it cannot use
+        await asyncio.to_thread(check_network, src, options)  # a refused host: INVALID_ARGUMENT now, not a failed stream later
         live = request.pacing == common_pb2.PACING_LIVE or request.play_file_as_live
         clip_dir = self.clip_dir(request.stream_id)
         clip_dir.mkdir(parents=True, exist_ok=True)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from streamsight.config import BaseServiceSettings
+
+from .netguard import parse_networks
 
 
 class IngestSettings(BaseServiceSettings):
@@ -36,3 +38,13 @@ class IngestSettings(BaseServiceSettings):
     open_timeout_s: float = Field(15.0, gt=0, description="Seconds to open and probe a source")
     read_timeout_s: float = Field(10.0, gt=0, description="Seconds a read may stall before a live source reconnects")
     live_give_up_s: float = Field(30.0, gt=0, description="Seconds without media after which a live stream has ended")
+    allow_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDRs network sources may reach although refused by default (loopback, private, link-local), e.g. [\"127.0.0.0/8\"] for a lab; metadata addresses stay refused",
+    )
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        parse_networks(value)
+        return value

@@ -3,6 +3,12 @@
 ``twitch.tv/<channel>`` URLs are resolved to their HLS playlist through the optional
 ``streamlink`` package. Every failure becomes an :class:`~.errors.IngestError` with a
 typed code; nothing FFmpeg raises leaks out raw.
+
+Safety: FFmpeg gets a ``protocol_whitelist`` per source kind (a file source opens files only; an
+HTTP source http, https and what they stand on; ...), so a playlist or a redirect cannot switch
+to another protocol. Before every connection a network source's host is checked against the
+network policy (services/ingest/netguard.py), HTTP redirects are followed and checked here, and
+FFmpeg is told to follow none itself.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from urllib.parse import urlparse
 import av
 
 from .errors import ErrorCode, IngestError, classify
+from .netguard import NetworkPolicy
 
 
 class SourceKind(str, Enum):
@@ -30,6 +37,18 @@ class SourceKind(str, Enum):
 
 # Sources that are live by nature (HLS is live only while its playlist has no end).
 _LIVE_KINDS = {SourceKind.RTMP, SourceKind.RTSP, SourceKind.SRT, SourceKind.TWITCH}
+# What FFmpeg may open for each kind of source (nested opens included: HLS segments, keys).
+_HTTP = "http,https,tcp,tls"
+PROTOCOLS = {
+    SourceKind.FILE: "file",
+    SourceKind.HTTP: _HTTP,
+    SourceKind.HLS: _HTTP + ",crypto",
+    SourceKind.RTMP: "rtmp,rtmps,tcp,tls",
+    SourceKind.RTSP: "rtsp,rtsps,rtp,srtp,udp,tcp,tls",
+    SourceKind.SRT: "srt,udp",
+    SourceKind.TWITCH: _HTTP + ",crypto",
+}
+_LOCAL_HLS = "file,crypto"
 _TWITCH = re.compile(r"^(?:https?://)?(?:www\.|m\.)?twitch\.tv/([A-Za-z0-9_]{2,25})/?$", re.IGNORECASE)
 
 
@@ -41,6 +60,7 @@ class SourceOptions:
     read_timeout: float = 10.0
     rtsp_transport: str = "tcp"
     twitch_quality: str = "best"
+    network: NetworkPolicy = NetworkPolicy()  # the addresses a network source may reach
 
 
 @dataclass(frozen=True)
@@ -71,21 +91,22 @@ def resolve(source: str, options: SourceOptions = SourceOptions()) -> ResolvedSo
         if path.is_dir():
             raise IngestError(ErrorCode.INVALID_SOURCE, f"{path} is a directory, not a media file")
         kind = SourceKind.HLS if path.suffix.lower() == ".m3u8" else SourceKind.FILE
-        return ResolvedSource(source, str(path), kind, {}, False)
+        return ResolvedSource(source, str(path), kind, {"protocol_whitelist": _LOCAL_HLS if kind is SourceKind.HLS else "file"}, False)
     if scheme in ("http", "https"):
         is_hls = parsed.path.lower().endswith((".m3u8", ".m3u"))
-        opts = {"rw_timeout": rw_us}
+        kind = SourceKind.HLS if is_hls else SourceKind.HTTP
+        opts = {"rw_timeout": rw_us, "protocol_whitelist": PROTOCOLS[kind], "max_redirects": "0"}
         if is_hls:
             # Start near the live edge, as a player would; ignored for VOD playlists.
             opts.update({"live_start_index": "-3", "http_persistent": "0"})
-        return ResolvedSource(source, source, SourceKind.HLS if is_hls else SourceKind.HTTP, opts, False)
+        return ResolvedSource(source, source, kind, opts, False)
     if scheme in ("rtmp", "rtmps"):
-        return ResolvedSource(source, source, SourceKind.RTMP, {"rw_timeout": rw_us}, True)
+        return ResolvedSource(source, source, SourceKind.RTMP, {"rw_timeout": rw_us, "protocol_whitelist": PROTOCOLS[SourceKind.RTMP]}, True)
     if scheme in ("rtsp", "rtsps"):
-        return ResolvedSource(source, source, SourceKind.RTSP,
-                              {"rtsp_transport": options.rtsp_transport, "timeout": rw_us}, True)
+        return ResolvedSource(source, source, SourceKind.RTSP, {
+            "rtsp_transport": options.rtsp_transport, "timeout": rw_us, "protocol_whitelist": PROTOCOLS[SourceKind.RTSP]}, True)
     if scheme == "srt":
-        return ResolvedSource(source, source, SourceKind.SRT, {"rw_timeout": rw_us}, True)
+        return ResolvedSource(source, source, SourceKind.SRT, {"rw_timeout": rw_us, "protocol_whitelist": PROTOCOLS[SourceKind.SRT]}, True)
     raise IngestError(ErrorCode.INVALID_SOURCE,
                       f"unsupported source {source!r}: use a file path or an http(s), rtmp, rtsp, srt or twitch.tv URL")
 
@@ -104,12 +125,35 @@ def _resolve_twitch(source: str, options: SourceOptions) -> ResolvedSource:
     stream = streams.get(options.twitch_quality) or streams.get("best")
     if stream is None or not hasattr(stream, "url"):
         raise IngestError(ErrorCode.NOT_FOUND, f"{source} is offline or has no playable HLS stream")
-    return ResolvedSource(source, stream.url, SourceKind.TWITCH,
-                          {"rw_timeout": str(int(options.read_timeout * 1_000_000)), "live_start_index": "-3"}, True)
+    return ResolvedSource(source, stream.url, SourceKind.TWITCH, {
+        "rw_timeout": str(int(options.read_timeout * 1_000_000)), "live_start_index": "-3",
+        "protocol_whitelist": PROTOCOLS[SourceKind.TWITCH], "max_redirects": "0"}, True)
+
+
+def is_network(src: ResolvedSource) -> bool:
+    return "://" in src.url and not src.url.lower().startswith("file:")
+
+
+def check_network(src: ResolvedSource, options: SourceOptions = SourceOptions()) -> None:
+    """Refuse a network source whose host the policy refuses (no request is made)."""
+    if is_network(src):
+        options.network.check_url(src.url, src.original)
+
+
+def guard(src: ResolvedSource, options: SourceOptions = SourceOptions()) -> ResolvedSource:
+    """The source to connect to now: its host checked, HTTP(S) redirects followed and checked."""
+    if not is_network(src):
+        return src
+    if src.kind in (SourceKind.HTTP, SourceKind.HLS, SourceKind.TWITCH):
+        final = options.network.follow_redirects(src.url, src.original, options.open_timeout)
+        return ResolvedSource(src.original, final, src.kind, src.ffmpeg_options, src.live_hint)
+    options.network.check_url(src.url, src.original)
+    return src
 
 
 def open_source(src: ResolvedSource, options: SourceOptions = SourceOptions()) -> av.container.InputContainer:
     """Open the container and check it has a stream we can decode; raises :class:`IngestError`."""
+    src = guard(src, options)
     head: bytes | None = None
     if src.kind in (SourceKind.FILE,):
         try:

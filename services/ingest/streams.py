@@ -35,11 +35,18 @@ from .outbound import Outbound, OutboundEncoder
 from .pipeline import IngestConfig, IngestPipeline, Pacing, ReconnectPolicy
 from .sampling import ConsumerSpec, SamplingConfig
 from .settings import IngestSettings
+from .netguard import NetworkPolicy
 from .source import SourceOptions
 from .transcode import BROWSER_VIDEO, to_h264
 
 log = structlog.get_logger(__name__)
 TERMINAL = {common_pb2.STREAM_STATE_ENDED, common_pb2.STREAM_STATE_FAILED, common_pb2.STREAM_STATE_STOPPED}
+
+
+def source_options(settings: IngestSettings) -> SourceOptions:
+    return SourceOptions(
+        open_timeout=settings.open_timeout_s, read_timeout=settings.read_timeout_s, network=NetworkPolicy.from_settings(settings.allow_networks)
+    )
 
 
 def pipeline_config(settings: IngestSettings, clip_dir: Path, live: bool, extra: dict[str, str]) -> IngestConfig:
@@ -68,7 +75,7 @@ def pipeline_config(settings: IngestSettings, clip_dir: Path, live: bool, extra:
             audio_rate=settings.audio_rate,
             clip_buffer=ClipBufferConfig(directory=clip_dir / "buffer", seconds=settings.buffer_seconds),
         ),
-        source=SourceOptions(open_timeout=settings.open_timeout_s, read_timeout=settings.read_timeout_s),
+        source=source_options(settings),
         pacing=Pacing.LIVE if live else Pacing.VOD,
         reconnect=ReconnectPolicy(give_up_after=settings.live_give_up_s),
     )

@@ -13,10 +13,12 @@ import pytest
 from services.ingest.errors import ErrorCode, IngestError
 from services.ingest.items import StatusEvent, StatusKind
 from services.ingest.pipeline import IngestConfig, IngestPipeline
+from services.ingest.netguard import NetworkPolicy
 from services.ingest.source import SourceOptions, resolve
 from streamsight.app.synth import make_media
 
-FAST = IngestConfig(source=SourceOptions(open_timeout=3.0, read_timeout=3.0))
+# The servers these tests stand up listen on loopback, opened here as a lab would.
+FAST = IngestConfig(source=SourceOptions(open_timeout=3.0, read_timeout=3.0, network=NetworkPolicy.from_settings(["127.0.0.0/8"])))
 
 
 async def final_status(source: str) -> StatusEvent:

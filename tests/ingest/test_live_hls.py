@@ -9,12 +9,16 @@ import pytest
 
 from services.ingest.items import FrameSignals, StatusEvent, StatusKind, WindowRecord
 from services.ingest.pipeline import IngestConfig, IngestPipeline, ReconnectPolicy
+from services.ingest.netguard import NetworkPolicy
 from services.ingest.source import SourceOptions
+
+# The test servers listen on loopback, which sources may not reach unless a lab opens it.
+LAB = NetworkPolicy.from_settings(["127.0.0.0/8"])
 
 
 def live_config(give_up: float = 10.0) -> IngestConfig:
     """Short timeouts and backoff, so a test sees a stall, a reconnect and the end in seconds."""
-    return IngestConfig(source=SourceOptions(open_timeout=3.0, read_timeout=1.5),
+    return IngestConfig(source=SourceOptions(open_timeout=3.0, read_timeout=1.5, network=LAB),
                         reconnect=ReconnectPolicy(initial=0.3, max_delay=1.0, give_up_after=give_up))
 
 
@@ -66,7 +70,7 @@ async def test_live_hls_without_end_marker_ends_after_the_timeout(live_hls) -> N
 async def test_cancelling_a_live_ingest_returns_at_once_and_the_thread_ends(live_hls) -> None:
     live_hls.run(preroll=2, limit=2, end=False)
     # The demuxer waits for segments that never come; each FFmpeg read may block up to 4 s.
-    config = IngestConfig(source=SourceOptions(open_timeout=4.0, read_timeout=4.0),
+    config = IngestConfig(source=SourceOptions(open_timeout=4.0, read_timeout=4.0, network=LAB),
                           reconnect=ReconnectPolicy(initial=0.2, give_up_after=60.0))
     pipeline = IngestPipeline(live_hls.url, config)
     started = asyncio.Event()
