@@ -125,7 +125,7 @@ class BaseServiceSettings(BaseSettings):
 
     nats_monitor_url: str = Field(
         "",
-        description="nats-server's monitoring URL (http://host:8222): this service then exports NATS's own metrics (streamsight_nats_server_*) on its /metrics; set it on one service (up: the gateway); empty: none",
+        description="nats-server's monitoring URL (http://host:8222): this service then exports NATS's own metrics (streamsight_nats_server_*) on its /metrics; set it on one service only, the gateway; empty: none",
     )
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
