@@ -11,6 +11,11 @@ and its peak afterwards). Its log (where nats-server reports slow consumers
 and dropped clients) goes to a file (`log_file`), to a pipe its owner reads (`log_pipe=True`:
 `streamsight up` relays it into the stack's log), or nowhere. `start()` may be called again
 after the process died: the same port, monitoring port and data folder are reused.
+
+With `users` (streamsight.natsauth), clients must log in, each with its own permissions; the
+configuration file then holds passwords and is written readable by its owner only. `url` is
+then the admin's (credentials included), `url_for(name)` a service's, `address` the bare one.
+Without users (the tests' default), any local client may connect.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from streamsight import natsauth
 from streamsight.bus import MAX_PAYLOAD
 
 MEMORY_STORE = 1280 * 1024**2  # JetStream's memory store: MEDIA's max_bytes (1 GiB) and 256 MiB more
@@ -60,6 +66,7 @@ class NatsServer:
         log_pipe: bool = False,
         memory_store: int = MEMORY_STORE,
         go_memory_limit: str = GO_MEMORY_LIMIT,
+        users: list[natsauth.User] | None = None,
     ):
         if log_file is not None and log_pipe:
             raise ValueError("nats-server logs to a file or to a pipe, not both")
@@ -70,6 +77,7 @@ class NatsServer:
         self.log_pipe = log_pipe
         self.memory_store = memory_store
         self.go_memory_limit = go_memory_limit  # "" leaves the Go runtime's default (no limit)
+        self.users = {u.name: u for u in users or []}
         self.process: subprocess.Popen | None = None
 
     @property
@@ -82,29 +90,38 @@ class NatsServer:
         return self.process is not None and self.process.poll() is None
 
     @property
-    def url(self) -> str:
+    def address(self) -> str:
+        """The client URL without credentials (for logs and state files)."""
         return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The URL a client with every right connects with: the admin's when there are users."""
+        return self.url_for(natsauth.ADMIN) if natsauth.ADMIN in self.users else self.address
+
+    def url_for(self, name: str) -> str:
+        """User `name`'s URL, credentials included (KeyError: no such user)."""
+        user = self.users[name]
+        return natsauth.with_credentials(self.address, user.name, user.password)
 
     def _write_config(self) -> Path:
         store = self.data_dir / "jetstream"
         store.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "nats-server.conf"
-        config.write_text(
-            "\n".join(
-                [
-                    "host: 127.0.0.1",
-                    f"port: {self.port}",
-                    "http: " + json.dumps(f"127.0.0.1:{self.monitor_port}"),
-                    f"max_payload: {MAX_PAYLOAD}",
-                    "jetstream {",
-                    f"  store_dir: {json.dumps(str(store))}",
-                    f"  max_memory_store: {self.memory_store}",
-                    "  max_file_store: 20GB",
-                    "}",
-                ]
-            )
-            + "\n"
-        )
+        lines = [
+            "host: 127.0.0.1",
+            f"port: {self.port}",
+            "http: " + json.dumps(f"127.0.0.1:{self.monitor_port}"),
+            f"max_payload: {MAX_PAYLOAD}",
+            "jetstream {",
+            f"  store_dir: {json.dumps(str(store))}",
+            f"  max_memory_store: {self.memory_store}",
+            "  max_file_store: 20GB",
+            "}",
+        ]
+        if self.users:
+            lines.append(natsauth.authorization(list(self.users.values())))
+        natsauth.write_private(config, "\n".join(lines) + "\n")
         return config
 
     def start(self, timeout_s: float = 15.0) -> "NatsServer":

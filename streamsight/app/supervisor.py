@@ -8,6 +8,11 @@ on the same port with the same data folder (file-backed streams survive; the in-
 stream does not, and the services re-create it when they reconnect). Ctrl-C or SIGTERM stops
 the services (SIGTERM, then SIGKILL after a grace period) and then NATS.
 
+NATS requires credentials (streamsight.natsauth): each service logs in as itself, with random
+passwords kept in `<data_dir>/nats-users.json` (mode 0600), and may publish only its own
+subjects; `admin` (same file) may do anything. Its URL reaches each service as its
+`STREAMSIGHT_NATS_URL`.
+
 Each output line is prefixed with its process's name, nats-server's own log included (prefix
 `nats`), so its "Slow Consumer Detected" lines are in the stack's log; the supervisor counts
 those per client and the server's restarts, says so, and keeps the counts in
@@ -30,10 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamsight.config import ENV_PREFIX, OTHER_VARIABLES, SECTIONS, ConfigError, Section, env_name, is_platform, resolve, section_class
+from streamsight import natsauth
 from streamsight.natsd import NatsServer, free_port
 from streamsight.telemetry import NATS_SERVER_RESTARTS, NATS_SLOW_CONSUMERS
 
 STATE_FILE = "up.json"
+CREDENTIALS_FILE = "nats-users.json"
 CONFIG_ERROR_EXIT = 2
 SLOW_CONSUMER = "Slow Consumer Detected"
 _CLIENT_NAME = re.compile(r"streamsight-([A-Za-z0-9_.-]+)")  # Bus.connect names each client so
@@ -134,9 +141,15 @@ class Supervisor:
         only: list[str] | None = None,
         out=None,
         grace_s: float = 8.0,
+        nats_auth: bool = True,
     ):
         self.data_dir = Path(data_dir).resolve()
-        self.nats = NatsServer(self.data_dir / "nats", port=nats_port, log_pipe=True)
+        self.base_env, self._env_notes = sectioned_environment(dict(os.environ))
+        users = None
+        if nats_auth:
+            passwords = natsauth.credentials(self.data_dir / CREDENTIALS_FILE, [natsauth.ADMIN, *SECTIONS])
+            users = natsauth.users(passwords, self._buckets())
+        self.nats = NatsServer(self.data_dir / "nats", port=nats_port, log_pipe=True, users=users)
         self.nats_restarts = 0
         self.slow_consumers: dict[str, int] = {}  # by client (service) name, from the server's log
         self._nats_task: asyncio.Task | None = None
@@ -147,7 +160,6 @@ class Supervisor:
         self.ports = dict(ports or {})
         if free_ports:
             self.ports = {spec.name: self.ports.get(spec.name) or free_port() for spec in CATALOG}
-        self.base_env, self._env_notes = sectioned_environment(dict(os.environ))
         chosen = user_value("gateway", "http_port", self.base_env)
         self._http_chosen = chosen is not None  # the user's own value reaches the gateway untouched
         try:
@@ -161,6 +173,18 @@ class Supervisor:
         self.children: list[_Child] = []
         self._started = {s.name for s in built_services() if not only or s.name in only}
         self._stopping = False
+
+    def _buckets(self) -> dict[str, str]:
+        """The KV and object-store buckets the services use (their user's permissions name them)."""
+        found = {
+            "fusion_state": user_value("fusion", "state_bucket", self.base_env),
+            "clips": user_value("ingest", "clip_bucket", self.base_env),
+        }
+        return {k: str(v) for k, v in found.items() if v}
+
+    def nats_url(self, service: str) -> str:
+        """The NATS URL service `service` connects with (its own credentials when NATS has users)."""
+        return self.nats.url_for(service) if service in self.nats.users else self.nats.url
 
     def _say(self, name: str, line: str) -> None:
         self.out.write(f"{name:<8}| {line}\n")
@@ -210,7 +234,7 @@ class Supervisor:
         address = {name: f"127.0.0.1:{self._port(SECTIONS[name])}" for name in ("ingest", "chat")}
         env.update(
             {
-                "STREAMSIGHT_NATS_URL": self.nats.url,
+                "STREAMSIGHT_NATS_URL": self.nats_url(spec.name),
                 "STREAMSIGHT_DATA_DIR": str(self.data_dir / spec.name),
                 "STREAMSIGHT_GRPC_HOST": "127.0.0.1",
                 env_name("gateway", "allow_local_files"): "true",
@@ -237,7 +261,8 @@ class Supervisor:
     def state(self) -> dict:
         return {
             "pid": os.getpid(),
-            "nats_url": self.nats.url,
+            "nats_url": self.nats.address,
+            "nats_credentials": str(self.data_dir / CREDENTIALS_FILE) if self.nats.users else None,
             "gateway": f"127.0.0.1:{self._port(SECTIONS['gateway'])}",
             "web": f"http://127.0.0.1:{self.http_port}/" if self.http_port else None,
             "nats": {
@@ -257,7 +282,8 @@ class Supervisor:
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         await self._start_nats()
-        self._say("nats", f"nats-server with JetStream at {self.nats.url} (data in {self.nats.data_dir})")
+        auth = f"users and passwords in {self.data_dir / CREDENTIALS_FILE}" if self.nats.users else "no auth"
+        self._say("nats", f"nats-server with JetStream at {self.nats.address} ({auth}; data in {self.nats.data_dir})")
         self._nats_task = asyncio.create_task(self._keep_nats(), name="supervise:nats")
         self._nats_task.add_done_callback(self._nats_watch_ended)
         specs = [s for s in built_services() if s.name in self._started]
@@ -285,7 +311,7 @@ class Supervisor:
         self._say("nats", line)
         if self._back and line.endswith("Server is ready"):
             self._back = False
-            self._say("nats", f"nats-server back at {self.nats.url} (restart {self.nats_restarts})")
+            self._say("nats", f"nats-server back at {self.nats.address} (restart {self.nats_restarts})")
         if SLOW_CONSUMER in line:
             match = _CLIENT_NAME.search(line)
             client = match.group(1) if match else "unknown"

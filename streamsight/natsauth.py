@@ -1,0 +1,119 @@
+"""NATS users: one per service, each allowed to publish only its own subjects.
+
+A service publishes its products (subjects below), its dead letters, and what JetStream needs:
+its API (`$JS.API.>`: streams, consumers, pulls, KV and object-store reads), acknowledgements
+(`$JS.ACK.>`) and flow-control replies of ordered consumers (`$JS.FC.>`). It subscribes only to
+inboxes (`_INBOX.>`): every read goes through a JetStream consumer that delivers to an inbox.
+So a service cannot forge another's events, and a client without credentials is refused. Reading
+through JetStream is not limited per stream (every service may create consumers).
+
+`admin` may do anything: tools, the tests, an operator's `nats` CLI.
+
+`streamsight up` keeps random passwords in `<data_dir>/nats-users.json` (mode 0600), made on first
+start and reused after; compose and k8s give nats-server the passwords through environment
+variables (deploy/nats/nats.conf, deploy/k8s/nats.yaml) with these same permissions
+(tests/platform/test_deploy.py compares them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from streamsight import subjects
+
+ADMIN = "admin"
+JETSTREAM = ["$JS.API.>", "$JS.ACK.>", "$JS.FC.>"]
+INBOXES = ["_INBOX.>"]
+DEFAULT_BUCKETS = {"registry": subjects.REGISTRY_BUCKET, "fusion_state": "fusion", "clips": "clips"}
+
+
+def _events(*kinds: str) -> list[str]:
+    return [subjects.event(kind, ">") for kind in kinds]
+
+
+def service_subjects(name: str, buckets: dict[str, str] | None = None) -> list[str]:
+    """What service `name` publishes besides JetStream's API: its products and dead letters."""
+    b = {**DEFAULT_BUCKETS, **(buckets or {})}
+    own = {
+        "ingest": [f"{subjects.PREFIX}.media.v1.>", *_events("status"), f"$O.{b['clips']}.>"],
+        "chat": [subjects.features("chat", ">"), *_events("status", "sentiment", "forecast")],
+        "vision": [subjects.features("vision", ">")],
+        "audio": [subjects.features("audio", ">")],
+        "glitch": _events("glitch"),
+        "fusion": [*_events("score", "highlight"), f"$KV.{b['fusion_state']}.>"],
+        "gateway": [*_events("status"), f"$KV.{b['registry']}.>"],
+    }[name]
+    return [*own, subjects.deadletter(name)]
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    password: str
+    publish: tuple[str, ...] | None  # None: anything
+    subscribe: tuple[str, ...] | None
+
+    def conf(self, password_expr: str | None = None) -> str:
+        """This user in nats-server's configuration syntax (`password_expr`: e.g. `$VAR`, unquoted)."""
+        fields = [f"user: {json.dumps(self.name)}", f"password: {password_expr or json.dumps(self.password)}"]
+        perms = []
+        if self.publish is not None:
+            perms.append(f"publish: {{allow: {json.dumps(list(self.publish))}}}")
+        if self.subscribe is not None:
+            perms.append(f"subscribe: {{allow: {json.dumps(list(self.subscribe))}}}")
+        if perms:
+            fields.append("permissions: {" + ", ".join(perms) + "}")
+        return "{" + ", ".join(fields) + "}"
+
+
+def service_user(name: str, password: str, buckets: dict[str, str] | None = None) -> User:
+    return User(name, password, tuple(JETSTREAM + service_subjects(name, buckets)), tuple(INBOXES))
+
+
+def users(passwords: dict[str, str], buckets: dict[str, str] | None = None) -> list[User]:
+    """Every user of `passwords`: `admin` unrestricted, each service to its own subjects."""
+    return [User(n, p, None, None) if n == ADMIN else service_user(n, p, buckets) for n, p in sorted(passwords.items())]
+
+
+def authorization(all_users: list[User], password_exprs: dict[str, str] | None = None) -> str:
+    """nats-server's `authorization` block for these users."""
+    exprs = password_exprs or {}
+    lines = ["authorization {", "  users = ["]
+    lines += [f"    {u.conf(exprs.get(u.name))}" for u in all_users]
+    lines += ["  ]", "}"]
+    return "\n".join(lines)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` readable by its owner only (0600), whatever the umask, replacing the file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def credentials(path: Path, names: list[str]) -> dict[str, str]:
+    """Passwords for `names`, kept in `path` (0600): made once, reused, completed when a name is new."""
+    path = Path(path)
+    try:
+        kept = json.loads(path.read_text())
+        kept = {str(k): str(v) for k, v in kept.items()} if isinstance(kept, dict) else {}
+    except (OSError, ValueError):
+        kept = {}
+    wanted = {name: kept.get(name) or secrets.token_urlsafe(24) for name in names}
+    if wanted != kept or (path.exists() and path.stat().st_mode & 0o077):
+        write_private(path, json.dumps(wanted, indent=2) + "\n")
+    return wanted
+
+
+def with_credentials(url: str, user: str, password: str) -> str:
+    """`nats://host:port` with a user and password (URL-safe: token_urlsafe passwords)."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{user}:{password}@{rest.rpartition('@')[2]}" if sep else url
