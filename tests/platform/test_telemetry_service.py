@@ -87,3 +87,10 @@ async def test_a_service_prints_its_streams_spans_and_serves_its_metrics_on_loop
     assert "streamsight_nats_server_up 1.0" in lines
     connections = next(float(line.split()[1]) for line in lines if line.startswith("streamsight_nats_server_connections "))
     assert connections >= 2  # this service and the test's bus
+
+
+def test_an_unknown_trace_exporter_stops_the_service_with_a_clear_message(nats_server, tmp_path):
+    env = service_env(nats_server, free_port(), 0, tmp_path) | {"OTEL_TRACES_EXPORTER": "zipkin"}
+    done = subprocess.run([sys.executable, "-m", "services.audio"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "streamsight-audio: OTEL_TRACES_EXPORTER: unknown exporter zipkin (one or more of console, otlp, none)" in done.stderr
