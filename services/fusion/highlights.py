@@ -128,6 +128,7 @@ class HighlightTracker:
 
     @property
     def emitted(self) -> int:
+        """Highlights decided (numbers given), suppressed ones included."""
         return self._emitted
 
     @property
@@ -190,6 +191,7 @@ class HighlightTracker:
         glitch = any(a < m.end_s and m.start_s < b + 1 for a, b in self._glitches)
         if glitch and self.config.glitch_policy == "suppress":
             self.suppressed += 1
+            self._emitted += 1  # its number stays taken, so later numbers do not depend on when the glitch came
             return None
         seconds = list(range(m.start_s, m.end_s)) + ([m.chat_start_s] if m.chat_start_s is not None else [])
         windows = sorted({w.window for w in (self._window_of(u) for u in seconds) if w is not None})
@@ -249,6 +251,7 @@ class HighlightTracker:
             glitch = any(a < end and start < b for a, b in self._glitches)
             if glitch and self.config.glitch_policy == "suppress":
                 self.suppressed += 1
+                self._emitted += 1  # its number stays taken (see _moment_span)
                 continue
             missing = tuple(sorted({m for w in part for m in w.missing}))
             rank = 1 + sum(1 for s in self._scores if s > best.score)

@@ -52,7 +52,7 @@ class MomentConfig:
     chat_lag_max_s: float = 12.0  # p95 of the lag estimated on the tune streams (11.8 s); p5 is 1.6 s
     min_cues: int = 2
     edge: float = 0.35
-    edge_max_z: float = 3.0  # a second at this excitement always belongs to the moment around it
+    edge_max_z: float = 2.0  # a second at this excitement always belongs to the moment around it
     max_moment_s: float = 30.0
 
     def __post_init__(self) -> None:
@@ -110,8 +110,9 @@ class Series:
             return 0.0, 1.0
         med = float(np.median(v))
         scale = max(1.4826 * float(np.median(np.abs(v - med))), FLOORS[signal])
-        if signal == "chat":
-            scale = max(scale, math.sqrt(max(med, 0.0)))  # counts: at least the Poisson spread
+        if signal == "chat":  # counts: at least the Poisson spread, and bursts early in a stream must not swamp it
+            poisson = math.sqrt(max(med, 0.0))
+            scale = max(min(scale, 1.5 * poisson), poisson, FLOORS[signal])
         return med, scale
 
 

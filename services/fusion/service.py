@@ -60,6 +60,7 @@ from streamsight.service import Service
 from .highlights import HighlightConfig, HighlightSpan, HighlightTracker, ScoredWindow
 from .join import JoinConfig, OutOfRange, Part, ReadyWindow, StreamJoin
 from .model import FusionModel, choose
+from .moments import MomentConfig
 from .settings import FusionSettings
 
 MODALITY = {"vision": common_pb2.MODALITY_VISION, "audio": common_pb2.MODALITY_AUDIO, "chat": common_pb2.MODALITY_CHAT}
@@ -82,6 +83,7 @@ class StreamState:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     published: set[int] = field(default_factory=set)  # highlight numbers already published
     stalls_logged: set[str] = field(default_factory=set)  # modalities whose stall was reported
+    glitches: set[str] = field(default_factory=set)  # "<stream>.<glitch id>" keys stored (g.<...>)
     forgotten: bool = False  # its windows are all scored and its KV state purged
 
 
@@ -101,7 +103,9 @@ class FusionService(Service):
         )
         self.highlight_config = HighlightConfig(
             threshold=s.threshold or self.models[0].threshold, merge_gap=s.merge_gap, max_windows=s.max_highlight_windows,
-            lead_in_s=s.lead_in_s, tail_s=s.tail_s,
+            lead_in_s=s.lead_in_s, tail_s=s.tail_s, min_clip_s=s.min_clip_s, max_clip_s=s.max_clip_s,
+            live_wait_s=s.live_chat_wait_s, glitch_policy=s.glitch_highlights,
+            moments=MomentConfig(chat_lag_min_s=s.chat_lag_min_s, chat_lag_max_s=s.chat_lag_max_s),
         )
         # Streamsight.lifecycle's table: a stream silent for stream_idle_s (at least twice the stall
         # timeout, so the stall has scored what it could) is scored with what is there and forgotten.
@@ -116,7 +120,9 @@ class FusionService(Service):
         bus.consume("fusion", features, self.on_feature, subjects.FEATURES_STREAM, batch=64, deliver_new=True)
         bus.consume("fusion-windows", subjects.media("windows"), self.on_window, subjects.MEDIA_STREAM, deliver_new=True, inactive_threshold_s=300)
         bus.consume("fusion-status", subjects.event("status"), self.on_status, subjects.EVENTS_STREAM, deliver_new=True)
-        for stream, durable in ((subjects.FEATURES_STREAM, "fusion"), (subjects.MEDIA_STREAM, "fusion-windows"), (subjects.EVENTS_STREAM, "fusion-status")):
+        bus.consume("fusion-glitch", subjects.event("glitch"), self.on_glitch, subjects.EVENTS_STREAM, deliver_new=True)
+        for stream, durable in ((subjects.FEATURES_STREAM, "fusion"), (subjects.MEDIA_STREAM, "fusion-windows"), (subjects.EVENTS_STREAM, "fusion-status"),
+                               (subjects.EVENTS_STREAM, "fusion-glitch")):
             await self._wait_consumer(stream, durable)
         self._ticker = asyncio.create_task(self._tick(), name="fusion:tick")
 
@@ -190,6 +196,11 @@ class FusionService(Service):
             elif kind == "s":
                 score = events_pb2.WindowScore.FromString(value)
                 scores.setdefault(score.stream_id, []).append(score)
+            elif kind == "g":
+                sid, _, _ = rest.rpartition(".")
+                if (state := self._state(sid)) is not None:
+                    state.glitches.add(rest)
+                    state.tracker.glitch(*json.loads(value))
             elif kind == "h":
                 sid, _, n = rest.rpartition(".")
                 if (state := self._state(sid)) is not None:
@@ -215,6 +226,7 @@ class FusionService(Service):
     def _restore_meta(self, sid: str, meta: dict) -> None:
         if (state := self._state(sid)) is not None:
             state.join = StreamJoin.from_meta(sid, self.join_config, meta)
+            state.tracker.live = state.join.live
 
     async def _save_meta(self, state: StreamState) -> None:
         await self.kv.put(f"m.{state.join.stream_id}", json.dumps(state.join.to_meta()).encode())
@@ -311,6 +323,7 @@ class FusionService(Service):
             if is_start:
                 started = event.time.ToSeconds() if event.HasField("time") else time.time()
                 join.start(live=status.duration_s <= 0, duration_s=status.duration_s, start_wall=min(started, time.time()))
+                state.tracker.live = join.live
             if stage_done:
                 join.stage_done(status.reporter)
             ready = join.ready()
@@ -318,6 +331,28 @@ class FusionService(Service):
                 ready += join.end(status.media_time_s, windows=status.windows)
             await self._save_meta(state)
             await self._score(state, ready)
+
+    async def on_glitch(self, msg: Msg) -> None:
+        """A glitch (video corruption) of a stream fusion holds: moments overlapping it are
+        suppressed or marked (glitch_highlights). Glitches of other streams are ignored."""
+        try:
+            event = events.decode(msg.headers, msg.data)
+        except events.BadEvent as exc:
+            raise BadMessage(str(exc)) from None
+        if event.WhichOneof("payload") != "glitch":
+            raise BadMessage(f"{event.type} on a glitch subject")
+        glitch = event.glitch
+        sid = subjects.stream_of(msg.subject)
+        if not (math.isfinite(glitch.start_s) and math.isfinite(glitch.end_s)) or glitch.end_s < glitch.start_s or glitch.start_s < 0:
+            raise BadMessage(f"glitch span [{glitch.start_s}, {glitch.end_s}] is not a valid span")
+        state = self.streams.get(sid) if sid in self.streams else None
+        if state is None:
+            return
+        async with state.lock:
+            key = f"{sid}.{glitch.glitch_id or 'unnamed'}"
+            await self.kv.put(f"g.{key}", json.dumps([glitch.start_s, glitch.end_s]).encode())  # the latest span of the incident
+            state.glitches.add(key)
+            state.tracker.glitch(glitch.start_s, glitch.end_s)
 
     async def _tick(self) -> None:
         """Wall-clock checks, the last resort: a stage that delivered nothing for a stream for the stall timeout."""
@@ -421,12 +456,14 @@ class FusionService(Service):
         highlight = events_pb2.Highlight(
             stream_id=sid, highlight_id=clip_id, start_s=span.start_s, end_s=span.end_s, score=span.score,
             why=list(span.best.why), clip=clip, windows=list(span.windows), missing=[MODALITY[m] for m in span.missing],
+            rank=span.rank, reason=span.reason, peak_s=span.peak_s, chat_lag_s=span.chat_lag_s, latency_s=span.latency_s,
+            wait_s=span.wait_s, glitch=span.glitch, resolution=span.resolution,
         )
         await self.bus.publish_event(sid, highlight, f"{sid}:highlight:{span.number}")
         await self.kv.put(f"h.{sid}.{span.number}", b"1")
         state.published.add(span.number)
         self.log.info("highlight", stream_id=sid, highlight=span.number, start_s=span.start_s, end_s=span.end_s,
-                      score=round(span.score, 3), clip=clip.uri or "none")
+                      score=round(span.score, 3), rank=span.rank, reason=span.reason, latency_s=span.latency_s, clip=clip.uri or "none")
 
     async def _forget(self, state: StreamState) -> None:
         """Every window of an ended stream is scored: drop its state, remember it is done."""
@@ -435,11 +472,12 @@ class FusionService(Service):
         await self.kv.put(f"d.{sid}", b"1")
         keys = [f"s.{sid}.{i}" for i in state.join.scored_windows] + [f"h.{sid}.{n}" for n in sorted(state.published)]
         keys += [f"p.{sid}.{i}.{m}" for i, m in state.join.open_parts] + [f"m.{sid}"]
+        keys += [f"g.{key}" for key in sorted(state.glitches)]
         for key in keys:
             await self.kv.purge(key)
         self.streams.finish(sid)
         self.log.info("stream finished", stream_id=sid, late_records=state.join.late, duplicates=state.join.duplicates,
-                      highlights=state.tracker.emitted)
+                      highlights=state.tracker.emitted, suppressed_for_glitches=state.tracker.suppressed)
 
 
 def _part(record: features_pb2.FeatureRecord) -> Part:
@@ -448,4 +486,4 @@ def _part(record: features_pb2.FeatureRecord) -> Part:
 
 def _scored(score: events_pb2.WindowScore) -> ScoredWindow:
     return ScoredWindow(score.window, score.start_s, score.end_s, score.score, tuple(score.why),
-                        tuple(MODALITY_NAME[m] for m in score.missing if m in MODALITY_NAME))
+                        tuple(MODALITY_NAME[m] for m in score.missing if m in MODALITY_NAME), dict(score.features))

@@ -23,14 +23,36 @@ class FusionSettings(BaseServiceSettings):
     stall_timeout_s: float = Field(600.0, ge=0, description="Last resort: wall seconds a stage may deliver nothing for a stream before windows are scored without it (0 = never)")
     max_ahead_windows: int = Field(30, ge=1, description="A record's window index may be at most this far past the stream's highest (and, live, past its wall clock)")
     threshold: float | None = Field(None, gt=0, lt=1, description="Highlight threshold; empty = the model's own")
-    merge_gap: int = Field(1, ge=0, description="Low windows allowed inside one highlight run")
-    max_highlight_windows: int = Field(6, ge=1, description="Longest highlight in windows (longer runs are split by NMS)")
+    merge_gap: int = Field(1, ge=0, description="Records without 1 s values: low windows allowed inside one highlight run")
+    max_highlight_windows: int = Field(6, ge=1, description="Records without 1 s values: longest highlight in windows (longer runs are split by NMS)")
     lead_in_s: float = Field(3.0, ge=0, description="Seconds of lead-in before a highlight in its clip")
     tail_s: float = Field(2.0, ge=0, description="Seconds after a highlight in its clip")
+    min_clip_s: float = Field(8.0, gt=0, description="Shortest clip: a shorter moment's clip is widened around it")
+    max_clip_s: float = Field(45.0, gt=0, description="Longest clip: a longer one is cut at this length from its start")
+    chat_lag_min_s: float = Field(1.0, ge=0, description="Chat's reaction starts at least this long after a moment's peak (estimated: p5 1.6 s)")
+    chat_lag_max_s: float = Field(12.0, ge=0, description="and at most this long after it (estimated: p95 11.8 s); files wait for it before deciding a moment")
+    live_chat_wait_s: float = Field(10.0, ge=0, description="Live streams: at most this many media seconds past a moment's peak its decision waits for chat (the event's latency_s)")
+    glitch_highlights: str = Field("suppress", pattern="^(suppress|mark)$", description="A moment overlapping a glitch: suppress (no highlight) or mark (Highlight.glitch)")
     clip_timeout_s: float = Field(30.0, gt=0, description="Seconds to wait for ingest to cut a clip")
     top_features: int = Field(5, ge=1, le=50, description="Contributions listed in a score's 'why'")
     state_bucket: str = Field("fusion", pattern=r"^[A-Za-z0-9_-]+$", description="JetStream KV bucket of the join state")
     state_ttl_s: float = Field(7 * 86400.0, gt=0, description="How long unfinished join state is kept")
+
+    @field_validator("chat_lag_max_s")
+    @classmethod
+    def _lags(cls, value: float, info) -> float:
+        low = info.data.get("chat_lag_min_s")
+        if low is not None and value < low:
+            raise ValueError(f"must be at least chat_lag_min_s ({low})")
+        return value
+
+    @field_validator("max_clip_s")
+    @classmethod
+    def _clips(cls, value: float, info) -> float:
+        low = info.data.get("min_clip_s")
+        if low is not None and value < low:
+            raise ValueError(f"must be at least min_clip_s ({low})")
+        return value
 
     @field_validator("expected_modalities")
     @classmethod
