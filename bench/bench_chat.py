@@ -2,9 +2,9 @@
 
 Run: `python bench/bench_chat.py [--data ../shared/data/chat/nlss] [--repeat 3]`
 
-1. Forecast: MSE of the LSTM, the running mean and persistence over horizons 1..5 per
-   video, pooled over the held-out videos and over all; ratios to the running mean and
-   LSTM / persistence.
+1. Forecast: per video and series (sentiment, activity) the LSTM's MSE ratio to the
+   better of running mean and persistence over horizons 30..90 s, and the coverage of
+   the prediction intervals; pooled over the held-out videos and over all.
 2. Sentiment: messages per second on one core (single thread) for plain VADER (the
    baseline, same run), our scorer without cache (every message scored afresh) and with
    its default cache, and for the whole window aggregation. Goal: >= 20,000 msg/s.
@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer  # noqa: E402
 
-from services.chat.forecast import ForecastModel, backtest  # noqa: E402
+from services.chat.forecast import HORIZON, SERIES, ForecastModel, backtest  # noqa: E402
 from services.chat.replay import load_replay  # noqa: E402
 from services.chat.sentiment import ChatSentiment  # noqa: E402
 from services.chat.windows import ChatAggregator, series_from_messages  # noqa: E402
@@ -49,27 +49,30 @@ def main() -> None:
         raise SystemExit(f"no rechat-*.json files in {args.data}")
     logs = {f.stem.split("-")[1]: load_replay(f) for f in files}
 
-    print("== forecast (30 s intervals, horizons 1..5) ==")
+    print(f"== forecast (30 s intervals, horizons 30..{30 * HORIZON} s; MSE ratio of the LSTM to the better baseline) ==")
     model = ForecastModel()
     scorer = ChatSentiment()
     results = {}
-    print(f"{'video':<12}{'split':<10}{'evals':>6}{'lstm':>10}{'run.mean':>10}{'persist':>10}{'lstm/rm':>9}{'pers/rm':>9}")
+    print(f"{'video':<12}{'split':<10}{'evals':>6}" + "".join(f"{s[:4] + ' ratio':>12}{s[:4] + ' cov':>10}" for s in SERIES))
     for vid, msgs in logs.items():
         pts = series_from_messages(msgs, scorer)
-        r = backtest([(p.mean_compound, p.messages) for p in pts], model)
+        r = backtest([(p.mean_compound, p.messages, p.emote_density) for p in pts], model)
         results[vid] = r
-        ratios = r.ratios()
         split = "held-out" if vid in HELD_OUT else "train"
-        print(f"{vid:<12}{split:<10}{r.evals:>6}{r.mse['lstm']:>10.5f}{r.mse['running_mean']:>10.5f}"
-              f"{r.mse['persistence']:>10.5f}{ratios['lstm']:>9.3f}{ratios['persistence']:>9.3f}")
+        print(f"{vid:<12}{split:<10}{r.series['sentiment'].evals:>6}"
+              + "".join(f"{r.series[s].ratio_to_best():>12.3f}{r.series[s].coverage:>10.3f}" for s in SERIES))
     for name, ids in (("held-out", [v for v in results if v in HELD_OUT]), ("all", list(results))):
         if not ids:
             continue
-        ev = sum(results[v].evals for v in ids)
-        mse = {k: sum(results[v].mse[k] * results[v].evals for v in ids) / ev for k in ("lstm", "running_mean", "persistence")}
-        print(f"pooled {name:<9} evals={ev}  LSTM/running-mean={mse['lstm'] / mse['running_mean']:.3f}  "
-              f"persistence/running-mean={mse['persistence'] / mse['running_mean']:.3f}  "
-              f"LSTM/persistence={mse['lstm'] / mse['persistence']:.3f}")
+        line = []
+        for s in SERIES:
+            ev = sum(results[v].series[s].evals for v in ids)
+            mse = {k: sum(results[v].series[s].mse[k] * results[v].series[s].evals for v in ids) / ev
+                   for k in ("lstm", "running_mean", "persistence")}
+            cov = sum(results[v].series[s].coverage * results[v].series[s].evals for v in ids) / ev
+            line.append(f"{s}: LSTM/best={mse['lstm'] / min(mse['running_mean'], mse['persistence']):.3f} "
+                        f"persistence/running-mean={mse['persistence'] / mse['running_mean']:.3f} coverage={cov:.3f}")
+        print(f"pooled {name:<9} " + "  ".join(line))
 
     print("\n== sentiment throughput (one thread) ==")
     msgs = [m for ms in logs.values() for m in ms]

@@ -44,7 +44,7 @@ from services.chat.session import ChatSession, Products
 from services.chat.settings import ChatSettings
 from services.chat.sentiment import ChatSentiment
 from services.chat.sources import LiveSource, ReplaySource, SourceError, check_replay_path, load_replay_checked_async, parse_source
-from services.chat.windows import ChatAggregator
+from services.chat.windows import INTERVAL_S, ChatAggregator
 from streamsight import events, subjects
 from streamsight.bus import BadMessage
 from streamsight.gen.chat.v1 import chat_pb2, chat_pb2_grpc
@@ -66,7 +66,7 @@ def make_products(settings: ChatSettings) -> Products:
     model = ForecastModel(settings.forecast_model)
     return Products(
         new_aggregator=lambda start_s: ChatAggregator(scorer, window_s=settings.window_s, start_s=start_s),
-        new_forecaster=model.stream,
+        new_forecaster=lambda: model.stream(INTERVAL_S),
         model_name=f"{settings.forecast_model.stem}@sha256:{model_digest(settings.forecast_model)}",
         lexicon_version=scorer.lexicon.version,
     )

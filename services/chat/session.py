@@ -404,18 +404,27 @@ class ChatSession:
             end = min(p.start_s + self.agg.interval_s, max(self._end_s, p.start_s))
             point = events_pb2.SentimentPoint(stream_id=sid, start_s=p.start_s, end_s=end, compound=p.mean_compound, messages=p.messages)
             await self._send("sentiment", lambda: self.publisher.publish_event(sid, point, f"{sid}:sentiment:{p.index}"))
-            f = self.forecaster.update(p.mean_compound, p.messages)
+            f = self.forecaster.update(p.mean_compound, p.messages, p.emote_density)
+            sent, act = f.sentiment, f.activity
             forecast = events_pb2.SentimentForecast(
                 stream_id=sid,
                 issued_at_s=end,
                 points=[
                     events_pb2.ForecastPoint(
-                        start_s=(p.index + h) * self.agg.interval_s, compound=f.lstm[h - 1], baseline=f.running_mean[h - 1]
+                        start_s=(p.index + h) * self.agg.interval_s, compound=sent.lstm[h - 1], baseline=sent.running_mean[h - 1]
                     )
                     for h in range(1, HORIZON + 1)
                 ],
-                trustworthy=f.trustworthy,
+                trustworthy=sent.trustworthy,
                 model=self.products.model_name,
+                lower=sent.lower,
+                upper=sent.upper,
+                interval_level=f.level,
+                activity=act.lstm,
+                activity_lower=act.lower,
+                activity_upper=act.upper,
+                activity_baseline=act.running_mean,
+                activity_trustworthy=act.trustworthy,
             )
             await self._send("forecast", lambda: self.publisher.publish_event(sid, forecast, f"{sid}:forecast:{p.index}"))
             self.intervals_published += 1

@@ -97,6 +97,7 @@ class SeriesPoint:
     start_s: float
     mean_compound: float
     messages: int
+    emote_density: float = 0.0  # emote tokens per message (the forecast's exogenous input)
 
 
 class ChatAggregator:
@@ -147,11 +148,11 @@ class ChatAggregator:
             bucket.count += 1
             bucket.weighted_sum += weight * s.compound
             bucket.weight += weight
+            bucket.emote_tokens += s.emotes
         win = self._windows[w]
         win.users.add(msg.user)
         win.seconds[min(SECOND_BINS - 1, max(0, int(t - w * self.window_s)))] += 1
         win.chars += len(msg.text)
-        win.emote_tokens += s.emotes
         if copies > 1:
             win.duplicates += 1
             if copies >= COPYPASTA_MIN_COPIES and len(msg.text.split()) >= COPYPASTA_MIN_WORDS:
@@ -231,7 +232,8 @@ class ChatAggregator:
         j = self._next_interval
         self._next_interval += 1
         b = self._intervals.pop(j, _Bucket())
-        return SeriesPoint(j, j * self.interval_s, round(b.mean(), 6), b.count)
+        density = round(b.emote_tokens / b.count, 6) if b.count else 0.0
+        return SeriesPoint(j, j * self.interval_s, round(b.mean(), 6), b.count, density)
 
     def flush(self) -> tuple[list[tuple[int, dict[str, float]]], list[SeriesPoint]]:
         """Close everything that has messages (end of a replay or stream)."""

@@ -176,10 +176,15 @@ async def test_rechat_replay_follows_the_media_windows(chat, bus, shared_data):
     for j, f in enumerate(forecasts):
         fc = f.forecast
         assert fc.model.startswith("forecast@sha256:") and fc.issued_at_s == min(30.0 * (j + 1), 650.0)
-        assert [p.start_s for p in fc.points] == [30.0 * (j + h) for h in range(1, 6)]
+        assert [p.start_s for p in fc.points] == [30.0 * (j + h) for h in range(1, 4)]  # 30, 60, 90 s ahead
         running_mean = sum(values[: j + 1]) / (j + 1)
         assert all(p.baseline == pytest.approx(running_mean) for p in fc.points)
         assert all(-1.0 <= p.compound <= 1.0 for p in fc.points)
+        assert len(fc.lower) == len(fc.upper) == len(fc.activity) == len(fc.activity_baseline) == 3
+        assert all(lo <= p.compound <= hi for lo, p, hi in zip(fc.lower, fc.points, fc.upper))
+        assert all(lo <= a <= hi for lo, a, hi in zip(fc.activity_lower, fc.activity, fc.activity_upper))
+        rate_mean = sum(p.messages for p in points[: j + 1]) / (j + 1) / 30.0
+        assert all(b == pytest.approx(rate_mean) for b in fc.activity_baseline) and fc.interval_level == 0.8
     assert len({round(p.compound, 4) for f in forecasts for p in f.forecast.points}) > 10  # the LSTM really ran
 
 

@@ -1,17 +1,22 @@
-"""Train the chat sentiment forecaster (LSTM) on real Twitch chat and export it to ONNX.
+"""Train the chat forecaster (LSTM: sentiment and activity, 30/60/90 s) and export it to ONNX.
 
-Run: `python -m training.chat.train_forecast [--data ../shared/data/chat/nlss] [--epochs N]`
+Run: `python -m training.chat.train_forecast [--data ../shared/data/chat/nlss]`
 
-Data: the five NLSS rechat replays. Each video becomes its 30 s sentiment series (the
-service's own `series_from_messages`, so training sees exactly what the service computes).
-Whole videos are held out for evaluation (HELD_OUT). Training series are augmented with
-the same chat cut on grids shifted by 10 s and 20 s (more, overlapping, sequences; never
-from held-out videos).
+Data: the five NLSS rechat replays (DATA.md). Each video becomes its 30 s series by the
+service's own `series_from_messages`; `forecast.SeriesState` turns it into the model's
+step features, exactly as the service does. Whole videos are held out (HELD_OUT).
+Training series are augmented with the same chat cut on grids shifted by 10 s and 20 s
+(never from held-out videos).
 
-The model reads `step_features` per interval and predicts, for horizons 1..5, the
-deviation of the future value from the running mean, so "predict nothing" is exactly the
-running-mean baseline and the LSTM only has to learn corrections. Writes
-services/chat/models/forecast.onnx and its MODEL.md card with held-out metrics.
+The model predicts, for horizons 1..HORIZON, the sentiment's deviation from its running
+mean shrunk towards the training chat's mean (weight chosen on the training videos) and
+the rate's relative deviation from its running mean, so "predict nothing" is the
+(shrunk) running-mean forecast. Hidden size and epochs are chosen by
+leave-one-training-video-out cross-validation (scored with `forecast.backtest`, against
+the better baseline). The prediction intervals' k (per series and horizon) is the
+`LEVEL` quantile of |error| / scale on the same out-of-fold predictions, stored in the
+ONNX file's metadata. Writes services/chat/models/forecast.onnx and
+forecast_metrics.json; the card (MODEL.md) quotes the metrics.
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ import random
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
-from services.chat.forecast import HORIZON, N_FEATURES, ForecastModel, backtest, step_features
+from services.chat.forecast import HORIZON, MAX_REL, N_FEATURES, SERIES, ForecastModel, SeriesState, backtest
 from services.chat.message import ChatMessage
 from services.chat.replay import load_replay
 from services.chat.sentiment import ChatSentiment
@@ -37,52 +43,81 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "chat" / "nlss"
 OUT_DIR = REPO / "services" / "chat" / "models"
 VIDEOS = ["84065913", "103227724", "115328018", "98355852", "158202424"]
 HELD_OUT = ["98355852", "158202424"]  # The Culling, HITMAN: games not in the training videos
-WARMUP = 2  # same as forecast.backtest: predictions before 3 intervals are not scored
+WARMUP = 2  # as forecast.backtest: predictions before 3 intervals are not scored
 SEED = 1234
-HIDDEN = 16
+LEVEL = 0.8
+GRID = [(hidden, epochs) for hidden in (8, 16) for epochs in (3, 6, 10)]
+PRIOR_WEIGHTS = (0.0, 2.0, 5.0, 10.0, 20.0)
 
 
-GRID = [(hidden, epochs) for hidden in (4, 16) for epochs in (10, 40, 150)]
+def choose_prior(series: list[Series]) -> tuple[float, float, dict[str, float]]:
+    """The training chat's mean sentiment per interval, and the weight (in intervals) that
+    minimises the shrunk running mean's MSE at horizons 1..HORIZON, mean over the videos."""
+    prior = float(np.mean([v for s in series for v, _, _ in s]))
+    scores = {}
+    for w in PRIOR_WEIGHTS:
+        per = []
+        for s in series:
+            vals = [v for v, _, _ in s]
+            err = []
+            for t in range(WARMUP, len(vals)):
+                anchor = (sum(vals[: t + 1]) + w * prior) / (t + 1 + w)
+                err += [(anchor - vals[t + h]) ** 2 for h in range(1, HORIZON + 1) if t + h < len(vals)]
+            per.append(np.mean(err))
+        scores[str(w)] = float(np.mean(per))
+    best = min(PRIOR_WEIGHTS, key=lambda w: scores[str(w)])
+    return prior, best, scores
 
 
 class Forecaster(nn.Module):
-    """LSTM over step features -> HORIZON deviations from the running mean, per step."""
+    """LSTM over step features -> HORIZON sentiment deviations and HORIZON relative rate deviations."""
 
-    def __init__(self, hidden: int = HIDDEN) -> None:
+    def __init__(self, hidden: int = 16) -> None:
         super().__init__()
         self.lstm = nn.LSTM(N_FEATURES, hidden, batch_first=True)
-        self.head = nn.Linear(hidden, HORIZON)
+        self.head = nn.Linear(hidden, 2 * HORIZON)
+        nn.init.zeros_(self.head.weight)  # start as the running-mean forecast
+        nn.init.zeros_(self.head.bias)
 
     def forward(self, features: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor):
         out, (h, c) = self.lstm(features, (h0, c0))
         return self.head(out), h, c
 
 
-def series_of(msgs: list[ChatMessage], scorer: ChatSentiment, shift: float = 0.0) -> list[tuple[float, int]]:
+Series = list[tuple[float, int, float]]
+
+
+def series_of(msgs: list[ChatMessage], scorer: ChatSentiment, shift: float = 0.0) -> Series:
     shifted = [ChatMessage(m.media_time - shift, m.user, m.text, m.emotes) for m in msgs if m.media_time >= shift]
-    return [(p.mean_compound, p.messages) for p in series_from_messages(shifted, scorer)]
+    return [(p.mean_compound, p.messages, p.emote_density) for p in series_from_messages(shifted, scorer)]
 
 
-def tensors(series: list[tuple[float, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Features [T, F], targets [T, H] (future minus running mean) and mask [T, H]."""
-    values = np.array([v for v, _ in series], dtype=np.float64)
-    rm = np.cumsum(values) / np.arange(1, len(values) + 1)
-    feats = np.array([step_features(v, n, r) for (v, n), r in zip(series, rm)], dtype=np.float32)
-    t_len = len(values)
-    target = np.zeros((t_len, HORIZON), dtype=np.float32)
-    mask = np.zeros((t_len, HORIZON), dtype=np.float32)
+def tensors(series: Series, prior: tuple[float, float] = (0.0, 0.0)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Features [T, F], targets [T, 2H] and mask [T, 2H], built with the service's SeriesState."""
+    st = SeriesState(30.0, *prior)
+    feats, means, bases = [], [], []
+    for v, n, d in series:
+        feats.append(st.update(v, n, d))
+        means.append((st.anchor(), st.mean[1]))
+        bases.append(max(st.mean[1], 1.0 / st.interval_s))
+    values = [v for v, _, _ in series]
+    rates = [n / st.interval_s for _, n, _ in series]
+    t_len = len(series)
+    target = np.zeros((t_len, 2 * HORIZON), dtype=np.float32)
+    mask = np.zeros((t_len, 2 * HORIZON), dtype=np.float32)
     for t in range(WARMUP, t_len):
         for h in range(1, HORIZON + 1):
             if t + h < t_len:
-                target[t, h - 1] = values[t + h] - rm[t]
-                mask[t, h - 1] = 1.0
-    return torch.from_numpy(feats), torch.from_numpy(target), torch.from_numpy(mask)
+                target[t, h - 1] = values[t + h] - means[t][0]
+                target[t, HORIZON + h - 1] = np.clip((rates[t + h] - means[t][1]) / bases[t], -1.0, MAX_REL)
+                mask[t, h - 1] = mask[t, HORIZON + h - 1] = 1.0
+    return torch.tensor(np.array(feats, dtype=np.float32)), torch.from_numpy(target), torch.from_numpy(mask)
 
 
-def train(model: Forecaster, seqs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], epochs: int) -> list[float]:
+def train(model: Forecaster, seqs: list, epochs: int, weights: torch.Tensor) -> list[float]:
     opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    losses = []
     rng = random.Random(SEED)
+    losses = []
     for _ in range(epochs):
         order = list(range(len(seqs)))
         rng.shuffle(order)
@@ -91,7 +126,7 @@ def train(model: Forecaster, seqs: list[tuple[torch.Tensor, torch.Tensor, torch.
             x, y, m = seqs[i]
             h0 = torch.zeros(1, 1, model.lstm.hidden_size)
             pred, _, _ = model(x[None], h0, h0.clone())
-            loss = ((pred[0] - y) ** 2 * m).sum() / m.sum().clamp(min=1)
+            loss = (((pred[0] - y) ** 2) * m * weights).sum() / m.sum().clamp(min=1)
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -101,101 +136,119 @@ def train(model: Forecaster, seqs: list[tuple[torch.Tensor, torch.Tensor, torch.
     return losses
 
 
-def masked_mse_ratio(model: Forecaster, seqs: list) -> float:
-    """LSTM MSE / running-mean MSE over the scored steps (the running mean predicts 0 deviation)."""
-    num = den = 0.0
-    with torch.no_grad():
-        for x, y, m in seqs:
-            h0 = torch.zeros(1, 1, model.lstm.hidden_size)
-            pred, _, _ = model(x[None], h0, h0.clone())
-            num += float(((pred[0] - y) ** 2 * m).sum())
-            den += float((y**2 * m).sum())
-    return num / den
-
-
-def select(per_video: dict[str, list]) -> tuple[int, int, dict]:
-    """Leave-one-training-video-out cross-validation over GRID (held-out videos never seen)."""
-    scores = {}
-    for hidden, epochs in GRID:
-        ratios = []
-        for left in per_video:
-            torch.manual_seed(SEED)
-            model = Forecaster(hidden)
-            train(model, [s for v, seqs in per_video.items() if v != left for s in seqs], epochs)
-            ratios.append(masked_mse_ratio(model, per_video[left][:1]))  # unshifted grid only
-        scores[f"hidden={hidden},epochs={epochs}"] = float(np.mean(ratios))
-    best = min(GRID, key=lambda g: scores[f"hidden={g[0]},epochs={g[1]}"])
-    return best[0], best[1], scores
-
-
-def export(model: Forecaster, path: Path) -> None:
+def export(model: Forecaster, path: Path, interval_k: dict[str, list[float]] | None = None, level: float = LEVEL,
+           prior: tuple[float, float] = (0.0, 0.0)) -> None:
     model.eval()
     x = torch.zeros(1, 7, N_FEATURES)
     h0 = torch.zeros(1, 1, model.lstm.hidden_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
-        model,
-        (x, h0, h0.clone()),
-        str(path),
-        input_names=["features", "h0", "c0"],
-        output_names=["deviation", "hn", "cn"],
-        dynamic_axes={"features": {1: "time"}, "deviation": {1: "time"}},
-        opset_version=17,
-        dynamo=False,
+        model, (x, h0, h0.clone()), str(path),
+        input_names=["features", "h0", "c0"], output_names=["forecast", "hn", "cn"],
+        dynamic_axes={"features": {1: "time"}, "forecast": {1: "time"}},
+        opset_version=17, dynamo=False,
     )
+    meta = [("sentiment_prior", repr(prior[0])), ("sentiment_prior_weight", repr(prior[1]))]
+    if interval_k is not None:
+        meta += [("interval_k", json.dumps(interval_k)), ("interval_level", str(level))]
+    if any(prior) or interval_k is not None:
+        m = onnx.load(str(path))
+        for key, value in meta:
+            entry = m.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(m, str(path))
 
 
-def pooled(results: list) -> dict[str, float]:
-    """MSE over the union of the videos' scored (interval, horizon) pairs."""
-    evals = sum(r.evals for r in results)
-    return {k: sum(r.mse[k] * r.evals for r in results) / evals for k in results[0].mse}
+def loss_weights(seqs: list) -> torch.Tensor:
+    """Each series' targets weighted by 1 / their variance, so both count alike."""
+    ys = torch.cat([y[m > 0].reshape(-1, 2 * HORIZON) for _, y, m in seqs if (m > 0).any()])
+    var = ys.var(0).clamp(min=1e-6)
+    w = torch.ones(2 * HORIZON)
+    w[:HORIZON] = 1.0 / var[:HORIZON].mean()
+    w[HORIZON:] = 1.0 / var[HORIZON:].mean()
+    return w / w.mean()
+
+
+def fit(seqs: list, hidden: int, epochs: int) -> Forecaster:
+    torch.manual_seed(SEED)
+    model = Forecaster(hidden)
+    train(model, seqs, epochs, loss_weights(seqs))
+    return model
+
+
+def residuals(model: ForecastModel, series: Series) -> dict[str, list[list[float]]]:
+    """|error| / scale per series and horizon over the scored predictions of one video."""
+    stream = model.stream()
+    out = {s: [[] for _ in range(HORIZON)] for s in SERIES}
+    truth = {"sentiment": [v for v, _, _ in series], "activity": [n / 30.0 for _, n, _ in series]}
+    for t, (v, n, d) in enumerate(series):
+        f = stream.update(v, n, d)
+        if t < WARMUP:
+            continue
+        for i, name in enumerate(SERIES):
+            scale = stream.series.scale(i)
+            for h in range(1, HORIZON + 1):
+                if t + h < len(series):
+                    out[name][h - 1].append(abs(getattr(f, name).lstm[h - 1] - truth[name][t + h]) / scale)
+    return out
+
+
+def evaluate(model: ForecastModel, series: Series) -> dict:
+    r = backtest(series, model, warmup=WARMUP)
+    return {"intervals": r.intervals, **{s: r.series[s].as_dict() for s in SERIES}}
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--epochs", type=int, default=0, help="0: choose hidden size and epochs by cross-validation")
-    parser.add_argument("--hidden", type=int, default=HIDDEN)
     parser.add_argument("--out", type=Path, default=OUT_DIR)
+    parser.add_argument("--tmp", type=Path, default=Path("/tmp/streamsight-forecast-cv"))
     args = parser.parse_args(argv)
     torch.manual_seed(SEED)
     np.random.seed(SEED)
     torch.set_num_threads(1)
     scorer = ChatSentiment()
     logs = {v: load_replay(args.data / f"rechat-{v}.json") for v in VIDEOS}
+    plain = {v: series_of(logs[v], scorer) for v in VIDEOS}
     train_ids = [v for v in VIDEOS if v not in HELD_OUT]
-    per_video = {v: [tensors(series_of(logs[v], scorer, s)) for s in (0.0, 10.0, 20.0)] for v in train_ids}
-    hidden, epochs, cv = args.hidden, args.epochs, {}
-    if epochs <= 0:
-        hidden, epochs, cv = select(per_video)
-    torch.manual_seed(SEED)
-    model = Forecaster(hidden)
-    losses = train(model, [s for seqs in per_video.values() for s in seqs], epochs)
-    onnx_path = args.out / "forecast.onnx"
-    export(model, onnx_path)
+    prior, prior_weight, prior_scores = choose_prior([plain[v] for v in train_ids])
+    per_video = {v: [tensors(series_of(logs[v], scorer, s), (prior, prior_weight)) for s in (0.0, 10.0, 20.0)] for v in train_ids}
 
+    # Leave one training video out: choose (hidden, epochs), and keep the out-of-fold
+    # residuals of every configuration for the interval calibration.
+    cv: dict[str, dict] = {}
+    oof: dict[str, dict] = {}
+    for hidden, epochs in GRID:
+        key = f"hidden={hidden},epochs={epochs}"
+        ratios = {s: [] for s in SERIES}
+        res = {s: [[] for _ in range(HORIZON)] for s in SERIES}
+        for left in train_ids:
+            model = fit([q for v, seqs in per_video.items() if v != left for q in seqs], hidden, epochs)
+            path = args.tmp / f"{key}-{left}.onnx"
+            export(model, path, prior=(prior, prior_weight))
+            onnx_model = ForecastModel(path)
+            r = backtest(plain[left], onnx_model, warmup=WARMUP)
+            for s in SERIES:
+                ratios[s].append(r.series[s].ratio_to_best())
+            for s, per_h in residuals(onnx_model, plain[left]).items():
+                for h, vals in enumerate(per_h):
+                    res[s][h].extend(vals)
+        cv[key] = {s: float(np.mean(ratios[s])) for s in SERIES}
+        oof[key] = res
+    best_key = min(cv, key=lambda k: cv[k]["sentiment"] + cv[k]["activity"])
+    hidden, epochs = (int(p.split("=")[1]) for p in best_key.split(","))
+    interval_k = {s: [float(np.quantile(oof[best_key][s][h], LEVEL)) for h in range(HORIZON)] for s in SERIES}
+
+    model = fit([q for seqs in per_video.values() for q in seqs], hidden, epochs)
+    onnx_path = args.out / "forecast.onnx"
+    export(model, onnx_path, interval_k, LEVEL, (prior, prior_weight))
     onnx_model = ForecastModel(onnx_path)
-    per_video = {}
-    for v in VIDEOS:
-        r = backtest(series_of(logs[v], scorer), onnx_model, warmup=WARMUP)
-        per_video[v] = {"split": "held-out" if v in HELD_OUT else "train", "intervals": r.intervals,
-                        "evals": r.evals, "mse": r.mse, "ratio_to_running_mean": r.ratios()}
-    held = pooled([backtest(series_of(logs[v], scorer), onnx_model, warmup=WARMUP) for v in HELD_OUT])
-    trained = pooled([backtest(series_of(logs[v], scorer), onnx_model, warmup=WARMUP) for v in train_ids])
-    digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    per = {v: {"split": "held-out" if v in HELD_OUT else "train", **evaluate(onnx_model, plain[v])} for v in VIDEOS}
     report = {
-        "held_out_videos": HELD_OUT,
-        "train_videos": train_ids,
-        "hidden": hidden,
-        "epochs": epochs,
-        "cv_ratio_to_running_mean": cv,
-        "final_train_loss": losses[-1],
-        "held_out_mse": held,
-        "held_out_ratio_to_running_mean": {k: v / held["running_mean"] for k, v in held.items()},
-        "train_mse": trained,
-        "per_video": per_video,
-        "sha256": digest,
-        "size_bytes": onnx_path.stat().st_size,
+        "held_out_videos": HELD_OUT, "train_videos": train_ids, "hidden": hidden, "epochs": epochs,
+        "level": LEVEL, "interval_k": interval_k, "sentiment_prior": prior, "sentiment_prior_weight": prior_weight,
+        "prior_weight_mse": prior_scores, "cv_ratio_to_best_baseline": cv, "per_video": per,
+        "sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(), "size_bytes": onnx_path.stat().st_size,
     }
     (args.out / "forecast_metrics.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return report
@@ -203,4 +256,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     result = main()
-    print(json.dumps({k: result[k] for k in ("hidden", "epochs", "cv_ratio_to_running_mean", "held_out_mse", "held_out_ratio_to_running_mean", "train_mse", "sha256")}, indent=1))
+    print(json.dumps({k: result[k] for k in ("hidden", "epochs", "interval_k", "sentiment_prior", "sentiment_prior_weight",
+                                             "cv_ratio_to_best_baseline")}, indent=1))
+    for v, row in result["per_video"].items():
+        print(v, row["split"], " ".join(
+            f"{s}: ratio {row[s]['ratio_to_best_baseline']:.3f} cov {row[s]['coverage']:.3f}" for s in SERIES))

@@ -124,18 +124,34 @@ class ForecastPoint(_message.Message):
     def __init__(self, start_s: _Optional[float] = ..., compound: _Optional[float] = ..., baseline: _Optional[float] = ...) -> None: ...
 
 class SentimentForecast(_message.Message):
-    __slots__ = ("stream_id", "issued_at_s", "points", "trustworthy", "model")
+    __slots__ = ("stream_id", "issued_at_s", "points", "trustworthy", "model", "lower", "upper", "interval_level", "activity", "activity_lower", "activity_upper", "activity_baseline", "activity_trustworthy")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     ISSUED_AT_S_FIELD_NUMBER: _ClassVar[int]
     POINTS_FIELD_NUMBER: _ClassVar[int]
     TRUSTWORTHY_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    LOWER_FIELD_NUMBER: _ClassVar[int]
+    UPPER_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_LOWER_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_UPPER_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_BASELINE_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_TRUSTWORTHY_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     issued_at_s: float
     points: _containers.RepeatedCompositeFieldContainer[ForecastPoint]
     trustworthy: bool
     model: str
-    def __init__(self, stream_id: _Optional[str] = ..., issued_at_s: _Optional[float] = ..., points: _Optional[_Iterable[_Union[ForecastPoint, _Mapping]]] = ..., trustworthy: _Optional[bool] = ..., model: _Optional[str] = ...) -> None: ...
+    lower: _containers.RepeatedScalarFieldContainer[float]
+    upper: _containers.RepeatedScalarFieldContainer[float]
+    interval_level: float
+    activity: _containers.RepeatedScalarFieldContainer[float]
+    activity_lower: _containers.RepeatedScalarFieldContainer[float]
+    activity_upper: _containers.RepeatedScalarFieldContainer[float]
+    activity_baseline: _containers.RepeatedScalarFieldContainer[float]
+    activity_trustworthy: bool
+    def __init__(self, stream_id: _Optional[str] = ..., issued_at_s: _Optional[float] = ..., points: _Optional[_Iterable[_Union[ForecastPoint, _Mapping]]] = ..., trustworthy: _Optional[bool] = ..., model: _Optional[str] = ..., lower: _Optional[_Iterable[float]] = ..., upper: _Optional[_Iterable[float]] = ..., interval_level: _Optional[float] = ..., activity: _Optional[_Iterable[float]] = ..., activity_lower: _Optional[_Iterable[float]] = ..., activity_upper: _Optional[_Iterable[float]] = ..., activity_baseline: _Optional[_Iterable[float]] = ..., activity_trustworthy: _Optional[bool] = ...) -> None: ...
 
 class StreamStatus(_message.Message):
     __slots__ = ("stream_id", "state", "reason", "detail", "media_time_s", "gap_s", "reporter", "duration_s", "windows", "modalities")
