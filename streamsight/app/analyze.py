@@ -5,6 +5,8 @@ It uses the stack that `streamsight up` runs from the data folder (or the gatewa
 ports for the duration of the job. It submits the stream, shows progress (media time done,
 speed as a multiple of real time), prints highlights and glitches as they come, waits until
 every window is scored, downloads the clips, and writes report.json and report.html to --out.
+When the gateway goes away mid-job (restarted by `up`), the event watch and clip downloads
+reconnect for up to RECONNECT_S and resume after the last event seen: each event counts once.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from streamsight.rpc import channel
 from streamsight.app.supervisor import Supervisor, built_services, find_running
 
 SETTLE_S = 2.0  # quiet time after the last event before the job is called done
+# A lost gateway (restarted by `up`, say) is retried this long before the job gives up.
+RECONNECT_S = 60.0
+_LOST = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED)
 
 
 @dataclass
@@ -40,6 +45,7 @@ class JobOptions:
     data_dir: Path = Path("var")
     stream_id: str = ""
     wait_s: float = 180.0  # longest wait for scores after the stream ended
+    reconnect_s: float = RECONNECT_S  # how long a lost gateway is retried
 
 
 class Progress:
@@ -102,30 +108,79 @@ def describe(kind: str, event: events_pb2.Event) -> str | None:
     return None
 
 
-async def _follow(stub, results: StreamResults, progress: Progress, expect_scores: bool, wait_s: float) -> None:
-    """Read the stream's events until it finished and every window is scored (or quiet)."""
-    call = stub.WatchEvents(gateway_pb2.WatchEventsRequest(stream_id=results.stream_id, after_sequence=0))
-    queue: asyncio.Queue[events_pb2.Event | None] = asyncio.Queue()
+class EventWatch:
+    """The stream's events through WatchEvents, surviving a gateway restart: when the call breaks
+    with the gateway gone, it calls again, after the last sequence it saw, until `reconnect_s`
+    passes without a connection. Each event comes once."""
 
-    async def read() -> None:  # a reader task: cancelling a read would end the whole call
+    def __init__(self, stub, stream_id: str, say, reconnect_s: float = RECONNECT_S, after: int | None = 0, types: list[str] | None = None):
+        self.stub, self.stream_id, self.say = stub, stream_id, say
+        self.reconnect_s = reconnect_s
+        self.types = list(types or [])
+        self.new_only = after is None  # until an event came: only events from now on
+        self.last_sequence = after or 0
+        self.reconnects = 0
+        self.queue: asyncio.Queue[events_pb2.Event] = asyncio.Queue()
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        lost_at: float | None = None
+        while True:
+            request = gateway_pb2.WatchEventsRequest(stream_id=self.stream_id, types=self.types)
+            if not (self.new_only and self.last_sequence == 0):
+                request.after_sequence = self.last_sequence
+            call = self.stub.WatchEvents(request)
+            try:
+                async for event in call:
+                    if lost_at is not None:
+                        self.say(f"reconnected to the gateway; resuming after event {self.last_sequence}")
+                        lost_at = None
+                    if event.sequence and event.sequence <= self.last_sequence:
+                        continue
+                    self.last_sequence = max(self.last_sequence, event.sequence)
+                    self.queue.put_nowait(event)
+                return  # the gateway ended the call: nothing more will come
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in _LOST:
+                    raise
+                now = time.monotonic()
+                if lost_at is None:
+                    lost_at = now
+                    self.reconnects += 1
+                    self.say(f"lost the gateway ({exc.code().name}); reconnecting for up to {self.reconnect_s:.0f} s")
+                elif now - lost_at > self.reconnect_s:
+                    raise
+                await asyncio.sleep(0.5)
+            finally:
+                call.cancel()
+
+    async def get(self, timeout: float) -> events_pb2.Event | None:
+        """The next event, or None after `timeout` s without one."""
         try:
-            async for event in call:
-                queue.put_nowait(event)
-        finally:
-            queue.put_nowait(None)
+            return await asyncio.wait_for(self.queue.get(), timeout)
+        except asyncio.TimeoutError:
+            return None
 
-    reader = asyncio.create_task(read())
+    @property
+    def ended(self) -> bool:
+        return self.task.done() and self.queue.empty()
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def _follow(stub, results: StreamResults, progress: Progress, expect_scores: bool, wait_s: float, reconnect_s: float = RECONNECT_S) -> None:
+    """Read the stream's events until it finished and every window is scored (or quiet)."""
+    watch = EventWatch(stub, results.stream_id, progress.say, reconnect_s)
     last_event = time.monotonic()
     finished_at: float | None = None
     try:
         while True:
-            try:
-                event = await asyncio.wait_for(queue.get(), timeout=0.5)
-            except asyncio.TimeoutError:
-                event = None
+            event = await watch.get(0.5)
             now = time.monotonic()
-            if event is None and reader.done():
-                reader.result()  # the watch broke: say why
+            if event is None and watch.ended:
+                watch.task.result()  # the watch broke for good: say why
                 return
             if event is not None:
                 last_event = now
@@ -145,27 +200,42 @@ async def _follow(stub, results: StreamResults, progress: Progress, expect_score
                     progress.say(f"gave up waiting for window scores after {wait_s:.0f} s ({len(results.scores)}/{results.windows_expected})")
                     return
     finally:
-        call.cancel()
-        await asyncio.gather(reader, return_exceptions=True)
+        await watch.close()
 
 
-async def _download_clips(stub, results: StreamResults, out: Path) -> dict[str, str]:
+async def _download_clip(stub, stream_id: str, clip_id: str, path: Path, reconnect_s: float) -> str:
+    """Write one clip to `path` (as it streams in) and return its suffix; retried while the gateway is away."""
+    deadline = time.monotonic() + reconnect_s
+    while True:
+        suffix = ".mp4"
+        try:
+            with path.open("wb") as f:
+                async for chunk in stub.GetClip(gateway_pb2.GetClipRequest(stream_id=stream_id, clip_id=clip_id)):
+                    f.write(chunk.data)
+                    suffix = ".mkv" if chunk.content_type == "video/x-matroska" else ".mp4"
+            return suffix
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in _LOST or time.monotonic() > deadline:
+                path.unlink(missing_ok=True)
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def _download_clips(stub, results: StreamResults, out: Path, reconnect_s: float = RECONNECT_S) -> dict[str, str]:
     files: dict[str, str] = {}
     clip_dir = out / "clips"
     for h in results.highlights.values():
         if not h.clip.clip_id or h.clip.clip_id in files:
             continue
         clip_dir.mkdir(parents=True, exist_ok=True)
-        data, suffix = bytearray(), ".mp4"
+        part = clip_dir / f"{h.clip.clip_id}.part"
         try:
-            async for chunk in stub.GetClip(gateway_pb2.GetClipRequest(stream_id=results.stream_id, clip_id=h.clip.clip_id)):
-                data += chunk.data
-                suffix = ".mkv" if chunk.content_type == "video/x-matroska" else ".mp4"
+            suffix = await _download_clip(stub, results.stream_id, h.clip.clip_id, part, reconnect_s)
         except grpc.aio.AioRpcError as exc:
             print(f"clip {h.clip.clip_id}: {exc.details()}", file=sys.stderr)
             continue
-        path = clip_dir / f"{h.clip.clip_id}{suffix}"
-        path.write_bytes(bytes(data))
+        path = part.with_suffix(suffix)
+        part.replace(path)
         files[h.clip.clip_id] = str(path.relative_to(out))
     return files
 
@@ -187,12 +257,13 @@ async def run_job(gateway: str, options: JobOptions, services: list[str], progre
         results = StreamResults(stream.id, source)
         progress.scored = "fusion" in services or not services
         progress.say(f"analysing {source} as stream {stream.id} ({', '.join(services) or 'remote stack'})")
-        await _follow(stub, results, progress, expect_scores="fusion" in services or not services, wait_s=options.wait_s)
+        await _follow(stub, results, progress, expect_scores="fusion" in services or not services, wait_s=options.wait_s,
+                      reconnect_s=options.reconnect_s)
         progress.show(results, force=True)
         if progress.tty:
             progress.out.write("\n")
         options.out.mkdir(parents=True, exist_ok=True)
-        clip_files = await _download_clips(stub, results, options.out)
+        clip_files = await _download_clips(stub, results, options.out, options.reconnect_s)
     doc = report.build(results, clip_files, services)
     report.write_json(doc, options.out / "report.json")
     report.write_html(doc, options.out / "report.html")
@@ -221,20 +292,25 @@ async def analyze(options: JobOptions, progress: Progress | None = None) -> Stre
                 await sup.stop()
 
 
-def main(options: JobOptions) -> int:
+def main(options: JobOptions, as_json: bool = False) -> int:
+    """Run the job; exit code 0, 1 (the stream failed), or as streamsight.app.cli.rpc_failure says."""
     try:
         results = asyncio.run(analyze(options))
     except grpc.aio.AioRpcError as exc:
-        print(f"streamsight analyze: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 2
+        from streamsight.app.cli import rpc_failure
+
+        return rpc_failure("analyze", exc, options.gateway or "the stack's gateway")
     except TimeoutError as exc:
         print(f"streamsight analyze: {exc}", file=sys.stderr)
         return 3
-    print(f"report: {(options.out / 'report.html').resolve()}")
-    print(f"        {(options.out / 'report.json').resolve()}")
-    for line in report.summary_lines(results):
-        print(line)
+    if as_json:
+        print((options.out / "report.json").read_text())
+    else:
+        print(f"report: {(options.out / 'report.html').resolve()}")
+        print(f"        {(options.out / 'report.json').resolve()}")
+        for line in report.summary_lines(results):
+            print(line)
     if results.state == common_pb2.STREAM_STATE_FAILED:
-        print(f"the stream failed: {results.last_error}", file=sys.stderr)
+        print(f"streamsight analyze: the stream failed: {results.last_error}", file=sys.stderr)
         return 1
     return 0
