@@ -346,3 +346,72 @@ async def test_two_streams_at_once_one_with_chat_one_without(nats_server, model_
     with_chat, no_chat = scores["with-chat"][0], scores["no-chat"][0]
     assert "chat.chat_rate_z" in {c.feature for c in with_chat.why}  # the full model weighed the calm chat
     assert with_chat.score < no_chat.score and "chat.chat_rate_z" not in no_chat.features
+
+
+def moment_record(sid: str, modality: str, i: int, peaks: list[tuple[int, int]], end: float | None = None) -> features_pb2.FeatureRecord:
+    """A record with 1 s values: each moment (start, end) is a loud onset at its start and fast motion throughout."""
+    high = any(10 * i <= a < 10 * i + 10 for a, _ in peaks)
+    rec = record(sid, modality, i, high=high, end=end)
+    for k in range(10):
+        t = 10 * i + k
+        inside = any(a <= t < b for a, b in peaks)
+        if modality == "vision":
+            rec.values[f"motion_s{k}"] = 6.0 if inside else 0.4 + 0.05 * (t % 3)
+        else:
+            rec.values[f"loudness_s{k}"] = -12.0 if any(t == a for a, _ in peaks) else -40.0 + 0.5 * (t % 4)
+            rec.values[f"onset_s{k}"] = 25.0 if any(t == a for a, _ in peaks) else 0.3 + 0.2 * (t % 3)
+    return rec
+
+
+async def test_two_moments_20_s_apart_get_two_highlights_with_their_own_clips_and_a_glitch_suppresses_one(nats_server, model_path, tmp_path):
+    """Through real NATS and the real ingest: per-second values make one highlight per moment, each
+    cut to its own clip (the window rule made one 10-40 s highlight of them); a glitch event over
+    a moment of another stream suppresses that moment's highlight."""
+    sid, other = "moments-1", "moments-glitch"
+    peaks = [(12, 17), (32, 37)]
+    media = make_media(tmp_path / "moments.mp4", duration=60.0, width=320, height=180, fps=15,
+                       segments=[(12, 17, "action"), (32, 37, "action")], keyframe_interval=1.0)
+    ingest = IngestService(IngestSettings(nats_url=nats_server.url, grpc_host="127.0.0.1", grpc_port=0, data_dir=tmp_path / "var"))
+    async with connected(nats_server.url) as bus, ingest.serving():
+        config = settings(nats_server.url, model_path, "fusion-moments", ingest_address=ingest.address, stall_timeout_s=3.0, tail_s=0.0)
+        fusion = FusionService(config)
+        async with fusion.serving():
+            log, sub = await EventLog.follow(bus, sid)
+            other_log, other_sub = await EventLog.follow(bus, other)
+            async with channel(ingest.address) as ch:
+                await ingest_pb2_grpc.IngestStub(ch).StartIngest(ingest_pb2.StartIngestRequest(stream_id=sid, source=str(media.path)))
+            await start(bus, other, duration_s=50.0)
+            glitch = events_pb2.Glitch(stream_id=other, glitch_id="g1", phase=events_pb2.PHASE_START, kind=events_pb2.GLITCH_KIND_STRIPES,
+                                       severity=0.8, start_s=31.0, end_s=35.0, confidence=0.9)
+            await bus.publish_event(other, glitch, f"{other}:glitch:g1:start")
+            for _ in range(100):  # the glitch is known before the moments are decided
+                state = fusion.streams.get(other) if other in fusion.streams else None
+                if state is not None and state.glitches:
+                    break
+                await asyncio.sleep(0.1)
+            async with channel(ingest.address) as ch:  # the stages come after ingest: its clip buffer holds what they saw
+                stub = ingest_pb2_grpc.IngestStub(ch)
+                for _ in range(300):
+                    if (await stub.GetIngest(ingest_pb2.GetIngestRequest(stream_id=sid))).state == common_pb2.STREAM_STATE_ENDED:
+                        break
+                    await asyncio.sleep(0.2)
+            for i in range(6):
+                for modality in ("vision", "audio"):
+                    await publish(bus, moment_record(sid, modality, i, peaks))
+            for i in range(5):
+                for modality in ("vision", "audio"):
+                    await publish(bus, moment_record(other, modality, i, peaks))
+                await bus.publish(subjects.media("windows", other), window(other, i, last=i == 4), f"{other}:window:{i}")
+            highlights = await log.wait("highlight", 2, timeout=60)
+            other_highlights = await other_log.wait("highlight", 1, timeout=30)
+            await sub.unsubscribe()
+            await other_sub.unsubscribe()
+    assert [(h.start_s, h.end_s) for h in highlights] == [(12.0, 17.0), (32.0, 37.0)]
+    assert all(h.resolution == "moment" and h.peak_s == h.start_s and h.rank >= 1 and "loud sound" in h.reason and "fast motion" in h.reason
+               for h in highlights)
+    assert all(h.wait_s == 15.0 and h.latency_s >= 0 for h in highlights)  # a file: chat_lag_max_s + 3 s
+    clips = [h.clip for h in highlights]
+    assert all(c.uri.startswith("file://") and c.size_bytes > 0 for c in clips)
+    assert clips[0].clip_id != clips[1].clip_id and clips[0].end_s <= clips[1].start_s
+    assert clips[0].start_s <= 9.0 + 1e-6 and clips[0].end_s >= 17.0 - 0.1  # lead-in 3 s from the keyframe at or before it
+    assert [(h.start_s, h.end_s, h.glitch) for h in other_highlights] == [(12.0, 17.0, False)]
