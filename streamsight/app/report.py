@@ -12,7 +12,7 @@ from pathlib import Path
 
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
-from streamsight.app.results import StreamResults
+from streamsight.app.results import StreamResults, overlaps_glitch, ranked
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
@@ -59,11 +59,19 @@ def build(results: StreamResults, clip_files: dict[str, str] | None = None, serv
             "completion": s.completion or None,
             "features": {k: round(v, 5) for k, v in sorted(s.features.items())},
             "why": _why(s.why),
+            "glitch": overlaps_glitch(s.start_s, s.end_s, results.glitches.values()),
         }
         for s in sorted(results.scores.values(), key=lambda s: s.window)
     ]
     highlights = [
         {
+            "rank": rank,
+            "reason": h.reason or None,
+            "peak_s": round(h.peak_s, 3) if h.resolution == "moment" else None,
+            "chat_lag_s": round(h.chat_lag_s, 3) if h.chat_lag_s else None,
+            "latency_s": round(h.latency_s, 3),
+            "resolution": h.resolution or "windows",
+            "glitch": h.glitch or overlaps_glitch(h.start_s, h.end_s, results.glitches.values()),
             "start_s": round(h.start_s, 3),
             "end_s": round(h.end_s, 3),
             "score": round(h.score, 4),
@@ -73,7 +81,7 @@ def build(results: StreamResults, clip_files: dict[str, str] | None = None, serv
             "windows": list(h.windows),
             "missing": _modalities(h.missing),
         }
-        for h in sorted(results.highlights.values(), key=lambda h: h.start_s)
+        for rank, h in ranked(results.highlights.values())
     ]
     glitches = [
         {
@@ -216,10 +224,11 @@ def _incomplete_html(report: dict) -> str:
 def write_html(report: dict, path: Path) -> None:
     e = html.escape
     rows = "".join(
-        f"<tr><td>{h['start_s']:.1f}–{h['end_s']:.1f} s</td><td>{h['score']:.2f}</td><td>{_fmt_why(h['why'])}</td>"
+        f"<tr><td>{h.get('rank', '')}</td><td>{h['start_s']:.1f}–{h['end_s']:.1f} s</td><td>{h['score']:.2f}</td>"
+        f"<td>{e(h.get('reason') or '')}{' <b>(glitch)</b>' if h.get('glitch') else ''}</td><td>{_fmt_why(h['why'])}</td>"
         f"<td>{e(h['clip']) if h['clip'] else 'no clip'}</td></tr>"
         for h in report["highlights"]
-    ) or '<tr><td colspan="4" class="none">No highlight above the threshold.</td></tr>'
+    ) or '<tr><td colspan="6" class="none">No highlight above the threshold.</td></tr>'
     glitch_rows = "".join(
         f"<tr><td>{g['start_s']:.1f}–{g['end_s']:.1f} s</td><td>{e(g['kind'])}</td><td>{g['severity']:.2f}</td></tr>"
         for g in report["glitches"]
@@ -241,7 +250,7 @@ def write_html(report: dict, path: Path) -> None:
 {_timeline_svg(report)}
 {_incomplete_html(report)}
 <h2>Highlights</h2>
-<table><tr><th>when</th><th>score</th><th>why (top features)</th><th>clip</th></tr>{rows}</table>
+<table><tr><th>rank</th><th>when</th><th>score</th><th>reason</th><th>why (top features)</th><th>clip</th></tr>{rows}</table>
 <h2>Clips</h2><div class="clips">{clips}</div>
 <h2>Chat sentiment (30 s means, forecast dashed)</h2>
 {_sentiment_svg(report)}

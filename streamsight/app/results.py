@@ -72,3 +72,15 @@ class StreamResults:
             self.last_error = status.detail
         if status.state in TERMINAL and not self.duration_s:
             self.duration_s = status.media_time_s
+
+
+def ranked(highlights) -> list[tuple[int, events_pb2.Highlight]]:
+    """A finished stream's highlights ranked by score (1 = best; ties: the earlier first). Each
+    event's own `rank` is its place among those decided before it; this is the final order."""
+    order = sorted(highlights, key=lambda h: (-h.score, h.start_s, h.highlight_id))
+    return [(k + 1, h) for k, h in enumerate(order)]
+
+
+def overlaps_glitch(start_s: float, end_s: float, glitches) -> bool:
+    """Whether [start_s, end_s) meets any glitch incident's span."""
+    return any(g.start_s < end_s and start_s <= g.end_s for g in glitches)

@@ -85,3 +85,50 @@ def test_the_cli_summary_counts_windows_scored_without_a_modality():
     whole.add(_event(score=events_pb2.WindowScore(window=0, end_s=10, score=0.5)))
     assert report.summary_lines(whole) == ["windows scored: 1, every one with all its expected modalities"]
     assert report.summary_lines(StreamResults("s", "x")) == []
+
+
+def test_report_ranks_highlights_with_their_reasons_and_marks_glitch_windows(tmp_path):
+    results = _results()
+    moment = events_pb2.Highlight(highlight_id="h2", start_s=21, end_s=24, score=0.97, peak_s=21, rank=1, resolution="moment",
+                                  reason="loud sound (+18 LU) + fast motion (x4) + chat spike (x6 rate) 4 s later", chat_lag_s=4.0,
+                                  latency_s=1.0, windows=[2])
+    marked = events_pb2.Highlight(highlight_id="h3", start_s=2, end_s=6, score=0.6, peak_s=3, rank=3, resolution="moment",
+                                  reason="loud sound (+9 LU) + fast motion (x3)", glitch=True, windows=[0])
+    results.add(_event(highlight=moment))
+    results.add(_event(highlight=marked))
+    doc = report.build(results, {"c1": "clips/c1.mp4"})
+    jsonschema.validate(json.loads(json.dumps(doc)), json.loads(report.SCHEMA_PATH.read_text()))
+    assert [(h["rank"], h["start_s"]) for h in doc["highlights"]] == [(1, 21.0), (2, 10.0), (3, 2.0)]
+    first = doc["highlights"][0]
+    assert first["reason"].startswith("loud sound") and first["chat_lag_s"] == 4.0 and first["peak_s"] == 21.0
+    assert first["resolution"] == "moment" and not first["glitch"]
+    assert doc["highlights"][1]["resolution"] == "windows" and doc["highlights"][1]["peak_s"] is None
+    assert doc["highlights"][2]["glitch"]  # the event said so (fusion's glitch_highlights = mark)
+    assert [w["glitch"] for w in doc["windows"]] == [True, False, False]  # the stripes at 3-4.5 s
+    report.write_html(doc, tmp_path / "report.html")
+    page = (tmp_path / "report.html").read_text()
+    assert page.index("21.0–24.0 s") < page.index("10.0–20.0 s") < page.index("2.0–6.0 s")
+    assert "chat spike (x6 rate) 4 s later" in page and "(glitch)" in page
+
+
+def test_the_highlights_command_lists_a_report_best_first(tmp_path, capsys):
+    import argparse
+
+    from streamsight.app import highlights
+
+    results = _results()
+    results.add(_event(highlight=events_pb2.Highlight(highlight_id="h2", start_s=21, end_s=24, score=0.97, peak_s=21, resolution="moment",
+                                                      reason="loud sound (+18 LU) + chat spike (x6 rate) 4 s later")))
+    report.write_json(report.build(results, {"c1": "clips/c1.mp4"}), tmp_path / "report.json")
+    parser = argparse.ArgumentParser()
+    highlights.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["highlights", str(tmp_path), "--top", "1"])
+    assert args.run(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["#1   0:21-0:24 peak 21 s  score 0.97  loud sound (+18 LU) + chat spike (x6 rate) 4 s later  no clip"]
+    args = parser.parse_args(["highlights", str(tmp_path / "report.json"), "--json"])
+    assert args.run(args) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [(r["rank"], r["start_s"], r["clip"]) for r in rows] == [(1, 21.0, None), (2, 10.0, "clips/c1.mp4")]
+    bad = parser.parse_args(["highlights", str(tmp_path / "nothing.json")])
+    assert bad.run(bad) == 2 and "cannot read" in capsys.readouterr().err
