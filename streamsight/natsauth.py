@@ -88,6 +88,18 @@ def authorization(all_users: list[User], password_exprs: dict[str, str] | None =
     return "\n".join(lines)
 
 
+def password_variable(name: str) -> str:
+    """The environment variable that gives nats-server user `name`'s password in compose and k8s."""
+    return f"NATS_{name.upper()}_PASSWORD"
+
+
+def deployed_authorization(names: list[str]) -> str:
+    """The `authorization` block of deploy/nats/nats.conf and deploy/k8s: the same users and
+    permissions, passwords from the environment (`$NATS_<USER>_PASSWORD`)."""
+    placeholders = {name: "" for name in names}
+    return authorization(users(placeholders), {name: "$" + password_variable(name) for name in names})
+
+
 def write_private(path: Path, text: str) -> None:
     """Write `text` readable by its owner only (0600), whatever the umask, replacing the file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -42,8 +42,13 @@ def test_compose_config_accepts_the_file():
         cmd = ["docker-compose"]
     else:
         pytest.skip("neither 'docker compose' nor 'docker-compose' is installed (apt-get install docker-compose; .ci/run does)")
-    out = subprocess.run([*cmd, "-f", str(REPO / "docker-compose.yml"), "config", "-q"], capture_output=True, text=True, cwd=REPO)
+    secrets = {f"NATS_{name.upper()}_PASSWORD": f"pw-{name}" for name in ("admin", *config.SECTIONS)}
+    env = {**os.environ, **secrets, "STREAMSIGHT_AUTH_TOKEN": "token"}
+    run = lambda env: subprocess.run([*cmd, "-f", str(REPO / "docker-compose.yml"), "config", "-q"], capture_output=True, text=True, cwd=REPO, env=env)  # noqa: E731
+    out = run(env)
     assert out.returncode == 0, out.stderr
+    missing = run({k: v for k, v in env.items() if k != "NATS_VISION_PASSWORD"})
+    assert missing.returncode != 0 and "NATS passwords" in missing.stderr, "no NATS password: compose refuses to start"
 
 
 def test_kubernetes_manifests_parse_and_probe():
@@ -68,11 +73,21 @@ def test_dockerfile_installs_the_project_and_checks_health():
 # Settings names: every STREAMSIGHT_* variable the deploy files set is a real setting -------------
 
 _DEFAULT = re.compile(r"\$\{([A-Z0-9_]+):-([^}]*)\}")
+_REQUIRED = re.compile(r"\$\{([A-Z0-9_]+):\?[^}]*\}")
 
 
 def _interpolate(value) -> str:
-    """Compose's ${VAR:-default} with nothing set in the shell: the default."""
-    return _DEFAULT.sub(lambda m: m.group(2), str(value))
+    """Compose's ${VAR:-default} with nothing set in the shell: the default; a required
+    ${VAR:?message} (secrets from .env): a stand-in value."""
+    return _REQUIRED.sub(lambda m: f"<{m.group(1)}>", _DEFAULT.sub(lambda m: m.group(2), str(value)))
+
+
+def _k8s_value(entry: dict) -> str:
+    """An env entry's value; one from a Secret is a stand-in."""
+    if "value" in entry:
+        return str(entry["value"])
+    ref = entry["valueFrom"]["secretKeyRef"]
+    return f"<{ref['name']}/{ref['key']}>"
 
 
 def _is_setting(name: str) -> bool:
@@ -123,8 +138,8 @@ def test_kubernetes_sets_only_real_settings_and_scrapes_the_metrics_port(monkeyp
     for doc in (d for d in docs if d["kind"] == "Deployment"):
         name = doc["metadata"]["name"]
         container = doc["spec"]["template"]["spec"]["containers"][0]
-        env = {**{k: str(v) for k, v in shared.items()}, **{e["name"]: str(e["value"]) for e in container.get("env", [])}}
-        assert [n for n in env if not _is_setting(n)] == [], name
+        env = {**{k: str(v) for k, v in shared.items()}, **{e["name"]: _k8s_value(e) for e in container.get("env", [])}}
+        assert [n for n in env if n.startswith("STREAMSIGHT_") and not _is_setting(n)] == [], name
         settings, warnings = _load_with(monkeypatch, name, env)
         assert warnings == [], (name, warnings)
         assert container["readinessProbe"]["grpc"]["port"] == settings.grpc_port
