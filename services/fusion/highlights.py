@@ -30,7 +30,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .moments import Moment, MomentConfig, Series, find
+from .moments import BASELINE_S, Moment, MomentConfig, Series, find
 
 GLITCH_POLICIES = ("suppress", "mark")
 
@@ -179,6 +179,7 @@ class HighlightTracker:
         moments = find(self._series, self._decided, limit, self._score_at, self.config.threshold, self.config.moments,
                        self._taken, self._claimed, self._horizon)
         self._decided = limit
+        self._forget(limit)
         out = []
         for m in moments:
             self._taken.append((m.start_s, m.end_s))
@@ -207,6 +208,17 @@ class HighlightTracker:
                              latency_s=latency, wait_s=self.wait_s, glitch=glitch, resolution="moment")
         self._emitted += 1
         return span
+
+    def _forget(self, decided: int) -> None:
+        """Keep BASELINE_S of history for the baseline, and the windows a moment may still reach."""
+        self._series.prune(decided - BASELINE_S)
+        keep = decided - int(self.config.moments.max_moment_s) - 30
+        for i in [i for i, w in self._windows.items() if w.end_s < keep]:
+            del self._windows[i]
+        for u in [u for u in self._second_window if u < keep]:
+            del self._second_window[u]
+        self._taken = [(a, b) for a, b in self._taken if b >= keep]
+        self._claimed = {u for u in self._claimed if u >= keep}
 
     # -- windows -------------------------------------------------------------------------
 

@@ -8,8 +8,9 @@ Signals (per second of media time, from the scored windows' features):
   motion    vision.motion_s<k>         mean optical-flow magnitude in the second
   chat      chat.chat_messages_s<k>    chat messages in the second
 
-Each is turned into a robust z-score against the stream's own level (median and MAD of every
-second seen so far, with a floor per signal so a flat signal does not make noise look large).
+Each is turned into a robust z-score against the stream's own level (median and MAD of the
+seconds seen so far, the last `BASELINE_S` of them at most, with a floor per signal so a flat
+signal does not make noise look large).
 The **excitement** of a second is z(motion) + max(z(loudness), z(onset)), each clipped to
 [0, 8]: what is seen and heard at that moment. Chat is not in it: viewers react seconds later.
 
@@ -41,6 +42,7 @@ MODALITY_OF = {"loudness": "audio", "onset": "audio", "motion": "vision", "chat"
 FLOORS = {"loudness": 1.5, "onset": 1.5, "motion": 0.3, "chat": 0.7}  # smallest MAD-scale per signal
 _KEY = re.compile(r"^(audio\.loudness_s|audio\.onset_s|vision\.motion_s|chat\.chat_messages_s)(\d+)$")
 Z_CAP = 8.0
+BASELINE_S = 600  # seconds of history the tracker keeps for the baseline
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,12 @@ class Series:
             self.values[SIGNALS[m.group(1)]][base + int(m.group(2))] = float(value)
             found = True
         return found
+
+    def prune(self, before: int) -> None:
+        """Forget seconds before `before` (the baseline then covers what is left: memory stays flat)."""
+        for values in self.values.values():
+            for t in [t for t in values if t < before]:
+                del values[t]
 
     def has(self, signal: str) -> bool:
         return bool(self.values[signal])
