@@ -1,0 +1,123 @@
+"""The real stack (`up`'s supervisor, every service in its own process) with the service token set:
+jobs succeed end to end (the gateway's calls to ingest and chat carry the token; clips download
+with it), calls without it are refused; and an `analyze` job survives the gateway being killed and
+restarted mid-job, seeing every event once."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import threading
+import time
+
+import grpc
+import pytest
+
+from streamsight.app.analyze import JobOptions, Progress, analyze
+from streamsight.app.demo import make_sample
+from streamsight.app.results import StreamResults
+from streamsight.app.stack import running_stack
+from streamsight.gen.chat.v1 import chat_pb2, chat_pb2_grpc
+from streamsight.gen.gateway.v1 import gateway_pb2 as gw
+from streamsight.gen.gateway.v1 import gateway_pb2_grpc
+from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from streamsight.rpc import channel
+
+pytestmark = pytest.mark.slow
+TOKEN = "stack-test-token"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stack")
+    with (folder / "stack.log").open("w") as log, running_stack(folder / "var", log, extra_env={"STREAMSIGHT_AUTH_TOKEN": TOKEN}) as sup:
+        yield sup
+
+
+async def _refused(call) -> grpc.StatusCode:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    return err.value.code()
+
+
+def test_every_internal_api_wants_the_token(stack):
+    addresses = stack.addresses()
+
+    async def check():
+        async with channel(addresses["gateway"]) as g, channel(addresses["ingest"]) as i, channel(addresses["chat"], "wrong") as c:
+            assert await _refused(gateway_pb2_grpc.StreamSightStub(g).ListStreams(gw.ListStreamsRequest())) == grpc.StatusCode.UNAUTHENTICATED
+            assert await _refused(ingest_pb2_grpc.IngestStub(i).GetIngest(ingest_pb2.GetIngestRequest(stream_id="x"))) == grpc.StatusCode.UNAUTHENTICATED
+            assert await _refused(chat_pb2_grpc.ChatStub(c).StopChat(chat_pb2.StopChatRequest(stream_id="x"))) == grpc.StatusCode.UNAUTHENTICATED
+
+    asyncio.run(check())
+
+
+def test_a_job_with_the_token_succeeds_end_to_end(stack, tmp_path):
+    sample = make_sample(tmp_path / "sample", duration=30.0)
+    out = tmp_path / "out"
+    options = JobOptions(source=str(sample.video), chat=str(sample.chat), out=out, gateway=stack.addresses()["gateway"], token=TOKEN, wait_s=240)
+    results = asyncio.run(analyze(options, Progress(io.StringIO())))
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["state"] == "ended", doc.get("error")
+    assert [w["index"] for w in doc["windows"]] == [0, 1, 2]
+    assert doc["sentiment"]["series"], "chat was dispatched with the token"
+    assert results.highlights and all(h["clip"] and (out / h["clip"]).stat().st_size > 1000 for h in doc["highlights"])
+
+
+def test_analyze_survives_a_gateway_restart(stack, tmp_path, monkeypatch):
+    sample = make_sample(tmp_path / "sample", duration=40.0)
+    out = tmp_path / "out"
+    seen: list[int] = []
+    original = StreamResults.add
+
+    def recording(self, event):
+        seen.append(event.sequence)
+        return original(self, event)
+
+    monkeypatch.setattr(StreamResults, "add", recording)
+    text = io.StringIO()
+    options = JobOptions(source=str(sample.video), out=out, gateway=stack.addresses()["gateway"], token=TOKEN, live=True, wait_s=240)
+    outcome: dict = {}
+
+    def job():
+        try:
+            outcome["results"] = asyncio.run(analyze(options, Progress(text)))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=job)
+    worker.start()
+    deadline = time.monotonic() + 120
+    while len(seen) < 3 and worker.is_alive():  # the job runs and has events
+        assert time.monotonic() < deadline, "no events from the job"
+        time.sleep(0.2)
+    gateway = next(c for c in stack.children if c.spec.name == "gateway")
+    restarts = gateway.restarts
+    os.kill(gateway.process.pid, signal.SIGKILL)
+    worker.join(400)
+    assert not worker.is_alive(), "the job did not finish"
+    assert "error" not in outcome, f"{outcome.get('error')!r}\n{text.getvalue()}"
+    assert gateway.restarts == restarts + 1, "the supervisor restarted the gateway"
+    printed = text.getvalue()
+    assert "lost the gateway" in printed and "reconnected to the gateway" in printed, printed
+    assert len(seen) == len(set(seen)), "an event came twice"
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["state"] == "ended" and [w["index"] for w in doc["windows"]] == [0, 1, 2, 3]
+
+    async def every_event() -> set[int]:
+        async with channel(stack.addresses()["gateway"], TOKEN) as ch:
+            call = gateway_pb2_grpc.StreamSightStub(ch).WatchEvents(gw.WatchEventsRequest(stream_id=outcome["results"].stream_id, after_sequence=0))
+            got: set[int] = set()
+            try:
+                while True:
+                    event = await asyncio.wait_for(call.read(), 3.0)
+                    got.add(event.sequence)
+            except asyncio.TimeoutError:
+                return got
+            finally:
+                call.cancel()
+
+    assert set(seen) == asyncio.run(every_event()), "every event of the stream reached the job"
