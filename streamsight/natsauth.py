@@ -7,7 +7,9 @@ inboxes (`_INBOX.>`): every read goes through a JetStream consumer that delivers
 So a service cannot forge another's events, and a client without credentials is refused. Reading
 through JetStream is not limited per stream (every service may create consumers).
 
-`admin` may do anything: tools, the tests, an operator's `nats` CLI.
+`admin` may do anything: tools, the tests, an operator's `nats` CLI. `reader` may only read the
+EVENTS stream through consumers of its own (a backend subscribing to events, README "Subscribing
+to events on NATS"): no publishing, no other stream, no deleting.
 
 `streamsight up` keeps random passwords in `<data_dir>/nats-users.json` (mode 0600), made on first
 start and reused after; compose and k8s give nats-server the passwords through environment
@@ -26,6 +28,7 @@ from pathlib import Path
 from streamsight import subjects
 
 ADMIN = "admin"
+READER = "reader"
 JETSTREAM = ["$JS.API.>", "$JS.ACK.>", "$JS.FC.>"]
 INBOXES = ["_INBOX.>"]
 DEFAULT_BUCKETS = {"registry": subjects.REGISTRY_BUCKET, "fusion_state": "fusion", "clips": "clips"}
@@ -74,9 +77,29 @@ def service_user(name: str, password: str, buckets: dict[str, str] | None = None
     return User(name, password, tuple(JETSTREAM + service_subjects(name, buckets)), tuple(INBOXES))
 
 
+def reader_user(password: str) -> User:
+    """Consumers on EVENTS only: create (ephemeral or durable), info, fetch, ack, delete."""
+    events = subjects.EVENTS_STREAM
+    api = [
+        "$JS.API.INFO", "$JS.API.STREAM.NAMES", f"$JS.API.STREAM.INFO.{events}",
+        f"$JS.API.CONSUMER.CREATE.{events}", f"$JS.API.CONSUMER.CREATE.{events}.>", f"$JS.API.CONSUMER.DURABLE.CREATE.{events}.>",
+        f"$JS.API.CONSUMER.INFO.{events}.>", f"$JS.API.CONSUMER.MSG.NEXT.{events}.>", f"$JS.API.CONSUMER.DELETE.{events}.>",
+        f"$JS.ACK.{events}.>", "$JS.FC.>",
+    ]  # fmt: skip
+    return User(READER, password, tuple(api), tuple(INBOXES))
+
+
 def users(passwords: dict[str, str], buckets: dict[str, str] | None = None) -> list[User]:
-    """Every user of `passwords`: `admin` unrestricted, each service to its own subjects."""
-    return [User(n, p, None, None) if n == ADMIN else service_user(n, p, buckets) for n, p in sorted(passwords.items())]
+    """Every user of `passwords`: `admin` unrestricted, `reader` to EVENTS, each service to its own subjects."""
+    made = []
+    for name, password in sorted(passwords.items()):
+        if name == ADMIN:
+            made.append(User(name, password, None, None))
+        elif name == READER:
+            made.append(reader_user(password))
+        else:
+            made.append(service_user(name, password, buckets))
+    return made
 
 
 def authorization(all_users: list[User], password_exprs: dict[str, str] | None = None) -> str:

@@ -147,7 +147,7 @@ class Supervisor:
         self.base_env, self._env_notes = sectioned_environment(dict(os.environ))
         users = None
         if nats_auth:
-            passwords = natsauth.credentials(self.data_dir / CREDENTIALS_FILE, [natsauth.ADMIN, *SECTIONS])
+            passwords = natsauth.credentials(self.data_dir / CREDENTIALS_FILE, [natsauth.ADMIN, natsauth.READER, *SECTIONS])
             users = natsauth.users(passwords, self._buckets())
         self.nats = NatsServer(self.data_dir / "nats", port=nats_port, log_pipe=True, users=users)
         self.nats_restarts = 0

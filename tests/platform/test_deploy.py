@@ -42,7 +42,7 @@ def test_compose_config_accepts_the_file():
         cmd = ["docker-compose"]
     else:
         pytest.skip("neither 'docker compose' nor 'docker-compose' is installed (apt-get install docker-compose; .ci/run does)")
-    secrets = {f"NATS_{name.upper()}_PASSWORD": f"pw-{name}" for name in ("admin", *config.SECTIONS)}
+    secrets = {f"NATS_{name.upper()}_PASSWORD": f"pw-{name}" for name in ("admin", "reader", *config.SECTIONS)}
     env = {**os.environ, **secrets, "STREAMSIGHT_AUTH_TOKEN": "token"}
     run = lambda env: subprocess.run([*cmd, "-f", str(REPO / "docker-compose.yml"), "config", "-q"], capture_output=True, text=True, cwd=REPO, env=env)  # noqa: E731
     out = run(env)

@@ -25,7 +25,7 @@ from streamsight.natsd import free_port, server_binary
 
 REPO = Path(__file__).resolve().parents[2]
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-USERS = ["admin", *SECTIONS]
+USERS = ["admin", "reader", *SECTIONS]
 MEDIA_MAX_BYTES = next(s.max_bytes for s in STREAMS if s.name == subjects.MEDIA_STREAM)
 DATA_DIR = "/data"  # the image's STREAMSIGHT_DATA_DIR (test_deploy checks the Dockerfile)
 GiB = 1024**3

@@ -29,7 +29,7 @@ from streamsight.natsd import NatsServer
 def secured(tmp_path_factory):
     """A nats-server whose clients must log in, with the platform's users."""
     folder = tmp_path_factory.mktemp("nats-auth")
-    passwords = natsauth.credentials(folder / "users.json", [natsauth.ADMIN, *SECTIONS])
+    passwords = natsauth.credentials(folder / "users.json", [natsauth.ADMIN, natsauth.READER, *SECTIONS])
     server = NatsServer(folder, log_file=folder / "nats.log", users=natsauth.users(passwords)).start()
     yield server
     server.stop()
@@ -170,7 +170,7 @@ async def test_up_gives_each_service_its_own_login_and_refuses_strangers(tmp_pat
     await sup.start()
     try:
         passwords = json.loads((tmp_path / "var" / CREDENTIALS_FILE).read_text())
-        assert set(passwords) == {natsauth.ADMIN, *SECTIONS}
+        assert set(passwords) == {natsauth.ADMIN, natsauth.READER, *SECTIONS}
         assert stat.S_IMODE((tmp_path / "var" / CREDENTIALS_FILE).stat().st_mode) == 0o600
         for name in SECTIONS:
             url = sup.environment(SECTIONS[name])["STREAMSIGHT_NATS_URL"]
@@ -193,3 +193,34 @@ async def test_up_gives_each_service_its_own_login_and_refuses_strangers(tmp_pat
     # The same passwords after a restart of `up`.
     again = Supervisor(tmp_path / "var", free_ports=True, out=io.StringIO(), only=["no-such-service"])
     assert again.nats.users["vision"].password == passwords["vision"]
+
+
+async def test_the_reader_follows_events_as_the_readme_shows_and_may_do_nothing_else(secured):
+    """README "Subscribing to events on NATS": a durable push consumer on highlights, acked."""
+    from nats.js.api import ConsumerConfig, DeliverPolicy
+
+    setup = await Bus.connect(secured.url, "setup")
+    await setup.ensure_streams()
+    await setup.close()
+    fusion = await _connect(secured.url_for("fusion"))
+    await fusion.jetstream(timeout=5).publish(subjects.event("highlight", "readme1"), b"h1")
+    await fusion.close()
+    errors: list[str] = []
+    nc = await _connect(secured.url_for(natsauth.READER), errors)
+    try:
+        js = nc.jetstream(timeout=3)
+        sub = await js.subscribe("streamsight.events.v1.highlight.readme1", durable="my-backend",
+                                 config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))  # fmt: skip
+        msg = await sub.next_msg(timeout=10)
+        assert msg.data == b"h1"
+        await msg.ack_sync(timeout=3)
+        with pytest.raises((nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError)):
+            await js.publish(subjects.event("highlight", "readme1"), b"forged")
+        with pytest.raises(Exception):
+            await js.delete_stream(subjects.EVENTS_STREAM)
+        with pytest.raises(Exception):
+            await js.add_consumer(subjects.MEDIA_STREAM, ConsumerConfig(durable_name="peek"))
+    finally:
+        await nc.close()
+    assert sum("permissions violation" in e.lower() for e in errors) >= 3, errors
+    assert await _stored(secured, subjects.event("highlight", "readme1")) == 1
