@@ -202,7 +202,7 @@ class HighlightTracker:
         score = best.score
         rank = 1 + sum(1 for s in self._scores if s > score)
         self._scores.append(score)
-        latency = max(0.0, float(min(self._horizon, m.peak_s + self.wait_s)) - m.end_s)
+        latency = max(0.0, float(self._horizon) - m.end_s)  # the media it waited for (whole windows come at once)
         span = HighlightSpan(self._emitted, tuple(windows), float(m.start_s), float(m.end_s), score, best, missing,
                              peak_s=float(m.peak_s), rank=rank, reason=reason(m, best), chat_lag_s=m.chat_lag_s,
                              latency_s=latency, wait_s=self.wait_s, glitch=glitch, resolution="moment")

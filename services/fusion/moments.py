@@ -21,6 +21,11 @@ after the peak and not already claimed by another moment). A candidate needs `mi
 (fewer when the stream has fewer modalities): a music swell is audio only, a camera pan motion
 only, chat spam chat only, and none of them is a moment.
 
+Its score is the best window score over its seconds and its chat burst, and must reach the
+threshold, unless it has `sure_cues` cues (default 3: sound, motion and chat's reaction all
+there), which make it a moment whatever the windows scored: a moment across a window edge
+splits its evidence between two windows, and its chat reaction may fall in a third.
+
 Candidates are taken from the most excited down. A moment's **bounds** are where its excitement
 stays at or above `edge` x the peak's, or `edge_max_z` (one lower second may sit inside), at most `max_moment_s`
 long; a candidate inside an earlier moment's bounds is part of it, so two moments are never
@@ -56,6 +61,7 @@ class MomentConfig:
     edge: float = 0.35
     edge_max_z: float = 2.0  # a second at this excitement always belongs to the moment around it
     max_moment_s: float = 30.0
+    sure_cues: int = 3  # a moment with this many cues (sound, motion and chat's reaction) needs no window score
 
     def __post_init__(self) -> None:
         if not (0 <= self.chat_lag_min_s <= self.chat_lag_max_s and self.min_cues >= 1 and 0 < self.edge < 1 and self.max_moment_s >= 1):
@@ -191,7 +197,7 @@ def find(series: Series, lo: int, hi: int, score_at: Callable[[int], float | Non
         start, stop = _bounds(curves, t, -neg_e, config, taken, end)
         seconds = list(range(start, stop)) + ([burst[0]] if burst else [])
         scores = [s for s in (score_at(u) for u in seconds) if s is not None]
-        if not scores or max(scores) < threshold:
+        if not scores or (max(scores) < threshold and len(cues) < config.sure_cues):
             continue
         if burst is not None:
             claimed.update(range(burst[0], burst[1]))

@@ -105,7 +105,7 @@ class FusionService(Service):
             threshold=s.threshold or self.models[0].threshold, merge_gap=s.merge_gap, max_windows=s.max_highlight_windows,
             lead_in_s=s.lead_in_s, tail_s=s.tail_s, min_clip_s=s.min_clip_s, max_clip_s=s.max_clip_s,
             live_wait_s=s.live_chat_wait_s, glitch_policy=s.glitch_highlights,
-            moments=MomentConfig(chat_lag_min_s=s.chat_lag_min_s, chat_lag_max_s=s.chat_lag_max_s),
+            moments=MomentConfig(chat_lag_min_s=s.chat_lag_min_s, chat_lag_max_s=s.chat_lag_max_s, sure_cues=s.moment_cues_alone),
         )
         # Streamsight.lifecycle's table: a stream silent for stream_idle_s (at least twice the stall
         # timeout, so the stall has scored what it could) is scored with what is there and forgotten.

@@ -32,6 +32,7 @@ class FusionSettings(BaseServiceSettings):
     chat_lag_min_s: float = Field(1.0, ge=0, description="Chat's reaction starts at least this long after a moment's peak (estimated: p5 1.6 s)")
     chat_lag_max_s: float = Field(12.0, ge=0, description="and at most this long after it (estimated: p95 11.8 s); files wait for it before deciding a moment")
     live_chat_wait_s: float = Field(10.0, ge=0, description="Live streams: at most this many media seconds past a moment's peak its decision waits for chat (the event's latency_s)")
+    moment_cues_alone: int = Field(3, ge=1, le=4, description="A moment with this many cues (sound, motion, chat's reaction) is a highlight whatever its windows' scores (4: never)")
     glitch_highlights: str = Field("suppress", pattern="^(suppress|mark)$", description="A moment overlapping a glitch: suppress (no highlight) or mark (Highlight.glitch)")
     clip_timeout_s: float = Field(30.0, gt=0, description="Seconds to wait for ingest to cut a clip")
     top_features: int = Field(5, ge=1, le=50, description="Contributions listed in a score's 'why'")

@@ -135,7 +135,7 @@ def test_live_waits_at_most_the_live_wait_and_reports_it():
     assert decided_at == 20.0  # the data 6 s past the peak (12 + 6 = 18) is in with window 1
     assert tracker.wait_s == 6.0 and HighlightTracker(config).wait_s == config.moments.chat_lag_max_s + 3.0
     spans, _ = run(scored, config, live=True)
-    assert spans[0].wait_s == 6.0 and spans[0].latency_s == pytest.approx(1.0)  # decided at 18 s, the moment ended at 17
+    assert spans[0].wait_s == 6.0 and spans[0].latency_s == pytest.approx(3.0)  # decided with window 1 (data to 20 s), the moment ended at 17
 
 
 def test_ranks_follow_scores_and_decisions_do_not_depend_on_scoring_order():

@@ -315,6 +315,9 @@ def main(argv: list[str] | None = None) -> dict:
     report["file"], _ = evaluate_moments(str(test[0]), str(test[1]), models, config)
     report["live"], _ = evaluate_moments(str(test[0]), str(test[1]), models, config, live=True)
     report["live"]["wait_s"] = config.wait_s(True)
+    for wait in (0.0, 5.0):  # what the live wait buys and costs
+        shorter = HighlightConfig(threshold=config.threshold, live_wait_s=wait, moments=config.moments)
+        report[f"live_wait_{wait:g}"], _ = evaluate_moments(str(test[0]), str(test[1]), models, shorter, live=True)
     report["file"]["wait_s"] = config.wait_s(False)
     old = HighlightConfig(threshold=models[0].threshold)
     rows = records.to_rows(records.read_jsonl(test[0]))
