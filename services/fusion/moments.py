@@ -56,7 +56,7 @@ class MomentConfig:
     cue_z: float = 2.0
     chat_z: float = 2.5
     chat_lag_min_s: float = 1.0
-    chat_lag_max_s: float = 12.0  # p95 of the lag estimated on the tune streams (11.8 s); p5 is 1.6 s
+    chat_lag_max_s: float = 12.0  # above the p95 of the lag estimated on the tune streams (10.35 s); p5 is 1.65 s
     min_cues: int = 2
     edge: float = 0.35
     edge_max_z: float = 2.0  # a second at this excitement always belongs to the moment around it
