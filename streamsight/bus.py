@@ -570,6 +570,8 @@ class Bus:
                 if msgs:
                     async with self._keep_in_progress(msgs, spec.ack_wait_s):
                         await run_batch(msgs)
+                # Not held while the next fetch waits: a batch of frames is up to 16 MiB.
+                msgs = None
         finally:
             await fetcher.close()
 
