@@ -29,7 +29,14 @@ class StreamOptions(_message.Message):
     def __init__(self, pacing: _Optional[_Union[_common_pb2.Pacing, str]] = ..., play_file_as_live: _Optional[bool] = ..., extra: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Stream(_message.Message):
-    __slots__ = ("id", "source", "chat_source", "options", "state", "created_at", "started_at", "ended_at", "last_error", "media_time_s", "duration_s")
+    __slots__ = ("id", "source", "chat_source", "options", "state", "created_at", "started_at", "ended_at", "last_error", "media_time_s", "duration_s", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     CHAT_SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +48,7 @@ class Stream(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     MEDIA_TIME_S_FIELD_NUMBER: _ClassVar[int]
     DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     id: str
     source: str
     chat_source: str
@@ -52,19 +60,29 @@ class Stream(_message.Message):
     last_error: str
     media_time_s: float
     duration_s: float
-    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., chat_source: _Optional[str] = ..., options: _Optional[_Union[StreamOptions, _Mapping]] = ..., state: _Optional[_Union[_common_pb2.StreamState, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., media_time_s: _Optional[float] = ..., duration_s: _Optional[float] = ...) -> None: ...
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., chat_source: _Optional[str] = ..., options: _Optional[_Union[StreamOptions, _Mapping]] = ..., state: _Optional[_Union[_common_pb2.StreamState, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., media_time_s: _Optional[float] = ..., duration_s: _Optional[float] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class StartStreamRequest(_message.Message):
-    __slots__ = ("source", "chat_source", "stream_id", "options")
+    __slots__ = ("source", "chat_source", "stream_id", "options", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     CHAT_SOURCE_FIELD_NUMBER: _ClassVar[int]
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     source: str
     chat_source: str
     stream_id: str
     options: StreamOptions
-    def __init__(self, source: _Optional[str] = ..., chat_source: _Optional[str] = ..., stream_id: _Optional[str] = ..., options: _Optional[_Union[StreamOptions, _Mapping]] = ...) -> None: ...
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, source: _Optional[str] = ..., chat_source: _Optional[str] = ..., stream_id: _Optional[str] = ..., options: _Optional[_Union[StreamOptions, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class StopStreamRequest(_message.Message):
     __slots__ = ("stream_id",)
@@ -79,10 +97,19 @@ class GetStreamRequest(_message.Message):
     def __init__(self, stream_id: _Optional[str] = ...) -> None: ...
 
 class ListStreamsRequest(_message.Message):
-    __slots__ = ("states",)
+    __slots__ = ("states", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     STATES_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     states: _containers.RepeatedScalarFieldContainer[_common_pb2.StreamState]
-    def __init__(self, states: _Optional[_Iterable[_Union[_common_pb2.StreamState, str]]] = ...) -> None: ...
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, states: _Optional[_Iterable[_Union[_common_pb2.StreamState, str]]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ListStreamsResponse(_message.Message):
     __slots__ = ("streams",)
