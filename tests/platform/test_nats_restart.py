@@ -130,7 +130,9 @@ async def test_slow_consumer_lines_from_the_server_are_counted_per_client(tmp_pa
     async with _nats_only_stack(tmp_path) as (sup, out):
         reader, writer = await asyncio.open_connection("127.0.0.1", sup.nats.port)
         await reader.readline()  # INFO
-        connect = {"verbose": False, "pedantic": False, "name": "streamsight-slowpoke", "lang": "raw", "version": "0"}
+        admin = sup.nats.users["admin"]  # up's server refuses a client without a login
+        connect = {"verbose": False, "pedantic": False, "name": "streamsight-slowpoke", "lang": "raw", "version": "0",
+                   "user": "admin", "pass": admin.password}
         writer.write(f"CONNECT {json.dumps(connect)}\r\nSUB slow.> 1\r\nPING\r\n".encode())
         await writer.drain()
         assert (await reader.readline()).startswith(b"PONG")
