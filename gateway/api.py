@@ -68,7 +68,7 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
 
     # StartStream / StopStream -------------------------------------------------
     async def StartStream(self, request, context):
-        allow, roots = self.settings.allow_local_files, self.settings.local_roots
+        allow, roots = self.settings.allow_local_files, self.settings.local_folders()
         source = validation.media_source(request.source, allow, roots)
         chat_source = validation.chat_source(request.chat_source, allow, roots)
         validation.stream_options(request.options.extra)

@@ -1,9 +1,11 @@
 """Validation of what callers send: stream ids, media sources, chat sources.
 
 Media sources must use an allowed URL scheme (http, https incl. HLS, rtmp(s), rtsp(s), srt);
-`twitch.tv/<channel>` is accepted as https. Local paths (or file:// URLs) only when the gateway
-allows them, optionally only under configured roots. Every refusal says what was wrong and what
-would be accepted.
+`twitch.tv/<channel>` is accepted as https (which addresses a URL may reach is ingest's check,
+services/ingest/netguard.py, after DNS). Local paths (or file:// URLs) only when the gateway
+allows them, and only under its allowed folders (`local_roots`, by default its data folder).
+Text fields are bounded and free of control characters. Every refusal says what was wrong and
+what would be accepted.
 """
 
 from __future__ import annotations
@@ -71,14 +73,21 @@ def stream_id(value: str) -> str:
 
 
 def _local_path(path_text: str, allow_local: bool, roots: list[str], what: str) -> str:
+    """A local file under one of `roots`. The refusal of a path outside them reads the same whether
+    or not it exists, so callers cannot probe the host's files."""
     if not allow_local:
-        raise invalid(f"{what} {path_text!r} is a local path, which this gateway does not accept; use one of {', '.join(MEDIA_SCHEMES)} URLs")
+        instead = f"use one of {', '.join(MEDIA_SCHEMES)} URLs" if what == "source" else "use twitch:<channel> or an irc(s):// URL"
+        raise invalid(f"{what} {path_text!r} is a local path, which this gateway does not accept; {instead}")
     try:
         path = Path(path_text).expanduser().resolve()
-    except (OSError, RuntimeError):
+        allowed = [Path(r).expanduser().resolve() for r in roots]
+    except (OSError, RuntimeError, ValueError):
         raise invalid(f"{what} is not a usable path") from None
-    if roots and not any(path.is_relative_to(Path(r).expanduser().resolve()) for r in roots):
-        raise invalid(f"{what} {path_text!r} is outside the allowed folders ({', '.join(roots)})")
+    if not any(path.is_relative_to(root) for root in allowed):
+        raise invalid(
+            f"{what} {path_text!r} is outside the allowed folders ({', '.join(map(str, allowed)) or 'none'}): put it in one, "
+            f"or name its folder in gateway.local_roots (STREAMSIGHT_GATEWAY_LOCAL_ROOTS)"
+        )
     if not path.is_file():
         raise invalid(f"{what} {path_text!r} does not exist or is not a file")
     return str(path)

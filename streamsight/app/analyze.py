@@ -270,6 +270,16 @@ async def run_job(gateway: str, options: JobOptions, services: list[str], progre
     return results
 
 
+def _named_folders(options: JobOptions) -> dict[str, str]:
+    """The embedded stack's gateway may read the folders of the files named on the command line."""
+    import json
+
+    from streamsight.config import env_name
+
+    folders = {str(Path(f).resolve().parent) for f in (options.source, options.chat) if f and "://" not in f and not f.startswith("twitch:")}
+    return {env_name("gateway", "local_roots"): json.dumps(sorted(folders))} if folders else {}
+
+
 async def analyze(options: JobOptions, progress: Progress | None = None) -> StreamResults:
     """Run the job on the stack it finds or starts; returns what the stream produced."""
     progress = progress or Progress()
@@ -282,7 +292,7 @@ async def analyze(options: JobOptions, progress: Progress | None = None) -> Stre
         log_path = options.out / "stack.log"
         options.out.mkdir(parents=True, exist_ok=True)
         with log_path.open("w") as log:
-            sup = Supervisor(Path(tmp), free_ports=True, out=log)
+            sup = Supervisor(Path(tmp), free_ports=True, out=log, extra_env=_named_folders(options))
             progress.say(f"starting an embedded stack ({', '.join(s.name for s in built_services())}); its log: {log_path}")
             await sup.start()
             try:

@@ -24,6 +24,13 @@ from streamsight.app.supervisor import Supervisor
 pytestmark = pytest.mark.slow
 
 
+def _media_folder(stack: Supervisor) -> Path:
+    """Where the stack's gateway may read local files by default: its data folder."""
+    folder = stack.data_dir / "gateway" / "media"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def _job(stack: Supervisor, source: Path, out: Path, chat: Path | None = None) -> tuple[dict, str]:
     text = io.StringIO()
     options = JobOptions(source=str(source), chat=str(chat) if chat else "", out=out, gateway=stack.addresses()["gateway"], wait_s=240)
@@ -47,7 +54,7 @@ def _windows_overlap(spans: list[tuple[float, float]]) -> set[int]:
 
 
 def test_generated_sample_highlights_are_found(stack, tmp_path):
-    sample = make_sample(tmp_path / "sample", duration=60.0)
+    sample = make_sample(_media_folder(stack) / "sample", duration=60.0)
     doc, printed = _job(stack, sample.video, tmp_path / "out", sample.chat)
     assert doc["state"] == "ended" and doc["duration_s"] == pytest.approx(60.0, abs=0.5)
     assert [w["index"] for w in doc["windows"]] == list(range(6)), "every window scored exactly once"
@@ -70,7 +77,7 @@ def test_real_files(stack, tmp_path, shared_data):
     for name, duration, windows in (("bigbuckbunny.mp4", 5.3, 1), ("vtest.avi", 79.5, 8)):
         out = tmp_path / name
         source = shared_data / "media" / name
-        local = tmp_path / f"copy-{name}"  # the job reads a path it may be given; keep shared/ untouched
+        local = _media_folder(stack) / f"copy-{name}"  # a folder the gateway may read; keep shared/ untouched
         shutil.copy(source, local)
         doc, _ = _job(stack, local, out)
         assert doc["state"] == "ended", doc.get("error")

@@ -95,3 +95,11 @@ async def test_json_output_uses_snake_case(gateway_with_a_stream):
     event = json.loads(line)
     assert event["stream_id"] == sid and event["status"]["reporter"] == "gateway"
     assert not CAMEL.search(line.decode()), line
+
+
+def test_the_embedded_stack_may_read_the_folders_named_on_the_command_line(tmp_path):
+    from streamsight.app.analyze import JobOptions, _named_folders
+
+    named = _named_folders(JobOptions(source=str(tmp_path / "a" / "v.mp4"), chat=str(tmp_path / "b" / "chat.json")))
+    assert json.loads(named["STREAMSIGHT_GATEWAY_LOCAL_ROOTS"]) == sorted([str(tmp_path / "a"), str(tmp_path / "b")])
+    assert _named_folders(JobOptions(source="https://example.com/live.m3u8", chat="twitch:somebody")) == {}

@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -37,6 +38,11 @@ def stack(tmp_path_factory):
         yield sup
 
 
+def _media(stack, name: str) -> Path:
+    """A folder the stack's gateway may read local files from by default (its data folder)."""
+    return stack.data_dir / "gateway" / "media" / name
+
+
 async def _refused(call) -> grpc.StatusCode:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await call
@@ -56,7 +62,7 @@ def test_every_internal_api_wants_the_token(stack):
 
 
 def test_a_job_with_the_token_succeeds_end_to_end(stack, tmp_path):
-    sample = make_sample(tmp_path / "sample", duration=30.0)
+    sample = make_sample(_media(stack, "job"), duration=30.0)
     out = tmp_path / "out"
     options = JobOptions(source=str(sample.video), chat=str(sample.chat), out=out, gateway=stack.addresses()["gateway"], token=TOKEN, wait_s=240)
     results = asyncio.run(analyze(options, Progress(io.StringIO())))
@@ -68,7 +74,7 @@ def test_a_job_with_the_token_succeeds_end_to_end(stack, tmp_path):
 
 
 def test_analyze_survives_a_gateway_restart(stack, tmp_path, monkeypatch):
-    sample = make_sample(tmp_path / "sample", duration=40.0)
+    sample = make_sample(_media(stack, "restart"), duration=40.0)
     out = tmp_path / "out"
     seen: list[int] = []
     original = StreamResults.add

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 import re
 import contextlib
 import math
@@ -41,7 +42,8 @@ async def stack(nats_url: str, data_dir, **ingest_overrides):
     ingest = IngestService(IngestSettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=0, data_dir=data_dir, **ingest_overrides))
     async with ingest.serving():
         gateway = GatewayService(
-            GatewaySettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=0, ingest_address=ingest.address, allow_local_files=True, http_port=0)
+            GatewaySettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=0, ingest_address=ingest.address, allow_local_files=True, http_port=0,
+                            local_roots=[str(Path(data_dir).parent)])  # pytest's base folder: the sample and each test's files
         )
         async with gateway.serving(), channel(gateway.address) as ch:
             yield ingest, gateway_pb2_grpc.StreamSightStub(ch)

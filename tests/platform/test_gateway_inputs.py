@@ -85,3 +85,29 @@ async def test_the_service_refuses_to_start_exposed_without_auth(nats_server):
     with pytest.raises(ConfigError, match="not loopback"):
         async with GatewayService(settings).serving():
             pass
+
+
+def test_local_sources_default_to_the_data_folder(tmp_path):
+    assert GatewaySettings(data_dir=tmp_path).local_folders() == [str(tmp_path)]
+    assert GatewaySettings(data_dir=tmp_path, local_roots=["/srv/media"]).local_folders() == ["/srv/media"]
+
+
+async def test_refusals_outside_the_allowed_folders_do_not_tell_whether_a_file_exists(stub, tmp_path):
+    (tmp_path / "passwd-link.mp4").symlink_to("/etc/passwd")
+    answers = {}
+    for path in ("/etc/passwd", "/etc/no-such-file-here", "/proc/self/environ", str(tmp_path / "passwd-link.mp4"), "../../etc/passwd"):
+        details = await _refused(stub.StartStream(gw.StartStreamRequest(source=path)))
+        assert "outside the allowed folders" in details, details
+        answers[path] = details.replace(repr(path), "PATH")
+    assert len(set(answers.values())) == 1, answers
+    details = await _refused(stub.StartStream(gw.StartStreamRequest(source="https://example.com/a.m3u8", chat_source="/etc/passwd")))
+    assert "outside the allowed folders" in details
+
+
+async def test_a_gateway_without_local_files_suggests_chat_sources_for_chat(nats_server):
+    from .conftest import running_gateway
+
+    async with running_gateway(nats_server.url) as gateway, channel(gateway.address) as ch:
+        stub = gateway_pb2_grpc.StreamSightStub(ch)
+        details = await _refused(stub.StartStream(gw.StartStreamRequest(source="https://example.com/a.m3u8", chat_source="/data/chat.json")))
+    assert "twitch:<channel>" in details and "rtmp" not in details
