@@ -4,7 +4,8 @@
   streamsight demo                    analyze a generated sample (what `make demo` runs)
   streamsight up                      embedded NATS + every built service, until Ctrl-C
   streamsight streams                 list registered streams (gateway)
-  streamsight events [--stream ID]    follow events as JSON lines (gateway WatchEvents)
+  streamsight events [--stream ID]    follow events (gateway WatchEvents; reconnects when the gateway restarts)
+  streamsight highlights STREAM       a stream's highlights, ranked (gateway or a report.json)
   streamsight health TARGET           check a gRPC server's health (exit 0 when SERVING)
   streamsight config [--check]        every setting: YAML path, env variable, default (--check: validate)
   streamsight train-fusion ...        train and evaluate the fusion meta-model (needs the [train] extra)
@@ -265,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--after", type=int, help="replay events after this sequence number (0: all); default: new events only")
             cmd.add_argument("--reconnect", type=float, default=300.0, help="seconds to keep reconnecting to a lost gateway (default 300)")
         cmd.set_defaults(run=lambda a, f=func: asyncio.run(f(a)))
+
+    from streamsight.app import highlights
+
+    highlights.add_parser(sub)
 
     train = sub.add_parser("train-fusion", help="train and evaluate the fusion meta-model (see --help of the tool)", add_help=False)
     train.add_argument("rest", nargs=argparse.REMAINDER)
