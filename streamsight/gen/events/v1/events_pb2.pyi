@@ -27,6 +27,18 @@ class GlitchKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GLITCH_KIND_GREY: _ClassVar[GlitchKind]
     GLITCH_KIND_FREEZE: _ClassVar[GlitchKind]
     GLITCH_KIND_DECODE_ERROR: _ClassVar[GlitchKind]
+
+class HealthKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    HEALTH_KIND_UNSPECIFIED: _ClassVar[HealthKind]
+    HEALTH_KIND_BLACK: _ClassVar[HealthKind]
+    HEALTH_KIND_FREEZE: _ClassVar[HealthKind]
+    HEALTH_KIND_SILENCE: _ClassVar[HealthKind]
+    HEALTH_KIND_LOUDNESS: _ClassVar[HealthKind]
+    HEALTH_KIND_AUDIO_GAP: _ClassVar[HealthKind]
+    HEALTH_KIND_AV_DRIFT: _ClassVar[HealthKind]
+    HEALTH_KIND_FORMAT_CHANGE: _ClassVar[HealthKind]
+    HEALTH_KIND_NO_AUDIO: _ClassVar[HealthKind]
 PHASE_UNSPECIFIED: Phase
 PHASE_START: Phase
 PHASE_UPDATE: Phase
@@ -38,6 +50,15 @@ GLITCH_KIND_GREEN: GlitchKind
 GLITCH_KIND_GREY: GlitchKind
 GLITCH_KIND_FREEZE: GlitchKind
 GLITCH_KIND_DECODE_ERROR: GlitchKind
+HEALTH_KIND_UNSPECIFIED: HealthKind
+HEALTH_KIND_BLACK: HealthKind
+HEALTH_KIND_FREEZE: HealthKind
+HEALTH_KIND_SILENCE: HealthKind
+HEALTH_KIND_LOUDNESS: HealthKind
+HEALTH_KIND_AUDIO_GAP: HealthKind
+HEALTH_KIND_AV_DRIFT: HealthKind
+HEALTH_KIND_FORMAT_CHANGE: HealthKind
+HEALTH_KIND_NO_AUDIO: HealthKind
 
 class Highlight(_message.Message):
     __slots__ = ("stream_id", "highlight_id", "start_s", "end_s", "score", "why", "clip", "windows", "missing", "rank", "reason", "peak_s", "chat_lag_s", "latency_s", "wait_s", "glitch", "resolution")
@@ -98,6 +119,30 @@ class Glitch(_message.Message):
     confidence: float
     thumbnail_jpeg: bytes
     def __init__(self, stream_id: _Optional[str] = ..., glitch_id: _Optional[str] = ..., phase: _Optional[_Union[Phase, str]] = ..., kind: _Optional[_Union[GlitchKind, str]] = ..., severity: _Optional[float] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., confidence: _Optional[float] = ..., thumbnail_jpeg: _Optional[bytes] = ...) -> None: ...
+
+class HealthIncident(_message.Message):
+    __slots__ = ("stream_id", "incident_id", "phase", "kind", "severity", "start_s", "end_s", "detail", "value", "detected_at_s")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    INCIDENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    START_S_FIELD_NUMBER: _ClassVar[int]
+    END_S_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    DETECTED_AT_S_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    incident_id: str
+    phase: Phase
+    kind: HealthKind
+    severity: float
+    start_s: float
+    end_s: float
+    detail: str
+    value: float
+    detected_at_s: float
+    def __init__(self, stream_id: _Optional[str] = ..., incident_id: _Optional[str] = ..., phase: _Optional[_Union[Phase, str]] = ..., kind: _Optional[_Union[HealthKind, str]] = ..., severity: _Optional[float] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., detail: _Optional[str] = ..., value: _Optional[float] = ..., detected_at_s: _Optional[float] = ...) -> None: ...
 
 class SentimentPoint(_message.Message):
     __slots__ = ("stream_id", "start_s", "end_s", "compound", "messages")
@@ -207,7 +252,7 @@ class WindowScore(_message.Message):
     def __init__(self, stream_id: _Optional[str] = ..., window: _Optional[int] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., score: _Optional[float] = ..., missing: _Optional[_Iterable[_Union[_common_pb2.Modality, str]]] = ..., why: _Optional[_Iterable[_Union[_common_pb2.Contribution, _Mapping]]] = ..., features: _Optional[_Mapping[str, float]] = ..., completion: _Optional[str] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("sequence", "id", "type", "source", "time", "stream_id", "highlight", "glitch", "sentiment", "forecast", "status", "score")
+    __slots__ = ("sequence", "id", "type", "source", "time", "stream_id", "highlight", "glitch", "sentiment", "forecast", "status", "score", "health")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -220,6 +265,7 @@ class Event(_message.Message):
     FORECAST_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     id: str
     type: str
@@ -232,4 +278,5 @@ class Event(_message.Message):
     forecast: SentimentForecast
     status: StreamStatus
     score: WindowScore
-    def __init__(self, sequence: _Optional[int] = ..., id: _Optional[str] = ..., type: _Optional[str] = ..., source: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stream_id: _Optional[str] = ..., highlight: _Optional[_Union[Highlight, _Mapping]] = ..., glitch: _Optional[_Union[Glitch, _Mapping]] = ..., sentiment: _Optional[_Union[SentimentPoint, _Mapping]] = ..., forecast: _Optional[_Union[SentimentForecast, _Mapping]] = ..., status: _Optional[_Union[StreamStatus, _Mapping]] = ..., score: _Optional[_Union[WindowScore, _Mapping]] = ...) -> None: ...
+    health: HealthIncident
+    def __init__(self, sequence: _Optional[int] = ..., id: _Optional[str] = ..., type: _Optional[str] = ..., source: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stream_id: _Optional[str] = ..., highlight: _Optional[_Union[Highlight, _Mapping]] = ..., glitch: _Optional[_Union[Glitch, _Mapping]] = ..., sentiment: _Optional[_Union[SentimentPoint, _Mapping]] = ..., forecast: _Optional[_Union[SentimentForecast, _Mapping]] = ..., status: _Optional[_Union[StreamStatus, _Mapping]] = ..., score: _Optional[_Union[WindowScore, _Mapping]] = ..., health: _Optional[_Union[HealthIncident, _Mapping]] = ...) -> None: ...
