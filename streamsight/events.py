@@ -24,6 +24,7 @@ CONTENT_TYPE = "application/protobuf"
 PAYLOADS: dict[str, tuple[type[Message], str]] = {
     "streamsight.highlight.v1": (events_pb2.Highlight, "highlight"),
     "streamsight.glitch.v1": (events_pb2.Glitch, "glitch"),
+    "streamsight.health.v1": (events_pb2.HealthIncident, "health"),
     "streamsight.sentiment.v1": (events_pb2.SentimentPoint, "sentiment"),
     "streamsight.forecast.v1": (events_pb2.SentimentForecast, "forecast"),
     "streamsight.status.v1": (events_pb2.StreamStatus, "status"),

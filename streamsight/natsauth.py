@@ -46,7 +46,7 @@ def service_subjects(name: str, buckets: dict[str, str] | None = None) -> list[s
         "chat": [subjects.features("chat", ">"), *_events("status", "sentiment", "forecast")],
         "vision": [subjects.features("vision", ">")],
         "audio": [subjects.features("audio", ">")],
-        "glitch": _events("glitch"),
+        "glitch": _events("glitch", "health"),
         "fusion": [*_events("score", "highlight"), f"$KV.{b['fusion_state']}.>"],
         "gateway": [*_events("status"), f"$KV.{b['registry']}.>"],
     }[name]

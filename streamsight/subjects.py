@@ -6,7 +6,7 @@ Subjects are lowercase, dot-separated and versioned:
       kind: frames_flow, frames_cnn, frames_glitch, audio, signals, windows
   streamsight.features.v1.<modality>.<stream_id> analysers -> fusion (file stream FEATURES)
   streamsight.events.v1.<kind>.<stream_id>      events, CloudEvents (file stream EVENTS)
-      kind: highlight, glitch, sentiment, forecast, status, score
+      kind: highlight, glitch, health, sentiment, forecast, status, score
   streamsight.deadletter.v1.<service>           messages that could not be handled (file stream DEADLETTER)
 """
 
@@ -28,6 +28,7 @@ STREAM_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 EVENT_KINDS = {
     "streamsight.highlight.v1": "highlight",
     "streamsight.glitch.v1": "glitch",
+    "streamsight.health.v1": "health",
     "streamsight.sentiment.v1": "sentiment",
     "streamsight.forecast.v1": "forecast",
     "streamsight.status.v1": "status",
