@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timezone
 
 import grpc
 import structlog
@@ -159,7 +158,7 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
         kind = subjects.EVENT_KINDS[next(iter(types))] if len(types) == 1 else "*"
         start = request.WhichOneof("start")
         after = validation.after_sequence(request.after_sequence) if start == "after_sequence" else None
-        since = request.since_time.ToDatetime(tzinfo=timezone.utc) if start == "since_time" else None
+        since = validation.since_time(request.since_time) if start == "since_time" else None
         # A client that goes away cancels this call; leaving the block deletes the consumer.
         async with self.watchers.follow("grpc", subjects.event(kind, stream_id), types, after, since) as events:
             async for event in events:
@@ -189,6 +188,8 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
         await self.require_stream(request.stream_id)
         if not request.clip_id:
             raise invalid("clip_id is empty; take it from a highlight's clip")
+        if not subjects.is_valid_stream_id(request.clip_id):
+            raise invalid(f"clip_id {request.clip_id[:80]!r} is not valid; take it from a highlight's clip")
         call = self.ingest.ReadClip(ingest_pb2.ReadClipRequest(stream_id=request.stream_id, clip_id=request.clip_id))
         try:
             async for piece in call:
@@ -196,4 +197,6 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 raise not_found(f"no clip {request.clip_id!r} for stream {request.stream_id!r}") from None
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise invalid(f"ingest: {exc.details()}") from None
             raise unavailable(f"the ingest service could not read the clip: {exc.code().name}") from None

@@ -11,6 +11,7 @@ what would be accepted.
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -58,8 +59,16 @@ def stream_options(extra: dict[str, str]) -> dict[str, str]:
     return dict(extra)
 
 
+def since_time(value) -> datetime:
+    """A WatchEvents since_time as an aware datetime; INVALID_ARGUMENT when out of range."""
+    try:
+        return value.ToDatetime(tzinfo=timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        raise invalid(f"since_time {value.seconds}s is not a valid time") from None
+
+
 def after_sequence(value: int) -> int:
-    if value > MAX_AFTER_SEQUENCE:
+    if not 0 <= value <= MAX_AFTER_SEQUENCE:
         raise invalid(f"after_sequence {value} is beyond any event sequence (at most {MAX_AFTER_SEQUENCE})")
     return value
 

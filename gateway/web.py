@@ -28,6 +28,7 @@ import grpc
 import structlog
 from google.protobuf.json_format import MessageToDict
 
+from gateway import validation
 from streamsight import subjects
 from streamsight.gen.gateway.v1 import gateway_pb2
 from streamsight.rpc import StatusError
@@ -165,7 +166,7 @@ class WebServer:
         if stream_id:
             await self.api.require_stream(stream_id)  # NOT_FOUND for an unknown stream, before the stream starts
         try:
-            after = int(request.query.get("after", request.headers.get("last-event-id", "0")))
+            after = validation.after_sequence(int(request.query.get("after", request.headers.get("last-event-id", "0"))))
         except ValueError:
             raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, "after must be a sequence number") from None
         writer.write(

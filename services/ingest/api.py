@@ -14,6 +14,16 @@ from .errors import IngestError
 from .streams import IngestedStream
 
 CHUNK = 256 * 1024
+MAX_SOURCE_LEN = 4096
+MAX_EXTRA = 16
+MAX_EXTRA_LEN = 256
+
+
+def _check_text(value: str, what: str, limit: int) -> None:
+    if len(value) > limit:
+        raise invalid(f"{what} is {len(value)} characters long; at most {limit} are accepted")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise invalid(f"{what} contains control characters (NUL, newline, ...)")
 
 
 def _status_error(err: IngestError) -> StatusError:
@@ -51,6 +61,12 @@ class IngestApi(ingest_pb2_grpc.IngestServicer):
             raise invalid(f"stream id {request.stream_id!r} is not valid")
         if not request.source:
             raise invalid("source is empty")
+        _check_text(request.source, "source", MAX_SOURCE_LEN)
+        if len(request.extra) > MAX_EXTRA:
+            raise invalid(f"extra has {len(request.extra)} entries; at most {MAX_EXTRA} are accepted")
+        for key, value in request.extra.items():
+            _check_text(key, "an extra key", 64)
+            _check_text(value, f"extra[{key[:64]!r}]", MAX_EXTRA_LEN)
         try:
             stream = await self.service.start_stream(request)
         except IngestError as err:

@@ -116,10 +116,14 @@ class NetworkPolicy:
                 raise _refused(source, host, address, rule)
 
     def check_url(self, url: str, source: str) -> None:
-        parts = urlsplit(url)
-        if not parts.hostname:
+        try:
+            parts = urlsplit(url)
+            host, port = parts.hostname, parts.port
+        except ValueError as exc:
+            raise IngestError(ErrorCode.INVALID_SOURCE, f"{url[:200]!r} is not a valid URL ({exc})") from None
+        if not host:
             raise IngestError(ErrorCode.INVALID_SOURCE, f"{source} has no host")
-        self.check_host(parts.hostname, parts.port, source)
+        self.check_host(host, port, source)
 
     def follow_redirects(self, url: str, source: str, timeout: float) -> str:
         """The URL an HTTP(S) source ends at, every hop checked before it is requested.

@@ -82,7 +82,11 @@ def resolve(source: str, options: SourceOptions = SourceOptions()) -> ResolvedSo
     if _TWITCH.match(source):
         return _resolve_twitch(source, options)
     rw_us = str(int(options.read_timeout * 1_000_000))
-    parsed = urlparse(source)
+    try:
+        parsed = urlparse(source)
+        parsed.port  # noqa: B018 - raises on a malformed port
+    except ValueError as exc:
+        raise IngestError(ErrorCode.INVALID_SOURCE, f"{source[:200]!r} is not a valid URL ({exc})") from None
     scheme = parsed.scheme.lower()
     if scheme in ("", "file") or (len(scheme) == 1 and source[1:3] in (":\\", ":/")):  # path or C:\ path
         path = Path(parsed.path if scheme == "file" else source).expanduser()

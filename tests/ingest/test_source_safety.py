@@ -169,3 +169,19 @@ async def test_the_ingest_api_answers_invalid_argument_naming_the_rule(nats_serv
                 await stub.StartIngest(ingest_pb2.StartIngestRequest(stream_id="ssrf", source=url, pacing=common_pb2.PACING_VOD))
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and f"rule '{rule}'" in err.value.details()
         assert ingest.streams == {}, "nothing was started"
+
+
+async def test_malformed_ingest_requests_are_invalid_argument(nats_server, bus, tmp_path):
+    ingest = IngestService(IngestSettings(nats_url=nats_server.url, grpc_host="127.0.0.1", grpc_port=0, data_dir=tmp_path))
+    bad = [
+        ingest_pb2.StartIngestRequest(stream_id="bad", source="/tmp/a\x00b.mp4"),
+        ingest_pb2.StartIngestRequest(stream_id="bad", source="/" + "p" * 100_000),
+        ingest_pb2.StartIngestRequest(stream_id="bad", source="http://[::1"),
+        ingest_pb2.StartIngestRequest(stream_id="bad", source="https://example.com/a.mp4", extra={"flow_fps": "5" * (9 * 1024 * 1024)}),
+    ]
+    async with ingest.serving(), channel(ingest.address) as ch:
+        stub = ingest_pb2_grpc.IngestStub(ch)
+        for request in bad:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.StartIngest(request)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (request.source[:40], err.value.details())

@@ -111,3 +111,39 @@ async def test_a_gateway_without_local_files_suggests_chat_sources_for_chat(nats
         stub = gateway_pb2_grpc.StreamSightStub(ch)
         details = await _refused(stub.StartStream(gw.StartStreamRequest(source="https://example.com/a.m3u8", chat_source="/data/chat.json")))
     assert "twitch:<channel>" in details and "rtmp" not in details
+
+
+async def test_clip_and_time_fields_are_invalid_argument(stub):
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    sid = "inputs-clip"
+    with pytest.raises(grpc.aio.AioRpcError):  # registered, then failed: no ingest here
+        await stub.StartStream(gw.StartStreamRequest(source="https://example.com/a.m3u8", stream_id=sid))
+    for clip_id in ("../../etc/passwd", "a\x00b", "c" * 100_000):
+        call = stub.GetClip(gw.GetClipRequest(stream_id=sid, clip_id=clip_id))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in call:
+                pass
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+    call = stub.WatchEvents(gw.WatchEventsRequest(since_time=Timestamp(seconds=2**62)))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for _ in call:
+            pass
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "since_time" in err.value.details()
+
+
+@pytest.mark.parametrize("after", [str(2**64 - 1), "-5", "x"])
+async def test_the_sse_route_refuses_bad_sequences(gateway, after):
+    import urllib.error
+    import urllib.request
+
+    def get() -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{gateway.web.port}/api/events?after={after}", timeout=10) as r:
+                return r.status
+        except urllib.error.HTTPError as err:
+            return err.code
+
+    import asyncio
+
+    assert await asyncio.get_running_loop().run_in_executor(None, get) == 400
