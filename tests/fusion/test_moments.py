@@ -158,3 +158,21 @@ def test_clip_length_stays_within_the_settings():
     assert end - start == pytest.approx(12.0) and start < 20 and end > 22
     start, end = spans[0].clip_range(HighlightConfig(max_clip_s=3.0, min_clip_s=2.0))
     assert end - start == pytest.approx(3.0)
+
+
+def test_the_evaluation_counts_moments_boundaries_and_distractors_and_estimates_the_lag():
+    from training.fusion import evaluate
+
+    sig = stream(90, [(12, 17), (42, 47), (70, 74)], chat=[(18, 6), (48, 6), (76, 6)])
+    rows = {("s", w.window): {"start_s": w.start_s, "end_s": w.end_s, "features": dict(w.features), "modalities": {"audio", "vision", "chat"}}
+            for w in windows(sig, [0.5] * 9)}
+    lag = evaluate.estimate_chat_lag(rows)
+    assert lag["peaks_with_a_reaction"] == 3 and lag["median_s"] == 6.0
+    plan = {"stream": "s", "lags": {}, "moments": [{"start": 12.2, "end": 17.0, "kind": "highlight"}, {"start": 42.0, "end": 47.5, "kind": "highlight"},
+                                                   {"start": 55.0, "end": 60.0, "kind": "decoy_music"}]}
+    spans, _ = run(windows(sig, [0.1, 0.9, 0.7, 0.1, 0.9, 0.6, 0.1, 0.9, 0.6]))
+    spans.append(spans[0].__class__(9, (5,), 56.0, 58.0, 0.7, spans[0].best, ()))  # a highlight on the distractor
+    m = evaluate.moment_metrics({"s": spans}, [plan])
+    assert (m["highlights"], m["moments"], m["matched"], m["distractors_reported"]) == (4, 2, 2, 1)
+    assert m["precision"] == 0.5 and m["recall"] == 1.0
+    assert m["boundary_error_median_s"] == pytest.approx(0.1)  # median of |12-12.2|, |17-17|, |42-42|, |47-47.5|

@@ -383,6 +383,9 @@ async def test_two_moments_20_s_apart_get_two_highlights_with_their_own_clips_an
             await start(bus, other, duration_s=50.0)
             glitch = events_pb2.Glitch(stream_id=other, glitch_id="g1", phase=events_pb2.PHASE_START, kind=events_pb2.GLITCH_KIND_STRIPES,
                                        severity=0.8, start_s=31.0, end_s=35.0, confidence=0.9)
+            dead = await bus.js.subscribe(subjects.deadletter("fusion"), stream=subjects.DEADLETTER_STREAM, ordered_consumer=True)
+            backwards = events_pb2.Glitch(stream_id=other, glitch_id="g0", phase=events_pb2.PHASE_START, start_s=20.0, end_s=5.0)
+            await bus.publish_event(other, backwards, f"{other}:glitch:g0:start")  # a span that ends before it starts
             await bus.publish_event(other, glitch, f"{other}:glitch:g1:start")
             for _ in range(100):  # the glitch is known before the moments are decided
                 state = fusion.streams.get(other) if other in fusion.streams else None
@@ -404,8 +407,10 @@ async def test_two_moments_20_s_apart_get_two_highlights_with_their_own_clips_an
                 await bus.publish(subjects.media("windows", other), window(other, i, last=i == 4), f"{other}:window:{i}")
             highlights = await log.wait("highlight", 2, timeout=60)
             other_highlights = await other_log.wait("highlight", 1, timeout=30)
+            dead_msg = await dead.next_msg(timeout=10)
             await sub.unsubscribe()
             await other_sub.unsubscribe()
+    assert dead_msg.headers["streamsight-dlq-subject"] == subjects.event("glitch", other)
     assert [(h.start_s, h.end_s) for h in highlights] == [(12.0, 17.0), (32.0, 37.0)]
     assert all(h.resolution == "moment" and h.peak_s == h.start_s and h.rank >= 1 and "loud sound" in h.reason and "fast motion" in h.reason
                for h in highlights)
