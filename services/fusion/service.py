@@ -16,13 +16,17 @@ and nothing is acted on). What the stream is comes from statuses: ingest's "star
 a file and its length), a declaration of its modalities (StreamStatus.modalities, whether it has
 chat), a stage's own terminal or "chat_failed" status (it delivers nothing more). The model
 (model.py) scores it; one WindowScore event `<stream>:score:<i>` is published; the
-`highlights.HighlightTracker` turns runs of high windows into highlights; a highlight gets a
-clip from ingest's ExportClip (lead-in included) and one Highlight event
-`<stream>:highlight:<n>`. A clip that fails still publishes the highlight, with an empty clip.
+`highlights.HighlightTracker` finds the moments in and around high windows at 1 s (moments.py,
+from the 1 s values the scores carry; chat's reaction 1-12 s later credited to the moment it
+follows) and makes one highlight per moment; a highlight gets a clip from ingest's ExportClip
+(lead-in included) and one Highlight event `<stream>:highlight:<n>`. A clip that fails still
+publishes the highlight, with an empty clip. Glitch events (durable "fusion-glitch") mark the
+spans whose moments are suppressed or flagged.
 
 Exactly once under redelivery and restarts: every accepted record is written to the KV bucket
 (`p.<stream>.<i>.<modality>`) before it is acknowledged, every score after it is published
-(`s.<stream>.<i>`), every highlight (`h.<stream>.<n>`), and the stream's clock (`m.<stream>`).
+(`s.<stream>.<i>`), every highlight (`h.<stream>.<n>`), every glitch span (`g.<stream>.<id>`),
+and the stream's clock (`m.<stream>`).
 A restart rebuilds the joins and trackers from the bucket; records for a scored window are
 ignored; the event ids let JetStream drop a copy published twice across a crash.
 
