@@ -91,10 +91,14 @@ def _analyze(args) -> int:
 def _demo(args) -> int:
     from streamsight.app.analyze import JobOptions, main
     from streamsight.app.demo import make_sample
+    from streamsight.app.supervisor import find_running
 
     out = Path(args.out)
-    print(f"making a sample game stream in {out / 'sample'} ...", flush=True)
-    sample = make_sample(out / "sample", duration=args.duration)
+    folder = out / "sample"
+    if find_running(Path(args.data_dir)):  # the running stack's gateway reads files from its data folder by default
+        folder = Path(args.data_dir) / "gateway" / "media" / "demo"
+    print(f"making a sample game stream in {folder} ...", flush=True)
+    sample = make_sample(folder, duration=args.duration)
     return main(JobOptions(source=str(sample.video), chat=str(sample.chat), out=out, data_dir=Path(args.data_dir)))
 
 
