@@ -268,6 +268,27 @@ def moment_metrics(spans_by_stream: dict[str, list], plans: Sequence[dict]) -> d
     }
 
 
+def lagged_chat_auc(rows: dict[tuple[str, int], dict], plans: Sequence[dict], lags: Sequence[int] = (0, 2, 4, 5, 6)) -> dict:
+    """How well chat separates windows holding a planted moment from the rest (ROC AUC), counting
+    the window's own messages and the messages `lag` seconds later: chat reacts after the moment."""
+    from sklearn.metrics import roc_auc_score
+
+    truth = {p["stream"]: [m for m in p["moments"] if m["kind"] == "highlight"] for p in plans}
+    y: list[int] = []
+    counts: dict[int, list[float]] = {lag: [] for lag in lags}
+    for stream, windows in stream_rows(rows).items():
+        per = {int(round(w["start_s"])) + int(k.rsplit("_s", 1)[1]): v for w in windows
+               for k, v in w["features"].items() if k.startswith("chat.chat_messages_s")}
+        for w in windows:
+            a, b = w["start_s"], w["end_s"]
+            y.append(int(any(min(b, m["end"]) - max(a, m["start"]) >= min(3.0, (m["end"] - m["start"]) / 2) for m in truth.get(stream, []))))
+            for lag in lags:
+                counts[lag].append(sum(per.get(t, 0.0) for t in range(int(a) + lag, int(b) + lag)))
+    if len(set(y)) < 2:
+        return {}
+    return {f"lag_{lag}s": round(float(roc_auc_score(y, counts[lag])), 3) for lag in lags}
+
+
 def evaluate_moments(features: str, plans_path: str, models: Sequence[FusionModel], config: HighlightConfig, live: bool = False) -> tuple[dict, dict]:
     """(metrics, spans by stream) of the highlight path on one generated set."""
     import json
@@ -312,6 +333,7 @@ def main(argv: list[str] | None = None) -> dict:
     models = [FusionModel.load(MODELS / "default.json"), FusionModel.load(MODELS / "default_av.json")]
     config = HighlightConfig(threshold=models[0].threshold, moments=MomentConfig())
     report = {"chat_lag_tune": lag, "chat_lag_test": estimate_chat_lag(records.to_rows(records.read_jsonl(test[0])))}
+    report["chat_auc_by_lag_test"] = lagged_chat_auc(records.to_rows(records.read_jsonl(test[0])), json.loads(test[1].read_text()))
     report["file"], _ = evaluate_moments(str(test[0]), str(test[1]), models, config)
     report["live"], _ = evaluate_moments(str(test[0]), str(test[1]), models, config, live=True)
     report["live"]["wait_s"] = config.wait_s(True)
