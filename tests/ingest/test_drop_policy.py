@@ -60,7 +60,8 @@ def frames_and_windows(msgs) -> tuple[dict[str, list[int]], list[media_pb2.Windo
 
 async def test_a_live_source_whose_analysers_are_behind_drops_frames_only_and_counts_them(bus, live_hls, tmp_path) -> None:
     sid = "drop-live"
-    settings = IngestSettings(max_backlog=10, read_timeout_s=1.5, live_give_up_s=2.0)
+    # The test server is on loopback, opened here as a lab would.
+    settings = IngestSettings(max_backlog=10, read_timeout_s=1.5, live_give_up_s=2.0, allow_networks=["127.0.0.0/8"])
     sub = await hold(bus, "holder-live", sid)
     before = {c: dropped_metric(c, "backlog") for c in CONSUMERS}
     live_hls.run(preroll=2, limit=4)
