@@ -103,3 +103,34 @@ def test_the_embedded_stack_may_read_the_folders_named_on_the_command_line(tmp_p
     named = _named_folders(JobOptions(source=str(tmp_path / "a" / "v.mp4"), chat=str(tmp_path / "b" / "chat.json")))
     assert json.loads(named["STREAMSIGHT_GATEWAY_LOCAL_ROOTS"]) == sorted([str(tmp_path / "a"), str(tmp_path / "b")])
     assert _named_folders(JobOptions(source="https://example.com/live.m3u8", chat="twitch:somebody")) == {}
+
+
+async def test_events_reconnects_after_a_gateway_restart_and_repeats_nothing(nats_server, bus):
+    from streamsight.gen.events.v1 import events_pb2
+
+    port = free_port()
+    sid = f"restart{port}"
+    async with running_gateway(nats_server.url, grpc_port=port, auth_token="cli-token") as gateway, channel(gateway.address, "cli-token") as ch:
+        with pytest.raises(grpc.aio.AioRpcError):  # no ingest: two status events (registered, dispatch_failed)
+            await gateway_pb2_grpc.StreamSightStub(ch).StartStream(gw.StartStreamRequest(source="https://example.com/live.m3u8", stream_id=sid))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "streamsight.app.cli", "events", "--stream", sid, "--after", "0", "--json",
+            "--gateway", gateway.address, "--token", "cli-token", "--reconnect", "60",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        first = [json.loads(await asyncio.wait_for(proc.stdout.readline(), 60)) for _ in range(2)]
+    try:
+        # The gateway is gone; an event arrives meanwhile, then a new gateway on the same port.
+        await bus.publish_event(sid, events_pb2.StreamStatus(stream_id=sid, reason="while-away", reporter="test"), f"{sid}:away")
+        async with running_gateway(nats_server.url, grpc_port=port, auth_token="cli-token"):
+            third = json.loads(await asyncio.wait_for(proc.stdout.readline(), 60))
+            await bus.publish_event(sid, events_pb2.StreamStatus(stream_id=sid, reason="after", reporter="test"), f"{sid}:after")
+            fourth = json.loads(await asyncio.wait_for(proc.stdout.readline(), 60))
+    finally:
+        proc.terminate()
+        _, err = await proc.communicate()
+    assert [e["status"]["reason"] for e in first] == ["registered", "dispatch_failed"]
+    assert third["status"]["reason"] == "while-away" and fourth["status"]["reason"] == "after", "resumed after the last event, none repeated"
+    sequences = [int(e["sequence"]) for e in (*first, third, fourth)]
+    assert sequences == sorted(set(sequences))
+    assert "lost the gateway" in err.decode() and "reconnected" in err.decode()
