@@ -99,7 +99,7 @@ def _demo(args) -> int:
         folder = Path(args.data_dir) / "gateway" / "media" / "demo"
     print(f"making a sample game stream in {folder} ...", flush=True)
     sample = make_sample(folder, duration=args.duration)
-    return main(JobOptions(source=str(sample.video), chat=str(sample.chat), out=out, data_dir=Path(args.data_dir)))
+    return main(JobOptions(source=str(sample.video), chat=str(sample.chat), out=out, data_dir=Path(args.data_dir)), as_json=args.json)
 
 
 def _config(args) -> int:
@@ -238,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
     demo.add_argument("--duration", type=float, default=60.0, help="sample length in seconds (default 60)")
     demo.add_argument("--data-dir", default="var", help="where `streamsight up` keeps its state (default: var)")
+    demo.add_argument("--json", action="store_true", help="print report.json's document on stdout at the end instead of the summary")
     demo.set_defaults(run=_demo)
 
     up = sub.add_parser("up", help="start embedded NATS and every built service")
