@@ -305,7 +305,8 @@ async def analyze(options: JobOptions, progress: Progress | None = None) -> Stre
 def main(options: JobOptions, as_json: bool = False) -> int:
     """Run the job; exit code 0, 1 (the stream failed), or as streamsight.app.cli.rpc_failure says."""
     try:
-        results = asyncio.run(analyze(options))
+        # With --json, stdout carries the report only; progress goes to stderr.
+        results = asyncio.run(analyze(options, Progress(sys.stderr) if as_json else None))
     except grpc.aio.AioRpcError as exc:
         from streamsight.app.cli import rpc_failure
 
