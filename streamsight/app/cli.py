@@ -97,7 +97,7 @@ def _demo(args) -> int:
     folder = out / "sample"
     if find_running(Path(args.data_dir)):  # the running stack's gateway reads files from its data folder by default
         folder = Path(args.data_dir) / "gateway" / "media" / "demo"
-    print(f"making a sample game stream in {folder} ...", flush=True)
+    print(f"making a sample game stream in {folder} ...", file=sys.stderr if args.json else sys.stdout, flush=True)
     sample = make_sample(folder, duration=args.duration)
     return main(JobOptions(source=str(sample.video), chat=str(sample.chat), out=out, data_dir=Path(args.data_dir)), as_json=args.json)
 
