@@ -17,7 +17,8 @@ The **excitement** of a second is z(motion) + max(z(loudness), z(onset)), each c
 A **candidate** is a second whose excitement reaches `peak_z` and is the highest within 2 s.
 Its **cues**: audio (loudness or onset z >= `cue_z` within [-2, +3] s), motion (the same for
 motion) and chat (a burst, chat z >= `chat_z`, starting `chat_lag_min_s` .. `chat_lag_max_s`
-after the peak and not already claimed by another moment). A candidate needs `min_cues` cues
+after the peak, not already claimed by another moment, and with no new event starting between the
+peak and the burst: viewers react to the latest thing they saw). A candidate needs `min_cues` cues
 (fewer when the stream has fewer modalities): a music swell is audio only, a camera pan motion
 only, chat spam chat only, and none of them is a moment.
 
@@ -190,6 +191,8 @@ def find(series: Series, lo: int, hi: int, score_at: Callable[[int], float | Non
         if any(curves.z("motion", u) >= config.cue_z for u in range(t - 2, t + 4)):
             cues.append("motion")
         burst = _chat_burst(curves, t, config, claimed)
+        if burst is not None and _newer_onset(curves, t, burst[0], config):
+            burst = None  # viewers react to the latest thing they saw: a new event began before the burst
         if burst is not None:
             cues.append("chat")
         if len(cues) < need:
@@ -221,6 +224,15 @@ def _chat_burst(curves: Curves, t: int, config: MomentConfig, claimed: set[int])
             stop += 1
         return first, stop
     return None
+
+
+def _newer_onset(curves: Curves, t: int, burst: int, config: MomentConfig) -> bool:
+    """Whether another event starts between the peak at t and the chat burst: a second past the
+    peak's own stretch where the excitement jumps from below half `peak_z` to at least `peak_z`."""
+    for p in range(t + 1, burst):
+        if curves.excitement(p) >= config.peak_z and curves.excitement(p - 1) < config.peak_z / 2:
+            return True
+    return False
 
 
 def _bounds(curves: Curves, t: int, peak: float, config: MomentConfig, taken: list[tuple[int, int]], data_end: int) -> tuple[int, int]:

@@ -176,3 +176,13 @@ def test_the_evaluation_counts_moments_boundaries_and_distractors_and_estimates_
     assert (m["highlights"], m["moments"], m["matched"], m["distractors_reported"]) == (4, 2, 2, 1)
     assert m["precision"] == 0.5 and m["recall"] == 1.0
     assert m["boundary_error_median_s"] == pytest.approx(0.1)  # median of |12-12.2|, |17-17|, |42-42|, |47-47.5|
+
+
+def test_a_camera_pan_before_a_moment_does_not_take_the_moments_chat():
+    """The demo sample's case: a pan at 25-31 s (motion only), a moment at 40 s whose chat burst
+    starts at 42 s, 11 s after the pan's last second: the burst belongs to the moment."""
+    sig = stream(60, [(40, 47)], chat=[(42, 6)])
+    sig["motion"][25:32] = 30.0
+    spans, _ = run(windows(sig, [0.1, 0.1, 0.1, 0.2, 1.0, 0.1]))
+    assert [(s.start_s, s.end_s) for s in spans] == [(40.0, 47.0)]
+    assert "chat spike" in spans[0].reason
