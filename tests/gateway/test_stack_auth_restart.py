@@ -10,6 +10,8 @@ import io
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -64,13 +66,17 @@ def test_every_internal_api_wants_the_token(stack):
 def test_a_job_with_the_token_succeeds_end_to_end(stack, tmp_path):
     sample = make_sample(_media(stack, "job"), duration=30.0)
     out = tmp_path / "out"
-    options = JobOptions(source=str(sample.video), chat=str(sample.chat), out=out, gateway=stack.addresses()["gateway"], token=TOKEN, wait_s=240)
-    results = asyncio.run(analyze(options, Progress(io.StringIO())))
-    doc = json.loads((out / "report.json").read_text())
+    command = [sys.executable, "-m", "streamsight.app.cli", "analyze", str(sample.video), "--chat", str(sample.chat), "--out", str(out),
+               "--gateway", stack.addresses()["gateway"], "--token", TOKEN, "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc = json.loads(done.stdout)  # --json: stdout is the report, progress went to stderr
+    assert doc == json.loads((out / "report.json").read_text())
     assert doc["state"] == "ended", doc.get("error")
     assert [w["index"] for w in doc["windows"]] == [0, 1, 2]
     assert doc["sentiment"]["series"], "chat was dispatched with the token"
-    assert results.highlights and all(h["clip"] and (out / h["clip"]).stat().st_size > 1000 for h in doc["highlights"])
+    assert doc["highlights"] and all(h["clip"] and (out / h["clip"]).stat().st_size > 1000 for h in doc["highlights"])
+    assert "windows scored" in done.stderr
 
 
 def test_analyze_survives_a_gateway_restart(stack, tmp_path, monkeypatch):
