@@ -18,10 +18,11 @@ from .errors import ErrorCode, IngestError
 
 BROWSER_VIDEO = frozenset({"h264"})
 X264_OPTIONS = {"preset": "veryfast", "crf": "23"}
+MAX_HEIGHT = 720  # taller sources (1080p, 4K HEVC) are scaled down: the clip is cut in seconds, not minutes
 
 
 def to_h264(src: Path, dest: Path) -> None:
-    """Re-encode `src` into an MP4 at `dest`: H.264 (yuv420p) video, AAC audio."""
+    """Re-encode `src` into an MP4 at `dest`: H.264 (yuv420p, at most MAX_HEIGHT lines) video, AAC audio."""
     try:
         _encode(src, dest)
     except (av.error.FFmpegError, ValueError) as exc:
@@ -35,8 +36,10 @@ def _encode(src: Path, dest: Path) -> None:
         ain = inp.streams.audio[0] if inp.streams.audio else None
         rate = vin.average_rate or vin.guessed_rate or Fraction(30)
         vout = out.add_stream("libx264", rate=rate, options=dict(X264_OPTIONS))
-        vout.width = vin.codec_context.width - vin.codec_context.width % 2  # 4:2:0 needs even sides
-        vout.height = vin.codec_context.height - vin.codec_context.height % 2
+        width, height = vin.codec_context.width, vin.codec_context.height
+        if height > MAX_HEIGHT:
+            width, height = round(width * MAX_HEIGHT / height), MAX_HEIGHT
+        vout.width, vout.height = width - width % 2, height - height % 2  # 4:2:0 needs even sides
         vout.pix_fmt = "yuv420p"
         vout.time_base = Fraction(1, 90000)
         aout = None
