@@ -200,3 +200,5 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
             if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 raise invalid(f"ingest: {exc.details()}") from None
             raise unavailable(f"the ingest service could not read the clip: {exc.code().name}") from None
+        finally:
+            call.cancel()  # a reader that went away (an HTTP client, say) stops ingest's reading too
