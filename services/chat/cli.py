@@ -1,7 +1,8 @@
 """Command-line tools behind `streamsight chat score` and `streamsight chat backtest`.
 
 - `score_main`: messages on stdin, one per line -> JSON lines {"text", "compound", "label"}
-  on stdout; the tool a person uses to check the lexicon.
+  on stdout; the tool a person uses to check the lexicon (`--backend encoder`: the
+  MiniLM backend).
 - `backtest_main FILE...`: chat logs in any supported format -> per series ("sentiment",
   "activity") the forecast MSE of the LSTM, the running mean and persistence, the LSTM's
   ratio to the better baseline, and the prediction intervals' coverage.
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from services.chat.encoder import EncoderSentiment
 from services.chat.forecast import HORIZON, MODEL_PATH, SERIES, ForecastModel, backtest
 from services.chat.replay import FORMATS, ReplayFormatError, load_replay
 from services.chat.sentiment import ChatSentiment
@@ -25,9 +27,18 @@ from services.chat.windows import series_from_messages
 
 def score_main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
     parser = argparse.ArgumentParser(prog="streamsight chat score", description="Score chat lines read on stdin.")
-    parser.parse_args(argv)
+    parser.add_argument("--backend", choices=("lexicon", "encoder"), default="lexicon",
+                        help="lexicon: VADER + Twitch lexicon (default); encoder: MiniLM + trained head (ONNX)")
+    args = parser.parse_args(argv)
     src, out = stdin or sys.stdin, stdout or sys.stdout
-    scorer = ChatSentiment()
+    if args.backend == "encoder":
+        try:
+            scorer = EncoderSentiment()
+        except (ImportError, FileNotFoundError, ValueError) as exc:
+            sys.stderr.write(f"error: {exc}\n")
+            return 2
+    else:
+        scorer = ChatSentiment()
     for line in src:
         text = line.rstrip("\r\n")
         if not text.strip():

@@ -239,39 +239,3 @@ class ChatSentiment:
             if not w.isascii() and any(ch in self._emojis for ch in w):
                 return True
         return False
-
-
-class TransformersSentiment:
-    """Optional backend: any local Hugging Face sequence-classification model.
-
-    Needs the `transformers` package (not installed by default) and loads with
-    `local_files_only=True`, so nothing is downloaded. compound = P(positive) - P(negative)
-    from the model's own label names.
-    """
-
-    def __init__(self, model_dir: str | Path, max_length: int = 128) -> None:
-        try:
-            import transformers  # noqa: PLC0415 - optional extra, imported only when asked for
-        except ImportError as exc:
-            raise ImportError(
-                "the transformers sentiment backend needs the 'transformers' package; "
-                "install it or use the default VADER backend"
-            ) from exc
-        path = Path(model_dir)
-        if not path.is_dir():
-            raise FileNotFoundError(f"sentiment model folder not found: {path}")
-        self._tok = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        self._model = transformers.AutoModelForSequenceClassification.from_pretrained(str(path), local_files_only=True)
-        self._model.eval()
-        labels = {int(i): str(name).lower() for i, name in self._model.config.id2label.items()}
-        self._pos = [i for i, n in labels.items() if "pos" in n]
-        self._neg = [i for i, n in labels.items() if "neg" in n]
-        if not self._pos or not self._neg:
-            raise ValueError(f"model labels {labels} have no positive/negative names")
-        self._max_length = max_length
-
-    def score(self, text: str, emotes: tuple[str, ...] = ()) -> Sentiment:
-        enc = self._tok([text], return_tensors="pt", truncation=True, max_length=self._max_length)
-        probs = self._model(**enc).logits.softmax(-1)[0].tolist()
-        compound = round(sum(probs[i] for i in self._pos) - sum(probs[i] for i in self._neg), 4)
-        return Sentiment(compound, label_for(compound))

@@ -42,6 +42,7 @@ from services.chat.client import IrcConfig, TwitchIrcClient
 from services.chat.forecast import ForecastModel
 from services.chat.session import ChatSession, Products
 from services.chat.settings import ChatSettings
+from services.chat.encoder import EncoderSentiment
 from services.chat.sentiment import ChatSentiment
 from services.chat.sources import LiveSource, ReplaySource, SourceError, check_replay_path, load_replay_checked_async, parse_source
 from services.chat.windows import INTERVAL_S, ChatAggregator
@@ -59,16 +60,23 @@ CLOCK_SKEW_S = 5.0  # follow the stream's subjects from this long before its med
 STOP_WAIT_S = 10.0  # StopChat waits this long for the last windows to be published
 
 
+def make_scorer(backend: str) -> ChatSentiment | EncoderSentiment:
+    """The message scorer the `sentiment_backend` setting names."""
+    if backend == "encoder":
+        return EncoderSentiment()
+    return ChatSentiment()
+
+
 def make_products(settings: ChatSettings) -> Products:
     """What every chat session shares (scorer, forecaster, model facts); training's offline
     extraction makes its sessions with the same."""
-    scorer = ChatSentiment()
+    scorer = make_scorer(settings.sentiment_backend)
     model = ForecastModel(settings.forecast_model)
     return Products(
         new_aggregator=lambda start_s: ChatAggregator(scorer, window_s=settings.window_s, start_s=start_s),
         new_forecaster=lambda: model.stream(INTERVAL_S),
         model_name=f"{settings.forecast_model.stem}@sha256:{model_digest(settings.forecast_model)}",
-        lexicon_version=scorer.lexicon.version,
+        lexicon_version=scorer.lexicon.version + ("+encoder" if isinstance(scorer, EncoderSentiment) else ""),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
@@ -23,6 +24,11 @@ class ChatSettings(BaseServiceSettings):
     replay_roots: list[str] = Field(default_factory=list, description="When set, replay files must lie under one of these folders")
     max_replay_mb: float = Field(512.0, gt=0, description="Largest replay file accepted, MB (a replay is held in memory)")
     forecast_model: Path = Field(Path(__file__).parent / "models" / "forecast.onnx", description="LSTM forecaster ONNX file")
+    sentiment_backend: Literal["lexicon", "encoder"] = Field(
+        "lexicon",
+        description="Message sentiment: lexicon (VADER + Twitch lexicon, ~50k msg/s/core) or encoder "
+        "(MiniLM + trained head, ONNX, needs the encoder extra; ~100x slower)",
+    )
     finished_kept: int = Field(256, ge=0, description="Finished readers GetChat still reports (oldest forgotten first)")
 
     @field_validator("irc_nick")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from services.chat.sentiment import (
     MAX_EMOTE_SUM,
     ChatSentiment,
     Lexicon,
-    TransformersSentiment,
     label_for,
 )
 
@@ -134,9 +132,3 @@ def test_bad_lexicon_file_is_a_clear_error(tmp_path: Path):
         Lexicon(bad)
     with pytest.raises(ValueError, match="cannot read"):
         Lexicon(tmp_path / "missing.json")
-
-
-@pytest.mark.skipif(importlib.util.find_spec("transformers") is not None, reason="transformers is installed")
-def test_transformers_backend_is_optional(tmp_path):
-    with pytest.raises(ImportError, match="transformers"):
-        TransformersSentiment(tmp_path)
