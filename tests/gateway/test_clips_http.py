@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import tracemalloc
 import urllib.error
 import urllib.request
 
+import av
 import grpc
+import numpy as np
 import pytest
 
 from gateway.service import GatewayService
 from gateway.settings import GatewaySettings
 from services.ingest.service import IngestService
 from services.ingest.settings import IngestSettings
-from streamsight.app.synth import make_media
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.gateway.v1 import gateway_pb2 as gw
 from streamsight.gen.gateway.v1 import gateway_pb2_grpc
@@ -37,12 +39,26 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str
         return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
 
 
+def _noise(path, seconds: int = 8, fps: int = 30):
+    """Video noise at high quality: megabytes of clip, so a buffered response would show in memory."""
+    rng = np.random.default_rng(1)
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=fps, options={"crf": "16", "g": str(2 * fps), "preset": "ultrafast"})
+        video.width, video.height, video.pix_fmt = 320, 180, "yuv420p"
+        for i in range(seconds * fps):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (180, 320, 3), dtype=np.uint8), format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    return path
+
+
 @pytest.fixture
 async def clip_site(nats_server, bus, tmp_path):
     """Ingest and the gateway (web page on) with a token; one stream ingested and one clip cut."""
     sid = f"game{next(_IDS)}"  # the module's NATS keeps every test's registry
     (tmp_path / "media").mkdir()
-    media = make_media(tmp_path / "media" / "game.mp4", duration=8.0, keyframe_interval=2.0)
+    media = _noise(tmp_path / "media" / "game.mp4")
     common = dict(nats_url=nats_server.url, grpc_host="127.0.0.1", grpc_port=0, auth_token=TOKEN, shutdown_grace_s=1.0)
     ingest = IngestService(IngestSettings(data_dir=tmp_path / "ingest", **common))
     async with ingest.serving():
@@ -52,7 +68,7 @@ async def clip_site(nats_server, bus, tmp_path):
         )
         async with GatewayService(settings).serving() as gateway, channel(gateway.address, TOKEN) as ch:
             stub = gateway_pb2_grpc.StreamSightStub(ch)
-            await stub.StartStream(gw.StartStreamRequest(source=str(media.path), stream_id=sid))
+            await stub.StartStream(gw.StartStreamRequest(source=str(media), stream_id=sid))
             while (await stub.GetStream(gw.GetStreamRequest(stream_id=sid))).state not in DONE:
                 await asyncio.sleep(0.1)
             async with channel(ingest.address, TOKEN) as ich:
@@ -111,3 +127,26 @@ async def test_clip_downloads_need_the_token_and_answer_ranges(clip_site):
     assert status == 200 and body == whole
     status, _, _ = await get(f"http://127.0.0.1:{gateway.web.port}/clips/{sid}/highlight-0.mp4", auth)
     assert status == 404, "the caller's key is no clip id"
+
+
+async def test_a_clip_is_streamed_not_held_in_memory(clip_site):
+    """The gateway relays ingest's chunks as they come: Python's peak allocation while a clip of
+    megabytes downloads stays under half the clip (1.5 MB for 5.5 MB here; buffering held it three times)."""
+    _, gateway, clip, sid = clip_site
+    url = f"http://127.0.0.1:{gateway.web.port}/clips/{sid}/{clip.clip_id}.mp4?token={TOKEN}"
+
+    def download() -> int:
+        got = 0
+        with urllib.request.urlopen(url, timeout=30) as r:
+            while block := r.read(64 * 1024):
+                got += len(block)
+        return got
+
+    tracemalloc.start()
+    try:
+        got = await asyncio.get_running_loop().run_in_executor(None, download)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert got == clip.size_bytes > 4_000_000
+    assert peak < clip.size_bytes / 2, f"peak {peak / 1e6:.1f} MB while serving a {clip.size_bytes / 1e6:.1f} MB clip"
