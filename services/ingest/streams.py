@@ -18,7 +18,6 @@ from pathlib import Path
 
 import structlog
 
-from streamsight import subjects
 from streamsight.bus import Bus
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
