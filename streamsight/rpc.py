@@ -8,7 +8,11 @@ INTERNAL with only the trace id, never a traceback. `stop()` marks health NOT_SE
 `follow_readiness(ready)` keeps health in step with a readiness check (a service's bus): NOT_SERVING
 while it says no, SERVING again once it says yes.
 
-Client (`channel`): an aio channel whose calls carry the current trace context in metadata.
+The token check covers every method of every server but health and reflection, streaming ones
+included, and compares in constant time.
+
+Client (`channel`): an aio channel whose calls (unary and server-streaming alike) carry the
+current trace context and, when given, the bearer token in metadata.
 """
 
 from __future__ import annotations
