@@ -21,7 +21,7 @@ window.streamsight = { drawn, view: () => view };
 
 function fresh(id) {
   return { id, lastSeq: 0, windows: new Map(), highlights: new Map(), glitches: new Map(), sentiment: new Map(), forecast: null,
-           incidents: [], mediaTime: 0, stream: null };
+           health: new Map(), incidents: [], mediaTime: 0, stream: null };
 }
 
 async function loadStreams() {
@@ -70,6 +70,11 @@ function drawTimeline() {
   }
   for (const h of view.highlights.values()) svg.append(svgNode("rect", { class: "hl", x: x(h.start_s || 0), y: top, width: Math.max(2, x(h.end_s || 0) - x(h.start_s || 0)), height: bottom - top, fill: "#fbbf24", "fill-opacity": 0.45, stroke: "#d97706" }));
   for (const g of view.glitches.values()) svg.append(svgNode("rect", { class: "gl", x: x(g.start_s || 0), y: bottom + 4, width: Math.max(3, x(g.end_s || g.start_s || 0) - x(g.start_s || 0)), height: 8, fill: "#ef4444" }));
+  for (const h of view.health.values()) {  // a HealthIncident from the health monitor, START to END
+    const r = svgNode("rect", { class: "inc", x: x(h.start_s || 0), y: top, width: Math.max(3, x(h.end_s || h.start_s || 0) - x(h.start_s || 0)), height: bottom - top, fill: "#7c3aed", "fill-opacity": 0.3 });
+    const t = svgNode("title", {}); t.textContent = `${(h.kind || "").replace("HEALTH_KIND_", "").toLowerCase()}: ${h.detail || ""}`; r.append(t);
+    svg.append(r);
+  }
   for (const i of view.incidents) svg.append(svgNode("rect", { class: "inc", x: x(i.at) - 1.5, y: top, width: 3, height: bottom - top, fill: "#7c3aed" }));
   svg.append(svgNode("line", { x1: 4, x2: W - 4, y1: bottom, y2: bottom, stroke: "#9ca3af" }));
   svg.dataset.windows = String(view.windows.size);
@@ -103,6 +108,7 @@ function describe(kind, p) {
   if (kind === "highlight") return `highlight ${(p.start_s || 0).toFixed(1)}–${(p.end_s || 0).toFixed(1)} s score ${(p.score || 0).toFixed(2)}`;
   if (kind === "glitch") return `glitch ${(p.phase || "").replace("PHASE_", "").toLowerCase()} ${(p.kind || "").replace("GLITCH_KIND_", "").toLowerCase()} at ${(p.start_s || 0).toFixed(1)} s`;
   if (kind === "status") return `status ${stateName(p.state)} ${p.reason || ""} ${p.detail || ""}`;
+  if (kind === "health") return `health ${(p.phase || "").replace("PHASE_", "").toLowerCase()} ${(p.kind || "").replace("HEALTH_KIND_", "").toLowerCase()} at ${(p.start_s || 0).toFixed(1)} s ${p.detail || ""}`;
   if (kind === "score") return `window ${p.window || 0} score ${(p.score || 0).toFixed(2)}`;
   if (kind === "sentiment") return `sentiment ${(p.start_s || 0).toFixed(0)} s: ${(p.compound || 0).toFixed(2)} (${p.messages || 0} messages)`;
   if (kind === "forecast") return `forecast from ${(p.issued_at_s || 0).toFixed(0)} s: ${(p.points || []).map((q) => (q.compound || 0).toFixed(2)).join(", ")}${p.trustworthy ? "" : " (not trusted)"}`;
@@ -115,6 +121,7 @@ function apply(kind, e) {
   if (kind === "score") { view.windows.set(p.window || 0, p); view.mediaTime = Math.max(view.mediaTime, p.end_s || 0); return "timeline"; }
   if (kind === "highlight") { view.highlights.set(p.highlight_id, p); return "highlight"; }
   if (kind === "glitch") { view.glitches.set(p.glitch_id, p); return "timeline"; }
+  if (kind === "health") { view.health.set(p.incident_id, p); return "timeline"; }
   if (kind === "sentiment") { view.sentiment.set(p.start_s || 0, p); return "charts"; }
   if (kind === "forecast") { view.forecast = p; return "charts"; }
   if (kind === "status") {
@@ -153,7 +160,7 @@ function connect() {
     // The browser retries by itself (with Last-Event-ID); a refused connection it gives up on.
     if (source.readyState === EventSource.CLOSED) retry = setTimeout(connect, 2000);
   };
-  for (const kind of ["status", "highlight", "glitch", "score", "sentiment", "forecast"]) source.addEventListener(kind, (msg) => onEvent(kind, msg));
+  for (const kind of ["status", "highlight", "glitch", "health", "score", "sentiment", "forecast"]) source.addEventListener(kind, (msg) => onEvent(kind, msg));
 }
 
 function select(id) {

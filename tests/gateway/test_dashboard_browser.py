@@ -3,8 +3,8 @@ real stack (every service in its own process, as `up` runs them).
 
 The new HTTP server (gateway/http) serves on the stack's gateway API: a StreamSightApi in this
 process on the stack's NATS, while the stack's gateway process takes StartStream. The page must
-draw every sentiment point and window, play a highlight clip (readyState >= 2), show an event
-published while it is open, and after its server went away and came back show what was published
+draw every sentiment point and window, play a highlight clip (readyState >= 2), show events
+published while it is open (a forecast, a health incident on the timeline), and after its server went away and came back show what was published
 meanwhile exactly once. The panel runs with `window.Twitch.ext` stubbed to hand it a token this
 test signs, on an origin of its own (so CORS is real), and draws the same chart from the EBS.
 """
@@ -148,11 +148,15 @@ async def test_dashboard_draws_a_live_stream_plays_a_clip_and_misses_nothing(sta
             forecast = events_pb2.SentimentForecast(stream_id=sid, issued_at_s=60, trustworthy=False, model="page-test",
                                                     points=[events_pb2.ForecastPoint(start_s=60 + 30 * k, compound=0.1 * k) for k in range(3)],
                                                     lower=[-0.3, -0.3, -0.3], upper=[0.5, 0.5, 0.5], activity=[1.0, 1.2, 1.1])
-            seq = await site.bus.publish_event(sid, forecast, f"{sid}:page-forecast")
+            await site.bus.publish_event(sid, forecast, f"{sid}:page-forecast")
             got = await _in_thread(browser.wait_for, "const d = window.streamsight.drawn.filter((x) => x.kind === 'forecast'); "
                                    "return d.length && document.getElementById('sentiment').dataset.trusted === 'false' && d[d.length - 1]", "the forecast drawn")
             assert await _in_thread(browser.js, "return document.getElementById('sentiment').dataset.forecastPoints") == "3"
             latency_live = got["drawn_ms"] - got["published_ms"]
+            incident = events_pb2.HealthIncident(stream_id=sid, incident_id=f"{sid}:health:0", phase=events_pb2.PHASE_START, kind=events_pb2.HEALTH_KIND_FREEZE,
+                                                 start_s=30, end_s=33, detail="frozen for 3 s")
+            await site.bus.publish_event(sid, incident, f"{sid}:page-health")
+            await _in_thread(browser.wait_for, "return [...document.querySelectorAll('#timeline rect.inc title')].some((t) => t.textContent === 'freeze: frozen for 3 s')", "the health incident on the timeline")
 
             # The server goes away; what is published meanwhile arrives once after the page reconnects.
             await site.server.stop()
@@ -167,7 +171,7 @@ async def test_dashboard_draws_a_live_stream_plays_a_clip_and_misses_nothing(sta
             (tmp_path / "dashboard.png").write_bytes(await _in_thread(browser.screenshot_png))
             print(f"\ndashboard: DOMContentLoaded {load[0]:.0f} ms, load {load[1]:.0f} ms; forecast published->drawn {latency_live} ms; "
                   f"{n_points} sentiment points, {len(highlights)} highlights; clip readyState {state[0]}, duration {state[1]:.1f} s; "
-                  f"screenshot {tmp_path / 'dashboard.png'}; seq {seq}")
+                  f"screenshot {tmp_path / 'dashboard.png'}")
     finally:
         await site.server.stop()
         await site.bus.close()
