@@ -1,0 +1,326 @@
+"""One stream's health checks, fed the MEDIA messages in the order they were stored.
+
+Inputs (plain values, so that tests and the service feed it alike; see `feed`):
+- `frame(pts_s, width, height, rgb)`: a sampled glitch frame (2 fps): black, resolution;
+- `signals([(pts_s, frozen, diff), ...])`: every decoded frame's signal: freeze, frame rate, and the
+  video clock that audio_gap and no_audio are judged against;
+- `audio(start_s, rate, samples)`: ingest's mono chunks: silence, loudness, audio_gap, av_drift,
+  sample-rate changes;
+- `finish(end_s)`: the stream's last window record ends whatever is open.
+
+What MEDIA lets each check see (ingest sends mono 32 kHz audio in ~1 s chunks whose start is
+re-anchored to the source's timestamps when they slip by more than 0.2 s):
+- audio_gap: a hole of at least `audio_gap_min_s` between one chunk's end and the next one's
+  start, or, live, the video clock running `audio_gap_min_s` past the usual lead of video over
+  the last chunk's end (a chunk's length plus 0.5 s of interleaving) with no audio at all;
+- av_drift: the sum of the smaller re-anchoring jumps (audio timestamps slipping against the
+  audio actually delivered) reaching `av_drift_max_s` either way; ingest's 0.2 s resync
+  tolerance is the resolution;
+- format_change: a different sampled picture size (ingest scales to fit 1280x720, so a change
+  between two sizes that both scale to 1280x720 is not seen), a frame rate that changed by more
+  than 15 % (median frame interval), a different audio chunk sample rate. Codec and channel
+  layout are not in MEDIA.
+- no_audio: no audio chunk at all by `no_audio_after_s` of video: one incident, START then END
+  at the stream's end, never UPDATEs, and no silence or audio_gap on top of it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from statistics import median
+
+import numpy as np
+
+from services.glitch.health.incidents import HealthEvent, Incidents
+from services.glitch.health.loudness import BLOCK_S, Block, LoudnessMeter
+from services.glitch.health.picture import measure
+
+KINDS = ("black", "freeze", "silence", "loudness", "audio_gap", "av_drift", "format_change", "no_audio")
+RATE_WINDOW = 15  # frame intervals whose median is the current frame period
+RATE_CHANGE = 0.15  # relative change of the median period that is a frame-rate change
+OWN_LEVEL_MIN_S = 30.0  # audio measured before the stream's own level is trusted
+OWN_LEVEL_KEEP_S = 600.0
+# An encoder fed a frozen picture refines it at keyframes and just after: a frame or two that
+# differ by a little (mean luma difference 0.4-2.5 on real footage) interrupt the frozen run.
+# The run survives up to FREEZE_BLIP_FRAMES such frames in a row under FREEZE_BLIP_DIFF.
+FREEZE_BLIP_FRAMES = 2
+FREEZE_BLIP_DIFF = 3.0
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """Thresholds (the glitch section's health_* settings give them)."""
+
+    black_luma: float = 24.0
+    black_ratio: float = 0.98
+    black_min_s: float = 0.5
+    freeze_min_s: float = 10.0
+    silence_dbfs: float = -60.0
+    silence_min_s: float = 3.0
+    target_lufs: float = -14.0
+    loud_lu: float = 9.0
+    quiet_lu: float = 20.0
+    quiet_min_s: float = 10.0
+    jump_lu: float = 20.0
+    audio_gap_min_s: float = 0.5
+    av_drift_max_s: float = 0.2
+    no_audio_after_s: float = 5.0
+    update_every_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("black_min_s", "freeze_min_s", "silence_min_s", "quiet_min_s", "audio_gap_min_s", "av_drift_max_s",
+                     "no_audio_after_s", "update_every_s", "loud_lu", "quiet_lu", "jump_lu"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0 < self.black_ratio <= 1:
+            raise ValueError(f"black_ratio must be in (0, 1], got {self.black_ratio}")
+
+
+class StreamHealth:
+    """The health checks of one stream. Not thread-safe: one caller at a time."""
+
+    def __init__(self, config: HealthConfig = HealthConfig()) -> None:
+        self.config = config
+        self.incidents = Incidents(update_every_s=config.update_every_s)
+        self.video_s: float | None = None  # the video clock: latest frame time seen
+        # picture
+        self._black_since: float | None = None
+        self._black_last = 0.0
+        self._size: tuple[int, int] | None = None
+        self._said_no_audio = False
+        # freeze and frame rate
+        self._last_pts: float | None = None
+        self._frozen_since: float | None = None
+        self._frozen_last = 0.0
+        self._blips = 0
+        self._intervals: deque[tuple[float, float]] = deque(maxlen=RATE_WINDOW)  # (pts, interval)
+        self._period: float | None = None
+        # audio
+        self._meter = LoudnessMeter()
+        self._audio_end: float | None = None
+        self._rate: int | None = None
+        self._chunk_s = 1.0
+        self._slip = 0.0
+        self._slip_since: float | None = None
+        self._silent_since: float | None = None
+        self._loud_cause = ""
+        self._quiet_since: float | None = None
+        self._loud_last = -math.inf
+        self._recent: deque[Block] = deque(maxlen=30)
+        self._own: deque[float] = deque(maxlen=int(OWN_LEVEL_KEEP_S / BLOCK_S))  # momentary LUFS of the stream
+
+    # -- video -------------------------------------------------------------------------
+    def frame(self, pts_s: float, width: int, height: int, rgb: np.ndarray) -> list[HealthEvent]:
+        cfg, inc = self.config, self.incidents
+        out = self._video_clock(pts_s)
+        if self._size is not None and (width, height) != self._size:
+            w0, h0 = self._size
+            out += inc.instant("format_change", pts_s, 0.5, f"picture size {w0}x{h0} -> {width}x{height} (as sampled)", 0.0)
+        self._size = (width, height)
+        pic = measure(rgb, cfg.black_luma)
+        if pic.dark_ratio >= cfg.black_ratio:
+            if self._black_since is None:
+                self._black_since = pts_s
+            self._black_last = pts_s
+            if pts_s - self._black_since >= cfg.black_min_s - 1e-6:
+                if inc.is_open("freeze"):  # a black picture is frozen too: black says more
+                    out += inc.clear("freeze", self._frozen_last, pts_s)
+                out += inc.raise_("black", self._black_since, pts_s, 1.0 - pic.mean_luma / (cfg.black_luma + 1),
+                                  f"black picture: mean luma {pic.mean_luma:.1f}/255, {pic.dark_ratio:.1%} of pixels at or below {cfg.black_luma:g}",
+                                  pic.mean_luma)
+        else:
+            out += inc.clear("black", self._black_last, pts_s)
+            self._black_since = None
+        return out
+
+    def signals(self, signals: list[tuple[float, bool, float]]) -> list[HealthEvent]:
+        """(pts_s, frozen, diff) of every decoded frame, in decode order."""
+        cfg, inc = self.config, self.incidents
+        out: list[HealthEvent] = []
+        for pts, frozen, diff in signals:
+            out += self._video_clock(pts)
+            if self._last_pts is not None and pts > self._last_pts:
+                out += self._frame_rate(pts, pts - self._last_pts)
+            if not frozen and self._frozen_since is not None and diff < FREEZE_BLIP_DIFF and self._blips < FREEZE_BLIP_FRAMES:
+                self._blips += 1  # an encoder's refinement of a frozen picture, not motion
+            elif frozen:
+                self._blips = 0
+                if self._frozen_since is None:
+                    self._frozen_since = self._last_pts if self._last_pts is not None else pts
+                self._frozen_last = pts
+                run = pts - self._frozen_since
+                if run >= cfg.freeze_min_s and not inc.is_open("black"):
+                    start = self._frozen_since if not inc.is_open("freeze") else inc.start_of("freeze")
+                    out += inc.raise_("freeze", start, pts, min(1.0, run / (3 * cfg.freeze_min_s)),
+                                      f"picture unchanged for {run:.1f} s", run)
+            else:
+                out += inc.clear("freeze", self._frozen_last, pts)
+                self._frozen_since, self._blips = None, 0
+            self._last_pts = pts if self._last_pts is None else max(self._last_pts, pts)
+        return out
+
+    def _frame_rate(self, pts: float, interval: float) -> list[HealthEvent]:
+        self._intervals.append((pts, interval))
+        if len(self._intervals) < RATE_WINDOW:
+            return []
+        mid = median(i for _, i in self._intervals)
+        near = [i for _, i in self._intervals if abs(i - mid) <= RATE_CHANGE * mid]
+        now = sum(near) / len(near)  # timestamps rounded to a coarse time base alternate (33, 34 ms)
+        if self._period is None:
+            self._period = now
+            return []
+        if abs(now - self._period) <= RATE_CHANGE * self._period:
+            return []
+        old, self._period = self._period, now
+        onset = next(p for p, i in self._intervals if abs(i - now) < abs(i - old))
+        self._intervals.clear()
+        return self.incidents.instant("format_change", onset - interval, 0.5, f"frame rate {1 / old:.1f} -> {1 / now:.1f} fps", 1 / now)
+
+    def _video_clock(self, t: float) -> list[HealthEvent]:
+        """Video moved to `t`: what the lack of audio means by now."""
+        cfg, inc = self.config, self.incidents
+        self.video_s = t if self.video_s is None else max(self.video_s, t)
+        if self._audio_end is None:
+            if self.video_s >= cfg.no_audio_after_s and not inc.is_open("no_audio") and not self._said_no_audio:
+                self._said_no_audio = True
+                return inc.raise_("no_audio", 0.0, self.video_s, 1.0, "the stream has no audio track (no audio by "
+                                  f"{cfg.no_audio_after_s:g} s of video)", 0.0)
+            return []
+        silent_for = self.video_s - self._audio_end
+        if silent_for > self._chunk_s + 0.5 + cfg.audio_gap_min_s:
+            return inc.raise_("audio_gap", self._audio_end, self.video_s, min(1.0, silent_for / 5),
+                              f"no audio for {silent_for:.1f} s while video continues", silent_for)
+        return []
+
+    # -- audio -------------------------------------------------------------------------
+    def audio(self, start_s: float, rate: int, samples: np.ndarray) -> list[HealthEvent]:
+        cfg, inc = self.config, self.incidents
+        out: list[HealthEvent] = []
+        if inc.is_open("no_audio"):
+            out += inc.clear("no_audio", start_s, start_s)
+        if self._rate is not None and rate != self._rate:
+            out += inc.instant("format_change", start_s, 0.5, f"audio sample rate {self._rate} -> {rate} Hz", float(rate))
+        self._rate = rate
+        duration = len(samples) / rate if rate else 0.0
+        if self._audio_end is not None:
+            jump = start_s - self._audio_end
+            if inc.is_open("audio_gap") and jump < cfg.audio_gap_min_s:
+                # the samples ingest still held when the audio stopped, sent late with the next
+                # audio: the gap began after them
+                inc.move_start("audio_gap", start_s + duration)
+            elif jump >= cfg.audio_gap_min_s:
+                gap_start = inc.start_of("audio_gap") or self._audio_end
+                out += inc.raise_("audio_gap", gap_start, start_s, min(1.0, (start_s - gap_start) / 5),
+                                  f"no audio for {start_s - gap_start:.2f} s", start_s - gap_start)
+                out += inc.clear("audio_gap", start_s, start_s)
+                self._meter.reset()
+                self._silent_since = self._quiet_since = None
+            elif abs(jump) > 1e-3:
+                out += self._drift(start_s, jump)
+        self._audio_end = start_s + duration if self._audio_end is None else max(self._audio_end, start_s + duration)
+        self._chunk_s = max(self._chunk_s, duration)
+        for block in self._meter.add(start_s, rate, samples):
+            out += self._block(block)
+        return out
+
+    def _drift(self, t: float, jump: float) -> list[HealthEvent]:
+        cfg, inc = self.config, self.incidents
+        if self._slip_since is None:
+            self._slip_since = t
+        self._slip += jump
+        if abs(self._slip) >= cfg.av_drift_max_s - 1e-6:
+            way = "ahead of" if self._slip > 0 else "behind"
+            return inc.raise_("av_drift", self._slip_since if not inc.is_open("av_drift") else inc.start_of("av_drift"), t,
+                              min(1.0, abs(self._slip) / (4 * cfg.av_drift_max_s)),
+                              f"audio timestamps {abs(self._slip):.2f} s {way} the audio delivered", self._slip)
+        if abs(self._slip) < cfg.av_drift_max_s / 2:
+            self._slip_since = None
+            return inc.clear("av_drift", t, t)
+        return []
+
+    def _block(self, b: Block) -> list[HealthEvent]:
+        cfg, inc = self.config, self.incidents
+        out: list[HealthEvent] = []
+        end = b.start_s + BLOCK_S
+        if b.rms_dbfs < cfg.silence_dbfs:
+            if self._silent_since is None:
+                self._silent_since = b.start_s
+            if end - self._silent_since >= cfg.silence_min_s - 1e-6:
+                out += inc.raise_("silence", self._silent_since, end, 1.0, f"audio below {cfg.silence_dbfs:g} dBFS for "
+                                  f"{end - self._silent_since:.1f} s", b.rms_dbfs)
+        else:
+            out += inc.clear("silence", b.start_s, end)
+            self._silent_since = None
+        self._recent.append(b)
+        if b.momentary_lufs > -70:
+            self._own.append(b.momentary_lufs)
+        return out + self._loudness(b, end)
+
+    def _own_level(self) -> float | None:
+        """The stream's own level: gated mean loudness (BS.1770 -70 LUFS and -10 LU gates) of the last 10 minutes."""
+        if len(self._own) * BLOCK_S < OWN_LEVEL_MIN_S:
+            return None
+        power = 10 ** ((np.fromiter(self._own, float) + 0.691) / 10)
+        gate = -0.691 + 10 * math.log10(power.mean()) - 10
+        kept = power[power >= 10 ** ((gate + 0.691) / 10)]
+        return -0.691 + 10 * math.log10(kept.mean())
+
+    def _loudness(self, b: Block, end: float) -> list[HealthEvent]:
+        cfg, inc = self.config, self.incidents
+        s = b.short_term_lufs
+        ceiling = cfg.target_lufs + cfg.loud_lu
+        own = self._own_level()
+        if own is not None:
+            ceiling = min(ceiling, own + cfg.jump_lu)
+        floor = cfg.target_lufs - cfg.quiet_lu
+        if b.momentary_lufs > ceiling:
+            self._loud_last = end
+        if s > ceiling and end - self._loud_last < 1.0:  # and loud in the last second, not only 3 s ago
+            onset = next((r.start_s for r in self._recent if r.momentary_lufs > ceiling), b.start_s)
+            start = inc.start_of("loudness") if inc.is_open("loudness") else onset
+            self._loud_cause, self._quiet_since = "loud", None
+            why = f"the stream's own level {own:.1f} LUFS + {cfg.jump_lu:g} LU" if own is not None and own + cfg.jump_lu < cfg.target_lufs + cfg.loud_lu \
+                else f"the target {cfg.target_lufs:g} LUFS + {cfg.loud_lu:g} LU"
+            return inc.raise_("loudness", start, end, (s - ceiling) / 10, f"too loud: short-term {s:.1f} LUFS, above {why}", s)
+        quiet = b.short_term_full and s < floor and self._silent_since is None
+        if quiet:
+            if self._quiet_since is None:
+                self._quiet_since = b.start_s - 3.0 + BLOCK_S
+            if end - self._quiet_since >= cfg.quiet_min_s:
+                self._loud_cause = "quiet"
+                return inc.raise_("loudness", self._quiet_since, end, (floor - s) / 10,
+                                  f"too quiet: short-term {s:.1f} LUFS, below the target {cfg.target_lufs:g} LUFS - {cfg.quiet_lu:g} LU", s)
+            return []
+        self._quiet_since = None
+        if inc.is_open("loudness"):
+            return inc.clear("loudness", self._loud_last if self._loud_cause == "loud" else b.start_s, end)
+        return []
+
+    # -- the end -------------------------------------------------------------------------
+    def finish(self, end_s: float | None = None) -> list[HealthEvent]:
+        """The stream ended (its last window record, or it went idle): end what is open."""
+        t = max(x for x in (end_s, self.video_s, self._audio_end, 0.0) if x is not None)
+        out: list[HealthEvent] = []
+        if self.incidents.is_open("no_audio"):
+            out += self.incidents.clear("no_audio", t, t)
+        return out + self.incidents.close_all(t)
+
+    def seconds_in(self, start_s: float, end_s: float) -> dict[str, float]:
+        """Per-window summary: seconds of [start_s, end_s) under each kind's incidents."""
+        return self.incidents.seconds_in(start_s, end_s)
+
+
+def feed(health: StreamHealth, kind: str, message) -> list[HealthEvent]:
+    """Hand one decoded MEDIA message (frames_glitch, signals, audio, windows) to `health`."""
+    if kind == "frames_glitch":
+        rgb = np.frombuffer(message.data, np.uint8).reshape(message.height, message.width, 3)
+        return health.frame(message.pts_s, message.width, message.height, rgb)
+    if kind == "signals":
+        return health.signals([(s.pts_s, s.frozen, s.diff) for s in message.signals])
+    if kind == "audio":
+        return health.audio(message.start_s, message.sample_rate, np.frombuffer(message.pcm_f32le, "<f4"))
+    if kind == "windows" and message.last:
+        return health.finish(message.end_s)
+    return []

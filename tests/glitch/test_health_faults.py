@@ -1,0 +1,127 @@
+"""Stream health on real footage with planted faults, through ingest's real decoder.
+
+The footage is ../shared/data/media/openarena_dm2.mp4 (real first-person-shooter gameplay with
+game sound); each fault is planted at 8 s of a 20 s excerpt. Every kind must start within 1 s of
+the fault (its START decided by then; silence and freeze by their minimum + 1 s), and be the
+only incident of the stream.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.glitch.health.monitor import HealthConfig
+
+from .health_media import SHARED, media, recode_audio, recode_video, remux, run
+
+GAME = SHARED / "media" / "openarena_dm2.mp4"
+AT, SECONDS = 8.0, 20.0
+
+pytestmark = pytest.mark.skipif(not GAME.exists(), reason=f"needs the shared test media ({GAME} is absent)")
+
+
+def one_incident(events, kind: str):
+    """The START and END of the stream's only incident, which must be of `kind`."""
+    summary = [(e.phase, e.kind, round(e.start_s, 2), round(e.end_s, 2)) for e in events]
+    incidents = {e.incident for e in events}
+    assert len(incidents) == 1 and {e.kind for e in events} == {kind}, summary
+    start = next(e for e in events if e.phase == "start")
+    end = next(e for e in events if e.phase == "end")
+    return start, end
+
+
+def test_black_picture_within_a_second(tmp_path: Path) -> None:
+    black = lambda rgb, t, prev: np.zeros_like(rgb) if AT <= t < AT + 3 else rgb  # noqa: E731
+    start, end = one_incident(run(media(recode_video(GAME, tmp_path / "b.mkv", black, end_s=SECONDS))), "black")
+    assert AT <= start.start_s <= AT + 0.5 and start.detected_at_s - AT <= 1.0
+    assert AT + 2.4 <= end.end_s <= AT + 3.0 and start.value < 1.0
+
+
+def test_freeze_within_its_minimum_plus_a_second(tmp_path: Path) -> None:
+    def freeze(rgb, t, prev):
+        return prev if AT <= t < AT + 11 else rgb  # the picture at 8 s, held for 11 s
+
+    cfg = HealthConfig()
+    start, end = one_incident(run(media(recode_video(GAME, tmp_path / "f.mkv", freeze, end_s=SECONDS + 2)), cfg), "freeze")
+    assert AT - 0.1 <= start.start_s <= AT + 0.1
+    assert start.detected_at_s - AT <= cfg.freeze_min_s + 1.0
+    assert AT + 10.8 <= end.end_s <= AT + 11.1
+
+
+def test_silence_within_its_minimum_plus_a_second(tmp_path: Path) -> None:
+    def mute(x, t, rate):
+        n = np.arange(x.shape[1]) / rate + t
+        x[:, (n >= AT) & (n < AT + 5)] = 0.0
+        return x
+
+    cfg = HealthConfig()
+    start, end = one_incident(run(media(recode_audio(GAME, tmp_path / "s.mkv", mute, until_s=SECONDS)), cfg), "silence")
+    assert AT <= start.start_s <= AT + 0.2 and start.detected_at_s - AT <= cfg.silence_min_s + 1.0
+    assert AT + 4.7 <= end.end_s <= AT + 5.2
+
+
+def test_deafening_audio_within_a_second(tmp_path: Path) -> None:
+    def deafen(x, t, rate):
+        n = np.arange(x.shape[1]) / rate + t
+        part = (n >= AT) & (n < AT + 3)
+        x[:, part] = np.clip(x[:, part] * 30.0, -1, 1)  # +30 dB into the limiter
+        return x
+
+    start, end = one_incident(run(media(recode_audio(GAME, tmp_path / "l.mkv", deafen, until_s=SECONDS))), "loudness")
+    assert AT - 0.1 <= start.start_s <= AT + 0.5 and start.detected_at_s - AT <= 1.0
+    assert "too loud" in start.detail and start.value > HealthConfig().target_lufs + HealthConfig().loud_lu
+    assert AT + 2.5 <= end.end_s <= AT + 3.5
+
+
+def test_audio_gap(tmp_path: Path) -> None:
+    drop = lambda pkt, t: None if AT <= t < AT + 2 else pkt  # noqa: E731
+    start, end = one_incident(run(media(remux(GAME, tmp_path / "g.mkv", drop, until_s=SECONDS))), "audio_gap")
+    # live, START's start is the earliest the hole can have begun (ingest still held up to a
+    # chunk of samples); END's is exact
+    assert AT - 1.3 <= start.start_s <= AT + 0.1
+    assert abs(end.start_s - AT) <= 0.1 and abs(end.end_s - (AT + 2)) <= 0.1
+    # ingest sends audio in 1 s chunks: the hole shows when video is a chunk + 0.5 s + the
+    # gap minimum past the last audio, or when the next chunk comes, whichever is first
+    assert start.detected_at_s - AT <= 2.0
+
+
+def test_av_drift(tmp_path: Path) -> None:
+    def shift(pkt, t):
+        if t >= AT:
+            late = int(round(0.3 / pkt.time_base))  # audio stamped 0.3 s late from 8 s on
+            pkt.pts, pkt.dts = pkt.pts + late, pkt.dts + late
+        return pkt
+
+    start, end = one_incident(run(media(remux(GAME, tmp_path / "d.mkv", shift, until_s=SECONDS))), "av_drift")
+    assert abs(start.start_s - AT) <= 1.0 and start.detected_at_s - AT <= 1.0
+    assert 0.25 <= start.value <= 0.35 and "ahead of" in start.detail
+
+
+def test_picture_size_change(tmp_path: Path) -> None:
+    keep = lambda rgb, t, prev: rgb  # noqa: E731
+    a = recode_video(GAME, tmp_path / "a.ts", keep, 0.0, AT, (640, 360))
+    b = recode_video(GAME, tmp_path / "b.ts", keep, AT, SECONDS, (480, 360))
+    both = tmp_path / "ab.ts"
+    both.write_bytes(a.read_bytes() + b.read_bytes())
+    start, end = one_incident(run(media(both)), "format_change")
+    assert abs(start.start_s - AT) <= 0.5 and start.detected_at_s - AT <= 1.0 and end.end_s == start.start_s
+    assert "640x360 -> 480x360" in start.detail
+
+
+def test_frame_rate_change(tmp_path: Path) -> None:
+    def halve(rgb, t, prev):
+        return None if t >= AT and round(t * 30) % 2 else rgb  # 30 -> 15 fps at 8 s
+
+    start, _ = one_incident(run(media(recode_video(GAME, tmp_path / "r.mkv", halve, end_s=SECONDS))), "format_change")
+    assert abs(start.start_s - AT) <= 0.5 and start.detected_at_s - AT <= 1.0
+    assert "30.0 -> 15.0 fps" in start.detail
+
+
+def test_no_audio_track_is_reported_once(tmp_path: Path) -> None:
+    events = run(media(remux(GAME, tmp_path / "n.mkv", no_audio=True, until_s=SECONDS)))
+    start, end = one_incident(events, "no_audio")
+    assert [e.phase for e in events] == ["start", "end"], "once: no UPDATEs, no silence or audio_gap on top"
+    assert start.start_s == 0.0 and end.end_s >= SECONDS - 0.5
