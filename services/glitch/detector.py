@@ -73,6 +73,7 @@ class DetectorConfig:
     band_persist_s: float = 10.0  # a fill band there this long is part of the picture
     standalone_kinds: tuple[str, ...] = ("stripes",)  # classifier kinds that open an incident without decoder evidence
     decode_error_weight: float = 0.5  # a decoder flag names the kind only when the classifier has no better one
+    report_freeze: bool = True  # the service leaves freeze to the health checks (services/glitch/health)
 
     def __post_init__(self) -> None:
         if not 0 < self.suspect_score <= self.open_score <= 1:
@@ -206,7 +207,7 @@ class StreamDetector:
         self._prev_sample = t
         decoder_bad = [e for e in self._errors if prev < e <= t]
         suspect = bool(decoder_bad) or any(a <= t < b for a, b in self._suspect)
-        frozen = any(a <= t <= b for a, b in self._freeze)
+        frozen = self.config.report_freeze and any(a <= t <= b for a, b in self._freeze)
         kinds = sample.score.kinds or {sample.score.kind: sample.score.corrupt}
         strong = {k: v for k, v in kinds.items() if k in cfg.standalone_kinds}
         strong_kind = max(strong, key=strong.__getitem__) if strong else ""

@@ -1,6 +1,6 @@
-"""Glitch service: ingest's glitch frames and decoder signals in, glitch incidents out.
+"""Glitch service: ingest's glitch frames, decoder signals and audio in; glitch and health incidents out.
 
-One durable batch consumer ("glitch") reads frames_glitch, signals and windows of every
+One durable batch consumer ("glitch") reads frames_glitch, signals, audio and windows of every
 stream in stored order. The frames of a batch, from all streams, are classified together in
 a thread (onnxruntime, off the event loop); then each message feeds its stream's
 `StreamDetector` in order, and the incidents' START/UPDATE/END phases are published as
@@ -12,12 +12,19 @@ A message that does not decode, or a frame whose size does not match its data, i
 dead-lettered; other streams are untouched. Freed heap is handed back to the OS when a stream
 ends and every few seconds of work (streamsight.heap.Trimmer): the classifier's buffers come
 from malloc and would otherwise keep every batch's high-water mark.
+
+Stream health (services/glitch/health: black, freeze, silence, loudness, audio_gap, av_drift,
+format_change, no_audio) is judged from the same messages by each stream's `StreamHealth` and
+published as events_pb2.HealthIncident CloudEvents (type streamsight.health.v1) with ids
+"<sid>:health:<n>:start|update-<k>|end". Freeze is reported there, not as a glitch: a frozen
+picture is not corruption, and one incident should not come twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +32,8 @@ from nats.aio.msg import Msg
 
 from services.glitch.classifier import FrameScore, GlitchClassifier
 from services.glitch.detector import DetectorConfig, GlitchEvent, Signal, StreamDetector
+from services.glitch.health.incidents import HealthEvent
+from services.glitch.health.monitor import StreamHealth, feed
 from services.glitch.settings import GlitchSettings
 from services.glitch.tiles import grid
 from streamsight import heap, subjects
@@ -48,6 +57,17 @@ KIND_ENUM = {
 # Tiles per classify call: the classifier holds all of a call's tiles as float32 at once
 # (0.6 MB each), so a fetch of 64 720p frames (1536 tiles) in one call peaked glitch at 650 MB.
 CLASSIFY_TILES = 64
+HEALTH_KIND_ENUM = {
+    "black": events_pb2.HEALTH_KIND_BLACK,
+    "freeze": events_pb2.HEALTH_KIND_FREEZE,
+    "silence": events_pb2.HEALTH_KIND_SILENCE,
+    "loudness": events_pb2.HEALTH_KIND_LOUDNESS,
+    "audio_gap": events_pb2.HEALTH_KIND_AUDIO_GAP,
+    "av_drift": events_pb2.HEALTH_KIND_AV_DRIFT,
+    "format_change": events_pb2.HEALTH_KIND_FORMAT_CHANGE,
+    "no_audio": events_pb2.HEALTH_KIND_NO_AUDIO,
+}
+MAX_AUDIO_RATE = 384_000
 PHASE_ENUM = {"start": events_pb2.PHASE_START, "update": events_pb2.PHASE_UPDATE, "end": events_pb2.PHASE_END}
 
 
@@ -65,6 +85,13 @@ def parse(msg: Msg, max_width: int = 1920, max_height: int = 1080) -> tuple[str,
         return kind, sid, frame
     if kind == "signals":
         return kind, sid, decode(media_pb2.FrameSignals, msg.data, sid)
+    if kind == "audio":
+        chunk = decode(media_pb2.AudioChunk, msg.data, sid)
+        if not 0 < chunk.sample_rate <= MAX_AUDIO_RATE:
+            raise BadMessage(f"audio chunk at {chunk.sample_rate} Hz; expected 1 to {MAX_AUDIO_RATE}")
+        if len(chunk.pcm_f32le) % 4 or not math.isfinite(chunk.start_s) or chunk.start_s < 0:
+            raise BadMessage(f"audio chunk of {len(chunk.pcm_f32le)} bytes at {chunk.start_s} s is not float32 PCM at a media time")
+        return kind, sid, chunk
     if kind == "windows":
         return kind, sid, window_record(msg.data, sid)
     raise BadMessage(f"unexpected subject {msg.subject}")
@@ -76,6 +103,8 @@ def _from_start(kind: str, message) -> bool:
         return message.index == 0
     if kind == "frames_glitch":
         return message.sample_index == 0
+    if kind == "audio":
+        return message.chunk_index == 0
     return all(s.pts_s < 1.0 for s in message.signals)  # decoder signals of the first second
 
 
@@ -90,11 +119,24 @@ def to_proto(sid: str, event: GlitchEvent) -> tuple[events_pb2.Glitch, str]:
     return msg, f"{glitch_id}:{suffix}"
 
 
+def health_proto(sid: str, event: HealthEvent) -> tuple[events_pb2.HealthIncident, str]:
+    """The HealthIncident message of one health event and its stable event id."""
+    incident_id = f"{sid}:health:{event.incident}"
+    suffix = f"update-{event.update}" if event.phase == "update" else event.phase
+    msg = events_pb2.HealthIncident(
+        stream_id=sid, incident_id=incident_id, phase=PHASE_ENUM[event.phase], kind=HEALTH_KIND_ENUM[event.kind],
+        severity=event.severity, start_s=event.start_s, end_s=event.end_s, detail=event.detail, value=event.value,
+        detected_at_s=event.detected_at_s,
+    )
+    return msg, f"{incident_id}:{suffix}"
+
+
 @dataclass
 class _Stream:
-    """What the glitch stage keeps for one stream: its detector and its window bounds."""
+    """What the glitch stage keeps for one stream: its detector, its health checks and its window bounds."""
 
     detector: StreamDetector
+    health: StreamHealth
     bounds: WindowBounds
 
 
@@ -107,8 +149,9 @@ class GlitchService(Service):
         s = self.settings
         self.detector_config = DetectorConfig(
             open_score=s.open_score, suspect_score=s.suspect_score, close_after_s=s.close_after_s,
-            freeze_min_s=s.freeze_min_s, update_every_s=s.update_every_s,
+            freeze_min_s=s.freeze_min_s, update_every_s=s.update_every_s, report_freeze=False,
         )
+        self.health_config = s.health_config()
         self.classifier = await asyncio.to_thread(GlitchClassifier, s.model_path, s.intra_threads or None)
         await asyncio.to_thread(self.classifier.warm_up)
         self.streams: StreamTable[_Stream] = StreamTable(self.name, idle_s=s.stream_idle_s)
@@ -117,7 +160,7 @@ class GlitchService(Service):
         self._lag_task = asyncio.create_task(self._watch_lag(), name="glitch:lag")
         self.bus.consume_batches(
             "glitch",
-            [subjects.media("frames_glitch"), subjects.media("signals"), subjects.media("windows")],
+            [subjects.media("frames_glitch"), subjects.media("signals"), subjects.media("audio"), subjects.media("windows")],
             self.on_batch,
             subjects.MEDIA_STREAM,
             batch=s.fetch_batch,
@@ -145,12 +188,17 @@ class GlitchService(Service):
         await until_done(lambda: self.bus.publish_event(sid, glitch, event_id), "publishing a glitch event", stream_id=sid)
         self.log.info("glitch", stream_id=sid, phase=event.phase, kind=event.kind, start_s=event.start_s, end_s=event.end_s)
 
+    async def _publish_health(self, sid: str, event: HealthEvent) -> None:
+        incident, event_id = health_proto(sid, event)
+        await until_done(lambda: self.bus.publish_event(sid, incident, event_id), "publishing a health event", stream_id=sid)
+        self.log.info("health", stream_id=sid, phase=event.phase, kind=event.kind, start_s=event.start_s, end_s=event.end_s, detail=event.detail)
+
     def _stream(self, sid: str, kind: str, message) -> _Stream | None:
         """The stream's entry (lifecycle policy); a window record is checked against its bounds."""
         window_s = self.settings.window_s
         if kind == "windows" and sid not in self.streams:
             WindowBounds(window_s).check(message)  # a first message far into the stream is forged
-        make = lambda: _Stream(StreamDetector(self.detector_config), WindowBounds(window_s))  # noqa: E731
+        make = lambda: _Stream(StreamDetector(self.detector_config), StreamHealth(self.health_config), WindowBounds(window_s))  # noqa: E731
         stream = self.streams.entry(sid, make, from_start=_from_start(kind, message))
         if stream is not None and kind == "windows":
             stream.bounds.check(message)
@@ -186,6 +234,7 @@ class GlitchService(Service):
             scores = {i: r for (i, _), r in zip(frames, results)}
         rgb = {i: img for (i, _), img in zip(frames, images)}
         touched: dict[str, list[GlitchEvent]] = {}
+        health: dict[str, list[HealthEvent]] = {}
         ended = False
         for i, kind, sid, m in parsed:
             try:
@@ -197,6 +246,7 @@ class GlitchService(Service):
                 continue  # a late or redelivered message of a finished stream (counted)
             detector = stream.detector
             out = touched.setdefault(sid, [])
+            health.setdefault(sid, []).extend(feed(stream.health, kind, m))
             if kind == "frames_glitch":
                 stream.bounds.saw_media(m.pts_s)
                 detector.add_frame(m.pts_s, scores[i], rgb[i])
@@ -216,11 +266,15 @@ class GlitchService(Service):
         for sid, stream in self.streams.idle():  # ingest vanished without a last record
             self.log.warning("stream idle; its open incident is ended", stream_id=sid)
             touched.setdefault(sid, []).extend(await asyncio.to_thread(stream.detector.finish))
+            health.setdefault(sid, []).extend(stream.health.finish())
             self._lag.forget(sid)
             ended = True
         for sid, events in touched.items():
             for event in events:
                 await self._publish(sid, event)
+        for sid, found in health.items():
+            for incident in found:
+                await self._publish_health(sid, incident)
         if self._trimmer.due(ended):
             await asyncio.to_thread(self._trimmer.trim)
         return rejected

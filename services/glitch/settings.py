@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
 from services.glitch.classifier import MODEL_DIR, MODEL_FILE
+from services.glitch.health.monitor import HealthConfig
 from streamsight.config import BaseServiceSettings
 
 
@@ -22,5 +24,32 @@ class GlitchSettings(BaseServiceSettings):
     open_score: float = Field(0.95, gt=0, le=1, description="Classifier score that opens an incident on one frame")
     suspect_score: float = Field(0.35, gt=0, le=1, description="Score enough while decoder evidence makes a frame suspect")
     close_after_s: float = Field(1.5, gt=0, description="Media seconds without a bad frame that end an incident")
-    freeze_min_s: float = Field(10.0, gt=0, description="Frozen picture for this long is a freeze incident")
+    freeze_min_s: float = Field(10.0, gt=0, description="Frozen picture for this long is a freeze incident (a health event, no longer a glitch)")
     update_every_s: float = Field(10.0, gt=0, description="Media seconds between UPDATE events of a long incident")
+    # stream health (health events beside glitch events; see services/glitch/health)
+    health_black_luma: float = Field(24.0, ge=0, le=255, description="A pixel this dark or darker (luma 0-255) counts as black")
+    health_black_ratio: float = Field(0.98, gt=0, le=1, description="Share of black pixels that makes a black picture")
+    health_black_min_s: float = Field(0.5, gt=0, description="Black picture for this long is a black incident (glitch frames come at 2 per second)")
+    health_silence_dbfs: float = Field(-60.0, le=0, description="Audio below this RMS level (dBFS) is silent")
+    health_silence_min_s: float = Field(3.0, gt=0, description="Silent audio for this long is a silence incident")
+    health_loudness_target: Literal["streaming", "broadcast"] = Field("streaming", description="Which loudness target applies: streaming (health_streaming_lufs) or broadcast (EBU R128, health_broadcast_lufs)")
+    health_streaming_lufs: float = Field(-14.0, le=0, description="Loudness target of streaming platforms, LUFS")
+    health_broadcast_lufs: float = Field(-23.0, le=0, description="EBU R128 broadcast loudness target, LUFS")
+    health_loud_lu: float = Field(9.0, gt=0, description="Short-term loudness this far above the target (LU) is too loud")
+    health_jump_lu: float = Field(20.0, gt=0, description="Short-term loudness this far above the stream's own level (LU, after 30 s of audio) is too loud")
+    health_quiet_lu: float = Field(20.0, gt=0, description="Short-term loudness this far below the target (LU), not silent, is too quiet")
+    health_quiet_min_s: float = Field(10.0, gt=0, description="Too quiet for this long is a loudness incident")
+    health_audio_gap_min_s: float = Field(0.5, gt=0, description="A hole in the audio this long or longer, video going on, is an audio_gap incident")
+    health_av_drift_max_s: float = Field(0.2, gt=0, description="Audio timestamps slipping this far against the audio delivered is an av_drift incident (ingest's resolution: 0.2 s)")
+    health_no_audio_after_s: float = Field(5.0, gt=0, description="No audio at all by this much video: the stream has no audio track (one no_audio incident)")
+
+    def health_config(self) -> HealthConfig:
+        """The health checks' thresholds."""
+        target = self.health_streaming_lufs if self.health_loudness_target == "streaming" else self.health_broadcast_lufs
+        return HealthConfig(
+            black_luma=self.health_black_luma, black_ratio=self.health_black_ratio, black_min_s=self.health_black_min_s,
+            freeze_min_s=self.freeze_min_s, silence_dbfs=self.health_silence_dbfs, silence_min_s=self.health_silence_min_s,
+            target_lufs=target, loud_lu=self.health_loud_lu, quiet_lu=self.health_quiet_lu, quiet_min_s=self.health_quiet_min_s,
+            jump_lu=self.health_jump_lu, audio_gap_min_s=self.health_audio_gap_min_s, av_drift_max_s=self.health_av_drift_max_s,
+            no_audio_after_s=self.health_no_audio_after_s, update_every_s=self.update_every_s,
+        )
