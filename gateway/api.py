@@ -71,9 +71,10 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
         source = validation.media_source(request.source, allow, roots)
         chat_source = validation.chat_source(request.chat_source, allow, roots)
         validation.stream_options(request.options.extra)
+        labels = validation.labels(request.labels)
         stream_id = validation.stream_id(request.stream_id) if request.stream_id else f"s-{uuid.uuid4().hex[:12]}"
         stream = gateway_pb2.Stream(
-            id=stream_id, source=source, chat_source=chat_source, options=request.options, state=common_pb2.STREAM_STATE_PENDING
+            id=stream_id, source=source, chat_source=chat_source, options=request.options, state=common_pb2.STREAM_STATE_PENDING, labels=labels
         )
         stream.created_at.GetCurrentTime()
         try:
@@ -144,7 +145,11 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
         for state in states:
             if state not in common_pb2.StreamState.values():
                 raise invalid(f"unknown stream state {state}")
-        streams = [s for s in await self.registry.list() if not states or s.state in states]
+        wanted = validation.labels(request.labels)
+        streams = [
+            s for s in await self.registry.list()
+            if (not states or s.state in states) and all(s.labels.get(k) == v for k, v in wanted.items())
+        ]
         return gateway_pb2.ListStreamsResponse(streams=streams)
 
     async def WatchEvents(self, request, context):

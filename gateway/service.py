@@ -7,9 +7,10 @@ import ipaddress
 from nats.aio.msg import Msg
 
 from gateway.api import StreamSightApi
+from gateway.ebs.config import EbsConfig
+from gateway.http import HttpServer
 from gateway.registry import Registry, StreamMissing, apply_state
 from gateway.settings import GatewaySettings
-from gateway.web import WebServer
 from streamsight import events, subjects
 from streamsight.bus import BadMessage
 from streamsight.config import ConfigError, env_name
@@ -28,9 +29,13 @@ class GatewayService(Service):
         self.registry = Registry(await self.bus.kv(subjects.REGISTRY_BUCKET))
         self.api = StreamSightApi(self.settings, self.bus, self.registry)
         self.bus.consume("gateway-registry", subjects.event("status"), self.on_status, subjects.EVENTS_STREAM)
-        self.web: WebServer | None = None
+        self.web: HttpServer | None = None
         if self.settings.http_enabled:
-            self.web = WebServer(self.api, self.settings.grpc_host, self.settings.http_port, self.settings.auth_token)
+            try:
+                ebs = EbsConfig.from_environ()
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            self.web = HttpServer(self.api, self.settings.grpc_host, self.settings.http_port, self.settings.auth_token, ebs=ebs)
             port = await self.web.start()
             self.log.info("web page serving", url=f"http://{self.settings.grpc_host}:{port}/")
 

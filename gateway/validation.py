@@ -27,6 +27,9 @@ MAX_OPTION_ENTRIES = 16
 MAX_OPTION_LEN = 256
 MAX_AFTER_SEQUENCE = 2**63 - 2  # JetStream sequences are signed 64-bit; the watch starts at after + 1
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_LABELS = 32
+_LABEL_KEY = re.compile(r"^[a-z0-9._/-]{1,63}$")
+TWITCH_CHANNEL_LABEL = "twitch.channel_id"  # the label the Twitch extension backend serves a channel by
 
 
 def _text(value: str, what: str, max_len: int) -> str:
@@ -57,6 +60,20 @@ def stream_options(extra: dict[str, str]) -> dict[str, str]:
         _text(key, "an options.extra key", 64)
         _text(value, f"options.extra[{key[:64]!r}]", MAX_OPTION_LEN)
     return dict(extra)
+
+
+def labels(given: dict[str, str]) -> dict[str, str]:
+    """A stream's labels: at most 32, keys of lowercase letters, digits and . _ / -, short values;
+    `twitch.channel_id` is a Twitch channel id (digits)."""
+    if len(given) > MAX_LABELS:
+        raise invalid(f"{len(given)} labels; at most {MAX_LABELS} are accepted")
+    for key, value in given.items():
+        if not _LABEL_KEY.match(key):
+            raise invalid(f"label key {key[:64]!r} is not valid: 1-63 lowercase letters, digits, '.', '_', '/' or '-'")
+        _text(value, f"label {key!r}", MAX_OPTION_LEN)
+        if key == TWITCH_CHANNEL_LABEL and not value.isdigit():
+            raise invalid(f"label {key!r} is a Twitch channel id, digits only (not the channel's name)")
+    return dict(given)
 
 
 def since_time(value) -> datetime:

@@ -52,6 +52,12 @@ CONFIG_ENV = "STREAMSIGHT_CONFIG"
 OTHER_VARIABLES = {
     CONFIG_ENV: "YAML file with the settings of the whole stack",
     "STREAMSIGHT_ONNX_PROVIDER": "force an onnxruntime provider (cpu, cuda) for every model (streamsight.inference)",
+    # The gateway's Twitch extension backend (gateway/ebs/config.py), named as Twitch's docs name them.
+    "STREAMSIGHT_TWITCH_EXTENSION_SECRET": "the Twitch extension secret, base64 as Twitch's console shows it; unset: no /ebs routes",
+    "STREAMSIGHT_TWITCH_EXTENSION_ORIGIN": "the origin the extension's pages run on (CORS); default https://<client id>.ext-twitch.tv",
+    "STREAMSIGHT_TWITCH_CLIENT_ID": "the extension's client id (enables the CORS default)",
+    "STREAMSIGHT_TWITCH_EBS_RATE_PER_S": "EBS requests a second per viewer after the burst (default 1)",
+    "STREAMSIGHT_TWITCH_EBS_BURST": "EBS requests a viewer may make at once (default 10)",
 }
 
 

@@ -15,7 +15,7 @@ import asyncio
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -46,6 +46,7 @@ class JobOptions:
     stream_id: str = ""
     wait_s: float = 180.0  # longest wait for scores after the stream ended
     reconnect_s: float = RECONNECT_S  # how long a lost gateway is retried
+    labels: dict[str, str] = field(default_factory=dict)  # e.g. {"twitch.channel_id": "1234"} for the extension backend
 
 
 class Progress:
@@ -247,6 +248,7 @@ async def run_job(gateway: str, options: JobOptions, services: list[str], progre
         source=source,
         chat_source=chat or "",
         stream_id=options.stream_id,
+        labels=options.labels,
         options=gateway_pb2.StreamOptions(
             pacing=common_pb2.PACING_LIVE if options.live else common_pb2.PACING_UNSPECIFIED, play_file_as_live=options.live
         ),

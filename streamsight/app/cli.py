@@ -76,13 +76,20 @@ def _up(args) -> int:
     return asyncio.run(run_up(Path(args.data_dir), args.nats_port, args.gateway_port, only))
 
 
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"a label is KEY=VALUE, not {text!r}")
+    return key, value
+
+
 def _analyze(args) -> int:
     from streamsight.app.analyze import JobOptions, main
 
     return main(
         JobOptions(
             source=args.source, chat=args.chat or "", live=args.live, out=Path(args.out), gateway=args.gateway or "",
-            token=args.token, data_dir=Path(args.data_dir), stream_id=args.stream_id or "",
+            token=args.token, data_dir=Path(args.data_dir), stream_id=args.stream_id or "", labels=dict(args.label or []),
         ),
         as_json=args.json,
     )
@@ -232,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--json", action="store_true", help="print report.json's document on stdout at the end instead of the summary")
     analyze.add_argument("--data-dir", default="var", help="where `streamsight up` keeps its state (default: var)")
     analyze.add_argument("--stream-id", help="identifier for the stream (default: generated)")
+    analyze.add_argument("--label", action="append", type=_label, metavar="KEY=VALUE",
+                         help="a label on the stream (repeatable), e.g. twitch.channel_id=12345 for the Twitch extension")
     analyze.set_defaults(run=_analyze)
 
     demo = sub.add_parser("demo", help="generate a sample game stream with chat and analyse it")

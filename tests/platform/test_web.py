@@ -45,7 +45,7 @@ async def test_page_streams_and_live_events(nats_server):
     async with running_gateway(nats_server.url) as gateway:
         port = gateway.web.port
         status, hdrs, body = await http_get(port, "/")
-        assert status == 200 and hdrs["content-type"].startswith("text/html") and b"EventSource" in body
+        assert status == 200 and hdrs["content-type"].startswith("text/html") and b"/static/dashboard.js" in body
         await _register(gateway.address, "web1")
         status, _, body = await http_get(port, "/api/streams")
         assert status == 200 and "web1" in [s["id"] for s in json.loads(body)["streams"]]
@@ -79,7 +79,7 @@ async def test_errors_and_token(nats_server):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"garbage\r\n\r\n")
         await writer.drain()
-        assert (await reader.read()).startswith(b"HTTP/1.1 400")
+        assert (await reader.read()).split(b" ", 2)[1] == b"400"
         writer.close()
 
 
