@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ import av
 from streamsight.app.analyze import JobOptions, Progress, run_job
 from streamsight.app.demo import make_chat
 from streamsight.app.supervisor import Supervisor
+from streamsight.config import env_name
 from streamsight.app.synth import SoundEvent, make_media
 
 
@@ -60,7 +62,7 @@ async def main() -> None:
         chat = make_chat(folder / "chat.jsonl", d, [0.2 * d, 0.7 * d])
         decode_s = min(decode_only(source) for _ in range(2))
         with (folder / "stack.log").open("w") as log:
-            sup = Supervisor(folder / "var", free_ports=True, out=log)
+            sup = Supervisor(folder / "var", free_ports=True, out=log, extra_env={env_name("gateway", "local_roots"): json.dumps([str(folder)])})
             await sup.start()
             try:
                 await sup.wait_serving(timeout_s=240)

@@ -27,6 +27,7 @@ import av
 
 from streamsight.app.analyze import JobOptions, Progress, analyze
 from streamsight.app.stack import running_stack
+from streamsight.config import env_name
 from streamsight.app.supervisor import Supervisor
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "data" / "media" / "openarena_dm2.mp4"
@@ -118,7 +119,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         clip, desc = media(args.seconds, folder)
-        with (folder / "stack.log").open("w") as log, running_stack(folder / "var", log) as sup:
+        with (folder / "stack.log").open("w") as log, running_stack(folder / "var", log, extra_env={env_name("gateway", "local_roots"): json.dumps([str(folder)])}) as sup:
             procs = pids(sup)
             asyncio.run(jobs(sup, clip, 1, folder, "warm"))
             rest = at_rest(procs)

@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import json
 import urllib.request
 
 import pytest
 
 from streamsight.app.stack import running_stack
 from streamsight.app.supervisor import built_services
+from streamsight.config import env_name
 
-from ..conftest import free_port_block
+from ..conftest import SHARED_DATA, free_port_block
 
 EVERY_SERVICE = {"ingest", "chat", "vision", "audio", "glitch", "fusion", "gateway"}
 
@@ -21,12 +23,19 @@ def stack_log(tmp_path_factory):
     return tmp_path_factory.mktemp("stack") / "stack.log"
 
 
+def readable_folders(tmp_path_factory) -> dict[str, str]:
+    """The gateway reads local files only under its local_roots: the tests' temporary folders
+    (generated media) and the shared real media."""
+    roots = [str(tmp_path_factory.getbasetemp()), str(SHARED_DATA)]
+    return {env_name("gateway", "local_roots"): json.dumps(roots)}
+
+
 @pytest.fixture(scope="module")
-def stack(stack_log):
+def stack(stack_log, tmp_path_factory):
     built = {s.name for s in built_services()}
     assert built == EVERY_SERVICE, f"the end-to-end tests need every service; built: {sorted(built)}"
     base = free_port_block(len(EVERY_SERVICE))
-    env = {"STREAMSIGHT_METRICS_BASE_PORT": str(base)}
+    env = {"STREAMSIGHT_METRICS_BASE_PORT": str(base), **readable_folders(tmp_path_factory)}
     with stack_log.open("w") as log, running_stack(stack_log.parent / "var", log, extra_env=env) as sup:
         sup.metrics_base_port = base
         yield sup

@@ -43,7 +43,7 @@ from streamsight.app.stack import running_stack
 from streamsight.app.supervisor import Supervisor
 
 from ..conftest import free_port_block
-from .conftest import EVERY_SERVICE, metric
+from .conftest import EVERY_SERVICE, metric, readable_folders
 
 pytestmark = pytest.mark.slow
 JOBS = int(os.environ.get("SOAK_JOBS", "20"))
@@ -92,7 +92,7 @@ def stack(tmp_path_factory):
     """The stack on its own thread's event loop, so every service's output keeps flowing."""
     folder = tmp_path_factory.mktemp("soak")
     base = free_port_block(len(EVERY_SERVICE))
-    env = {"STREAMSIGHT_METRICS_BASE_PORT": str(base)}
+    env = {"STREAMSIGHT_METRICS_BASE_PORT": str(base), **readable_folders(tmp_path_factory)}
     with (folder / "stack.log").open("w") as log, running_stack(folder / "var", log, extra_env=env) as sup:
         assert set(sup.state()["services"]) == EVERY_SERVICE, "the soak needs every service"
         sup.metrics_base_port = base
