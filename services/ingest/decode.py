@@ -15,6 +15,8 @@ from functools import partial
 import av
 import structlog
 
+from streamsight.telemetry import DECODE_ERRORS
+
 from .audio import AudioChunker
 from .clips import ClipBuffer, ClipBufferConfig
 from .deferred import ClipJob, ConvertJob, Entry
@@ -307,6 +309,7 @@ class StreamDecoder:
     def _error(self) -> None:
         self._errors_since += 1
         self.stats.decode_errors += 1
+        DECODE_ERRORS.inc()
         t = self._v_prog if self._v_prog is not None else 0.0
         self.windows.get(t).decode_errors += 1
 

@@ -12,6 +12,7 @@ import pytest
 from services.ingest.items import FrameSignals, WindowRecord
 from services.ingest.pipeline import IngestPipeline
 from streamsight.app.synth import SynthInfo, make_media
+from streamsight.telemetry import DECODE_ERRORS
 
 DAMAGED = (30, 45, 75, 100, 130)  # packet numbers (decode order); none is a keyframe (every 60th)
 
@@ -91,8 +92,10 @@ def test_garbled_packets_give_corrupt_frames_or_decode_errors(clean, tmp_path) -
 
 def test_truncated_packets_give_decode_errors(clean, tmp_path) -> None:
     damage(clean.path, tmp_path / "trunc.mkv", "truncate")
+    counted_before = DECODE_ERRORS._value.get()
     signals, errors, windows = ingest(tmp_path / "trunc.mkv")
     assert errors >= 1
+    assert DECODE_ERRORS._value.get() - counted_before == errors, "streamsight_ingest_decode_errors_total counts each one"
     damaged_seen = sum(1 for s in signals if s.is_corrupt or s.missing_frames)
     assert errors + damaged_seen >= len(DAMAGED)
     assert sum(w.decode_errors for w in windows) == errors
