@@ -183,7 +183,7 @@ async def test_extension_panel_draws_the_channel_from_the_ebs(stack, tmp_path):
     origin = f"http://127.0.0.1:{ext_port}"
     site = await _site(stack, EbsConfig(secret=KEY, origin=origin, rate_per_s=5, burst=20))
     app = web.Application()
-    app.router.add_static("/", EXTENSION)
+    app.router.add_static("/", EXTENSION, follow_symlinks=True)  # its chart is a link to the dashboard's
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", ext_port).start()
