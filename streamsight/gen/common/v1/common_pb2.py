@@ -24,21 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"streamsight/common/v1/common.proto\x12\x15streamsight.common.v1\"[\n\x07\x43lipRef\x12\x0f\n\x07\x63lip_id\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x0f\n\x07start_s\x18\x03 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x04 \x01(\x01\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\">\n\x0c\x43ontribution\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x01\x12\r\n\x05value\x18\x03 \x01(\x01*\xe4\x01\n\x0bStreamState\x12\x1c\n\x18STREAM_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14STREAM_STATE_PENDING\x10\x01\x12\x19\n\x15STREAM_STATE_STARTING\x10\x02\x12\x18\n\x14STREAM_STATE_RUNNING\x10\x03\x12\x1d\n\x19STREAM_STATE_RECONNECTING\x10\x04\x12\x16\n\x12STREAM_STATE_ENDED\x10\x05\x12\x18\n\x14STREAM_STATE_STOPPED\x10\x06\x12\x17\n\x13STREAM_STATE_FAILED\x10\x07*`\n\x08Modality\x12\x18\n\x14MODALITY_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODALITY_VISION\x10\x01\x12\x12\n\x0eMODALITY_AUDIO\x10\x02\x12\x11\n\rMODALITY_CHAT\x10\x03*A\n\x06Pacing\x12\x16\n\x12PACING_UNSPECIFIED\x10\x00\x12\x0e\n\nPACING_VOD\x10\x01\x12\x0f\n\x0bPACING_LIVE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"streamsight/common/v1/common.proto\x12\x15streamsight.common.v1\"\x8d\x01\n\x07\x43lipRef\x12\x0f\n\x07\x63lip_id\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x0f\n\x07start_s\x18\x03 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x04 \x01(\x01\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\x30\n\x08vertical\x18\x06 \x01(\x0b\x32\x1e.streamsight.common.v1.ClipRef\">\n\x0c\x43ontribution\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x01\x12\r\n\x05value\x18\x03 \x01(\x01*\xe4\x01\n\x0bStreamState\x12\x1c\n\x18STREAM_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14STREAM_STATE_PENDING\x10\x01\x12\x19\n\x15STREAM_STATE_STARTING\x10\x02\x12\x18\n\x14STREAM_STATE_RUNNING\x10\x03\x12\x1d\n\x19STREAM_STATE_RECONNECTING\x10\x04\x12\x16\n\x12STREAM_STATE_ENDED\x10\x05\x12\x18\n\x14STREAM_STATE_STOPPED\x10\x06\x12\x17\n\x13STREAM_STATE_FAILED\x10\x07*`\n\x08Modality\x12\x18\n\x14MODALITY_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODALITY_VISION\x10\x01\x12\x12\n\x0eMODALITY_AUDIO\x10\x02\x12\x11\n\rMODALITY_CHAT\x10\x03*A\n\x06Pacing\x12\x16\n\x12PACING_UNSPECIFIED\x10\x00\x12\x0e\n\nPACING_VOD\x10\x01\x12\x0f\n\x0bPACING_LIVE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'streamsight.common.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STREAMSTATE']._serialized_start=219
-  _globals['_STREAMSTATE']._serialized_end=447
-  _globals['_MODALITY']._serialized_start=449
-  _globals['_MODALITY']._serialized_end=545
-  _globals['_PACING']._serialized_start=547
-  _globals['_PACING']._serialized_end=612
-  _globals['_CLIPREF']._serialized_start=61
-  _globals['_CLIPREF']._serialized_end=152
-  _globals['_CONTRIBUTION']._serialized_start=154
-  _globals['_CONTRIBUTION']._serialized_end=216
+  _globals['_STREAMSTATE']._serialized_start=270
+  _globals['_STREAMSTATE']._serialized_end=498
+  _globals['_MODALITY']._serialized_start=500
+  _globals['_MODALITY']._serialized_end=596
+  _globals['_PACING']._serialized_start=598
+  _globals['_PACING']._serialized_end=663
+  _globals['_CLIPREF']._serialized_start=62
+  _globals['_CLIPREF']._serialized_end=203
+  _globals['_CONTRIBUTION']._serialized_start=205
+  _globals['_CONTRIBUTION']._serialized_end=267
 # @@protoc_insertion_point(module_scope)

@@ -1,7 +1,8 @@
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -45,18 +46,20 @@ PACING_VOD: Pacing
 PACING_LIVE: Pacing
 
 class ClipRef(_message.Message):
-    __slots__ = ("clip_id", "uri", "start_s", "end_s", "size_bytes")
+    __slots__ = ("clip_id", "uri", "start_s", "end_s", "size_bytes", "vertical")
     CLIP_ID_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
     START_S_FIELD_NUMBER: _ClassVar[int]
     END_S_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    VERTICAL_FIELD_NUMBER: _ClassVar[int]
     clip_id: str
     uri: str
     start_s: float
     end_s: float
     size_bytes: int
-    def __init__(self, clip_id: _Optional[str] = ..., uri: _Optional[str] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+    vertical: ClipRef
+    def __init__(self, clip_id: _Optional[str] = ..., uri: _Optional[str] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., size_bytes: _Optional[int] = ..., vertical: _Optional[_Union[ClipRef, _Mapping]] = ...) -> None: ...
 
 class Contribution(_message.Message):
     __slots__ = ("feature", "weight", "value")

@@ -61,7 +61,7 @@ HEALTH_KIND_FORMAT_CHANGE: HealthKind
 HEALTH_KIND_NO_AUDIO: HealthKind
 
 class Highlight(_message.Message):
-    __slots__ = ("stream_id", "highlight_id", "start_s", "end_s", "score", "why", "clip", "windows", "missing", "rank", "reason", "peak_s", "chat_lag_s", "latency_s", "wait_s", "glitch", "resolution")
+    __slots__ = ("stream_id", "highlight_id", "start_s", "end_s", "score", "why", "clip", "windows", "missing", "rank", "reason", "peak_s", "chat_lag_s", "latency_s", "wait_s", "glitch", "resolution", "vertical_clip")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     HIGHLIGHT_ID_FIELD_NUMBER: _ClassVar[int]
     START_S_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,7 @@ class Highlight(_message.Message):
     WAIT_S_FIELD_NUMBER: _ClassVar[int]
     GLITCH_FIELD_NUMBER: _ClassVar[int]
     RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    VERTICAL_CLIP_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     highlight_id: str
     start_s: float
@@ -96,7 +97,8 @@ class Highlight(_message.Message):
     wait_s: float
     glitch: bool
     resolution: str
-    def __init__(self, stream_id: _Optional[str] = ..., highlight_id: _Optional[str] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., score: _Optional[float] = ..., why: _Optional[_Iterable[_Union[_common_pb2.Contribution, _Mapping]]] = ..., clip: _Optional[_Union[_common_pb2.ClipRef, _Mapping]] = ..., windows: _Optional[_Iterable[int]] = ..., missing: _Optional[_Iterable[_Union[_common_pb2.Modality, str]]] = ..., rank: _Optional[int] = ..., reason: _Optional[str] = ..., peak_s: _Optional[float] = ..., chat_lag_s: _Optional[float] = ..., latency_s: _Optional[float] = ..., wait_s: _Optional[float] = ..., glitch: _Optional[bool] = ..., resolution: _Optional[str] = ...) -> None: ...
+    vertical_clip: _common_pb2.ClipRef
+    def __init__(self, stream_id: _Optional[str] = ..., highlight_id: _Optional[str] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., score: _Optional[float] = ..., why: _Optional[_Iterable[_Union[_common_pb2.Contribution, _Mapping]]] = ..., clip: _Optional[_Union[_common_pb2.ClipRef, _Mapping]] = ..., windows: _Optional[_Iterable[int]] = ..., missing: _Optional[_Iterable[_Union[_common_pb2.Modality, str]]] = ..., rank: _Optional[int] = ..., reason: _Optional[str] = ..., peak_s: _Optional[float] = ..., chat_lag_s: _Optional[float] = ..., latency_s: _Optional[float] = ..., wait_s: _Optional[float] = ..., glitch: _Optional[bool] = ..., resolution: _Optional[str] = ..., vertical_clip: _Optional[_Union[_common_pb2.ClipRef, _Mapping]] = ...) -> None: ...
 
 class Glitch(_message.Message):
     __slots__ = ("stream_id", "glitch_id", "phase", "kind", "severity", "start_s", "end_s", "confidence", "thumbnail_jpeg")

@@ -57,16 +57,18 @@ class IngestStatus(_message.Message):
     def __init__(self, stream_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.StreamState, str]] = ..., media_time_s: _Optional[float] = ..., duration_s: _Optional[float] = ..., frames_decoded: _Optional[int] = ..., last_error: _Optional[str] = ...) -> None: ...
 
 class ExportClipRequest(_message.Message):
-    __slots__ = ("stream_id", "start_s", "end_s", "clip_id")
+    __slots__ = ("stream_id", "start_s", "end_s", "clip_id", "vertical")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     START_S_FIELD_NUMBER: _ClassVar[int]
     END_S_FIELD_NUMBER: _ClassVar[int]
     CLIP_ID_FIELD_NUMBER: _ClassVar[int]
+    VERTICAL_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     start_s: float
     end_s: float
     clip_id: str
-    def __init__(self, stream_id: _Optional[str] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., clip_id: _Optional[str] = ...) -> None: ...
+    vertical: bool
+    def __init__(self, stream_id: _Optional[str] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., clip_id: _Optional[str] = ..., vertical: _Optional[bool] = ...) -> None: ...
 
 class ReadClipRequest(_message.Message):
     __slots__ = ("stream_id", "clip_id")

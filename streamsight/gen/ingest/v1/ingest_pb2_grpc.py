@@ -89,7 +89,8 @@ class IngestServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ExportClip(self, request, context):
-        """Cut a clip [start_s, end_s] by stream copy (no re-encode) into MP4 (Matroska for codecs MP4 cannot hold) and store it.
+        """Cut a clip [start_s, end_s] by stream copy (no re-encode) into MP4 (Matroska for codecs MP4 cannot hold) and store it;
+        with `vertical`, its 9:16 copy too.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
