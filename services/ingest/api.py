@@ -1,17 +1,38 @@
-"""The ingest control API (streamsight.ingest.v1.Ingest)."""
+"""The ingest control API (streamsight.ingest.v1.Ingest).
+
+ExportClip with ``vertical`` also cuts a 9:16 copy of the stored clip (services/ingest/vertical.py,
+in a worker thread) and keeps it in the clip store under its own random id, remembered under the
+key ``<key>.vertical`` so a retry gives the same copy. A clip that cannot be made vertical (too
+narrow, no video) is still returned, without ``vertical``; the failure is logged and counted.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import secrets
 
+import av
 import grpc
+import structlog
+from prometheus_client import Counter
 
 from streamsight import subjects
+from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from streamsight.rpc import StatusError, invalid, not_found, precondition
 
+from .clipstore import ClipStore
 from .errors import IngestError
 from .streams import IngestedStream
+from .vertical import VerticalError, export_vertical
+
+log = structlog.get_logger(__name__)
+
+VERTICAL_FAILED = Counter(
+    "streamsight_ingest_vertical_failed_total", "Vertical 9:16 clip copies that could not be cut (the 16:9 clip is still returned)"
+)
 
 CHUNK = 256 * 1024
 MAX_SOURCE_LEN = 4096
@@ -89,10 +110,47 @@ class IngestApi(ingest_pb2_grpc.IngestServicer):
             raise invalid(f"a clip may be at most {self.service.settings.buffer_seconds:.0f} s long (the buffer's length)")
         if request.clip_id and not subjects.is_valid_stream_id(request.clip_id):
             raise invalid(f"clip id {request.clip_id!r} is not valid")
+        # the same default key the stream derives: the vertical copy is remembered beside it
+        key = request.clip_id or hashlib.sha1(f"{request.start_s:.3f}-{request.end_s:.3f}".encode()).hexdigest()[:12]
         try:
-            return await stream.export(request.start_s, request.end_s, request.clip_id, self.service.clip_store)
+            clip = await stream.export(request.start_s, request.end_s, key, self.service.clip_store)
         except IngestError as err:
             raise _status_error(err) from None
+        if request.vertical:
+            vertical = await self._vertical(stream, key, clip, self.service.clip_store)
+            if vertical is not None:
+                clip.vertical.CopyFrom(vertical)
+        return clip
+
+    @staticmethod
+    async def _vertical(stream: IngestedStream, key: str, clip: common_pb2.ClipRef, store: ClipStore) -> common_pb2.ClipRef | None:
+        """The 9:16 copy of the stored `clip`, cut once per key; None (logged, counted) when it cannot be made."""
+        sid, folder = stream.stream_id, stream.clip_dir
+        span = folder / f"{key}.vertical.json"
+        if span.exists():
+            saved = json.loads(span.read_text())
+            found = await store.find(sid, folder, saved["file"])
+            if found is not None and saved.get("source") == clip.clip_id:
+                return common_pb2.ClipRef(clip_id=saved["clip_id"], uri=found[0], start_s=clip.start_s, end_s=clip.end_s, size_bytes=found[1])
+        clip_id = secrets.token_hex(16)
+        tmp, dest = folder / f"{clip_id}.part.mp4", folder / f"{clip_id}.mp4"
+        stream.exporting += 1  # the finished-stream sweep waits for it
+        try:
+            async with store.open(sid, folder, clip.clip_id) as path:
+                if path is None:
+                    raise VerticalError(f"the stored clip {clip.clip_id} is gone")
+                await asyncio.to_thread(export_vertical, path, tmp)
+            tmp.replace(dest)
+        except (VerticalError, av.error.FFmpegError, OSError) as exc:
+            tmp.unlink(missing_ok=True)
+            VERTICAL_FAILED.inc()
+            log.warning("vertical clip failed; the clip is returned without one", stream_id=sid, key=key, error=str(exc))
+            return None
+        finally:
+            stream.exporting -= 1
+        uri, size = await store.keep(sid, dest)
+        span.write_text(json.dumps({"clip_id": clip_id, "file": dest.name, "source": clip.clip_id}))
+        return common_pb2.ClipRef(clip_id=clip_id, uri=uri, start_s=clip.start_s, end_s=clip.end_s, size_bytes=size)
 
     async def ReadClip(self, request, context):
         if not subjects.is_valid_stream_id(request.stream_id) or not subjects.is_valid_stream_id(request.clip_id or "-"):

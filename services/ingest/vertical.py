@@ -7,8 +7,8 @@ change is largest, so the action stays in the frame. `export_vertical` writes th
 H.264 + AAC MP4 (re-encoded: a crop cannot be done by stream copy). A clip narrower than 9:16
 already, or without video, is refused with `VerticalError`.
 
-Used by ingest's ExportClip when the request asks for a vertical clip (the hook lives in the
-clip service, which owns the buffer); this module knows only files.
+Used by ingest's ExportClip when the request asks for a vertical clip (services/ingest/api.py cuts it
+from the stored clip and keeps it in the clip store); this module knows only files.
 """
 
 from __future__ import annotations

@@ -286,3 +286,48 @@ async def test_clip_in_the_nats_object_store(nats_server, bus, media_recorder, t
         frames = list(container.decode(video=0))
     assert clip.start_s == pytest.approx(4.0, abs=0.01), "the clip starts at the keyframe at or before 4.5 s"
     assert len(frames) == pytest.approx((clip.end_s - clip.start_s) * 30, abs=2) and frames[0].key_frame
+
+
+@pytest.mark.parametrize("store", ["local", "nats"])
+async def test_a_vertical_clip_is_cut_beside_the_clip(nats_server, bus, media_recorder, tmp_path, sample, shared_data, store):
+    """Real footage (Big Buck Bunny, 1280x720): ExportClip with vertical gives a 9:16 H.264 copy of the same span."""
+    media_recorder()
+    source = tmp_path / "bunny.mp4"  # inside the gateway's local roots
+    source.write_bytes((shared_data / "media" / "bigbuckbunny.mp4").read_bytes())
+    sid = f"tall-{store}"
+    async with stack(nats_server.url, tmp_path, clip_store=store) as (ingest, stub):
+        await stub.StartStream(gw.StartStreamRequest(source=str(source), stream_id=sid))
+        await wait_terminal(stub, sid)
+        async with channel(ingest.address) as ch:
+            control = ingest_pb2_grpc.IngestStub(ch)
+            plain = await control.ExportClip(ingest_pb2.ExportClipRequest(stream_id=sid, start_s=0.5, end_s=4.5, clip_id="plain"))
+            clip = await control.ExportClip(ingest_pb2.ExportClipRequest(stream_id=sid, start_s=0.5, end_s=4.5, clip_id="h-1", vertical=True))
+            again = await control.ExportClip(ingest_pb2.ExportClipRequest(stream_id=sid, start_s=0.5, end_s=4.5, clip_id="h-1", vertical=True))
+            files = {}
+            for name, ref in (("clip", clip), ("vertical", clip.vertical)):
+                chunks = [c async for c in control.ReadClip(ingest_pb2.ReadClipRequest(stream_id=sid, clip_id=ref.clip_id))]
+                assert chunks[0].content_type == "video/mp4"
+                files[name] = tmp_path / f"{name}.mp4"
+                files[name].write_bytes(b"".join(c.data for c in chunks))
+    assert not plain.HasField("vertical"), "without the flag the answer is what it always was"
+    tall = clip.vertical
+    assert re.fullmatch(r"[0-9a-f]{32}", tall.clip_id) and tall.clip_id != clip.clip_id
+    assert not tall.HasField("vertical")
+    assert (again.clip_id, again.vertical.clip_id, again.vertical.uri) == (clip.clip_id, tall.clip_id, tall.uri), "a retry gives the same copy"
+    assert (tall.start_s, tall.end_s) == (clip.start_s, clip.end_s)
+    assert tall.size_bytes == files["vertical"].stat().st_size > 0
+    assert tall.uri.startswith("file://" if store == "local" else f"nats-object://clips/{sid}/")
+    with av.open(str(files["clip"])) as c:
+        wide = c.streams.video[0]
+        wide_frames = sum(1 for _ in c.decode(video=0))
+        rate = float(wide.average_rate)
+        assert (wide.codec_context.width, wide.codec_context.height) == (1280, 720)
+    with av.open(str(files["vertical"])) as c:
+        v = c.streams.video[0]
+        assert v.codec_context.name == "h264" and c.streams.audio
+        width, height = v.codec_context.width, v.codec_context.height
+        frames = list(c.decode(video=0))
+    assert height == 720 and width == 404 and width / height == pytest.approx(9 / 16, abs=0.01)
+    assert abs(len(frames) - wide_frames) <= 2
+    duration = (frames[-1].time - frames[0].time) + 1 / rate
+    assert duration == pytest.approx(clip.end_s - clip.start_s, abs=2.0 / rate)
