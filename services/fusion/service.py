@@ -20,7 +20,8 @@ chat), a stage's own terminal or "chat_failed" status (it delivers nothing more)
 from the 1 s values the scores carry; chat's reaction 1-12 s later credited to the moment it
 follows) and makes one highlight per moment; a highlight gets a clip from ingest's ExportClip
 (lead-in included) and one Highlight event `<stream>:highlight:<n>`. A clip that fails still
-publishes the highlight, with an empty clip. Glitch events (durable "fusion-glitch") mark the
+publishes the highlight, with an empty clip. With the setting vertical_clips the request asks for
+a 9:16 copy too, carried as Highlight.vertical_clip. Glitch events (durable "fusion-glitch") mark the
 spans whose moments are suppressed or flagged.
 
 Exactly once under redelivery and restarts: every accepted record is written to the KV bucket
@@ -451,18 +452,26 @@ class FusionService(Service):
         clip_id = f"highlight-{span.number}"
         try:
             clip = await self.ingest.ExportClip(
-                ingest_pb2.ExportClipRequest(stream_id=sid, start_s=start_s, end_s=end_s, clip_id=clip_id), timeout=self.settings.clip_timeout_s
+                ingest_pb2.ExportClipRequest(stream_id=sid, start_s=start_s, end_s=end_s, clip_id=clip_id, vertical=self.settings.vertical_clips),
+                timeout=self.settings.clip_timeout_s,
             )
         except grpc.aio.AioRpcError as exc:
             self.log.warning("clip failed; highlight published without a clip", stream_id=sid, highlight=span.number,
                              code=exc.code().name, detail=exc.details())
             clip = common_pb2.ClipRef()
+        vertical = common_pb2.ClipRef()
+        vertical.CopyFrom(clip.vertical)
+        clip.ClearField("vertical")  # the event carries it as vertical_clip
+        if self.settings.vertical_clips and clip.clip_id and not vertical.clip_id:
+            self.log.warning("no vertical clip for this highlight (ingest could not cut one)", stream_id=sid, highlight=span.number)
         highlight = events_pb2.Highlight(
             stream_id=sid, highlight_id=clip_id, start_s=span.start_s, end_s=span.end_s, score=span.score,
             why=list(span.best.why), clip=clip, windows=list(span.windows), missing=[MODALITY[m] for m in span.missing],
             rank=span.rank, reason=span.reason, peak_s=span.peak_s, chat_lag_s=span.chat_lag_s, latency_s=span.latency_s,
             wait_s=span.wait_s, glitch=span.glitch, resolution=span.resolution,
         )
+        if vertical.clip_id:
+            highlight.vertical_clip.CopyFrom(vertical)
         await self.bus.publish_event(sid, highlight, f"{sid}:highlight:{span.number}")
         await self.kv.put(f"h.{sid}.{span.number}", b"1")
         state.published.add(span.number)

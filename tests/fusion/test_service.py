@@ -254,13 +254,16 @@ async def test_forged_window_indexes_are_dead_lettered_and_a_restart_after_them_
 
 
 @pytest.mark.slow
-async def test_one_score_per_window_and_a_playable_clip_from_the_real_ingest(nats_server, model_path, tmp_path):
-    sid = "game-1"
+@pytest.mark.parametrize("vertical", [False, True], ids=["plain", "vertical"])
+async def test_one_score_per_window_and_a_playable_clip_from_the_real_ingest(nats_server, model_path, tmp_path, vertical):
+    """With vertical_clips on, the highlight also carries the clip's 9:16 copy (cut by the real ingest)."""
+    sid = f"game-{int(vertical)}"
     media = make_media(tmp_path / "game.mp4", duration=30.0, segments=[(10, 20, "action")], keyframe_interval=2.0)
     ingest = IngestService(IngestSettings(nats_url=nats_server.url, grpc_host="127.0.0.1", grpc_port=0, data_dir=tmp_path / "var"))
     async with connected(nats_server.url) as bus, ingest.serving():
-        config = settings(nats_server.url, model_path, "fusion-e2e", ingest_address=ingest.address, stall_timeout_s=3.0,
-                          tail_s=0.0)  # ingest cannot yet cut a clip that reaches into a stream's last buffer segment
+        config = settings(nats_server.url, model_path, f"fusion-e2e-{int(vertical)}", ingest_address=ingest.address, stall_timeout_s=3.0,
+                          tail_s=0.0,  # ingest cannot yet cut a clip that reaches into a stream's last buffer segment
+                          vertical_clips=vertical, clip_timeout_s=30.0)
         async with FusionService(config).serving():
             log, sub = await EventLog.follow(bus, sid)
             async with channel(ingest.address) as ch:
@@ -297,6 +300,20 @@ async def test_one_score_per_window_and_a_playable_clip_from_the_real_ingest(nat
     with av.open(str(path)) as container:
         frames = sum(1 for _ in container.decode(video=0))
     assert frames >= 0.9 * (20.0 - 7.0) * media.fps
+    assert not clip.HasField("vertical"), "the event carries the copy as vertical_clip, not inside clip"
+    if not vertical:
+        assert not hl.HasField("vertical_clip"), "off by default: no copy asked for"
+        return
+    tall = hl.vertical_clip
+    assert tall.uri.startswith("file://") and tall.size_bytes > 0 and tall.clip_id not in ("", clip.clip_id)
+    assert (tall.start_s, tall.end_s) == (clip.start_s, clip.end_s)
+    with av.open(tall.uri.removeprefix("file://")) as container:
+        stream = container.streams.video[0]
+        size = (stream.codec_context.width, stream.codec_context.height)
+        assert stream.codec_context.name == "h264"
+        tall_frames = sum(1 for _ in container.decode(video=0))
+    assert size == (202, 360)  # 9:16 of the 640x360 source, full height
+    assert abs(tall_frames - frames) <= 2
 
 
 async def test_training_reads_a_stored_run_back_from_the_features_stream(nats_server, tmp_path):
