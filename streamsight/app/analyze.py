@@ -4,7 +4,7 @@ It uses the stack that `streamsight up` runs from the data folder (or the gatewa
 --gateway); with neither, it starts an embedded stack (NATS + every built service) on free
 ports for the duration of the job. It submits the stream, shows progress (media time done,
 speed as a multiple of real time), prints highlights and glitches as they come, waits until
-every window is scored, downloads the clips, and writes report.json and report.html to --out.
+every window is scored, downloads the clips (and their vertical copies), and writes report.json and report.html to --out.
 When the gateway goes away mid-job (restarted by `up`), the event watch and clip downloads
 reconnect for up to RECONNECT_S and resume after the last event seen: each event counts once.
 """
@@ -226,18 +226,19 @@ async def _download_clips(stub, results: StreamResults, out: Path, reconnect_s: 
     files: dict[str, str] = {}
     clip_dir = out / "clips"
     for h in results.highlights.values():
-        if not h.clip.clip_id or h.clip.clip_id in files:
-            continue
-        clip_dir.mkdir(parents=True, exist_ok=True)
-        part = clip_dir / f"{h.clip.clip_id}.part"
-        try:
-            suffix = await _download_clip(stub, results.stream_id, h.clip.clip_id, part, reconnect_s)
-        except grpc.aio.AioRpcError as exc:
-            print(f"clip {h.clip.clip_id}: {exc.details()}", file=sys.stderr)
-            continue
-        path = part.with_suffix(suffix)
-        part.replace(path)
-        files[h.clip.clip_id] = str(path.relative_to(out))
+        for clip_id in (h.clip.clip_id, h.vertical_clip.clip_id):  # the 16:9 clip, and its 9:16 copy when fusion cut one
+            if not clip_id or clip_id in files:
+                continue
+            clip_dir.mkdir(parents=True, exist_ok=True)
+            part = clip_dir / f"{clip_id}.part"
+            try:
+                suffix = await _download_clip(stub, results.stream_id, clip_id, part, reconnect_s)
+            except grpc.aio.AioRpcError as exc:
+                print(f"clip {clip_id}: {exc.details()}", file=sys.stderr)
+                continue
+            path = part.with_suffix(suffix)
+            part.replace(path)
+            files[clip_id] = str(path.relative_to(out))
     return files
 
 

@@ -77,6 +77,7 @@ def build(results: StreamResults, clip_files: dict[str, str] | None = None, serv
             "score": round(h.score, 4),
             "clip": clip_files.get(h.clip.clip_id) if h.clip.clip_id else None,
             "clip_start_s": round(h.clip.start_s, 3) if h.clip.clip_id else None,
+            "vertical_clip": clip_files.get(h.vertical_clip.clip_id) if h.vertical_clip.clip_id else None,
             "why": _why(h.why),
             "windows": list(h.windows),
             "missing": _modalities(h.missing),
@@ -192,7 +193,7 @@ svg text{font-size:11px;fill:#5b6670} .axis{stroke:#9aa5b1}
 .baseline{fill:none;stroke:#9aa5b1;stroke-dasharray:2 3}
 table{border-collapse:collapse;width:100%} td,th{padding:.35rem .5rem;border-bottom:1px solid #e5e7eb;text-align:left;vertical-align:top}
 .clips{display:grid;grid-template-columns:repeat(auto-fill,minmax(280px,1fr));gap:1rem}
-.clip{background:#f6f8fa;border-radius:6px;padding:.6rem} video{width:100%;border-radius:4px}
+.clip{background:#f6f8fa;border-radius:6px;padding:.6rem} video{width:100%;border-radius:4px} video.vertical{width:auto;max-width:100%;max-height:360px;display:block;margin:.4rem auto 0}
 .none{color:#5b6670} .warn{color:#92400e;background:#fef3c7;padding:.4rem .6rem;border-radius:4px} .legend span{margin-right:1rem} .sw{display:inline-block;width:.8rem;height:.8rem;margin-right:.3rem;vertical-align:-1px}
 """
 
@@ -226,7 +227,8 @@ def write_html(report: dict, path: Path) -> None:
     rows = "".join(
         f"<tr><td>{h.get('rank', '')}</td><td>{h['start_s']:.1f}–{h['end_s']:.1f} s</td><td>{h['score']:.2f}</td>"
         f"<td>{e(h.get('reason') or '')}{' <b>(glitch)</b>' if h.get('glitch') else ''}</td><td>{_fmt_why(h['why'])}</td>"
-        f"<td>{e(h['clip']) if h['clip'] else 'no clip'}</td></tr>"
+        f"<td>{e(h['clip']) if h['clip'] else 'no clip'}"
+        f"{'<br>vertical: ' + e(h['vertical_clip']) if h.get('vertical_clip') else ''}</td></tr>"
         for h in report["highlights"]
     ) or '<tr><td colspan="6" class="none">No highlight above the threshold.</td></tr>'
     glitch_rows = "".join(
@@ -235,7 +237,9 @@ def write_html(report: dict, path: Path) -> None:
     ) or '<tr><td colspan="3" class="none">No corruption seen.</td></tr>'
     clips = "".join(
         f'<div class="clip"><video controls preload="metadata" src="{e(h["clip"])}"></video>'
-        f"<div>{h['start_s']:.1f}–{h['end_s']:.1f} s · score {h['score']:.2f}</div></div>"
+        + (f'<video class="vertical" controls preload="metadata" src="{e(h["vertical_clip"])}"></video>' if h.get("vertical_clip") else "")
+        + f"<div>{h['start_s']:.1f}–{h['end_s']:.1f} s · score {h['score']:.2f}"
+        + (" · with its 9:16 copy" if h.get("vertical_clip") else "") + "</div></div>"
         for h in report["highlights"]
         if h["clip"]
     ) or '<p class="none">No clips.</p>'

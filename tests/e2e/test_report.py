@@ -132,3 +132,74 @@ def test_the_highlights_command_lists_a_report_best_first(tmp_path, capsys):
     assert [(r["rank"], r["start_s"], r["clip"]) for r in rows] == [(1, 21.0, None), (2, 10.0, "clips/c1.mp4")]
     bad = parser.parse_args(["highlights", str(tmp_path / "nothing.json")])
     assert bad.run(bad) == 2 and "cannot read" in capsys.readouterr().err
+
+
+def test_a_vertical_clip_is_listed_beside_the_clip_and_null_without_one(tmp_path):
+    results = _results()
+    tall = common_pb2.ClipRef(clip_id="v2", start_s=19.0, end_s=27.0)
+    results.add(_event(highlight=events_pb2.Highlight(highlight_id="h2", start_s=21, end_s=24, score=0.97, resolution="moment",
+                                                      clip=common_pb2.ClipRef(clip_id="c2", start_s=19.0, end_s=27.0), vertical_clip=tall)))
+    doc = report.build(results, {"c1": "clips/c1.mp4", "c2": "clips/c2.mp4", "v2": "clips/v2.mp4"})
+    jsonschema.validate(json.loads(json.dumps(doc)), json.loads(report.SCHEMA_PATH.read_text()))
+    assert [(h["clip"], h["vertical_clip"]) for h in doc["highlights"]] == [("clips/c2.mp4", "clips/v2.mp4"), ("clips/c1.mp4", None)]
+    report.write_html(doc, tmp_path / "report.html")
+    page = (tmp_path / "report.html").read_text()
+    assert '<video class="vertical" controls preload="metadata" src="clips/v2.mp4">' in page
+    assert page.count('class="vertical"') == 1 and "vertical: clips/v2.mp4" in page
+
+
+async def test_analyze_downloads_the_vertical_clip_the_gateway_lists(nats_server, bus, tmp_path, shared_data):
+    """Real ingest and gateway: a highlight carrying a vertical clip is listed by ListHighlights and the
+    HTTP API, and analyze's download saves both files, the vertical one 9:16."""
+    import asyncio
+    import urllib.request
+
+    import av
+
+    from gateway.service import GatewayService
+    from gateway.settings import GatewaySettings
+    from services.ingest.service import IngestService
+    from services.ingest.settings import IngestSettings
+    from streamsight.app.analyze import _download_clips
+    from streamsight.gen.gateway.v1 import gateway_pb2 as gw
+    from streamsight.gen.gateway.v1 import gateway_pb2_grpc
+    from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+    from streamsight.rpc import channel
+
+    sid = "tallreport"
+    (tmp_path / "media").mkdir()
+    source = tmp_path / "media" / "bunny.mp4"
+    source.write_bytes((shared_data / "media" / "bigbuckbunny.mp4").read_bytes())
+    common = dict(nats_url=nats_server.url, grpc_host="127.0.0.1", grpc_port=0)
+    ingest = IngestService(IngestSettings(data_dir=tmp_path / "ingest", **common))
+    async with ingest.serving():
+        settings = GatewaySettings(ingest_address=ingest.address, chat_address="127.0.0.1:9", http_port=0, allow_local_files=True,
+                                   local_roots=[str(tmp_path / "media")], data_dir=tmp_path / "gateway", **common)
+        async with GatewayService(settings).serving() as gateway, channel(gateway.address) as ch:
+            stub = gateway_pb2_grpc.StreamSightStub(ch)
+            await stub.StartStream(gw.StartStreamRequest(source=str(source), stream_id=sid))
+            while (await stub.GetStream(gw.GetStreamRequest(stream_id=sid))).state not in (
+                    common_pb2.STREAM_STATE_ENDED, common_pb2.STREAM_STATE_FAILED):
+                await asyncio.sleep(0.1)
+            async with channel(ingest.address) as ich:  # what fusion asks with vertical_clips on
+                clip = await ingest_pb2_grpc.IngestStub(ich).ExportClip(
+                    ingest_pb2.ExportClipRequest(stream_id=sid, start_s=1.0, end_s=4.0, clip_id="highlight-0", vertical=True))
+            highlight = events_pb2.Highlight(stream_id=sid, highlight_id="highlight-0", start_s=1.0, end_s=4.0, score=0.9,
+                                             clip=common_pb2.ClipRef(clip_id=clip.clip_id, uri=clip.uri, start_s=clip.start_s, end_s=clip.end_s,
+                                                                     size_bytes=clip.size_bytes),
+                                             vertical_clip=clip.vertical)
+            await bus.publish_event(sid, highlight, f"{sid}:highlight:0")
+            listed = (await stub.ListHighlights(gw.ListHighlightsRequest(stream_id=sid))).highlights
+            url = f"http://127.0.0.1:{gateway.web.port}/api/streams/{sid}"
+            detail = json.loads(await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=30).read()))
+            results = StreamResults(sid, str(source))
+            results.add(_event(highlight=listed[0]))
+            files = await _download_clips(stub, results, tmp_path / "out")
+    assert listed[0].vertical_clip.clip_id == clip.vertical.clip_id != ""
+    assert detail["highlights"][0]["vertical_clip"]["clip_id"] == clip.vertical.clip_id
+    assert files == {clip.clip_id: f"clips/{clip.clip_id}.mp4", clip.vertical.clip_id: f"clips/{clip.vertical.clip_id}.mp4"}
+    doc = report.build(results, files)
+    assert doc["highlights"][0]["vertical_clip"] == f"clips/{clip.vertical.clip_id}.mp4"
+    with av.open(str(tmp_path / "out" / doc["highlights"][0]["vertical_clip"])) as c:
+        v = c.streams.video[0]
+        assert (v.codec_context.width, v.codec_context.height) == (404, 720)
