@@ -331,3 +331,24 @@ async def test_a_vertical_clip_is_cut_beside_the_clip(nats_server, bus, media_re
     assert abs(len(frames) - wide_frames) <= 2
     duration = (frames[-1].time - frames[0].time) + 1 / rate
     assert duration == pytest.approx(clip.end_s - clip.start_s, abs=2.0 / rate)
+
+
+async def test_a_clip_that_cannot_be_made_vertical_comes_back_without_a_copy(nats_server, bus, media_recorder, tmp_path):
+    """A portrait source is already narrower than 9:16: the clip is returned, no copy, the failure counted."""
+    from prometheus_client import REGISTRY
+
+    media_recorder()
+    portrait = make_media(tmp_path / "portrait.mp4", duration=6.0, width=180, height=320, keyframe_interval=2.0)
+    before = REGISTRY.get_sample_value("streamsight_ingest_vertical_failed_total") or 0.0
+    async with stack(nats_server.url, tmp_path) as (ingest, stub):
+        await stub.StartStream(gw.StartStreamRequest(source=str(portrait.path), stream_id="portrait"))
+        await wait_terminal(stub, "portrait")
+        async with channel(ingest.address) as ch:
+            control = ingest_pb2_grpc.IngestStub(ch)
+            clip = await control.ExportClip(ingest_pb2.ExportClipRequest(stream_id="portrait", start_s=0.0, end_s=4.0, vertical=True))
+            served = b"".join([c.data async for c in control.ReadClip(ingest_pb2.ReadClipRequest(stream_id="portrait", clip_id=clip.clip_id))])
+    assert clip.clip_id and len(served) == clip.size_bytes > 0
+    assert not clip.HasField("vertical")
+    assert REGISTRY.get_sample_value("streamsight_ingest_vertical_failed_total") == before + 1
+    folder = tmp_path / "clips" / "portrait"
+    assert folder.is_dir() and not list(folder.glob("*.part.mp4")), "no half-written copy is left behind"
