@@ -96,7 +96,9 @@ def verify(token: str, key: bytes, now: float | None = None) -> Viewer:
     if header.get("alg") != "HS256":
         raise InvalidToken("alg is not HS256")
     expected = hmac.new(key, f"{head_b64}.{body_b64}".encode("ascii"), hashlib.sha256).digest()
-    if not hmac.compare_digest(expected, _b64url(signature_b64)):
+    # Compared as text in its one canonical spelling: base64 lets a last character's spare bits
+    # vary without changing the bytes, and a token is either exactly what was signed or refused.
+    if not hmac.compare_digest(b64url_encode(expected).encode(), signature_b64.encode("ascii", "replace")):
         raise InvalidToken("bad signature")
     claims = _json_object(_b64url(body_b64), "payload")
     exp = claims.get("exp")

@@ -38,6 +38,7 @@ from gateway.ebs.config import EbsConfig
 from gateway.ebs.jwt import InvalidToken, verify
 from gateway.ebs.ratelimit import RateLimiter
 from gateway.http.clips import send_clip
+from gateway.validation import MAX_AFTER_SEQUENCE
 from streamsight import subjects
 from streamsight.gen.gateway.v1 import gateway_pb2
 from streamsight.rpc import StatusError
@@ -188,13 +189,13 @@ class HttpServer:
         if stream_id:
             await self.api.require_stream(stream_id)  # NOT_FOUND for an unknown stream, before the stream starts
         try:
-            after = int(request.query.get("after", "0"))
             # A browser's EventSource reconnects with the same URL and the last id it saw.
-            after = max(after, int(request.headers.get("Last-Event-ID", "0") or 0))
+            given = [int(request.query.get("after", "0")), int(request.headers.get("Last-Event-ID", "0") or 0)]
         except ValueError:
             return _error(400, "after must be a sequence number")
-        if after < 0:
-            return _error(400, "after must be a sequence number")
+        if not all(0 <= n <= MAX_AFTER_SEQUENCE for n in given):
+            return _error(400, f"after must be a sequence number from 0 to {MAX_AFTER_SEQUENCE}")
+        after = max(given)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         await response.prepare(request)
         await response.write(b": streamsight events\n\n")
