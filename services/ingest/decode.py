@@ -173,6 +173,10 @@ class StreamDecoder:
         if self.clip_buffer is not None:
             self.clip_buffer.close()
 
+    def after_packets(self, call) -> None:
+        """Run ``call`` in the finishing thread once the clip jobs of the packets so far have run."""
+        self._clip_jobs.append(ClipJob(self.clip_buffer, call=call))
+
     def first_time_since(self, frame_index: int) -> float:
         """Media time of the decoded frame number ``frame_index`` if it is still at hand."""
         for sig in self._signals:

@@ -32,11 +32,15 @@ class ConvertJob:
 
 
 class ClipJob:
-    """A packet for the clip buffer, or a call on it (close, new templates) that must follow earlier packets."""
+    """A packet for the clip buffer, or a call that must follow earlier packets.
+
+    The calls: close the buffer, give it new templates, close an input container whose
+    packets (and streams, the buffer's templates) the earlier jobs use.
+    """
 
     __slots__ = ("buffer", "args", "call")
 
-    def __init__(self, buffer: ClipBuffer, args: tuple | None = None, call: Callable[[], None] | None = None) -> None:
+    def __init__(self, buffer: ClipBuffer | None, args: tuple | None = None, call: Callable[[], None] | None = None) -> None:
         self.buffer, self.args, self.call = buffer, args, call
 
     def run(self) -> None:

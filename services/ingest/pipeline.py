@@ -8,6 +8,12 @@ time in decode order, so items keep their order and conversion overlaps decoding
 Whichever of the two threads exits last releases the decoder's state (see
 :meth:`~.decode.StreamDecoder.release`), so a finished pipeline keeps only its stats and
 its clip buffer's segment list.
+Container lifetime: the finishing thread's clip jobs use the input container's streams
+(their packets, the clip buffer's templates), so the decode thread never closes a container
+itself. A container it is done with (a reconnect) is closed by a job queued after its last
+packet; whatever is still open when both threads have exited is closed by the last one.
+Closing it from the decode thread while the finishing thread still wrote its packets was a
+use-after-free: SIGSEGV when a stream was stopped within ~100 ms of starting.
 Buffer policy: **wait** -- when a queue is full the thread feeding it blocks, so a slow
 consumer slows ingest down instead of growing memory (``vod`` pacing, as fast as the
 consumer takes). ``live`` pacing additionally holds each packet until its media time is
@@ -107,6 +113,8 @@ class IngestPipeline:
         # Decode thread -> finishing thread; one batch waiting while one is being finished.
         self._handoff: queue.Queue[list[Entry] | None] = queue.Queue(maxsize=1)
         self._container: av.container.InputContainer | None = None
+        self._opened: list[av.container.InputContainer] = []  # not closed yet (see the module's docstring)
+        self._opened_lock = threading.Lock()
         self._log = log.bind(stream_id=stream_id)
         self._exits = 0  # worker threads that have exited; the second one releases the decoder
         self._exit_lock = threading.Lock()
@@ -156,10 +164,7 @@ class IngestPipeline:
                 for item in batch:
                     yield item
         finally:
-            self.stop()
-            # Do not hold up the event loop for a read stuck in FFmpeg (see stop()).
-            self._thread.join(timeout=0.5)
-            self._finisher.join(timeout=0.5)  # type: ignore[union-attr]
+            self.stop()  # the threads exit by themselves; wait_stopped() waits for them without blocking the loop
 
     async def wait_stopped(self, timeout: float | None = None) -> bool:
         """Wait (without blocking the loop) until the worker threads have exited; True if they have."""
@@ -201,12 +206,16 @@ class IngestPipeline:
         with self._exit_lock:
             self._exits += 1
             last = self._exits == 2
-        if last:
+        if last:  # no thread uses the decoder or a container any more
             try:  # a batch the stopped finisher never took still holds decoded pictures
                 self._handoff.get_nowait()
             except queue.Empty:
                 pass
             self.decoder.release()
+            with self._opened_lock:
+                left, self._opened = self._opened, []
+            for container in left:
+                _close_quietly(container)
 
     def _next_batch(self) -> list[Entry] | None:
         while True:
@@ -267,7 +276,7 @@ class IngestPipeline:
             except _Stopped:
                 pass
         finally:
-            self._close_container()
+            self._container = None  # closed by the last thread to exit: the finisher may still write its packets
             self._end_handoff()
             self._worker_exited()
 
@@ -341,7 +350,7 @@ class IngestPipeline:
         policy = self.config.reconnect
         dec = self.decoder
         dec.detach()
-        self._close_container()
+        self._retire_container()
         lost_at = dec.stats.media_time
         down_since = time.monotonic()
         last = err  # the latest failure; None: the source just closed the connection
@@ -431,15 +440,30 @@ class IngestPipeline:
                 raise _Stopped
         if "error" in box:
             raise box["error"]  # type: ignore[misc]
-        return box["container"]  # type: ignore[return-value]
+        container = box["container"]
+        with self._opened_lock:
+            self._opened.append(container)  # type: ignore[arg-type]
+        return container  # type: ignore[return-value]
 
-    def _close_container(self) -> None:
+    def _retire_container(self) -> None:
+        """The decode thread is done with the current container: close it after its packets' clip jobs."""
         container, self._container = self._container, None
         if container is not None:
-            try:
-                container.close()
-            except Exception:
-                pass
+            self.decoder.after_packets(lambda: self._close_opened(container))
+
+    def _close_opened(self, container: av.container.InputContainer) -> None:
+        with self._opened_lock:
+            if container not in self._opened:
+                return  # the last thread closed it already
+            self._opened.remove(container)
+        _close_quietly(container)
+
+
+def _close_quietly(container: av.container.InputContainer) -> None:
+    try:
+        container.close()
+    except Exception:
+        pass
 
 
 class _Pacer:

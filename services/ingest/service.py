@@ -114,6 +114,7 @@ class IngestService(Service):
 
     async def stop_stream(self, stream: IngestedStream) -> None:
         if stream.task is not None and not stream.task.done():
+            stream.request_stop()
             stream.task.cancel()
             await asyncio.gather(stream.task, return_exceptions=True)
 
@@ -121,4 +122,7 @@ class IngestService(Service):
         self._sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._sweeper
-        await asyncio.gather(*(self.stop_stream(s) for s in list(self.streams.values())))
+        streams = list(self.streams.values())
+        await asyncio.gather(*(self.stop_stream(s) for s in streams))
+        # Let the stopped streams' threads leave FFmpeg before the interpreter goes away.
+        await asyncio.gather(*(s.pipeline.wait_stopped(timeout=2.0) for s in streams))

@@ -94,6 +94,7 @@ class IngestedStream:
         self.task: asyncio.Task | None = None
         self.ended_at: float | None = None  # time.monotonic() when run() returned
         self.exporting = 0  # clip exports running
+        self.stop_requested = False
         realtime = config.pacing is not Pacing.VOD  # a file played as live; live URLs are found on opening
         self.media = MediaAdmission(bus, stream_id, settings.max_backlog, settings.media_max_bytes, realtime)
         self._outbound = OutboundEncoder(stream_id, lambda: self.pipeline.stats.media_time, self.media.dropped_in, config.decode.window_seconds)
@@ -101,16 +102,21 @@ class IngestedStream:
         self._log = log.bind(stream_id=stream_id)
 
     # -- publishing ------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Stop on request. The task is cancelled too, but a cancellation can be lost inside a
+        NATS request (asyncio.wait_for on Python < 3.12), so run() also checks this flag."""
+        self.stop_requested = True
+        self.pipeline.stop()
+        self.media.stop()
+
     async def run(self) -> None:
         try:
             async for item in self.pipeline.items():
+                if self.stop_requested:
+                    break
                 await self._publish(item)
         except asyncio.CancelledError:
-            self.pipeline.stop()
-            self.media.stop()
-            await self._flush_window()
-            if self.state not in TERMINAL:
-                await self._report(common_pb2.STREAM_STATE_STOPPED, "stopped", "ingest stopped on request")
+            await self._stopped()
             raise
         except Exception as exc:  # a bug or a lost NATS connection: say so, never crash the service
             MESSAGES_FAILED.labels("ingest", "stream_error").inc()
@@ -118,9 +124,18 @@ class IngestedStream:
             await self._report(common_pb2.STREAM_STATE_FAILED, "internal", f"ingest failed: {type(exc).__name__}")
         finally:
             self.pipeline.stop()
+        if self.stop_requested:
+            await self._stopped()
+            return
         await self._flush_window()
         if self.state not in TERMINAL:  # the pipeline finished without saying how
             await self._report(common_pb2.STREAM_STATE_ENDED, "source_ended", "the source ended")
+
+    async def _stopped(self) -> None:
+        self.request_stop()
+        await self._flush_window()
+        if self.state not in TERMINAL:
+            await self._report(common_pb2.STREAM_STATE_STOPPED, "stopped", "ingest stopped on request")
 
     async def _publish(self, item) -> None:
         self.media.realtime = self.media.realtime or self.pipeline.live
