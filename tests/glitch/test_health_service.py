@@ -20,7 +20,7 @@ from streamsight.bus import Bus
 from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.media.v1 import media_pb2
 
-from .health_media import SHARED, recode_video, remux
+from training.glitch.health_media import SHARED, recode_video, remux
 from .test_service import glitches, read_all, running
 
 GAME = SHARED / "media" / "openarena_dm2.mp4"

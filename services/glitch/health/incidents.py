@@ -61,24 +61,29 @@ class Incidents:
         if kind in self._open:
             self._open[kind].start_s = start_s
 
-    def raise_(self, kind: str, start_s: float, t: float, severity: float, detail: str, value: float) -> list[HealthEvent]:
-        """The fault is there at media time `t` (it began at `start_s`): START, or UPDATE when due."""
+    def raise_(self, kind: str, start_s: float, t: float, severity: float, detail: str, value: float,
+               at: float | None = None) -> list[HealthEvent]:
+        """The fault is there at media time `t` (it began at `start_s`): START, or UPDATE when due.
+
+        `at` is how far the media had come when this was decided (default `t`): an audio
+        chunk's evidence is known once the whole chunk is in."""
+        at = t if at is None else at
         severity = round(min(1.0, max(0.0, severity)), 4)
         inc = self._open.get(kind)
         if inc is None:
             inc = self._open[kind] = _Open(self._count, start_s, t, severity, detail, value, t)
             self._count += 1
-            return [self._event(kind, inc, START, t)]
+            return [self._event(kind, inc, START, at)]
         inc.end_s = max(inc.end_s, t)
         inc.severity = max(inc.severity, severity)
         inc.detail, inc.value = detail, value
         if t - inc.last_update_s >= self.update_every_s:
             inc.last_update_s = t
             inc.updates += 1
-            return [self._event(kind, inc, UPDATE, t)]
+            return [self._event(kind, inc, UPDATE, at)]
         return []
 
-    def clear(self, kind: str, end_s: float, t: float) -> list[HealthEvent]:
+    def clear(self, kind: str, end_s: float, t: float) -> list[HealthEvent]:  # t: when it was seen
         """The fault is gone (its last evidence was at `end_s`, seen by `t`): END if one is open."""
         inc = self._open.pop(kind, None)
         if inc is None:
@@ -88,8 +93,10 @@ class Incidents:
         self.closed = [c for c in self.closed if c[2] >= t - self.keep_s]
         return [self._event(kind, inc, END, t)]
 
-    def instant(self, kind: str, t: float, severity: float, detail: str, value: float) -> list[HealthEvent]:
-        return self.raise_(kind, t, t, severity, detail, value) + self.clear(kind, t, t)
+    def instant(self, kind: str, t: float, severity: float, detail: str, value: float, at: float | None = None) -> list[HealthEvent]:
+        """A change with no duration at `t`, decided at `at` (default `t`): START and END together."""
+        at = t if at is None else at
+        return self.raise_(kind, t, t, severity, detail, value, at) + self.clear(kind, t, at)
 
     def close_all(self, t: float) -> list[HealthEvent]:
         out: list[HealthEvent] = []

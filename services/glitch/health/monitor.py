@@ -42,6 +42,7 @@ RATE_WINDOW = 15  # frame intervals whose median is the current frame period
 RATE_CHANGE = 0.15  # relative change of the median period that is a frame-rate change
 OWN_LEVEL_MIN_S = 30.0  # audio measured before the stream's own level is trusted
 OWN_LEVEL_KEEP_S = 600.0
+LOUD_HOLD_BLOCKS = 5  # 0.5 s of momentary loudness over the ceiling (clean real footage: at most -10.3 LUFS held 0.5 s)
 # An encoder fed a frozen picture refines it at keyframes and just after: a frame or two that
 # differ by a little (mean luma difference 0.4-2.5 on real footage) interrupt the frozen run.
 # The run survives up to FREEZE_BLIP_FRAMES such frames in a row under FREEZE_BLIP_DIFF.
@@ -108,6 +109,7 @@ class StreamHealth:
         self._loud_cause = ""
         self._quiet_since: float | None = None
         self._loud_last = -math.inf
+        self._loud_run = 0
         self._recent: deque[Block] = deque(maxlen=30)
         self._own: deque[float] = deque(maxlen=int(OWN_LEVEL_KEEP_S / BLOCK_S))  # momentary LUFS of the stream
 
@@ -176,7 +178,7 @@ class StreamHealth:
         old, self._period = self._period, now
         onset = next(p for p, i in self._intervals if abs(i - now) < abs(i - old))
         self._intervals.clear()
-        return self.incidents.instant("format_change", onset - interval, 0.5, f"frame rate {1 / old:.1f} -> {1 / now:.1f} fps", 1 / now)
+        return self.incidents.instant("format_change", onset - interval, 0.5, f"frame rate {1 / old:.1f} -> {1 / now:.1f} fps", 1 / now, at=pts)
 
     def _video_clock(self, t: float) -> list[HealthEvent]:
         """Video moved to `t`: what the lack of audio means by now."""
@@ -201,9 +203,10 @@ class StreamHealth:
         if inc.is_open("no_audio"):
             out += inc.clear("no_audio", start_s, start_s)
         if self._rate is not None and rate != self._rate:
-            out += inc.instant("format_change", start_s, 0.5, f"audio sample rate {self._rate} -> {rate} Hz", float(rate))
+            out += inc.instant("format_change", start_s, 0.5, f"audio sample rate {self._rate} -> {rate} Hz", float(rate), at=arrived)
         self._rate = rate
         duration = len(samples) / rate if rate else 0.0
+        arrived = start_s + duration  # what this chunk tells is known once all of it is in
         if self._audio_end is not None:
             jump = start_s - self._audio_end
             if inc.is_open("audio_gap") and jump < cfg.audio_gap_min_s:
@@ -213,19 +216,19 @@ class StreamHealth:
             elif jump >= cfg.audio_gap_min_s:
                 gap_start = inc.start_of("audio_gap") or self._audio_end
                 out += inc.raise_("audio_gap", gap_start, start_s, min(1.0, (start_s - gap_start) / 5),
-                                  f"no audio for {start_s - gap_start:.2f} s", start_s - gap_start)
-                out += inc.clear("audio_gap", start_s, start_s)
+                                  f"no audio for {start_s - gap_start:.2f} s", start_s - gap_start, at=arrived)
+                out += inc.clear("audio_gap", start_s, arrived)
                 self._meter.reset()
                 self._silent_since = self._quiet_since = None
             elif abs(jump) > 1e-3:
-                out += self._drift(start_s, jump)
+                out += self._drift(start_s, jump, arrived)
         self._audio_end = start_s + duration if self._audio_end is None else max(self._audio_end, start_s + duration)
         self._chunk_s = max(self._chunk_s, duration)
         for block in self._meter.add(start_s, rate, samples):
-            out += self._block(block)
+            out += self._block(block, arrived)
         return out
 
-    def _drift(self, t: float, jump: float) -> list[HealthEvent]:
+    def _drift(self, t: float, jump: float, arrived: float) -> list[HealthEvent]:
         cfg, inc = self.config, self.incidents
         if self._slip_since is None:
             self._slip_since = t
@@ -234,13 +237,13 @@ class StreamHealth:
             way = "ahead of" if self._slip > 0 else "behind"
             return inc.raise_("av_drift", self._slip_since if not inc.is_open("av_drift") else inc.start_of("av_drift"), t,
                               min(1.0, abs(self._slip) / (4 * cfg.av_drift_max_s)),
-                              f"audio timestamps {abs(self._slip):.2f} s {way} the audio delivered", self._slip)
+                              f"audio timestamps {abs(self._slip):.2f} s {way} the audio delivered", self._slip, at=arrived)
         if abs(self._slip) < cfg.av_drift_max_s / 2:
             self._slip_since = None
-            return inc.clear("av_drift", t, t)
+            return inc.clear("av_drift", t, arrived)
         return []
 
-    def _block(self, b: Block) -> list[HealthEvent]:
+    def _block(self, b: Block, arrived: float) -> list[HealthEvent]:
         cfg, inc = self.config, self.incidents
         out: list[HealthEvent] = []
         end = b.start_s + BLOCK_S
@@ -249,14 +252,14 @@ class StreamHealth:
                 self._silent_since = b.start_s
             if end - self._silent_since >= cfg.silence_min_s - 1e-6:
                 out += inc.raise_("silence", self._silent_since, end, 1.0, f"audio below {cfg.silence_dbfs:g} dBFS for "
-                                  f"{end - self._silent_since:.1f} s", b.rms_dbfs)
+                                  f"{end - self._silent_since:.1f} s", b.rms_dbfs, at=arrived)
         else:
-            out += inc.clear("silence", b.start_s, end)
+            out += inc.clear("silence", b.start_s, arrived)
             self._silent_since = None
         self._recent.append(b)
         if b.momentary_lufs > -70:
             self._own.append(b.momentary_lufs)
-        return out + self._loudness(b, end)
+        return out + self._loudness(b, end, arrived)
 
     def _own_level(self) -> float | None:
         """The stream's own level: gated mean loudness (BS.1770 -70 LUFS and -10 LU gates) of the last 10 minutes."""
@@ -267,7 +270,7 @@ class StreamHealth:
         kept = power[power >= 10 ** ((gate + 0.691) / 10)]
         return -0.691 + 10 * math.log10(kept.mean())
 
-    def _loudness(self, b: Block, end: float) -> list[HealthEvent]:
+    def _loudness(self, b: Block, end: float, arrived: float) -> list[HealthEvent]:
         cfg, inc = self.config, self.incidents
         s = b.short_term_lufs
         ceiling = cfg.target_lufs + cfg.loud_lu
@@ -277,13 +280,20 @@ class StreamHealth:
         floor = cfg.target_lufs - cfg.quiet_lu
         if b.momentary_lufs > ceiling:
             self._loud_last = end
-        if s > ceiling and end - self._loud_last < 1.0:  # and loud in the last second, not only 3 s ago
+            self._loud_run += 1
+        else:
+            self._loud_run = 0
+        # short-term (3 s) over the ceiling, or momentary (400 ms) over it for LOUD_HOLD_BLOCKS in
+        # a row: short-term alone took 1.9 s to pass it after a +30 dB fault on quiet game sound
+        loud = s > ceiling or self._loud_run >= LOUD_HOLD_BLOCKS
+        if loud and end - self._loud_last < 1.0:  # and loud in the last second, not only 3 s ago
             onset = next((r.start_s for r in self._recent if r.momentary_lufs > ceiling), b.start_s)
             start = inc.start_of("loudness") if inc.is_open("loudness") else onset
             self._loud_cause, self._quiet_since = "loud", None
             why = f"the stream's own level {own:.1f} LUFS + {cfg.jump_lu:g} LU" if own is not None and own + cfg.jump_lu < cfg.target_lufs + cfg.loud_lu \
                 else f"the target {cfg.target_lufs:g} LUFS + {cfg.loud_lu:g} LU"
-            return inc.raise_("loudness", start, end, (s - ceiling) / 10, f"too loud: short-term {s:.1f} LUFS, above {why}", s)
+            return inc.raise_("loudness", start, end, (s - ceiling) / 10, f"too loud: short-term {s:.1f} LUFS, momentary {b.momentary_lufs:.1f} LUFS, above {why}",
+                              max(s, b.momentary_lufs), at=arrived)
         quiet = b.short_term_full and s < floor and self._silent_since is None
         if quiet:
             if self._quiet_since is None:
@@ -291,11 +301,11 @@ class StreamHealth:
             if end - self._quiet_since >= cfg.quiet_min_s:
                 self._loud_cause = "quiet"
                 return inc.raise_("loudness", self._quiet_since, end, (floor - s) / 10,
-                                  f"too quiet: short-term {s:.1f} LUFS, below the target {cfg.target_lufs:g} LUFS - {cfg.quiet_lu:g} LU", s)
+                                  f"too quiet: short-term {s:.1f} LUFS, below the target {cfg.target_lufs:g} LUFS - {cfg.quiet_lu:g} LU", s, at=arrived)
             return []
         self._quiet_since = None
         if inc.is_open("loudness"):
-            return inc.clear("loudness", self._loud_last if self._loud_cause == "loud" else b.start_s, end)
+            return inc.clear("loudness", self._loud_last if self._loud_cause == "loud" else b.start_s, arrived)
         return []
 
     # -- the end -------------------------------------------------------------------------
