@@ -31,7 +31,9 @@ ADMIN = "admin"
 READER = "reader"
 JETSTREAM = ["$JS.API.>", "$JS.ACK.>", "$JS.FC.>"]
 INBOXES = ["_INBOX.>"]
-DEFAULT_BUCKETS = {"registry": subjects.REGISTRY_BUCKET, "fusion_state": "fusion", "clips": "clips"}
+# Each service's own KV buckets: ingest_state and chat_state keep what a restarted ingest or chat resumes from.
+DEFAULT_BUCKETS = {"registry": subjects.REGISTRY_BUCKET, "fusion_state": "fusion", "clips": "clips",
+                   "ingest_state": "ingest_streams", "chat_state": "chat_streams"}
 
 
 def _events(*kinds: str) -> list[str]:
@@ -42,8 +44,8 @@ def service_subjects(name: str, buckets: dict[str, str] | None = None) -> list[s
     """What service `name` publishes besides JetStream's API: its products and dead letters."""
     b = {**DEFAULT_BUCKETS, **(buckets or {})}
     own = {
-        "ingest": [f"{subjects.PREFIX}.media.v1.>", *_events("status"), f"$O.{b['clips']}.>"],
-        "chat": [subjects.features("chat", ">"), *_events("status", "sentiment", "forecast")],
+        "ingest": [f"{subjects.PREFIX}.media.v1.>", *_events("status"), f"$O.{b['clips']}.>", f"$KV.{b['ingest_state']}.>"],
+        "chat": [subjects.features("chat", ">"), *_events("status", "sentiment", "forecast"), f"$KV.{b['chat_state']}.>"],
         "vision": [subjects.features("vision", ">")],
         "audio": [subjects.features("audio", ">")],
         "glitch": _events("glitch", "health"),

@@ -46,6 +46,7 @@ class DecodeConfig:
     freeze_threshold: float = 0.5
     decoder_threads: int = 0  # 0 = FFmpeg picks (one per core)
     clip_buffer: ClipBufferConfig | None = None
+    start_at: float = 0.0  # media time of the first packet: a live stream resumed after a crash continues its clock
 
 
 @dataclass
@@ -118,7 +119,7 @@ class StreamDecoder:
         start = _start_seconds(self.vstream or self.astream)
         reconnect = self.origin is not None
         if self.origin is None:
-            self.origin = start
+            self.origin = start - self.config.start_at if start is not None else None
         elif start is not None and start - self.origin < self.stats.media_time - _CLOCK_RESET:
             # The new connection restarted its clock: continue after what we had, plus the outage.
             self.origin = start - (self.stats.media_time + wall_gap)
@@ -204,7 +205,7 @@ class StreamDecoder:
             return None
         stream = packet.stream
         if self.origin is None and packet.pts is not None:  # no start time in the headers
-            self.origin = float(packet.pts * packet.time_base)
+            self.origin = float(packet.pts * packet.time_base) - self.config.start_at
         if stream is self.vstream:
             return self._video_packet(packet)
         if stream is self.astream:

@@ -77,6 +77,7 @@ class IngestConfig:
     pacing: Pacing = Pacing.VOD
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
     queue_size: int = 8
+    fast_until: float = 0.0  # live pacing starts at this media time (a file resumed after a crash catches up first)
     max_batch_items: int = 64
     max_batch_frames: int = 2
 
@@ -321,7 +322,7 @@ class IngestPipeline:
                     self._last_data = time.monotonic()
                     if self._gap is not None:
                         self._check_gap()
-                if pacer is not None and t is not None and pacer.delay(t) > 0.01:
+                if pacer is not None and t is not None and t >= self.config.fast_until and pacer.delay(t) > 0.01:
                     self._push(dec.take())  # hand over what is due before waiting
                     pacer.wait(t)
                 elif dec.flush_due or len(dec.pending) >= max_items or dec.pending_frames >= max_frames:

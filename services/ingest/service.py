@@ -6,16 +6,24 @@ so fusion can still cut highlight clips after the end. They are forgotten `finis
 after the end, or sooner when more than `max_finished` finished streams are held (oldest
 first): the buffer's segments are deleted, exported clips stay readable (ReadClip), and
 GetIngest / ExportClip answer NOT_FOUND.
+
+Crash safety: every running stream keeps its resume point in KV (resume.py). On start the
+service resumes each stream a killed predecessor left unfinished, before it serves: a file from
+its next window, a live source from now (streams.py). A stream that cannot be opened again is
+reported FAILED (reason "resume_failed") and forgotten. A graceful stop stops the streams
+(STOPPED), so they are not resumed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from pathlib import Path
 
 from streamsight.gen.common.v1 import common_pb2
+from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from streamsight.rpc import Servicer, precondition
 from streamsight.service import Service
@@ -24,6 +32,8 @@ from streamsight.telemetry import ACTIVE_STREAMS
 from streamsight import heap
 from .api import IngestApi
 from .clipstore import ClipStore, LocalClipStore, NatsClipStore
+from .errors import IngestError
+from .resume import ResumePoint, ResumeStore
 from .settings import IngestSettings
 from .source import check_network, resolve
 from .streams import IngestedStream, pipeline_config, source_options
@@ -41,6 +51,26 @@ class IngestService(Service):
         )
         self._sweeper = asyncio.create_task(self._sweep(), name="ingest:forget-finished")
         self._trims: set[asyncio.Task] = set()
+        self.resume_store = await ResumeStore.open(self.bus, self.settings.resume_bucket) if self.settings.resume_bucket else None
+        if self.resume_store is not None:
+            await self._resume_cut_off()
+
+    async def _resume_cut_off(self) -> None:
+        """Start again every stream a killed ingest left unfinished (see the module docstring)."""
+        assert self.resume_store is not None
+        for stream_id, point in (await self.resume_store.cut_off()).items():
+            try:
+                await self.start_stream(point.start_request(), resume=point)
+            except Exception as exc:  # the file is gone, a bad entry: say so, keep serving the others
+                detail = exc.message if isinstance(exc, IngestError) else f"{type(exc).__name__}: {exc}"
+                self.log.error("stream not resumed", stream_id=stream_id, error=detail)
+                status = events_pb2.StreamStatus(stream_id=stream_id, state=common_pb2.STREAM_STATE_FAILED, reason="resume_failed",
+                                                 detail=f"ingest restarted and could not resume the stream: {detail}", reporter="ingest",
+                                                 media_time_s=point.media_time_s, windows=point.windows)
+                await self.bus.publish_event(stream_id, status, f"{stream_id}:status:ingest:r{point.run + 1}:failed")
+                await self.resume_store.forget(stream_id)
+            else:
+                self.log.info("stream resumed", stream_id=stream_id, live=point.live, windows=point.windows, run=point.run + 1)
 
     def servicers(self) -> list[Servicer]:
         name = ingest_pb2.DESCRIPTOR.services_by_name["Ingest"].full_name
@@ -49,7 +79,8 @@ class IngestService(Service):
     def clip_dir(self, stream_id: str) -> Path:
         return Path(self.settings.data_dir) / "clips" / stream_id
 
-    async def start_stream(self, request: ingest_pb2.StartIngestRequest) -> IngestedStream:
+    async def start_stream(self, request: ingest_pb2.StartIngestRequest, resume: ResumePoint | None = None) -> IngestedStream:
+        """Start ingesting `request`'s source; `resume`: the point a killed ingest saved for it."""
         current = self.streams.get(request.stream_id)
         if current is not None and current.task is not None and not current.task.done():
             raise precondition(f"stream {request.stream_id!r} is already being ingested")
@@ -63,9 +94,23 @@ class IngestService(Service):
         clip_dir = self.clip_dir(request.stream_id)
         clip_dir.mkdir(parents=True, exist_ok=True)
         config = pipeline_config(self.settings, clip_dir, live, dict(request.extra))
+        window_s = config.decode.window_seconds
+        point = None
+        if self.resume_store is not None:
+            point = ResumePoint.new(request, live=src.live_hint)
+            if resume is not None:
+                point = dataclasses.replace(resume, run=resume.run + 1)
+                if resume.live:  # from now: the media clock goes on past the outage, in a window not published yet
+                    start_at = max(resume.media_time_s + max(0.0, time.time() - resume.saved_at), resume.windows * window_s)
+                    config = dataclasses.replace(config, decode=dataclasses.replace(config.decode, start_at=start_at))
+                else:  # a file: decoded again from its start, played fast up to its next window
+                    config = dataclasses.replace(config, fast_until=resume.windows * window_s)
         if current is not None:  # the same id again: the old run's segments would mix with the new ones
             self._forget(current)
-        stream = IngestedStream(request.stream_id, request.source, config, self.bus, self.settings, clip_dir)
+        stream = IngestedStream(request.stream_id, request.source, config, self.bus, self.settings, clip_dir,
+                                store=self.resume_store, point=point, resumed=resume)
+        if point is not None:
+            await self.resume_store.save(request.stream_id, point)  # type: ignore[union-attr]
         stream.task = asyncio.create_task(stream.run(), name=f"ingest:{request.stream_id}")
         stream.task.add_done_callback(lambda _: self._finished(stream))
         ACTIVE_STREAMS.labels("ingest").inc()

@@ -24,6 +24,10 @@ class IngestSettings(BaseServiceSettings):
     )
     clip_store: Literal["local", "nats"] = Field("local", description="Where exported clips are kept: data_dir, or the NATS object store")
     clip_bucket: str = Field("clips", pattern=r"^[a-zA-Z0-9_-]+$", description="Object store bucket for clip_store=nats")
+    resume_bucket: str = Field(
+        "ingest_streams", pattern=r"^[a-zA-Z0-9_-]*$",
+        description="KV bucket where each running stream keeps how far it got, so a restarted ingest resumes it (empty: none kept)",
+    )
     buffer_seconds: float = Field(300.0, gt=0, description="Minutes of original packets kept for clips, in seconds")
     finished_keep_s: float = Field(1800.0, ge=0, description="Seconds a finished stream stays known, for its status and new clips")
     max_finished: int = Field(64, ge=0, description="Finished streams kept for clips at most; the oldest are forgotten first")

@@ -6,6 +6,13 @@ drop policy: a file waits and never drops; a live source drops sampled frames on
 and never window records, audio, decoder signals or statuses. The newest window record is held
 back until the next item shows whether the stream goes on, so exactly one record per stream
 carries `last=True`; it also reports the frames of its window that were dropped.
+
+Resume (resume.py): after each window record the stream saves how far it got. A stream started
+again from such a point after a crash publishes nothing of the windows already published: a file
+is decoded again from its start (so every frame, sample and chunk gets the same number and
+message id as before, and what the killed run sent past its last save is dropped by JetStream's
+duplicate window), a live source goes on from now, its media clock and numbering continued past
+the outage. Its first status says reason "resumed" and the outage in gap_s.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import asyncio
 import hashlib
 import json
 import secrets
+import time
 from pathlib import Path
 
 import structlog
@@ -29,9 +37,10 @@ from .clips import Clip, ClipBufferConfig
 from .clipstore import ClipStore
 from .decode import DecodeConfig
 from .errors import ErrorCode, IngestError
-from .items import StatusEvent, StatusKind
+from .items import AudioChunk, FrameSignals, StatusEvent, StatusKind
 from .outbound import Outbound, OutboundEncoder
 from .pipeline import IngestConfig, IngestPipeline, Pacing, ReconnectPolicy
+from .resume import SAMPLE_MARGIN, ResumePoint, ResumeStore
 from .sampling import ConsumerSpec, SamplingConfig
 from .settings import IngestSettings
 from .netguard import NetworkPolicy
@@ -81,7 +90,8 @@ def pipeline_config(settings: IngestSettings, clip_dir: Path, live: bool, extra:
 
 
 class IngestedStream:
-    def __init__(self, stream_id: str, source: str, config: IngestConfig, bus: Bus, settings: IngestSettings, clip_dir: Path):
+    def __init__(self, stream_id: str, source: str, config: IngestConfig, bus: Bus, settings: IngestSettings, clip_dir: Path,
+                 store: ResumeStore | None = None, point: ResumePoint | None = None, resumed: ResumePoint | None = None):
         self.stream_id = stream_id
         self.source = source
         self.bus = bus
@@ -100,6 +110,13 @@ class IngestedStream:
         self._outbound = OutboundEncoder(stream_id, lambda: self.pipeline.stats.media_time, self.media.dropped_in, config.decode.window_seconds)
         self._status_count = 0
         self._log = log.bind(stream_id=stream_id)
+        self.store, self.point, self.resumed = store, point, resumed  # point: saved progress; resumed: where this run began
+        self._skip_windows = resumed.windows if resumed is not None else 0  # published by an earlier run
+        self._window_s = config.decode.window_seconds
+        if resumed is not None and resumed.live:  # new media: number it past whatever the killed run sent
+            self._outbound.samples = {k: v + SAMPLE_MARGIN for k, v in resumed.samples.items()}
+            # OutboundEncoder keeps the audio chunk count to itself; a resumed live stream must not reuse ids
+            self._outbound._audio_chunks = resumed.audio_chunks + SAMPLE_MARGIN
 
     # -- publishing ------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -139,14 +156,41 @@ class IngestedStream:
 
     async def _publish(self, item) -> None:
         self.media.realtime = self.media.realtime or self.pipeline.live
+        published = not self._skip_windows or self._after_resume_point(item)
         for out in self._outbound.encode(item):  # what goes on MEDIA: outbound.py
-            await self._send(out)
+            if out.kind == "window" or out.kind == "frame" or published:
+                await self._send(out)
         if isinstance(item, StatusEvent):
             status = messages.stream_status(self.stream_id, item)
             if item.kind == StatusKind.STARTED:
                 self.duration_s = float(item.details.get("duration", 0.0) or 0.0)
                 status.duration_s = self.duration_s
+                if self.resumed is not None:
+                    self._resumed_status(status)
             await self._report_status(status)
+
+    def _after_resume_point(self, item) -> bool:
+        """Whether an audio chunk or signals batch is media of a window not published yet."""
+        start = self._skip_windows * self._window_s
+        if isinstance(item, AudioChunk):
+            return item.media_time >= start - 1e-6
+        if isinstance(item, FrameSignals):
+            times = [sig.media_time for sig in item.signals]
+            return (max(times) if times else self.pipeline.stats.media_time) >= start
+        return True
+
+    def _resumed_status(self, status: events_pb2.StreamStatus) -> None:
+        point = self.resumed
+        assert point is not None
+        down = max(0.0, time.time() - point.saved_at)
+        status.reason = "resumed"
+        if point.live:
+            status.gap_s = round(down, 3)
+            status.detail = (f"ingest restarted; live source resumed from now at {self.pipeline.config.decode.start_at:.1f} s "
+                             f"after at most {down:.1f} s without media (window records up to {point.windows - 1} were out)")
+        else:
+            status.detail = (f"ingest restarted; file resumed at window {point.windows} "
+                             f"({point.windows * self._window_s:.1f} s), {down:.1f} s after its last saved window")
 
     async def _flush_window(self) -> None:
         """The held window record goes out as the stream's last (the pipeline ended or stopped)."""
@@ -155,9 +199,25 @@ class IngestedStream:
 
     async def _send(self, out: Outbound) -> None:
         if out.kind == "frame":
-            await self.media.frame(out.consumer, out.window, out.subject, out.data, out.msg_id)
-        else:
-            await self.media.message(out.subject, out.data, out.msg_id, out.kind)
+            if out.window >= self._skip_windows:
+                await self.media.frame(out.consumer, out.window, out.subject, out.data, out.msg_id)
+            return
+        if out.kind == "window" and self._skip_windows and int(str(out.msg_id).rsplit(":", 1)[1]) < self._skip_windows:
+            return  # an earlier run published it
+        await self.media.message(out.subject, out.data, out.msg_id, out.kind)
+        if out.kind == "window":
+            await self._save_progress()
+
+    async def _save_progress(self) -> None:
+        if self.store is None or self.point is None:
+            return
+        enc = self._outbound
+        self.point.windows = enc.windows
+        self.point.live = self.pipeline.live  # a live HLS playlist is known to be live once opened
+        self.point.media_time_s = self.pipeline.stats.media_time
+        self.point.samples = dict(enc.samples)
+        self.point.audio_chunks = enc._audio_chunks  # see __init__
+        await self.store.save(self.stream_id, self.point)
 
     async def _report(self, state: int, reason: str, detail: str) -> None:
         await self._report_status(
@@ -175,7 +235,11 @@ class IngestedStream:
             self.last_error = status.detail
         self._status_count += 1
         self._log.info("status", state=common_pb2.StreamState.Name(status.state), reason=status.reason, detail=status.detail)
-        await self.bus.publish_event(self.stream_id, status, f"{self.stream_id}:status:ingest:{self._status_count}")
+        run = self.point.run if self.point is not None else 0
+        tag = f"r{run}:" if run else ""  # a resumed run's statuses must not be taken for the first run's duplicates
+        await self.bus.publish_event(self.stream_id, status, f"{self.stream_id}:status:ingest:{tag}{self._status_count}")
+        if status.state in TERMINAL and self.store is not None:
+            await self.store.forget(self.stream_id)
 
     # -- clips -----------------------------------------------------------------------
     @property

@@ -1,0 +1,115 @@
+"""What a restarted ingest needs to resume the streams a crash cut off, kept in JetStream KV.
+
+Bucket `ingest.resume_bucket` (ingest's own; see streamsight/natsauth.py), one key per stream
+id, a JSON value:
+
+  request       the StartIngestRequest, base64 protobuf: how to open the source again
+  live          the source is live (a live source resumes from now, a file from its windows)
+  windows       window records published so far (the next window's index)
+  media_time_s  media time reached when saved
+  samples       per frame consumer, sampled frames numbered so far; audio_chunks likewise
+  run           how many times ingest has (re)started the stream (its status ids differ per run)
+  saved_at      wall clock of the save
+
+Written when a stream starts and after each window record goes out; deleted when the stream
+ends, fails or is stopped. A key found when ingest starts is a stream a crash (kill -9, OOM)
+left RUNNING: service.py starts it again from this point. A store that fails (NATS away) is
+logged and counted and never stops a stream: it only costs the resume.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+import structlog
+from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.kv import KeyValue
+
+from streamsight.bus import Bus
+from streamsight.gen.ingest.v1 import ingest_pb2
+from streamsight.telemetry import MESSAGES_FAILED
+
+log = structlog.get_logger(__name__)
+SAMPLE_MARGIN = 10_000  # a resumed live stream numbers its frames past what the killed run may have sent after its last save
+
+
+@dataclass
+class ResumePoint:
+    """Where one stream is; what a restart resumes from."""
+
+    request: str  # base64 StartIngestRequest
+    live: bool
+    windows: int = 0
+    media_time_s: float = 0.0
+    samples: dict[str, int] = field(default_factory=dict)
+    audio_chunks: int = 0
+    run: int = 0
+    saved_at: float = 0.0
+
+    @classmethod
+    def new(cls, request: ingest_pb2.StartIngestRequest, live: bool) -> "ResumePoint":
+        return cls(base64.b64encode(request.SerializeToString()).decode(), live, saved_at=time.time())
+
+    def start_request(self) -> ingest_pb2.StartIngestRequest:
+        return ingest_pb2.StartIngestRequest.FromString(base64.b64decode(self.request))
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "ResumePoint":
+        raw = json.loads(data)
+        return cls(
+            request=str(raw["request"]), live=bool(raw["live"]), windows=int(raw.get("windows", 0)),
+            media_time_s=float(raw.get("media_time_s", 0.0)), samples={str(k): int(v) for k, v in (raw.get("samples") or {}).items()},
+            audio_chunks=int(raw.get("audio_chunks", 0)), run=int(raw.get("run", 0)), saved_at=float(raw.get("saved_at", 0.0)),
+        )
+
+
+class ResumeStore:
+    """The bucket of resume points (one per stream that is being ingested)."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+
+    @classmethod
+    async def open(cls, bus: Bus, bucket: str) -> "ResumeStore":
+        return cls(await bus.kv(bucket, history=1))
+
+    async def save(self, stream_id: str, point: ResumePoint) -> None:
+        point.saved_at = time.time()
+        try:
+            await self.kv.put(stream_id, point.to_bytes())
+        except Exception as exc:  # NATS away: the stream goes on, only a resume would miss it
+            MESSAGES_FAILED.labels("ingest", "resume_save").inc()
+            log.warning("resume point not saved", stream_id=stream_id, error=repr(exc))
+
+    async def forget(self, stream_id: str) -> None:
+        try:
+            await self.kv.delete(stream_id)
+        except Exception as exc:
+            MESSAGES_FAILED.labels("ingest", "resume_save").inc()
+            log.warning("resume point not deleted", stream_id=stream_id, error=repr(exc))
+
+    async def cut_off(self) -> dict[str, ResumePoint]:
+        """The streams a previous ingest left unfinished (unreadable entries are dropped, logged)."""
+        try:
+            keys = await self.kv.keys()
+        except NoKeysError:
+            return {}
+        found: dict[str, ResumePoint] = {}
+        for key in keys:
+            try:
+                entry = await self.kv.get(key)
+                if entry.value:
+                    found[key] = ResumePoint.from_bytes(entry.value)
+            except KeyNotFoundError:
+                continue
+            except (ValueError, KeyError, TypeError) as exc:
+                MESSAGES_FAILED.labels("ingest", "resume_bad_entry").inc()
+                log.error("unreadable resume point dropped", stream_id=key, error=repr(exc))
+                await self.forget(key)
+        return found
