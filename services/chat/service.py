@@ -9,9 +9,11 @@ start:
   streamsight.events.v1.status.<stream>   StreamStatus events (EVENTS): the stream's end
 
 through ordered consumers: ephemeral, in order, no acks, no state left on the server.
-A session lives in this process's memory only (a restart loses it and the gateway's
-StartChat starts it again), so a durable consumer would keep a position nobody resumes
-from; and a window record seen twice is harmless (the watermark only moves forward).
+A session's reading position lives in this process's memory only, so a durable consumer
+would keep a position nobody resumes from; and a window record seen twice is harmless (the
+watermark only moves forward). What a restart needs is in KV (resume.py): a chat service that
+starts resumes every reader its predecessor left running (killed, or shut down), reading the
+chat again from the stream's start and publishing only what was not out yet.
 Both start at the stream's start time (`media_start`, less a little clock skew), so what
 ingest published before StartChat arrived is still seen while JetStream holds it: status
 events always (EVENTS keeps them), window records while another consumer has not taken
@@ -38,6 +40,7 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from services.chat.api import ChatApi
+from services.chat.resume import ReaderPoint, ReaderStore
 from services.chat.client import IrcConfig, TwitchIrcClient
 from services.chat.forecast import ForecastModel
 from services.chat.session import ChatSession, Products
@@ -92,6 +95,21 @@ class ChatService(Service):
         self._starting: set[str] = set()
         self._tasks: dict[str, asyncio.Task] = {}
         self.api = ChatApi(self)
+        self.readers = await ReaderStore.open(self.bus, self.settings.resume_bucket) if self.settings.resume_bucket else None
+        if self.readers is not None:
+            await self._resume_readers()
+
+    async def _resume_readers(self) -> None:
+        """Start again the readers a previous chat service left running."""
+        assert self.readers is not None
+        for stream_id, point in (await self.readers.left()).items():
+            try:
+                await self.start_chat(stream_id, point.source, point.media_start, point.pacing, resume=point)
+            except Exception as exc:  # the replay is gone, NATS refused: say so, keep the others
+                self.log.error("chat reader not resumed", stream_id=stream_id, error=str(exc))
+                await self.readers.forget(stream_id)
+            else:
+                self.log.info("chat reader resumed", stream_id=stream_id, next_window=point.next_window, next_interval=point.next_interval)
 
     def servicers(self) -> list[Servicer]:
         full_name = chat_pb2.DESCRIPTOR.services_by_name["Chat"].full_name
@@ -116,7 +134,8 @@ class ChatService(Service):
 
     # ------------------------------------------------------------ control API
 
-    async def start_chat(self, stream_id: str, source: str, media_start: float | None, pacing: int) -> ChatSession:
+    async def start_chat(self, stream_id: str, source: str, media_start: float | None, pacing: int,
+                         resume: ReaderPoint | None = None) -> ChatSession:
         if stream_id in self.sessions or stream_id in self._starting:
             raise precondition(f"chat for stream {stream_id!r} is already running; StopChat it first")
         if len(self.sessions) + len(self._starting) >= self.settings.max_streams:
@@ -126,7 +145,7 @@ class ChatService(Service):
             )
         self._starting.add(stream_id)
         try:
-            session = await self._new_session(stream_id, source, media_start, pacing)
+            session = await self._new_session(stream_id, source, media_start, pacing, resume)
             try:
                 subs = await self._follow_media(session)
             except Exception as exc:
@@ -136,6 +155,10 @@ class ChatService(Service):
             self._starting.discard(stream_id)
         self.finished.pop(stream_id, None)
         self.sessions[stream_id] = session
+        if self.readers is not None:
+            point = ReaderPoint(source, session.media_start, pacing, session.started_wall, session.next_window, session.next_interval)
+            await self.readers.save(stream_id, point)
+            session.on_progress = lambda window, interval: self._progress(stream_id, point, window, interval)
         ACTIVE_STREAMS.labels(self.name).set(len(self.sessions))
         self._tasks[stream_id] = asyncio.create_task(self._run(session, subs), name=f"chat:{stream_id}")
         return session
@@ -167,7 +190,13 @@ class ChatService(Service):
 
     # ------------------------------------------------------------ sessions
 
-    async def _new_session(self, stream_id: str, source: str, media_start: float | None, pacing: int) -> ChatSession:
+    async def _progress(self, stream_id: str, point: ReaderPoint, next_window: int, next_interval: int) -> None:
+        point.next_window, point.next_interval = next_window, next_interval
+        if self.readers is not None and stream_id in self.sessions:
+            await self.readers.save(stream_id, point)
+
+    async def _new_session(self, stream_id: str, source: str, media_start: float | None, pacing: int,
+                           resume: ReaderPoint | None = None) -> ChatSession:
         try:
             parsed = parse_source(source)
         except SourceError as exc:
@@ -175,6 +204,8 @@ class ChatService(Service):
         run_id = uuid.uuid4().hex[:8]
         media_start = media_start or time.time()  # none given: the stream starts now
         common = dict(publisher=self.bus, products=self.products, media_start=media_start, idle_timeout_s=self.settings.stream_idle_s)
+        if resume is not None:
+            common.update(started_wall=resume.started_wall, skip_windows=resume.next_window, skip_intervals=resume.next_interval)
         if isinstance(parsed, LiveSource):
             client = self._irc_client(parsed, media_start)
             return ChatSession(stream_id, run_id, client=client, **common)
@@ -212,6 +243,8 @@ class ChatService(Service):
             self._tasks.pop(session.stream_id, None)
             ACTIVE_STREAMS.labels(self.name).set(len(self.sessions))
             if session.finished:
+                if self.readers is not None:
+                    await self.readers.forget(session.stream_id)
                 self.finished[session.stream_id] = session
                 while len(self.finished) > self.settings.finished_kept:
                     self.finished.popitem(last=False)

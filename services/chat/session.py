@@ -20,6 +20,12 @@ and one SentimentForecast event. Publishing is retried (same ids) until it succe
 Commands from the service go through `inbox`, so only the session's task changes its
 windows (the IRC reader only adds messages). A chat failure is published as a
 StreamStatus with state UNSPECIFIED and reason "chat_failed": the stream itself goes on.
+
+Resumed after a crash (resume.py): `started_wall` is the first reader's start (a realtime
+replay keeps its clock), and windows below `skip_windows` / intervals below `skip_intervals`
+were published by the first reader: they are aggregated (the forecaster's state needs them)
+but not published again. `on_progress(next_window, next_interval)` is awaited after each
+publish, for the service to save.
 """
 
 from __future__ import annotations
@@ -96,6 +102,10 @@ class ChatSession:
         media_start: float | None = None,
         realtime: bool = False,
         idle_timeout_s: float = 120.0,
+        started_wall: float | None = None,
+        skip_windows: int = 0,
+        skip_intervals: int = 0,
+        on_progress: Callable[[int, int], Awaitable[None]] | None = None,
     ) -> None:
         if (replay is None) == (client is None):
             raise ValueError("a chat session needs exactly one of a replay or an IRC client")
@@ -109,8 +119,12 @@ class ChatSession:
         self.idle_timeout_s = idle_timeout_s
         self.source_kind = "irc" if client else "replay"
         self.format = "irc" if client else replay.format  # type: ignore[union-attr]
-        self.started_wall = time.time()
-        self.started_mono = time.monotonic()
+        now = time.time()
+        self.started_wall = started_wall if started_wall else now
+        self.started_mono = time.monotonic() - max(0.0, now - self.started_wall)
+        self.skip_windows, self.skip_intervals = skip_windows, skip_intervals
+        self.on_progress = on_progress
+        self.next_window, self.next_interval = skip_windows, skip_intervals
         self.media_start = media_start if media_start else self.started_wall
         self.inbox: asyncio.Queue[tuple] = asyncio.Queue()
         self.state = common_pb2.STREAM_STATE_STARTING if client else RUNNING
@@ -118,7 +132,7 @@ class ChatSession:
         self.log = structlog.get_logger("chat").bind(stream_id=stream_id, source=self.source_kind, format=self.format)
         start_s = 0.0
         if client is not None:
-            start_s = max(0.0, self.started_wall - self.media_start)
+            start_s = max(0.0, now - self.media_start)  # a resumed IRC reader starts from now too
         self.agg = products.new_aggregator(start_s)
         self._partial_window = int(start_s // self.agg.window_s) if start_s % self.agg.window_s > PARTIAL_AFTER_S else None
         self.forecaster = products.new_forecaster()
@@ -387,8 +401,19 @@ class ChatSession:
         await self._send("status", lambda: self.publisher.publish_event(self.stream_id, status, event_id))
 
     async def _publish(self, windows: list[tuple[int, dict[str, float]]], points: list[SeriesPoint]) -> None:
+        if not windows and not points:
+            return
+        await self._publish_new(windows, points)
+        self.next_window = max([self.next_window] + [index + 1 for index, _ in windows])
+        self.next_interval = max([self.next_interval] + [p.index + 1 for p in points])
+        if self.on_progress is not None:
+            await self.on_progress(self.next_window, self.next_interval)
+
+    async def _publish_new(self, windows: list[tuple[int, dict[str, float]]], points: list[SeriesPoint]) -> None:
         sid = self.stream_id
         for index, values in windows:
+            if index < self.skip_windows:
+                continue  # the first reader published it
             start = index * self.agg.window_s
             flags = []
             if values.get("chat_messages", 0) == 0:
@@ -403,8 +428,12 @@ class ChatSession:
         for p in points:
             end = min(p.start_s + self.agg.interval_s, max(self._end_s, p.start_s))
             point = events_pb2.SentimentPoint(stream_id=sid, start_s=p.start_s, end_s=end, compound=p.mean_compound, messages=p.messages)
-            await self._send("sentiment", lambda: self.publisher.publish_event(sid, point, f"{sid}:sentiment:{p.index}"))
+            skip = p.index < self.skip_intervals  # the first reader published it; the forecaster still needs it
+            if not skip:
+                await self._send("sentiment", lambda: self.publisher.publish_event(sid, point, f"{sid}:sentiment:{p.index}"))
             f = self.forecaster.update(p.mean_compound, p.messages, p.emote_density)
+            if skip:
+                continue
             sent, act = f.sentiment, f.activity
             forecast = events_pb2.SentimentForecast(
                 stream_id=sid,

@@ -21,6 +21,10 @@ class ChatSettings(BaseServiceSettings):
     irc_token: str = Field("", description="OAuth token for irc_host (sent to no other host); empty: anonymous justinfan login")
     irc_nick: str = Field("", description="Account name that goes with irc_token")
     max_streams: int = Field(64, ge=1, description="Chat readers this instance runs at once")
+    resume_bucket: str = Field(
+        "chat_streams", pattern=r"^[a-zA-Z0-9_-]*$",
+        description="KV bucket where each chat reader keeps its start and progress, so a restarted chat resumes it (empty: none kept)",
+    )
     replay_roots: list[str] = Field(default_factory=list, description="When set, replay files must lie under one of these folders")
     max_replay_mb: float = Field(512.0, gt=0, description="Largest replay file accepted, MB (a replay is held in memory)")
     forecast_model: Path = Field(Path(__file__).parent / "models" / "forecast.onnx", description="LSTM forecaster ONNX file")

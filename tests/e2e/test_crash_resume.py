@@ -81,3 +81,4 @@ def test_a_killed_chat_resumes_its_reader_and_later_windows_have_chat(stack, sta
     assert sorted(scored) == list(range(6)), f"each window scored exactly once: {scored}"
     late = [w for w in doc["windows"] if w["index"] >= 4]
     assert late and all("chat" not in (w.get("missing") or []) for w in late), late
+    assert "chat reader resumed" in stack_log.read_text(), "the restarted chat resumed the reader"
