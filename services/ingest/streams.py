@@ -167,6 +167,9 @@ class IngestedStream:
                 status.duration_s = self.duration_s
                 if self.resumed is not None:
                     self._resumed_status(status)
+                if self.point is not None and self.point.live != self.pipeline.live:  # a live HLS playlist: known once opened
+                    self.point.live = self.pipeline.live
+                    await self.store.save(self.stream_id, self.point)  # type: ignore[union-attr]
             await self._report_status(status)
 
     def _after_resume_point(self, item) -> bool:
