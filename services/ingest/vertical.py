@@ -4,7 +4,8 @@ Short-video tools cut a broadcast's 16:9 clip to 9:16 for phones. `motion_center
 clip (every `step`-th frame, scaled down to `ANALYSIS_WIDTH` gray) and sums the absolute
 frame-to-frame change per column; the crop is the 9:16 column band (full height) whose summed
 change is largest, so the action stays in the frame. `export_vertical` writes that band as a new
-H.264 + AAC MP4 (re-encoded: a crop cannot be done by stream copy). A clip narrower than 9:16
+H.264 + AAC MP4 (re-encoded: a crop cannot be done by stream copy; the band is cut by libavfilter's
+crop in the decoder's pixel format, and frames keep the source's timestamps). A clip narrower than 9:16
 already, or without video, is refused with `VerticalError`.
 
 Used by ingest's ExportClip when the request asks for a vertical clip (services/ingest/api.py cuts it
@@ -80,6 +81,17 @@ def motion_center(src: str | Path, step: int = 2) -> float:
     return (best + span / 2) / ANALYSIS_WIDTH
 
 
+def _crop_graph(stream, width: int, height: int, x: int) -> av.filter.Graph:
+    """libavfilter's crop: the band is cut in the decoder's own pixel format, without a round trip to RGB."""
+    graph = av.filter.Graph()
+    source = graph.add_buffer(template=stream)
+    crop = graph.add("crop", f"{width}:{height}:{x}:0")
+    source.link_to(crop)
+    crop.link_to(graph.add("buffersink"))
+    graph.configure()
+    return graph
+
+
 def export_vertical(src: str | Path, dest: str | Path, center: float | None = None, crf: int = 23) -> VerticalClip:
     """Write the 9:16 band of `src` around `center` (default: `motion_center`) to `dest` (MP4)."""
     src, dest = Path(src), Path(dest)
@@ -98,15 +110,25 @@ def export_vertical(src: str | Path, dest: str | Path, center: float | None = No
             vout = out.add_stream("libx264", rate=rate)
             vout.width, vout.height, vout.pix_fmt = band, height, "yuv420p"
             vout.options = {"crf": str(crf), "preset": "veryfast"}
+            # Frames keep the source's own timestamps: in a time base of 1/average_rate, an uneven
+            # rate (a cut clip's is, e.g. 4510/151) rounds two frames onto one tick and the muxer refuses.
+            vout.codec_context.time_base = vin.time_base
             aout = None
             if ain is not None:
                 aout = out.add_stream("aac", rate=ain.codec_context.sample_rate or 48000)
             streams = [vin] + ([ain] if ain is not None else [])
+            crop = _crop_graph(vin, band, height, x)
+            last_pts = None
             for frame in inp.decode(*streams):
                 if isinstance(frame, av.VideoFrame):
-                    rgb = frame.to_ndarray(format="rgb24")[:, x : x + band]
-                    cropped = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p")
-                    cropped.pts, cropped.time_base = frame.pts, frame.time_base
+                    crop.push(frame)
+                    cropped = crop.pull()
+                    if cropped.format.name != "yuv420p":
+                        cropped = cropped.reformat(format="yuv420p")
+                    pts = frame.pts if frame.pts is not None else (last_pts or 0) + 1
+                    if last_pts is not None and pts <= last_pts:  # a repeated or backwards stamp: keep the order
+                        pts = last_pts + 1
+                    cropped.pts, cropped.time_base, last_pts = pts, vin.time_base, pts
                     out.mux(vout.encode(cropped))
                     frames += 1
                 elif aout is not None:

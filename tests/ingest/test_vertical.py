@@ -58,3 +58,28 @@ def test_a_still_clip_is_cropped_in_the_middle_and_a_narrow_one_is_refused(tmp_p
         export_vertical(narrow, tmp_path / "narrow.vertical.mp4")
     with pytest.raises(VerticalError, match="cannot read"):
         motion_center(tmp_path / "missing.mp4")
+
+
+def test_a_cut_clip_with_an_uneven_average_rate_keeps_every_frame(tmp_path, shared_data):
+    """A 3 s stream-copy cut of real gameplay (30 fps, timestamps in 1/15360 s) reports an average
+    rate of 1365/46; in a time base of 1/that rate two frames fell on one tick and the muxer refused."""
+    cut = tmp_path / "cut.mp4"
+    with av.open(str(shared_data / "media" / "openarena_dm2.mp4")) as inp, av.open(str(cut), "w") as out:
+        streams = [s for s in inp.streams if s.type in ("video", "audio")]
+        copies = {s.index: out.add_stream_from_template(s) for s in streams}
+        for packet in inp.demux(*streams):
+            if packet.pts is None or packet.pts * packet.time_base > 3:
+                continue
+            packet.stream = copies[packet.stream.index]
+            out.mux(packet)
+    with av.open(str(cut)) as c:
+        assert c.streams.video[0].average_rate.denominator != 1, "the case under test: an uneven rate"
+        source_times = [f.time for f in c.decode(video=0)]
+    out = export_vertical(cut, tmp_path / "cut.vertical.mp4")
+    with av.open(str(out.path)) as c:
+        v = c.streams.video[0]
+        assert (v.codec_context.width, v.codec_context.height) == (404, 720)
+        times = [f.time for f in c.decode(video=0)]
+    assert len(times) == len(source_times) == out.frames
+    assert all(b > a for a, b in zip(times, times[1:]))
+    assert times[-1] - times[0] == pytest.approx(source_times[-1] - source_times[0], abs=1 / 30)
