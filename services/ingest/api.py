@@ -2,7 +2,8 @@
 
 ExportClip with ``vertical`` also cuts a 9:16 copy of the stored clip (services/ingest/vertical.py,
 in a worker thread) and keeps it in the clip store under its own random id, remembered under the
-key ``<key>.vertical`` so a retry gives the same copy. A clip that cannot be made vertical (too
+key ``<key>.vertical`` so a retry gives the same copy (a retry during the cut waits for it; a caller
+that gives up does not stop it). A clip that cannot be made vertical (too
 narrow, no video) is still returned, without ``vertical``; the failure is logged and counted.
 """
 
@@ -54,6 +55,7 @@ def _status_error(err: IngestError) -> StatusError:
 class IngestApi(ingest_pb2_grpc.IngestServicer):
     def __init__(self, service):
         self.service = service  # IngestService: owns the streams
+        self._verticals: dict[tuple[str, str], asyncio.Future] = {}  # (stream, key): copies being cut
 
     def _stream(self, stream_id: str) -> IngestedStream:
         if not subjects.is_valid_stream_id(stream_id):
@@ -117,10 +119,20 @@ class IngestApi(ingest_pb2_grpc.IngestServicer):
         except IngestError as err:
             raise _status_error(err) from None
         if request.vertical:
-            vertical = await self._vertical(stream, key, clip, self.service.clip_store)
+            vertical = await self._vertical_once(stream, key, clip)
             if vertical is not None:
                 clip.vertical.CopyFrom(vertical)
         return clip
+
+    async def _vertical_once(self, stream: IngestedStream, key: str, clip: common_pb2.ClipRef) -> common_pb2.ClipRef | None:
+        """One cut per key at a time, finished even when the caller gives up (its retry then finds it)."""
+        name = (stream.stream_id, key)
+        task = self._verticals.get(name)
+        if task is None:
+            task = asyncio.ensure_future(self._vertical(stream, key, clip, self.service.clip_store))
+            self._verticals[name] = task
+            task.add_done_callback(lambda _: self._verticals.pop(name, None))
+        return await asyncio.shield(task)
 
     @staticmethod
     async def _vertical(stream: IngestedStream, key: str, clip: common_pb2.ClipRef, store: ClipStore) -> common_pb2.ClipRef | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 import re
 import contextlib
@@ -303,6 +304,10 @@ async def test_a_vertical_clip_is_cut_beside_the_clip(nats_server, bus, media_re
             plain = await control.ExportClip(ingest_pb2.ExportClipRequest(stream_id=sid, start_s=0.5, end_s=4.5, clip_id="plain"))
             clip = await control.ExportClip(ingest_pb2.ExportClipRequest(stream_id=sid, start_s=0.5, end_s=4.5, clip_id="h-1", vertical=True))
             again = await control.ExportClip(ingest_pb2.ExportClipRequest(stream_id=sid, start_s=0.5, end_s=4.5, clip_id="h-1", vertical=True))
+            gave_up = ingest_pb2.ExportClipRequest(stream_id=sid, start_s=1.0, end_s=4.0, clip_id="h-2", vertical=True)
+            with contextlib.suppress(grpc.aio.AioRpcError):  # a caller that gives up (most likely mid-cut)...
+                await control.ExportClip(gave_up, timeout=0.2)
+            retried = await control.ExportClip(gave_up)  # ...and retries: one copy, finished or joined
             files = {}
             for name, ref in (("clip", clip), ("vertical", clip.vertical)):
                 chunks = [c async for c in control.ReadClip(ingest_pb2.ReadClipRequest(stream_id=sid, clip_id=ref.clip_id))]
@@ -315,6 +320,14 @@ async def test_a_vertical_clip_is_cut_beside_the_clip(nats_server, bus, media_re
     assert not tall.HasField("vertical")
     assert (again.clip_id, again.vertical.clip_id, again.vertical.uri) == (clip.clip_id, tall.clip_id, tall.uri), "a retry gives the same copy"
     assert (tall.start_s, tall.end_s) == (clip.start_s, clip.end_s)
+    assert retried.vertical.clip_id not in ("", tall.clip_id)
+    if store == "local":
+        folder = tmp_path / "clips" / sid
+        assert not list(folder.glob("*.part.mp4")), "no half-written copy is left behind"
+        assert {p.name for p in folder.glob("*.mp4")} >= {
+            f"{c}.mp4" for c in (plain.clip_id, clip.clip_id, tall.clip_id, retried.clip_id, retried.vertical.clip_id)}
+        copies = {json.loads(p.read_text())["clip_id"] for p in folder.glob("*.vertical.json")}
+        assert copies == {tall.clip_id, retried.vertical.clip_id}, "one copy per key"
     assert tall.size_bytes == files["vertical"].stat().st_size > 0
     assert tall.uri.startswith("file://" if store == "local" else f"nats-object://clips/{sid}/")
     with av.open(str(files["clip"])) as c:
