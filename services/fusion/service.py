@@ -20,8 +20,9 @@ chat), a stage's own terminal or "chat_failed" status (it delivers nothing more)
 from the 1 s values the scores carry; chat's reaction 1-12 s later credited to the moment it
 follows) and makes one highlight per moment; a highlight gets a clip from ingest's ExportClip
 (lead-in included) and one Highlight event `<stream>:highlight:<n>`. A clip that fails still
-publishes the highlight, with an empty clip. With the setting vertical_clips the request asks for
-a 9:16 copy too, carried as Highlight.vertical_clip. Glitch events (durable "fusion-glitch") mark the
+publishes the highlight, with an empty clip. With the setting vertical_clips a second ExportClip
+(same key: ingest answers with the stored clip) asks for its 9:16 copy too, within
+vertical_timeout_s, carried as Highlight.vertical_clip. Glitch events (durable "fusion-glitch") mark the
 spans whose moments are suppressed or flagged.
 
 Exactly once under redelivery and restarts: every accepted record is written to the KV bucket
@@ -450,20 +451,23 @@ class FusionService(Service):
         media_end = state.join.last_end if state.join.ended else None
         start_s, end_s = span.clip_range(self.highlight_config, media_end)
         clip_id = f"highlight-{span.number}"
+        request = ingest_pb2.ExportClipRequest(stream_id=sid, start_s=start_s, end_s=end_s, clip_id=clip_id)
         try:
-            clip = await self.ingest.ExportClip(
-                ingest_pb2.ExportClipRequest(stream_id=sid, start_s=start_s, end_s=end_s, clip_id=clip_id, vertical=self.settings.vertical_clips),
-                timeout=self.settings.clip_timeout_s,
-            )
+            clip = await self.ingest.ExportClip(request, timeout=self.settings.clip_timeout_s)
         except grpc.aio.AioRpcError as exc:
             self.log.warning("clip failed; highlight published without a clip", stream_id=sid, highlight=span.number,
                              code=exc.code().name, detail=exc.details())
             clip = common_pb2.ClipRef()
         vertical = common_pb2.ClipRef()
-        vertical.CopyFrom(clip.vertical)
-        clip.ClearField("vertical")  # the event carries it as vertical_clip
-        if self.settings.vertical_clips and clip.clip_id and not vertical.clip_id:
-            self.log.warning("no vertical clip for this highlight (ingest could not cut one)", stream_id=sid, highlight=span.number)
+        if self.settings.vertical_clips and clip.clip_id:
+            # asked apart, with its own deadline: a slow re-encode must not cost the clip itself
+            request.vertical = True
+            try:
+                vertical = (await self.ingest.ExportClip(request, timeout=self.settings.vertical_timeout_s)).vertical
+            except grpc.aio.AioRpcError as exc:
+                self.log.warning("vertical clip failed", stream_id=sid, highlight=span.number, code=exc.code().name, detail=exc.details())
+            if not vertical.clip_id:
+                self.log.warning("highlight published without a vertical clip", stream_id=sid, highlight=span.number)
         highlight = events_pb2.Highlight(
             stream_id=sid, highlight_id=clip_id, start_s=span.start_s, end_s=span.end_s, score=span.score,
             why=list(span.best.why), clip=clip, windows=list(span.windows), missing=[MODALITY[m] for m in span.missing],

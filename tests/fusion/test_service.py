@@ -263,7 +263,7 @@ async def test_one_score_per_window_and_a_playable_clip_from_the_real_ingest(nat
     async with connected(nats_server.url) as bus, ingest.serving():
         config = settings(nats_server.url, model_path, f"fusion-e2e-{int(vertical)}", ingest_address=ingest.address, stall_timeout_s=3.0,
                           tail_s=0.0,  # ingest cannot yet cut a clip that reaches into a stream's last buffer segment
-                          vertical_clips=vertical, clip_timeout_s=30.0)
+                          vertical_clips=vertical, vertical_timeout_s=60.0)
         async with FusionService(config).serving():
             log, sub = await EventLog.follow(bus, sid)
             async with channel(ingest.address) as ch:
