@@ -243,11 +243,11 @@ class ChatService(Service):
             self._tasks.pop(session.stream_id, None)
             ACTIVE_STREAMS.labels(self.name).set(len(self.sessions))
             if session.finished:
-                if self.readers is not None:
-                    await self.readers.forget(session.stream_id)
                 self.finished[session.stream_id] = session
                 while len(self.finished) > self.settings.finished_kept:
                     self.finished.popitem(last=False)
+                if self.readers is not None and session.stream_id not in self.sessions:  # after GetChat can see it finished: this awaits
+                    await self.readers.forget(session.stream_id)
 
     async def _follow_media(self, session: ChatSession) -> list:
         """Ordered consumers on the stream's window records and status events."""
