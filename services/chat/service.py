@@ -123,8 +123,9 @@ class ChatService(Service):
         }
 
     async def stop(self) -> None:
-        """Shutdown: readers are cancelled; their open windows are not published (a restarted
-        StartChat reads the chat again, and the message ids keep the published ones single)."""
+        """Shutdown: readers are cancelled; their open windows are not published. Their points
+        stay in KV, so the next chat service resumes them (and the message ids keep the published
+        windows single)."""
         if self.sessions:
             self.log.warning("chat readers cancelled at shutdown", streams=sorted(self.sessions))
         tasks = list(self._tasks.values())
