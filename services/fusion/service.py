@@ -480,7 +480,8 @@ class FusionService(Service):
         await self.kv.put(f"h.{sid}.{span.number}", b"1")
         state.published.add(span.number)
         self.log.info("highlight", stream_id=sid, highlight=span.number, start_s=span.start_s, end_s=span.end_s,
-                      score=round(span.score, 3), rank=span.rank, reason=span.reason, latency_s=span.latency_s, clip=clip.uri or "none")
+                      score=round(span.score, 3), rank=span.rank, reason=span.reason, latency_s=span.latency_s, clip=clip.uri or "none",
+                      **({"vertical_clip": vertical.uri or "none"} if self.settings.vertical_clips else {}))
 
     async def _forget(self, state: StreamState) -> None:
         """Every window of an ended stream is scored: drop its state, remember it is done."""
