@@ -9,6 +9,7 @@ id, a JSON value:
   media_time_s  media time reached when saved
   samples       per frame consumer, sampled frames numbered so far; audio_chunks likewise
   run           how many times ingest has (re)started the stream (its status ids differ per run)
+  started_at    wall clock of the first start (a stop the gateway published after it cancels the resume)
   saved_at      wall clock of the save
 
 Written when a stream starts and after each window record goes out; deleted when the stream
@@ -47,11 +48,13 @@ class ResumePoint:
     samples: dict[str, int] = field(default_factory=dict)
     audio_chunks: int = 0
     run: int = 0
+    started_at: float = 0.0
     saved_at: float = 0.0
 
     @classmethod
     def new(cls, request: ingest_pb2.StartIngestRequest, live: bool) -> "ResumePoint":
-        return cls(base64.b64encode(request.SerializeToString()).decode(), live, saved_at=time.time())
+        now = time.time()
+        return cls(base64.b64encode(request.SerializeToString()).decode(), live, started_at=now, saved_at=now)
 
     def start_request(self) -> ingest_pb2.StartIngestRequest:
         return ingest_pb2.StartIngestRequest.FromString(base64.b64decode(self.request))
@@ -65,7 +68,8 @@ class ResumePoint:
         return cls(
             request=str(raw["request"]), live=bool(raw["live"]), windows=int(raw.get("windows", 0)),
             media_time_s=float(raw.get("media_time_s", 0.0)), samples={str(k): int(v) for k, v in (raw.get("samples") or {}).items()},
-            audio_chunks=int(raw.get("audio_chunks", 0)), run=int(raw.get("run", 0)), saved_at=float(raw.get("saved_at", 0.0)),
+            audio_chunks=int(raw.get("audio_chunks", 0)), run=int(raw.get("run", 0)), started_at=float(raw.get("started_at", 0.0)),
+            saved_at=float(raw.get("saved_at", 0.0)),
         )
 
 

@@ -10,8 +10,9 @@ GetIngest / ExportClip answer NOT_FOUND.
 Crash safety: every running stream keeps its resume point in KV (resume.py). On start the
 service resumes each stream a killed predecessor left unfinished, before it serves: a file from
 its next window, a live source from now (streams.py). A stream that cannot be opened again is
-reported FAILED (reason "resume_failed") and forgotten. A graceful stop stops the streams
-(STOPPED), so they are not resumed.
+reported FAILED (reason "resume_failed") and forgotten; one the gateway stopped or failed while
+ingest was down (its terminal status is on EVENTS) is forgotten. A graceful stop stops the
+streams (STOPPED), so they are not resumed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ import dataclasses
 import time
 from pathlib import Path
 
+from google.protobuf.message import DecodeError
+
+from streamsight import subjects
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
@@ -36,7 +40,7 @@ from .errors import IngestError
 from .resume import ResumePoint, ResumeStore
 from .settings import IngestSettings
 from .source import check_network, resolve
-from .streams import IngestedStream, pipeline_config, source_options
+from .streams import TERMINAL, IngestedStream, pipeline_config, source_options
 
 
 class IngestService(Service):
@@ -59,6 +63,11 @@ class IngestService(Service):
         """Start again every stream a killed ingest left unfinished (see the module docstring)."""
         assert self.resume_store is not None
         for stream_id, point in (await self.resume_store.cut_off()).items():
+            ended = await self._ended_meanwhile(stream_id, point)
+            if ended:
+                self.log.info("stream not resumed: the gateway ended it meanwhile", stream_id=stream_id, state=ended)
+                await self.resume_store.forget(stream_id)
+                continue
             try:
                 await self.start_stream(point.start_request(), resume=point)
             except Exception as exc:  # the file is gone, a bad entry: say so, keep serving the others
@@ -71,6 +80,23 @@ class IngestService(Service):
                 await self.resume_store.forget(stream_id)
             else:
                 self.log.info("stream resumed", stream_id=stream_id, live=point.live, windows=point.windows, run=point.run + 1)
+
+    async def _ended_meanwhile(self, stream_id: str, point: ResumePoint) -> str:
+        """The state of a terminal status the gateway published for the stream since it started
+        (StopStream while ingest was down), or ""."""
+        try:
+            found = await self.bus.read_all(subjects.EVENTS_STREAM, subjects.event("status", stream_id))
+        except Exception as exc:  # cannot tell: resume (a stopped stream is stopped again by its owner)
+            self.log.warning("could not read the stream's statuses", stream_id=stream_id, error=repr(exc))
+            return ""
+        for msg in reversed(found):
+            try:
+                status = events_pb2.StreamStatus.FromString(msg.data)
+            except DecodeError:
+                continue
+            if status.reporter == "gateway" and status.state in TERMINAL and msg.metadata.timestamp.timestamp() >= point.started_at - 1.0:
+                return common_pb2.StreamState.Name(status.state)
+        return ""
 
     def servicers(self) -> list[Servicer]:
         name = ingest_pb2.DESCRIPTOR.services_by_name["Ingest"].full_name

@@ -192,3 +192,19 @@ async def test_a_point_that_cannot_be_resumed_is_reported_failed(bus, ingest, tm
     assert not await ResumeStore(kv).cut_off(), "both points are gone"
     async with channel(ingest.address) as ch:
         await ingest.stub(ch)  # and the service serves
+
+
+async def test_a_stream_the_gateway_stopped_while_ingest_was_down_is_not_resumed(bus, ingest, tmp_path):
+    video = make_media(tmp_path / "short.mp4", duration=6.0, width=160, height=92, fps=10).path
+    request = ingest_pb2.StartIngestRequest(stream_id="resumestopped", source=str(video), pacing=common_pb2.PACING_VOD)
+    kv = await bus.kv(BUCKET)
+    await kv.put("resumestopped", ResumePoint.new(request, live=False).to_bytes())
+    stopped = events_pb2.StreamStatus(stream_id="resumestopped", state=common_pb2.STREAM_STATE_STOPPED, reason="stopped_by_request", reporter="gateway")
+    await bus.publish_event("resumestopped", stopped, "resumestopped:status:gateway:stopped")
+    ingest.start()
+    async with channel(ingest.address) as ch:
+        stub = await ingest.stub(ch)
+        with pytest.raises(Exception, match="NOT_FOUND|no stream"):
+            await stub.GetIngest(ingest_pb2.GetIngestRequest(stream_id="resumestopped"))
+    assert not await ResumeStore(kv).cut_off(), "its point is deleted"
+    assert [s.reporter for s in await _statuses(bus, "resumestopped")] == ["gateway"], "ingest said nothing of it"
