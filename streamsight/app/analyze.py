@@ -94,8 +94,8 @@ def describe(kind: str, event: events_pb2.Event) -> str | None:
     """A line for the moments a person wants to see as they happen."""
     if kind == "highlight":
         h = event.highlight
-        why = ", ".join(f"{c.feature} {c.weight:+.2f}" for c in h.why[:3]) or "-"
-        return f"HIGHLIGHT {h.start_s:7.1f}-{h.end_s:.1f} s  score {h.score:.2f}  why: {why}"
+        why = h.reason or ", ".join(f"{c.feature} {c.weight:+.2f}" for c in h.why[:3]) or "-"
+        return f"HIGHLIGHT {h.start_s:7.1f}-{h.end_s:.1f} s  score {h.score:.2f}  {why}"
     if kind == "glitch" and event.glitch.phase in (events_pb2.PHASE_START, events_pb2.PHASE_END):
         g = event.glitch
         name = events_pb2.GlitchKind.Name(g.kind).removeprefix("GLITCH_KIND_").lower()

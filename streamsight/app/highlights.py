@@ -99,6 +99,8 @@ def as_row(rank: int, h) -> dict:
         "glitch": h.glitch,
         "clip": h.clip.uri or None,
         "clip_id": h.clip.clip_id or None,
+        "vertical_clip": h.vertical_clip.uri or None,
+        "vertical_clip_id": h.vertical_clip.clip_id or None,
     }
 
 
@@ -106,6 +108,8 @@ def line(row: dict) -> str:
     peak = f" peak {row['peak_s']:.0f} s" if row.get("peak_s") is not None else ""
     glitch = "  [glitch]" if row.get("glitch") else ""
     clip = row.get("clip") or "no clip"
+    if row.get("vertical_clip"):
+        clip += f"  (9:16: {row['vertical_clip']})"
     return (f"#{row['rank']:<3} {_clock(row['start_s'])}-{_clock(row['end_s'])}{peak}  score {row['score']:.2f}  "
             f"{row.get('reason') or '-'}{glitch}  {clip}")
 

@@ -134,6 +134,19 @@ def test_the_highlights_command_lists_a_report_best_first(tmp_path, capsys):
     assert bad.run(bad) == 2 and "cannot read" in capsys.readouterr().err
 
 
+def test_a_gateway_highlight_row_names_its_vertical_clip():
+    from streamsight.app import highlights
+
+    h = events_pb2.Highlight(highlight_id="h1", start_s=21, end_s=24, score=0.9, peak_s=21, resolution="moment", reason="loud sound",
+                             clip=common_pb2.ClipRef(clip_id="c1", uri="/clips/s/c1.mp4"),
+                             vertical_clip=common_pb2.ClipRef(clip_id="v1", uri="/clips/s/v1.mp4"))
+    row = highlights.as_row(1, h)
+    assert (row["clip"], row["vertical_clip"], row["vertical_clip_id"]) == ("/clips/s/c1.mp4", "/clips/s/v1.mp4", "v1")
+    assert highlights.line(row).endswith("/clips/s/c1.mp4  (9:16: /clips/s/v1.mp4)")
+    plain = highlights.as_row(2, events_pb2.Highlight(highlight_id="h2", start_s=1, end_s=2, score=0.5))
+    assert plain["vertical_clip"] is None and "9:16" not in highlights.line(plain)
+
+
 def test_a_vertical_clip_is_listed_beside_the_clip_and_null_without_one(tmp_path):
     results = _results()
     tall = common_pb2.ClipRef(clip_id="v2", start_s=19.0, end_s=27.0)
