@@ -100,6 +100,11 @@ function drawClips() {
     const v = el("video"); v.controls = true; v.preload = "auto"; v.muted = true;
     v.src = withToken(`/clips/${encodeURIComponent(view.id)}/${encodeURIComponent(h.clip.clip_id)}.mp4`);
     d.append(v, el("div", "muted", `#${h.rank || "?"} · ${(h.start_s || 0).toFixed(1)}–${(h.end_s || 0).toFixed(1)} s · score ${(h.score || 0).toFixed(2)}` + (h.reason ? ` · ${h.reason}` : "")));
+    if (h.vertical_clip && h.vertical_clip.clip_id) {  // the 9:16 copy, when fusion's vertical_clips is on
+      const a = el("a", "muted", "9:16 clip");
+      a.href = withToken(`/clips/${encodeURIComponent(view.id)}/${encodeURIComponent(h.vertical_clip.clip_id)}.mp4`);
+      d.append(a);
+    }
     box.append(d);
   }
 }

@@ -58,10 +58,10 @@ async def channel_view(api, key: bytes, channel_id: str, base_url: str) -> dict 
     for highlight in latest:
         doc = _json(highlight)
         doc.pop("why", None)  # the model's feature contributions are not the viewer's business
-        clip_id = highlight.clip.clip_id
-        if clip_id:
-            sig = clip_signature(key, stream.id, clip_id, expires)
-            doc["clip_url"] = f"{base_url}/ebs/v1/clips/{stream.id}/{clip_id}.mp4?expires={expires}&sig={sig}"
+        for clip, name in ((highlight.clip, "clip_url"), (highlight.vertical_clip, "vertical_clip_url")):
+            if clip.clip_id:
+                sig = clip_signature(key, stream.id, clip.clip_id, expires)
+                doc[name] = f"{base_url}/ebs/v1/clips/{stream.id}/{clip.clip_id}.mp4?expires={expires}&sig={sig}"
         shown.append(doc)
     return {
         "channel_id": channel_id,

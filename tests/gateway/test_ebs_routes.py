@@ -58,8 +58,9 @@ async def test_channel_view_and_refusals(nats_server):
         forecast = events_pb2.SentimentForecast(stream_id="now-run", issued_at_s=90, trustworthy=True, model="lstm-test",
                                                 points=[events_pb2.ForecastPoint(start_s=90, compound=0.5, baseline=0.1)], lower=[0.2], upper=[0.8])
         await bus.publish_event("now-run", forecast, "now-run:f1")
-        clip = common_pb2.ClipRef(clip_id="highlight-abc")
-        await bus.publish_event("now-run", events_pb2.Highlight(stream_id="now-run", highlight_id="h1", start_s=12, end_s=17, score=0.9, clip=clip), "now-run:h1")
+        clip, tall = common_pb2.ClipRef(clip_id="highlight-abc"), common_pb2.ClipRef(clip_id="highlight-abc-tall")
+        await bus.publish_event("now-run", events_pb2.Highlight(stream_id="now-run", highlight_id="h1", start_s=12, end_s=17, score=0.9, clip=clip,
+                                                                vertical_clip=tall), "now-run:h1")
         await bus.close()
 
         status, hdrs, body = await http_get(port, "/ebs/v1/channel", {"Authorization": f"Bearer {token()}", "Origin": ORIGIN})
@@ -71,6 +72,7 @@ async def test_channel_view_and_refusals(nats_server):
         (highlight,) = view["highlights"]
         assert highlight["highlight_id"] == "h1" and "/ebs/v1/clips/now-run/highlight-abc.mp4?expires=" in highlight["clip_url"]
         assert highlight["clip_url"].startswith(f"http://localhost/ebs/v1/clips/")
+        assert "/ebs/v1/clips/now-run/highlight-abc-tall.mp4?expires=" in highlight["vertical_clip_url"], "the 9:16 copy is signed too"
 
         # Every bad token gets the same 401 and body: nothing tells a forger what was wrong.
         head_none = b64url_encode(b'{"alg":"none","typ":"JWT"}')
