@@ -3,7 +3,7 @@
 It uses the stack that `streamsight up` runs from the data folder (or the gateway named with
 --gateway); with neither, it starts an embedded stack (NATS + every built service) on free
 ports for the duration of the job. It submits the stream, shows progress (media time done,
-speed as a multiple of real time), prints highlights and glitches as they come, waits until
+speed as a multiple of real time), prints highlights, glitches and health incidents as they come, waits until
 every window is scored, downloads the clips (and their vertical copies), and writes report.json and report.html to --out.
 When the gateway goes away mid-job (restarted by `up`), the event watch and clip downloads
 reconnect for up to RECONNECT_S and resume after the last event seen: each event counts once.
@@ -24,7 +24,7 @@ from streamsight.app import report
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from streamsight.app.results import StreamResults
+from streamsight.app.results import StreamResults, health_name
 from streamsight.rpc import channel
 from streamsight.app.supervisor import Supervisor, built_services, find_running
 
@@ -102,6 +102,12 @@ def describe(kind: str, event: events_pb2.Event) -> str | None:
         if g.phase == events_pb2.PHASE_START:
             return f"GLITCH    {g.start_s:7.1f} s  {name} (confidence {g.confidence:.2f})"
         return f"GLITCH    {g.start_s:7.1f}-{g.end_s:.1f} s  {name} ended, severity {g.severity:.2f}"
+    if kind == "health" and event.health.phase in (events_pb2.PHASE_START, events_pb2.PHASE_END):
+        h = event.health
+        detail = f"  {h.detail}" if h.detail else ""
+        if h.phase == events_pb2.PHASE_START:
+            return f"HEALTH    {h.start_s:7.1f} s  {health_name(h.kind)}{detail}"
+        return f"HEALTH    {h.start_s:7.1f}-{max(h.end_s, h.start_s):.1f} s  {health_name(h.kind)} ended, severity {h.severity:.2f}"
     if kind == "status" and event.status.state == common_pb2.STREAM_STATE_FAILED:
         return f"FAILED    {event.status.detail}"
     if kind == "status" and event.status.reason == "gap":

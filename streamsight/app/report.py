@@ -1,6 +1,6 @@
 """The analyze job's outputs: `report.json` (stable, documented in docs/report.md and checked
 against streamsight/app/report.schema.json) and `report.html` (a self-contained page: score
-timeline, sentiment series with forecast, glitch marks, clip players; inline SVG, no script).
+timeline, sentiment series with forecast, glitch and stream-health marks, clip players; inline SVG, no script).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
-from streamsight.app.results import StreamResults, overlaps_glitch, ranked
+from streamsight.app.results import StreamResults, health_name, overlapping_health, overlaps_glitch, ranked
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
@@ -60,6 +60,7 @@ def build(results: StreamResults, clip_files: dict[str, str] | None = None, serv
             "features": {k: round(v, 5) for k, v in sorted(s.features.items())},
             "why": _why(s.why),
             "glitch": overlaps_glitch(s.start_s, s.end_s, results.glitches.values()),
+            "health": overlapping_health(s.start_s, s.end_s, results.health.values()),
         }
         for s in sorted(results.scores.values(), key=lambda s: s.window)
     ]
@@ -95,6 +96,16 @@ def build(results: StreamResults, clip_files: dict[str, str] | None = None, serv
         }
         for g in sorted(results.glitches.values(), key=lambda g: g.start_s)
     ]
+    health = [
+        {
+            "kind": health_name(h.kind),
+            "start_s": round(h.start_s, 3),
+            "end_s": round(max(h.end_s, h.start_s), 3) if h.phase == events_pb2.PHASE_END else None,
+            "severity": round(h.severity, 4),
+            "detail": h.detail,
+        }
+        for h in sorted(results.health.values(), key=lambda h: (h.start_s, h.incident_id))
+    ]
     forecast = results.forecast
     return {
         "schema_version": SCHEMA_VERSION,
@@ -110,6 +121,7 @@ def build(results: StreamResults, clip_files: dict[str, str] | None = None, serv
         "windows_missing": missing_counts(results.scores.values()),
         "highlights": highlights,
         "glitches": glitches,
+        "health": health,
         "sentiment": {
             "series": [
                 {"start_s": round(p.start_s, 3), "compound": round(p.compound, 4), "messages": p.messages}
@@ -146,6 +158,10 @@ def _timeline_svg(report: dict) -> str:
     for g in report["glitches"]:
         x0, x1 = _x(g["start_s"], duration), _x(g["end_s"], duration)
         parts.append(f'<rect class="gl" x="{x0:.1f}" y="{base + 4}" width="{max(x1 - x0, 3):.1f}" height="8"><title>{html.escape(g["kind"])}</title></rect>')
+    for h in report.get("health", []):
+        end = h["end_s"] if h["end_s"] is not None else duration  # still open when the report was written
+        x0, x1 = _x(h["start_s"], duration), _x(end, duration)
+        parts.append(f'<rect class="hp" x="{x0:.1f}" y="{base + 14}" width="{max(x1 - x0, 3):.1f}" height="6"><title>{html.escape(h["kind"])}: {html.escape(h["detail"])}</title></rect>')
     for w in report["windows"]:
         x0, x1 = _x(w["start_s"], duration), _x(w["end_s"], duration)
         top = base - (base - 16) * w["score"]
@@ -188,7 +204,7 @@ body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:960px;color:
 h1{font-size:1.5rem;margin-bottom:.2rem} h2{font-size:1.15rem;margin-top:2rem}
 .meta{color:#5b6670} svg{width:100%;height:auto;background:#f6f8fa;border-radius:6px}
 svg text{font-size:11px;fill:#5b6670} .axis{stroke:#9aa5b1}
-.bar{fill:#3b82f6} .bar.missing{fill:#93c5fd} .hl{fill:#fde68a} .gl{fill:#dc2626}
+.bar{fill:#3b82f6} .bar.missing{fill:#93c5fd} .hl{fill:#fde68a} .gl{fill:#dc2626} .hp{fill:#f97316}
 .series{fill:none;stroke:#059669;stroke-width:2} .forecast{fill:none;stroke:#7c3aed;stroke-width:2;stroke-dasharray:6 4}
 .baseline{fill:none;stroke:#9aa5b1;stroke-dasharray:2 3}
 table{border-collapse:collapse;width:100%} td,th{padding:.35rem .5rem;border-bottom:1px solid #e5e7eb;text-align:left;vertical-align:top}
@@ -200,6 +216,10 @@ table{border-collapse:collapse;width:100%} td,th{padding:.35rem .5rem;border-bot
 
 def _fmt_why(why: list[dict], n: int = 3) -> str:
     return ", ".join(f"{html.escape(w['feature'])} {w['weight']:+.2f}" for w in why[:n]) or "-"
+
+
+def _span(start_s: float, end_s: float | None) -> str:
+    return f"{start_s:.1f}–{end_s:.1f} s" if end_s is not None else f"{start_s:.1f} s–(still open)"
 
 
 def _incomplete_html(report: dict) -> str:
@@ -235,6 +255,11 @@ def write_html(report: dict, path: Path) -> None:
         f"<tr><td>{g['start_s']:.1f}–{g['end_s']:.1f} s</td><td>{e(g['kind'])}</td><td>{g['severity']:.2f}</td></tr>"
         for g in report["glitches"]
     ) or '<tr><td colspan="3" class="none">No corruption seen.</td></tr>'
+    health_rows = "".join(
+        f"<tr><td>{_span(h['start_s'], h['end_s'])}</td><td>{e(h['kind'])}</td>"
+        f"<td>{h['severity']:.2f}</td><td>{e(h['detail'])}</td></tr>"
+        for h in report.get("health", [])
+    ) or '<tr><td colspan="4" class="none">No stream health incident.</td></tr>'
     clips = "".join(
         f'<div class="clip"><video controls preload="metadata" src="{e(h["clip"])}"></video>'
         + (f'<video class="vertical" controls preload="metadata" src="{e(h["vertical_clip"])}"></video>' if h.get("vertical_clip") else "")
@@ -250,7 +275,7 @@ def write_html(report: dict, path: Path) -> None:
 <h1>streamsight report</h1>
 <p class="meta">{e(report['source'])} · {report['duration_s']:.1f} s · state {e(report['state'])}{' · error: ' + e(report['error']) if report['error'] else ''} · {len(report['windows'])} windows scored ({sum(1 for w in report['windows'] if w['missing'])} with a modality missing) · generated {e(report['generated_at'])}</p>
 <h2>Highlight score per 10-second window</h2>
-<p class="legend"><span><i class="sw" style="background:#3b82f6"></i>score</span><span><i class="sw" style="background:#93c5fd"></i>scored with a modality missing</span><span><i class="sw" style="background:#fde68a"></i>highlight</span><span><i class="sw" style="background:#dc2626"></i>glitch</span></p>
+<p class="legend"><span><i class="sw" style="background:#3b82f6"></i>score</span><span><i class="sw" style="background:#93c5fd"></i>scored with a modality missing</span><span><i class="sw" style="background:#fde68a"></i>highlight</span><span><i class="sw" style="background:#dc2626"></i>glitch</span><span><i class="sw" style="background:#f97316"></i>stream health</span></p>
 {_timeline_svg(report)}
 {_incomplete_html(report)}
 <h2>Highlights</h2>
@@ -261,6 +286,8 @@ def write_html(report: dict, path: Path) -> None:
 <p class="meta">Forecast {trust}.</p>
 <h2>Video corruption</h2>
 <table><tr><th>when</th><th>kind</th><th>severity</th></tr>{glitch_rows}</table>
+<h2>Stream health (black, freeze, silence, loudness, audio gaps, A/V drift, format changes)</h2>
+<table><tr><th>when</th><th>kind</th><th>severity</th><th>detail</th></tr>{health_rows}</table>
 </body></html>
 """
     path.write_text(page)

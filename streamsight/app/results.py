@@ -1,7 +1,8 @@
 """What one analysed stream produced, gathered from its events (the `analyze` job's memory).
 
 `StreamResults.add(event)` takes gateway Events in any order and keeps the latest of each thing:
-a window's score, a highlight, a glitch incident's latest phase, a sentiment point, the latest
+a window's score, a highlight, a glitch incident's latest phase, a health incident's latest phase
+(an END is not replaced by an earlier phase arriving late), a sentiment point, the latest
 forecast, and the stream's state.
 """
 
@@ -26,6 +27,7 @@ class StreamResults:
     scores: dict[int, events_pb2.WindowScore] = field(default_factory=dict)
     highlights: dict[str, events_pb2.Highlight] = field(default_factory=dict)
     glitches: dict[str, events_pb2.Glitch] = field(default_factory=dict)
+    health: dict[str, events_pb2.HealthIncident] = field(default_factory=dict)
     sentiment: dict[float, events_pb2.SentimentPoint] = field(default_factory=dict)
     forecast: events_pb2.SentimentForecast | None = None
     windows_published: int = 0  # from ingest's final status
@@ -53,11 +55,19 @@ class StreamResults:
             self.highlights[event.highlight.highlight_id] = event.highlight
         elif kind == "glitch":
             self.glitches[event.glitch.glitch_id] = event.glitch
+        elif kind == "health":
+            self._health(event.health)
         elif kind == "sentiment":
             self.sentiment[event.sentiment.start_s] = event.sentiment
         elif kind == "forecast":
             self.forecast = event.forecast
         return kind or ""
+
+    def _health(self, incident: events_pb2.HealthIncident) -> None:
+        held = self.health.get(incident.incident_id)
+        if held is not None and held.phase == events_pb2.PHASE_END and incident.phase != events_pb2.PHASE_END:
+            return
+        self.health[incident.incident_id] = incident
 
     def _status(self, status: events_pb2.StreamStatus) -> None:
         self.media_time_s = max(self.media_time_s, status.media_time_s)
@@ -84,3 +94,13 @@ def ranked(highlights) -> list[tuple[int, events_pb2.Highlight]]:
 def overlaps_glitch(start_s: float, end_s: float, glitches) -> bool:
     """Whether [start_s, end_s) meets any glitch incident's span."""
     return any(g.start_s < end_s and start_s <= g.end_s for g in glitches)
+
+
+def health_name(kind: int) -> str:
+    """A HealthKind as the report and the CLI write it: "black", "audio_gap", ..."""
+    return events_pb2.HealthKind.Name(kind).removeprefix("HEALTH_KIND_").lower()
+
+
+def overlapping_health(start_s: float, end_s: float, incidents) -> list[str]:
+    """The kinds of health incidents whose span meets [start_s, end_s), sorted, each once."""
+    return sorted({health_name(h.kind) for h in incidents if h.start_s < end_s and start_s <= max(h.end_s, h.start_s)})

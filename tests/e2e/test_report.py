@@ -111,6 +111,66 @@ def test_report_ranks_highlights_with_their_reasons_and_marks_glitch_windows(tmp
     assert "chat spike (x6 rate) 4 s later" in page and "(glitch)" in page
 
 
+def _health(incident_id: str, phase, kind, start_s: float, end_s: float = 0.0, severity: float = 0.0, detail: str = "") -> events_pb2.Event:
+    return _event(health=events_pb2.HealthIncident(incident_id=incident_id, phase=phase, kind=kind, start_s=start_s, end_s=end_s,
+                                                   severity=severity, detail=detail))
+
+
+def test_health_incidents_reach_the_report_its_windows_and_the_page(tmp_path):
+    """Latest phase per incident (a late START does not reopen an ended one), sorted by start, end
+    null while open, the overlapping kinds listed per window; none: empty lists, the rest unchanged."""
+    plain = report.build(_results(), {"c1": "clips/c1.mp4"})
+    assert plain["health"] == [] and all(w["health"] == [] for w in plain["windows"])
+    results = _results()
+    black, loud, quiet = "demo:health:0", "demo:health:1", "demo:health:2"
+    results.add(_health(loud, events_pb2.PHASE_START, events_pb2.HEALTH_KIND_LOUDNESS, 21.0, 21.4, 0.3, "momentary -2.0 LUFS, target -14 LUFS"))
+    results.add(_health(black, events_pb2.PHASE_START, events_pb2.HEALTH_KIND_BLACK, 8.0, 8.5, 0.9, "picture black (mean luma 3)"))
+    results.add(_health(black, events_pb2.PHASE_UPDATE, events_pb2.HEALTH_KIND_BLACK, 8.0, 11.0, 0.9, "picture black (mean luma 3)"))
+    results.add(_health(black, events_pb2.PHASE_END, events_pb2.HEALTH_KIND_BLACK, 8.0, 12.5, 0.95, "picture black (mean luma 2)"))
+    results.add(_health(black, events_pb2.PHASE_UPDATE, events_pb2.HEALTH_KIND_BLACK, 8.0, 11.5, 0.9, "a redelivered update"))
+    results.add(_health(quiet, events_pb2.PHASE_START, events_pb2.HEALTH_KIND_SILENCE, 9.0, 9.0, 0.5, "audio below -60 dBFS"))
+    results.add(_health(quiet, events_pb2.PHASE_END, events_pb2.HEALTH_KIND_SILENCE, 9.0, 12.0, 0.5, "audio below -60 dBFS"))
+    doc = report.build(results, {"c1": "clips/c1.mp4"})
+    jsonschema.validate(json.loads(json.dumps(doc)), json.loads(report.SCHEMA_PATH.read_text()))
+    assert doc["health"] == [
+        {"kind": "black", "start_s": 8.0, "end_s": 12.5, "severity": 0.95, "detail": "picture black (mean luma 2)"},
+        {"kind": "silence", "start_s": 9.0, "end_s": 12.0, "severity": 0.5, "detail": "audio below -60 dBFS"},
+        {"kind": "loudness", "start_s": 21.0, "end_s": None, "severity": 0.3, "detail": "momentary -2.0 LUFS, target -14 LUFS"},
+    ]
+    assert [w["health"] for w in doc["windows"]] == [["black", "silence"], ["black", "silence"], ["loudness"]]
+    assert [w["glitch"] for w in doc["windows"]] == [w["glitch"] for w in plain["windows"]]
+    assert doc["glitches"] == plain["glitches"] and doc["highlights"] == plain["highlights"]
+    report.write_html(doc, tmp_path / "report.html")
+    page = (tmp_path / "report.html").read_text()
+    assert page.count('class="hp"') == 3 and "stream health" in page
+    assert "<td>8.0–12.5 s</td><td>black</td><td>0.95</td><td>picture black (mean luma 2)</td>" in page
+    assert "21.0 s–(still open)" in page
+    broken = json.loads(json.dumps(doc))
+    broken["health"][0]["kind"] = "HEALTH_KIND_BLACK"
+    try:
+        jsonschema.validate(broken, json.loads(report.SCHEMA_PATH.read_text()))
+    except jsonschema.ValidationError:
+        pass
+    else:
+        raise AssertionError("a health kind outside the list must not validate")
+    report.write_html(plain, tmp_path / "plain.html")
+    assert "No stream health incident." in (tmp_path / "plain.html").read_text()
+
+
+def test_analyze_prints_health_starts_and_ends_like_glitches():
+    from streamsight.app.analyze import describe
+
+    start = _health("s:health:0", events_pb2.PHASE_START, events_pb2.HEALTH_KIND_BLACK, 12.0, 12.5, 0.9, "picture black (mean luma 3)")
+    update = _health("s:health:0", events_pb2.PHASE_UPDATE, events_pb2.HEALTH_KIND_BLACK, 12.0, 14.0, 0.9)
+    end = _health("s:health:0", events_pb2.PHASE_END, events_pb2.HEALTH_KIND_AUDIO_GAP, 12.0, 14.25, 0.75)
+    assert describe("health", start) == "HEALTH       12.0 s  black  picture black (mean luma 3)"
+    assert describe("health", update) is None
+    assert describe("health", end) == "HEALTH       12.0-14.2 s  audio_gap ended, severity 0.75"
+    glitch = _event(glitch=events_pb2.Glitch(glitch_id="g", phase=events_pb2.PHASE_START, kind=events_pb2.GLITCH_KIND_STRIPES, start_s=12.0,
+                                             confidence=0.8))
+    assert describe("glitch", glitch) == "GLITCH       12.0 s  stripes (confidence 0.80)"
+
+
 def test_the_highlights_command_lists_a_report_best_first(tmp_path, capsys):
     import argparse
 
