@@ -27,7 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from streamsight.app.analyze import JobOptions, Progress, analyze
 from streamsight import subjects
-from streamsight.config import BaseServiceSettings
+from streamsight.config import BaseServiceSettings, env_name
 from streamsight.natsd import NatsServer
 from streamsight.app.results import TERMINAL, StreamResults
 from streamsight.service import Service
@@ -251,7 +251,8 @@ async def test_the_stack_recovers_from_a_nats_kill_mid_stream(tmp_path, shared_d
         return asyncio.create_task(analyze(JobOptions(source=str(source), out=tmp_path / sid, gateway=gateway, stream_id=sid, **options), progress))
 
     with log_path.open("w") as log:
-        sup = Supervisor(tmp_path / "var", free_ports=True, out=log)
+        readable = {env_name("gateway", "local_roots"): json.dumps([str(tmp_path)])}  # where the source was copied
+        sup = Supervisor(tmp_path / "var", free_ports=True, out=log, extra_env=readable)
         jobs: list[asyncio.Task] = []
         await sup.start()
         try:
