@@ -20,7 +20,8 @@ run longer than `max_windows` is cut by non-maximum suppression around its peaks
 
 Every highlight has a rank among the stream's highlights decided so far (1 = best score), a
 short reason, and whether a glitch (video corruption) overlaps it: such a moment is suppressed
-unless `glitch_policy` is "mark". Highlight n of a stream (0, 1, ...) is numbered in the order
+unless `glitch_policy` is "mark". The service feeds it stream-health faults too: black, freeze,
+silence and audio gaps as glitches, loudness and A/V drift as marks only. Highlight n of a stream (0, 1, ...) is numbered in the order
 the highlights are decided.
 """
 
@@ -124,6 +125,7 @@ class HighlightTracker:
         self._taken: list[tuple[int, int]] = []
         self._claimed: set[int] = set()
         self._glitches: list[tuple[float, float]] = []
+        self._marks: list[tuple[float, float]] = []  # spans that only mark a moment, never suppress it
         self.suppressed = 0  # moments not emitted because a glitch overlaps them
 
     @property
@@ -135,10 +137,13 @@ class HighlightTracker:
     def wait_s(self) -> float:
         return self.config.wait_s(self.live)
 
-    def glitch(self, start_s: float, end_s: float) -> None:
-        """A glitch (video corruption) in [start_s, end_s]: a moment overlapping it is suppressed or marked."""
-        if (start_s, end_s) not in self._glitches:
-            self._glitches.append((start_s, end_s))
+    def glitch(self, start_s: float, end_s: float, mark_only: bool = False) -> None:
+        """A glitch (video corruption, or a health fault as bad: black, freeze, silence, an audio gap)
+        in [start_s, end_s]: a moment overlapping it is suppressed or marked (glitch_policy). With
+        `mark_only` (e.g. a loudness fault) an overlapping moment is marked, never suppressed."""
+        spans = self._marks if mark_only else self._glitches
+        if (start_s, end_s) not in spans:
+            spans.append((start_s, end_s))
 
     def add(self, scored: ScoredWindow) -> list[HighlightSpan]:
         """A window's score; returns the highlights it completes."""
@@ -194,6 +199,7 @@ class HighlightTracker:
             self.suppressed += 1
             self._emitted += 1  # its number stays taken, so later numbers do not depend on when the glitch came
             return None
+        glitch = glitch or any(a < m.end_s and m.start_s < b + 1 for a, b in self._marks)
         seconds = list(range(m.start_s, m.end_s)) + ([m.chat_start_s] if m.chat_start_s is not None else [])
         windows = sorted({w.window for w in (self._window_of(u) for u in seconds) if w is not None})
         parts = [self._windows[i] for i in windows]
@@ -265,6 +271,7 @@ class HighlightTracker:
                 self.suppressed += 1
                 self._emitted += 1  # its number stays taken (see _moment_span)
                 continue
+            glitch = glitch or any(a < end and start < b for a, b in self._marks)
             missing = tuple(sorted({m for w in part for m in w.missing}))
             rank = 1 + sum(1 for s in self._scores if s > best.score)
             self._scores.append(best.score)

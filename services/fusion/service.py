@@ -23,11 +23,14 @@ follows) and makes one highlight per moment; a highlight gets a clip from ingest
 publishes the highlight, with an empty clip. With the setting vertical_clips a second ExportClip
 (same key: ingest answers with the stored clip) asks for its 9:16 copy too, within
 vertical_timeout_s, carried as Highlight.vertical_clip. Glitch events (durable "fusion-glitch") mark the
-spans whose moments are suppressed or flagged.
+spans whose moments are suppressed or flagged (glitch_highlights); so do the glitch service's
+health incidents (durable "fusion-health"): black, freeze, silence and audio_gap like a glitch,
+loudness and av_drift only flag (Highlight.glitch), format_change and no_audio are ignored.
 
 Exactly once under redelivery and restarts: every accepted record is written to the KV bucket
 (`p.<stream>.<i>.<modality>`) before it is acknowledged, every score after it is published
-(`s.<stream>.<i>`), every highlight (`h.<stream>.<n>`), every glitch span (`g.<stream>.<id>`),
+(`s.<stream>.<i>`), every highlight (`h.<stream>.<n>`), every glitch or health span (`g.<stream>.<id>`,
+the id escaped to KV's key alphabet),
 and the stream's clock (`m.<stream>`).
 A restart rebuilds the joins and trackers from the bucket; records for a scored window are
 ignored; the event ids let JetStream drop a copy published twice across a crash.
@@ -73,6 +76,10 @@ MODALITY = {"vision": common_pb2.MODALITY_VISION, "audio": common_pb2.MODALITY_A
 MODALITY_NAME = {v: k for k, v in MODALITY.items()}
 TERMINAL = {common_pb2.STREAM_STATE_ENDED, common_pb2.STREAM_STATE_STOPPED, common_pb2.STREAM_STATE_FAILED}
 STAGES = {"vision", "audio", "chat"}  # reporters whose statuses speak for one modality, not for the stream
+# Health faults a highlight should not be cut from (like corruption), and those it is only flagged for.
+HEALTH_SUPPRESS = {events_pb2.HEALTH_KIND_BLACK, events_pb2.HEALTH_KIND_FREEZE, events_pb2.HEALTH_KIND_SILENCE, events_pb2.HEALTH_KIND_AUDIO_GAP}
+HEALTH_MARK = {events_pb2.HEALTH_KIND_LOUDNESS, events_pb2.HEALTH_KIND_AV_DRIFT}
+KEY_SAFE = frozenset(b"-_0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 WINDOWS_SCORED = Counter("streamsight_fusion_windows_scored_total", "Windows scored, by why they were scored then", ["completion"])
 WINDOWS_MISSING = Counter(
@@ -89,7 +96,7 @@ class StreamState:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     published: set[int] = field(default_factory=set)  # highlight numbers already published
     stalls_logged: set[str] = field(default_factory=set)  # modalities whose stall was reported
-    glitches: set[str] = field(default_factory=set)  # "<stream>.<glitch id>" keys stored (g.<...>)
+    glitches: set[str] = field(default_factory=set)  # "<stream>.<escaped glitch or incident id>" keys stored (g.<...>)
     forgotten: bool = False  # its windows are all scored and its KV state purged
 
 
@@ -127,8 +134,9 @@ class FusionService(Service):
         bus.consume("fusion-windows", subjects.media("windows"), self.on_window, subjects.MEDIA_STREAM, deliver_new=True, inactive_threshold_s=300)
         bus.consume("fusion-status", subjects.event("status"), self.on_status, subjects.EVENTS_STREAM, deliver_new=True)
         bus.consume("fusion-glitch", subjects.event("glitch"), self.on_glitch, subjects.EVENTS_STREAM, deliver_new=True)
+        bus.consume("fusion-health", subjects.event("health"), self.on_health, subjects.EVENTS_STREAM, deliver_new=True)
         for stream, durable in ((subjects.FEATURES_STREAM, "fusion"), (subjects.MEDIA_STREAM, "fusion-windows"), (subjects.EVENTS_STREAM, "fusion-status"),
-                               (subjects.EVENTS_STREAM, "fusion-glitch")):
+                               (subjects.EVENTS_STREAM, "fusion-glitch"), (subjects.EVENTS_STREAM, "fusion-health")):
             await self._wait_consumer(stream, durable)
         self._ticker = asyncio.create_task(self._tick(), name="fusion:tick")
 
@@ -348,17 +356,37 @@ class FusionService(Service):
         if event.WhichOneof("payload") != "glitch":
             raise BadMessage(f"{event.type} on a glitch subject")
         glitch = event.glitch
-        sid = subjects.stream_of(msg.subject)
-        if not (math.isfinite(glitch.start_s) and math.isfinite(glitch.end_s)) or glitch.end_s < glitch.start_s or glitch.start_s < 0:
-            raise BadMessage(f"glitch span [{glitch.start_s}, {glitch.end_s}] is not a valid span")
+        await self._fault_span(subjects.stream_of(msg.subject), "glitch", glitch.glitch_id, glitch.start_s, glitch.end_s, mark_only=False)
+
+    async def on_health(self, msg: Msg) -> None:
+        """A health incident of a stream fusion holds: black, freeze, silence and audio_gap are
+        treated like a glitch, loudness and av_drift only flag an overlapping moment,
+        format_change and no_audio (the whole stream) do not touch highlights."""
+        try:
+            event = events.decode(msg.headers, msg.data)
+        except events.BadEvent as exc:
+            raise BadMessage(str(exc)) from None
+        if event.WhichOneof("payload") != "health":
+            raise BadMessage(f"{event.type} on a health subject")
+        incident = event.health
+        if incident.kind not in HEALTH_SUPPRESS | HEALTH_MARK:
+            return
+        await self._fault_span(subjects.stream_of(msg.subject), "health", incident.incident_id, incident.start_s, incident.end_s,
+                               mark_only=incident.kind in HEALTH_MARK)
+
+    async def _fault_span(self, sid: str, what: str, fault_id: str, start_s: float, end_s: float, mark_only: bool) -> None:
+        """Remember the latest span of a glitch or health incident (KV first, for a restart)."""
+        if not (math.isfinite(start_s) and math.isfinite(end_s)) or end_s < start_s or start_s < 0:
+            raise BadMessage(f"{what} span [{start_s}, {end_s}] is not a valid span")
         state = self.streams.get(sid) if sid in self.streams else None
         if state is None:
             return
         async with state.lock:
-            key = f"{sid}.{glitch.glitch_id or 'unnamed'}"
-            await self.kv.put(f"g.{key}", json.dumps([glitch.start_s, glitch.end_s]).encode())  # the latest span of the incident
+            key = f"{sid}.{kv_token(fault_id or what + '-unnamed')}"
+            value = [start_s, end_s, True] if mark_only else [start_s, end_s]
+            await self.kv.put(f"g.{key}", json.dumps(value).encode())  # the latest span of the incident
             state.glitches.add(key)
-            state.tracker.glitch(glitch.start_s, glitch.end_s)
+            state.tracker.glitch(start_s, end_s, mark_only)
 
     async def _tick(self) -> None:
         """Wall-clock checks, the last resort: a stage that delivered nothing for a stream for the stall timeout."""
@@ -496,6 +524,12 @@ class FusionService(Service):
         self.streams.finish(sid)
         self.log.info("stream finished", stream_id=sid, late_records=state.join.late, duplicates=state.join.duplicates,
                       highlights=state.tracker.emitted, suppressed_for_glitches=state.tracker.suppressed)
+
+
+def kv_token(text: str) -> str:
+    """`text` in KV's key alphabet, one key token (no dots): other bytes as =XX. Real ids carry
+    colons ("<stream>:glitch:3"), which nats refuses in a key."""
+    return "".join(chr(b) if b in KEY_SAFE else f"={b:02X}" for b in text.encode())
 
 
 def _part(record: features_pb2.FeatureRecord) -> Part:

@@ -33,7 +33,7 @@ class FusionSettings(BaseServiceSettings):
     chat_lag_max_s: float = Field(12.0, ge=0, description="and at most this long after it (estimated from data: p95 10.35 s); files wait for it before deciding a moment")
     live_chat_wait_s: float = Field(10.0, ge=0, description="Live streams: at most this many media seconds past a moment's peak its decision waits for chat (the event's latency_s)")
     moment_cues_alone: int = Field(3, ge=1, le=4, description="A moment with this many cues (sound, motion, chat's reaction) is a highlight whatever its windows' scores (4: never)")
-    glitch_highlights: str = Field("suppress", pattern="^(suppress|mark)$", description="A moment overlapping a glitch: suppress (no highlight) or mark (Highlight.glitch)")
+    glitch_highlights: str = Field("suppress", pattern="^(suppress|mark)$", description="A moment overlapping a glitch or a black, freeze, silence or audio_gap health incident: suppress (no highlight) or mark (Highlight.glitch); loudness and av_drift incidents only mark")
     clip_timeout_s: float = Field(30.0, gt=0, description="Seconds to wait for ingest to cut a clip")
     vertical_clips: bool = Field(False, description="Also ask ingest for a 9:16 vertical copy of each highlight's clip, cropped around the most motion (Highlight.vertical_clip)")
     vertical_timeout_s: float = Field(120.0, gt=0, description="Seconds to wait for the vertical copy (re-encoded: about 0.7 s of CPU per second of 720p clip); the highlight waits for it")

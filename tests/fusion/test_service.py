@@ -440,3 +440,70 @@ async def test_two_moments_20_s_apart_get_two_highlights_with_their_own_clips_an
     assert clips[0].clip_id != clips[1].clip_id and clips[0].end_s <= clips[1].start_s
     assert clips[0].start_s <= 9.0 + 1e-6 and clips[0].end_s >= 17.0 - 0.1  # lead-in 3 s from the keyframe at or before it
     assert [(h.start_s, h.end_s, h.glitch) for h in other_highlights] == [(12.0, 17.0, False)]
+
+
+async def test_health_incidents_suppress_or_mark_moments_and_survive_a_restart(nats_server, model_path):
+    """Health events with the glitch service's real ids ("<stream>:health:<n>"): a black incident
+    over a moment suppresses its highlight, a loudness one only marks it, no_audio and
+    format_change touch nothing; the spans are kept in KV across a restart; a span that ends
+    before it starts is dead-lettered."""
+    from services.fusion.service import kv_token
+
+    sid = "health-moments"
+    peaks = [(12, 17), (32, 37), (52, 57)]
+    config = settings(nats_server.url, model_path, "fusion-health", stall_timeout_s=3.0, tail_s=0.0, clip_timeout_s=2.0)
+
+    def incident(n: int, phase, kind, start_s: float, end_s: float) -> events_pb2.HealthIncident:
+        return events_pb2.HealthIncident(stream_id=sid, incident_id=f"{sid}:health:{n}", phase=phase, kind=kind, start_s=start_s,
+                                         end_s=end_s, severity=0.8, detail="planted")
+
+    async with connected(nats_server.url) as bus:
+        dead = await bus.js.subscribe(subjects.deadletter("fusion"), stream=subjects.DEADLETTER_STREAM, ordered_consumer=True)
+        fusion = FusionService(config)
+        async with fusion.serving():
+            await start(bus, sid, duration_s=60.0)
+            sent = [
+                incident(0, events_pb2.PHASE_START, events_pb2.HEALTH_KIND_NO_AUDIO, 0.0, 5.0),
+                incident(1, events_pb2.PHASE_START, events_pb2.HEALTH_KIND_FORMAT_CHANGE, 53.0, 53.0),
+                incident(1, events_pb2.PHASE_END, events_pb2.HEALTH_KIND_FORMAT_CHANGE, 53.0, 53.0),
+                incident(9, events_pb2.PHASE_START, events_pb2.HEALTH_KIND_SILENCE, 40.0, 20.0),  # ends before it starts
+                incident(2, events_pb2.PHASE_START, events_pb2.HEALTH_KIND_BLACK, 31.0, 31.5),
+                incident(2, events_pb2.PHASE_UPDATE, events_pb2.HEALTH_KIND_BLACK, 31.0, 34.0),
+                incident(3, events_pb2.PHASE_START, events_pb2.HEALTH_KIND_LOUDNESS, 13.0, 13.4),
+            ]
+            for k, h in enumerate(sent):
+                await bus.publish_event(sid, h, f"{h.incident_id}:{k}")
+            for _ in range(100):
+                state = fusion.streams.get(sid) if sid in fusion.streams else None
+                if state is not None and len(state.glitches) == 2 and f"{sid}.{kv_token(f'{sid}:health:3')}" in state.glitches:
+                    break
+                await asyncio.sleep(0.1)
+            kept = sorted(state.glitches)
+        end = incident(0, events_pb2.PHASE_END, events_pb2.HEALTH_KIND_NO_AUDIO, 0.0, 60.0)
+        await bus.publish_event(sid, end, f"{end.incident_id}:end")  # while fusion is down: read after the restart
+        log, sub = await EventLog.follow(bus, sid)
+        fusion = FusionService(config)
+        async with fusion.serving():
+            restored = sorted(fusion.streams.get(sid).glitches)
+            for i in range(6):
+                for modality in ("vision", "audio"):
+                    await publish(bus, moment_record(sid, modality, i, peaks))
+                await bus.publish(subjects.media("windows", sid), window(sid, i, last=i == 5), f"{sid}:window:{i}")
+            highlights = await log.wait("highlight", 2, timeout=60)
+            dead_subjects = []
+            while subjects.event("health", sid) not in dead_subjects:
+                dead_subjects.append((await dead.next_msg(timeout=10)).headers["streamsight-dlq-subject"])
+            await sub.unsubscribe()
+    assert kept == restored == [f"{sid}.health-moments=3Ahealth=3A2", f"{sid}.health-moments=3Ahealth=3A3"]
+    assert [(h.start_s, h.end_s, h.glitch) for h in highlights] == [(12.0, 17.0, True), (52.0, 57.0, False)]
+
+
+def test_kv_tokens_are_valid_keys_and_do_not_collide():
+    from nats.js.kv import _is_key_valid
+
+    from services.fusion.service import kv_token
+
+    ids = ["g1", "s:glitch:0", "s_glitch_0", "s=3Aglitch=3A0", "a.b", "é"]
+    tokens = [kv_token(i) for i in ids]
+    assert tokens[:2] == ["g1", "s=3Aglitch=3A0"]
+    assert all(_is_key_valid(f"g.stream.{t}") and "." not in t for t in tokens) and len(set(tokens)) == len(ids)
