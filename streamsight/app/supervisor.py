@@ -179,6 +179,8 @@ class Supervisor:
         found = {
             "fusion_state": user_value("fusion", "state_bucket", self.base_env),
             "clips": user_value("ingest", "clip_bucket", self.base_env),
+            "ingest_state": user_value("ingest", "resume_bucket", self.base_env),
+            "chat_state": user_value("chat", "resume_bucket", self.base_env),
         }
         return {k: str(v) for k, v in found.items() if v}
 

@@ -224,3 +224,15 @@ async def test_the_reader_follows_events_as_the_readme_shows_and_may_do_nothing_
         await nc.close()
     assert sum("permissions violation" in e.lower() for e in errors) >= 3, errors
     assert await _stored(secured, subjects.event("highlight", "readme1")) == 1
+
+
+def test_up_grants_the_buckets_the_settings_name(tmp_path, monkeypatch):
+    """A renamed bucket setting is the bucket the service's login may write, not the default's."""
+    monkeypatch.setenv("STREAMSIGHT_INGEST_RESUME_BUCKET", "ingest_resume_lab")
+    monkeypatch.setenv("STREAMSIGHT_CHAT_RESUME_BUCKET", "chat_resume_lab")
+    monkeypatch.setenv("STREAMSIGHT_FUSION_STATE_BUCKET", "fusion_lab")
+    sup = Supervisor(tmp_path / "var", free_ports=True, out=io.StringIO(), only=["no-such-service"])
+    granted = {name: sup.nats.users[name].publish for name in ("ingest", "chat", "fusion")}
+    assert "$KV.ingest_resume_lab.>" in granted["ingest"] and "$KV.ingest_streams.>" not in granted["ingest"]
+    assert "$KV.chat_resume_lab.>" in granted["chat"] and "$KV.chat_streams.>" not in granted["chat"]
+    assert "$KV.fusion_lab.>" in granted["fusion"]
