@@ -80,7 +80,10 @@ class OutboundEncoder:
             data = messages.audio_chunk(sid, item, n).SerializeToString()
             out.append(Outbound(subjects.media("audio", sid), data, f"{sid}:audio:{n}", "audio"))
         elif isinstance(item, FrameSignals):
-            out.append(Outbound(subjects.media("signals", sid), messages.frame_signals(sid, item).SerializeToString(), None, "signals"))
+            # Named by its first frame's media time (ms): a resumed file sends the same batch under
+            # the same id (JetStream drops the copy); a resumed live stream's clock has moved on.
+            msg_id = f"{sid}:signals:{round(item.signals[0].media_time * 1000)}" if item.signals else None
+            out.append(Outbound(subjects.media("signals", sid), messages.frame_signals(sid, item).SerializeToString(), msg_id, "signals"))
         elif isinstance(item, WindowRecord):
             self._held = item
         else:

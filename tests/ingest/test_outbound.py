@@ -40,9 +40,12 @@ def test_sample_indexes_count_per_consumer_and_ids_are_stable() -> None:
         out += enc.encode(frame("flow", t))
     out += enc.encode(frame("cnn", 0.0)) + enc.encode(chunk(0.0)) + enc.encode(chunk(1.0))
     out += enc.encode(FrameSignals([FrameSignal(0, 0.0, False, True, 0.0, 0, False, 0.0)], 0))
+    out += enc.encode(FrameSignals([FrameSignal(30, 1.0333, False, False, 0.0, 0, False, 0.0)], 0))
+    out += enc.encode(FrameSignals([], 2))  # decode errors only: nothing to name it by
     flow = [media_pb2.VideoFrame.FromString(m.data) for m in out if m.subject == "streamsight.media.v1.frames_flow.s1"]
     assert [f.sample_index for f in flow] == [0, 1, 2]
-    assert [m.msg_id for m in out] == ["s1:flow:0", "s1:flow:1", "s1:flow:2", "s1:cnn:0", "s1:audio:0", "s1:audio:1", None]
+    assert [m.msg_id for m in out] == ["s1:flow:0", "s1:flow:1", "s1:flow:2", "s1:cnn:0", "s1:audio:0", "s1:audio:1",
+                                       "s1:signals:0", "s1:signals:1033", None]
     audio = [media_pb2.AudioChunk.FromString(m.data) for m in out if m.kind == "audio"]
     assert [a.chunk_index for a in audio] == [0, 1]
     assert out[-1].subject == "streamsight.media.v1.signals.s1" and out[-1].kind == "signals"
