@@ -44,6 +44,7 @@ from streamsight.lifecycle import StreamTable
 from streamsight.service import Service
 from streamsight.telemetry import HANDLE_LATENCY, current_trace_id, stream_attributes, tracer
 from streamsight.windows import WindowResult, feature_record
+from streamsight.worker import Worker
 
 CONSUMER_INACTIVE_S = 300.0  # a removed stage stops holding MEDIA back after this
 LAG_POLL_S = 5.0  # how often ingest's position is read from MEDIA
@@ -101,6 +102,7 @@ class FeatureStage(Service):
         self._outbox: list[WindowResult] = []
         self._lag = MediaLag(self.name)
         self._trimmer = heap.Trimmer()
+        self._worker = Worker(self.name)  # every step in one thread of the stage's own (streamsight.worker)
         assert self.bus is not None
         media = [subjects.media(kind) for kind in self.media_kinds]
         fetch = getattr(self.settings, "fetch_batch", 64)
@@ -125,7 +127,7 @@ class FeatureStage(Service):
         async with self._lock:
             await self._publish_outbox()  # what a failed publish left behind goes first
             started = time.perf_counter()
-            result = await asyncio.to_thread(self._step, [(m.subject, m.data) for m in msgs])
+            result = await self._worker.run(self._step, [(m.subject, m.data) for m in msgs])
             HANDLE_LATENCY.labels(self.name, "batch").observe(time.perf_counter() - started)
             STAGE_REJECTED.labels(self.name).inc(len(result.rejected))
             self._note_windows_seen(msgs)
@@ -191,7 +193,7 @@ class FeatureStage(Service):
             await asyncio.sleep(period)
             try:
                 async with self._lock:
-                    self._outbox += await asyncio.to_thread(self._evict_idle)
+                    self._outbox += await self._worker.run(self._evict_idle)
                     await self._publish_outbox()
             except Exception as exc:  # NATS trouble: the outbox keeps the windows for the next try
                 self.log.warning("idle flush failed; will retry", error=repr(exc))

@@ -45,6 +45,7 @@ from streamsight.lifecycle import StreamTable
 from streamsight.windows import WindowBounds
 from streamsight.media import decode, window_record
 from streamsight.service import Service
+from streamsight.worker import Worker
 
 KIND_ENUM = {
     "stripes": events_pb2.GLITCH_KIND_STRIPES,
@@ -156,6 +157,7 @@ class GlitchService(Service):
         await asyncio.to_thread(self.classifier.warm_up)
         self.streams: StreamTable[_Stream] = StreamTable(self.name, idle_s=s.stream_idle_s)
         self._trimmer = heap.Trimmer()
+        self._worker = Worker(self.name)  # classifier, detectors and trims in one thread of its own (streamsight.worker)
         self._lag = MediaLag(self.name)  # streamsight_stage_lag_seconds{stage="glitch"}
         self._lag_task = asyncio.create_task(self._watch_lag(), name="glitch:lag")
         self.bus.consume_batches(
@@ -230,7 +232,7 @@ class GlitchService(Service):
         images = [np.frombuffer(m.data, np.uint8).reshape(m.height, m.width, 3) for _, m in frames]
         scores: dict[int, FrameScore] = {}
         if images:
-            results = await asyncio.to_thread(self._classify, images)
+            results = await self._worker.run(self._classify, images)
             scores = {i: r for (i, _), r in zip(frames, results)}
         rgb = {i: img for (i, _), img in zip(frames, images)}
         touched: dict[str, list[GlitchEvent]] = {}
@@ -253,19 +255,19 @@ class GlitchService(Service):
                 self._lag.handled(sid, m.pts_s)
             elif kind == "signals":
                 detector.add_signals([Signal(s.pts_s, s.is_corrupt, s.frames_missing, s.frozen, s.keyframe) for s in m.signals], m.decode_errors)
-                out += await asyncio.to_thread(detector.advance)
+                out += await self._worker.run(detector.advance)
             elif kind == "windows":
                 if m.last:
-                    out += await asyncio.to_thread(detector.finish)
+                    out += await self._worker.run(detector.finish)
                     self.streams.finish(sid)
                     self._lag.forget(sid)
                     ended = True
                 else:
-                    out += await asyncio.to_thread(detector.advance, m.end_s)
+                    out += await self._worker.run(detector.advance, m.end_s)
                     self._lag.handled(sid, m.end_s)
         for sid, stream in self.streams.idle():  # ingest vanished without a last record
             self.log.warning("stream idle; its open incident is ended", stream_id=sid)
-            touched.setdefault(sid, []).extend(await asyncio.to_thread(stream.detector.finish))
+            touched.setdefault(sid, []).extend(await self._worker.run(stream.detector.finish))
             health.setdefault(sid, []).extend(stream.health.finish())
             self._lag.forget(sid)
             ended = True
@@ -276,5 +278,5 @@ class GlitchService(Service):
             for incident in found:
                 await self._publish_health(sid, incident)
         if self._trimmer.due(ended):
-            await asyncio.to_thread(self._trimmer.trim)
+            await self._worker.run(self._trimmer.trim)
         return rejected
