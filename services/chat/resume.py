@@ -17,14 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-import structlog
-from nats.js.errors import KeyNotFoundError, NoKeysError
-from nats.js.kv import KeyValue
-
-from streamsight.bus import Bus
-from streamsight.telemetry import MESSAGES_FAILED
-
-log = structlog.get_logger(__name__)
+from streamsight.resume import PointStore
 
 
 @dataclass
@@ -46,46 +39,8 @@ class ReaderPoint:
                    int(raw.get("next_window", 0)), int(raw.get("next_interval", 0)))
 
 
-class ReaderStore:
+class ReaderStore(PointStore[ReaderPoint]):
     """The bucket of reader points (one per chat reader running)."""
 
-    def __init__(self, kv: KeyValue) -> None:
-        self.kv = kv
-
-    @classmethod
-    async def open(cls, bus: Bus, bucket: str) -> "ReaderStore":
-        return cls(await bus.kv(bucket, history=1))
-
-    async def save(self, stream_id: str, point: ReaderPoint) -> None:
-        try:
-            await self.kv.put(stream_id, point.to_bytes())
-        except Exception as exc:  # NATS away: the reader goes on, only a resume would miss it
-            MESSAGES_FAILED.labels("chat", "resume_save").inc()
-            log.warning("chat reader point not saved", stream_id=stream_id, error=repr(exc))
-
-    async def forget(self, stream_id: str) -> None:
-        try:
-            await self.kv.delete(stream_id)
-        except Exception as exc:
-            MESSAGES_FAILED.labels("chat", "resume_save").inc()
-            log.warning("chat reader point not deleted", stream_id=stream_id, error=repr(exc))
-
-    async def left(self) -> dict[str, ReaderPoint]:
-        """The readers a previous chat service left running (unreadable entries are dropped, logged)."""
-        try:
-            keys = await self.kv.keys()
-        except NoKeysError:
-            return {}
-        found: dict[str, ReaderPoint] = {}
-        for key in keys:
-            try:
-                entry = await self.kv.get(key)
-                if entry.value:
-                    found[key] = ReaderPoint.from_bytes(entry.value)
-            except KeyNotFoundError:
-                continue
-            except (ValueError, KeyError, TypeError) as exc:
-                MESSAGES_FAILED.labels("chat", "resume_bad_entry").inc()
-                log.error("unreadable chat reader point dropped", stream_id=key, error=repr(exc))
-                await self.forget(key)
-        return found
+    service = "chat"
+    point_type = ReaderPoint

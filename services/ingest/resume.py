@@ -25,15 +25,9 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 
-import structlog
-from nats.js.errors import KeyNotFoundError, NoKeysError
-from nats.js.kv import KeyValue
-
-from streamsight.bus import Bus
 from streamsight.gen.ingest.v1 import ingest_pb2
-from streamsight.telemetry import MESSAGES_FAILED
+from streamsight.resume import PointStore
 
-log = structlog.get_logger(__name__)
 SAMPLE_MARGIN = 10_000  # a resumed live stream numbers its frames past what the killed run may have sent after its last save
 
 
@@ -73,47 +67,12 @@ class ResumePoint:
         )
 
 
-class ResumeStore:
-    """The bucket of resume points (one per stream that is being ingested)."""
+class ResumeStore(PointStore[ResumePoint]):
+    """The bucket of resume points (one per stream ingest is running)."""
 
-    def __init__(self, kv: KeyValue) -> None:
-        self.kv = kv
-
-    @classmethod
-    async def open(cls, bus: Bus, bucket: str) -> "ResumeStore":
-        return cls(await bus.kv(bucket, history=1))
+    service = "ingest"
+    point_type = ResumePoint
 
     async def save(self, stream_id: str, point: ResumePoint) -> None:
         point.saved_at = time.time()
-        try:
-            await self.kv.put(stream_id, point.to_bytes())
-        except Exception as exc:  # NATS away: the stream goes on, only a resume would miss it
-            MESSAGES_FAILED.labels("ingest", "resume_save").inc()
-            log.warning("resume point not saved", stream_id=stream_id, error=repr(exc))
-
-    async def forget(self, stream_id: str) -> None:
-        try:
-            await self.kv.delete(stream_id)
-        except Exception as exc:
-            MESSAGES_FAILED.labels("ingest", "resume_save").inc()
-            log.warning("resume point not deleted", stream_id=stream_id, error=repr(exc))
-
-    async def cut_off(self) -> dict[str, ResumePoint]:
-        """The streams a previous ingest left unfinished (unreadable entries are dropped, logged)."""
-        try:
-            keys = await self.kv.keys()
-        except NoKeysError:
-            return {}
-        found: dict[str, ResumePoint] = {}
-        for key in keys:
-            try:
-                entry = await self.kv.get(key)
-                if entry.value:
-                    found[key] = ResumePoint.from_bytes(entry.value)
-            except KeyNotFoundError:
-                continue
-            except (ValueError, KeyError, TypeError) as exc:
-                MESSAGES_FAILED.labels("ingest", "resume_bad_entry").inc()
-                log.error("unreadable resume point dropped", stream_id=key, error=repr(exc))
-                await self.forget(key)
-        return found
+        await super().save(stream_id, point)

@@ -62,7 +62,7 @@ class IngestService(Service):
     async def _resume_cut_off(self) -> None:
         """Start again every stream a killed ingest left unfinished (see the module docstring)."""
         assert self.resume_store is not None
-        for stream_id, point in (await self.resume_store.cut_off()).items():
+        for stream_id, point in (await self.resume_store.left()).items():
             ended = await self._ended_meanwhile(stream_id, point)
             if ended:
                 self.log.info("stream not resumed: the gateway ended it meanwhile", stream_id=stream_id, state=ended)
