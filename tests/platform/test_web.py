@@ -21,7 +21,8 @@ from .conftest import running_gateway
 async def http_get(port: int, target: str, headers: dict[str, str] | None = None, read_until: bytes | None = None) -> tuple[int, dict, bytes]:
     """A real HTTP/1.1 client over a socket: status, headers, body (or the body up to `read_until`)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    lines = [f"GET {target} HTTP/1.1", "Host: localhost", *(f"{k}: {v}" for k, v in (headers or {}).items()), "", ""]
+    # Connection: close, so the body ends where the connection does (a kept-alive one would wait for the server's idle timeout)
+    lines = [f"GET {target} HTTP/1.1", "Host: localhost", "Connection: close", *(f"{k}: {v}" for k, v in (headers or {}).items()), "", ""]
     writer.write("\r\n".join(lines).encode())
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
@@ -79,7 +80,7 @@ async def test_errors_and_token(nats_server):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"garbage\r\n\r\n")
         await writer.drain()
-        assert (await reader.read()).split(b" ", 2)[1] == b"400"
+        assert (await reader.readline()).split(b" ", 2)[1] == b"400"
         writer.close()
 
 
