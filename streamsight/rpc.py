@@ -275,6 +275,10 @@ def channel(target: str, token: str = "") -> grpc.aio.Channel:
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # Each channel connects on its own: with gRPC's process-wide subchannel pool a new
+            # channel to an address whose former server went away (a restarted service on the
+            # same port) inherited that connection's backoff and failed at once with UNAVAILABLE.
+            ("grpc.use_local_subchannel_pool", 1),
         ],
     )
 
