@@ -97,6 +97,18 @@ class BadMessage(Exception):
     """Input that can never be handled (undecodable, unknown stream, out of range)."""
 
 
+def event_payload(msg: Msg, kind: str):
+    """The `kind` payload ("status", "glitch", ...) of an event message; BadMessage (dead-lettered)
+    when it does not decode or carries another kind."""
+    try:
+        event = events.decode(msg.headers, msg.data)
+    except events.BadEvent as exc:
+        raise BadMessage(str(exc)) from None
+    if event.WhichOneof("payload") != kind:
+        raise BadMessage(f"{event.type} on a {kind} subject")
+    return getattr(event, kind)
+
+
 @dataclass(frozen=True)
 class StreamSpec:
     """A JetStream stream the platform needs."""

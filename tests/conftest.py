@@ -91,3 +91,48 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class JobWithAKill:
+    """`streamsight analyze` in a thread of its own while the test SIGKILLs one of the stack's
+    services under its Supervisor: start it, wait for what the job must have done first, kill,
+    and wait for the job to finish (the supervisor restarts the service once)."""
+
+    def __init__(self, options) -> None:
+        import io
+        import threading
+
+        self.options, self.printed, self.outcome = options, io.StringIO(), {}
+        self._thread = threading.Thread(target=self._run)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import asyncio
+
+        from streamsight.app.analyze import Progress, analyze
+
+        try:
+            self.outcome["results"] = asyncio.run(analyze(self.options, Progress(self.printed)))
+        except BaseException as exc:  # noqa: BLE001 - reported by finish()
+            self.outcome["error"] = exc
+
+    def wait_until(self, done, timeout_s: float, what: str) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while not done() and self._thread.is_alive():
+            assert time.monotonic() < deadline, f"{what}\n{self.printed.getvalue()}"
+            time.sleep(0.1)
+        assert self._thread.is_alive(), f"the job ended before the kill\n{self.printed.getvalue()}"
+
+    def kill_and_finish(self, sup, service: str, timeout_s: float) -> None:
+        import os
+        import signal
+
+        child = next(c for c in sup.children if c.spec.name == service)
+        restarts = child.restarts
+        os.kill(child.process.pid, signal.SIGKILL)
+        self._thread.join(timeout_s)
+        assert not self._thread.is_alive(), f"the job did not finish after {service} was killed\n{self.printed.getvalue()}"
+        assert "error" not in self.outcome, f"{self.outcome.get('error')!r}\n{self.printed.getvalue()}"
+        assert child.restarts == restarts + 1, f"the supervisor restarted {service} once"

@@ -56,7 +56,7 @@ from nats.js.kv import KeyValue
 from prometheus_client import Counter
 
 from streamsight import events, subjects
-from streamsight.bus import BadMessage
+from streamsight.bus import BadMessage, event_payload
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.features.v1 import features_pb2
@@ -349,26 +349,14 @@ class FusionService(Service):
     async def on_glitch(self, msg: Msg) -> None:
         """A glitch (video corruption) of a stream fusion holds: moments overlapping it are
         suppressed or marked (glitch_highlights). Glitches of other streams are ignored."""
-        try:
-            event = events.decode(msg.headers, msg.data)
-        except events.BadEvent as exc:
-            raise BadMessage(str(exc)) from None
-        if event.WhichOneof("payload") != "glitch":
-            raise BadMessage(f"{event.type} on a glitch subject")
-        glitch = event.glitch
+        glitch = event_payload(msg, "glitch")
         await self._fault_span(subjects.stream_of(msg.subject), "glitch", glitch.glitch_id, glitch.start_s, glitch.end_s, mark_only=False)
 
     async def on_health(self, msg: Msg) -> None:
         """A health incident of a stream fusion holds: black, freeze, silence and audio_gap are
         treated like a glitch, loudness and av_drift only flag an overlapping moment,
         format_change and no_audio (the whole stream) do not touch highlights."""
-        try:
-            event = events.decode(msg.headers, msg.data)
-        except events.BadEvent as exc:
-            raise BadMessage(str(exc)) from None
-        if event.WhichOneof("payload") != "health":
-            raise BadMessage(f"{event.type} on a health subject")
-        incident = event.health
+        incident = event_payload(msg, "health")
         if incident.kind not in HEALTH_SUPPRESS | HEALTH_MARK:
             return
         await self._fault_span(subjects.stream_of(msg.subject), "health", incident.incident_id, incident.start_s, incident.end_s,

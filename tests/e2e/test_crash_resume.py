@@ -4,25 +4,17 @@ chat killed with SIGKILL mid-job is restarted by the supervisor and resumes its 
 
 from __future__ import annotations
 
-import asyncio
-import io
 import json
-import os
-import signal
-import threading
-import time
 
 import pytest
 
-from streamsight.app.analyze import JobOptions, Progress, analyze
+from streamsight.app.analyze import JobOptions
 from streamsight.app.demo import make_sample
 from streamsight.app.results import StreamResults
 
+from ..conftest import JobWithAKill
+
 pytestmark = pytest.mark.slow
-
-
-def _child(stack, name: str):
-    return next(c for c in stack.children if c.spec.name == name)
 
 
 def _run_job(stack, tmp_path, monkeypatch, name: str, kill: str, after_scores: int, duration: float, live: bool):
@@ -39,31 +31,11 @@ def _run_job(stack, tmp_path, monkeypatch, name: str, kill: str, after_scores: i
         return original(self, event)
 
     monkeypatch.setattr(StreamResults, "add", recording)
-    text = io.StringIO()
     options = JobOptions(source=str(sample.video), chat=str(sample.chat), out=out, gateway=stack.addresses()["gateway"], live=live, wait_s=240)
-    outcome: dict = {}
-
-    def job():
-        try:
-            outcome["results"] = asyncio.run(analyze(options, Progress(text)))
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=job)
-    worker.start()
-    deadline = time.monotonic() + 240
-    while len(scored) < after_scores and worker.is_alive():
-        assert time.monotonic() < deadline, f"only {len(scored)} windows scored\n{text.getvalue()}"
-        time.sleep(0.1)
-    assert worker.is_alive(), f"the job ended before the kill\n{text.getvalue()}"
-    child = _child(stack, kill)
-    restarts = child.restarts
-    os.kill(child.process.pid, signal.SIGKILL)
-    worker.join(420)
-    assert not worker.is_alive(), f"the job did not finish after {kill} was killed\n{text.getvalue()}"
-    assert "error" not in outcome, f"{outcome.get('error')!r}\n{text.getvalue()}"
-    assert child.restarts == restarts + 1, f"the supervisor restarted {kill}"
-    return json.loads((out / "report.json").read_text()), scored, text.getvalue()
+    job = JobWithAKill(options)
+    job.wait_until(lambda: len(scored) >= after_scores, 240, f"fewer than {after_scores} windows scored")
+    job.kill_and_finish(stack, kill, 420)
+    return json.loads((out / "report.json").read_text()), scored, job.printed.getvalue()
 
 
 def test_a_killed_ingest_resumes_its_file_and_every_window_is_scored_once(stack, stack_log, tmp_path, monkeypatch):

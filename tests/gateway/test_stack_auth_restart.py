@@ -6,20 +6,15 @@ restarted mid-job, seeing every event once."""
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import os
-import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import grpc
 import pytest
 
-from streamsight.app.analyze import JobOptions, Progress, analyze
+from streamsight.app.analyze import JobOptions
 from streamsight.app.demo import make_sample
 from streamsight.app.results import StreamResults
 from streamsight.app.stack import running_stack
@@ -28,6 +23,8 @@ from streamsight.gen.gateway.v1 import gateway_pb2 as gw
 from streamsight.gen.gateway.v1 import gateway_pb2_grpc
 from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from streamsight.rpc import channel
+
+from ..conftest import JobWithAKill
 
 pytestmark = pytest.mark.slow
 TOKEN = "stack-test-token"
@@ -90,30 +87,11 @@ def test_analyze_survives_a_gateway_restart(stack, tmp_path, monkeypatch):
         return original(self, event)
 
     monkeypatch.setattr(StreamResults, "add", recording)
-    text = io.StringIO()
     options = JobOptions(source=str(sample.video), out=out, gateway=stack.addresses()["gateway"], token=TOKEN, live=True, wait_s=240)
-    outcome: dict = {}
-
-    def job():
-        try:
-            outcome["results"] = asyncio.run(analyze(options, Progress(text)))
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=job)
-    worker.start()
-    deadline = time.monotonic() + 120
-    while len(seen) < 3 and worker.is_alive():  # the job runs and has events
-        assert time.monotonic() < deadline, "no events from the job"
-        time.sleep(0.2)
-    gateway = next(c for c in stack.children if c.spec.name == "gateway")
-    restarts = gateway.restarts
-    os.kill(gateway.process.pid, signal.SIGKILL)
-    worker.join(400)
-    assert not worker.is_alive(), "the job did not finish"
-    assert "error" not in outcome, f"{outcome.get('error')!r}\n{text.getvalue()}"
-    assert gateway.restarts == restarts + 1, "the supervisor restarted the gateway"
-    printed = text.getvalue()
+    job = JobWithAKill(options)
+    job.wait_until(lambda: len(seen) >= 3, 120, "no events from the job")  # the job runs and has events
+    job.kill_and_finish(stack, "gateway", 400)
+    printed, outcome = job.printed.getvalue(), job.outcome
     assert "lost the gateway" in printed and "reconnected to the gateway" in printed, printed
     assert len(seen) == len(set(seen)), "an event came twice"
     doc = json.loads((out / "report.json").read_text())

@@ -144,3 +144,20 @@ async def test_a_full_media_stream_refuses_new_messages_and_keeps_the_old_ones(b
             sent += 1
     info = await bus.js.stream_info("BUSTEST_FULL")
     assert 0 < sent < 100 and info.state.messages == sent and info.state.first_seq == 1, "nothing old was dropped"
+
+
+def test_event_payload_takes_the_kind_asked_for_and_refuses_the_rest():
+    from types import SimpleNamespace
+
+    from streamsight import events
+    from streamsight.bus import BadMessage, event_payload
+    from streamsight.gen.events.v1 import events_pb2
+
+    glitch = events_pb2.Glitch(stream_id="s1", glitch_id="s1:glitch:0", start_s=1.0, end_s=2.0)
+    ce = events.type_of(glitch)
+    msg = SimpleNamespace(headers=events.headers_for(ce, "s1:glitch:0", "glitch", "s1"), data=glitch.SerializeToString())
+    assert event_payload(msg, "glitch").glitch_id == "s1:glitch:0"
+    with pytest.raises(BadMessage, match="on a health subject"):
+        event_payload(msg, "health")
+    with pytest.raises(BadMessage):
+        event_payload(SimpleNamespace(headers={}, data=b"\xff"), "glitch")
