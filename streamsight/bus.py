@@ -3,7 +3,8 @@
 - `Bus.connect` connects with unlimited reconnects and logs disconnects.
 - `ensure_streams` provisions the JetStream streams (MEDIA in memory, bounded in bytes, refusing
   new messages when full; FEATURES, EVENTS and DEADLETTER file-backed), idempotently, and
-  brings an existing stream to the current configuration.
+  brings an existing stream to the current configuration. In a JetStream cluster, FEATURES,
+  EVENTS, DEADLETTER and the KV buckets (`kv`) keep `replicas` copies (nats_replicas; MEDIA one).
 - `publish` adds the trace context to the headers and a `Nats-Msg-Id` for deduplication;
   `publish_event` sends a CloudEvent (see streamsight.events).
 - `consume` runs a durable pull consumer: every instance of a service that uses the same
@@ -48,6 +49,7 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     DiscardPolicy,
+    KeyValueConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -121,6 +123,7 @@ class StreamSpec:
     duplicate_window_s: float = 120.0
     retention: RetentionPolicy = RetentionPolicy.LIMITS
     discard: DiscardPolicy = DiscardPolicy.OLD
+    replicated: bool = True  # follows the Bus's `replicas` (nats_replicas); False: always one copy
 
 
 # MEDIA keeps a message only while some consumer still has to take it (interest retention), so
@@ -130,6 +133,9 @@ class StreamSpec:
 # (DiscardPolicy.NEW: ingest waits and retries) instead of silently dropping the oldest, which
 # could be window records. Its max age only clears what a vanished consumer left: every MEDIA
 # consumer has an inactive threshold, so interest retention removes messages long before.
+# It has one copy even in a cluster: it is transient (a frame is taken within seconds, and
+# ingest resumes a stream from its last complete window), and three copies of every 8 MiB
+# frame in three nodes' memory would triple its memory and route traffic for nothing durable.
 MEDIA_MAX_BYTES = 1024**3
 MEDIA_MAX_AGE_S = 3600.0
 STREAMS = [
@@ -142,6 +148,7 @@ STREAMS = [
         30.0,
         RetentionPolicy.INTEREST,
         DiscardPolicy.NEW,
+        replicated=False,
     ),
     StreamSpec(subjects.FEATURES_STREAM, [f"{subjects.PREFIX}.features.v1.>"], StorageType.FILE, 7 * 86400.0),
     StreamSpec(subjects.EVENTS_STREAM, [f"{subjects.PREFIX}.events.v1.>"], StorageType.FILE, 30 * 86400.0),
@@ -214,8 +221,11 @@ async def until_done(action: Callable[[], Awaitable[object]], what: str, **log_f
 class Bus:
     """One service's connection to NATS and JetStream."""
 
-    def __init__(self, nc: Client, service: str):
+    def __init__(self, nc: Client, service: str, replicas: int | None = None):
         self.nc = nc
+        # Copies of replicated streams and KV buckets (streamsight.config's nats_replicas);
+        # None: existing ones keep theirs, new ones get one (tools that must not change them).
+        self.replicas = replicas
         self.js: JetStreamContext = nc.jetstream(timeout=10)
         self.service = service
         self._tasks: list[asyncio.Task] = []
@@ -233,7 +243,7 @@ class Bus:
         return self.nc.is_connected and self._usable
 
     @classmethod
-    async def connect(cls, url: str, service: str, connect_timeout: float = 5.0) -> "Bus":
+    async def connect(cls, url: str, service: str, connect_timeout: float = 5.0, replicas: int | None = None) -> "Bus":
         closing = asyncio.Event()
 
         async def on_error(exc: Exception) -> None:
@@ -265,7 +275,7 @@ class Bus:
             disconnected_cb=on_disconnect,
             reconnected_cb=on_reconnect,
         )
-        bus = cls(nc, service)
+        bus = cls(nc, service, replicas)
         bus._closing = closing
         holder.append(bus)
         return bus
@@ -293,12 +303,16 @@ class Bus:
         """Create the platform's streams, or bring existing ones to `specs` (safe to call from
         every service at start).
 
-        An existing stream is updated in place (limits, discard policy, subjects, max age) and
-        keeps its messages. JetStream cannot change a stream's storage or retention: a stream
+        An existing stream is updated in place (limits, discard policy, subjects, max age,
+        replicas) and keeps its messages. Replicated specs get `self.replicas` copies (when it is
+        None, an existing stream keeps its count and a new one gets 1); a count the server cannot
+        place (more than its cluster's nodes, or >1 on a lone server) is a RuntimeError naming
+        the setting. JetStream cannot change a stream's storage or retention: a stream
         made with other ones raises a RuntimeError naming the difference (delete it, or, for
         MEDIA, restart nats-server: it is in memory), rather than running with the wrong one.
         """
         for spec in specs:
+            current = await self._stream_config(spec.name)
             config = StreamConfig(
                 name=spec.name,
                 subjects=spec.subjects,
@@ -309,8 +323,8 @@ class Bus:
                 duplicate_window=spec.duplicate_window_s,
                 max_msg_size=MAX_PAYLOAD,
                 retention=spec.retention,
+                num_replicas=self._replicas_of(spec, current),
             )
-            current = await self._stream_config(spec.name)
             if current is None:
                 try:
                     await self.js.add_stream(config=config)
@@ -318,6 +332,7 @@ class Bus:
                 except APIError as exc:
                     current = await self._stream_config(spec.name)  # another service made it meanwhile?
                     if current is None:
+                        self._check_placement(exc, spec.name, config.num_replicas)
                         raise RuntimeError(
                             f"stream {spec.name} cannot be created: {exc.description} (nats-server's max_memory_store or max_file_store too small?)"
                         ) from exc
@@ -325,7 +340,28 @@ class Bus:
                 ("storage", current.storage, spec.storage), ("retention", current.retention, spec.retention)) if have != want]
             if fixed:
                 raise RuntimeError(f"stream {spec.name} exists with another {', '.join(fixed)}; JetStream cannot change that in place")
-            await self.js.update_stream(config=config)
+            try:
+                await self.js.update_stream(config=config)
+            except APIError as exc:
+                self._check_placement(exc, spec.name, config.num_replicas)
+                raise
+
+    def _replicas_of(self, spec: StreamSpec, current: StreamConfig | None) -> int:
+        if not spec.replicated:
+            return 1
+        if self.replicas is not None:
+            return self.replicas
+        return (current.num_replicas or 1) if current is not None else 1
+
+    @staticmethod
+    def _check_placement(exc: APIError, what: str, replicas: int | None) -> None:
+        """A RuntimeError naming nats_replicas when the server refused `replicas` copies of `what`."""
+        text = (exc.description or "").lower()
+        if (replicas or 1) > 1 and any(s in text for s in ("replicas > 1 not supported", "insufficient resources", "no suitable peers")):
+            raise RuntimeError(
+                f"{what}: nats-server cannot keep {replicas} copies ({exc.description}); nats_replicas"
+                " (STREAMSIGHT_NATS_REPLICAS) must be at most the JetStream cluster's nodes, 1 for a lone server"
+            ) from exc
 
     async def _stream_config(self, name: str) -> StreamConfig | None:
         """The stream's configuration, or None when it does not exist.
@@ -338,12 +374,30 @@ class Bus:
         except NotFoundError:
             return None
 
-    async def kv(self, bucket: str, history: int = 5) -> KeyValue:
-        """A KV bucket, created on first use."""
+    async def kv(self, bucket: str, history: int = 5, ttl_s: float | None = None) -> KeyValue:
+        """A KV bucket, created on first use with `self.replicas` copies (1 when None); an
+        existing bucket is brought to that count (its history and TTL are left as they are)."""
         try:
-            return await self.js.key_value(bucket)
+            store = await self.js.key_value(bucket)
         except BucketNotFoundError:
-            return await self.js.create_key_value(bucket=bucket, history=history)
+            replicas = self.replicas or 1
+            try:
+                return await self.js.create_key_value(KeyValueConfig(bucket=bucket, history=history, ttl=ttl_s, replicas=replicas))
+            except APIError as exc:
+                with contextlib.suppress(BucketNotFoundError):
+                    return await self.js.key_value(bucket)  # another process made it meanwhile
+                self._check_placement(exc, f"KV bucket {bucket}", replicas)
+                raise
+        if self.replicas is not None:
+            stream = f"KV_{bucket}"
+            config = (await self.js.stream_info(stream)).config
+            if (config.num_replicas or 1) != self.replicas:
+                try:
+                    await self.js.update_stream(config=dataclasses.replace(config, num_replicas=self.replicas))
+                except APIError as exc:
+                    self._check_placement(exc, f"KV bucket {bucket}", self.replicas)
+                    raise
+        return store
 
     async def publish(
         self,

@@ -86,8 +86,10 @@ SECTIONS: dict[str, Section] = {
     )
 }
 
+MAX_REPLICAS = 16  # processes of one service under `up`
+
 PLATFORM_FIELDS = (
-    "nats_url", "log_level", "log_format", "otlp_endpoint", "data_dir", "auth_token",
+    "nats_url", "nats_replicas", "log_level", "log_format", "otlp_endpoint", "data_dir", "auth_token",
     "grpc_host", "shutdown_grace_s", "metrics_base_port", "metrics_host", "window_s", "stream_idle_s",
 )  # fmt: skip
 
@@ -104,7 +106,15 @@ class BaseServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", validate_default=True)
 
     # Platform-wide: one value for the whole stack (STREAMSIGHT_<FIELD>, YAML top level).
-    nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server URL(s), comma-separated")
+    nats_url: str = Field(
+        "nats://127.0.0.1:4222", description="NATS server URL(s), comma-separated: list every node of a cluster, so losing one is a reconnect"
+    )
+    nats_replicas: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="JetStream replicas of FEATURES, EVENTS, DEADLETTER and every KV bucket (1-5, at most the cluster's nodes; 3 for a 3-node cluster); MEDIA stays 1",
+    )
     log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$", description="Log level")
     log_format: str = Field("json", pattern=r"^(json|console)$", description="Log renderer")
     otlp_endpoint: str = Field("", description="OTLP/gRPC endpoint for traces; empty keeps traces in process")
@@ -129,6 +139,13 @@ class BaseServiceSettings(BaseSettings):
         None, ge=0, le=65535, description="Prometheus /metrics port; unset: metrics_base_port plus the service's offset (none when the base is 0); 0 disables"
     )
 
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=MAX_REPLICAS,
+        description="Processes of this service `streamsight up` runs, each with STREAMSIGHT_REPLICA_ID=<service>-<n> and ports of its own (`up --replicas vision=2,...`); the gateway: 1",
+    )
+
     nats_monitor_url: str = Field(
         "",
         description="nats-server's monitoring URL (http://host:8222): this service then exports NATS's own metrics (streamsight_nats_server_*) on its /metrics; set it on one service only, the gateway; empty: none",
@@ -138,6 +155,12 @@ class BaseServiceSettings(BaseSettings):
         super().__init_subclass__(**kwargs)
         if cls.section and cls.section not in SECTIONS:
             raise TypeError(f"{cls.__name__}.section {cls.section!r} is not in streamsight.config.SECTIONS")
+
+    @model_validator(mode="after")
+    def _one_gateway(self) -> "BaseServiceSettings":
+        if self.section == "gateway" and self.replicas != 1:
+            raise ValueError("gateway.replicas: `up` runs one gateway (its HTTP and gRPC ports are the stack's entry); run more behind a load balancer")
+        return self
 
     @model_validator(mode="after")
     def _default_metrics_port(self) -> "BaseServiceSettings":

@@ -16,6 +16,13 @@ With `users` (streamsight.natsauth), clients must log in, each with its own perm
 configuration file then holds passwords and is written readable by its owner only. `url` is
 then the admin's (credentials included), `url_for(name)` a service's, `address` the bare one.
 Without users (the tests' default), any local client may connect.
+
+A server may be one node of a JetStream cluster (`cluster=ClusterNode(...)`): it then has a
+server name, a cluster name and a route port, and routes to the other nodes' route ports, all on
+loopback. `NatsCluster` starts such nodes (three by default), each with its own store folder;
+its `url` lists every node, comma-separated, so a client (streamsight.bus.Bus.connect takes
+that list) reconnects to another node when one is lost. Streams and KV buckets are replicated
+over the nodes by `nats_replicas` (streamsight.config).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamsight import natsauth
@@ -66,8 +74,18 @@ def server_binary() -> str:
     return found
 
 
+@dataclass(frozen=True)
+class ClusterNode:
+    """What makes a server one node of a cluster: its name, its route port, the others' route ports."""
+
+    name: str  # the server's name, unique in the cluster (JetStream's Raft groups use it)
+    port: int  # this node's route port (loopback)
+    routes: tuple[int, ...] = field(default_factory=tuple)  # every node's route port (its own is skipped)
+    cluster_name: str = "streamsight"
+
+
 class NatsServer:
-    """One nats-server process with JetStream in `data_dir`."""
+    """One nats-server process with JetStream in `data_dir`, alone or as a cluster node."""
 
     def __init__(
         self,
@@ -79,6 +97,7 @@ class NatsServer:
         memory_store: int = MEMORY_STORE,
         go_memory_limit: str = GO_MEMORY_LIMIT,
         users: list[natsauth.User] | None = None,
+        cluster: ClusterNode | None = None,
     ):
         if log_file is not None and log_pipe:
             raise ValueError("nats-server logs to a file or to a pipe, not both")
@@ -90,6 +109,7 @@ class NatsServer:
         self.memory_store = memory_store
         self.go_memory_limit = go_memory_limit  # "" leaves the Go runtime's default (no limit)
         self.users = {u.name: u for u in users or []}
+        self.cluster = cluster
         self.process: subprocess.Popen | None = None
 
     @property
@@ -131,6 +151,17 @@ class NatsServer:
             "  max_file_store: 20GB",
             "}",
         ]
+        if self.cluster is not None:
+            node = self.cluster
+            routes = [f"nats-route://127.0.0.1:{p}" for p in node.routes if p != node.port]
+            lines[:0] = [f"server_name: {json.dumps(node.name)}"]
+            lines += [
+                "cluster {",
+                f"  name: {json.dumps(node.cluster_name)}",
+                f"  listen: {json.dumps(f'127.0.0.1:{node.port}')}",
+                f"  routes: {json.dumps(routes)}",
+                "}",
+            ]
         if self.users:
             lines.append(natsauth.authorization(list(self.users.values())))
         natsauth.write_private(config, "\n".join(lines) + "\n")
@@ -166,13 +197,21 @@ class NatsServer:
         self.stop()
         raise TimeoutError(f"nats-server did not become healthy within {timeout_s} s")
 
-    def healthy(self) -> bool:
-        """JetStream-aware health from the monitoring port."""
+    def healthy(self, full: bool = False) -> bool:
+        """JetStream-aware health from the monitoring port; `full`: also every stream and consumer
+        it holds current (a cluster node: the meta leader known and its replicas caught up)."""
+        query = "" if full else "?js-enabled-only=true"
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true", timeout=1) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor_port}/healthz{query}", timeout=1) as r:
                 return r.status == 200
         except OSError:
             return False
+
+    def kill(self) -> None:
+        """SIGKILL, no goodbye to the cluster (a crashed node); `start()` brings it back."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -185,6 +224,78 @@ class NatsServer:
             self.process.wait()
 
     def __enter__(self) -> "NatsServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class NatsCluster:
+    """`size` nats-server nodes routed to each other on loopback, JetStream on each
+    (`<data_dir>/n1`, `n2`, ...). `url`: every node's address, comma-separated."""
+
+    def __init__(self, data_dir: Path, size: int = 3, name: str = "streamsight", users: list[natsauth.User] | None = None, **options):
+        if size < 1:
+            raise ValueError(f"a cluster has at least one node, not {size}")
+        self.data_dir = Path(data_dir)
+        ports = distinct_free_ports(3 * size)  # client, monitoring and route port of every node
+        routes = tuple(ports[2 * size :])
+        self.nodes = [
+            NatsServer(
+                self.data_dir / f"n{i + 1}",
+                port=ports[i],
+                monitor_port=ports[size + i],
+                users=users,
+                cluster=ClusterNode(f"{name}-{i + 1}", routes[i], routes, name),
+                **options,
+            )
+            for i in range(size)
+        ]
+
+    @property
+    def address(self) -> str:
+        return ",".join(n.address for n in self.nodes)
+
+    @property
+    def url(self) -> str:
+        return ",".join(n.url for n in self.nodes)
+
+    def url_for(self, name: str) -> str:
+        return ",".join(n.url_for(name) for n in self.nodes)
+
+    def node_at(self, port: int) -> NatsServer:
+        """The node whose client port is `port` (e.g. the one a client is connected to)."""
+        return next(n for n in self.nodes if n.port == port)
+
+    def node_named(self, name: str) -> NatsServer:
+        return next(n for n in self.nodes if n.cluster.name == name)
+
+    def start(self, timeout_s: float = 30.0) -> "NatsCluster":
+        """Start every node, then wait until each reports full JetStream health (meta leader elected)."""
+        try:
+            for node in self.nodes:
+                node.start(timeout_s)
+            self.wait_healthy(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_healthy(self, timeout_s: float = 30.0, nodes: list[NatsServer] | None = None) -> None:
+        deadline = time.monotonic() + timeout_s
+        waiting = list(nodes or self.nodes)
+        while waiting and time.monotonic() < deadline:
+            waiting = [n for n in waiting if not n.healthy(full=True)]
+            if waiting:
+                time.sleep(0.1)
+        if waiting:
+            raise TimeoutError(f"cluster nodes not healthy within {timeout_s} s: {', '.join(n.cluster.name for n in waiting)}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> "NatsCluster":
         return self.start()
 
     def __exit__(self, *exc) -> None:
