@@ -528,7 +528,7 @@ class Bus:
         if not msgs:
             return
         for msg in msgs:
-            MESSAGES_IN.labels(self.service, msg.subject.rsplit(".", 1)[0]).inc()
+            MESSAGES_IN.labels(self.service, subjects.pattern_of(msg.subject)).inc()
         # One span for the batch, linked to every message's producer, so traces still reach back.
         links = [trace.Link(span.get_span_context()) for m in msgs if (span := trace.get_current_span(extracted_context(m.headers))).get_span_context().is_valid]
         streams = {subjects.stream_of(m.subject) for m in msgs}
@@ -668,7 +668,7 @@ class Bus:
     async def _handle_one(self, msg: Msg, handler: Handler, max_deliver: int) -> None:
         if not await self._drop_exhausted([msg], max_deliver):
             return
-        pattern = msg.subject.rsplit(".", 1)[0]  # drop the stream id: bounded label values
+        pattern = subjects.pattern_of(msg.subject)  # drop partition and stream id: bounded label values
         MESSAGES_IN.labels(self.service, pattern).inc()
         started = time.perf_counter()
         ctx = extracted_context(msg.headers)

@@ -1,7 +1,7 @@
 """The audio stage's per-stream logic, without NATS: MEDIA messages in, window results out.
 
 `AudioStreams.step` takes one fetch of `(subject, data)` messages on
-streamsight.media.v1.{audio,windows}.<stream>, several streams mixed, in stored order:
+streamsight.media.v1.{audio,windows}.<partition>.<stream>, several streams mixed, in stored order:
 
 - an AudioChunk (mono float32 PCM, ~1 s, with its media time) goes to its stream's
   `AudioAnalyzer`, made at the stream's first chunk at that chunk's sample rate;

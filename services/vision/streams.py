@@ -134,11 +134,11 @@ def _window(stream_id: str, data: bytes) -> WindowIn:
 
 
 def parse_media(subject: str, data: bytes, max_flow_side: int = MAX_FLOW_SIDE) -> FrameIn | WindowIn:
-    """A MEDIA message on streamsight.media.v1.{frames_flow,frames_cnn,windows}.<stream>."""
+    """A MEDIA message on streamsight.media.v1.{frames_flow,frames_cnn,windows}.<partition>.<stream>."""
     parts = subject.split(".")
-    if len(parts) != 5 or parts[:3] != [subjects.PREFIX, "media", "v1"]:
+    if len(parts) != 6 or parts[:3] != [subjects.PREFIX, "media", "v1"]:
         raise BadInput(f"unexpected subject {subject!r}")
-    kind, stream_id = parts[3], parts[4]
+    kind, stream_id = parts[3], parts[5]
     if not subjects.is_valid_stream_id(stream_id):
         raise BadInput(f"invalid stream id {stream_id!r}")
     if kind == "frames_flow":

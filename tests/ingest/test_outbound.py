@@ -42,13 +42,13 @@ def test_sample_indexes_count_per_consumer_and_ids_are_stable() -> None:
     out += enc.encode(FrameSignals([FrameSignal(0, 0.0, False, True, 0.0, 0, False, 0.0)], 0))
     out += enc.encode(FrameSignals([FrameSignal(30, 1.0333, False, False, 0.0, 0, False, 0.0)], 0))
     out += enc.encode(FrameSignals([], 2))  # decode errors only: nothing to name it by
-    flow = [media_pb2.VideoFrame.FromString(m.data) for m in out if m.subject == "streamsight.media.v1.frames_flow.s1"]
+    flow = [media_pb2.VideoFrame.FromString(m.data) for m in out if m.subject == "streamsight.media.v1.frames_flow.0.s1"]
     assert [f.sample_index for f in flow] == [0, 1, 2]
     assert [m.msg_id for m in out] == ["s1:flow:0", "s1:flow:1", "s1:flow:2", "s1:cnn:0", "s1:audio:0", "s1:audio:1",
                                        "s1:signals:0", "s1:signals:1033", None]
     audio = [media_pb2.AudioChunk.FromString(m.data) for m in out if m.kind == "audio"]
     assert [a.chunk_index for a in audio] == [0, 1]
-    assert out[-1].subject == "streamsight.media.v1.signals.s1" and out[-1].kind == "signals"
+    assert out[-1].subject == "streamsight.media.v1.signals.0.s1" and out[-1].kind == "signals"
     assert (out[3].kind, out[3].consumer, out[3].window) == ("frame", "cnn", 0)
 
 
@@ -106,5 +106,5 @@ async def test_a_real_file_has_one_last_record_ending_at_the_media_end() -> None
     recs = records(out)
     assert [r.last for r in recs] == [False] * (len(recs) - 1) + [True]
     assert recs[-1].end_s == pytest.approx(pipeline.stats.media_time, abs=0.1) and recs[-1].end_s < 10.0
-    flow = [media_pb2.VideoFrame.FromString(m.data).sample_index for m in out if m.subject.endswith("frames_flow.bbb")]
+    flow = [media_pb2.VideoFrame.FromString(m.data).sample_index for m in out if m.subject == "streamsight.media.v1.frames_flow.13.bbb"]
     assert flow == list(range(len(flow))) and len(flow) > 20

@@ -67,7 +67,7 @@ class MediaRecorder:
         await self.bus.js.delete_consumer(subjects.MEDIA_STREAM, self.durable)
 
     async def handle(self, msg) -> None:
-        kind, stream = msg.subject.split(".")[3:5]
+        kind, stream = msg.subject.split(".")[3], subjects.stream_of(msg.subject)
         self.messages.setdefault(f"{kind}:{stream}", []).append(msg.data)
         self.order.append((kind, stream, msg.data))
         if self.ack_delay:

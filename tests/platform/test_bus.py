@@ -51,7 +51,7 @@ async def test_handler_results_are_acked_bad_input_dead_lettered_and_failures_re
     assert set(reasons) == {"garbage", "broken"}
     assert reasons["garbage"].startswith("bad message: not a feature record")
     assert reasons["broken"].startswith("failed 3 times")
-    assert all(m.headers["streamsight-dlq-subject"] == "streamsight.features.v1.vision.s1" for m in letters)
+    assert all(m.headers["streamsight-dlq-subject"] == "streamsight.features.v1.vision.0.s1" for m in letters)
     info = await bus.js.consumer_info(subjects.FEATURES_STREAM, "bustest-vision")
     assert info.num_ack_pending == 0 and info.num_pending == 0
 

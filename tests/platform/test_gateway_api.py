@@ -152,7 +152,7 @@ async def test_events_reach_watchers_in_order_and_replay_from_a_sequence(stub, b
 async def test_watch_filters_by_type_and_skips_malformed_events(stub, bus):
     await _register(stub, "mixed")
     call = stub.WatchEvents(gw.WatchEventsRequest(stream_id="mixed", types=["streamsight.glitch.v1", "streamsight.sentiment.v1"], after_sequence=0))
-    await bus.js.publish("streamsight.events.v1.glitch.mixed", b"garbage", headers={"ce-type": "nonsense"})
+    await bus.js.publish("streamsight.events.v1.glitch.3.mixed", b"garbage", headers={"ce-type": "nonsense"})
     await bus.publish_event("mixed", events_pb2.Highlight(stream_id="mixed", highlight_id="x"), "mixed:hx")
     await bus.publish_event("mixed", events_pb2.Glitch(stream_id="mixed", glitch_id="g1", phase=events_pb2.PHASE_START), "mixed:g1:start")
     await bus.publish_event("mixed", events_pb2.SentimentPoint(stream_id="mixed", start_s=0, compound=0.5, messages=3), "mixed:s0")

@@ -108,7 +108,7 @@ async def test_each_service_publishes_its_own_subjects_and_no_other(secured, ser
         for subject in natsauth.service_subjects(service):
             if subject.startswith("$"):
                 continue  # KV and object store: exercised below through their APIs
-            concrete = subject.replace(">", "s1") if subject.endswith(">") else subject
+            concrete = subject.replace(">", "0.s1") if subject.endswith(">") else subject
             ack = await bus.js.publish(concrete, b"x", timeout=5)
             assert ack.seq > 0, concrete
         foreign = subjects.features("vision", "s1") if service != "vision" else subjects.event("highlight", "s1")
@@ -209,7 +209,7 @@ async def test_the_reader_follows_events_as_the_readme_shows_and_may_do_nothing_
     nc = await _connect(secured.url_for(natsauth.READER), errors)
     try:
         js = nc.jetstream(timeout=3)
-        sub = await js.subscribe("streamsight.events.v1.highlight.readme1", durable="my-backend",
+        sub = await js.subscribe("streamsight.events.v1.highlight.*.readme1", durable="my-backend",
                                  config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))  # fmt: skip
         msg = await sub.next_msg(timeout=10)
         assert msg.data == b"h1"
