@@ -1,4 +1,12 @@
-"""The public gRPC API (streamsight.gateway.v1.StreamSight) on top of the registry and event log."""
+"""The public gRPC API (streamsight.gateway.v1.StreamSight) on top of the registry and event log.
+
+Ingest may run as several replicas (streamsight/ingestroute.py): StartStream places a new stream on
+the live replica with the most room (ties by replica id; `ingest_address` when none is registered),
+the replica records the placement, and StopStream and GetClip go to the replica its placement
+names. A replica that turns out full (its record was stale) or unreachable (dead, its record not
+expired yet) is passed over for the next one; when every replica is full the caller gets
+RESOURCE_EXHAUSTED.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +25,9 @@ from streamsight.gen.chat.v1 import chat_pb2, chat_pb2_grpc
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
-from streamsight.rpc import StatusError, channel, invalid, not_found, precondition, unavailable
+from streamsight.gen.ingest.v1 import ingest_pb2
+from streamsight.ingestroute import Full, IngestRoutes
+from streamsight.rpc import StatusError, channel, exhausted, invalid, not_found, precondition, unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -30,7 +39,7 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
         self.registry = registry
         self.watchers = Watchers(bus.js)  # WatchEvents calls and the web page's SSE clients
         # Ingest and chat require the platform's service credential when one is set.
-        self.ingest = ingest_pb2_grpc.IngestStub(channel(settings.ingest_address, settings.auth_token))
+        self.ingest = IngestRoutes(bus, settings.ingest_address, settings.auth_token)
         self.chat = chat_pb2_grpc.ChatStub(channel(settings.chat_address, settings.auth_token))
 
     async def require_stream(self, stream_id: str) -> gateway_pb2.Stream:
@@ -86,21 +95,11 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
         modalities = [common_pb2.MODALITY_VISION, common_pb2.MODALITY_AUDIO] + ([common_pb2.MODALITY_CHAT] if chat_source else [])
         await self._set_state(stream_id, common_pb2.STREAM_STATE_PENDING, "registered", modalities=modalities)
         options = request.options
+        start = ingest_pb2.StartIngestRequest(
+            stream_id=stream_id, source=source, pacing=options.pacing, play_file_as_live=options.play_file_as_live, extra=options.extra
+        )
         try:
-            await self._dispatch(
-                "ingest",
-                self.settings.ingest_address,
-                self.ingest.StartIngest(
-                    ingest_pb2.StartIngestRequest(
-                        stream_id=stream_id,
-                        source=source,
-                        pacing=options.pacing,
-                        play_file_as_live=options.play_file_as_live,
-                        extra=options.extra,
-                    ),
-                    timeout=self.settings.dispatch_timeout_s,
-                ),
-            )
+            await self._start_ingest(start)
             if chat_source:
                 start = stream.created_at
                 await self._dispatch(
@@ -118,9 +117,28 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
             raise
         return await self._set_state(stream_id, common_pb2.STREAM_STATE_STARTING, "dispatched")
 
+    async def _start_ingest(self, request: ingest_pb2.StartIngestRequest) -> None:
+        """Start the stream on the replica with the most room; a full one (stale record) is passed over."""
+        full: set[str] = set()
+        while True:
+            try:
+                stub, address, replica = await self.ingest.place(frozenset(full))
+            except Full as exc:
+                raise exhausted(f"ingest: {exc}") from None
+            try:
+                await self._dispatch("ingest", address, stub.StartIngest(request, timeout=self.settings.dispatch_timeout_s))
+            except StatusError as exc:
+                if exc.code not in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE) or replica is None:
+                    raise
+                full.add(replica.id)  # full, or dead and its record not expired yet: the next one
+                continue
+            log.info("stream placed", stream_id=request.stream_id, replica=replica.id if replica else None, address=address)
+            return
+
     async def _stop_ingest(self, stream_id: str) -> None:
+        stub, _ = await self.ingest.stub_for(stream_id)
         try:
-            await self.ingest.StopIngest(ingest_pb2.StopIngestRequest(stream_id=stream_id), timeout=self.settings.dispatch_timeout_s)
+            await stub.StopIngest(ingest_pb2.StopIngestRequest(stream_id=stream_id), timeout=self.settings.dispatch_timeout_s)
         except grpc.aio.AioRpcError as exc:
             log.warning("ingest did not stop the stream", stream_id=stream_id, code=exc.code().name)
 
@@ -195,7 +213,8 @@ class StreamSightApi(gateway_pb2_grpc.StreamSightServicer):
             raise invalid("clip_id is empty; take it from a highlight's clip")
         if not subjects.is_valid_stream_id(request.clip_id):
             raise invalid(f"clip_id {request.clip_id[:80]!r} is not valid; take it from a highlight's clip")
-        call = self.ingest.ReadClip(ingest_pb2.ReadClipRequest(stream_id=request.stream_id, clip_id=request.clip_id))
+        stub, _ = await self.ingest.stub_for(request.stream_id)
+        call = stub.ReadClip(ingest_pb2.ReadClipRequest(stream_id=request.stream_id, clip_id=request.clip_id))
         try:
             async for piece in call:
                 yield gateway_pb2.ClipChunk(data=piece.data, offset=piece.offset, total_size=piece.total_size, content_type=piece.content_type)

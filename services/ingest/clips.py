@@ -173,6 +173,34 @@ class ClipBuffer:
             old.path.unlink(missing_ok=True)
             self._segments.pop(0)
 
+    # -- kept across a restart (clipindex.py) ---------------------------------------
+
+    def index(self) -> dict:
+        """What `restored` needs to read this buffer's segments again: kinds, codec, segments (file names)."""
+        with self._lock:
+            return {
+                "kinds": sorted(self._kinds), "video_codec": self.video_codec, "newest": self._newest,
+                "segments": [{"number": s.number, "file": s.path.name, "start": s.start, "end": s.end, "keyframes": list(s.keyframes)}
+                             for s in self._segments],
+            }
+
+    @classmethod
+    def restored(cls, config: ClipBufferConfig, index: dict) -> "ClipBuffer":
+        """A closed, readable buffer over the segments `index` lists (the files must still be in ``config.directory``)."""
+        buffer = cls(config, [])
+        buffer._closed = True
+        buffer._kinds = frozenset(str(k) for k in index["kinds"])
+        buffer.video_codec = index.get("video_codec")
+        buffer._newest = float(index["newest"])
+        for raw in index["segments"]:
+            path = config.directory / str(raw["file"])
+            if path.parent != config.directory or not path.is_file():
+                raise ValueError(f"segment {raw['file']!r} is not in {config.directory}")
+            buffer._segments.append(_Segment(int(raw["number"]), path, float(raw["start"]), float(raw["end"]),
+                                             [float(k) for k in raw["keyframes"]], closed=True))
+        buffer._counter = max((s.number for s in buffer._segments), default=-1) + 1
+        return buffer
+
     # -- reader side (any thread) ---------------------------------------------------
 
     def buffered_range(self) -> tuple[float, float] | None:

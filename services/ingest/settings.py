@@ -15,7 +15,14 @@ class IngestSettings(BaseServiceSettings):
     section = "ingest"
 
     grpc_port: int = Field(50061, ge=0, le=65535, description="Control API port")
-    max_streams: int = Field(16, ge=1, description="Streams ingested at once; more are refused")
+    max_streams: int = Field(16, ge=1, description="Streams ingested at once; more are refused (a replica's capacity for placement)")
+    advertise_address: str = Field(
+        "", description="host:port other services reach this ingest replica's gRPC API at (empty: the address it listens on)"
+    )
+    replica_ttl_s: float = Field(
+        6.0, ge=1.0, le=300.0,
+        description="Seconds without a heartbeat after which an ingest replica counts as dead and a survivor takes over its streams",
+    )
     max_backlog: int = Field(
         400, ge=10, description="Media messages a stream may have waiting for analysers: then a file waits, a live source drops frames"
     )

@@ -91,7 +91,8 @@ def pipeline_config(settings: IngestSettings, clip_dir: Path, live: bool, extra:
 
 class IngestedStream:
     def __init__(self, stream_id: str, source: str, config: IngestConfig, bus: Bus, settings: IngestSettings, clip_dir: Path,
-                 store: ResumeStore | None = None, point: ResumePoint | None = None, resumed: ResumePoint | None = None):
+                 store: ResumeStore | None = None, point: ResumePoint | None = None, resumed: ResumePoint | None = None,
+                 taken_from: str = "", replica: str = ""):
         self.stream_id = stream_id
         self.source = source
         self.bus = bus
@@ -105,6 +106,9 @@ class IngestedStream:
         self.ended_at: float | None = None  # time.monotonic() when run() returned
         self.exporting = 0  # clip exports running
         self.stop_requested = False
+        self.handed_over = False  # another replica took the stream over: stop without a word (see _stopped)
+        self.replica = replica  # the ingest replica running it
+        self.taken_from = taken_from  # the dead replica this run took the stream over from, if any
         realtime = config.pacing is not Pacing.VOD  # a file played as live; live URLs are found on opening
         self.media = MediaAdmission(bus, stream_id, settings.max_backlog, settings.media_max_bytes, realtime)
         self._outbound = OutboundEncoder(stream_id, lambda: self.pipeline.stats.media_time, self.media.dropped_in, config.decode.window_seconds)
@@ -150,6 +154,8 @@ class IngestedStream:
 
     async def _stopped(self) -> None:
         self.request_stop()
+        if self.handed_over:  # the replica that took it publishes from its resume point; no last record, no status here
+            return
         await self._flush_window()
         if self.state not in TERMINAL:
             await self._report(common_pb2.STREAM_STATE_STOPPED, "stopped", "ingest stopped on request")
@@ -187,12 +193,13 @@ class IngestedStream:
         assert point is not None
         down = max(0.0, time.time() - point.saved_at)
         status.reason = "resumed"
+        who = f"ingest replica {self.taken_from} died; {self.replica} took the stream over" if self.taken_from else "ingest restarted"
         if point.live:
             status.gap_s = round(down, 3)
-            status.detail = (f"ingest restarted; live source resumed from now at {self.pipeline.config.decode.start_at:.1f} s "
+            status.detail = (f"{who}; live source resumed from now at {self.pipeline.config.decode.start_at:.1f} s "
                              f"after at most {down:.1f} s without media (window records up to {point.windows - 1} were out)")
         else:
-            status.detail = (f"ingest restarted; file resumed at window {point.windows} "
+            status.detail = (f"{who}; file resumed at window {point.windows} "
                              f"({point.windows * self._window_s:.1f} s), {down:.1f} s after its last saved window")
 
     async def _flush_window(self) -> None:
