@@ -1,0 +1,281 @@
+"""Partition leases: which replica of a stage handles which partitions of the streams.
+
+Per-stream subjects carry a partition (streamsight.subjects.partition_of); a stage that runs as
+several replicas splits the `count` partitions among them, each replica consuming only the
+subjects of the partitions it holds. The bookkeeping lives in one NATS KV bucket whose max age
+is the lease TTL (`ttl_s`):
+
+- `<group>.member.<replica>`: a member's heartbeat, put every `heartbeat_s`; a member whose key
+  aged out (a process killed, a host gone) is no longer a member;
+- `<group>.p.<k>`: the holder of partition k. Claimed by `create` (refused while someone holds
+  it), renewed by `update` with the expected revision (refused when the lease expired and
+  someone else claimed it: the holder learns it lost it), released by `delete` with the revision.
+
+Assignment is rendezvous hashing over the live members: partition k belongs to the member with
+the highest hash of (group, k, member), so every replica computes the same answer from the same
+members, an added replica takes about 1/n of the partitions, and only a departed member's
+partitions move. A replica releases a partition it no longer should hold (after `on_lose`), and
+claims one it should hold once nobody holds it: a graceful stop hands partitions over within a
+heartbeat, a killed replica's after its leases age out (`ttl_s`).
+
+`on_gain(k)` and `on_lose(k)` run one at a time, in the order the changes happen; a lease is
+released only after `on_lose` returned (the last batch handled, its state saved and acked),
+and renewals go on while the callbacks run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+from prometheus_client import Counter, Gauge
+
+from streamsight import subjects
+
+log = structlog.get_logger(__name__)
+
+BUCKET = "partitions"
+LEASE_TTL_S = 6.0  # a killed replica's partitions move after about this long
+HEARTBEAT_S = 1.0  # membership beats, lease renewals and rebalancing, this often
+
+PARTITIONS_HELD = Gauge("streamsight_partitions_held", "Partitions this replica holds", ["group"])
+PARTITION_CHANGES = Counter("streamsight_partition_changes_total", "Partitions this replica gained or lost", ["group", "change"])
+
+Callback = Callable[[int], Awaitable[None]]
+
+
+def replica_id() -> str:
+    """This process's replica name: STREAMSIGHT_REPLICA_ID, else `<hostname>-<pid>`."""
+    return os.environ.get("STREAMSIGHT_REPLICA_ID") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _key_token(text: str) -> str:
+    """A replica name as KV allows it in a key (letters, digits, - _ = /)."""
+    return "".join(c if c.isalnum() or c in "-_=" else "_" for c in text)
+
+
+def owner(group: str, partition: int, members: list[str] | set[str] | frozenset[str]) -> str | None:
+    """The member that should hold `partition` (rendezvous hashing); None without members."""
+
+    def score(member: str) -> bytes:
+        return hashlib.blake2b(f"{group}\x00{partition}\x00{member}".encode(), digest_size=8).digest()
+
+    return max(members, key=lambda m: (score(m), m), default=None)
+
+
+class Partitions:
+    """One replica's share of a group's partitions (see the module docstring)."""
+
+    def __init__(
+        self,
+        bus,
+        group: str,
+        replica: str | None = None,
+        count: int = subjects.PARTITIONS,
+        *,
+        ttl_s: float = LEASE_TTL_S,
+        heartbeat_s: float = HEARTBEAT_S,
+        bucket: str = BUCKET,
+    ):
+        if heartbeat_s * 2 >= ttl_s:
+            raise ValueError(f"the lease TTL ({ttl_s} s) must be more than twice the heartbeat ({heartbeat_s} s)")
+        self.bus, self.group, self.count = bus, group, count
+        self.replica = _key_token(replica or replica_id())
+        self.ttl_s, self.heartbeat_s, self.bucket = ttl_s, heartbeat_s, bucket
+        self._kv: KeyValue | None = None
+        self._revisions: dict[int, int] = {}  # leases this replica holds -> their last revision
+        self._held: set[int] = set()  # gained (on_gain returned) and not yet being lost
+        self._lease_lock = asyncio.Lock()  # renewal, claim and release of one lease never interleave
+        self._round_lock = asyncio.Lock()  # one rebalancing round (its on_gain/on_lose) at a time
+        self._lost: set[int] = set()  # leases a renewal found taken: on_lose is due
+        self._tasks: list[asyncio.Task] = []
+        self._on_gain: Callback | None = None
+        self._on_lose: Callback | None = None
+        self._stopping = False
+        self.members: frozenset[str] = frozenset()
+        self.changed = asyncio.Event()  # set after every gain or loss (tests, readiness)
+
+    @property
+    def held(self) -> frozenset[int]:
+        """The partitions this replica handles now (on_gain done, on_lose not begun)."""
+        return frozenset(self._held)
+
+    def _member_key(self, member: str | None = None) -> str:
+        return f"{self.group}.member.{member or self.replica}"
+
+    def _lease_key(self, partition: int) -> str:
+        return f"{self.group}.p.{partition}"
+
+    async def start(self, on_gain: Callback, on_lose: Callback) -> None:
+        """Join the group and start taking partitions (in the background)."""
+        self._on_gain, self._on_lose = on_gain, on_lose
+        self._kv = await self.bus.kv(self.bucket, history=1, ttl_s=self.ttl_s)
+        await self._kv.put(self._member_key(), str(time.time()).encode())
+        self._tasks = [
+            asyncio.create_task(self._beat(), name=f"partitions:{self.group}:beat"),
+            asyncio.create_task(self._rebalance(), name=f"partitions:{self.group}:rebalance"),
+        ]
+        PARTITIONS_HELD.labels(self.group).set(0)
+
+    async def stop(self) -> None:
+        """Leave the group: every partition is lost (on_lose) and released, then the member key."""
+        self._stopping = True
+        async with self._round_lock:  # a change in progress finishes first
+            await _cancel(self._tasks[1:])
+        if self._kv is not None:
+            with contextlib.suppress(Exception):
+                await self._kv.delete(self._member_key())  # the others see this member gone at once
+        for partition in sorted(self._revisions):
+            await self._lose(partition, release=True)
+        await _cancel(self._tasks[:1])
+        self._tasks = []
+
+    async def abandon(self) -> None:
+        """Stop beating without releasing or calling anything: what a killed process leaves (tests)."""
+        await _cancel(self._tasks)
+        self._tasks = []
+        self._held.clear()
+        self._revisions.clear()
+
+    # Background ------------------------------------------------------------------
+    async def _beat(self) -> None:
+        """Membership heartbeat and lease renewal, every heartbeat_s, whatever the callbacks do."""
+        while True:
+            try:
+                if not self._stopping:
+                    await self._kv.put(self._member_key(), str(time.time()).encode())
+                for partition in sorted(self._revisions):
+                    await self._renew(partition)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # NATS away: the leases may age out; renewal tells
+                log.warning("partition heartbeat failed", group=self.group, error=repr(exc))
+            await asyncio.sleep(self.heartbeat_s)
+
+    async def _renew(self, partition: int) -> None:
+        async with self._lease_lock:
+            revision = self._revisions.get(partition)
+            if revision is None:
+                return
+            try:
+                self._revisions[partition] = await self._kv.update(self._lease_key(partition), self.replica.encode(), last=revision)
+            except KeyWrongLastSequenceError:
+                # The lease aged out (this process stalled past the TTL) and may be someone else's.
+                log.warning("partition lease lost", group=self.group, partition=partition, replica=self.replica)
+                del self._revisions[partition]
+                self._lost.add(partition)
+
+    async def _rebalance(self) -> None:
+        # The first round after a beat: replicas started together then see each other, instead
+        # of the first one taking every partition and handing most of them over again.
+        await asyncio.sleep(self.heartbeat_s)
+        while not self._stopping:
+            try:
+                async with self._round_lock:
+                    if not self._stopping:
+                        await self._rebalance_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("partition rebalance failed; will retry", group=self.group, error=repr(exc))
+            await asyncio.sleep(self.heartbeat_s)
+
+    async def _rebalance_once(self) -> None:
+        members, holders = await self._read()
+        members.add(self.replica)
+        self.members = frozenset(members)
+        for partition in sorted(self._lost):
+            self._lost.discard(partition)
+            await self._lose(partition, release=False)
+        for partition in range(self.count):
+            want = owner(self.group, partition, members) == self.replica
+            mine = partition in self._revisions
+            if mine and not want:
+                await self._lose(partition, release=True)
+            elif want and not mine and partition not in holders:
+                await self._gain(partition)
+
+    async def _read(self) -> tuple[set[str], dict[int, str]]:
+        """Live members and current lease holders, as the bucket holds them now."""
+        watcher = await self._kv.watch(f"{self.group}.>", inactive_threshold=30.0)
+        members: set[str] = set()
+        holders: dict[int, str] = {}
+        member_prefix, lease_prefix = f"{self.group}.member.", f"{self.group}.p."
+        try:
+            while (entry := await watcher.updates(timeout=5.0)) is not None:
+                if entry.operation in (KV_DEL, KV_PURGE):
+                    continue
+                if entry.key.startswith(member_prefix):
+                    members.add(entry.key[len(member_prefix):])
+                elif entry.key.startswith(lease_prefix) and entry.key[len(lease_prefix):].isdigit():
+                    holders[int(entry.key[len(lease_prefix):])] = (entry.value or b"").decode()
+                if entry.delta == 0:
+                    break
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+        return members, holders
+
+    async def _gain(self, partition: int) -> None:
+        async with self._lease_lock:
+            try:
+                self._revisions[partition] = await self._kv.create(self._lease_key(partition), self.replica.encode())
+            except KeyWrongLastSequenceError:
+                return  # someone holds it (a lease not yet aged out): next round
+        try:
+            await self._on_gain(partition)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("taking a partition failed; releasing it", group=self.group, partition=partition, exc_info=exc)
+            async with self._lease_lock:
+                revision = self._revisions.pop(partition, None)
+                if revision is not None:
+                    with contextlib.suppress(Exception):
+                        await self._kv.delete(self._lease_key(partition), last=revision)
+            return
+        self._held.add(partition)
+        self._changed("gained", partition)
+
+    async def _lose(self, partition: int, release: bool) -> None:
+        """on_lose, then (if `release` and it is still ours) delete the lease."""
+        was_held = partition in self._held
+        self._held.discard(partition)
+        if was_held:
+            try:
+                await self._on_lose(partition)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("giving up a partition failed", group=self.group, partition=partition, exc_info=exc)
+        if release:
+            async with self._lease_lock:
+                revision = self._revisions.pop(partition, None)
+                if revision is not None:
+                    with contextlib.suppress(Exception):
+                        await self._kv.delete(self._lease_key(partition), last=revision)
+        if was_held:
+            self._changed("lost", partition)
+
+    def _changed(self, change: str, partition: int) -> None:
+        PARTITION_CHANGES.labels(self.group, change).inc()
+        PARTITIONS_HELD.labels(self.group).set(len(self._held))
+        log.info(f"partition {change}", group=self.group, partition=partition, replica=self.replica, held=sorted(self._held))
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+async def _cancel(tasks: list[asyncio.Task]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
