@@ -155,6 +155,15 @@ STREAMS = [
     StreamSpec(subjects.DEADLETTER_STREAM, [f"{subjects.PREFIX}.deadletter.v1.>"], StorageType.FILE, 7 * 86400.0),
 ]
 
+def _same_stream(current: StreamConfig, wanted: StreamConfig) -> bool:
+    """Whether `current` already has every setting `ensure_streams` manages as `wanted` has it."""
+    fields = ("subjects", "max_age", "max_bytes", "discard", "duplicate_window", "max_msg_size", "num_replicas")
+    have = {f: getattr(current, f) for f in fields}
+    want = {f: getattr(wanted, f) for f in fields}
+    have["subjects"], want["subjects"] = sorted(have["subjects"] or []), sorted(want["subjects"] or [])
+    return have == want
+
+
 @dataclass(frozen=True)
 class _ConsumerSpec:
     """Everything needed to (re-)create one durable pull consumer and fetch from it."""
@@ -340,6 +349,8 @@ class Bus:
                 ("storage", current.storage, spec.storage), ("retention", current.retention, spec.retention)) if have != want]
             if fixed:
                 raise RuntimeError(f"stream {spec.name} exists with another {', '.join(fixed)}; JetStream cannot change that in place")
+            if _same_stream(current, config):
+                continue  # nothing to change: no request (after a node loss each one may wait for an election)
             try:
                 await self.js.update_stream(config=config)
             except APIError as exc:
