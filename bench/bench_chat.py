@@ -56,7 +56,7 @@ def main() -> None:
     print(f"{'video':<12}{'split':<10}{'evals':>6}" + "".join(f"{s[:4] + ' ratio':>12}{s[:4] + ' cov':>10}" for s in SERIES))
     for vid, msgs in logs.items():
         pts = series_from_messages(msgs, scorer)
-        r = backtest([(p.mean_compound, p.messages, p.emote_density) for p in pts], model)
+        r = backtest([p.inputs() for p in pts], model)
         results[vid] = r
         split = "held-out" if vid in HELD_OUT else "train"
         print(f"{vid:<12}{split:<10}{r.series['sentiment'].evals:>6}"

@@ -78,7 +78,7 @@ def _backtest_one(path: Path, fmt: str | None, model: ForecastModel, as_json: bo
         err.write(f"error: {exc}\n")
         return 2
     points = series_from_messages(msgs)
-    result = backtest([(p.mean_compound, p.messages, p.emote_density) for p in points], model)
+    result = backtest([p.inputs() for p in points], model)
     evals = result.series["sentiment"].evals
     if evals == 0:
         err.write(f"error: {path}: too short for a backtest ({len(points)} intervals of 30 s)\n")

@@ -1,23 +1,27 @@
 """Chat forecast: sentiment mean and activity (messages/s) 30, 60 and 90 s ahead, with intervals.
 
 A stream's chat becomes one point per 30 s interval (`windows.SeriesPoint`): the mean
-compound, the message count and the emote density. After each interval the forecaster
-predicts both series for the next HORIZON intervals:
+compound, the message count, the emote density and the messages per 10 s third. After
+each interval the forecaster predicts both series for the next HORIZON intervals:
 
 - **lstm**: the ONNX model (models/forecast.onnx, trained by
   `training.chat.train_forecast`). It reads `SeriesState`'s step features (both series,
   the emote density as an exogenous input, the stream's running statistics) one interval
-  per call, carrying its state, and predicts corrections: sentiment as a deviation from
-  the running mean shrunk towards the training chat's mean (`SeriesState.anchor`; ONNX
-  metadata `sentiment_prior`, `sentiment_prior_weight`), activity as a relative deviation
-  from its running mean (so it does not depend on how busy a channel is). Zero output is
-  the (shrunk) running-mean forecast.
+  per call, carrying its state (the interval's last thirds among them: chat bursts
+  decay within 10-30 s, `training.chat.activity_study`), and predicts corrections:
+  sentiment as a deviation from the running mean shrunk towards the training chat's
+  mean (`SeriesState.anchor`; ONNX metadata `sentiment_prior`, `sentiment_prior_weight`),
+  activity as a relative deviation from its running mean (so it does not depend on how
+  busy a channel is). Zero output is the (shrunk) running-mean forecast.
 - **running_mean** (mean of every interval so far) and **persistence** (the last value):
   the baselines, computed beside it.
-- **intervals**: `lstm +- k * scale`, where scale is the stream's own running standard
-  deviation of that series (floored: 0.02 for sentiment, the Poisson noise of the
-  running rate for activity) and k per series and horizon is calibrated on training
-  replays for the nominal level (ONNX metadata `interval_k`, `interval_level`).
+- **intervals**: `lstm +- k * scale` (split conformal on normalised residuals), where
+  scale is the stream's own running standard deviation of that series, its variance
+  shrunk towards the training chat's spread (ONNX metadata `scale_prior`,
+  `scale_prior_weight`, per series) and floored (0.02 for sentiment, the Poisson noise
+  of the running rate for activity), and k per series and horizon is the nominal
+  quantile of |error| / scale on out-of-fold training predictions (metadata
+  `interval_k`, `interval_level`).
 
 A series' forecast is `trustworthy` only while the stream's own rolling backtest (its
 last `BACKTEST_EVALS` matured predictions, all horizons, at least `MIN_EVALS`) has the
@@ -40,7 +44,7 @@ from streamsight.inference import create_session
 MODEL_PATH = Path(__file__).parent / "models" / "forecast.onnx"
 SERIES = ("sentiment", "activity")
 HORIZON = 3  # intervals ahead: 30, 60, 90 s
-N_FEATURES = 8
+N_FEATURES = 11
 BACKTEST_EVALS = 50
 MIN_EVALS = 10
 DEFAULT_LEVEL = 0.8
@@ -60,18 +64,22 @@ class SeriesState:
     """One stream's running statistics and the model's per-interval input (shared with
     training, so both compute the features the same way)."""
 
-    def __init__(self, interval_s: float = 30.0, prior: float = 0.0, prior_weight: float = 0.0) -> None:
+    def __init__(self, interval_s: float = 30.0, prior: float = 0.0, prior_weight: float = 0.0,
+                 scale_prior: Sequence[float] = (0.0, 0.0), scale_prior_weight: Sequence[float] = (0.0, 0.0)) -> None:
         self.interval_s = interval_s
         self.prior = prior
         self.prior_weight = prior_weight
+        self.scale_prior = tuple(scale_prior)  # sentiment std; activity std relative to the mean rate
+        self.scale_prior_weight = tuple(scale_prior_weight)  # per series, in intervals
         self.n = 0
         self.mean = [0.0, 0.0]  # sentiment, activity
         self._m2 = [0.0, 0.0]
         self.ewma_rel = 0.0
         self.last = [0.0, 0.0]
 
-    def update(self, value: float, messages: int, emote_density: float = 0.0) -> list[float]:
-        """Take one interval; return its step features."""
+    def update(self, value: float, messages: int, emote_density: float = 0.0, parts: Sequence[int] = ()) -> list[float]:
+        """Take one interval; return its step features. `parts`: its messages per third
+        (oldest first); without them the interval counts as even."""
         rate = messages / self.interval_s
         self.n += 1
         for i, x in enumerate((value, rate)):
@@ -90,6 +98,11 @@ class SeriesState:
             math.log1p(rate) / 3.0,
             min(max(emote_density, 0.0), 3.0) / 3.0,
             self.ewma_rel,
+            # The tail of the interval: a burst decays within 10-30 s (activity_study.py), so
+            # its last thirds say more about the next interval than the whole does.
+            self.relative(parts[-1] * len(parts) / self.interval_s) if len(parts) >= 2 else rel,
+            self.relative(parts[-2] * len(parts) / self.interval_s) if len(parts) >= 2 else rel,
+            1.0 / self.n,  # a stream's first minutes (greetings) are busier than its level
         ]
 
     def relative(self, rate: float) -> float:
@@ -106,10 +119,16 @@ class SeriesState:
         return math.sqrt(self._m2[i] / (self.n - 1)) if self.n >= 2 else 0.0
 
     def scale(self, i: int) -> float:
+        """The interval's unit: the stream's std of the series, its variance shrunk towards
+        the training chat's as if `scale_prior_weight[i]` intervals of it had been seen (a std
+        from a stream's first few intervals is itself noisy), then floored."""
+        base = max(self.mean[1], 1.0 / self.interval_s)
+        prior = self.scale_prior[0] if i == 0 else self.scale_prior[1] * base
+        df, w = max(self.n - 1, 0), self.scale_prior_weight[i]
+        std = math.sqrt((df * self.std(i) ** 2 + w * prior**2) / (df + w)) if df + w > 0 else 0.0
         if i == 0:
-            return max(self.std(0), SENTIMENT_SCALE_FLOOR)
-        poisson = math.sqrt(max(self.mean[1], 1.0 / self.interval_s) / self.interval_s)
-        return max(self.std(1), poisson)
+            return max(std, SENTIMENT_SCALE_FLOOR)
+        return max(std, math.sqrt(base / self.interval_s))  # Poisson noise of the running rate
 
     def to_values(self, out: Sequence[float]) -> tuple[list[float], list[float]]:
         """The model's output row (HORIZON sentiment deviations, HORIZON relative rate
@@ -168,6 +187,8 @@ class ForecastModel:
         self.k = {s: tuple(float(v) for v in k.get(s, [z] * HORIZON)) for s in SERIES}
         self.prior = float(meta.get("sentiment_prior", 0.0))
         self.prior_weight = float(meta.get("sentiment_prior_weight", 0.0))
+        self.scale_prior = tuple(json.loads(meta.get("scale_prior", "[0.0, 0.0]")))
+        self.scale_prior_weight = tuple(json.loads(meta.get("scale_prior_weight", "[0.0, 0.0]")))
 
     def initial_state(self) -> tuple[np.ndarray, np.ndarray]:
         z = np.zeros((1, 1, self.hidden), dtype=np.float32)
@@ -213,20 +234,20 @@ class StreamForecaster:
 
     def __init__(self, model: ForecastModel, interval_s: float = 30.0) -> None:
         self.model = model
-        self.series = SeriesState(interval_s, model.prior, model.prior_weight)
+        self.series = SeriesState(interval_s, model.prior, model.prior_weight, model.scale_prior, model.scale_prior_weight)
         self._state = model.initial_state()
         self._index = -1
         self._track = {s: _Tracker() for s in SERIES}
 
-    def update(self, value: float, messages: int, emote_density: float = 0.0) -> Forecast:
+    def update(self, value: float, messages: int, emote_density: float = 0.0, parts: Sequence[int] = ()) -> Forecast:
         if not math.isfinite(value) or not math.isfinite(emote_density):
             raise ValueError(f"sentiment value and emote density must be finite, got {value}, {emote_density}")
-        if messages < 0:
-            raise ValueError(f"message count must be >= 0, got {messages}")
+        if messages < 0 or any(n < 0 for n in parts):
+            raise ValueError(f"message count must be >= 0, got {messages} (parts {tuple(parts)})")
         self._index += 1
         idx = self._index
         st = self.series
-        feats = st.update(value, messages, emote_density)
+        feats = st.update(value, messages, emote_density, parts)
         observed = (value, messages / st.interval_s)
         for name, y in zip(SERIES, observed):
             self._track[name].observe(idx, y)
@@ -253,18 +274,23 @@ class StreamForecaster:
 @dataclass(frozen=True, slots=True)
 class SeriesBacktest:
     """One series over a log: MSE per method and the intervals' coverage, over every
-    (interval t >= warmup, horizon 1..HORIZON) whose outcome is in the log."""
+    (interval t >= warmup, horizon 1..HORIZON) whose outcome is in the log; `per_horizon`
+    holds the same for each horizon alone."""
 
     mse: dict[str, float]
     coverage: float
     evals: int
+    per_horizon: tuple[SeriesBacktest, ...] = ()
 
     def ratio_to_best(self) -> float:
         best = min(self.mse["running_mean"], self.mse["persistence"])
         return self.mse["lstm"] / best if best > 0 else float("nan")
 
     def as_dict(self) -> dict:
-        return {"mse": self.mse, "coverage": self.coverage, "evals": self.evals, "ratio_to_best_baseline": self.ratio_to_best()}
+        out = {"mse": self.mse, "coverage": self.coverage, "evals": self.evals, "ratio_to_best_baseline": self.ratio_to_best()}
+        if self.per_horizon:
+            out["per_horizon"] = [h.as_dict() for h in self.per_horizon]
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,34 +300,40 @@ class BacktestResult:
     series: dict[str, SeriesBacktest]
 
 
-def backtest(points: Iterable[Sequence[float]], model: ForecastModel, warmup: int = 2, interval_s: float = 30.0) -> BacktestResult:
-    """Replay (mean compound, messages[, emote density]) per interval through a fresh
-    stream forecaster and score LSTM, running mean and persistence and the intervals'
-    coverage. Predictions made before `warmup` + 1 intervals were seen are not scored."""
-    pts = [(float(p[0]), int(p[1]), float(p[2]) if len(p) > 2 else 0.0) for p in points]
-    truth = {"sentiment": [v for v, _, _ in pts], "activity": [n / interval_s for _, n, _ in pts]}
+def _scored(sq: dict[str, float], covered: int, evals: int, per_horizon: tuple[SeriesBacktest, ...] = ()) -> SeriesBacktest:
+    nan = float("nan")
+    return SeriesBacktest({k: (v / evals if evals else nan) for k, v in sq.items()}, covered / evals if evals else nan, evals, per_horizon)
+
+
+def backtest(points: Iterable[Sequence], model: ForecastModel, warmup: int = 2, interval_s: float = 30.0) -> BacktestResult:
+    """Replay (mean compound, messages[, emote density[, messages per third]]) per interval
+    (`SeriesPoint.inputs()`) through a fresh stream forecaster and score LSTM, running mean
+    and persistence and the intervals' coverage. Predictions made before `warmup` + 1
+    intervals were seen are not scored."""
+    pts = [(float(p[0]), int(p[1]), float(p[2]) if len(p) > 2 else 0.0, tuple(p[3]) if len(p) > 3 else ()) for p in points]
+    truth = {"sentiment": [p[0] for p in pts], "activity": [p[1] / interval_s for p in pts]}
     stream = model.stream(interval_s)
-    sq = {s: {"lstm": 0.0, "running_mean": 0.0, "persistence": 0.0} for s in SERIES}
-    covered = {s: 0 for s in SERIES}
-    evals = 0
-    for t, (v, n, d) in enumerate(pts):
-        f = stream.update(v, n, d)
+    methods = ("lstm", "running_mean", "persistence")
+    sq = {s: [dict.fromkeys(methods, 0.0) for _ in range(HORIZON)] for s in SERIES}
+    covered = {s: [0] * HORIZON for s in SERIES}
+    evals = [0] * HORIZON
+    for t, p in enumerate(pts):
+        f = stream.update(*p)
         if t < warmup:
             continue
         for h in range(1, HORIZON + 1):
             if t + h >= len(pts):
                 break
-            evals += 1
+            evals[h - 1] += 1
             for name in SERIES:
                 sf: SeriesForecast = getattr(f, name)
                 y = truth[name][t + h]
-                sq[name]["lstm"] += (sf.lstm[h - 1] - y) ** 2
-                sq[name]["running_mean"] += (sf.running_mean[h - 1] - y) ** 2
-                sq[name]["persistence"] += (sf.persistence[h - 1] - y) ** 2
-                covered[name] += sf.lower[h - 1] <= y <= sf.upper[h - 1]
-    series = {
-        s: SeriesBacktest({k: (v / evals if evals else float("nan")) for k, v in sq[s].items()},
-                          covered[s] / evals if evals else float("nan"), evals)
-        for s in SERIES
-    }
+                for m in methods:
+                    sq[name][h - 1][m] += (getattr(sf, m)[h - 1] - y) ** 2
+                covered[name][h - 1] += sf.lower[h - 1] <= y <= sf.upper[h - 1]
+    series = {}
+    for s in SERIES:
+        per = tuple(_scored(sq[s][h], covered[s][h], evals[h]) for h in range(HORIZON))
+        total = {m: sum(sq[s][h][m] for h in range(HORIZON)) for m in methods}
+        series[s] = _scored(total, sum(covered[s]), sum(evals), per)
     return BacktestResult(len(pts), model.level, series)

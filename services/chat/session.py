@@ -431,7 +431,7 @@ class ChatSession:
             skip = p.index < self.skip_intervals  # the first reader published it; the forecaster still needs it
             if not skip:
                 await self._send("sentiment", lambda: self.publisher.publish_event(sid, point, f"{sid}:sentiment:{p.index}"))
-            f = self.forecaster.update(p.mean_compound, p.messages, p.emote_density)
+            f = self.forecaster.update(*p.inputs())
             if skip:
                 continue
             sent, act = f.sentiment, f.activity

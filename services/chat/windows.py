@@ -50,6 +50,7 @@ RATE_Z_MIN_WINDOWS = 3
 SECOND_BINS = 10  # chat_messages_s0..s9; with another window_s the seconds past the 10th fall in s9
 COPYPASTA_MIN_WORDS = 6
 COPYPASTA_MIN_COPIES = 3
+INTERVAL_PARTS = 3  # an interval's message counts per third (10 s of 30 s): the forecast's view of its tail
 
 
 def feature_names(classes: Iterable[str]) -> tuple[str, ...]:
@@ -84,6 +85,7 @@ class _Bucket:
     emote_tokens: int = 0
     chars: int = 0
     copypasta: int = 0
+    parts: list[int] = field(default_factory=lambda: [0] * INTERVAL_PARTS)
 
     def mean(self) -> float:
         return self.weighted_sum / self.weight if self.weight > 0 else 0.0
@@ -98,6 +100,11 @@ class SeriesPoint:
     mean_compound: float
     messages: int
     emote_density: float = 0.0  # emote tokens per message (the forecast's exogenous input)
+    parts: tuple[int, ...] = ()  # messages per third of the interval (INTERVAL_PARTS), oldest first
+
+    def inputs(self) -> tuple[float, int, float, tuple[int, ...]]:
+        """What the forecaster takes per interval (`forecast.StreamForecaster.update`'s arguments)."""
+        return self.mean_compound, self.messages, self.emote_density, self.parts
 
 
 class ChatAggregator:
@@ -149,6 +156,8 @@ class ChatAggregator:
             bucket.weighted_sum += weight * s.compound
             bucket.weight += weight
             bucket.emote_tokens += s.emotes
+        part = int((t - j * self.interval_s) * INTERVAL_PARTS // self.interval_s)
+        self._intervals[j].parts[min(INTERVAL_PARTS - 1, max(0, part))] += 1
         win = self._windows[w]
         win.users.add(msg.user)
         win.seconds[min(SECOND_BINS - 1, max(0, int(t - w * self.window_s)))] += 1
@@ -247,7 +256,7 @@ class ChatAggregator:
         self._next_interval += 1
         b = self._intervals.pop(j, _Bucket())
         density = round(b.emote_tokens / b.count, 6) if b.count else 0.0
-        return SeriesPoint(j, j * self.interval_s, round(b.mean(), 6), b.count, density)
+        return SeriesPoint(j, j * self.interval_s, round(b.mean(), 6), b.count, density, tuple(b.parts))
 
     def flush(self) -> tuple[list[tuple[int, dict[str, float]]], list[SeriesPoint]]:
         """Close everything that has messages (end of a replay or stream)."""

@@ -83,6 +83,60 @@ def test_baselines_on_a_hand_made_series(tmp_path, monkeypatch):
     assert act.ratio_to_best() == pytest.approx(1.0)
 
 
+def test_backtest_per_horizon_adds_up(tmp_path, monkeypatch):
+    """Each horizon's own MSE and coverage; their evaluation-weighted mean is the total."""
+    _, _, path = _export(tmp_path, monkeypatch)
+    values = [0.1, 0.3, 0.2, 0.6, 0.0, 0.4]
+    counts = [30, 60, 30, 90, 0, 60]
+    r = backtest([(v, c, 0.0, (c // 3, c // 3, c - 2 * (c // 3))) for v, c in zip(values, counts)], ForecastModel(path), warmup=2)
+    sent = r.series["sentiment"]
+    assert [h.evals for h in sent.per_horizon] == [3, 2, 1]
+    # persistence at h=3: only t=2 -> outcome at t=5: (0.2 - 0.4)^2
+    assert sent.per_horizon[2].mse["persistence"] == pytest.approx((0.2 - 0.4) ** 2)
+    for s in SERIES:
+        total = r.series[s]
+        for m in ("lstm", "running_mean", "persistence"):
+            assert sum(h.mse[m] * h.evals for h in total.per_horizon) / total.evals == pytest.approx(total.mse[m])
+        assert sum(h.coverage * h.evals for h in total.per_horizon) / total.evals == pytest.approx(total.coverage)
+    assert [h["evals"] for h in sent.as_dict()["per_horizon"]] == [3, 2, 1]
+
+
+def test_interval_scale_shrinks_towards_the_training_spread():
+    """With weight w the stream's variance counts as if w intervals of the prior spread had
+    been seen; weight 0 is the stream's own std; the Poisson floor still holds."""
+    from services.chat.forecast import SeriesState
+
+    own = SeriesState(30.0)
+    shrunk = SeriesState(30.0, scale_prior=(0.2, 0.5), scale_prior_weight=(4.0, 4.0))
+    for v, n in [(0.10, 300), (0.12, 330), (0.11, 270)]:  # rate 10, 11, 9 messages/s
+        own.update(v, n)
+        shrunk.update(v, n)
+    assert own.scale(0) == pytest.approx(max(0.01, 0.02))  # std 0.01, floored
+    want = ((2 * 0.01**2 + 4 * 0.2**2) / 6) ** 0.5
+    assert shrunk.scale(0) == pytest.approx(want)
+    assert own.scale(1) == pytest.approx(1.0)  # std of 10, 11, 9
+    assert shrunk.scale(1) == pytest.approx(((2 * 1.0 + 4 * (0.5 * 10) ** 2) / 6) ** 0.5)
+    quiet = SeriesState(30.0, scale_prior=(0.0, 0.0), scale_prior_weight=(0.0, 9.0))
+    quiet.update(0.0, 30)
+    assert quiet.scale(1) == pytest.approx((1.0 / 30) ** 0.5)  # Poisson floor of 1 message/s
+
+
+def test_tail_features_see_a_burst_at_the_end_of_an_interval():
+    """The last two features before 1/n are the rate of the interval's last and
+    second-to-last third relative to the running mean; without parts, the whole interval's."""
+    from services.chat.forecast import SeriesState
+
+    even, late = SeriesState(30.0), SeriesState(30.0)
+    even.update(0.0, 90, 0.0, (30, 30, 30))
+    late.update(0.0, 90, 0.0, (30, 30, 30))
+    f_even = even.update(0.0, 90, 0.0, (30, 30, 30))
+    f_late = late.update(0.0, 90, 0.0, (0, 0, 90))  # 9 messages/s in its last 10 s, running mean 3
+    assert f_even[-3:] == [0.0, 0.0, 0.5]
+    assert f_late[-3:] == [pytest.approx(2.0), -1.0, 0.5]
+    assert f_late[:-3] == f_even[:-3]  # nothing else tells them apart
+    assert SeriesState(30.0).update(0.0, 90)[-3:-1] == [0.0, 0.0]  # no parts: even
+
+
 def test_intervals_cover_a_synthetic_series_at_the_nominal_rate(tmp_path, monkeypatch):
     """Stationary Gaussian sentiment and Poisson activity: with k = the normal quantile, the
     stream-scaled intervals cover about `level` of the outcomes at every horizon."""
@@ -128,21 +182,23 @@ def test_stream_forecaster_shapes_and_trust_rule():
         stream.update(0.1, -1)
 
 
-def test_forecast_quality_on_held_out_video(shared_data):
-    """Held-out video (never trained on): the intervals cover within 10 points of nominal,
-    the LSTM stays within 20 % of the better baseline (the card gives the exact ratios;
-    the issue's goals are not met on this chat) and beats persistence."""
+@pytest.mark.parametrize("video", ["98355852", "158202424"])
+def test_forecast_quality_on_held_out_video(shared_data, video):
+    """Held-out videos (never trained on): the intervals cover within 5 points of nominal
+    (the issue's goal), sentiment beats the better baseline by 5 % (its goal), activity
+    stays within 5 % of it (its goal of 0.8 is not met: MODEL.md) and beats persistence."""
     from services.chat.replay import load_replay
     from services.chat.windows import series_from_messages
 
-    msgs = load_replay(shared_data / "chat" / "nlss" / "rechat-98355852.json")
+    msgs = load_replay(shared_data / "chat" / "nlss" / f"rechat-{video}.json")
     pts = series_from_messages(msgs)
-    r = backtest([(p.mean_compound, p.messages, p.emote_density) for p in pts], ForecastModel())
+    r = backtest([p.inputs() for p in pts], ForecastModel())
     for s in SERIES:
         res = r.series[s]
-        assert res.evals > 100
-        assert abs(res.coverage - r.level) <= 0.10, (s, res.coverage)
-        assert res.ratio_to_best() < 1.2 and res.mse["lstm"] < res.mse["persistence"], (s, res.mse)
+        assert res.evals > 50
+        assert abs(res.coverage - r.level) <= 0.05, (s, res.coverage)
+        assert res.ratio_to_best() < (0.95 if s == "sentiment" else 1.05), (s, res.mse)
+        assert res.mse["lstm"] < res.mse["persistence"], (s, res.mse)
 
 
 def test_cli_score_on_stdin():

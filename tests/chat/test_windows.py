@@ -101,6 +101,16 @@ def test_series_on_real_chat(shared_data, scorer):
     assert sum(p.messages for p in pts) == len(msgs)
     assert all(-1 <= p.mean_compound <= 1 for p in pts)
     assert len({round(p.mean_compound, 3) for p in pts}) > len(pts) // 2  # a real, varying series
+    assert all(sum(p.parts) == p.messages and len(p.parts) == 3 for p in pts)
+
+
+def test_interval_parts_count_each_third(scorer):
+    """The forecast sees an interval's messages per 10 s third (a burst at its end)."""
+    agg = ChatAggregator(scorer)
+    agg.add_batch([_m(t, "hi", "u") for t in (0.5, 9.99, 10.0, 25.0, 29.9, 29.99, 31.0)])
+    _, points = agg.advance(60.0)
+    assert [p.parts for p in points] == [(2, 1, 3), (1, 0, 0)]
+    assert points[0].inputs() == (points[0].mean_compound, 6, points[0].emote_density, (2, 1, 3))
 
 
 def test_burst_features(scorer):
