@@ -130,12 +130,13 @@ class ReplicaAgent:
                 await self.placements.create(stream_id, Placement.here(self.id, self.address()).to_bytes())
                 return ""
             try:
-                before = Placement.from_bytes(entry.value).replica
+                prev = Placement.from_bytes(entry.value)
             except (ValueError, KeyError, TypeError):
-                before = ""  # unreadable: nobody's
+                prev = Placement("", "")  # unreadable: nobody's
+            before = prev.replica
             if before != self.id and before in live:
                 return None
-            taken = Placement.here(self.id, self.address(), takeover_from="" if before == self.id else before)
+            taken = Placement.here(self.id, self.address(), takeover_from=prev.takeover_from if before == self.id else before)
             await self.placements.update(stream_id, taken.to_bytes(), last=entry.revision)
             return before
         except KeyWrongLastSequenceError:
