@@ -23,9 +23,7 @@ Only ingest writes these buckets; readers never create them (the TTL is ingest's
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -33,6 +31,7 @@ import grpc
 from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
+from streamsight import partitions
 from streamsight.bus import Bus
 from streamsight.gen.ingest.v1 import ingest_pb2_grpc
 from streamsight.rpc import channel
@@ -43,14 +42,9 @@ _KEY_BAD = re.compile(r"[^-/_=.a-zA-Z0-9]")
 
 
 def replica_id() -> str:
-    """This process's replica id (env STREAMSIGHT_REPLICA_ID, default <hostname>-<pid>), as a KV key."""
-    try:
-        from streamsight.partitions import replica_id as shared  # the runtime's one definition
-    except ImportError:
-        raw = os.environ.get("STREAMSIGHT_REPLICA_ID") or f"{socket.gethostname()}-{os.getpid()}"
-    else:
-        raw = shared()
-    return _KEY_BAD.sub("_", raw) or "ingest"
+    """This process's replica id (streamsight.partitions.replica_id: env STREAMSIGHT_REPLICA_ID, default
+    <hostname>-<pid>) as a KV key."""
+    return _KEY_BAD.sub("_", partitions.replica_id()) or "ingest"
 
 
 @dataclass
@@ -188,7 +182,7 @@ class IngestRoutes:
         if placed is None:
             return self.seed_address
         for replica in await self.replicas():
-            if replica.id == placed.replica:
+            if replica.id == placed.replica and replica.address:
                 return replica.address
         return placed.address  # dead, or restarting at the same address: the caller sees UNAVAILABLE
 
@@ -199,7 +193,7 @@ class IngestRoutes:
 
     async def place(self, exclude: frozenset[str] = frozenset()) -> tuple[ingest_pb2_grpc.IngestStub, str, Replica | None]:
         """Where a new stream goes: (stub, address, replica); the seed when no replica is registered. `Full` when all are full."""
-        live = [r for r in await self.replicas() if r.id not in exclude]
+        live = [r for r in await self.replicas() if r.id not in exclude and r.address]  # no address: not serving yet
         if not live and not exclude:
             return self.stub(self.seed_address), self.seed_address, None
         chosen = choose(live)

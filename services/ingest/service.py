@@ -87,6 +87,8 @@ class IngestService(Service):
             return self.settings.advertise_address
         if self.rpc is not None:
             return self.address
+        if not self.settings.grpc_port:
+            return ""  # a free port, not picked yet: no stream is placed here until the record says where
         host = self.settings.grpc_host
         return f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self.settings.grpc_port}"
 
@@ -95,6 +97,9 @@ class IngestService(Service):
 
     async def _watch_replicas(self) -> None:
         """Heartbeat; take over a dead replica's streams; hand over ours that another replica took."""
+        while self.rpc is None:  # serving soon: say where at once (a free port is known only now)
+            await asyncio.sleep(0.05)
+        await self.replica.beat()
         while True:
             await asyncio.sleep(self.settings.replica_ttl_s / 3)
             try:
