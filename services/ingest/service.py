@@ -238,10 +238,10 @@ class IngestService(Service):
         stream = IngestedStream(request.stream_id, request.source, config, self.bus, self.settings, clip_dir,
                                 store=self.resume_store, point=point, resumed=resume, taken_from=taken_from,
                                 replica=self.replica.id)
+        if resume is None:  # first: another replica must not take a resume point without a placement for its own
+            await self.replica.placed(request.stream_id)
         if point is not None:
             await self.resume_store.save(request.stream_id, point)  # type: ignore[union-attr]
-        if resume is None:
-            await self.replica.placed(request.stream_id)
         stream.task = asyncio.create_task(stream.run(), name=f"ingest:{request.stream_id}")
         stream.task.add_done_callback(lambda _: self._finished(stream))
         ACTIVE_STREAMS.labels("ingest").inc()
