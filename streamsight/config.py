@@ -51,6 +51,7 @@ CONFIG_ENV = "STREAMSIGHT_CONFIG"
 # Variables with this prefix that are read elsewhere and are no settings (not warned about).
 OTHER_VARIABLES = {
     CONFIG_ENV: "YAML file with the settings of the whole stack",
+    "STREAMSIGHT_REPLICA_ID": "this process's replica name, e.g. vision-2 (streamsight.partitions; default <hostname>-<pid>); `up` sets it",
     "STREAMSIGHT_ONNX_PROVIDER": "force an onnxruntime provider (cpu, cuda) for every model (streamsight.inference)",
     # The gateway's Twitch extension backend (gateway/ebs/config.py), named as Twitch's docs name them.
     "STREAMSIGHT_TWITCH_EXTENSION_SECRET": "the Twitch extension secret, base64 as Twitch's console shows it; unset: no /ebs routes",

@@ -13,6 +13,14 @@ passwords kept in `<data_dir>/nats-users.json` (mode 0600), and may publish only
 subjects; `admin` (same file) may do anything. Its URL reaches each service as its
 `STREAMSIGHT_NATS_URL`.
 
+Replicas: `up --replicas vision=2,glitch=2` (or each service's `replicas` setting,
+STREAMSIGHT_<SECTION>_REPLICAS) runs that many processes of a service, `vision-1`, `vision-2`,
+each with STREAMSIGHT_REPLICA_ID=<service>-<n> (streamsight.partitions splits the streams over
+them), its own gRPC port (the first keeps the service's; ingest replicas also advertise theirs,
+`ingest.advertise_address`) and, when metrics are on, its own metrics port (the first's plus
+10 per replica after it); each is restarted on its own. They share the service's data folder
+(ingest's clips are per stream, and a survivor serves a dead replica's streams). One gateway.
+
 Each output line is prefixed with its process's name, nats-server's own log included (prefix
 `nats`), so its "Slow Consumer Detected" lines are in the stack's log; the supervisor counts
 those per client and the server's restarts, says so, and keeps the counts in
@@ -34,7 +42,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamsight.config import ENV_PREFIX, OTHER_VARIABLES, SECTIONS, ConfigError, Section, env_name, is_platform, resolve, section_class
+from streamsight.config import (
+    ENV_PREFIX,
+    MAX_REPLICAS,
+    OTHER_VARIABLES,
+    SECTIONS,
+    ConfigError,
+    Section,
+    env_name,
+    is_platform,
+    resolve,
+    section_class,
+)
 from streamsight import natsauth
 from streamsight.natsd import NatsServer, distinct_free_ports, free_port
 from streamsight.telemetry import NATS_SERVER_RESTARTS, NATS_SLOW_CONSUMERS
@@ -45,6 +64,8 @@ CONFIG_ERROR_EXIT = 2
 SLOW_CONSUMER = "Slow Consumer Detected"
 _CLIENT_NAME = re.compile(r"streamsight-([A-Za-z0-9_.-]+)")  # Bus.connect names each client so
 MAX_BACKOFF_S = 30.0
+REPLICA_ID_ENV = "STREAMSIGHT_REPLICA_ID"  # streamsight.partitions.replica_id() reads it
+METRICS_STEP = 10  # replica n serves metrics on the first replica's port + 10 * (n - 1)
 STABLE_S = 30.0  # a process that ran this long before exiting restarts with the shortest backoff
 
 
@@ -107,6 +128,36 @@ def user_value(section: str, field: str, environ: dict[str, str]):
         return None  # not built, or a settings file the service will report itself
 
 
+def parse_replicas(text: str) -> dict[str, int]:
+    """`vision=2,glitch=2` as {"vision": 2, "glitch": 2}; ConfigError saying what is wrong."""
+    counts: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not value.strip().isdigit():
+            raise ConfigError(f"--replicas: {item!r} is not SERVICE=COUNT (e.g. vision=2,glitch=2)")
+        if name in counts:
+            raise ConfigError(f"--replicas: {name} is given twice")
+        counts[name] = int(value)
+    return counts
+
+
+def check_replicas(counts: dict[str, int], started: set[str]) -> None:
+    """ConfigError for an unknown or unstarted service, a count out of 1..MAX_REPLICAS, or several gateways."""
+    problems = []
+    for name, count in counts.items():
+        if name not in SECTIONS:
+            problems.append(f"{name}: no such service (services: {', '.join(SECTIONS)})")
+        elif not 1 <= count <= MAX_REPLICAS:
+            problems.append(f"{name}={count}: a service runs 1 to {MAX_REPLICAS} replicas")
+        elif name == "gateway" and count != 1:
+            problems.append("gateway: `up` runs one gateway (the stack's HTTP and gRPC entry)")
+        elif name not in started and count != 1:
+            problems.append(f"{name}: not started by this `up` (not built here, or left out by --only)")
+    if problems:
+        raise ConfigError("replicas: " + "; ".join(problems))
+
+
 def built_services() -> list[ServiceSpec]:
     """The services of CATALOG that exist in this installation."""
     found = []
@@ -123,11 +174,24 @@ def built_services() -> list[ServiceSpec]:
 class _Child:
     spec: ServiceSpec
     env: dict[str, str]
+    port: int = 0  # its gRPC port
+    replica: int = 1  # 1..count
+    count: int = 1  # replicas of its service in this stack
+    metrics_port: int = 0
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
     gave_up: bool = False
     task: asyncio.Task | None = field(default=None, repr=False)
     gone: asyncio.Event = field(default_factory=asyncio.Event, repr=False)  # set once it gave up
+
+    @property
+    def replica_id(self) -> str:
+        return f"{self.spec.name}-{self.replica}"
+
+    @property
+    def name(self) -> str:
+        """Its name in the log and status: the service's, `<service>-<n>` when it has replicas."""
+        return self.replica_id if self.count > 1 else self.spec.name
 
 
 class Supervisor:
@@ -142,6 +206,7 @@ class Supervisor:
         out=None,
         grace_s: float = 8.0,
         nats_auth: bool = True,
+        replicas: dict[str, int] | None = None,
     ):
         self.data_dir = Path(data_dir).resolve()
         self.base_env, self._env_notes = sectioned_environment(dict(os.environ))
@@ -174,6 +239,38 @@ class Supervisor:
         self.children: list[_Child] = []
         self._started = {s.name for s in built_services() if not only or s.name in only}
         self._stopping = False
+        self.replicas = self._replica_counts(replicas or {})
+        # Replicas after the first get ports of their own, picked together, none a service's.
+        extra = [(name, n) for name, count in self.replicas.items() for n in range(2, count + 1)]
+        taken = {self._port(s) for s in CATALOG}
+        candidates = [p for p in distinct_free_ports(len(extra) + len(taken)) if p not in taken]
+        self._replica_ports = dict(zip(extra, candidates))
+
+    def _replica_counts(self, given: dict[str, int]) -> dict[str, int]:
+        """Processes per started service: `given` (--replicas) over each service's `replicas` setting."""
+        check_replicas(given, self._started)
+        counts = {}
+        for name in self._started:
+            if name in given:
+                counts[name] = given[name]
+                continue
+            raw = user_value(name, "replicas", self.base_env)
+            try:
+                counts[name] = int(raw) if raw is not None else 1
+            except (TypeError, ValueError):
+                raise ConfigError(f"{name}.replicas / {env_name(name, 'replicas')}: {raw!r} is not a whole number") from None
+        check_replicas(counts, self._started)
+        return counts
+
+    def _metrics_port(self, spec: ServiceSpec, replica: int) -> int:
+        """Replica `replica`'s metrics port: the service's (its setting, or the base plus its offset) + 10 per replica before it; 0: none."""
+        own = user_value(spec.name, "metrics_port", self.base_env)
+        base = user_value(spec.name, "metrics_base_port", self.base_env)
+        try:
+            first = int(own) if own is not None else (int(base) + spec.metrics_offset if base and int(base) else 0)
+        except (TypeError, ValueError):
+            return 0  # not a port: the service reports its own setting
+        return first + METRICS_STEP * (replica - 1) if first else 0
 
     def _buckets(self) -> dict[str, str]:
         """The KV and object-store buckets the services use (their user's permissions name them)."""
@@ -197,8 +294,12 @@ class Supervisor:
         return self.ports.get(spec.name) or spec.grpc_port
 
     def addresses(self) -> dict[str, str]:
-        """gRPC address of every started service, by name."""
-        return {c.spec.name: f"127.0.0.1:{self._port(c.spec)}" for c in self.children}
+        """gRPC address of every started service, by name (a service with replicas: its first)."""
+        return {c.spec.name: f"127.0.0.1:{c.port}" for c in self.children if c.replica == 1}
+
+    def replica_addresses(self) -> dict[str, str]:
+        """gRPC address of every process, by its replica id (`vision-2`)."""
+        return {c.replica_id: f"127.0.0.1:{c.port}" for c in self.children}
 
     async def wait_serving(self, timeout_s: float = 120.0) -> None:
         """Wait until every started service answers health SERVING, or gave up on a configuration
@@ -206,7 +307,7 @@ class Supervisor:
         from streamsight.rpc import wait_serving
 
         async def one(child: _Child) -> None:
-            serving = asyncio.ensure_future(wait_serving(f"127.0.0.1:{self._port(child.spec)}", timeout_s))
+            serving = asyncio.ensure_future(wait_serving(f"127.0.0.1:{child.port}", timeout_s))
             gone = asyncio.ensure_future(child.gone.wait())
             try:
                 await asyncio.wait({serving, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -219,8 +320,8 @@ class Supervisor:
             serving.result()
 
         results = await asyncio.gather(*(one(c) for c in self.children), return_exceptions=True)
-        late = [c.spec.name for c, r in zip(self.children, results) if isinstance(r, Exception) and not c.gave_up]
-        gave_up = [c.spec.name for c in self.children if c.gave_up]
+        late = [c.name for c, r in zip(self.children, results) if isinstance(r, Exception) and not c.gave_up]
+        gave_up = [c.name for c in self.children if c.gave_up]
         if late or gave_up:
             parts = [f"not serving after {timeout_s:.0f} s: {', '.join(late)}"] if late else []
             parts += [f"stopped on a configuration error: {', '.join(gave_up)}"] if gave_up else []
@@ -261,6 +362,21 @@ class Supervisor:
         env.update(self.extra_env)
         return env
 
+    def replica_environment(self, spec: ServiceSpec, replica: int) -> dict[str, str]:
+        """`environment(spec)` for replica `replica` of it: its id, its gRPC and metrics ports."""
+        env = self.environment(spec)
+        env[REPLICA_ID_ENV] = f"{spec.name}-{replica}"
+        port = self.replica_port(spec, replica)
+        env[env_name(spec.name, "grpc_port")] = str(port)
+        if spec.name == "ingest":  # where the gateway and the other ingests reach this one (KV registry)
+            env[env_name("ingest", "advertise_address")] = f"127.0.0.1:{port}"
+        if replica > 1 and (metrics := self._metrics_port(spec, replica)):
+            env[env_name(spec.name, "metrics_port")] = str(metrics)
+        return env
+
+    def replica_port(self, spec: ServiceSpec, replica: int) -> int:
+        return self._port(spec) if replica == 1 else self._replica_ports[(spec.name, replica)]
+
     def state(self) -> dict:
         return {
             "pid": os.getpid(),
@@ -274,10 +390,30 @@ class Supervisor:
                 "slow_consumers": dict(self.slow_consumers),
             },
             "services": {
-                c.spec.name: {"pid": c.process.pid if c.process else None, "restarts": c.restarts, "port": self._port(c.spec)}
+                c.spec.name: {**self._child_state(c), "replicas": [self._child_state(r) for r in self.children if r.spec is c.spec]}
                 for c in self.children
+                if c.replica == 1
             },
         }
+
+    @staticmethod
+    def _child_state(child: _Child) -> dict:
+        return {
+            "id": child.replica_id,
+            "pid": child.process.pid if child.process else None,
+            "restarts": child.restarts,
+            "port": child.port,
+            "metrics_port": child.metrics_port or None,
+        }
+
+    def status_lines(self) -> list[str]:
+        """One line per process: id, pid, gRPC port, metrics port, restarts (what `up` prints)."""
+        lines = []
+        for c in self.children:
+            metrics = f", metrics :{c.metrics_port}" if c.metrics_port else ""
+            pid = c.process.pid if c.process else "-"
+            lines.append(f"{c.replica_id:<10} pid {pid}, gRPC 127.0.0.1:{c.port}{metrics}, restarts {c.restarts}")
+        return lines
 
     def _write_state(self) -> None:
         (self.data_dir / STATE_FILE).write_text(json.dumps(self.state(), indent=2))
@@ -291,12 +427,15 @@ class Supervisor:
         self._nats_task.add_done_callback(self._nats_watch_ended)
         specs = [s for s in built_services() if s.name in self._started]
         for spec in specs:
-            child = _Child(spec, self.environment(spec))
-            child.task = asyncio.create_task(self._keep_running(child), name=f"supervise:{spec.name}")
-            self.children.append(child)
+            count = self.replicas.get(spec.name, 1)
+            for n in range(1, count + 1):
+                env = self.replica_environment(spec, n)
+                child = _Child(spec, env, self.replica_port(spec, n), n, count, self._metrics_port(spec, n))
+                child.task = asyncio.create_task(self._keep_running(child), name=f"supervise:{child.name}")
+                self.children.append(child)
         for line in self._env_notes:
             self._say("up", line)
-        self._say("up", "services: " + ", ".join(s.name for s in specs))
+        self._say("up", "services: " + ", ".join(f"{s.name} x{self.replicas[s.name]}" if self.replicas.get(s.name, 1) > 1 else s.name for s in specs))
 
     async def _start_nats(self) -> None:
         """Start nats-server; if it fails, relay what it said before raising."""
@@ -407,19 +546,19 @@ class Supervisor:
             self._write_state()
             assert child.process.stdout is not None
             async for raw in child.process.stdout:
-                self._say(child.spec.name, raw.decode(errors="replace").rstrip())
+                self._say(child.name, raw.decode(errors="replace").rstrip())
             code = await child.process.wait()
             if self._stopping:
                 return
             if code == CONFIG_ERROR_EXIT:
                 child.gave_up = True
                 child.gone.set()
-                self._say(child.spec.name, "exited with a configuration error; not restarting (fix the settings above)")
+                self._say(child.name, "exited with a configuration error; not restarting (fix the settings above)")
                 return
             if time.monotonic() - started > 30:
                 backoff = 1.0
             child.restarts += 1
-            self._say(child.spec.name, f"exited with code {code}; restarting in {backoff:.0f} s (restart {child.restarts})")
+            self._say(child.name, f"exited with code {code}; restarting in {backoff:.0f} s (restart {child.restarts})")
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 30.0)
 
@@ -435,7 +574,7 @@ class Supervisor:
             try:
                 await asyncio.wait_for(child.process.wait(), self.grace_s)
             except asyncio.TimeoutError:
-                self._say(child.spec.name, "did not stop in time; killed")
+                self._say(child.name, "did not stop in time; killed")
                 child.process.kill()
                 await child.process.wait()
         for child in self.children:
@@ -466,8 +605,14 @@ def find_running(data_dir: Path) -> dict | None:
         return None
 
 
-async def run_up(data_dir: Path, nats_port: int, gateway_port: int, only: list[str] | None) -> int:
-    sup = Supervisor(data_dir, nats_port=nats_port, ports={"gateway": gateway_port} if gateway_port else None, only=only)
+async def run_up(data_dir: Path, nats_port: int, gateway_port: int, only: list[str] | None, replicas: str = "") -> int:
+    try:
+        sup = Supervisor(
+            data_dir, nats_port=nats_port, ports={"gateway": gateway_port} if gateway_port else None, only=only, replicas=parse_replicas(replicas)
+        )
+    except ConfigError as exc:
+        print(f"streamsight up: {exc}", file=sys.stderr)
+        return CONFIG_ERROR_EXIT
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -484,10 +629,13 @@ async def run_up(data_dir: Path, nats_port: int, gateway_port: int, only: list[s
             sup._say("up", str(serving.exception()))
         elif serving.exception() is None:
             sup._say("up", f"all services SERVING; gRPC API at {sup.state()['gateway']}, web page at {sup.state()['web']}; Ctrl-C stops everything")
+            if any(c.count > 1 for c in sup.children):
+                for line in sup.status_lines():
+                    sup._say("up", line)
         await asyncio.gather(serving, return_exceptions=True)
         await stopping
     await sup.stop()
     return 0
 
 
-__all__ = ["Supervisor", "built_services", "find_running", "run_up", "free_port"]
+__all__ = ["Supervisor", "built_services", "check_replicas", "find_running", "parse_replicas", "run_up", "free_port"]
