@@ -1,13 +1,16 @@
 """Fusion service: joins each window's feature records, scores it, decides highlights, asks for clips.
 
-Subscriptions (durable pull consumers, created at start, delivering what is new from their
-first creation on, so a first deployment does not score the history):
+Partitioned (streamsight.partitions, group "fusion"): the replicas share the streams'
+partitions, and for each partition k it holds a replica runs three durable pull consumers,
+created at its first start and delivering what is new from then on (a first deployment does
+not score the history):
 
-  streamsight.features.v1.{vision,audio,chat}.<stream>  FeatureRecords (FEATURES)   "fusion"
-  streamsight.media.v1.windows.<stream>                 WindowRecords (MEDIA)       "fusion-windows"
-  streamsight.events.v1.status.<stream>                 StreamStatus (EVENTS)       "fusion-status"
+  streamsight.features.v1.{vision,audio,chat}.<k>.<stream>   FeatureRecords (FEATURES)  "fusion-p<k>"
+  streamsight.media.v1.windows.<k>.<stream>                  WindowRecords (MEDIA)      "fusion-media-p<k>"
+  streamsight.events.v1.{status,glitch,health}.<k>.<stream>  events (EVENTS)            "fusion-events-p<k>"
 
-The window consumer exists before any stream starts (MEDIA keeps messages only for
+A replica says it is ready once it holds its share of the partitions (handover.until_settled):
+the window consumers must exist before a stream starts (MEDIA keeps messages only for
 consumers that exist). Per stream, `join.StreamJoin` says when a window is ready (see there:
 by progress, not by wall clock: all expected modalities in, or each missing stage cannot
 deliver it; a media-time deadline for live sources; a long stall timeout as the last resort),
@@ -22,9 +25,10 @@ follows) and makes one highlight per moment; a highlight gets a clip from ingest
 (lead-in included) and one Highlight event `<stream>:highlight:<n>`. A clip that fails still
 publishes the highlight, with an empty clip. With the setting vertical_clips a second ExportClip
 (same key: ingest answers with the stored clip) asks for its 9:16 copy too, within
-vertical_timeout_s, carried as Highlight.vertical_clip. Glitch events (durable "fusion-glitch") mark the
-spans whose moments are suppressed or flagged (glitch_highlights); so do the glitch service's
-health incidents (durable "fusion-health"): black, freeze, silence and audio_gap like a glitch,
+vertical_timeout_s, carried as Highlight.vertical_clip; clips are asked of the ingest replica that
+holds the stream (streamsight.ingestroute; `ingest_address` when none is registered). Glitch events
+mark the spans whose moments are suppressed or flagged (glitch_highlights); so do the glitch
+service's health incidents: black, freeze, silence and audio_gap like a glitch,
 loudness and av_drift only flag (Highlight.glitch), format_change and no_audio are ignored.
 
 Exactly once under redelivery and restarts: every accepted record is written to the KV bucket
@@ -32,11 +36,12 @@ Exactly once under redelivery and restarts: every accepted record is written to 
 (`s.<stream>.<i>`), every highlight (`h.<stream>.<n>`), every glitch or health span (`g.<stream>.<id>`,
 the id escaped to KV's key alphabet),
 and the stream's clock (`m.<stream>`).
-A restart rebuilds the joins and trackers from the bucket; records for a scored window are
-ignored; the event ids let JetStream drop a copy published twice across a crash.
-
-Run one instance: a stream's join lives in one process (the Kubernetes manifest has one
-replica and the Recreate strategy, so the old pod is gone before the new one restores).
+A replica that gains a partition (at its start, or when another replica stopped or died)
+rebuilds that partition's joins and trackers from the bucket, then starts its consumers;
+records for a scored window are ignored; the event ids let JetStream drop a copy published
+twice across a crash (EVENTS' duplicate window, 120 s, is far longer than a takeover: the
+lease TTL, 6 s, plus the ack wait of what the dead replica held, ACK_WAIT_S). Losing a
+partition stops its consumers after the messages in hand and drops its streams here.
 """
 
 from __future__ import annotations
@@ -51,21 +56,23 @@ import grpc
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.js.api import KeyValueConfig
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError, NotFoundError
+from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from streamsight import events, subjects
-from streamsight.bus import BadMessage, event_payload
+from streamsight.bus import BadMessage, Consumer, event_payload
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.features.v1 import features_pb2
 from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from streamsight.lifecycle import StreamTable
 from streamsight.media import window_record
-from streamsight.rpc import channel
+from streamsight.ingestroute import IngestRoutes
+from streamsight.partitions import Partitions
 from streamsight.service import Service
 
+from .handover import read_bucket, release, until_settled
 from .highlights import HighlightConfig, HighlightSpan, HighlightTracker, ScoredWindow
 from .join import JoinConfig, OutOfRange, Part, ReadyWindow, StreamJoin
 from .model import FusionModel, choose
@@ -79,6 +86,13 @@ STAGES = {"vision", "audio", "chat"}  # reporters whose statuses speak for one m
 # Health faults a highlight should not be cut from (like corruption), and those it is only flagged for.
 HEALTH_SUPPRESS = {events_pb2.HEALTH_KIND_BLACK, events_pb2.HEALTH_KIND_FREEZE, events_pb2.HEALTH_KIND_SILENCE, events_pb2.HEALTH_KIND_AUDIO_GAP}
 HEALTH_MARK = {events_pb2.HEALTH_KIND_LOUDNESS, events_pb2.HEALTH_KIND_AV_DRIFT}
+EVENT_HANDLERS = {"status": "on_status", "glitch": "on_glitch", "health": "on_health"}  # event kind -> handler
+# A replica that died with messages in hand: they come back this long after they were fetched
+# (a slow handler is kept from it by in-progress beats), so a takeover waits no longer for them.
+ACK_WAIT_S = 10.0
+# Feature, window and event records are a few KB: three consumers per partition, 48 for all 16,
+# share the connection's fetch budget (streamsight.bus.FETCH_BUDGET, 40 MiB) without waiting.
+RECORD_FETCH_BYTES = 256 * 1024
 KEY_SAFE = frozenset(b"-_0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 WINDOWS_SCORED = Counter("streamsight_fusion_windows_scored_total", "Windows scored, by why they were scored then", ["completion"])
@@ -86,6 +100,8 @@ WINDOWS_MISSING = Counter(
     "streamsight_fusion_windows_missing_total", "Windows scored with a modality missing, by modality and why", ["modality", "completion"]
 )
 OUT_OF_RANGE = Counter("streamsight_fusion_out_of_range_total", "Records refused: window index outside the stream's known range", ["kind"])
+TAKEOVER_SECONDS = Histogram("streamsight_fusion_partition_gain_seconds", "Taking a partition: its streams read back from KV and its consumers made",
+                             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
 STAGE_STALLS = Counter("streamsight_fusion_stage_stalls_total", "Streams whose windows were scored after a stage delivered nothing for the stall timeout", ["modality"])
 
 
@@ -98,6 +114,7 @@ class StreamState:
     stalls_logged: set[str] = field(default_factory=set)  # modalities whose stall was reported
     glitches: set[str] = field(default_factory=set)  # "<stream>.<escaped glitch or incident id>" keys stored (g.<...>)
     forgotten: bool = False  # its windows are all scored and its KV state purged
+    released: bool = False  # its partition went to another replica: nothing more is done with it here
 
 
 class FusionService(Service):
@@ -123,22 +140,14 @@ class FusionService(Service):
         # Streamsight.lifecycle's table: a stream silent for stream_idle_s (at least twice the stall
         # timeout, so the stall has scored what it could) is scored with what is there and forgotten.
         self.streams: StreamTable[StreamState] = StreamTable(self.name, idle_s=max(s.stream_idle_s, 2 * s.stall_timeout_s))
-        self._ingest_channel = channel(s.ingest_address, s.auth_token)
-        self.ingest = ingest_pb2_grpc.IngestStub(self._ingest_channel)
+        self.routes = IngestRoutes(self.bus, s.ingest_address, s.auth_token)  # the ingest replica holding a stream, for its clips
         self.kv = await self._bucket()
-        await self._restore()
-        bus = self.bus
-        assert bus is not None
-        features = [subjects.features(m) for m in MODALITY]
-        bus.consume("fusion", features, self.on_feature, subjects.FEATURES_STREAM, batch=64, deliver_new=True)
-        bus.consume("fusion-windows", subjects.media("windows"), self.on_window, subjects.MEDIA_STREAM, deliver_new=True, inactive_threshold_s=300)
-        bus.consume("fusion-status", subjects.event("status"), self.on_status, subjects.EVENTS_STREAM, deliver_new=True)
-        bus.consume("fusion-glitch", subjects.event("glitch"), self.on_glitch, subjects.EVENTS_STREAM, deliver_new=True)
-        bus.consume("fusion-health", subjects.event("health"), self.on_health, subjects.EVENTS_STREAM, deliver_new=True)
-        for stream, durable in ((subjects.FEATURES_STREAM, "fusion"), (subjects.MEDIA_STREAM, "fusion-windows"), (subjects.EVENTS_STREAM, "fusion-status"),
-                               (subjects.EVENTS_STREAM, "fusion-glitch"), (subjects.EVENTS_STREAM, "fusion-health")):
-            await self._wait_consumer(stream, durable)
+        self._consumers: dict[int, list[Consumer]] = {}
         self._ticker = asyncio.create_task(self._tick(), name="fusion:tick")
+        self.partitions = Partitions(self.bus, self.name)
+        await self.partitions.start(self._gain, self._lose)
+        if not await until_settled(self.partitions):
+            self.log.warning("partitions not all taken at start; going on taking them", held=sorted(self.partitions.held))
 
     def health_info(self) -> dict[str, str]:
         return {
@@ -146,12 +155,50 @@ class FusionService(Service):
             "expected": ",".join(self.settings.expected_modalities),
             "threshold": f"{self.highlight_config.threshold:.3f}",
             "ingest": self.settings.ingest_address,
+            "partitions": ",".join(map(str, sorted(self.partitions.held))),
         }
 
     async def stop(self) -> None:
+        # every partition's batches in hand handled (all at once), then the leases released
+        await asyncio.gather(*(c.stop() for consumers in self._consumers.values() for c in consumers))
+        await self.partitions.stop()
         self._ticker.cancel()
         await asyncio.gather(self._ticker, return_exceptions=True)
-        await self._ingest_channel.close()
+        await self.routes.close()
+
+    # ------------------------------------------------------------------ partitions
+
+    async def _gain(self, partition: int) -> None:
+        """Take partition `partition` over: its streams from the bucket, then its three consumers."""
+        started = time.monotonic()
+        await self._restore(partition)
+        bus = self.bus
+        k = partition
+        self._consumers[k] = [
+            bus.consume(f"fusion-p{k}", [subjects.features(m, partition=k) for m in MODALITY], self.on_feature, subjects.FEATURES_STREAM,
+                        batch=64, deliver_new=True, ack_wait_s=ACK_WAIT_S, max_bytes=RECORD_FETCH_BYTES),
+            bus.consume(f"fusion-media-p{k}", subjects.media("windows", partition=k), self.on_window, subjects.MEDIA_STREAM,
+                        deliver_new=True, inactive_threshold_s=300, ack_wait_s=ACK_WAIT_S, max_bytes=RECORD_FETCH_BYTES),
+            bus.consume(f"fusion-events-p{k}", [subjects.event(kind, partition=k) for kind in EVENT_HANDLERS], self.on_event,
+                        subjects.EVENTS_STREAM, deliver_new=True, ack_wait_s=ACK_WAIT_S, max_bytes=RECORD_FETCH_BYTES),
+        ]
+        for consumer in self._consumers[k]:
+            await self._wait_consumer(consumer.spec.stream, consumer.durable)
+        TAKEOVER_SECONDS.observe(time.monotonic() - started)
+
+    async def _lose(self, partition: int) -> None:
+        """Hand partition `partition` back: its consumers stop after the messages in hand (each
+        written to the bucket before it was acknowledged), then its streams are dropped here."""
+        await asyncio.gather(*(c.stop() for c in self._consumers.pop(partition, [])))
+        dropped = 0
+        for sid, state in self.streams.items():
+            if subjects.partition_of(sid) != partition:
+                continue
+            async with state.lock:  # the ticker may be scoring it
+                state.released = True
+            release(self.streams, sid)
+            dropped += 1
+        self.log.info("partition handed over", partition=partition, streams=dropped)
 
     # ------------------------------------------------------------------ setup
 
@@ -185,21 +232,18 @@ class FusionService(Service):
         """Whether fusion holds or finished this stream (else a record must be in range to start it)."""
         return sid in self.streams or self.streams.finished(sid)
 
-    async def _restore(self) -> None:
-        """Rebuild joins and trackers from the KV bucket (after a restart)."""
-        try:
-            keys = await self.kv.keys()
-        except NoKeysError:
-            return
+    async def _restore(self, partition: int) -> None:
+        """Rebuild the joins and trackers of partition `partition`'s streams from the KV bucket
+        (after a restart, or taking the partition over from another replica)."""
         parts: list[tuple[str, Part]] = []
         scores: dict[str, list[events_pb2.WindowScore]] = {}
-        for key in sorted(keys):
-            try:
-                entry = await self.kv.get(key)
-            except KeyNotFoundError:
-                continue
+        mine: set[str] = set()
+        for key, value in sorted(await read_bucket(self.kv)):
             kind, _, rest = key.partition(".")
-            value = entry.value or b""
+            sid = rest.split(".", 1)[0]
+            if subjects.partition_of(sid) != partition or (sid in self.streams and sid not in mine):
+                continue
+            mine.add(sid)
             if kind == "d":
                 self.streams.finish(rest)
             elif kind == "m":
@@ -219,23 +263,28 @@ class FusionService(Service):
                 sid, _, n = rest.rpartition(".")
                 if (state := self._state(sid)) is not None:
                     state.published.add(int(n))
+        # The ticker may look at these streams from now on: each is worked on under its lock.
         for sid, items in scores.items():
             if (state := self._state(sid)) is None:
                 continue
-            for score in sorted(items, key=lambda s: s.window):
-                state.join.mark_scored(score.window)
-                for modality in {name.partition(".")[0] for name in score.features} & STAGES:
-                    state.join.reached(modality, score.window)
-                spans = state.tracker.add(_scored(score))
-                await self._publish_highlights(state, spans)  # those decided but not published before the restart
+            async with state.lock:
+                for score in sorted(items, key=lambda s: s.window):
+                    state.join.mark_scored(score.window)
+                    for modality in {name.partition(".")[0] for name in score.features} & STAGES:
+                        state.join.reached(modality, score.window)
+                    spans = state.tracker.add(_scored(score))
+                    await self._publish_highlights(state, spans)  # those decided but not published before the restart
         for sid, part in parts:
             if (state := self._state(sid)) is not None:
-                await self._score(state, state.join.add(part))
-        for sid in list(self.streams):
+                async with state.lock:
+                    await self._score(state, state.join.add(part))
+        restored = [sid for sid in mine if sid in self.streams]
+        for sid in restored:
             state = self.streams.get(sid)
             if state is not None:
-                await self._score(state, state.join.ready())
-        self.log.info("state restored", streams=len(self.streams), open_parts=len(parts))
+                async with state.lock:
+                    await self._score(state, state.join.ready())
+        self.log.info("state restored", partition=partition, streams=len(restored), open_parts=len(parts))
 
     def _restore_meta(self, sid: str, meta: dict) -> None:
         if (state := self._state(sid)) is not None:
@@ -301,6 +350,13 @@ class FusionService(Service):
                 ready += join.end(record.end_s)
             await self._save_meta(state)
             await self._score(state, ready)
+
+    async def on_event(self, msg: Msg) -> None:
+        """A status, glitch or health event (one consumer per partition carries the three)."""
+        handler = getattr(self, EVENT_HANDLERS.get(msg.subject.split(".")[3], ""), None)
+        if handler is None:
+            raise BadMessage(f"unexpected subject {msg.subject}")
+        await handler(msg)
 
     async def on_status(self, msg: Msg) -> None:
         try:
@@ -385,6 +441,8 @@ class FusionService(Service):
                 if not state.join.stall_due(now):
                     continue
                 async with state.lock:
+                    if state.released:
+                        continue
                     try:
                         await self._score(state, state.join.ready(now))
                     except Exception as exc:  # NATS away: the next tick tries again
@@ -398,6 +456,8 @@ class FusionService(Service):
         self.log.warning("stream idle: open windows scored with what arrived, state dropped", stream_id=sid,
                          open_windows=state.join.open_windows)
         async with state.lock:
+            if state.released:
+                return
             try:
                 await self._score(state, state.join.end(state.join.clock, now))
                 if not state.forgotten:
@@ -468,8 +528,9 @@ class FusionService(Service):
         start_s, end_s = span.clip_range(self.highlight_config, media_end)
         clip_id = f"highlight-{span.number}"
         request = ingest_pb2.ExportClipRequest(stream_id=sid, start_s=start_s, end_s=end_s, clip_id=clip_id)
+        ingest = await self._ingest_for(sid)
         try:
-            clip = await self.ingest.ExportClip(request, timeout=self.settings.clip_timeout_s)
+            clip = await ingest.ExportClip(request, timeout=self.settings.clip_timeout_s)
         except grpc.aio.AioRpcError as exc:
             self.log.warning("clip failed; highlight published without a clip", stream_id=sid, highlight=span.number,
                              code=exc.code().name, detail=exc.details())
@@ -479,7 +540,7 @@ class FusionService(Service):
             # asked apart, with its own deadline: a slow re-encode must not cost the clip itself
             request.vertical = True
             try:
-                vertical = (await self.ingest.ExportClip(request, timeout=self.settings.vertical_timeout_s)).vertical
+                vertical = (await ingest.ExportClip(request, timeout=self.settings.vertical_timeout_s)).vertical
             except grpc.aio.AioRpcError as exc:
                 self.log.warning("vertical clip failed", stream_id=sid, highlight=span.number, code=exc.code().name, detail=exc.details())
             if not vertical.clip_id:
@@ -498,6 +559,14 @@ class FusionService(Service):
         self.log.info("highlight", stream_id=sid, highlight=span.number, start_s=span.start_s, end_s=span.end_s,
                       score=round(span.score, 3), rank=span.rank, reason=span.reason, latency_s=span.latency_s, clip=clip.uri or "none",
                       **({"vertical_clip": vertical.uri or "none"} if self.settings.vertical_clips else {}))
+
+    async def _ingest_for(self, sid: str) -> ingest_pb2_grpc.IngestStub:
+        """The ingest replica that holds the stream (its clip buffer); the configured address when unknown."""
+        try:
+            return (await self.routes.stub_for(sid))[0]
+        except Exception as exc:  # NATS away: the configured ingest is the best guess
+            self.log.warning("ingest replica of the stream unknown; asking the configured one", stream_id=sid, error=repr(exc))
+            return self.routes.stub(self.settings.ingest_address)
 
     async def _forget(self, state: StreamState) -> None:
         """Every window of an ended stream is scored: drop its state, remember it is done."""

@@ -1,7 +1,9 @@
 """Glitch service: ingest's glitch frames, decoder signals and audio in; glitch and health incidents out.
 
-One durable batch consumer ("glitch") reads frames_glitch, signals, audio and windows of every
-stream in stored order. The frames of a batch, from all streams, are classified together in
+Partitioned (streamsight.partitions, group "glitch"): the replicas share the streams'
+partitions, and for each partition it holds a replica runs one durable batch consumer
+("glitch-p<k>") reading frames_glitch, signals, audio and windows of that partition's streams
+in stored order. The frames of a batch, from all its streams, are classified together in
 a thread (onnxruntime, off the event loop); then each message feeds its stream's
 `StreamDetector` in order, and the incidents' START/UPDATE/END phases are published as
 events_pb2.Glitch CloudEvents with stable ids "<sid>:glitch:<n>:start|update-<k>|end", so a
@@ -18,6 +20,17 @@ format_change, no_audio) is judged from the same messages by each stream's `Stre
 published as events_pb2.HealthIncident CloudEvents (type streamsight.health.v1) with ids
 "<sid>:health:<n>:start|update-<k>|end". Freeze is reported there, not as a glitch: a frozen
 picture is not corruption, and one incident should not come twice.
+
+Takeover: after each batch, its events published, every stream it touched is saved to the KV
+bucket `state_bucket` (services/glitch/state.py: a snapshot of the detector, the health checks
+and the window bounds, services/glitch/snapshot.py, with the last MEDIA message applied), and
+only then is the batch acknowledged. A replica that gains a partition reads its streams'
+snapshots, waits until a dead holder's unacknowledged batch is due again (so it comes back
+first, in order), and starts the partition's consumer; a message at or below a stream's last
+applied one is acknowledged without being applied. A batch applied but not saved is applied
+again from the snapshot before it, and its events, published again with the same ids, are
+dropped by JetStream's duplicate window. Losing a partition stops its consumer after the batch
+in hand and drops its streams here.
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,8 +48,12 @@ from services.glitch.classifier import FrameScore, GlitchClassifier
 from services.glitch.detector import DetectorConfig, GlitchEvent, Signal, StreamDetector
 from services.glitch.health.incidents import HealthEvent
 from services.glitch.health.monitor import StreamHealth, feed
+from services.glitch import snapshot
 from services.glitch.settings import GlitchSettings
+from services.glitch.snapshot import ResumableDetector
+from services.glitch.state import key_of, read_partition, release, state_bucket, until_settled, wait_consumer, wait_for_redeliveries
 from services.glitch.tiles import grid
+from prometheus_client import Counter, Histogram
 from streamsight import heap, subjects
 from streamsight.bus import BadMessage, until_done
 from streamsight.gen.events.v1 import events_pb2
@@ -44,6 +62,7 @@ from streamsight.lag import MediaLag
 from streamsight.lifecycle import StreamTable
 from streamsight.windows import WindowBounds
 from streamsight.media import decode, window_record
+from streamsight.partitions import Partitions
 from streamsight.service import Service
 from streamsight.worker import Worker
 
@@ -69,6 +88,20 @@ HEALTH_KIND_ENUM = {
     "no_audio": events_pb2.HEALTH_KIND_NO_AUDIO,
 }
 MAX_AUDIO_RATE = 384_000
+MEDIA_KINDS = ("frames_glitch", "signals", "audio", "windows")
+# A partition's consumer: a holder that died with a batch in hand has it redelivered this long
+# after it was fetched (a batch being handled is kept from it by in-progress beats).
+GLITCH_ACK_WAIT_S = 10.0
+# Bytes a partition's fetch may bring in (one 720p frame and what comes with it): all pulls of
+# the connection share streamsight.bus.FETCH_BUDGET (40 MiB), and sixteen partitions' idle
+# pulls at the 16 MiB default would take it in turns, each holding it for its 1 s linger.
+GLITCH_FETCH_BYTES = 3 * 1024 * 1024
+
+SNAPSHOT_BYTES = Histogram("streamsight_glitch_snapshot_bytes", "Size of a stream's glitch snapshot as saved after a batch",
+                           buckets=(1e3, 4e3, 16e3, 64e3, 256e3, 1e6, 4e6))
+SNAPSHOTS_UNREADABLE = Counter("streamsight_glitch_snapshots_unreadable_total", "Glitch snapshots that could not be read back (the stream started afresh)")
+ALREADY_APPLIED = Counter("streamsight_glitch_already_applied_total",
+                          "MEDIA messages acknowledged without applying them: their effect was in the snapshot taken over")
 PHASE_ENUM = {"start": events_pb2.PHASE_START, "update": events_pb2.PHASE_UPDATE, "end": events_pb2.PHASE_END}
 
 
@@ -134,11 +167,19 @@ def health_proto(sid: str, event: HealthEvent) -> tuple[events_pb2.HealthInciden
 
 @dataclass
 class _Stream:
-    """What the glitch stage keeps for one stream: its detector, its health checks and its window bounds."""
+    """What the glitch stage keeps for one stream: its detector, its health checks and its window
+    bounds, and the last MEDIA message applied to them (stream sequence, stored time)."""
 
-    detector: StreamDetector
+    detector: ResumableDetector
     health: StreamHealth
     bounds: WindowBounds
+    seq: int = 0
+    stored_ns: int = 0
+
+    def applied(self, seq: int, stored_ns: int) -> bool:
+        """Whether a message is one already in this state: at or below the last one applied
+        (a MEDIA stream made again after a NATS restart numbers from 1 again, at a later time)."""
+        return seq <= self.seq and stored_ns <= self.stored_ns
 
 
 class GlitchService(Service):
@@ -156,26 +197,96 @@ class GlitchService(Service):
         self.classifier = await asyncio.to_thread(GlitchClassifier, s.model_path, s.intra_threads or None)
         await asyncio.to_thread(self.classifier.warm_up)
         self.streams: StreamTable[_Stream] = StreamTable(self.name, idle_s=s.stream_idle_s)
+        self._done: OrderedDict[str, tuple[int, int]] = OrderedDict()  # finished streams: last (seq, stored_ns) applied
         self._trimmer = heap.Trimmer()
         self._worker = Worker(self.name)  # classifier, detectors and trims in one thread of its own (streamsight.worker)
         self._lag = MediaLag(self.name)  # streamsight_stage_lag_seconds{stage="glitch"}
         self._lag_task = asyncio.create_task(self._watch_lag(), name="glitch:lag")
-        self.bus.consume_batches(
-            "glitch",
-            [subjects.media("frames_glitch"), subjects.media("signals"), subjects.media("audio"), subjects.media("windows")],
-            self.on_batch,
-            subjects.MEDIA_STREAM,
-            batch=s.fetch_batch,
-            inactive_threshold_s=300,
-        )
+        self.kv = await state_bucket(self.bus, s.state_bucket, s.state_ttl_s)
+        self._consumers: dict[int, object] = {}
+        self.partitions = Partitions(self.bus, self.name)
+        await self.partitions.start(self._gain, self._lose)
+        if not await until_settled(self.partitions):
+            self.log.warning("partitions not all taken at start; going on taking them", held=sorted(self.partitions.held))
 
     def health_info(self) -> dict[str, str]:
-        return {"provider": self.classifier.provider, "model": self.classifier.path.name}
+        return {"provider": self.classifier.provider, "model": self.classifier.path.name,
+                "partitions": ",".join(map(str, sorted(self.partitions.held)))}
 
     async def stop(self) -> None:
+        # every partition's last batch handled and its state saved (all at once), then the leases released
+        await asyncio.gather(*(consumer.stop() for consumer in self._consumers.values()))
+        await self.partitions.stop()
         self._lag_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._lag_task
+
+    # ------------------------------------------------------------------ partitions
+
+    async def _gain(self, partition: int) -> None:
+        """Take partition `partition` over: its streams' snapshots, then its consumer."""
+        restored, done = await self._restore(partition)
+        durable = f"{self.name}-p{partition}"
+        await wait_for_redeliveries(self.bus, subjects.MEDIA_STREAM, durable, GLITCH_ACK_WAIT_S)
+        self._consumers[partition] = self.bus.consume_batches(
+            durable, [subjects.media(kind, partition=partition) for kind in MEDIA_KINDS], self.on_batch, subjects.MEDIA_STREAM,
+            batch=self.settings.fetch_batch, inactive_threshold_s=300, ack_wait_s=GLITCH_ACK_WAIT_S, max_bytes=GLITCH_FETCH_BYTES,
+        )
+        await wait_consumer(self.bus, subjects.MEDIA_STREAM, durable)
+        self.log.info("partition gained", partition=partition, streams=restored, finished=done)
+
+    async def _lose(self, partition: int) -> None:
+        """Hand partition `partition` back: its consumer stops after the batch in hand (whose
+        snapshots are saved before its acks), then its streams' state is dropped here."""
+        handle = self._consumers.pop(partition, None)
+        if handle is not None:
+            await handle.stop()
+        dropped = [sid for sid in list(self.streams) if subjects.partition_of(sid) == partition]
+        for sid in dropped:
+            release(self.streams, sid)
+            self._lag.forget(sid)
+        self.log.info("partition lost", partition=partition, streams=len(dropped))
+
+    async def _restore(self, partition: int) -> tuple[int, int]:
+        """The snapshots of the partition's streams into the table; (streams, finished ones)."""
+        restored = done = 0
+        for data in await read_partition(self.kv, partition):
+            try:
+                state = snapshot.loads(data, self.detector_config, self.health_config)
+                sid = state["stream_id"]
+            except (snapshot.SnapshotError, KeyError, TypeError) as exc:
+                SNAPSHOTS_UNREADABLE.inc()
+                self.log.error("glitch snapshot unreadable; its stream starts afresh here", partition=partition, error=repr(exc))
+                continue
+            if sid in self.streams:
+                continue
+            if state.get("done"):
+                self._finished(sid, state["seq"], state["stored_ns"])
+                done += 1
+                continue
+            stream = _Stream(state["detector"], state["health"], state["bounds"], state["seq"], state["stored_ns"])
+            self.streams.entry(sid, lambda: stream, from_start=False)  # noqa: B023 - called at once
+            restored += 1
+        return restored, done
+
+    def _finished(self, sid: str, seq: int, stored_ns: int) -> None:
+        self.streams.finish(sid)
+        self._done[sid] = (seq, stored_ns)
+        self._done.move_to_end(sid)
+        while len(self._done) > self.streams.finished_memory:
+            self._done.popitem(last=False)
+
+    async def _save(self, sid: str, stream: _Stream | None) -> None:
+        """The stream's snapshot (or, finished, a tombstone with its last message) before the batch is acknowledged."""
+        if stream is None:
+            seq, stored_ns = self._done[sid]
+            data = snapshot.dumps({"stream_id": sid, "done": True, "seq": seq, "stored_ns": stored_ns})
+        else:
+            stream.detector.thumbnails()
+            data = snapshot.dumps({"stream_id": sid, "detector": stream.detector, "health": stream.health, "bounds": stream.bounds,
+                                   "seq": stream.seq, "stored_ns": stream.stored_ns})
+        SNAPSHOT_BYTES.observe(len(data))
+        await until_done(lambda: self.kv.put(key_of(sid), data), "saving a glitch snapshot", stream_id=sid)
 
     async def _watch_lag(self) -> None:
         """Ingest's position in every stream held, from MEDIA, for the lag gauge."""
@@ -200,7 +311,7 @@ class GlitchService(Service):
         window_s = self.settings.window_s
         if kind == "windows" and sid not in self.streams:
             WindowBounds(window_s).check(message)  # a first message far into the stream is forged
-        make = lambda: _Stream(StreamDetector(self.detector_config), StreamHealth(self.health_config), WindowBounds(window_s))  # noqa: E731
+        make = lambda: _Stream(ResumableDetector(self.detector_config), StreamHealth(self.health_config), WindowBounds(window_s))  # noqa: E731
         stream = self.streams.entry(sid, make, from_start=_from_start(kind, message))
         if stream is not None and kind == "windows":
             stream.bounds.check(message)
@@ -239,6 +350,11 @@ class GlitchService(Service):
         health: dict[str, list[HealthEvent]] = {}
         ended = False
         for i, kind, sid, m in parsed:
+            meta = msgs[i].metadata
+            seq, stored_ns = meta.sequence.stream, int(meta.timestamp.timestamp() * 1e9)
+            if self._seen_before(sid, seq, stored_ns):
+                ALREADY_APPLIED.inc()  # its effect is in the snapshot this replica took over
+                continue
             try:
                 stream = self._stream(sid, kind, m)
             except BadMessage as exc:
@@ -246,6 +362,7 @@ class GlitchService(Service):
                 continue
             if stream is None:
                 continue  # a late or redelivered message of a finished stream (counted)
+            stream.seq, stream.stored_ns = seq, stored_ns
             detector = stream.detector
             out = touched.setdefault(sid, [])
             health.setdefault(sid, []).extend(feed(stream.health, kind, m))
@@ -259,7 +376,7 @@ class GlitchService(Service):
             elif kind == "windows":
                 if m.last:
                     out += await self._worker.run(detector.finish)
-                    self.streams.finish(sid)
+                    self._finished(sid, seq, stored_ns)
                     self._lag.forget(sid)
                     ended = True
                 else:
@@ -269,6 +386,7 @@ class GlitchService(Service):
             self.log.warning("stream idle; its open incident is ended", stream_id=sid)
             touched.setdefault(sid, []).extend(await self._worker.run(stream.detector.finish))
             health.setdefault(sid, []).extend(stream.health.finish())
+            self._finished(sid, stream.seq, stream.stored_ns)
             self._lag.forget(sid)
             ended = True
         for sid, events in touched.items():
@@ -277,6 +395,17 @@ class GlitchService(Service):
         for sid, found in health.items():
             for incident in found:
                 await self._publish_health(sid, incident)
+        for sid in touched:
+            await self._save(sid, self.streams.get(sid))
         if self._trimmer.due(ended):
             await self._worker.run(self._trimmer.trim)
         return rejected
+
+    def _seen_before(self, sid: str, seq: int, stored_ns: int) -> bool:
+        """Whether a message's effect is in the stream's state already (a batch its previous
+        holder applied and saved, but did not acknowledge before it died)."""
+        stream = self.streams.get(sid)
+        if stream is not None:
+            return stream.applied(seq, stored_ns)
+        done = self._done.get(sid)
+        return done is not None and seq <= done[0] and stored_ns <= done[1]

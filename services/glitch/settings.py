@@ -26,6 +26,8 @@ class GlitchSettings(BaseServiceSettings):
     close_after_s: float = Field(1.5, gt=0, description="Media seconds without a bad frame that end an incident")
     freeze_min_s: float = Field(10.0, gt=0, description="Frozen picture for this long is a freeze incident (a health event, no longer a glitch)")
     update_every_s: float = Field(10.0, gt=0, description="Media seconds between UPDATE events of a long incident")
+    state_bucket: str = Field("glitch", pattern=r"^[A-Za-z0-9_-]+$", description="JetStream KV bucket of each stream's detector and health state (a replica taking a partition over resumes from it)")
+    state_ttl_s: float = Field(7 * 86400.0, gt=0, description="How long a stream's saved glitch state (or a finished stream's mark) is kept")
     # stream health (health events beside glitch events; see services/glitch/health)
     health_black_luma: float = Field(24.0, ge=0, le=255, description="A pixel this dark or darker (luma 0-255) counts as black")
     health_black_ratio: float = Field(0.98, gt=0, le=1, description="Share of black pixels that makes a black picture")

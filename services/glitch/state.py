@@ -7,7 +7,8 @@ snapshot (services/glitch/snapshot.py) with the last MEDIA message applied, or, 
 stream, a tombstone with that message only, kept for the bucket's TTL so that a redelivery
 after the end is not taken for a new stream.
 
-Also here, the two things a per-partition consumer needs before it starts:
+Also here, what partitioned consumers need besides: `until_settled` (a replica starting up
+holds its share before it says it is ready: MEDIA keeps messages only for consumers that exist),
 `wait_for_redeliveries` (a dead holder's unacknowledged batch must come back before anything
 newer, or the detectors would see it out of order), and `release` (a stream handed to another
 replica leaves the table without being counted finished).
@@ -26,6 +27,7 @@ from nats.js.kv import KeyValue
 from streamsight import subjects
 from streamsight.bus import Bus
 from streamsight.lifecycle import StreamTable
+from streamsight.partitions import Partitions, owner
 
 KEY_SAFE = frozenset(b"-_0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 REDELIVERY_WAIT_MAX_S = 60.0
@@ -94,3 +96,17 @@ def release(table: StreamTable, stream_id: str) -> None:
     table._entries.pop(stream_id, None)  # noqa: SLF001
     table._seen.pop(stream_id, None)  # noqa: SLF001
     table._gauge()  # noqa: SLF001
+
+
+async def until_settled(partitions: Partitions, timeout_s: float = 30.0) -> bool:
+    """Wait until this replica holds every partition the live members' assignment gives it
+    (False if that took longer than `timeout_s`: it goes on taking them in the background)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        members = partitions.members
+        if members:
+            mine = {k for k in range(partitions.count) if owner(partitions.group, k, members) == partitions.replica}
+            if mine <= partitions.held:
+                return True
+        await asyncio.sleep(0.1)
+    return False
