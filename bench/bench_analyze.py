@@ -46,6 +46,21 @@ async def timed_job(sup: Supervisor, source: Path, chat: Path, out: Path) -> tup
     return took, {"windows": len(results.scores), "missing": missing, "highlights": len(results.highlights), "duration": results.duration_s}
 
 
+def make_inputs(folder: Path, seconds: float, width: int, height: int,
+                source: Path | None = None, chat: Path | None = None) -> tuple[Path, Path, float]:
+    """The job's file and chat: the given ones, or a generated game-like file with its chat."""
+    if source is not None:
+        with av.open(str(source)) as container:
+            d = float(container.duration / av.time_base)
+        return source, chat or make_chat(folder / "chat.jsonl", d, [0.25 * d, 0.7 * d]), d
+    d = seconds
+    source = make_media(
+        folder / "game.mp4", duration=d, width=width, height=height, fps=30,
+        segments=[(0.2 * d, 0.3 * d, "action"), (0.5 * d, 0.6 * d, "pan"), (0.7 * d, 0.8 * d, "action")], facecam=True,
+    ).path
+    return source, make_chat(folder / "chat.jsonl", d, [0.2 * d, 0.7 * d]), d
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=60.0)
@@ -54,12 +69,7 @@ async def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        d = args.seconds
-        source = make_media(
-            folder / "game.mp4", duration=d, width=args.width, height=args.height, fps=30,
-            segments=[(0.2 * d, 0.3 * d, "action"), (0.5 * d, 0.6 * d, "pan"), (0.7 * d, 0.8 * d, "action")], facecam=True,
-        ).path
-        chat = make_chat(folder / "chat.jsonl", d, [0.2 * d, 0.7 * d])
+        source, chat, d = make_inputs(folder, args.seconds, args.width, args.height)
         decode_s = min(decode_only(source) for _ in range(2))
         with (folder / "stack.log").open("w") as log:
             sup = Supervisor(folder / "var", free_ports=True, out=log, extra_env={env_name("gateway", "local_roots"): json.dumps([str(folder)])})

@@ -48,7 +48,7 @@ class VisionModels:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         model_dir = Path(model_dir)
         self.max_batch = max_batch
-        self._flow = create_session(model_dir / FLOW_MODEL, intra_threads)
+        self._flow = create_session(model_dir / FLOW_MODEL, intra_threads, layout_optimizations=False)
         self._motion = create_session(model_dir / MOTION_MODEL, intra_threads)
         self._frame = create_session(model_dir / FRAME_MODEL, intra_threads)
         self.providers = {

@@ -97,3 +97,18 @@ def test_flow_rejects_bad_input(models):
         models.flow(np.zeros((1, 4, 4)), np.zeros((1, 4, 4)))
     with pytest.raises(ValueError, match="one size"):
         models.flow_pairs([(np.zeros((64, 64)), np.zeros((32, 64)))])
+
+
+def test_flow_session_without_layout_transforms_gives_the_same_flow(models, vtest_gray, bbb_gray):
+    # The service opens flow.onnx below onnxruntime's layout transforms (faster for this graph);
+    # the flow must be the one the fully optimised session gives, bit for bit, at both sizes.
+    from services.vision.runtime import FLOW_MODEL, MODEL_DIR
+    from streamsight.inference import create_session
+
+    full = create_session(MODEL_DIR / FLOW_MODEL, 2)
+    for frames in (vtest_gray[0], bbb_gray[0]):
+        a = frames[[0, 40, 80]][:, None].astype(np.float32)
+        b = frames[[2, 42, 82]][:, None].astype(np.float32)
+        expected = full.run(None, {"frame1": a, "frame2": b})[0]
+        assert np.abs(expected).max() > 0.5  # real motion, not an all-zero field
+        assert np.array_equal(models.flow(a[:, 0], b[:, 0]), expected)
