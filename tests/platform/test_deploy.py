@@ -21,16 +21,21 @@ def _compose() -> dict:
     return yaml.safe_load((REPO / "docker-compose.yml").read_text())
 
 
-def test_compose_has_nats_and_one_healthy_container_per_built_service():
+NATS_NODES = ["nats-1", "nats-2", "nats-3"]
+
+
+def test_compose_has_a_nats_cluster_and_one_healthy_container_per_built_service():
     services = _compose()["services"]
-    assert set(services) == {"nats"} | {s.name for s in built_services()}
-    assert "healthz?js-enabled-only=true" in " ".join(services["nats"]["healthcheck"]["test"])
+    assert set(services) == set(NATS_NODES) | {s.name for s in built_services()}
+    for node in NATS_NODES:
+        assert "healthz?js-enabled-only=true" in " ".join(services[node]["healthcheck"]["test"]), node
+        assert services[node]["environment"]["NATS_SERVER_NAME"] == node
     for spec in built_services():
         svc = services[spec.name]
         module = "gateway" if spec.name == "gateway" else f"services.{spec.name}"
         assert svc["command"] == ["python", "-m", module]
         assert svc["healthcheck"]["test"][:3] == ["CMD", "streamsight", "health"]
-        assert svc["depends_on"]["nats"]["condition"] == "service_healthy"
+        assert {node: svc["depends_on"][node]["condition"] for node in NATS_NODES} == dict.fromkeys(NATS_NODES, "service_healthy")
         assert svc["build"]["dockerfile"] == "deploy/Dockerfile"
 
 
@@ -86,6 +91,8 @@ def _k8s_value(entry: dict) -> str:
     """An env entry's value; one from a Secret is a stand-in."""
     if "value" in entry:
         return str(entry["value"])
+    if "fieldRef" in entry["valueFrom"]:  # the pod's own name or address
+        return f"<{entry['valueFrom']['fieldRef']['fieldPath']}>"
     ref = entry["valueFrom"]["secretKeyRef"]
     return f"<{ref['name']}/{ref['key']}>"
 

@@ -1,17 +1,21 @@
 """docker-compose.yml and deploy/k8s/ at parity with `up`: the web page and the gRPC API published,
 a local media folder, persistent clips, resource requests and limits (NATS's memory store inside
 its limit), an order `kubectl apply -f deploy/k8s/` accepts on a fresh cluster, images pinned to
-the project's version, and NATS with users: the deployed nats.conf, run by the real nats-server
-with passwords in its environment, refuses strangers and forged events.
+the project's version, and NATS as a 3-node cluster with users: the deployed nats.conf, run by
+three real nats-servers with passwords in their environment, makes a cluster that keeps R3
+streams and refuses strangers and forged events.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import subprocess
+import time
 import tomllib
+import urllib.request
 from pathlib import Path
 
 import nats
@@ -29,6 +33,8 @@ USERS = ["admin", "reader", *SECTIONS]
 MEDIA_MAX_BYTES = next(s.max_bytes for s in STREAMS if s.name == subjects.MEDIA_STREAM)
 DATA_DIR = "/data"  # the image's STREAMSIGHT_DATA_DIR (test_deploy checks the Dockerfile)
 GiB = 1024**3
+NATS_NODES = ["nats-1", "nats-2", "nats-3"]  # compose's cluster; k8s: StatefulSet nats, pods nats-0..2
+K8S_NATS_NODES = ["nats-0.nats", "nats-1.nats", "nats-2.nats"]
 
 
 def _bytes(text: str) -> int:
@@ -73,8 +79,11 @@ def test_compose_publishes_the_web_page_and_the_grpc_api(compose):
     assert {"50051:50051", "8080:8080"} <= set(gateway["ports"])
     assert _env(gateway)["STREAMSIGHT_GATEWAY_HTTP_PORT"] == "8080"
     published = {s: svc.get("ports", []) for s, svc in compose["services"].items() if svc.get("ports")}
-    assert all(p.startswith("127.0.0.1:") for p in published["nats"]), "NATS only on this host"
-    assert set(published) == {"gateway", "nats"}
+    for node in NATS_NODES:
+        assert published[node] and all(p.startswith("127.0.0.1:") for p in published[node]), "NATS only on this host"
+    assert set(published) == {"gateway", *NATS_NODES}
+    host_ports = [p.rsplit(":", 1)[0] for node in NATS_NODES for p in published[node]]
+    assert len(set(host_ports)) == len(host_ports), "each node on host ports of its own"
 
 
 def test_compose_has_a_media_folder_and_local_sources_only_from_it(compose):
@@ -99,16 +108,17 @@ def test_compose_sets_limits_and_sizes_the_nats_memory_store_to_its_limit(compos
         assert "mem_limit" in svc and "mem_reservation" in svc and "cpus" in svc, name
         assert _bytes(svc["mem_reservation"]) <= _bytes(svc["mem_limit"]), name
     store = _memory_store((REPO / "deploy" / "nats" / "nats.conf").read_text())
-    limit = _bytes(compose["services"]["nats"]["mem_limit"])
-    assert MEDIA_MAX_BYTES <= store <= 0.75 * limit, (store, limit)
-    assert _bytes(compose["services"]["nats"]["environment"]["GOMEMLIMIT"].replace("MiB", "Mi")) < limit
+    for node in NATS_NODES:
+        limit = _bytes(compose["services"][node]["mem_limit"])
+        assert MEDIA_MAX_BYTES <= store <= 0.75 * limit, (node, store, limit)
+        assert _bytes(compose["services"][node]["environment"]["GOMEMLIMIT"].replace("MiB", "Mi")) < limit
 
 
 def test_compose_images_are_pinned(compose):
     for name, svc in compose["services"].items():
         image = svc["image"]
         assert _pinned(image), (name, image)
-        if name != "nats":
+        if name not in NATS_NODES:
             assert image == f"streamsight:{VERSION}", name
 
 
@@ -116,13 +126,18 @@ def test_compose_gives_every_service_its_own_nats_login_and_the_token(compose):
     services = compose["services"]
     for name in SECTIONS:
         env = _env(services[name])
-        url = env["STREAMSIGHT_NATS_URL"]
-        assert re.fullmatch(rf"nats://{name}:\$\{{{natsauth.password_variable(name)}:\?[^}}]+\}}@nats:4222", url), (name, url)
+        first, *others = re.split(r",(?=nats://)", env["STREAMSIGHT_NATS_URL"])  # every node: losing one is a reconnect
+        variable = natsauth.password_variable(name)
+        assert re.fullmatch(rf"nats://{name}:\$\{{{variable}:\?[^}}]+\}}@nats-1:4222", first), (name, first)
+        assert others == [f"nats://{name}:${{{variable}}}@{node}:4222" for node in NATS_NODES[1:]], (name, others)
+        assert env["STREAMSIGHT_NATS_REPLICAS"] == "3"
         assert env["STREAMSIGHT_AUTH_TOKEN"].startswith("${STREAMSIGHT_AUTH_TOKEN:?"), "a token is required, no default"
-    nats_env = services["nats"]["environment"]
-    assert {natsauth.password_variable(u) for u in USERS} <= set(nats_env)
+    for node in NATS_NODES:
+        assert {natsauth.password_variable(u) for u in USERS} <= set(services[node]["environment"]), node
+        assert "./deploy/nats/nats.conf:/etc/nats/nats.conf:ro" in services[node]["volumes"], node
+    data = [next(v.split(":")[0] for v in services[node]["volumes"] if v.endswith(":/data")) for node in NATS_NODES]
+    assert len(set(data)) == len(NATS_NODES) and set(data) <= set(compose["volumes"]), "a store of its own per node"
     conf = (REPO / "deploy" / "nats" / "nats.conf").read_text()
-    assert "./deploy/nats/nats.conf:/etc/nats/nats.conf:ro" in services["nats"]["volumes"]
     assert _authorization(conf) == natsauth.deployed_authorization(USERS)
 
 
@@ -199,7 +214,7 @@ def test_k8s_images_are_pinned(k8s):
         if container["name"] != "nats":
             assert container["image"] == f"streamsight:{VERSION}", container["name"]
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
-    assert next(c["image"] for _, c in _containers(k8s) if c["name"] == "nats") == compose["services"]["nats"]["image"]
+    assert next(c["image"] for _, c in _containers(k8s) if c["name"] == "nats") == compose["services"]["nats-1"]["image"]
 
 
 def test_k8s_nats_has_users_from_a_secret_and_each_service_its_own_login(k8s):
@@ -217,7 +232,7 @@ def test_k8s_nats_has_users_from_a_secret_and_each_service_its_own_login(k8s):
         env = {e["name"]: e for e in container["env"]}
         names = [e["name"] for e in container["env"]]
         assert env["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "streamsight-nats", "key": name}
-        assert env["STREAMSIGHT_NATS_URL"]["value"] == f"nats://{name}:$(NATS_PASSWORD)@nats:4222"
+        assert env["STREAMSIGHT_NATS_URL"]["value"] == ",".join(f"nats://{name}:$(NATS_PASSWORD)@{node}:4222" for node in K8S_NATS_NODES)
         assert names.index("NATS_PASSWORD") < names.index("STREAMSIGHT_NATS_URL"), "$(VAR) needs VAR defined before"
         assert env["STREAMSIGHT_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "streamsight-auth", "key": "token"}
 
@@ -227,44 +242,59 @@ def test_k8s_nats_has_users_from_a_secret_and_each_service_its_own_login(k8s):
 
 @pytest.fixture(scope="module")
 def deployed_nats(tmp_path_factory):
-    """deploy/nats/nats.conf on the real nats-server (local port and folder), passwords in its environment."""
+    """deploy/nats/nats.conf on three real nats-servers, as compose's nats-1..3 (local ports, folders
+    and routes), passwords in their environment; yields each node's URL and the passwords."""
     folder = tmp_path_factory.mktemp("deployed-nats")
-    port, monitor = free_port(), free_port()
     conf = (REPO / "deploy" / "nats" / "nats.conf").read_text()
-    conf = conf.replace("port: 4222", f"host: 127.0.0.1\nport: {port}").replace("http: 8222", f"http: 127.0.0.1:{monitor}")
-    conf = conf.replace("/data/jetstream", str(folder / "js"))
-    (folder / "nats.conf").write_text(conf)
     passwords = {u: f"pw-{u}-x1" for u in USERS}
     env = {**os.environ, **{natsauth.password_variable(u): p for u, p in passwords.items()}}
-    without = subprocess.run([server_binary(), "-t", "-c", str(folder / "nats.conf")], capture_output=True, text=True,
-                             env={k: v for k, v in env.items() if k != natsauth.password_variable("vision")})  # fmt: skip
+    ports = [(free_port(), free_port(), free_port()) for _ in NATS_NODES]  # client, monitoring, route
+    routes = [f"nats-route://{node}:6222" for node in NATS_NODES]
+    assert f"routes: {json.dumps(routes)}" in conf and 'listen: "0.0.0.0:6222"' in conf, "the cluster block compose runs"
+    files = []
+    for node, (port, monitor, route) in zip(NATS_NODES, ports):
+        text = conf.replace("port: 4222", f"host: 127.0.0.1\nport: {port}").replace("http: 8222", f"http: 127.0.0.1:{monitor}")
+        text = text.replace("/data/jetstream", str(folder / node / "js")).replace('"0.0.0.0:6222"', f'"127.0.0.1:{route}"')
+        text = text.replace(json.dumps(routes), json.dumps([f"nats-route://127.0.0.1:{r}" for _, _, r in ports]))
+        (folder / f"{node}.conf").write_text(text)
+        files.append(folder / f"{node}.conf")
+    without = subprocess.run([server_binary(), "-t", "-c", str(files[0])], capture_output=True, text=True,
+                             env={**{k: v for k, v in env.items() if k != natsauth.password_variable("vision")}, "NATS_SERVER_NAME": "nats-1"})  # fmt: skip
     assert without.returncode != 0 and "NATS_VISION_PASSWORD" in without.stderr + without.stdout, "no password: no server"
-    proc = subprocess.Popen([server_binary(), "-c", str(folder / "nats.conf")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    procs = [
+        subprocess.Popen([server_binary(), "-c", str(f)], env={**env, "NATS_SERVER_NAME": node}, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        for node, f in zip(NATS_NODES, files)
+    ]
     try:
-        url = f"nats://127.0.0.1:{port}"
+        urls = [f"nats://127.0.0.1:{port}" for port, _, _ in ports]
 
-        async def ready():
-            for _ in range(100):
-                try:
-                    nc = await nats.connect(natsauth.with_credentials(url, "admin", passwords["admin"]), connect_timeout=1, allow_reconnect=False)
-                    await nc.close()
-                    return
-                except Exception:
-                    await asyncio.sleep(0.1)
-            pytest.fail("the deployed nats.conf did not start")
+        def healthy(monitor: int) -> bool:  # JetStream up and the cluster's meta leader elected
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{monitor}/healthz", timeout=1) as r:
+                    return r.status == 200
+            except OSError:
+                return False
 
-        asyncio.run(ready())
-        yield url, passwords
+        deadline = time.monotonic() + 30
+        while not all(healthy(m) for _, m, _ in ports):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                pytest.fail("the deployed nats.conf did not make a healthy 3-node cluster")
+            time.sleep(0.1)
+        yield urls, passwords
     finally:
-        proc.terminate()
-        proc.wait(10)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(10)
 
 
 async def test_the_deployed_nats_conf_refuses_strangers_and_forged_events(deployed_nats):
-    url, passwords = deployed_nats
+    urls, passwords = deployed_nats
+    url = urls[0]
     with pytest.raises(Exception):
         await (await nats.connect(url, connect_timeout=1, allow_reconnect=False, max_reconnect_attempts=0)).close()
-    ingest = await Bus.connect(natsauth.with_credentials(url, "ingest", passwords["ingest"]), "ingest")
+    every_node = ",".join(natsauth.with_credentials(u, "ingest", passwords["ingest"]) for u in urls)
+    ingest = await Bus.connect(every_node, "ingest", replicas=3)
     errors: list[str] = []
 
     async def on_error(exc):
@@ -273,6 +303,8 @@ async def test_the_deployed_nats_conf_refuses_strangers_and_forged_events(deploy
     vision = await nats.connect(natsauth.with_credentials(url, "vision", passwords["vision"]), error_cb=on_error, allow_reconnect=False)
     try:
         await ingest.ensure_streams()
+        features = await ingest.js.stream_info(subjects.FEATURES_STREAM)
+        assert features.config.num_replicas == 3 and len(features.cluster.replicas) == 2, "FEATURES on all three nodes"
         assert (await ingest.js.publish(subjects.media("windows", "d1"), b"w", timeout=5)).seq > 0
         with pytest.raises((nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError)):
             await vision.jetstream(timeout=1).publish(subjects.event("highlight", "d1"), b"forged")
@@ -282,3 +314,28 @@ async def test_the_deployed_nats_conf_refuses_strangers_and_forged_events(deploy
     finally:
         await vision.close()
         await ingest.close()
+
+
+def test_k8s_nats_is_a_3_node_cluster_and_the_stages_run_replicas(k8s, compose, tmp_path):
+    statefulset = _kind(k8s, "StatefulSet", "nats")
+    nodes = statefulset["spec"]["replicas"]
+    assert nodes == 3 and statefulset["spec"]["serviceName"] == "nats"
+    service = _kind(k8s, "Service", "nats")
+    assert service["spec"]["clusterIP"] == "None", "headless: each pod has its own name for routes and clients"
+    assert {p["port"] for p in service["spec"]["ports"]} >= {4222, 6222}
+    conf = _kind(k8s, "ConfigMap", "nats-config")["data"]["nats.conf"]
+    routes = json.loads(re.search(r"routes: (\[.*\])", conf).group(1))
+    assert routes == [f"nats-route://{node}:6222" for node in K8S_NATS_NODES[:nodes]]
+    nats_env = {e["name"]: e for e in next(c for _, c in _containers(k8s) if c["name"] == "nats")["env"]}
+    assert "server_name: $POD_NAME" in conf and nats_env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    # nats-server itself reads the ConfigMap's file (-t: check, do not run)
+    (tmp_path / "nats.conf").write_text(conf)
+    env = {**os.environ, "POD_NAME": "nats-0", **{natsauth.password_variable(u): "x" for u in USERS}}
+    check = subprocess.run([server_binary(), "-t", "-c", str(tmp_path / "nats.conf")], capture_output=True, text=True, env=env)
+    assert check.returncode == 0, check.stderr + check.stdout
+    assert _kind(k8s, "ConfigMap", "streamsight-env")["data"]["STREAMSIGHT_NATS_REPLICAS"] == str(nodes)
+    for name in ("vision", "audio", "glitch"):
+        spec = _kind(k8s, "Deployment", name)["spec"]
+        assert spec["replicas"] >= 2 and spec["strategy"]["type"] == "RollingUpdate", name
+        assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, name
+        assert compose["services"][name]["deploy"]["replicas"] >= 2, name
