@@ -240,6 +240,12 @@ class Supervisor:
         self._started = {s.name for s in built_services() if not only or s.name in only}
         self._stopping = False
         self.replicas = self._replica_counts(replicas or {})
+        copies = user_value("gateway", "nats_replicas", self.base_env)
+        if copies is not None and str(copies).strip() != "1":
+            raise ConfigError(
+                f"nats_replicas / {env_name('', 'nats_replicas')} is {copies}: `up` runs one nats-server, which keeps one copy;"
+                " a cluster runs from docker-compose.yml or deploy/k8s (README: Operations)"
+            )
         # Replicas after the first get ports of their own, picked together, none a service's.
         extra = [(name, n) for name, count in self.replicas.items() for n in range(2, count + 1)]
         taken = {self._port(s) for s in CATALOG}

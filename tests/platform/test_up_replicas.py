@@ -63,7 +63,7 @@ def _serving(address: str) -> bool:
     return out.returncode == 0
 
 
-def test_bad_replicas_are_refused_with_the_reason(tmp_path):
+def test_bad_replicas_and_nats_copies_up_cannot_keep_are_refused_with_the_reason(tmp_path):
     for arg, reason in (("gateway=2", "one gateway"), ("nope=2", "no such service"), ("glitch=0", "1 to 16"), ("glitch", "SERVICE=COUNT")):
         out = subprocess.run(
             [sys.executable, "-m", "streamsight.app.cli", "up", "--data-dir", str(tmp_path), "--nats-port", str(free_port()), "--replicas", arg],
@@ -71,6 +71,11 @@ def test_bad_replicas_are_refused_with_the_reason(tmp_path):
         )  # fmt: skip
         assert out.returncode == 2, (arg, out.stdout, out.stderr)
         assert reason in out.stderr, (arg, out.stderr)
+    clustered = subprocess.run(
+        [sys.executable, "-m", "streamsight.app.cli", "up", "--data-dir", str(tmp_path), "--nats-port", str(free_port())],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "STREAMSIGHT_NATS_REPLICAS": "3"},
+    )  # fmt: skip
+    assert clustered.returncode == 2 and "runs one nats-server" in clustered.stderr, clustered.stderr
     assert not (tmp_path / "up.json").exists(), "nothing was started"
 
 
