@@ -77,6 +77,8 @@ class IngestApi(ingest_pb2_grpc.IngestServicer):
             duration_s=stream.duration_s,
             frames_decoded=stats.frames_decoded,
             last_error=stream.last_error,
+            replica=stream.replica,
+            taken_over_from=stream.taken_from,
         )
 
     async def StartIngest(self, request, context):

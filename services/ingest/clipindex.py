@@ -6,6 +6,7 @@ NOT_FOUND although the segments were still there. When a stream ends, `save` wri
 `stream.json` into its clip folder (a temporary file, then a rename: never half written):
 
   stream_id, replica    the stream and the ingest replica that ran it
+  taken_from            the dead replica it was taken over from, if any
   source                its source (GetIngest's answer does not need it; logs do)
   state, last_error     how it ended
   duration_s, media_time_s, frames_decoded
@@ -46,7 +47,7 @@ def save(stream: IngestedStream) -> None:
         return
     stats = stream.pipeline.stats
     record = {
-        "stream_id": stream.stream_id, "replica": stream.replica, "source": stream.source, "state": int(stream.state),
+        "stream_id": stream.stream_id, "replica": stream.replica, "taken_from": stream.taken_from, "source": stream.source, "state": int(stream.state),
         "last_error": stream.last_error, "duration_s": stream.duration_s, "media_time_s": stats.media_time,
         "frames_decoded": stats.frames_decoded, "ended_at": time.time(), "buffer": buffer.index(),
     }
@@ -86,7 +87,8 @@ class Finished:
         """The finished stream as it was: its state, stats and a closed clip buffer over its segments."""
         r = self.record
         config = pipeline_config(settings, self.folder, False, {})
-        stream = IngestedStream(self.stream_id, str(r.get("source", "")), config, bus, settings, self.folder, replica=self.replica)
+        stream = IngestedStream(self.stream_id, str(r.get("source", "")), config, bus, settings, self.folder, replica=self.replica,
+                                taken_from=str(r.get("taken_from", "")))
         assert config.decode.clip_buffer is not None
         stream.pipeline.decoder.clip_buffer = ClipBuffer.restored(config.decode.clip_buffer, r["buffer"])
         stream.state = int(r["state"])

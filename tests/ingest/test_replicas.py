@@ -104,6 +104,7 @@ async def test_streams_are_placed_on_both_replicas_and_a_killed_ones_are_taken_o
             assert address == b.address
             status = await stub.GetIngest(ingest_pb2.GetIngestRequest(stream_id=sid))
             assert status.state == common_pb2.STREAM_STATE_ENDED and status.media_time_s > CUT_S - 1, status
+            assert (status.replica, status.taken_over_from) == ("ingest-b", "ingest-a" if sid == "rep0" else ""), status
             clips[sid] = await stub.ExportClip(ingest_pb2.ExportClipRequest(stream_id=sid, start_s=4.0, end_s=8.0, clip_id="after"))
             read = [piece async for piece in stub.ReadClip(ingest_pb2.ReadClipRequest(stream_id=sid, clip_id=clips[sid].clip_id))]
             assert sum(len(p.data) for p in read) == clips[sid].size_bytes > 0

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from streamsight.gen.common.v1 import common_pb2 as streamsight_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"streamsight/ingest/v1/ingest.proto\x12\x15streamsight.ingest.v1\x1a\"streamsight/common/v1/common.proto\"\xf4\x01\n\x12StartIngestRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12-\n\x06pacing\x18\x03 \x01(\x0e\x32\x1d.streamsight.common.v1.Pacing\x12\x19\n\x11play_file_as_live\x18\x04 \x01(\x08\x12\x43\n\x05\x65xtra\x18\x05 \x03(\x0b\x32\x34.streamsight.ingest.v1.StartIngestRequest.ExtraEntry\x1a,\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"&\n\x11StopIngestRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\"%\n\x10GetIngestRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\"\xaa\x01\n\x0cIngestStatus\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x31\n\x05state\x18\x02 \x01(\x0e\x32\".streamsight.common.v1.StreamState\x12\x14\n\x0cmedia_time_s\x18\x03 \x01(\x01\x12\x12\n\nduration_s\x18\x04 \x01(\x01\x12\x16\n\x0e\x66rames_decoded\x18\x05 \x01(\x03\x12\x12\n\nlast_error\x18\x06 \x01(\t\"i\n\x11\x45xportClipRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0f\n\x07start_s\x18\x02 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x03 \x01(\x01\x12\x0f\n\x07\x63lip_id\x18\x04 \x01(\t\x12\x10\n\x08vertical\x18\x05 \x01(\x08\"5\n\x0fReadClipRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63lip_id\x18\x02 \x01(\t\"R\n\x08\x43lipData\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t2\xce\x03\n\x06Ingest\x12]\n\x0bStartIngest\x12).streamsight.ingest.v1.StartIngestRequest\x1a#.streamsight.ingest.v1.IngestStatus\x12[\n\nStopIngest\x12(.streamsight.ingest.v1.StopIngestRequest\x1a#.streamsight.ingest.v1.IngestStatus\x12Y\n\tGetIngest\x12\'.streamsight.ingest.v1.GetIngestRequest\x1a#.streamsight.ingest.v1.IngestStatus\x12V\n\nExportClip\x12(.streamsight.ingest.v1.ExportClipRequest\x1a\x1e.streamsight.common.v1.ClipRef\x12U\n\x08ReadClip\x12&.streamsight.ingest.v1.ReadClipRequest\x1a\x1f.streamsight.ingest.v1.ClipData0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"streamsight/ingest/v1/ingest.proto\x12\x15streamsight.ingest.v1\x1a\"streamsight/common/v1/common.proto\"\xf4\x01\n\x12StartIngestRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12-\n\x06pacing\x18\x03 \x01(\x0e\x32\x1d.streamsight.common.v1.Pacing\x12\x19\n\x11play_file_as_live\x18\x04 \x01(\x08\x12\x43\n\x05\x65xtra\x18\x05 \x03(\x0b\x32\x34.streamsight.ingest.v1.StartIngestRequest.ExtraEntry\x1a,\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"&\n\x11StopIngestRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\"%\n\x10GetIngestRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\"\xd4\x01\n\x0cIngestStatus\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x31\n\x05state\x18\x02 \x01(\x0e\x32\".streamsight.common.v1.StreamState\x12\x14\n\x0cmedia_time_s\x18\x03 \x01(\x01\x12\x12\n\nduration_s\x18\x04 \x01(\x01\x12\x16\n\x0e\x66rames_decoded\x18\x05 \x01(\x03\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x0f\n\x07replica\x18\x07 \x01(\t\x12\x17\n\x0ftaken_over_from\x18\x08 \x01(\t\"i\n\x11\x45xportClipRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0f\n\x07start_s\x18\x02 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x03 \x01(\x01\x12\x0f\n\x07\x63lip_id\x18\x04 \x01(\t\x12\x10\n\x08vertical\x18\x05 \x01(\x08\"5\n\x0fReadClipRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63lip_id\x18\x02 \x01(\t\"R\n\x08\x43lipData\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t2\xce\x03\n\x06Ingest\x12]\n\x0bStartIngest\x12).streamsight.ingest.v1.StartIngestRequest\x1a#.streamsight.ingest.v1.IngestStatus\x12[\n\nStopIngest\x12(.streamsight.ingest.v1.StopIngestRequest\x1a#.streamsight.ingest.v1.IngestStatus\x12Y\n\tGetIngest\x12\'.streamsight.ingest.v1.GetIngestRequest\x1a#.streamsight.ingest.v1.IngestStatus\x12V\n\nExportClip\x12(.streamsight.ingest.v1.ExportClipRequest\x1a\x1e.streamsight.common.v1.ClipRef\x12U\n\x08ReadClip\x12&.streamsight.ingest.v1.ReadClipRequest\x1a\x1f.streamsight.ingest.v1.ClipData0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,13 +43,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETINGESTREQUEST']._serialized_start=384
   _globals['_GETINGESTREQUEST']._serialized_end=421
   _globals['_INGESTSTATUS']._serialized_start=424
-  _globals['_INGESTSTATUS']._serialized_end=594
-  _globals['_EXPORTCLIPREQUEST']._serialized_start=596
-  _globals['_EXPORTCLIPREQUEST']._serialized_end=701
-  _globals['_READCLIPREQUEST']._serialized_start=703
-  _globals['_READCLIPREQUEST']._serialized_end=756
-  _globals['_CLIPDATA']._serialized_start=758
-  _globals['_CLIPDATA']._serialized_end=840
-  _globals['_INGEST']._serialized_start=843
-  _globals['_INGEST']._serialized_end=1305
+  _globals['_INGESTSTATUS']._serialized_end=636
+  _globals['_EXPORTCLIPREQUEST']._serialized_start=638
+  _globals['_EXPORTCLIPREQUEST']._serialized_end=743
+  _globals['_READCLIPREQUEST']._serialized_start=745
+  _globals['_READCLIPREQUEST']._serialized_end=798
+  _globals['_CLIPDATA']._serialized_start=800
+  _globals['_CLIPDATA']._serialized_end=882
+  _globals['_INGEST']._serialized_start=885
+  _globals['_INGEST']._serialized_end=1347
 # @@protoc_insertion_point(module_scope)

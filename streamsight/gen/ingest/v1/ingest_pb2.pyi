@@ -41,20 +41,24 @@ class GetIngestRequest(_message.Message):
     def __init__(self, stream_id: _Optional[str] = ...) -> None: ...
 
 class IngestStatus(_message.Message):
-    __slots__ = ("stream_id", "state", "media_time_s", "duration_s", "frames_decoded", "last_error")
+    __slots__ = ("stream_id", "state", "media_time_s", "duration_s", "frames_decoded", "last_error", "replica", "taken_over_from")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     MEDIA_TIME_S_FIELD_NUMBER: _ClassVar[int]
     DURATION_S_FIELD_NUMBER: _ClassVar[int]
     FRAMES_DECODED_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_OVER_FROM_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     state: _common_pb2.StreamState
     media_time_s: float
     duration_s: float
     frames_decoded: int
     last_error: str
-    def __init__(self, stream_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.StreamState, str]] = ..., media_time_s: _Optional[float] = ..., duration_s: _Optional[float] = ..., frames_decoded: _Optional[int] = ..., last_error: _Optional[str] = ...) -> None: ...
+    replica: str
+    taken_over_from: str
+    def __init__(self, stream_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.StreamState, str]] = ..., media_time_s: _Optional[float] = ..., duration_s: _Optional[float] = ..., frames_decoded: _Optional[int] = ..., last_error: _Optional[str] = ..., replica: _Optional[str] = ..., taken_over_from: _Optional[str] = ...) -> None: ...
 
 class ExportClipRequest(_message.Message):
     __slots__ = ("stream_id", "start_s", "end_s", "clip_id", "vertical")
