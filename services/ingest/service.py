@@ -92,6 +92,10 @@ class IngestService(Service):
         host = self.settings.grpc_host
         return f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self.settings.grpc_port}"
 
+    def health_info(self) -> dict[str, str]:
+        return {"replica": self.replica.id, "advertise_address": self.advertised(), "max_streams": str(self.settings.max_streams),
+                "streams": str(len(self.running()))}
+
     def running(self) -> list[str]:
         return [sid for sid, s in self.streams.items() if s.task is not None and not s.task.done()]
 
@@ -262,7 +266,10 @@ class IngestService(Service):
         # The stream's threads have freed their decoding state by now (or will as they exit).
         self._later(asyncio.to_thread(heap.trim), "ingest:trim-heap")
         self._later(self.replica.beat(), "ingest:beat")
-        if not stream.handed_over:
+        if stream.handed_over:  # the new holder answers for it; its files are left alone (a shared data_dir is its folder too)
+            if self.streams.get(stream.stream_id) is stream:
+                del self.streams[stream.stream_id]
+        else:
             self._later(self._keep_index(stream), "ingest:clip-index")
 
     async def _keep_index(self, stream: IngestedStream) -> None:
