@@ -72,7 +72,7 @@ from streamsight.ingestroute import IngestRoutes
 from streamsight.partitions import Partitions
 from streamsight.service import Service
 
-from .handover import read_bucket, release, until_settled
+from .handover import read_bucket, release, until_settled, wait_for_redeliveries
 from .highlights import HighlightConfig, HighlightSpan, HighlightTracker, ScoredWindow
 from .join import JoinConfig, OutOfRange, Part, ReadyWindow, StreamJoin
 from .model import FusionModel, choose
@@ -174,6 +174,9 @@ class FusionService(Service):
         await self._restore(partition)
         bus = self.bus
         k = partition
+        for stream, durable in ((subjects.FEATURES_STREAM, f"fusion-p{k}"), (subjects.MEDIA_STREAM, f"fusion-media-p{k}"),
+                                (subjects.EVENTS_STREAM, f"fusion-events-p{k}")):
+            await wait_for_redeliveries(bus, stream, durable, ACK_WAIT_S)
         self._consumers[k] = [
             bus.consume(f"fusion-p{k}", [subjects.features(m, partition=k) for m in MODALITY], self.on_feature, subjects.FEATURES_STREAM,
                         batch=64, deliver_new=True, ack_wait_s=ACK_WAIT_S, max_bytes=RECORD_FETCH_BYTES),
