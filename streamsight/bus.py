@@ -316,46 +316,58 @@ class Bus:
         replicas) and keeps its messages. Replicated specs get `self.replicas` copies (when it is
         None, an existing stream keeps its count and a new one gets 1); a count the server cannot
         place (more than its cluster's nodes, or >1 on a lone server) is a RuntimeError naming
-        the setting. JetStream cannot change a stream's storage or retention: a stream
+        the setting. A stream of one copy (MEDIA) whose node does not answer is skipped with a
+        warning. JetStream cannot change a stream's storage or retention: a stream
         made with other ones raises a RuntimeError naming the difference (delete it, or, for
         MEDIA, restart nats-server: it is in memory), rather than running with the wrong one.
         """
         for spec in specs:
-            current = await self._stream_config(spec.name)
-            config = StreamConfig(
-                name=spec.name,
-                subjects=spec.subjects,
-                storage=spec.storage,
-                max_age=spec.max_age_s,
-                max_bytes=spec.max_bytes,
-                discard=spec.discard,
-                duplicate_window=spec.duplicate_window_s,
-                max_msg_size=MAX_PAYLOAD,
-                retention=spec.retention,
-                num_replicas=self._replicas_of(spec, current),
-            )
-            if current is None:
-                try:
-                    await self.js.add_stream(config=config)
-                    continue
-                except APIError as exc:
-                    current = await self._stream_config(spec.name)  # another service made it meanwhile?
-                    if current is None:
-                        self._check_placement(exc, spec.name, config.num_replicas)
-                        raise RuntimeError(
-                            f"stream {spec.name} cannot be created: {exc.description} (nats-server's max_memory_store or max_file_store too small?)"
-                        ) from exc
-            fixed = [f"{name} is {have}, needs {want}" for name, have, want in (
-                ("storage", current.storage, spec.storage), ("retention", current.retention, spec.retention)) if have != want]
-            if fixed:
-                raise RuntimeError(f"stream {spec.name} exists with another {', '.join(fixed)}; JetStream cannot change that in place")
-            if _same_stream(current, config):
-                continue  # nothing to change: no request (after a node loss each one may wait for an election)
             try:
-                await self.js.update_stream(config=config)
+                await self._ensure_stream(spec)
+            except nats.errors.TimeoutError:
+                if spec.replicated:
+                    raise
+                # Its one copy is on a node that is down (MEDIA in a cluster): the services that
+                # need it wait in their fetches and publish retries; the others go on meanwhile.
+                log.warning("stream unreachable (the NATS node of its only copy is down?); going on without it", stream=spec.name)
+
+    async def _ensure_stream(self, spec: StreamSpec) -> None:
+        """One spec of `ensure_streams`."""
+        current = await self._stream_config(spec.name)
+        config = StreamConfig(
+            name=spec.name,
+            subjects=spec.subjects,
+            storage=spec.storage,
+            max_age=spec.max_age_s,
+            max_bytes=spec.max_bytes,
+            discard=spec.discard,
+            duplicate_window=spec.duplicate_window_s,
+            max_msg_size=MAX_PAYLOAD,
+            retention=spec.retention,
+            num_replicas=self._replicas_of(spec, current),
+        )
+        if current is None:
+            try:
+                await self.js.add_stream(config=config)
+                return
             except APIError as exc:
-                self._check_placement(exc, spec.name, config.num_replicas)
-                raise
+                current = await self._stream_config(spec.name)  # another service made it meanwhile?
+                if current is None:
+                    self._check_placement(exc, spec.name, config.num_replicas)
+                    raise RuntimeError(
+                        f"stream {spec.name} cannot be created: {exc.description} (nats-server's max_memory_store or max_file_store too small?)"
+                    ) from exc
+        fixed = [f"{name} is {have}, needs {want}" for name, have, want in (
+            ("storage", current.storage, spec.storage), ("retention", current.retention, spec.retention)) if have != want]
+        if fixed:
+            raise RuntimeError(f"stream {spec.name} exists with another {', '.join(fixed)}; JetStream cannot change that in place")
+        if _same_stream(current, config):
+            return  # nothing to change: no request (after a node loss each one may wait for an election)
+        try:
+            await self.js.update_stream(config=config)
+        except APIError as exc:
+            self._check_placement(exc, spec.name, config.num_replicas)
+            raise
 
     def _replicas_of(self, spec: StreamSpec, current: StreamConfig | None) -> int:
         if not spec.replicated:

@@ -137,3 +137,30 @@ async def test_a_node_killed_mid_stream_loses_nothing(tmp_path):
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_service_starting_while_medias_only_node_is_down_goes_on_without_it(tmp_path):
+    """MEDIA keeps one copy (memory, transient): while its node is down, a service that starts
+    provisions the replicated streams and goes on; MEDIA is back, empty, with its node."""
+    cluster = await asyncio.to_thread(NatsCluster(tmp_path / "nats", size=3).start)
+    first = late = None
+    try:
+        first = await Bus.connect(cluster.url, "test-first", replicas=3)
+        await first.ensure_streams()
+        media = (await first.js.stream_info(subjects.MEDIA_STREAM)).cluster
+        assert media.replicas == [] or media.replicas is None, "MEDIA has one copy"
+        node = cluster.node_named(media.leader)
+        node.kill()
+        late = await Bus.connect(",".join(n.url for n in cluster.nodes if n is not node), "test-late", replicas=3)
+        await late.ensure_streams()  # MEDIA does not answer: skipped, not fatal
+        ack = await late.publish(subjects.features("clustertest", "s2"), b"f", msg_id="f1")
+        assert ack.stream == subjects.FEATURES_STREAM
+        await asyncio.to_thread(node.start)
+        await asyncio.to_thread(cluster.wait_healthy, 30)
+        ack = await late.publish(subjects.media("windows", "s2"), b"w", msg_id="w1")
+        assert ack.stream == subjects.MEDIA_STREAM
+    finally:
+        for bus in (first, late):
+            if bus is not None:
+                await bus.close()
+        await asyncio.to_thread(cluster.stop)
