@@ -6,8 +6,11 @@ and a durable `consume` consumer. Nodes are killed in turn, first the one the co
 connected to, then the FEATURES stream's leader (stream info's cluster.leader), twice each,
 and started again after the stack made progress without them. Then: every acknowledged message
 was handled, the stream holds each id once, redeliveries stay within the batches in flight at
-the kills, and every node (the restarted ones too) holds every message. The recovery time
-(kill to the first handled message published after it: publisher and consumer both going again) is printed, not asserted.
+the kills, and every node (the restarted ones too) holds every message. The recovery time (kill
+to the first handled message published after it: publisher and consumer both going again) is
+printed, not asserted.
+
+MEDIA keeps one copy: a service that starts while that copy's node is down goes on without it.
 """
 
 from __future__ import annotations
