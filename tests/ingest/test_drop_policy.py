@@ -38,7 +38,7 @@ async def take_all(sub) -> list:
         for msg in await sub.fetch(32, timeout=5):
             await msg.ack()
             got.append(msg)
-            if msg.subject.startswith(subjects.media("windows", "")) and media_pb2.WindowRecord.FromString(msg.data).last:
+            if msg.subject.split(".")[3] == "windows" and media_pb2.WindowRecord.FromString(msg.data).last:
                 return got
 
 
