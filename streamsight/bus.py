@@ -18,7 +18,9 @@
   the message goes to the dead-letter subject at once. Any other error is retried with
   backoff and dead-lettered after `max_deliver` attempts; a delivery past that (the earlier
   ones killed the process or never answered) is dead-lettered without handling it, and the
-  server stops delivering it. Either way the service keeps running.
+  server stops delivering it. Either way the service keeps running. Each returns a `Consumer`
+  whose `stop()` ends the fetch loop after the batch in hand, leaving the durable on the server
+  (a partition handed to another replica, streamsight.partitions).
 - After NATS comes back (a restart loses the memory stream MEDIA and its consumers), the
   streams are provisioned again and each consumer is re-created when its fetch finds it gone;
   `usable` is False while fetches fail (readiness), and `on_reconnect` hooks run.
@@ -181,6 +183,38 @@ class _ConsumerSpec:
     @property
     def subjects(self) -> list[str]:
         return [self.subject] if isinstance(self.subject, str) else list(self.subject)
+
+
+class Consumer:
+    """A running durable consumer (what `consume` and `consume_batches` return).
+
+    `await stop()` ends its fetch loop after the batch in hand is handled and acknowledged,
+    within a fetch's expiry (FETCH_EXPIRES_S); the durable stays on the server, so whoever
+    takes the same durable next (another replica holding the partition) goes on from there.
+    It can still be awaited and cancelled like the task it wraps.
+    """
+
+    def __init__(self, bus: "Bus", spec: "_ConsumerSpec", task: asyncio.Task, stopping: asyncio.Event):
+        self._bus, self.spec, self.task, self._stopping = bus, spec, task, stopping
+
+    @property
+    def durable(self) -> str:
+        return self.spec.durable
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(self.task)
+        self._bus._forget(self)
+
+    def cancel(self) -> bool:
+        return self.task.cancel()
+
+    def done(self) -> bool:
+        return self.task.done()
+
+    def __await__(self):
+        return self.task.__await__()
 
 
 Handler = Callable[[Msg], Awaitable[None]]
@@ -471,8 +505,8 @@ class Bus:
         deliver_new: bool = False,
         inactive_threshold_s: float | None = None,
         max_bytes: int | None = None,
-    ) -> asyncio.Task:
-        """Start a durable pull consumer in the background; returns its task.
+    ) -> Consumer:
+        """Start a durable pull consumer in the background; returns it (`stop()` ends it).
 
         With several subjects, messages come in the order they were stored, across subjects
         (an analyser sees a stream's window record after that window's media).
@@ -499,7 +533,7 @@ class Bus:
         ack_wait_s: float = 120.0,
         inactive_threshold_s: float | None = None,
         max_bytes: int | None = None,
-    ) -> asyncio.Task:
+    ) -> Consumer:
         """Like `consume`, but the handler takes each fetched batch at once (batched inference).
 
         If the handler raises, every message of the batch is retried (and dead-lettered after
@@ -512,19 +546,27 @@ class Bus:
         spec = _ConsumerSpec(durable, subject, stream, batch, max_bytes or DEFAULT_FETCH_BYTES, max_deliver, ack_wait_s, False, inactive_threshold_s)
         return self._start(spec, run_batch)
 
-    def _start(self, spec: "_ConsumerSpec", run_batch) -> asyncio.Task:
+    def _start(self, spec: "_ConsumerSpec", run_batch) -> Consumer:
         if spec.stream == subjects.MEDIA_STREAM and spec.inactive_threshold_s is None:
             # MEDIA keeps a message while any consumer has not taken it: a consumer whose service
             # is gone must go too, or MEDIA fills up with what nobody will read.
             spec = dataclasses.replace(spec, inactive_threshold_s=MEDIA_CONSUMER_INACTIVE_S)
         self._specs.append(spec)
-        task = asyncio.create_task(self._consume_loop(spec, run_batch), name=f"consume:{spec.durable}")
+        stopping = asyncio.Event()
+        task = asyncio.create_task(self._consume_loop(spec, run_batch, stopping), name=f"consume:{spec.durable}")
         task.add_done_callback(_log_death)
         self._tasks.append(task)
         if self._consumer_watch is None:
             self._consumer_watch = asyncio.create_task(self._watch_consumers(), name=f"consumers:{self.service}")
             self._tasks.append(self._consumer_watch)
-        return task
+        return Consumer(self, spec, task, stopping)
+
+    def _forget(self, consumer: Consumer) -> None:
+        """A stopped consumer is no longer re-created after a reconnect nor polled."""
+        with contextlib.suppress(ValueError):
+            self._specs.remove(consumer.spec)
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(consumer.task)
 
     async def poll_consumers(self) -> None:
         """Read every consumer's backlog into the `streamsight_consumer_*_messages` gauges."""
@@ -631,12 +673,12 @@ class Bus:
             await self.ensure_streams()
             await self.js.add_consumer(spec.stream, config=config)
 
-    async def _consume_loop(self, spec: "_ConsumerSpec", run_batch) -> None:
+    async def _consume_loop(self, spec: "_ConsumerSpec", run_batch, stopping: asyncio.Event) -> None:
         fetcher = PullFetcher(self.nc, spec.stream, spec.durable, self._fetch_budget, MAX_PAYLOAD)
         created = False
         try:
-            # The flag, not only cancellation, ends the loop.
-            while not self._closing.is_set():
+            # The flags, not only cancellation, end the loop: a batch in hand is handled first.
+            while not self._closing.is_set() and not stopping.is_set():
                 try:
                     if not created:
                         await self._create_consumer(spec)

@@ -164,3 +164,32 @@ def test_replica_id_comes_from_the_environment(monkeypatch):
     assert parts.replica_id() == "vision-2"
     monkeypatch.delenv("STREAMSIGHT_REPLICA_ID")
     assert parts.replica_id().endswith(f"-{__import__('os').getpid()}")
+
+
+async def test_a_stopped_consumer_finishes_its_batch_and_the_next_holder_goes_on_from_there(bus):
+    """What a partition handover relies on: stop() after the batch in hand, the durable kept."""
+    from streamsight import subjects
+
+    sid = "handover1"
+    for i in range(40):
+        await bus.js.publish(subjects.features("audio", sid), str(i).encode())
+    seen: list[int] = []
+    first_batch = asyncio.Event()
+
+    async def handle(msgs):
+        seen.extend(int(m.data) for m in msgs)
+        first_batch.set()
+        await asyncio.sleep(0.2)  # stop() arrives while this batch is in hand
+        return {}
+
+    subject = subjects.features("audio", partition=subjects.partition_of(sid))
+    one = bus.consume_batches("handover-p", subject, handle, subjects.FEATURES_STREAM, batch=8, ack_wait_s=3.0)
+    await asyncio.wait_for(first_batch.wait(), 20)
+    await one.stop()
+    assert one.done() and len(seen) >= 8 and len(seen) % 8 == 0
+    info = await bus.js.consumer_info(subjects.FEATURES_STREAM, "handover-p")
+    assert info.num_ack_pending == 0 and info.num_pending == 40 - len(seen)
+    two = bus.consume_batches("handover-p", subject, handle, subjects.FEATURES_STREAM, batch=8, ack_wait_s=3.0)
+    await until(lambda: len(seen) >= 40)
+    await two.stop()
+    assert seen == list(range(40))
