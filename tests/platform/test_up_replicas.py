@@ -17,8 +17,8 @@ import urllib.request
 
 import pytest
 
-from streamsight.app.supervisor import METRICS_STEP, built_services
-from streamsight.config import SECTIONS
+from streamsight.app.supervisor import METRICS_STEP, Supervisor, built_services, parse_replicas
+from streamsight.config import SECTIONS, ConfigError
 from streamsight.natsd import free_port
 
 from ..conftest import free_port_block
@@ -63,20 +63,44 @@ def _serving(address: str) -> bool:
     return out.returncode == 0
 
 
-def test_bad_replicas_and_nats_copies_up_cannot_keep_are_refused_with_the_reason(tmp_path):
-    for arg, reason in (("gateway=2", "one gateway"), ("nope=2", "no such service"), ("glitch=0", "1 to 16"), ("glitch", "SERVICE=COUNT")):
-        out = subprocess.run(
-            [sys.executable, "-m", "streamsight.app.cli", "up", "--data-dir", str(tmp_path), "--nats-port", str(free_port()), "--replicas", arg],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert out.returncode == 2, (arg, out.stdout, out.stderr)
-        assert reason in out.stderr, (arg, out.stderr)
-    clustered = subprocess.run(
-        [sys.executable, "-m", "streamsight.app.cli", "up", "--data-dir", str(tmp_path), "--nats-port", str(free_port())],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "STREAMSIGHT_NATS_REPLICAS": "3"},
+def test_bad_replicas_and_nats_copies_up_cannot_keep_are_refused_with_the_reason(tmp_path, monkeypatch):
+    for arg, reason in (("gateway=2", "one gateway"), ("nope=2", "no such service"), ("glitch=0", "1 to 16"), ("glitch", "SERVICE=COUNT"),
+                        ("glitch=2,glitch=3", "given twice")):  # fmt: skip
+        with pytest.raises(ConfigError, match=reason):
+            Supervisor(tmp_path, free_ports=True, only=["glitch", "gateway"], nats_auth=False, replicas=parse_replicas(arg))
+    with pytest.raises(ConfigError, match="not started by this"):
+        Supervisor(tmp_path, free_ports=True, only=["gateway"], nats_auth=False, replicas={"vision": 2})
+    monkeypatch.setenv("STREAMSIGHT_GLITCH_REPLICAS", "two")
+    with pytest.raises(ConfigError, match="STREAMSIGHT_GLITCH_REPLICAS"):
+        Supervisor(tmp_path, free_ports=True, only=["glitch"], nats_auth=False)
+    monkeypatch.delenv("STREAMSIGHT_GLITCH_REPLICAS")
+    monkeypatch.setenv("STREAMSIGHT_NATS_REPLICAS", "3")
+    with pytest.raises(ConfigError, match="runs one nats-server"):
+        Supervisor(tmp_path, free_ports=True, only=["gateway"], nats_auth=False)
+    monkeypatch.delenv("STREAMSIGHT_NATS_REPLICAS")
+    # What a user sees: exit 2 and the reason, before anything starts.
+    out = subprocess.run(
+        [sys.executable, "-m", "streamsight.app.cli", "up", "--data-dir", str(tmp_path), "--nats-port", str(free_port()), "--replicas", "gateway=2"],
+        capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert clustered.returncode == 2 and "runs one nats-server" in clustered.stderr, clustered.stderr
+    assert out.returncode == 2 and "one gateway" in out.stderr, out.stderr
     assert not (tmp_path / "up.json").exists(), "nothing was started"
+
+
+def test_each_replica_gets_its_id_ports_and_ingest_its_advertised_address(tmp_path, monkeypatch):
+    monkeypatch.setenv("STREAMSIGHT_METRICS_BASE_PORT", "9100")
+    sup = Supervisor(tmp_path, free_ports=True, only=["ingest", "glitch", "gateway"], nats_auth=False, replicas={"ingest": 2, "glitch": 3})
+    assert sup.replicas == {"ingest": 2, "glitch": 3, "gateway": 1}
+    glitch = [sup.replica_environment(SECTIONS["glitch"], n) for n in (1, 2, 3)]
+    assert [e["STREAMSIGHT_REPLICA_ID"] for e in glitch] == ["glitch-1", "glitch-2", "glitch-3"]
+    ports = [int(e["STREAMSIGHT_GLITCH_GRPC_PORT"]) for e in glitch]
+    assert ports[0] == sup.ports["glitch"] and len(set(ports)) == 3 and not set(ports[1:]) & set(sup.ports.values())
+    assert [e.get("STREAMSIGHT_GLITCH_METRICS_PORT") for e in glitch] == [None, "9115", "9125"]  # the first: base + offset 5
+    ingest = [sup.replica_environment(SECTIONS["ingest"], n) for n in (1, 2)]
+    assert [e["STREAMSIGHT_INGEST_ADVERTISE_ADDRESS"] for e in ingest] == [f"127.0.0.1:{e['STREAMSIGHT_INGEST_GRPC_PORT']}" for e in ingest]
+    assert len({e["STREAMSIGHT_INGEST_GRPC_PORT"] for e in ingest}) == 2
+    # the others still find the first ingest (the gateway places streams by the replicas' KV records)
+    assert all(e["STREAMSIGHT_GATEWAY_INGEST_ADDRESS"] == f"127.0.0.1:{sup.ports['ingest']}" for e in glitch + ingest)
 
 
 @pytest.mark.slow
