@@ -71,6 +71,7 @@ class StreamRun:
     score_at: dict[int, float] = field(default_factory=dict)  # window -> arrival of its (first) score
     highlights: list[tuple[events_pb2.Highlight, float]] = field(default_factory=list)
     windows: dict[int, tuple[float, int, float]] = field(default_factory=dict)  # window -> (end_s, frames_dropped, arrival)
+    gaps: list[float] = field(default_factory=list)  # seconds of media lost in each gap ingest reported (a reader past the playlist's window)
 
     @property
     def done(self) -> bool:
@@ -121,7 +122,7 @@ class Round:
         out = []
         for s in self.streams:
             ends, lat = s.score_latencies()
-            out.append(keeps_up(ends, lat, s.dropped, s.missing_windows, s.results.windows_expected or None))
+            out.append(keeps_up(ends, lat, s.dropped, s.missing_windows, s.results.windows_expected or None, len(s.gaps)))
         return out
 
     @property
@@ -204,6 +205,8 @@ async def run_round(sup, server: LiveHlsServer, n: int, tag: str, metrics_base: 
                     run.score_at.setdefault(event.score.window, at)
                 elif kind == "highlight":
                     run.highlights.append((event.highlight, at))
+                elif kind == "status" and event.status.reason == "gap":
+                    run.gaps.append(event.status.gap_s)
 
         watcher = asyncio.create_task(watch())
         lags = asyncio.create_task(scrape_lags())
@@ -245,7 +248,7 @@ def report(r: Round, out=sys.stdout) -> dict:
     p = lambda xs, q: percentile(xs, q)  # noqa: E731
     verdicts = r.verdicts()
     print(f"\n== N={r.n}: {r.wall_s:.0f} s wall, {'every stream keeps up' if r.all_keep_up else 'NOT every stream keeps up'}", file=out)
-    print(f"{'stream':<14}{'keeps up':>9}{'windows':>8}{'dropped':>8}{'ingest p50':>11}{'score p50':>10}{'p95':>7}{'hl n':>5}"
+    print(f"{'stream':<14}{'keeps up':>9}{'windows':>8}{'gaps':>5}{'dropped':>8}{'ingest p50':>11}{'score p50':>10}{'p95':>7}{'hl n':>5}"
           f"{'hl p50':>8}{'p95':>7}{'wait':>6}  why not", file=out)
     all_score, all_hl, all_ingest, rows = [], [], [], []
     for s, v in zip(r.streams, verdicts):
@@ -255,13 +258,13 @@ def report(r: Round, out=sys.stdout) -> dict:
         all_hl += hl
         all_ingest += ing
         waits = sorted({round(h.wait_s, 1) for h, _ in s.highlights})
-        print(f"{s.name:<14}{'yes' if v.keeps_up else 'NO':>9}{len(lat):>8}{s.dropped:>8}{fmt(p(ing, 50)):>11}{fmt(p(lat, 50)):>10}"
+        print(f"{s.name:<14}{'yes' if v.keeps_up else 'NO':>9}{len(lat):>8}{len(s.gaps):>5}{s.dropped:>8}{fmt(p(ing, 50)):>11}{fmt(p(lat, 50)):>10}"
               f"{fmt(p(lat, 95)):>7}{len(hl):>5}{fmt(p(hl, 50)):>8}{fmt(p(hl, 95)):>7}{','.join(map(str, waits)) or '-':>6}  "
               f"{'; '.join(v.reasons)}", file=out)
         rows.append({"stream": s.name, "keeps_up": v.keeps_up, "reasons": v.reasons, "latency_slope": v.slope, "windows": len(lat),
                      "windows_expected": s.results.windows_expected, "dropped": s.dropped, "missing_windows": s.missing_windows,
                      "score_latency_s": lat, "highlight_latency_s": hl, "ingest_latency_s": ing,
-                     "highlight_wait_s": waits, "first_segment": s.live.first_requested, "state": s.results.state})
+                     "highlight_wait_s": waits, "gaps_s": s.gaps, "first_segment": s.live.first_requested, "state": s.results.state})
     print(f"all streams: score latency p50 {fmt(p(all_score, 50), 2)} s p95 {fmt(p(all_score, 95), 2)} s; highlight latency "
           f"p50 {fmt(p(all_hl, 50), 2)} s p95 {fmt(p(all_hl, 95), 2)} s ({len(all_hl)} highlights); ingest p50 {fmt(p(all_ingest, 50), 2)} s; "
           f"ingest's drop counter: {', '.join(f'{k} {v:.0f}' for k, v in r.dropped_by_reason.items())}", file=out)
@@ -274,6 +277,10 @@ def report(r: Round, out=sys.stdout) -> dict:
     others = r.sampler.machine_cpu - ours
     print(f"CPU: these processes {ours:.0f} s ({ours / r.wall_s:.2f} cores), the rest of the machine {others:.0f} s "
           f"({others / r.wall_s:.2f} cores) of {os.cpu_count()} cores x {r.wall_s:.0f} s", file=out)
+    stack_cpu = ours - r.sampler.cpu.get("bench", 0.0)
+    per_stream = stack_cpu / r.wall_s / r.n
+    print(f"cores per stream: {per_stream:.3f} (the stack's CPU seconds / wall seconds / N): {os.cpu_count()} idle cores would hold "
+          f"about {os.cpu_count() / per_stream:.1f} such streams at this load per stream", file=out)
     print(f"RSS per active stream: {r.rss_per_stream():.0f} MB (stack peak {r.sampler.total_peak - r.sampler.peak['bench']:.0f} MB, "
           f"at rest {r.stack_rest():.0f} MB)", file=out)
     out.flush()
@@ -283,7 +290,7 @@ def report(r: Round, out=sys.stdout) -> dict:
         "highlight_latency_p50_s": p(all_hl, 50), "highlight_latency_p95_s": p(all_hl, 95), "highlights": len(all_hl),
         "dropped_by_reason": r.dropped_by_reason, "stage_lag_max_s": r.stage_lag,
         "cpu_s": r.sampler.cpu, "rss_rest_mb": r.rest, "rss_peak_mb": r.sampler.peak, "rss_mean_mb": r.sampler.mean,
-        "other_cpu_s": others, "rss_per_stream_mb": r.rss_per_stream(),
+        "other_cpu_s": others, "rss_per_stream_mb": r.rss_per_stream(), "cores_per_stream": per_stream,
     }
 
 

@@ -3,6 +3,8 @@
 Keeps up. A live stream keeps up when the stack handles its media at least as fast as it
 comes, which shows in three ways, all required:
 
+- ingest read the source without a gap (a reader slower than real time falls out of the live
+  playlist's sliding window and loses segments: ingest reports a gap);
 - no sampled frame was dropped under the live drop policy (ingest drops only when a stream's
   analysers are behind by `ingest.max_backlog` messages or MEDIA is full);
 - every window was scored with all its expected modalities in (none scored without one because
@@ -60,9 +62,12 @@ class Verdict:
     slope: float = 0.0
 
 
-def keeps_up(window_ends: list[float], latencies: list[float], dropped: int, missing_windows: int, expected_windows: int | None = None) -> Verdict:
+def keeps_up(window_ends: list[float], latencies: list[float], dropped: int, missing_windows: int, expected_windows: int | None = None,
+             gaps: int = 0) -> Verdict:
     """The verdict for one stream (see the module docstring): window ends (media s) and their score latencies (s)."""
     reasons = []
+    if gaps:
+        reasons.append(f"{gaps} gaps: ingest fell out of the live playlist's window")
     if dropped:
         reasons.append(f"{dropped} frames dropped")
     if missing_windows:

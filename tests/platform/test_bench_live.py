@@ -97,6 +97,7 @@ def test_keeps_up_judges_a_steady_stream_and_catches_a_falling_behind_one() -> N
     assert not keeps_up(ends[:4], steady[:4], 0, 0, expected_windows=6).keeps_up
     assert not keeps_up(ends, [1.0, 1.0, 1.0, 1.0, 1.0, 16.0], 0, 0).keeps_up  # one window past fusion's deadline
     assert not keeps_up([], [], 0, 0).keeps_up
+    assert "gaps" in keeps_up(ends, steady, 0, 0, gaps=1).reasons[0]  # segments lost: behind the live edge
 
 
 def test_the_largest_n_that_kept_up_stops_at_the_first_that_did_not() -> None:
