@@ -264,7 +264,7 @@ def report(r: Round, out=sys.stdout) -> dict:
         rows.append({"stream": s.name, "keeps_up": v.keeps_up, "reasons": v.reasons, "latency_slope": v.slope, "windows": len(lat),
                      "windows_expected": s.results.windows_expected, "dropped": s.dropped, "missing_windows": s.missing_windows,
                      "score_latency_s": lat, "highlight_latency_s": hl, "ingest_latency_s": ing,
-                     "highlight_wait_s": waits, "gaps_s": s.gaps, "first_segment": s.live.first_requested, "state": s.results.state})
+                     "highlight_wait_s": waits, "highlight_data_past_end_s": [h.latency_s for h, _ in s.highlights], "gaps_s": s.gaps, "first_segment": s.live.first_requested, "state": s.results.state})
     print(f"all streams: score latency p50 {fmt(p(all_score, 50), 2)} s p95 {fmt(p(all_score, 95), 2)} s; highlight latency "
           f"p50 {fmt(p(all_hl, 50), 2)} s p95 {fmt(p(all_hl, 95), 2)} s ({len(all_hl)} highlights); ingest p50 {fmt(p(all_ingest, 50), 2)} s; "
           f"ingest's drop counter: {', '.join(f'{k} {v:.0f}' for k, v in r.dropped_by_reason.items())}", file=out)
