@@ -89,7 +89,7 @@ HEALTH_MARK = {events_pb2.HEALTH_KIND_LOUDNESS, events_pb2.HEALTH_KIND_AV_DRIFT}
 EVENT_HANDLERS = {"status": "on_status", "glitch": "on_glitch", "health": "on_health"}  # event kind -> handler
 # A replica that died with messages in hand: they come back this long after they were fetched
 # (a slow handler is kept from it by in-progress beats), so a takeover waits no longer for them.
-ACK_WAIT_S = 10.0
+ACK_WAIT_S = 5.0
 # Feature, window and event records are a few KB: three consumers per partition, 48 for all 16,
 # share the connection's fetch budget (streamsight.bus.FETCH_BUDGET, 40 MiB) without waiting.
 RECORD_FETCH_BYTES = 256 * 1024

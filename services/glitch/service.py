@@ -91,7 +91,7 @@ MAX_AUDIO_RATE = 384_000
 MEDIA_KINDS = ("frames_glitch", "signals", "audio", "windows")
 # A partition's consumer: a holder that died with a batch in hand has it redelivered this long
 # after it was fetched (a batch being handled is kept from it by in-progress beats).
-GLITCH_ACK_WAIT_S = 10.0
+GLITCH_ACK_WAIT_S = 5.0
 # Bytes a partition's fetch may bring in (one 720p frame and what comes with it): all pulls of
 # the connection share streamsight.bus.FETCH_BUDGET (40 MiB), and sixteen partitions' idle
 # pulls at the 16 MiB default would take it in turns, each holding it for its 1 s linger.
