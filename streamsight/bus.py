@@ -546,6 +546,22 @@ class Bus:
         spec = _ConsumerSpec(durable, subject, stream, batch, max_bytes or DEFAULT_FETCH_BYTES, max_deliver, ack_wait_s, False, inactive_threshold_s)
         return self._start(spec, run_batch)
 
+    async def declare_batches_consumer(
+        self,
+        durable: str,
+        subject: str | list[str],
+        stream: str,
+        batch: int = 64,
+        max_deliver: int = 5,
+        ack_wait_s: float = 120.0,
+        inactive_threshold_s: float | None = None,
+    ) -> None:
+        """Create (or update) the durable `consume_batches` would use, without fetching from it:
+        a MEDIA partition nobody holds yet keeps its messages for whoever takes it."""
+        spec = _ConsumerSpec(durable, subject, stream, batch, DEFAULT_FETCH_BYTES, max_deliver, ack_wait_s, False,
+                             MEDIA_CONSUMER_INACTIVE_S if inactive_threshold_s is None and stream == subjects.MEDIA_STREAM else inactive_threshold_s)
+        await self._create_consumer(spec)
+
     def _start(self, spec: "_ConsumerSpec", run_batch) -> Consumer:
         if spec.stream == subjects.MEDIA_STREAM and spec.inactive_threshold_s is None:
             # MEDIA keeps a message while any consumer has not taken it: a consumer whose service

@@ -10,8 +10,12 @@ without NATS (the same object training's offline feature extraction drives):
 - `evict_idle()` flushes the streams that went idle (streamsight.lifecycle's policy);
 - `streams` is its `StreamTable`.
 
-The runtime owns the rest: one durable batch consumer on the stage's MEDIA subjects
-(fetches bounded in messages and bytes, see streamsight.bus), `step` run in a worker thread
+The runtime owns the rest: the stage's partitions (streamsight.partitions: every replica of the
+stage joins the group named after it and holds some of the `subjects.PARTITIONS` partitions; one
+replica holds them all), one durable batch consumer `<stage>-p<k>` per partition held, on the
+stage's MEDIA subjects of partition k, started when the partition is gained and stopped (after
+the batch in hand) when it is lost (fetches bounded in messages and bytes, see
+streamsight.bus), `step` run in a worker thread
 one fetch at a time (the logic need not be thread-safe), every finished window published
 as a FeatureRecord (streamsight.windows.feature_record) with the stable id
 `<stream>:<modality>:<window>` BEFORE the fetch is acknowledged (a publish that fails while NATS
@@ -22,12 +26,28 @@ of work (streamsight.heap.Trimmer), and the per-stage metrics: windows by flag,
 redeliveries, rejects, lag behind ingest in media seconds (streamsight.lag; the consumer's
 backlog is the Bus's `streamsight_consumer_*_messages`). Each published window has a span
 with `stream.id` and `window.index`, inside the span of the fetch that finished it.
+
+Takeover with state (a logic with `export_state`/`import_state`): after each fetch, every
+stream it touched is saved in the KV bucket `stage_state` under `<stage>.<partition>.<stream>`,
+with the MEDIA sequence of the last message applied, after the fetch's windows are published
+and before it is acknowledged; a finished stream leaves a small "done" entry instead (the
+bucket's max age clears it). A replica that gains a partition loads its streams from there,
+and a message at or below its stream's applied sequence (a redelivery of what the previous
+holder saved but did not acknowledge) is acknowledged without being applied. A window that the
+previous holder published but did not save is computed again from the same input and
+published again with the same id (JetStream drops the copy). Each snapshot write expects the
+revision this replica read or wrote last: a replica that lost its lease without noticing
+cannot overwrite its successor's state; its batch fails and is redelivered to the successor.
+Partition consumers have a short ack wait (`PARTITION_ACK_WAIT_S`, kept alive by the bus's
+in-progress beats while a batch is handled), shorter than the lease TTL, so a killed holder's
+unacknowledged messages are due again by the time its lease expires.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
@@ -36,21 +56,34 @@ from nats.aio.msg import Msg
 from opentelemetry import trace
 from prometheus_client import Counter
 
-from streamsight import heap, subjects
-from streamsight.bus import until_done
+from nats.js.errors import KeyWrongLastSequenceError
+
+from streamsight import heap, statecodec, subjects
+from streamsight.bus import DEFAULT_FETCH_BYTES, FETCH_BUDGET, Consumer, until_done
 from streamsight.gen.media.v1 import media_pb2
 from streamsight.lag import MediaLag
 from streamsight.lifecycle import StreamTable
-from streamsight.service import Service
+from streamsight.partitions import HEARTBEAT_S, LEASE_TTL_S, Partitions
+from streamsight.service import Service, bus_usable
 from streamsight.telemetry import HANDLE_LATENCY, current_trace_id, stream_attributes, tracer
 from streamsight.windows import WindowResult, feature_record
 from streamsight.worker import Worker
 
 CONSUMER_INACTIVE_S = 300.0  # a removed stage stops holding MEDIA back after this
 LAG_POLL_S = 5.0  # how often ingest's position is read from MEDIA
+PARTITION_ACK_WAIT_S = 3.0  # must stay below the lease TTL (see the module docstring)
+# A pull reserves its max bytes from the connection's budget (streamsight.pull): sized so that
+# every partition's pull fits in it at once, or idle partitions' lingering pulls starve the rest.
+PARTITION_FETCH_BYTES = min(DEFAULT_FETCH_BYTES, FETCH_BUDGET // (subjects.PARTITIONS + 4))
+STATE_BUCKET = "stage_state"
+STATE_TTL_S = 3600.0  # a snapshot rewritten by every fetch of its stream; "done" entries go after this
 
 STAGE_WINDOWS = Counter("streamsight_stage_windows_total", "Feature records a stage published, by flag (ok, partial, empty)", ["stage", "flag"])
 STAGE_REDELIVERED = Counter("streamsight_stage_redelivered_total", "MEDIA messages a stage got more than once", ["stage"])
+STAGE_SKIPPED = Counter("streamsight_stage_skipped_total", "MEDIA messages acknowledged without applying them: already in the stream's saved state", ["stage"])
+STAGE_SNAPSHOTS = Counter("streamsight_stage_snapshots_total", "Stream state snapshots a stage saved, by kind (state, done, fenced)", ["stage", "kind"])
+STAGE_SNAPSHOT_BYTES = Counter("streamsight_stage_snapshot_bytes_total", "Bytes of stream state snapshots a stage saved", ["stage"])
+STAGE_RESTORED = Counter("streamsight_stage_restored_total", "Streams a stage took over from snapshots, by result (state, done, unreadable)", ["stage", "result"])
 STAGE_REJECTED = Counter("streamsight_stage_rejected_total", "MEDIA messages a stage rejected as bad input (dead-lettered)", ["stage"])
 
 
@@ -70,6 +103,27 @@ class StageLogic(Protocol):
     def step(self, messages: list[tuple[str, bytes]]) -> StepResult: ...
 
     def evict_idle(self, now: float | None = None) -> list[WindowResult]: ...
+
+    # Optional, for exact takeover (see the module docstring); without them a partition that
+    # moves starts its streams afresh where it joins (the window it joins flagged partial).
+    # def export_state(self, stream_id: str) -> bytes: ...
+    # def import_state(self, stream_id: str, data: bytes) -> None: ...
+
+
+class StaleLease(Exception):
+    """Another replica wrote this partition's state: this one lost the lease without noticing."""
+
+
+def _snapshot(seq: int, state: bytes | None) -> bytes:
+    """A snapshot entry: a JSON line (applied sequence, done) and the logic's state bytes."""
+    head = {"seq": seq, "done": state is None}
+    return json.dumps(head).encode() + b"\n" + (state or b"")
+
+
+def _read_snapshot(data: bytes) -> tuple[int, bytes | None]:
+    head, _, state = data.partition(b"\n")
+    meta = json.loads(head)
+    return int(meta["seq"]), None if meta["done"] else state
 
 
 class FeatureStage(Service):
@@ -104,13 +158,103 @@ class FeatureStage(Service):
         self._trimmer = heap.Trimmer()
         self._worker = Worker(self.name)  # every step in one thread of the stage's own (streamsight.worker)
         assert self.bus is not None
-        media = [subjects.media(kind) for kind in self.media_kinds]
-        fetch = getattr(self.settings, "fetch_batch", 64)
-        self.bus.consume_batches(self.name, media, self.on_batch, subjects.MEDIA_STREAM, batch=fetch, inactive_threshold_s=CONSUMER_INACTIVE_S)
+        self._fetch = getattr(self.settings, "fetch_batch", 64)
+        self._stateful = hasattr(self.logic, "export_state") and hasattr(self.logic, "import_state")
+        self._applied: dict[str, int] = {}  # stream -> MEDIA sequence of the last message applied
+        self._revisions: dict[str, int] = {}  # stream -> revision of its snapshot as this replica knows it
+        self._consumers: dict[int, Consumer] = {}
+        self.snapshot_stats = [0, 0, 0.0]  # snapshots, bytes, seconds (export + write)
+        self._kv = await self.bus.kv(STATE_BUCKET, history=1, ttl_s=STATE_TTL_S) if self._stateful else None
+        ttl = getattr(self.settings, "partition_lease_s", LEASE_TTL_S)
+        self._ack_wait = min(PARTITION_ACK_WAIT_S, ttl / 2)
+        for k in range(subjects.PARTITIONS):  # every partition keeps its MEDIA until someone takes it
+            await self.bus.declare_batches_consumer(self._durable(k), self._subjects(k), subjects.MEDIA_STREAM, batch=self._fetch,
+                                                    ack_wait_s=self._ack_wait, inactive_threshold_s=CONSUMER_INACTIVE_S)
         self._tasks = [asyncio.create_task(self._idle_sweep(), name=f"{self.name}:idle"),
                        asyncio.create_task(self._watch_lag(), name=f"{self.name}:lag")]
+        self.partitions = Partitions(self.bus, self.name, ttl_s=ttl, heartbeat_s=getattr(self.settings, "partition_heartbeat_s", HEARTBEAT_S))
+        await self.partitions.start(self._gain, self._lose)
+
+    def ready(self) -> bool:
+        """Serving once the bus is usable and the replica has joined its group."""
+        return bus_usable(self.bus) and bool(self.partitions.members)
+
+    def health_info(self) -> dict[str, str]:
+        held = getattr(self, "partitions", None)
+        return {"partitions": ",".join(map(str, sorted(held.held))) if held is not None else ""}
+
+    def _durable(self, partition: int) -> str:
+        return f"{self.name}-p{partition}"
+
+    def _subjects(self, partition: int) -> list[str]:
+        return [subjects.media(kind, partition=partition) for kind in self.media_kinds]
+
+    # Partitions --------------------------------------------------------------------
+    async def _gain(self, partition: int) -> None:
+        """Load the partition's streams from their snapshots, then start its consumer."""
+        restored = await self._restore(partition) if self._stateful else 0
+        self._consumers[partition] = self.bus.consume_batches(
+            self._durable(partition), self._subjects(partition), self.on_batch, subjects.MEDIA_STREAM, batch=self._fetch,
+            ack_wait_s=self._ack_wait, inactive_threshold_s=CONSUMER_INACTIVE_S, max_bytes=PARTITION_FETCH_BYTES,
+        )
+        self.log.info("partition taken", partition=partition, streams=restored)
+
+    async def _lose(self, partition: int) -> None:
+        """Stop the partition's consumer after the batch in hand (its state saved, its acks
+        sent), then forget its streams here."""
+        consumer = self._consumers.pop(partition, None)
+        if consumer is not None:
+            await consumer.stop()
+        async with self._lock:
+            dropped = [sid for sid in list(self.logic.streams) if subjects.partition_of(sid) == partition]
+            for sid in dropped:
+                _release(self.logic.streams, sid)
+                self._lag.forget(sid)
+            for sid in [s for s in self._applied if subjects.partition_of(s) == partition]:
+                self._applied.pop(sid, None)
+                self._revisions.pop(sid, None)
+        self.log.info("partition handed over", partition=partition, streams=len(dropped))
+
+    async def _restore(self, partition: int) -> int:
+        assert self._kv is not None
+        prefix = f"{self.name}.{partition}."
+        watcher = await self._kv.watch(f"{prefix}*", inactive_threshold=30.0)
+        entries = []
+        try:
+            while (entry := await watcher.updates(timeout=10.0)) is not None:
+                if entry.operation is None and entry.value:
+                    entries.append(entry)
+                if entry.delta == 0:
+                    break
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+        restored = 0
+        async with self._lock:
+            for entry in entries:
+                sid = entry.key[len(prefix):]
+                try:
+                    seq, state = _read_snapshot(entry.value)
+                    if state is None:
+                        _mark_finished(self.logic.streams, sid)
+                        STAGE_RESTORED.labels(self.name, "done").inc()
+                    else:
+                        await self._worker.run(self.logic.import_state, sid, state)
+                        STAGE_RESTORED.labels(self.name, "state").inc()
+                        restored += 1
+                except Exception as exc:  # the stream starts afresh here, its window flagged partial
+                    STAGE_RESTORED.labels(self.name, "unreadable").inc()
+                    self.log.error("stream snapshot unreadable; the stream starts afresh", stream_id=sid, error=repr(exc))
+                    continue
+                self._applied[sid] = seq
+                self._revisions[sid] = entry.revision
+        return restored
 
     async def stop(self) -> None:
+        # Every consumer ends its batch in hand at once (one by one, each would wait out its fetch),
+        # then each partition is handed over and its lease released.
+        await asyncio.gather(*(c.stop() for c in list(self._consumers.values())))
+        await self.partitions.stop()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -126,16 +270,67 @@ class FeatureStage(Service):
                 STAGE_REDELIVERED.labels(self.name).inc()
         async with self._lock:
             await self._publish_outbox()  # what a failed publish left behind goes first
+            # What the stream's saved state already holds is acknowledged, not applied again.
+            fresh = [i for i, m in enumerate(msgs) if _sequence(m) > self._applied.get(subjects.stream_of(m.subject), 0)]
+            STAGE_SKIPPED.labels(self.name).inc(len(msgs) - len(fresh))
             started = time.perf_counter()
-            result = await self._worker.run(self._step, [(m.subject, m.data) for m in msgs])
+            result = await self._worker.run(self._step, [(msgs[i].subject, msgs[i].data) for i in fresh])
             HANDLE_LATENCY.labels(self.name, "batch").observe(time.perf_counter() - started)
-            STAGE_REJECTED.labels(self.name).inc(len(result.rejected))
+            rejected = {fresh[i]: why for i, why in result.rejected.items()}
+            STAGE_REJECTED.labels(self.name).inc(len(rejected))
+            touched: dict[str, int] = {}
+            for i in fresh:
+                touched[subjects.stream_of(msgs[i].subject)] = _sequence(msgs[i])
             self._note_windows_seen(msgs)
             self._outbox += result.windows
             # The fetch is acknowledged once its windows are out, and must not come back: its
             # messages are in the logic's state already, so a failed publish is retried in place.
             await until_done(self._publish_outbox, "publishing windows", stage=self.name)
-        return result.rejected
+            self._applied.update(touched)
+            if self._stateful:
+                await self._save(list(touched))
+        return rejected
+
+    async def _save(self, streams: list[str]) -> None:
+        """Snapshot each stream (or its "done" entry) with its applied sequence; StaleLease when
+        another replica wrote one since (this replica's lease is gone: the batch is redelivered)."""
+        assert self._kv is not None
+        for sid in streams:
+            started = time.perf_counter()
+            live = sid in self.logic.streams
+            state = await self._worker.run(self.logic.export_state, sid) if live else None
+            value = _snapshot(self._applied.get(sid, 0), state)
+            key = f"{self.name}.{subjects.partition_of(sid)}.{sid}"
+
+            async def write() -> None:
+                last = self._revisions.get(sid)
+                if last is None:
+                    self._revisions[sid] = await self._kv.create(key, value)
+                else:
+                    self._revisions[sid] = await self._kv.update(key, value, last=last)
+
+            delay = 0.5
+            while True:  # like until_done, but a refused revision is final
+                try:
+                    await write()
+                    break
+                except KeyWrongLastSequenceError:
+                    STAGE_SNAPSHOTS.labels(self.name, "fenced").inc()
+                    raise StaleLease(f"{key} was written by another replica") from None
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.log.warning("saving stream state failed; retrying", stream_id=sid, error=repr(exc), retry_in_s=delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+            STAGE_SNAPSHOTS.labels(self.name, "state" if live else "done").inc()
+            STAGE_SNAPSHOT_BYTES.labels(self.name).inc(len(value))
+            self.snapshot_stats[0] += 1
+            self.snapshot_stats[1] += len(value)
+            self.snapshot_stats[2] += time.perf_counter() - started
+            if not live:  # finished: the "done" entry stays in KV; nothing more to remember here
+                self._applied.pop(sid, None)
+                self._revisions.pop(sid, None)
 
     def _ended(self) -> int:
         counts = self.logic.streams.counts
@@ -193,8 +388,11 @@ class FeatureStage(Service):
             await asyncio.sleep(period)
             try:
                 async with self._lock:
+                    before = set(self.logic.streams)
                     self._outbox += await self._worker.run(self._evict_idle)
                     await self._publish_outbox()
+                    if self._stateful:
+                        await self._save([sid for sid in before if sid not in self.logic.streams and sid in self._applied])
             except Exception as exc:  # NATS trouble: the outbox keeps the windows for the next try
                 self.log.warning("idle flush failed; will retry", error=repr(exc))
 
@@ -204,3 +402,23 @@ class FeatureStage(Service):
         while True:
             await asyncio.sleep(LAG_POLL_S)
             await self._lag.poll_heads(self.bus.js)
+
+
+def _sequence(msg: Msg) -> int:
+    return int(msg.metadata.sequence.stream) if msg.metadata and msg.metadata.sequence else 0
+
+
+def _release(table: StreamTable, stream_id: str) -> None:
+    """Forget a stream whose partition moved, without marking it finished (it is not)."""
+    # StreamTable has no public way to drop an entry without remembering it as finished.
+    table._entries.pop(stream_id, None)
+    table._seen.pop(stream_id, None)
+    table._gauge()
+
+
+def _mark_finished(table: StreamTable, stream_id: str) -> None:
+    """A stream another replica finished: its stragglers are late here too."""
+    table._entries.pop(stream_id, None)
+    table._seen.pop(stream_id, None)
+    table._finished[stream_id] = None
+    table._gauge()

@@ -25,7 +25,8 @@ import structlog
 
 from services.audio.analyzer import AudioAnalyzer, WindowFeatures
 from services.audio.tagger import OnnxTagger
-from streamsight import subjects
+from services.audio import iir, loudness, spectral
+from streamsight import statecodec, subjects
 from streamsight.bus import BadMessage
 from streamsight.inference import model_digest
 from streamsight.gen.media.v1 import media_pb2
@@ -186,6 +187,20 @@ class AudioStreams:
         if state is not None and state.done:
             log.warning("audio after the stream's last window dropped", stream_id=sid, windows=sorted(state.done))
 
+    def export_state(self, stream_id: str) -> bytes:
+        """The stream's whole state as bytes (streamsight.statecodec: no pickle); KeyError if none."""
+        state = self.streams.get(stream_id)
+        if state is None:
+            raise KeyError(stream_id)
+        return statecodec.dumps(state, _STATE_CLASSES, {"tagger": self.tagger})
+
+    def import_state(self, stream_id: str, data: bytes) -> None:
+        """Hold the stream as `export_state` left it (another replica's, its partition moved here)."""
+        state = statecodec.loads(data, _STATE_CLASSES, {"tagger": self.tagger})
+        if not isinstance(state, StreamState):
+            raise statecodec.StateError(f"the saved state is not audio's state of {stream_id!r}")
+        self.streams.entry(stream_id, lambda: state, from_start=False)
+
     def evict_idle(self, now: float | None = None) -> list[WindowResult]:
         """Streams whose last window record never came (ingest lost): their windows come out
         flagged partial, and the state goes, so memory stays bounded."""
@@ -198,3 +213,8 @@ class AudioStreams:
                 out.append(window_result(sid, w, None, state.done[w], self.window_s, partial=True))
             log.warning("audio stream idle; flushed without its last window record", stream_id=sid, windows=len(out))
         return out
+
+
+# What a stream's saved state may hold (export_state / import_state).
+_STATE_CLASSES = (StreamState, WindowBounds, AudioAnalyzer, WindowFeatures, loudness.KWeighting, iir.BlockIIR,
+                  spectral.SpectralAnalyzer)

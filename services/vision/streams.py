@@ -29,9 +29,11 @@ from pathlib import Path
 import numpy as np
 import structlog
 
+from services.vision import analyzer as _analyzer
 from services.vision.analyzer import AnalyzerConfig, StreamAnalyzer, WindowFeatures, process_streams
+from services.vision.features import PairStats, WindowAccumulator
 from services.vision.runtime import CNN_INPUT_SIZE, FLOW_MODEL, FRAME_MODEL, MOTION_MODEL, VisionModels
-from streamsight import subjects
+from streamsight import statecodec, subjects
 from streamsight.bus import BadMessage
 from streamsight.inference import model_digest
 from streamsight.gen.media.v1 import media_pb2
@@ -327,6 +329,22 @@ class VisionStreams:
         if state is not None and state.analyzer.dropped_frames:
             log.info("vision stream ended with dropped frames", stream_id=stream_id, dropped=state.analyzer.dropped_frames)
 
+    # ---- takeover (streamsight.stage) ----------------------------------------------------
+
+    def export_state(self, stream_id: str) -> bytes:
+        """The stream's whole state as bytes (streamsight.statecodec: no pickle); KeyError if none."""
+        state = self.streams.get(stream_id)
+        if state is None:
+            raise KeyError(stream_id)
+        return statecodec.dumps(state, _STATE_CLASSES, {"models": self.models})
+
+    def import_state(self, stream_id: str, data: bytes) -> None:
+        """Hold the stream as `export_state` left it (another replica's, its partition moved here)."""
+        state = statecodec.loads(data, _STATE_CLASSES, {"models": self.models})
+        if not isinstance(state, _Stream) or state.analyzer.stream_id != stream_id:
+            raise statecodec.StateError(f"the saved state is not vision's state of {stream_id!r}")
+        self.streams.entry(stream_id, lambda: state, from_start=False)
+
     def evict_idle(self, now: float | None = None) -> list[WindowResult]:
         """Flush streams that sent nothing for `idle_s` (ingest died before the last record);
         their remaining windows are emitted, flagged partial."""
@@ -339,3 +357,8 @@ class VisionStreams:
             log.warning("vision stream idle; flushed without its last window record", stream_id=sid, windows=len(flushed))
             out += flushed
         return out
+
+
+# What a stream's saved state may hold (export_state / import_state).
+_STATE_CLASSES = (_Stream, StreamAnalyzer, AnalyzerConfig, WindowAccumulator, PairStats, WindowBounds, WindowIn,
+                  _analyzer._Clock, _analyzer._FlowItem, _analyzer._CnnItem)
