@@ -69,7 +69,7 @@ class AudioService(FeatureStage):
 
     def health_info(self) -> dict[str, str]:
         info = {"tagger": self.info["tagger"], "provider": self.info["provider"], "producer": self._producer,
-                "intra_threads": str(self.settings.intra_threads)}
+                "intra_threads": str(self.settings.intra_threads), **super().health_info()}
         if self.tagger is not None:
             info["tagger_kind"] = self.settings.tagger_kind
             info["tagger_classes"] = str(len(self.tagger.classes))

@@ -47,7 +47,7 @@ class VisionService(FeatureStage):
 
     def health_info(self) -> dict[str, str]:
         s = self.settings
-        return {**self.info, "intra_threads": str(s.intra_threads or "auto"), "max_batch": str(s.max_batch)}
+        return {**self.info, "intra_threads": str(s.intra_threads or "auto"), "max_batch": str(s.max_batch), **super().health_info()}
 
     def producer(self) -> str:
         return PRODUCER_VERSION
