@@ -10,8 +10,10 @@ falls under the live drop policy). Streams start staggered over one window, as i
 channels would. No chat (fusion then does not wait for one; the events say their wait).
 
 Per stream it reports
-- whether it kept up (bench/live_stats.py says how that is judged: no frame dropped, every window
-  scored with all its modalities, score latency not growing);
+- whether it kept up (bench/live_stats.py says how that is judged: no gap, no frame dropped, every
+  window scored with all its modalities, score latency not growing); a round keeps up when every
+  stream does and no stage (glitch included, which no score waits for) was more than 15 s of
+  media behind ingest at the last lag sample while every source was still live;
 - frames dropped under the live drop policy (the window records' `frames_dropped`, read from
   NATS, and ingest's `streamsight_ingest_frames_dropped_total`);
 - latency, on the source's clock: a window's end is the wall time at which the live source
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import socket
 import sys
@@ -42,7 +45,7 @@ from pathlib import Path
 import nats
 
 from live_sources import LiveHlsServer, LiveStream, prepare_segments
-from live_stats import ProcSampler, keeps_up, percentile, rest_rss, scrape, summed
+from live_stats import MAX_LATENCY_S, ProcSampler, keeps_up, percentile, rest_rss, scrape, summed
 from streamsight import subjects
 from streamsight.app.results import StreamResults
 from streamsight.app.stack import running_stack
@@ -108,6 +111,7 @@ class Round:
     sampler: ProcSampler
     rest: dict[str, float]
     stage_lag: dict[str, float]
+    stage_lag_end: dict[str, float]  # each stage's lag at the last sample while every source was still live
     dropped_by_reason: dict[str, float]
     procs: list[str]
 
@@ -126,8 +130,13 @@ class Round:
         return out
 
     @property
+    def stages_behind(self) -> dict[str, float]:
+        """Stages (glitch too, which no score waits for) still over fusion's live deadline behind ingest as the sources ended."""
+        return {k: v for k, v in self.stage_lag_end.items() if v > MAX_LATENCY_S}
+
+    @property
     def all_keep_up(self) -> bool:
-        return all(v.keeps_up for v in self.verdicts())
+        return all(v.keeps_up for v in self.verdicts()) and not self.stages_behind
 
 
 def free_port_block(size: int) -> int:
@@ -167,6 +176,7 @@ async def run_round(sup, server: LiveHlsServer, n: int, tag: str, metrics_base: 
     gateway = sup.addresses()["gateway"]
     runs: dict[str, StreamRun] = {}
     stage_lag: dict[str, float] = {}
+    stage_lag_end: dict[str, float] = {}
     metric_ports = {name: metrics_base + SECTIONS[name].metrics_offset for name in sup.addresses()}
     before = {name: scrape(port) for name, port in metric_ports.items()}
 
@@ -188,6 +198,8 @@ async def run_round(sup, server: LiveHlsServer, n: int, tag: str, metrics_base: 
                     if name == "streamsight_stage_lag_seconds":
                         stage = dict(labels).get("stage", "?")
                         stage_lag[stage] = max(stage_lag.get(stage, 0.0), value)
+                        if time.time() < min((r.live.t0 + r.live.duration_s for r in runs.values()), default=math.inf):
+                            stage_lag_end[stage] = value
             await asyncio.sleep(SCRAPE_S)
 
     async with channel(gateway) as ch:
@@ -237,7 +249,7 @@ async def run_round(sup, server: LiveHlsServer, n: int, tag: str, metrics_base: 
     for reason in ("backlog", "media_full"):
         dropped[reason] = summed(after.get("ingest", {}), "streamsight_ingest_frames_dropped_total", reason=reason) - summed(
             before.get("ingest", {}), "streamsight_ingest_frames_dropped_total", reason=reason)
-    return Round(n, list(runs.values()), wall, sampler, rest, stage_lag, dropped, sorted(procs))
+    return Round(n, list(runs.values()), wall, sampler, rest, stage_lag, stage_lag_end, dropped, sorted(procs))
 
 
 def fmt(value: float, digits: int = 1) -> str:
@@ -268,7 +280,9 @@ def report(r: Round, out=sys.stdout) -> dict:
     print(f"all streams: score latency p50 {fmt(p(all_score, 50), 2)} s p95 {fmt(p(all_score, 95), 2)} s; highlight latency "
           f"p50 {fmt(p(all_hl, 50), 2)} s p95 {fmt(p(all_hl, 95), 2)} s ({len(all_hl)} highlights); ingest p50 {fmt(p(all_ingest, 50), 2)} s; "
           f"ingest's drop counter: {', '.join(f'{k} {v:.0f}' for k, v in r.dropped_by_reason.items())}", file=out)
-    print(f"largest stage lag (streamsight_stage_lag_seconds): {', '.join(f'{k} {v:.1f} s' for k, v in sorted(r.stage_lag.items())) or '-'}", file=out)
+    print(f"stage lag (streamsight_stage_lag_seconds), largest / as the sources ended: "
+          f"{', '.join(f'{k} {v:.1f} / {r.stage_lag_end.get(k, math.nan):.1f} s' for k, v in sorted(r.stage_lag.items())) or '-'}"
+          f"{'; over ' + str(MAX_LATENCY_S) + ' s: ' + ', '.join(r.stages_behind) if r.stages_behind else ''}", file=out)
     ours = sum(r.sampler.cpu.values())
     print(f"{'process':<12}{'CPU s':>8}{'cores':>7}{'RSS rest':>10}{'peak':>8}{'mean':>8}", file=out)
     for name in r.procs:
@@ -279,8 +293,11 @@ def report(r: Round, out=sys.stdout) -> dict:
           f"({others / r.wall_s:.2f} cores) of {os.cpu_count()} cores x {r.wall_s:.0f} s", file=out)
     stack_cpu = ours - r.sampler.cpu.get("bench", 0.0)
     per_stream = stack_cpu / r.wall_s / r.n
-    print(f"cores per stream: {per_stream:.3f} (the stack's CPU seconds / wall seconds / N): {os.cpu_count()} idle cores would hold "
-          f"about {os.cpu_count() / per_stream:.1f} such streams at this load per stream", file=out)
+    if r.all_keep_up:
+        print(f"cores per stream: {per_stream:.3f} (the stack's CPU seconds / wall seconds / N): {os.cpu_count()} idle cores would hold "
+              f"at most {os.cpu_count() / per_stream:.1f} such streams", file=out)
+    else:
+        print(f"cores per stream: {per_stream:.3f}, an underestimate: the streams fell behind, work was left undone", file=out)
     print(f"RSS per active stream: {r.rss_per_stream():.0f} MB (stack peak {r.sampler.total_peak - r.sampler.peak['bench']:.0f} MB, "
           f"at rest {r.stack_rest():.0f} MB)", file=out)
     out.flush()
@@ -288,7 +305,7 @@ def report(r: Round, out=sys.stdout) -> dict:
         "n": r.n, "wall_s": r.wall_s, "all_keep_up": r.all_keep_up, "streams": rows,
         "score_latency_p50_s": p(all_score, 50), "score_latency_p95_s": p(all_score, 95),
         "highlight_latency_p50_s": p(all_hl, 50), "highlight_latency_p95_s": p(all_hl, 95), "highlights": len(all_hl),
-        "dropped_by_reason": r.dropped_by_reason, "stage_lag_max_s": r.stage_lag,
+        "dropped_by_reason": r.dropped_by_reason, "stage_lag_max_s": r.stage_lag, "stage_lag_end_s": r.stage_lag_end,
         "cpu_s": r.sampler.cpu, "rss_rest_mb": r.rest, "rss_peak_mb": r.sampler.peak, "rss_mean_mb": r.sampler.mean,
         "other_cpu_s": others, "rss_per_stream_mb": r.rss_per_stream(), "cores_per_stream": per_stream,
     }
