@@ -27,6 +27,7 @@ from streamsight.ingestroute import PLACEMENTS_BUCKET, REPLICAS_BUCKET, Placemen
 from streamsight.telemetry import MESSAGES_FAILED
 
 log = structlog.get_logger(__name__)
+WRITE_TIMEOUT_S = 2.0  # a KV write on loopback or in a cluster takes milliseconds
 
 
 class ReplicaAgent:
@@ -42,6 +43,7 @@ class ReplicaAgent:
         self.running = running
         self.replicas: KeyValue | None = None
         self.placements: KeyValue | None = None
+        self.writable = True
 
     async def open(self) -> None:
         js = self.bus.js
@@ -56,13 +58,28 @@ class ReplicaAgent:
         MESSAGES_FAILED.labels("ingest", "replica_kv").inc()
         log.warning(f"replica {what} failed", error=repr(exc), **fields)
 
+    async def _write(self, op):
+        """A KV write, bounded in time: a write NATS refuses (a login without the bucket) is never
+        answered, and a stream start must not wait out the client's timeout for it. `writable` says
+        whether the last write went through (start_stream does not wait for a placement while not)."""
+        try:
+            result = await asyncio.wait_for(op, WRITE_TIMEOUT_S)
+        except KeyWrongLastSequenceError:
+            self.writable = True  # NATS answered: a lost race, not a refusal
+            raise
+        except BaseException:
+            self.writable = False
+            raise
+        self.writable = True
+        return result
+
     async def beat(self) -> None:
         """Say this replica is alive, where, and with which streams."""
         assert self.replicas is not None
         record = Replica(self.id, self.address(), self.capacity, sorted(self.running()))
         record.beat_at = asyncio.get_running_loop().time()
         try:
-            await self.replicas.put(self.id, record.to_bytes())
+            await self._write(self.replicas.put(self.id, record.to_bytes()))
         except Exception as exc:  # noqa: BLE001 -- the streams go on; placement just cannot see us
             self._failed("heartbeat", exc)
 
@@ -70,7 +87,7 @@ class ReplicaAgent:
         """A graceful stop: the record goes at once (its streams are stopped, nothing to take over)."""
         assert self.replicas is not None
         try:
-            await self.replicas.delete(self.id)
+            await self._write(self.replicas.delete(self.id))
         except Exception as exc:  # noqa: BLE001
             self._failed("leave", exc)
 
@@ -98,7 +115,7 @@ class ReplicaAgent:
         """A stream started here on request: the placement names this replica."""
         assert self.placements is not None
         try:
-            await self.placements.put(stream_id, Placement.here(self.id, self.address()).to_bytes())
+            await self._write(self.placements.put(stream_id, Placement.here(self.id, self.address()).to_bytes()))
         except Exception as exc:  # noqa: BLE001
             self._failed("placement write", exc, stream_id=stream_id)
 
@@ -108,7 +125,7 @@ class ReplicaAgent:
         try:
             entry = await self.placements.get(stream_id)
             if entry.value and Placement.from_bytes(entry.value).replica == self.id:
-                await self.placements.delete(stream_id, last=entry.revision)
+                await self._write(self.placements.delete(stream_id, last=entry.revision))
         except (KeyNotFoundError, KeyDeletedError, KeyWrongLastSequenceError):
             return
         except Exception as exc:  # noqa: BLE001
@@ -127,7 +144,7 @@ class ReplicaAgent:
             except (KeyNotFoundError, KeyDeletedError):
                 entry = None
             if entry is None or not entry.value:
-                await self.placements.create(stream_id, Placement.here(self.id, self.address()).to_bytes())
+                await self._write(self.placements.create(stream_id, Placement.here(self.id, self.address()).to_bytes()))
                 return ""
             try:
                 prev = Placement.from_bytes(entry.value)
@@ -137,7 +154,7 @@ class ReplicaAgent:
             if before != self.id and before in live:
                 return None
             taken = Placement.here(self.id, self.address(), takeover_from=prev.takeover_from if before == self.id else before)
-            await self.placements.update(stream_id, taken.to_bytes(), last=entry.revision)
+            await self._write(self.placements.update(stream_id, taken.to_bytes(), last=entry.revision))
             return before
         except KeyWrongLastSequenceError:
             return None  # another replica claimed it first

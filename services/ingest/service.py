@@ -243,7 +243,10 @@ class IngestService(Service):
                                 store=self.resume_store, point=point, resumed=resume, taken_from=taken_from,
                                 replica=self.replica.id)
         if resume is None:  # first: another replica must not take a resume point without a placement for its own
-            await self.replica.placed(request.stream_id)
+            if self.replica.writable:
+                await self.replica.placed(request.stream_id)
+            else:  # its writes time out (refused?): the start does not wait for it
+                self._later(self.replica.placed(request.stream_id), "ingest:place")
         if point is not None:
             await self.resume_store.save(request.stream_id, point)  # type: ignore[union-attr]
         stream.task = asyncio.create_task(stream.run(), name=f"ingest:{request.stream_id}")
