@@ -130,6 +130,9 @@ class IngestService(Service):
             current = self.streams.get(stream_id)
             if current is not None and current.task is not None and not current.task.done():
                 continue  # running here
+            if current is not None and current.state in TERMINAL:  # it ended here and its point's deletion failed
+                await self.resume_store.forget(stream_id)
+                continue
             if len(self.running()) >= self.settings.max_streams:
                 break  # full: another replica takes the rest
             taken_from = await self.replica.claim(stream_id, live)
