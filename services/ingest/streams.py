@@ -12,7 +12,11 @@ again from such a point after a crash publishes nothing of the windows already p
 is decoded again from its start (so every frame, sample and chunk gets the same number and
 message id as before, and what the killed run sent past its last save is dropped by JetStream's
 duplicate window), a live source goes on from now, its media clock and numbering continued past
-the outage. Its first status says reason "resumed" and the outage in gap_s.
+the outage. Its first status says reason "resumed" and the outage in gap_s; when another replica
+took the stream over from a dead one (service.py), the detail names both.
+
+Hand-over: a stream whose placement another replica took stops here without a word (no last
+window record, no status, its resume point kept): the new holder goes on from that point.
 """
 
 from __future__ import annotations
