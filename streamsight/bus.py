@@ -772,12 +772,14 @@ class Bus:
         HANDLE_LATENCY.labels(self.service, pattern).observe(time.perf_counter() - started)
 
     async def consumer_pending(self, stream: str, durable: str) -> int:
-        """Messages not yet acknowledged by a durable consumer (0 if it does not exist yet)."""
+        """Messages not yet acknowledged by a durable consumer (0 if it does not exist yet); for
+        a partitioned stage's name ("vision"), the sum over its partitions' `<name>-p<k>`."""
         try:
-            info = await self.js.consumer_info(stream, durable)
+            infos = [await self.js.consumer_info(stream, durable)]
         except NotFoundError:
-            return 0
-        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+            prefix = f"{durable}-p"
+            infos = [i for i in await self.js.consumers_info(stream) if i.name.startswith(prefix) and i.name[len(prefix):].isdigit()]
+        return sum(int(i.num_pending or 0) + int(i.num_ack_pending or 0) for i in infos)
 
     async def read_all(self, stream: str, subject: str) -> list[Msg]:
         """Every message `stream` holds on `subject` (wildcards allowed) right now, in order."""

@@ -64,7 +64,7 @@ from streamsight.gen.media.v1 import media_pb2
 from streamsight.lag import MediaLag
 from streamsight.lifecycle import StreamTable
 from streamsight.partitions import HEARTBEAT_S, LEASE_TTL_S, Partitions
-from streamsight.service import Service, bus_usable
+from streamsight.service import Service
 from streamsight.telemetry import HANDLE_LATENCY, current_trace_id, stream_attributes, tracer
 from streamsight.windows import WindowResult, feature_record
 from streamsight.worker import Worker
@@ -175,9 +175,6 @@ class FeatureStage(Service):
         self.partitions = Partitions(self.bus, self.name, ttl_s=ttl, heartbeat_s=getattr(self.settings, "partition_heartbeat_s", HEARTBEAT_S))
         await self.partitions.start(self._gain, self._lose)
 
-    def ready(self) -> bool:
-        """Serving once the bus is usable and the replica has joined its group."""
-        return bus_usable(self.bus) and bool(self.partitions.members)
 
     def health_info(self) -> dict[str, str]:
         held = getattr(self, "partitions", None)
