@@ -115,15 +115,21 @@ class Partitions:
         return f"{self.group}.p.{partition}"
 
     async def start(self, on_gain: Callback, on_lose: Callback) -> None:
-        """Join the group and start taking partitions (in the background)."""
+        """Join the group, take the free partitions that are this replica's, then go on in the
+        background (partitions other replicas still hold come when they let go or expire)."""
         self._on_gain, self._on_lose = on_gain, on_lose
         self._kv = await self.bus.kv(self.bucket, history=1, ttl_s=self.ttl_s)
-        await self._kv.put(self._member_key(), str(time.time()).encode())
-        self._tasks = [
-            asyncio.create_task(self._beat(), name=f"partitions:{self.group}:beat"),
-            asyncio.create_task(self._rebalance(), name=f"partitions:{self.group}:rebalance"),
-        ]
         PARTITIONS_HELD.labels(self.group).set(0)
+        self._tasks = [asyncio.create_task(self._beat(), name=f"partitions:{self.group}:beat")]
+        # One beat first: replicas started together then see each other, instead of the first
+        # one taking every partition and handing most of them over again.
+        await asyncio.sleep(self.heartbeat_s)
+        try:
+            async with self._round_lock:
+                await self._rebalance_once()
+        except Exception as exc:  # NATS trouble: the background rounds retry
+            log.warning("partition rebalance failed; will retry", group=self.group, error=repr(exc))
+        self._tasks.append(asyncio.create_task(self._rebalance(), name=f"partitions:{self.group}:rebalance"))
 
     async def stop(self) -> None:
         """Leave the group: every partition is lost (on_lose) and released, then the member key."""
@@ -174,10 +180,8 @@ class Partitions:
                 self._lost.add(partition)
 
     async def _rebalance(self) -> None:
-        # The first round after a beat: replicas started together then see each other, instead
-        # of the first one taking every partition and handing most of them over again.
-        await asyncio.sleep(self.heartbeat_s)
         while not self._stopping:
+            await asyncio.sleep(self.heartbeat_s)
             try:
                 async with self._round_lock:
                     if not self._stopping:
@@ -186,7 +190,6 @@ class Partitions:
                 raise
             except Exception as exc:
                 log.warning("partition rebalance failed; will retry", group=self.group, error=repr(exc))
-            await asyncio.sleep(self.heartbeat_s)
 
     async def _rebalance_once(self) -> None:
         members, holders = await self._read()

@@ -3,12 +3,13 @@
 At start the configured tagger (an AudioSet-ontology ONNX model, optional) is loaded and
 warmed up; without one the service runs on loudness and spectral features and says so in
 its log and health. The rest is the feature-stage runtime (streamsight.stage): one durable
-batch consumer, "audio", reads streamsight.media.v1.audio.<stream> (AudioChunks) and
-streamsight.media.v1.windows.<stream> (window records) in stored order, `AudioStreams`
-(streams.py) turns them into windows, and each is published on
-streamsight.features.v1.audio.<stream> with message id `<stream>:audio:<i>` before the fetch
-is acknowledged. If the service dies before a window is published, that window comes out
-"partial" after the restart (its earlier chunks are gone), never twice.
+batch consumer per partition this replica holds, "audio-p<k>", reads
+streamsight.media.v1.audio.<k>.<stream> (AudioChunks) and streamsight.media.v1.windows.<k>.<stream>
+(window records) in stored order, `AudioStreams` (streams.py) turns them into windows, and each
+is published on streamsight.features.v1.audio.<k>.<stream> with message id `<stream>:audio:<i>`
+before the fetch is acknowledged. Each stream's state is saved after every fetch
+(`AudioStreams.export_state`), so a replica that takes a partition over (after a kill, a stop or
+a rebalance) goes on with it: every window comes out once and as one replica would make it.
 
 All number crunching (loudness, spectral features, tagger inference) runs in the runtime's
 worker thread, one fetch at a time, so the event loop stays free.

@@ -2,17 +2,19 @@
 
 At start the three ONNX models are opened once (CUDA provider when a GPU is visible, else
 CPU; see streamsight.inference) and warmed up; the provider is logged and reported in health.
-The rest is the feature-stage runtime (streamsight.stage): one durable batch consumer,
-"vision", reads
+The rest is the feature-stage runtime (streamsight.stage): one durable batch consumer per
+partition k this replica holds, "vision-p<k>", reads
 
-  streamsight.media.v1.frames_flow.*   gray flow frames (ingest: 5 fps, 320 px wide)
-  streamsight.media.v1.frames_cnn.*    RGB 224x224 frames (ingest: 1 fps)
-  streamsight.media.v1.windows.*       window records: the clock that finishes windows
+  streamsight.media.v1.frames_flow.<k>.*   gray flow frames (ingest: 5 fps, 320 px wide)
+  streamsight.media.v1.frames_cnn.<k>.*    RGB 224x224 frames (ingest: 1 fps)
+  streamsight.media.v1.windows.<k>.*       window records: the clock that finishes windows
 
 in stored order; each fetch (frames of many streams mixed) is analysed in one pass
 (`VisionStreams.step`: one batched inference per fetch), and each finished window is
-published on streamsight.features.v1.vision.<stream> with message id `<stream>:vision:<i>`
-before the fetch is acknowledged.
+published on streamsight.features.v1.vision.<k>.<stream> with message id `<stream>:vision:<i>`
+before the fetch is acknowledged. Each stream's state (previous flow frame, window
+accumulators) is saved after every fetch (`VisionStreams.export_state`), so a replica that takes
+a partition over goes on with its streams exactly.
 """
 
 from __future__ import annotations
