@@ -37,10 +37,10 @@ def decode_only(path: Path) -> float:
     return time.perf_counter() - started
 
 
-async def timed_job(sup: Supervisor, source: Path, chat: Path, out: Path) -> tuple[float, dict]:
+async def timed_job(sup: Supervisor, source: Path, chat: Path, out: Path, progress: Progress | None = None) -> tuple[float, dict]:
     options = JobOptions(source=str(source), chat=str(chat), out=out, gateway=sup.addresses()["gateway"], wait_s=600)
     started = time.perf_counter()
-    results = await run_job(sup.addresses()["gateway"], options, [c.spec.name for c in sup.children], Progress(io.StringIO()))
+    results = await run_job(sup.addresses()["gateway"], options, [c.spec.name for c in sup.children], progress or Progress(io.StringIO()))
     took = time.perf_counter() - started
     missing = sum(1 for score in results.scores.values() if score.missing)
     return took, {"windows": len(results.scores), "missing": missing, "highlights": len(results.highlights), "duration": results.duration_s}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import io
 import json
 import os
 import re
@@ -31,6 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_analyze import decode_only, make_inputs, timed_job  # noqa: E402
+
+from streamsight.app.analyze import Progress  # noqa: E402
 
 from streamsight.app.supervisor import Supervisor  # noqa: E402
 from streamsight.config import env_name  # noqa: E402
@@ -46,6 +49,29 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14, 15 of stat)
+
+
+class Timeline(Progress):
+    """Progress that remembers when media was ingested and windows were scored (seconds into the job)."""
+
+    def __init__(self) -> None:
+        super().__init__(io.StringIO())
+        self.ingested_at: list[tuple[float, float]] = []
+        self.scored_at: list[tuple[float, int]] = []
+
+    def show(self, r, force: bool = False) -> None:
+        t = time.monotonic() - self.started
+        if not self.ingested_at or r.media_time_s > self.ingested_at[-1][1]:
+            self.ingested_at.append((t, r.media_time_s))
+        if not self.scored_at or len(r.scores) > self.scored_at[-1][1]:
+            self.scored_at.append((t, len(r.scores)))
+
+    def summary(self, duration: float) -> str:
+        ends = [t for t, m in self.ingested_at if m >= duration - 0.5]
+        first = next((t for t, n in self.scored_at if n > 0), None)
+        last = self.scored_at[-1][0] if self.scored_at else None
+        return (f"ingest reached the end at {ends[0] if ends else float('nan'):.1f} s; windows scored: first at "
+                f"{first if first is not None else float('nan'):.1f} s, last at {last if last is not None else float('nan'):.1f} s")
 
 
 def thread_times(pid: int) -> dict[int, tuple[str, float]]:
@@ -153,7 +179,8 @@ async def main() -> None:
                 before = {n: cpu_seconds(p) for n, p in pids.items()}
                 watch = ThreadWatch(pids)
                 poller = asyncio.create_task(watch.run())
-                job_s, facts = await timed_job(sup, source, chat, folder / "out")
+                timeline = Timeline()
+                job_s, facts = await timed_job(sup, source, chat, folder / "out", timeline)
                 poller.cancel()
                 watch.poll()
                 after = {n: cpu_seconds(p) for n, p in pids.items()}
@@ -170,6 +197,7 @@ async def main() -> None:
     print(f"decode only (PyAV): {decode_s:7.2f} s = {d / decode_s:5.1f}x real time")
     print(f"analyze job:        {job_s:7.2f} s = {d / job_s:5.1f}x real time")
     print(f"job / decode-only throughput ratio: {decode_s / job_s:.3f}")
+    print(timeline.summary(d))
     print(f"\ncore-seconds during the job (wall {job_s:.1f} s, {total / job_s:.2f} cores busy on average):")
     for name, s in sorted(cpu.items(), key=lambda kv: -kv[1]):
         print(f"  {name:18s} {s:7.2f} s  {100 * s / total:5.1f} %  ({s / d * 1000:6.1f} ms per media second)")
