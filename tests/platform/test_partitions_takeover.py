@@ -106,8 +106,9 @@ async def holders(bus) -> dict[int, str]:
     return out
 
 
-async def run_scenario(bus, url, folder, audio, scenario: str) -> dict:
-    sids = [f"{scenario}-{n}" for n in range(STREAMS)]
+async def run_scenario(bus, url, folder, audio, scenario: str, tag: str = "") -> dict:
+    """`scenario` "kill" or "join"; `tag` makes stream and replica names unique (repeated runs)."""
+    sids = [f"{scenario}{tag}-{n}" for n in range(STREAMS)]
     ticks = {sid: stream_messages(sid, np.roll(audio, -n * 7 * RATE)) for n, sid in enumerate(sids)}
     want = {sid: expected(t) for sid, t in ticks.items()}
     published: dict[tuple[str, int], int] = {}
@@ -117,8 +118,8 @@ async def run_scenario(bus, url, folder, audio, scenario: str) -> dict:
         published[(rec.stream_id, rec.window)] = published.get((rec.stream_id, rec.window), 0) + 1
 
     sub = await bus.nc.subscribe(subjects.features("audio", ">"), cb=on_feature)
-    a = Replica(url, f"audio-a-{scenario}", folder)
-    b = Replica(url, f"audio-b-{scenario}", folder) if scenario == "kill" else None
+    a = Replica(url, f"audio-a-{scenario}{tag}", folder)
+    b = Replica(url, f"audio-b-{scenario}{tag}", folder) if scenario == "kill" else None
     replicas = [a] + ([b] if b else [])
     facts: dict = {}
     try:
@@ -138,13 +139,13 @@ async def run_scenario(bus, url, folder, audio, scenario: str) -> dict:
                     victim = a.proc.pid
                     os.kill(victim, signal.SIGKILL)
                     facts["killed_at"] = time.monotonic()
-                    facts["victim_partitions"] = [k for k, h in (await holders(bus)).items() if h == f"audio-a-{scenario}"]
+                    facts["victim_partitions"] = [k for k, h in (await holders(bus)).items() if h == f"audio-a-{scenario}{tag}"]
                 else:
-                    b = Replica(url, f"audio-b-{scenario}", folder)
+                    b = Replica(url, f"audio-b-{scenario}{tag}", folder)
                     replicas.append(b)
             await asyncio.sleep(TICK_S)
         if scenario == "kill":
-            survivor = f"audio-b-{scenario}"
+            survivor = f"audio-b-{scenario}{tag}"
             deadline = time.monotonic() + 60
             while set((await holders(bus)).values()) != {survivor} or len(await holders(bus)) < subjects.PARTITIONS:
                 assert time.monotonic() < deadline, "the survivor did not take every partition"
@@ -170,7 +171,7 @@ async def run_scenario(bus, url, folder, audio, scenario: str) -> dict:
         facts["republished"] = sum(n - 1 for n in published.values())
         facts["windows"] = sum(len(v) for v in stored.values())
         if scenario == "join":
-            facts["b_partitions"] = sorted(k for k, h in (await holders(bus)).items() if h == f"audio-b-{scenario}")
+            facts["b_partitions"] = sorted(k for k, h in (await holders(bus)).items() if h == f"audio-b-{scenario}{tag}")
         return facts
     finally:
         await sub.unsubscribe()
