@@ -66,8 +66,10 @@ def flow_pair_stats(flow: np.ndarray, time_scale: float = 1.0) -> PairStats:
     n_moving = int(moving.sum())
     coherence = 0.0
     if n_moving >= MIN_MOVING_SHARE * mag.size:
-        unit = f[:, moving] / mag[moving]
-        coherence = float(np.hypot(unit[0].mean(), unit[1].mean()))
+        # one component at a time: f[:, moving] (a 2-D mask under a leading axis) took numpy's
+        # slow indexing path, 1.1 ms of a pair's 2.4; the same values, so the same means
+        m = mag[moving]
+        coherence = float(np.hypot((f[0][moving] / m).mean(), (f[1][moving] / m).mean()))
     return PairStats(
         mag_mean=float(mag.mean()),
         mag_p99=float(np.percentile(mag, 99)),

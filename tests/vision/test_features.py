@@ -127,3 +127,27 @@ def test_hard_cut_is_counted(models, vtest_gray, bbb_gray):
     assert f["scene_cuts"] == 1
     assert f["flow_pairs"] == 48  # the pair across the cut is not measured
     assert f["brightness_change"] > 0
+
+
+def test_direction_coherence_is_the_mean_unit_vector_of_the_moving_pixels(models, vtest_gray, bbb_gray):
+    # flow_pair_stats takes the moving pixels one component at a time (for speed); the value
+    # must be exactly the straightforward formula's, on real flows and on a uniform pan
+    from services.vision.features import BORDER, MOVING_THRESHOLD, REFERENCE_WIDTH, flow_pair_stats
+
+    v, b = vtest_gray[0], bbb_gray[0]
+    flows = list(models.flow(np.stack([v[0], v[40], v[80]]), np.stack([v[2], v[42], v[82]])))
+    flows += list(models.flow(np.stack([b[0], b[60]]), np.stack([b[5], b[65]])))
+    pan = np.zeros((2, H, W), np.float32)
+    pan[0], pan[1] = 3.0, -1.0
+    checked = 0
+    for flow in flows + [pan]:
+        h, w = flow.shape[1:]
+        f = flow[:, BORDER : h - BORDER, BORDER : w - BORDER].astype(np.float32) * (REFERENCE_WIDTH / w)
+        mag = np.hypot(f[0], f[1])
+        moving = mag > MOVING_THRESHOLD
+        unit = f[:, moving] / mag[moving]
+        expected = float(np.hypot(unit[0].mean(), unit[1].mean())) if moving.sum() >= 0.005 * mag.size else 0.0
+        assert flow_pair_stats(flow).coherence == expected
+        checked += expected > 0
+    assert checked >= 3  # real motion took the coherence path, not only the pan
+    assert flow_pair_stats(pan).coherence == pytest.approx(1.0)
