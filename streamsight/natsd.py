@@ -234,11 +234,15 @@ class NatsCluster:
     """`size` nats-server nodes routed to each other on loopback, JetStream on each
     (`<data_dir>/n1`, `n2`, ...). `url`: every node's address, comma-separated."""
 
-    def __init__(self, data_dir: Path, size: int = 3, name: str = "streamsight", users: list[natsauth.User] | None = None, **options):
+    def __init__(
+        self, data_dir: Path, size: int = 3, name: str = "streamsight", users: list[natsauth.User] | None = None, port: int = 0, **options
+    ):
         if size < 1:
             raise ValueError(f"a cluster has at least one node, not {size}")
         self.data_dir = Path(data_dir)
         ports = distinct_free_ports(3 * size)  # client, monitoring and route port of every node
+        if port:  # the first node's client port is given
+            ports = [port, *(p for p in ports if p != port)][: 3 * size]
         routes = tuple(ports[2 * size :])
         self.nodes = [
             NatsServer(

@@ -73,7 +73,7 @@ def _up(args) -> int:
     from streamsight.app.supervisor import run_up
 
     only = [s.strip() for s in args.only.split(",")] if args.only else None
-    return asyncio.run(run_up(Path(args.data_dir), args.nats_port, args.gateway_port, only, args.replicas))
+    return asyncio.run(run_up(Path(args.data_dir), args.nats_port, args.gateway_port, only, args.replicas, args.nats_nodes))
 
 
 def _label(text: str) -> tuple[str, str]:
@@ -255,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--nats-port", type=int, default=4222, help="NATS client port (default 4222)")
     up.add_argument("--gateway-port", type=int, default=50051, help="public gRPC API port (default 50051)")
     up.add_argument("--only", default="", help="comma-separated services to start (default: all built)")
+    up.add_argument(
+        "--nats-nodes", type=int, default=1, metavar="N",
+        help="run NATS as a JetStream cluster of N nats-servers on loopback (default 1); set nats_replicas (e.g. 3) for copies on each",
+    )
     up.add_argument(
         "--replicas", default="", metavar="SERVICE=N,...",
         help="processes per service, e.g. vision=2,glitch=2 (default: each service's replicas setting, 1); each has its own ports and STREAMSIGHT_REPLICA_ID=<service>-<n>",

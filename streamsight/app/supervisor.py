@@ -8,6 +8,11 @@ on the same port with the same data folder (file-backed streams survive; the in-
 stream does not, and the services re-create it when they reconnect). Ctrl-C or SIGTERM stops
 the services (SIGTERM, then SIGKILL after a grace period) and then NATS.
 
+`up --nats-nodes 3` runs NATS as a JetStream cluster of that many nats-servers on loopback
+(`nats-1` on the NATS port, the others on free ports, each with its own folder, log prefix and
+restart), and every service gets all their URLs; with `nats_replicas: 3` the streams and KV
+buckets then keep a copy on each (README "Scaling out").
+
 NATS requires credentials (streamsight.natsauth): each service logs in as itself, with random
 passwords kept in `<data_dir>/nats-users.json` (mode 0600), and may publish only its own
 subjects; `admin` (same file) may do anything. Its URL reaches each service as its
@@ -55,7 +60,7 @@ from streamsight.config import (
     section_class,
 )
 from streamsight import natsauth
-from streamsight.natsd import NatsServer, distinct_free_ports, free_port
+from streamsight.natsd import NatsCluster, NatsServer, distinct_free_ports, free_port
 from streamsight.telemetry import NATS_SERVER_RESTARTS, NATS_SLOW_CONSUMERS
 
 STATE_FILE = "up.json"
@@ -64,6 +69,7 @@ CONFIG_ERROR_EXIT = 2
 SLOW_CONSUMER = "Slow Consumer Detected"
 _CLIENT_NAME = re.compile(r"streamsight-([A-Za-z0-9_.-]+)")  # Bus.connect names each client so
 MAX_BACKOFF_S = 30.0
+MAX_NATS_NODES = 5
 REPLICA_ID_ENV = "STREAMSIGHT_REPLICA_ID"  # streamsight.partitions.replica_id() reads it
 METRICS_STEP = 10  # replica n serves metrics on the first replica's port + 10 * (n - 1)
 STABLE_S = 30.0  # a process that ran this long before exiting restarts with the shortest backoff
@@ -207,6 +213,7 @@ class Supervisor:
         grace_s: float = 8.0,
         nats_auth: bool = True,
         replicas: dict[str, int] | None = None,
+        nats_nodes: int = 1,
     ):
         self.data_dir = Path(data_dir).resolve()
         self.base_env, self._env_notes = sectioned_environment(dict(os.environ))
@@ -214,11 +221,17 @@ class Supervisor:
         if nats_auth:
             passwords = natsauth.credentials(self.data_dir / CREDENTIALS_FILE, [natsauth.ADMIN, natsauth.READER, *SECTIONS])
             users = natsauth.users(passwords, self._buckets())
-        self.nats = NatsServer(self.data_dir / "nats", port=nats_port, log_pipe=True, users=users)
+        if not 1 <= nats_nodes <= MAX_NATS_NODES:
+            raise ConfigError(f"--nats-nodes {nats_nodes}: `up` runs 1 to {MAX_NATS_NODES} nats-servers")
+        if nats_nodes == 1:
+            self.nats_nodes = [NatsServer(self.data_dir / "nats", port=nats_port, log_pipe=True, users=users)]
+        else:  # a JetStream cluster on loopback: nats-1 on nats_port, the others on free ports
+            self.nats_nodes = NatsCluster(self.data_dir / "nats", size=nats_nodes, name="nats", users=users, port=nats_port, log_pipe=True).nodes
+        self.nats = self.nats_nodes[0]
         self.nats_restarts = 0
         self.slow_consumers: dict[str, int] = {}  # by client (service) name, from the server's log
-        self._nats_task: asyncio.Task | None = None
-        self._back = False
+        self._nats_tasks: list[asyncio.Task] = []
+        self._back: set[str] = set()  # nodes restarted and not yet ready
         self._recovery: asyncio.Task | None = None
         self._stop_event = asyncio.Event()
         # free_ports: every service on a free port (an embedded stack beside a running `up`).
@@ -241,10 +254,14 @@ class Supervisor:
         self._stopping = False
         self.replicas = self._replica_counts(replicas or {})
         copies = user_value("gateway", "nats_replicas", self.base_env)
-        if copies is not None and str(copies).strip() != "1":
+        try:
+            too_many = copies is not None and int(copies) > len(self.nats_nodes)
+        except (TypeError, ValueError):
+            too_many = False  # not a number: the services say so
+        if too_many:
             raise ConfigError(
-                f"nats_replicas / {env_name('', 'nats_replicas')} is {copies}: `up` runs one nats-server, which keeps one copy;"
-                " a cluster runs from docker-compose.yml or deploy/k8s (README: Operations)"
+                f"nats_replicas / {env_name('', 'nats_replicas')} is {copies}, more copies than `up`'s {len(self.nats_nodes)}"
+                " nats-server(s) can keep: run `up --nats-nodes 3` (or docker-compose.yml, deploy/k8s)"
             )
         # Replicas after the first get ports of their own, picked together, none a service's.
         extra = [(name, n) for name, count in self.replicas.items() for n in range(2, count + 1)]
@@ -289,8 +306,18 @@ class Supervisor:
         return {k: str(v) for k, v in found.items() if v}
 
     def nats_url(self, service: str) -> str:
-        """The NATS URL service `service` connects with (its own credentials when NATS has users)."""
-        return self.nats.url_for(service) if service in self.nats.users else self.nats.url
+        """The NATS URL(s) service `service` connects with (its own credentials when NATS has users),
+        every node's, comma-separated."""
+        return ",".join(n.url_for(service) if service in n.users else n.url for n in self.nats_nodes)
+
+    @property
+    def nats_address(self) -> str:
+        """Every node's address, without credentials, comma-separated."""
+        return ",".join(n.address for n in self.nats_nodes)
+
+    def _label(self, node: NatsServer) -> str:
+        """A node's name in the log: `nats`, or `nats-<n>` in a cluster."""
+        return node.cluster.name if node.cluster is not None else "nats"
 
     def _say(self, name: str, line: str) -> None:
         self.out.write(f"{name:<8}| {line}\n")
@@ -354,6 +381,8 @@ class Supervisor:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if len(self.nats_nodes) > 1:
+            env[env_name("", "nats_replicas")] = str(self.nats_copies())  # a copy per node, up to 3, unless the user says
         if not self._http_chosen:
             env[env_name("gateway", "http_port")] = str(self.http_port)
         monitor = env_name("gateway", "nats_monitor_url")
@@ -386,7 +415,7 @@ class Supervisor:
     def state(self) -> dict:
         return {
             "pid": os.getpid(),
-            "nats_url": self.nats.address,
+            "nats_url": self.nats_address,
             "nats_credentials": str(self.data_dir / CREDENTIALS_FILE) if self.nats.users else None,
             "gateway": f"127.0.0.1:{self._port(SECTIONS['gateway'])}",
             "web": f"http://127.0.0.1:{self.http_port}/" if self.http_port else None,
@@ -394,6 +423,8 @@ class Supervisor:
                 "pid": self.nats.process.pid if self.nats.process else None,
                 "restarts": self.nats_restarts,
                 "slow_consumers": dict(self.slow_consumers),
+                **({"nodes": [{"name": self._label(n), "address": n.address, "pid": n.process.pid if n.process else None}
+                              for n in self.nats_nodes]} if len(self.nats_nodes) > 1 else {}),
             },
             "services": {
                 c.spec.name: {**self._child_state(c), "replicas": [self._child_state(r) for r in self.children if r.spec is c.spec]}
@@ -426,11 +457,19 @@ class Supervisor:
 
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        await self._start_nats()
+        for node in self.nats_nodes:
+            await self._start_nats(node)
         auth = f"users and passwords in {self.data_dir / CREDENTIALS_FILE}" if self.nats.users else "no auth"
-        self._say("nats", f"nats-server with JetStream at {self.nats.address} ({auth}; data in {self.nats.data_dir})")
-        self._nats_task = asyncio.create_task(self._keep_nats(), name="supervise:nats")
-        self._nats_task.add_done_callback(self._nats_watch_ended)
+        if len(self.nats_nodes) > 1:
+            await asyncio.to_thread(self._wait_cluster)
+            await self._provision_streams()
+            self._say("nats", f"JetStream cluster of {len(self.nats_nodes)} nats-servers at {self.nats_address} ({auth}; data in {self.nats.data_dir.parent})")
+        else:
+            self._say("nats", f"nats-server with JetStream at {self.nats.address} ({auth}; data in {self.nats.data_dir})")
+        for node in self.nats_nodes:
+            task = asyncio.create_task(self._keep_nats(node), name=f"supervise:{self._label(node)}")
+            task.add_done_callback(self._nats_watch_ended)
+            self._nats_tasks.append(task)
         specs = [s for s in built_services() if s.name in self._started]
         for spec in specs:
             count = self.replicas.get(spec.name, 1)
@@ -443,23 +482,53 @@ class Supervisor:
             self._say("up", line)
         self._say("up", "services: " + ", ".join(f"{s.name} x{self.replicas[s.name]}" if self.replicas.get(s.name, 1) > 1 else s.name for s in specs))
 
-    async def _start_nats(self) -> None:
-        """Start nats-server; if it fails, relay what it said before raising."""
+    def nats_copies(self) -> int:
+        """The stream and KV copies the services keep: the user's nats_replicas, else one per node up to 3."""
+        raw = user_value("gateway", "nats_replicas", self.base_env)
         try:
-            await asyncio.to_thread(self.nats.start)
+            return int(raw) if raw is not None else min(3, len(self.nats_nodes))
+        except (TypeError, ValueError):
+            return 1  # not a number: the services say so
+
+    async def _provision_streams(self) -> None:
+        """Create the platform's streams with `nats_copies()` copies before any service starts (they
+        keep an existing stream's count), so that the first node lost already loses nothing."""
+        from streamsight.bus import Bus
+
+        bus = await Bus.connect(self.nats_url(natsauth.ADMIN), "up", replicas=self.nats_copies())
+        try:
+            await bus.ensure_streams()
+        finally:
+            await bus.close()
+
+    def _wait_cluster(self, timeout_s: float = 30.0) -> None:
+        """Until every node reports full JetStream health (the cluster has its meta leader)."""
+        deadline = time.monotonic() + timeout_s
+        while not all(n.healthy(full=True) for n in self.nats_nodes):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the NATS cluster was not healthy within {timeout_s:.0f} s")
+            time.sleep(0.1)
+
+    async def _start_nats(self, node: NatsServer | None = None) -> None:
+        """Start a nats-server (the first); if it fails, relay what it said before raising."""
+        node = node or self.nats
+        try:
+            await asyncio.to_thread(node.start)
         except Exception:
             with contextlib.suppress(OSError, ValueError):  # no process, or an old pipe already closed
-                if self.nats.log is not None:  # it exited (or was stopped): the pipe holds its last words
-                    for raw in (await asyncio.to_thread(self.nats.log.read)).splitlines():
-                        self._nats_line(raw)
+                if node.log is not None:  # it exited (or was stopped): the pipe holds its last words
+                    for raw in (await asyncio.to_thread(node.log.read)).splitlines():
+                        self._nats_line(raw, node)
             raise
 
-    def _nats_line(self, raw: bytes) -> None:
+    def _nats_line(self, raw: bytes, node: NatsServer | None = None) -> None:
+        node = node or self.nats
+        label = self._label(node)
         line = raw.decode(errors="replace").rstrip()
-        self._say("nats", line)
-        if self._back and line.endswith("Server is ready"):
-            self._back = False
-            self._say("nats", f"nats-server back at {self.nats.address} (restart {self.nats_restarts})")
+        self._say(label, line)
+        if label in self._back and line.endswith("Server is ready"):
+            self._back.discard(label)
+            self._say(label, f"nats-server back at {node.address} (restart {self.nats_restarts})")
         if SLOW_CONSUMER in line:
             match = _CLIENT_NAME.search(line)
             client = match.group(1) if match else "unknown"
@@ -468,9 +537,9 @@ class Supervisor:
             self._say("up", f"nats-server reports a slow consumer: {client} ({self.slow_consumers[client]} so far)")
             self._write_state()
 
-    async def _relay_nats_log(self) -> None:
+    async def _relay_nats_log(self, node: NatsServer) -> None:
         """Relay the running server's log until the pipe closes (the server exited)."""
-        pipe = self.nats.log
+        pipe = node.log
         if pipe is None:
             return
         loop = asyncio.get_running_loop()
@@ -481,11 +550,11 @@ class Supervisor:
                 try:
                     raw = await reader.readline()
                 except ValueError:  # a line over the limit (the reader dropped it); keep reading: a
-                    self._say("nats", "(a log line over 1 MiB was skipped)")  # closed pipe would kill the server
+                    self._say(self._label(node), "(a log line over 1 MiB was skipped)")  # closed pipe would kill the server
                     continue
                 if not raw:
                     return
-                self._nats_line(raw)
+                self._nats_line(raw, node)
         finally:
             transport.close()
 
@@ -493,20 +562,21 @@ class Supervisor:
         if not task.cancelled() and task.exception() is not None:
             self._say("nats", f"no longer watched: {task.exception()!r}")
 
-    async def _keep_nats(self) -> None:
-        """Start nats-server again, same port and data folder, whenever it exits."""
+    async def _keep_nats(self, node: NatsServer) -> None:
+        """Start a nats-server again, same port and data folder, whenever it exits."""
+        label = self._label(node)
         backoff = 1.0
         while True:
             started = time.monotonic()
-            await self._relay_nats_log()
-            code = await asyncio.to_thread(self.nats.process.wait)
+            await self._relay_nats_log(node)
+            code = await asyncio.to_thread(node.process.wait)
             if self._stopping:
                 return
             if time.monotonic() - started > STABLE_S:
                 backoff = 1.0
             self.nats_restarts += 1
             NATS_SERVER_RESTARTS.inc()
-            self._say("nats", f"nats-server exited with code {code}; restarting in {backoff:.0f} s (restart {self.nats_restarts})")
+            self._say(label, f"nats-server exited with code {code}; restarting in {backoff:.0f} s (restart {self.nats_restarts})")
             self._write_state()
             while True:
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -515,15 +585,15 @@ class Supervisor:
                     return
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 try:
-                    await self._start_nats()
+                    await self._start_nats(node)
                     break
                 except Exception as exc:
-                    self._say("nats", f"nats-server did not start: {exc}; retrying in {backoff:.0f} s")
+                    self._say(label, f"nats-server did not start: {exc}; retrying in {backoff:.0f} s")
             if self._stopping:  # stop() came while it was starting: stop() found nothing to stop
-                await asyncio.to_thread(self.nats.stop)
+                await asyncio.to_thread(node.stop)
                 return
             self._write_state()
-            self._back = True  # said once its log says it is ready, so the line comes after its start-up log
+            self._back.add(label)  # said once its log says it is ready, so the line comes after its start-up log
             if self.children:
                 self._recovery = asyncio.create_task(self._announce_recovery(self.nats_restarts), name="recovery")
 
@@ -587,13 +657,14 @@ class Supervisor:
             if child.task:
                 child.task.cancel()
         await asyncio.gather(*(c.task for c in self.children if c.task), return_exceptions=True)
-        await asyncio.to_thread(self.nats.stop)
-        if self._nats_task is not None:
+        for node in self.nats_nodes:
+            await asyncio.to_thread(node.stop)
+        for node, task in zip(self.nats_nodes, self._nats_tasks):
             # It ends by itself once the server is gone; if a restart was under way it stops that one.
             try:
-                await asyncio.wait_for(self._nats_task, 30)
+                await asyncio.wait_for(task, 30)
             except asyncio.TimeoutError:
-                self._say("nats", "watcher did not end in time")
+                self._say(self._label(node), "watcher did not end in time")
             except Exception:
                 pass  # already said by _nats_watch_ended
         (self.data_dir / STATE_FILE).unlink(missing_ok=True)
@@ -611,10 +682,15 @@ def find_running(data_dir: Path) -> dict | None:
         return None
 
 
-async def run_up(data_dir: Path, nats_port: int, gateway_port: int, only: list[str] | None, replicas: str = "") -> int:
+async def run_up(data_dir: Path, nats_port: int, gateway_port: int, only: list[str] | None, replicas: str = "", nats_nodes: int = 1) -> int:
     try:
         sup = Supervisor(
-            data_dir, nats_port=nats_port, ports={"gateway": gateway_port} if gateway_port else None, only=only, replicas=parse_replicas(replicas)
+            data_dir,
+            nats_port=nats_port,
+            ports={"gateway": gateway_port} if gateway_port else None,
+            only=only,
+            replicas=parse_replicas(replicas),
+            nats_nodes=nats_nodes,
         )
     except ConfigError as exc:
         print(f"streamsight up: {exc}", file=sys.stderr)

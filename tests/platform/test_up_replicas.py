@@ -75,8 +75,11 @@ def test_bad_replicas_and_nats_copies_up_cannot_keep_are_refused_with_the_reason
         Supervisor(tmp_path, free_ports=True, only=["glitch"], nats_auth=False)
     monkeypatch.delenv("STREAMSIGHT_GLITCH_REPLICAS")
     monkeypatch.setenv("STREAMSIGHT_NATS_REPLICAS", "3")
-    with pytest.raises(ConfigError, match="runs one nats-server"):
+    with pytest.raises(ConfigError, match="more copies than `up`'s 1 nats-server"):
         Supervisor(tmp_path, free_ports=True, only=["gateway"], nats_auth=False)
+    Supervisor(tmp_path, free_ports=True, only=["gateway"], nats_auth=False, nats_nodes=3)  # three nodes keep three copies
+    with pytest.raises(ConfigError, match="1 to 5 nats-servers"):
+        Supervisor(tmp_path, free_ports=True, only=["gateway"], nats_auth=False, nats_nodes=6)
     monkeypatch.delenv("STREAMSIGHT_NATS_REPLICAS")
     # What a user sees: exit 2 and the reason, before anything starts.
     out = subprocess.run(
@@ -104,7 +107,9 @@ def test_each_replica_gets_its_id_ports_and_ingest_its_advertised_address(tmp_pa
 
 
 @pytest.mark.slow
-def test_up_runs_two_replicas_each_with_its_id_and_ports_and_restarts_one_alone(tmp_path):
+def test_up_runs_two_replicas_each_with_its_id_and_ports_and_restarts_one_alone_on_a_nats_cluster(tmp_path):
+    """`up --nats-nodes 3 --replicas chat=2`: each replica's id and ports; chat-2 killed is restarted
+    alone; nats-1 killed is restarted by `up` while the services only reconnect."""
     if "chat" not in {s.name for s in built_services()}:
         pytest.skip("chat is not built here")
     base = free_port_block(METRICS_STEP + len(SECTIONS))  # replica 2's metrics port is the first's + 10
@@ -113,9 +118,10 @@ def test_up_runs_two_replicas_each_with_its_id_and_ports_and_restarts_one_alone(
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamsight.app.cli", "up", "--data-dir", str(tmp_path / "var"), "--nats-port", str(free_port()),
-             "--gateway-port", str(free_port()), "--only", "chat,gateway", "--replicas", "chat=2"],
+             "--gateway-port", str(free_port()), "--only", "chat,gateway", "--replicas", "chat=2", "--nats-nodes", "3"],
             stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "STREAMSIGHT_GATEWAY_HTTP_PORT": "0", "STREAMSIGHT_METRICS_BASE_PORT": str(base)},
+            env={**os.environ, "STREAMSIGHT_GATEWAY_HTTP_PORT": "0", "STREAMSIGHT_METRICS_BASE_PORT": str(base),
+                 "STREAMSIGHT_CHAT_GRPC_PORT": str(free_port())},  # not chat's default: another stack on this host may hold it
         )  # fmt: skip
     try:
         _wait(lambda: "all services SERVING" in log.read_text(), 180, "every replica SERVING", proc, log)
@@ -144,11 +150,29 @@ def test_up_runs_two_replicas_each_with_its_id_and_ports_and_restarts_one_alone(
         assert after[1]["pid"] != replicas[1]["pid"] and _environ(after[1]["pid"])["STREAMSIGHT_REPLICA_ID"] == "chat-2"
         _wait(lambda: _serving(f"127.0.0.1:{after[1]['port']}"), 120, "chat-2 SERVING again on its port", proc, log)
 
+        state = _state(state_file)
+        nodes = state["nats"]["nodes"]
+        assert [n["name"] for n in nodes] == ["nats-1", "nats-2", "nats-3"] and all(_alive(n["pid"]) for n in nodes)
+        assert state["nats_url"] == ",".join(n["address"] for n in nodes)
+        env = _environ(after[0]["pid"])
+        assert [u.rsplit("@", 1)[-1] for u in env["STREAMSIGHT_NATS_URL"].split(",")] == [n["address"].removeprefix("nats://") for n in nodes]
+        assert env["STREAMSIGHT_NATS_REPLICAS"] == "3", "a copy on each node unless the user says otherwise"
+        os.kill(nodes[0]["pid"], signal.SIGKILL)  # a NATS node lost: up restarts it; the services reconnect
+        _wait(lambda: "nats-1  | nats-server back at" in log.read_text(), 60, "nats-1 restarted by up", proc, log)
+        _wait(lambda: _serving(state["gateway"]), 60, "the gateway SERVING after the node loss", proc, log)
+        final = _state(state_file)
+        assert final["nats"]["restarts"] == 1 and final["nats"]["nodes"][0]["pid"] != nodes[0]["pid"]
+        assert final["services"]["chat"]["replicas"][0]["restarts"] == 0 and final["services"]["gateway"]["restarts"] == 0, "a node loss is a reconnect, not a crash"
+
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
         assert not [r for r in after if _alive(r["pid"])], "a replica outlived up"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:  # a failure: up's children run in sessions of their own, so stop them too
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     assert f"{'chat-2':<8}| exited with code -9; restarting" in log.read_text()
