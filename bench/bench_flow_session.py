@@ -50,7 +50,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     args = ap.parse_args()
     if not MEDIA.exists():
-        raise SystemExit(f"needs {MEDIA} (../shared/data)")
+        print(f"skipped: the real recording {MEDIA} is absent (../shared/data is not beside the checkout)")
+        return
     frames = flow_frames(MEDIA)
     a, b = frames[:-1], frames[1:]
     sessions = {
