@@ -192,13 +192,26 @@ class AudioStreams:
         state = self.streams.get(stream_id)
         if state is None:
             raise KeyError(stream_id)
-        return statecodec.dumps(state, _STATE_CLASSES, {"tagger": self.tagger})
+        a = state.analyzer
+        if a is None or a._window is None:
+            return statecodec.dumps(state, _STATE_CLASSES, {"tagger": self.tagger})
+        # The window buffer past the last sample is zeros: saved without them (a 10 s window at
+        # 32 kHz is 1.28 MB of float32 when full), padded again on import.
+        full = a._buf
+        a._buf = full[: max(0, min(full.size, a._next - a._window * a.window_len))]
+        try:
+            return statecodec.dumps(state, _STATE_CLASSES, {"tagger": self.tagger})
+        finally:
+            a._buf = full
 
     def import_state(self, stream_id: str, data: bytes) -> None:
         """Hold the stream as `export_state` left it (another replica's, its partition moved here)."""
         state = statecodec.loads(data, _STATE_CLASSES, {"tagger": self.tagger})
         if not isinstance(state, StreamState):
             raise statecodec.StateError(f"the saved state is not audio's state of {stream_id!r}")
+        a = state.analyzer
+        if a is not None and a._buf.size < a.window_len:
+            a._buf = np.concatenate([a._buf, np.zeros(a.window_len - a._buf.size, np.float32)])
         self.streams.entry(stream_id, lambda: state, from_start=False)
 
     def evict_idle(self, now: float | None = None) -> list[WindowResult]:
