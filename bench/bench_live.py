@@ -7,7 +7,10 @@ stack runs as `streamsight up` runs it (every service in its own process, embedd
 streamsight.app.stack), and each channel is started through the gateway's StartStream with its
 live URL, as a user would (pacing left to the stack: a live HLS URL is read as it comes and
 falls under the live drop policy). Streams start staggered over one window, as independent
-channels would. No chat (fusion then does not wait for one; the events say their wait).
+channels would. No chat (the events say the wait fusion applied all the same). NATS runs without
+users unless --nats-auth: with users, the KV buckets of ingest's replicas and placements and of the
+partition leases were refused by the services' permissions (streamsight/natsauth.py) when this was
+written, and StartStream failed.
 
 Per stream it reports
 - whether it kept up (bench/live_stats.py says how that is judged: no gap, no frame dropped, every
