@@ -25,7 +25,7 @@ import yaml
 from streamsight import natsauth, subjects
 from streamsight.bus import STREAMS, Bus
 from streamsight.config import SECTIONS
-from streamsight.natsd import free_port, server_binary
+from streamsight.natsd import distinct_free_ports, server_binary
 
 REPO = Path(__file__).resolve().parents[2]
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
@@ -248,7 +248,8 @@ def deployed_nats(tmp_path_factory):
     conf = (REPO / "deploy" / "nats" / "nats.conf").read_text()
     passwords = {u: f"pw-{u}-x1" for u in USERS}
     env = {**os.environ, **{natsauth.password_variable(u): p for u, p in passwords.items()}}
-    ports = [(free_port(), free_port(), free_port()) for _ in NATS_NODES]  # client, monitoring, route
+    picked = distinct_free_ports(3 * len(NATS_NODES))  # free_port() one at a time may give one port twice
+    ports = [tuple(picked[3 * i : 3 * i + 3]) for i in range(len(NATS_NODES))]  # client, monitoring, route
     routes = [f"nats-route://{node}:6222" for node in NATS_NODES]
     assert f"routes: {json.dumps(routes)}" in conf and 'listen: "0.0.0.0:6222"' in conf, "the cluster block compose runs"
     files = []
@@ -334,7 +335,7 @@ def test_k8s_nats_is_a_3_node_cluster_and_the_stages_run_replicas(k8s, compose, 
     check = subprocess.run([server_binary(), "-t", "-c", str(tmp_path / "nats.conf")], capture_output=True, text=True, env=env)
     assert check.returncode == 0, check.stderr + check.stdout
     assert _kind(k8s, "ConfigMap", "streamsight-env")["data"]["STREAMSIGHT_NATS_REPLICAS"] == str(nodes)
-    for name in ("vision", "audio", "glitch"):
+    for name in ("vision", "audio", "glitch", "fusion"):
         spec = _kind(k8s, "Deployment", name)["spec"]
         assert spec["replicas"] >= 2 and spec["strategy"]["type"] == "RollingUpdate", name
         assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, name
