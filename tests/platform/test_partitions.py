@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 
+import nats.js.errors
 import pytest
 
 from streamsight import partitions as parts
@@ -101,18 +102,11 @@ async def test_two_replicas_split_sixteen_partitions_and_one_stopped_leaves_all_
     assert obs.observations > 10
     # every partition was gained once more than lost, by someone, and ends released
     kv = await bus.js.key_value(bucket)
-    entries = [k for k in await kv.keys()] if await _has_keys(kv) else []
-    assert not [k for k in entries if ".p." in k]
-
-
-async def _has_keys(kv) -> bool:
-    import nats.js.errors
-
     try:
-        await kv.keys()
-        return True
+        keys = await kv.keys()
     except nats.js.errors.NoKeysError:
-        return False
+        keys = []
+    assert not [k for k in keys if ".p." in k]  # every lease released
 
 
 async def test_a_killed_replicas_partitions_move_after_the_lease_ttl(bus, bucket):
@@ -124,8 +118,8 @@ async def test_a_killed_replicas_partitions_move_after_the_lease_ttl(bus, bucket
     await until(lambda: a.p.held == want["a"] and b.p.held == want["b"])
     await b.p.abandon()  # no release, no more beats: a crash
     assert ("lose", min(want["b"])) not in b.calls
-    # a must not take b's partitions while b's leases live
-    await asyncio.sleep(TTL_S / 2)
+    # a must not take b's partitions while b's leases live (renewed at most a beat ago)
+    await asyncio.sleep(TTL_S / 4)
     assert a.p.held == want["a"]
     await until(lambda: a.p.held == frozenset(range(16)))
     await obs.stop()
