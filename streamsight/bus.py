@@ -719,6 +719,12 @@ class Bus:
                         await run_batch(msgs)
                 # Not held while the next fetch waits: a batch of frames is up to 16 MiB.
                 msgs = None
+            if stopping.is_set():
+                # Messages that came after a pull gave up are this consumer's: handled now, not
+                # left for a redelivery that would reach the next holder after newer ones.
+                while rest := fetcher._leftovers(spec.batch):
+                    async with self._keep_in_progress(rest, spec.ack_wait_s):
+                        await run_batch(rest)
         finally:
             await fetcher.close()
 
