@@ -266,7 +266,7 @@ class Supervisor:
         # Replicas after the first get ports of their own, picked together, none a service's.
         extra = [(name, n) for name, count in self.replicas.items() for n in range(2, count + 1)]
         taken = {self._port(s) for s in CATALOG}
-        candidates = [p for p in distinct_free_ports(len(extra) + len(taken)) if p not in taken]
+        candidates = [p for p in distinct_free_ports(len(extra) + len(taken)) if p not in taken] if extra else []
         self._replica_ports = dict(zip(extra, candidates))
 
     def _replica_counts(self, given: dict[str, int]) -> dict[str, int]:
