@@ -302,6 +302,7 @@ class Supervisor:
             "clips": user_value("ingest", "clip_bucket", self.base_env),
             "ingest_state": user_value("ingest", "resume_bucket", self.base_env),
             "chat_state": user_value("chat", "resume_bucket", self.base_env),
+            "glitch_state": user_value("glitch", "state_bucket", self.base_env),  # read by natsauth once it grants glitch its bucket
         }
         return {k: str(v) for k, v in found.items() if v}
 
