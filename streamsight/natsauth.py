@@ -31,9 +31,13 @@ ADMIN = "admin"
 READER = "reader"
 JETSTREAM = ["$JS.API.>", "$JS.ACK.>", "$JS.FC.>"]
 INBOXES = ["_INBOX.>"]
-# Each service's own KV buckets: ingest_state and chat_state keep what a restarted ingest or chat resumes from.
+# Each service's own KV buckets: ingest_state and chat_state keep what a restarted ingest or chat resumes from,
+# glitch_state and stage_state a partitioned stage's per-stream state (taken over with its partition),
+# ingest_replicas and ingest_placements which ingest replica is alive and which holds a stream.
 DEFAULT_BUCKETS = {"registry": subjects.REGISTRY_BUCKET, "fusion_state": "fusion", "clips": "clips",
-                   "ingest_state": "ingest_streams", "chat_state": "chat_streams"}
+                   "ingest_state": "ingest_streams", "chat_state": "chat_streams", "glitch_state": "glitch",
+                   "stage_state": "stage_state", "partitions": "partitions",
+                   "ingest_replicas": "ingest_replicas", "ingest_placements": "ingest_placements"}
 
 
 def _events(*kinds: str) -> list[str]:
@@ -41,15 +45,25 @@ def _events(*kinds: str) -> list[str]:
 
 
 def service_subjects(name: str, buckets: dict[str, str] | None = None) -> list[str]:
-    """What service `name` publishes besides JetStream's API: its products and dead letters."""
+    """What service `name` publishes besides JetStream's API: its products and dead letters.
+
+    A partitioned service (vision, audio, glitch, fusion) writes only its own group's leases in
+    the partitions bucket (keys `<group>.member.<replica>`, `<group>.p.<k>`: streamsight.partitions)
+    and, for vision and audio, its own keys of stage_state (`<stage>.<partition>.<stream>`)."""
     b = {**DEFAULT_BUCKETS, **(buckets or {})}
+
+    def partitioned(group: str, stage_state: bool = False) -> list[str]:
+        own = [f"$KV.{b['partitions']}.{group}.>"]
+        return own + [f"$KV.{b['stage_state']}.{group}.>"] if stage_state else own
+
     own = {
-        "ingest": [f"{subjects.PREFIX}.media.v1.>", *_events("status"), f"$O.{b['clips']}.>", f"$KV.{b['ingest_state']}.>"],
+        "ingest": [f"{subjects.PREFIX}.media.v1.>", *_events("status"), f"$O.{b['clips']}.>", f"$KV.{b['ingest_state']}.>",
+                   f"$KV.{b['ingest_replicas']}.>", f"$KV.{b['ingest_placements']}.>"],
         "chat": [subjects.features("chat", ">"), *_events("status", "sentiment", "forecast"), f"$KV.{b['chat_state']}.>"],
-        "vision": [subjects.features("vision", ">")],
-        "audio": [subjects.features("audio", ">")],
-        "glitch": _events("glitch", "health"),
-        "fusion": [*_events("score", "highlight"), f"$KV.{b['fusion_state']}.>"],
+        "vision": [subjects.features("vision", ">"), *partitioned("vision", stage_state=True)],
+        "audio": [subjects.features("audio", ">"), *partitioned("audio", stage_state=True)],
+        "glitch": [*_events("glitch", "health"), *partitioned("glitch"), f"$KV.{b['glitch_state']}.>"],
+        "fusion": [*_events("score", "highlight"), f"$KV.{b['fusion_state']}.>", *partitioned("fusion")],
         "gateway": [*_events("status"), f"$KV.{b['registry']}.>"],
     }[name]
     return [*own, subjects.deadletter(name)]
