@@ -34,8 +34,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 import structlog
-from nats.js.errors import KeyWrongLastSequenceError
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
 from prometheus_client import Counter, Gauge
 
 from streamsight import subjects
@@ -207,24 +207,24 @@ class Partitions:
                 await self._gain(partition)
 
     async def _read(self) -> tuple[set[str], dict[int, str]]:
-        """Live members and current lease holders, as the bucket holds them now."""
-        watcher = await self._kv.watch(f"{self.group}.>", inactive_threshold=30.0)
+        """Live members and current lease holders, as the bucket holds them now: the group's
+        keys from the stream's subject list, then each key's latest value (no consumer is made:
+        a watcher per round would be a consumer created and deleted every beat)."""
+        prefix = f"$KV.{self.bucket}."
+        info = await self.bus.js.stream_info(f"KV_{self.bucket}", subjects_filter=f"{prefix}{self.group}.>")
         members: set[str] = set()
         holders: dict[int, str] = {}
         member_prefix, lease_prefix = f"{self.group}.member.", f"{self.group}.p."
-        try:
-            while (entry := await watcher.updates(timeout=5.0)) is not None:
-                if entry.operation in (KV_DEL, KV_PURGE):
-                    continue
-                if entry.key.startswith(member_prefix):
-                    members.add(entry.key[len(member_prefix):])
-                elif entry.key.startswith(lease_prefix) and entry.key[len(lease_prefix):].isdigit():
-                    holders[int(entry.key[len(lease_prefix):])] = (entry.value or b"").decode()
-                if entry.delta == 0:
-                    break
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()
+        for subject in info.state.subjects or {}:
+            key = subject[len(prefix):]
+            try:
+                entry = await self._kv.get(key)
+            except (KeyNotFoundError, KeyDeletedError):  # released, or aged out meanwhile
+                continue
+            if key.startswith(member_prefix):
+                members.add(key[len(member_prefix):])
+            elif key.startswith(lease_prefix) and key[len(lease_prefix):].isdigit():
+                holders[int(key[len(lease_prefix):])] = (entry.value or b"").decode()
         return members, holders
 
     async def _gain(self, partition: int) -> None:
