@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import AsyncIterator, Protocol
 
 from nats.js import JetStreamContext
+from nats.js.api import ObjectStoreConfig
 from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
@@ -54,9 +55,10 @@ class LocalClipStore:
 class NatsClipStore:
     """Clips live in a JetStream object store bucket, created on first use."""
 
-    def __init__(self, js: JetStreamContext, bucket: str = "clips") -> None:
+    def __init__(self, js: JetStreamContext, bucket: str = "clips", replicas: int = 1) -> None:
         self.js = js
         self.bucket = bucket
+        self.replicas = replicas  # copies of a new bucket in a NATS cluster (nats_replicas)
         self._store: ObjectStore | None = None
 
     def uri(self, stream_id: str, name: str) -> str:
@@ -67,7 +69,8 @@ class NatsClipStore:
             try:
                 self._store = await self.js.object_store(self.bucket)
             except BucketNotFoundError:
-                self._store = await self.js.create_object_store(self.bucket, description="streamsight clips")
+                config = ObjectStoreConfig(bucket=self.bucket, description="streamsight clips", replicas=self.replicas)
+                self._store = await self.js.create_object_store(self.bucket, config=config)
         return self._store
 
     async def keep(self, stream_id: str, path: Path) -> tuple[str, int]:

@@ -46,11 +46,7 @@ class ReplicaAgent:
         self.writable = True
 
     async def open(self) -> None:
-        js = self.bus.js
-        try:
-            self.replicas = await js.key_value(REPLICAS_BUCKET)
-        except BucketNotFoundError:
-            self.replicas = await js.create_key_value(bucket=REPLICAS_BUCKET, history=1, ttl=self.ttl_s)
+        self.replicas = await self.bus.kv(REPLICAS_BUCKET, history=1, ttl_s=self.ttl_s)
         self.placements = await self.bus.kv(PLACEMENTS_BUCKET, history=1)
 
     @staticmethod

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import socket
 import time
 from pathlib import Path
 
@@ -58,6 +59,17 @@ from .source import check_network, resolve
 from .streams import TERMINAL, IngestedStream, pipeline_config, source_options
 
 
+def reachable_hostname() -> str:
+    """This host's name if it resolves (a container's name is its id, which Docker's DNS
+    resolves for the other containers), else loopback."""
+    name = socket.gethostname()
+    try:
+        socket.gethostbyname(name)
+    except OSError:
+        return "127.0.0.1"
+    return name
+
+
 class IngestService(Service):
     name = "ingest"
     Settings = IngestSettings
@@ -66,7 +78,7 @@ class IngestService(Service):
         self.streams: dict[str, IngestedStream] = {}
         self.api = IngestApi(self)
         self.clip_store: ClipStore = (
-            NatsClipStore(self.bus.js, self.settings.clip_bucket) if self.settings.clip_store == "nats" else LocalClipStore()
+            NatsClipStore(self.bus.js, self.settings.clip_bucket, self.bus.replicas or 1) if self.settings.clip_store == "nats" else LocalClipStore()
         )
         self._sweeper = asyncio.create_task(self._sweep(), name="ingest:forget-finished")
         self._trims: set[asyncio.Task] = set()
@@ -90,7 +102,11 @@ class IngestService(Service):
         if not self.settings.grpc_port:
             return ""  # a free port, not picked yet: no stream is placed here until the record says where
         host = self.settings.grpc_host
-        return f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self.settings.grpc_port}"
+        if host in ("0.0.0.0", "::", ""):
+            # Listening on every interface: a loopback address would send other hosts' gateways
+            # to themselves; the host name is what a container or pod is reached by.
+            host = reachable_hostname()
+        return f"{host}:{self.settings.grpc_port}"
 
     def health_info(self) -> dict[str, str]:
         return {"replica": self.replica.id, "advertise_address": self.advertised(), "max_streams": str(self.settings.max_streams),
