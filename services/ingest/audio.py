@@ -86,6 +86,12 @@ class AudioChunker:
             self._add(res.to_ndarray().reshape(-1))
 
     def _add(self, samples: np.ndarray) -> None:
+        before_zero = -((self._anchor or 0.0) + (self._emitted + self._pending) / self.rate)
+        if before_zero > 0 and not self._pending:
+            # Samples before media time 0 (AAC's priming on a live HLS source starts ~21 ms early)
+            # are dropped, the clock moved past them: no chunk starts at a negative time.
+            skip = min(len(samples), int(round(before_zero * self.rate)))
+            samples, self._emitted = samples[skip:], self._emitted + skip
         if len(samples):
             self._parts.append(samples)
             self._pending += len(samples)
