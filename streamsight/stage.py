@@ -230,6 +230,7 @@ class FeatureStage(Service):
         async with self._lock:
             for entry in entries:
                 sid = entry.key[len(prefix):]
+                self._revisions[sid] = entry.revision  # even an unreadable one is overwritten, not fenced
                 try:
                     seq, state = _read_snapshot(entry.value)
                     if state is None:
@@ -244,7 +245,6 @@ class FeatureStage(Service):
                     self.log.error("stream snapshot unreadable; the stream starts afresh", stream_id=sid, error=repr(exc))
                     continue
                 self._applied[sid] = seq
-                self._revisions[sid] = entry.revision
         return restored
 
     async def stop(self) -> None:
@@ -302,9 +302,17 @@ class FeatureStage(Service):
             async def write() -> None:
                 last = self._revisions.get(sid)
                 if last is None:
-                    self._revisions[sid] = await self._kv.create(key, value)
-                else:
-                    self._revisions[sid] = await self._kv.update(key, value, last=last)
+                    try:
+                        self._revisions[sid] = await self._kv.create(key, value)
+                        return
+                    except KeyWrongLastSequenceError:
+                        # A stream id used again after it finished: its "done" entry is replaced.
+                        # Any other entry is another replica's state: fenced.
+                        entry = await self._kv.get(key)
+                        if _read_snapshot(entry.value)[1] is not None:
+                            raise
+                        last = entry.revision
+                self._revisions[sid] = await self._kv.update(key, value, last=last)
 
             delay = 0.5
             while True:  # like until_done, but a refused revision is final

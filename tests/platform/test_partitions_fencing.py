@@ -96,3 +96,26 @@ async def test_a_replica_whose_partition_state_someone_else_wrote_does_not_ackno
         assert info.num_ack_pending >= 1  # not acknowledged: due again for the partition's holder
         snap_after, _ = await _snapshot(bus, sid)
         assert snap_after["state"] == {"bytes": 10}  # the other replica's state was not overwritten
+
+
+async def test_a_stream_id_used_again_after_it_finished_replaces_its_done_entry(nats_server, bus):
+    sid = "again"
+    fenced = stage_mod.STAGE_SNAPSHOTS.labels("savecount", "fenced")._value.get()
+    seqs = []
+    one = _stage(nats_server)
+    async with one.serving():
+        for run in range(2):
+            await bus.publish(subjects.media("audio", sid), b"0" * (10 + run), f"{sid}:a:{run}")
+            await bus.publish(subjects.media("windows", sid), _window(sid, 0, last=True), f"{sid}:w:{run}")
+            for _ in range(100):
+                snap, _ = await _snapshot(bus, sid)
+                if snap["done"] and snap["seq"] > (first_seq if run else 0):
+                    break
+                await asyncio.sleep(0.1)
+            first_seq = snap["seq"]
+            assert snap["done"]
+            seqs.append(snap["seq"])
+    assert seqs[1] > seqs[0]  # the second run's end was saved over the first's done entry
+    msgs = await bus.read_all(subjects.FEATURES_STREAM, subjects.features("audio", sid))
+    assert len(msgs) == 1  # the second run's window 0 has the same id: JetStream kept the first
+    assert fenced == stage_mod.STAGE_SNAPSHOTS.labels("savecount", "fenced")._value.get()
