@@ -59,7 +59,7 @@ from prometheus_client import Counter
 from nats.js.errors import KeyWrongLastSequenceError
 
 from streamsight import heap, statecodec, subjects
-from streamsight.bus import DEFAULT_FETCH_BYTES, FETCH_BUDGET, Consumer, until_done
+from streamsight.bus import DEFAULT_FETCH_BYTES, FETCH_BUDGET, MAX_PAYLOAD, Consumer, until_done
 from streamsight.gen.media.v1 import media_pb2
 from streamsight.lag import MediaLag
 from streamsight.lifecycle import StreamTable
@@ -76,12 +76,15 @@ PARTITION_ACK_WAIT_S = 3.0  # must stay below the lease TTL (see the module docs
 # every partition's pull fits in it at once, or idle partitions' lingering pulls starve the rest.
 PARTITION_FETCH_BYTES = min(DEFAULT_FETCH_BYTES, FETCH_BUDGET // (subjects.PARTITIONS + 4))
 STATE_BUCKET = "stage_state"
-STATE_TTL_S = 3600.0  # a snapshot rewritten by every fetch of its stream; "done" entries go after this
+STATE_TTL_S = 3600.0
+# A KV value is one NATS message: a stream's state above this (e.g. audio of very long windows)
+# is not saved; its old snapshot is deleted, so a successor starts the stream afresh (partial).
+MAX_SNAPSHOT_BYTES = MAX_PAYLOAD - 64 * 1024  # a snapshot rewritten by every fetch of its stream; "done" entries go after this
 
 STAGE_WINDOWS = Counter("streamsight_stage_windows_total", "Feature records a stage published, by flag (ok, partial, empty)", ["stage", "flag"])
 STAGE_REDELIVERED = Counter("streamsight_stage_redelivered_total", "MEDIA messages a stage got more than once", ["stage"])
 STAGE_SKIPPED = Counter("streamsight_stage_skipped_total", "MEDIA messages acknowledged without applying them: already in the stream's saved state", ["stage"])
-STAGE_SNAPSHOTS = Counter("streamsight_stage_snapshots_total", "Stream state snapshots a stage saved, by kind (state, done, fenced)", ["stage", "kind"])
+STAGE_SNAPSHOTS = Counter("streamsight_stage_snapshots_total", "Stream state snapshots a stage saved, by kind (state, done; fenced, too_big: not saved)", ["stage", "kind"])
 STAGE_SNAPSHOT_BYTES = Counter("streamsight_stage_snapshot_bytes_total", "Bytes of stream state snapshots a stage saved", ["stage"])
 STAGE_RESTORED = Counter("streamsight_stage_restored_total", "Streams a stage took over from snapshots, by result (state, done, unreadable)", ["stage", "result"])
 STAGE_REJECTED = Counter("streamsight_stage_rejected_total", "MEDIA messages a stage rejected as bad input (dead-lettered)", ["stage"])
@@ -298,6 +301,9 @@ class FeatureStage(Service):
             state = await self._worker.run(self.logic.export_state, sid) if live else None
             value = _snapshot(self._applied.get(sid, 0), state)
             key = f"{self.name}.{subjects.partition_of(sid)}.{sid}"
+            if len(value) > MAX_SNAPSHOT_BYTES:
+                await self._drop_snapshot(sid, key, len(value))
+                continue
 
             async def write() -> None:
                 last = self._revisions.get(sid)
@@ -385,6 +391,21 @@ class FeatureStage(Service):
                           trace_id=current_trace_id(), **self.describe(w))
         for sid in [s for s in self._lag.streams if s not in self.logic.streams]:
             self._lag.forget(sid)  # finished streams: nothing to lag behind
+
+    async def _drop_snapshot(self, sid: str, key: str, size: int) -> None:
+        """A state too big for one KV value: its older snapshot must not be taken over (the
+        messages since are acknowledged), so it is deleted, at its revision."""
+        STAGE_SNAPSHOTS.labels(self.name, "too_big").inc()
+        self.log.warning("stream state too big to save; a replica taking it over starts it afresh", stream_id=sid, bytes=size)
+        last = self._revisions.pop(sid, None)
+        if last is not None:
+            try:
+                await self._kv.delete(key, last=last)
+            except Exception as exc:
+                if isinstance(exc, KeyWrongLastSequenceError) or "wrong last sequence" in str(exc).lower():
+                    STAGE_SNAPSHOTS.labels(self.name, "fenced").inc()
+                    raise StaleLease(f"{key} was written by another replica") from None
+                raise
 
     async def _idle_sweep(self) -> None:
         """Streams whose ingest vanished without a last window record are flushed, not kept forever."""

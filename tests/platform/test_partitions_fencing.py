@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import nats.js.errors
 import sys
 from pathlib import Path
 
@@ -119,3 +120,26 @@ async def test_a_stream_id_used_again_after_it_finished_replaces_its_done_entry(
     msgs = await bus.read_all(subjects.FEATURES_STREAM, subjects.features("audio", sid))
     assert len(msgs) == 1  # the second run's window 0 has the same id: JetStream kept the first
     assert fenced == stage_mod.STAGE_SNAPSHOTS.labels("savecount", "fenced")._value.get()
+
+
+async def test_a_state_too_big_for_kv_is_not_saved_and_its_old_snapshot_goes(nats_server, bus, monkeypatch):
+    sid = "huge"
+    one = _stage(nats_server)
+    async with one.serving():
+        await bus.publish(subjects.media("audio", sid), b"0" * 10)
+        await bus.publish(subjects.media("windows", sid), _window(sid, 0))
+        await _records(bus, sid, 1)
+        assert (await _snapshot(bus, sid))[0]["state"] == {"bytes": 10}
+        monkeypatch.setattr(stage_mod, "MAX_SNAPSHOT_BYTES", 8)
+        await bus.publish(subjects.media("audio", sid), b"1" * 5)
+        await bus.publish(subjects.media("windows", sid), _window(sid, 1))
+        assert [r.values["bytes"] for r in await _records(bus, sid, 2)] == [10.0, 15.0]  # the stage goes on
+        kv = await bus.js.key_value(stage_mod.STATE_BUCKET)
+        for _ in range(100):
+            try:
+                await kv.get(f"savecount.{subjects.partition_of(sid)}.{sid}")
+            except (nats.js.errors.KeyDeletedError, nats.js.errors.KeyNotFoundError):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the stale snapshot was kept")
