@@ -92,6 +92,7 @@ MAX_REPLICAS = 16  # processes of one service under `up`
 PLATFORM_FIELDS = (
     "nats_url", "nats_replicas", "log_level", "log_format", "otlp_endpoint", "data_dir", "auth_token",
     "grpc_host", "shutdown_grace_s", "metrics_base_port", "metrics_host", "window_s", "stream_idle_s",
+    "partition_lease_s", "partition_heartbeat_s",
 )  # fmt: skip
 
 
@@ -133,6 +134,11 @@ class BaseServiceSettings(BaseSettings):
     stream_idle_s: float = Field(
         300.0, gt=0, description="A stage flushes a stream that sent nothing for this long without its last window record (windows flagged partial)"
     )
+    partition_lease_s: float = Field(
+        6.0, gt=0, le=300,
+        description="A partitioned service's lease on a partition of the streams lasts this long unrenewed: a dead replica's partitions move after it (streamsight.partitions)",
+    )
+    partition_heartbeat_s: float = Field(1.0, gt=0, le=60, description="How often a replica renews its leases and looks for members that joined or died (at most partition_lease_s / 3)")
     # Per service (STREAMSIGHT_<SECTION>_<FIELD>, YAML <section>.<field>): seven processes on one
     # host cannot share a port. Subclasses set their own grpc_port default.
     grpc_port: int = Field(0, ge=0, le=65535, description="gRPC port; 0 picks a free one")
@@ -161,6 +167,13 @@ class BaseServiceSettings(BaseSettings):
     def _one_gateway(self) -> "BaseServiceSettings":
         if self.section == "gateway" and self.replicas != 1:
             raise ValueError("gateway.replicas: `up` runs one gateway (its HTTP and gRPC ports are the stack's entry); run more behind a load balancer")
+        return self
+
+    @model_validator(mode="after")
+    def _lease_outlives_beats(self) -> "BaseServiceSettings":
+        if self.partition_heartbeat_s * 3 > self.partition_lease_s:
+            raise ValueError(f"partition_heartbeat_s {self.partition_heartbeat_s} must be at most a third of partition_lease_s "
+                             f"{self.partition_lease_s}: a lease renewed less often expires under a live replica")
         return self
 
     @model_validator(mode="after")

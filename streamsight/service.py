@@ -82,7 +82,7 @@ class Service:
     # Lifecycle -------------------------------------------------------------
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         """Run until `stop` is set. Sets `ready` once serving."""
-        self.bus = await Bus.connect(self.settings.nats_url, self.name)
+        self.bus = await Bus.connect(self.settings.nats_url, self.name, replicas=self.settings.nats_replicas)
         watch: asyncio.Task | None = None
         try:
             await self.bus.ensure_streams()

@@ -239,3 +239,12 @@ def test_cli_passes_tool_options_through(capsys):
         main(["train-fusion", "--help"])
     assert done.value.code == 0
     assert "streamsight train-fusion" in capsys.readouterr().out
+
+
+def test_a_lease_renewed_too_rarely_is_refused(monkeypatch):
+    monkeypatch.setenv("STREAMSIGHT_PARTITION_LEASE_S", "2")
+    with pytest.raises(ConfigError) as err:
+        _load("vision")
+    assert "partition_heartbeat_s 1.0 must be at most a third of partition_lease_s 2.0" in str(err.value)
+    monkeypatch.setenv("STREAMSIGHT_PARTITION_HEARTBEAT_S", "0.5")
+    assert _load("vision").partition_lease_s == 2.0

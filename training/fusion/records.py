@@ -69,7 +69,7 @@ async def read_features_stream(nats_url: str, stream_id: str = "*", idle_s: floa
                 pass  # not a record: the services dead-letter such messages; a dataset skips them
             got.set()
 
-        sub = await js.subscribe(f"{subjects.PREFIX}.features.v1.*.{stream_id}", stream=subjects.FEATURES_STREAM, cb=on_msg, ordered_consumer=True)
+        sub = await js.subscribe(subjects.features("*", stream_id), stream=subjects.FEATURES_STREAM, cb=on_msg, ordered_consumer=True)
         try:
             while True:
                 got.clear()
