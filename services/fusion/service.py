@@ -55,8 +55,7 @@ from dataclasses import dataclass, field
 import grpc
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
-from nats.js.api import KeyValueConfig
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from prometheus_client import Counter, Histogram
 
@@ -206,11 +205,9 @@ class FusionService(Service):
     # ------------------------------------------------------------------ setup
 
     async def _bucket(self) -> KeyValue:
+        """The state bucket, made with the platform's `nats_replicas` copies (Bus.kv)."""
         assert self.bus is not None
-        try:
-            return await self.bus.js.key_value(self.settings.state_bucket)
-        except BucketNotFoundError:
-            return await self.bus.js.create_key_value(KeyValueConfig(bucket=self.settings.state_bucket, history=1, ttl=self.settings.state_ttl_s))
+        return await self.bus.kv(self.settings.state_bucket, history=1, ttl_s=self.settings.state_ttl_s)
 
     async def _wait_consumer(self, stream: str, durable: str, timeout_s: float = 15.0) -> None:
         """consume() creates its consumer in a task; MEDIA's interest retention needs it now."""

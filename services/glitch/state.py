@@ -20,8 +20,7 @@ import asyncio
 import datetime
 import time
 
-from nats.js.api import KeyValueConfig
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from streamsight import subjects
@@ -40,10 +39,8 @@ def key_of(stream_id: str) -> str:
 
 
 async def state_bucket(bus: Bus, name: str, ttl_s: float) -> KeyValue:
-    try:
-        return await bus.js.key_value(name)
-    except BucketNotFoundError:
-        return await bus.js.create_key_value(KeyValueConfig(bucket=name, history=1, ttl=ttl_s))
+    """The bucket, made with the platform's `nats_replicas` copies (streamsight.bus.Bus.kv)."""
+    return await bus.kv(name, history=1, ttl_s=ttl_s)
 
 
 async def read_partition(kv: KeyValue, partition: int) -> list[bytes]:
