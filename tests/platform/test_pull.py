@@ -14,10 +14,12 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+from nats.js.api import AckPolicy, ConsumerConfig
+
 from streamsight import subjects
 from streamsight.bus import FETCH_BUDGET, MAX_PAYLOAD, Bus
 from streamsight.natsd import NatsServer
-from streamsight.pull import ByteBudget
+from streamsight.pull import PROBE_BYTES, ByteBudget, PullFetcher
 
 
 def _slow_consumers(server: NatsServer) -> int:
@@ -85,6 +87,42 @@ async def test_byte_budget_serves_pulls_in_turn_so_none_starves():
     stop.set()
     await asyncio.gather(*tasks)
     assert min(served.values()) >= 5, served
+    assert budget.reserved == 0
+
+
+async def test_consumers_waiting_for_work_do_not_hold_a_busy_ones_bytes(bus):
+    """A replica holding 16 partitions: 15 idle consumers wait while one has 720p frames queued.
+
+    Waiting pulls ask for PROBE_BYTES each, so the busy one's 3 MiB pulls are not queued behind
+    the idle ones' expiry (with 3 MiB reserved by each waiting pull, 15 of them filled the 40 MiB
+    budget and the busy consumer got one frame per expiry)."""
+    budget = ByteBudget(FETCH_BUDGET)
+    frame, count = 2_764_800, 6  # 1280x720 RGB
+    fetchers = {}
+    for name in [f"idle{i}" for i in range(15)] + ["busy"]:
+        config = ConsumerConfig(durable_name=f"pulltest-{name}", ack_policy=AckPolicy.EXPLICIT, filter_subject=subjects.features("vision", name))
+        await bus.js.add_consumer(subjects.FEATURES_STREAM, config=config)
+        fetchers[name] = PullFetcher(bus.nc, subjects.FEATURES_STREAM, f"pulltest-{name}", budget, MAX_PAYLOAD)
+    idle = [asyncio.create_task(fetchers[f"idle{i}"].fetch(8, 3 * 1024 * 1024, 30.0)) for i in range(15)]
+    try:
+        await _until(lambda: budget.reserved == 15 * PROBE_BYTES)
+        for i in range(count):
+            await bus.publish(subjects.features("vision", "busy"), i.to_bytes(4, "big") + bytes(frame - 4))
+        got: list[int] = []
+
+        async def take_all() -> None:
+            while len(got) < count:
+                got.extend(int.from_bytes(m.data[:4], "big") for m in await fetchers["busy"].fetch(8, 3 * 1024 * 1024, 1.0))
+
+        await asyncio.wait_for(take_all(), 15.0)  # the idle pulls wait 30 s: the busy one did not queue behind them
+        assert got == list(range(count))
+        assert not any(task.done() for task in idle), "the idle pulls were still waiting all along"
+    finally:
+        for task in idle:
+            task.cancel()
+        await asyncio.gather(*idle, return_exceptions=True)
+        for fetcher in fetchers.values():
+            await fetcher.close()
     assert budget.reserved == 0
 
 
