@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import itertools
 import dataclasses
+import datetime
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -263,6 +264,21 @@ async def until_done(action: Callable[[], Awaitable[object]], what: str, **log_f
             log.warning(f"{what} failed; retrying", error=repr(exc), retry_in_s=delay, **log_fields)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+async def kv_values(kv: KeyValue, keys: str = ">") -> list[tuple[str, bytes]]:
+    """(key, value) of every key matching `keys` the bucket holds now, in one pass (a watch of
+    the last value per key, filtered by the server, instead of a get per key)."""
+    watcher = await kv.watch(keys, ignore_deletes=True)
+    out: list[tuple[str, bytes]] = []
+    try:
+        async for entry in watcher:
+            if entry is None:  # the end of what was stored
+                break
+            out.append((entry.key, entry.value or b""))
+    finally:
+        await watcher.stop()
+    return out
 
 
 class Bus:
@@ -785,6 +801,35 @@ class Bus:
                 return
         await msg.ack()
         HANDLE_LATENCY.labels(self.service, pattern).observe(time.perf_counter() - started)
+
+    async def wait_consumer(self, stream: str, durable: str, timeout_s: float = 15.0) -> None:
+        """Until the durable exists: consume() creates it in a task, and MEDIA's interest retention
+        keeps a message only for consumers that exist when it is published."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                await self.js.consumer_info(stream, durable)
+                return
+            except NotFoundError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"consumer {durable} on {stream} was not created within {timeout_s:.0f} s") from None
+                await asyncio.sleep(0.05)
+
+    async def wait_for_redeliveries(self, stream: str, durable: str, ack_wait_s: float, most_s: float = 60.0) -> float:
+        """If the durable has messages out that nobody acknowledged (a replica died with a batch in
+        hand), wait until their ack wait is over: the server then redelivers them before anything
+        newer, so the partition's new holder applies them in order. Returns the seconds waited."""
+        try:
+            info = await self.js.consumer_info(stream, durable)
+        except NotFoundError:
+            return 0.0
+        if not info.num_ack_pending or info.delivered is None or info.delivered.last_active is None:
+            return 0.0
+        due = info.delivered.last_active + datetime.timedelta(seconds=ack_wait_s + 0.5)
+        wait = min((due - datetime.datetime.now(datetime.timezone.utc)).total_seconds(), most_s)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return max(wait, 0.0)
 
     async def consumer_pending(self, stream: str, durable: str) -> int:
         """Messages not yet acknowledged by a durable consumer (0 if it does not exist yet); for

@@ -95,6 +95,24 @@ class StreamTable(Generic[E]):
         """The stream's last record was handled: drop its entry, remember the id as finished."""
         return self._drop(stream_id, "finished")
 
+    def release(self, stream_id: str) -> E | None:
+        """Drop the stream's entry WITHOUT remembering it as finished: another replica holds it now
+        (its partition moved), and it may come back here later."""
+        entry = self._entries.pop(stream_id, None)
+        self._seen.pop(stream_id, None)
+        self._gauge()
+        return entry
+
+    def mark_finished(self, stream_id: str) -> None:
+        """Another replica finished the stream: drop any entry, and its stragglers are late here too."""
+        self._entries.pop(stream_id, None)
+        self._seen.pop(stream_id, None)
+        self._finished[stream_id] = None
+        self._finished.move_to_end(stream_id)
+        while len(self._finished) > self.finished_memory:
+            self._finished.popitem(last=False)
+        self._gauge()
+
     def idle(self, now: float | None = None) -> list[tuple[str, E]]:
         """Entries silent for `idle_s`: dropped (remembered as finished) and returned for flushing."""
         now = self._clock() if now is None else now

@@ -108,6 +108,21 @@ class Partitions:
         """The partitions this replica handles now (on_gain done, on_lose not begun)."""
         return frozenset(self._held)
 
+    def mine(self) -> frozenset[int]:
+        """The partitions the live members' assignment gives this replica now."""
+        return frozenset(k for k in range(self.count) if owner(self.group, k, self.members) == self.replica)
+
+    async def settled(self, timeout_s: float = 30.0) -> bool:
+        """Wait until this replica holds every partition the assignment gives it (a replica starting
+        up says it is ready only then: MEDIA keeps messages only for consumers that exist). False
+        if that took longer than `timeout_s`: it goes on taking them in the background."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.members and self.mine() <= self.held:
+                return True
+            await asyncio.sleep(0.1)
+        return False
+
     def _member_key(self, member: str | None = None) -> str:
         return f"{self.group}.member.{member or self.replica}"
 

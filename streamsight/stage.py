@@ -208,7 +208,7 @@ class FeatureStage(Service):
         async with self._lock:
             dropped = [sid for sid in list(self.logic.streams) if subjects.partition_of(sid) == partition]
             for sid in dropped:
-                _release(self.logic.streams, sid)
+                self.logic.streams.release(sid)
                 self._lag.forget(sid)
             for sid in [s for s in self._applied if subjects.partition_of(s) == partition]:
                 self._applied.pop(sid, None)
@@ -237,7 +237,7 @@ class FeatureStage(Service):
                 try:
                     seq, state = _read_snapshot(entry.value)
                     if state is None:
-                        _mark_finished(self.logic.streams, sid)
+                        self.logic.streams.mark_finished(sid)
                         STAGE_RESTORED.labels(self.name, "done").inc()
                     else:
                         await self._worker.run(self.logic.import_state, sid, state)
@@ -432,19 +432,3 @@ class FeatureStage(Service):
 
 def _sequence(msg: Msg) -> int:
     return int(msg.metadata.sequence.stream) if msg.metadata and msg.metadata.sequence else 0
-
-
-def _release(table: StreamTable, stream_id: str) -> None:
-    """Forget a stream whose partition moved, without marking it finished (it is not)."""
-    # StreamTable has no public way to drop an entry without remembering it as finished.
-    table._entries.pop(stream_id, None)
-    table._seen.pop(stream_id, None)
-    table._gauge()
-
-
-def _mark_finished(table: StreamTable, stream_id: str) -> None:
-    """A stream another replica finished: its stragglers are late here too."""
-    table._entries.pop(stream_id, None)
-    table._seen.pop(stream_id, None)
-    table._finished[stream_id] = None
-    table._gauge()

@@ -9,7 +9,7 @@ not score the history):
   streamsight.media.v1.windows.<k>.<stream>                  WindowRecords (MEDIA)      "fusion-media-p<k>"
   streamsight.events.v1.{status,glitch,health}.<k>.<stream>  events (EVENTS)            "fusion-events-p<k>"
 
-A replica says it is ready once it holds its share of the partitions (handover.until_settled):
+A replica says it is ready once it holds its share of the partitions (Partitions.settled):
 the window consumers must exist before a stream starts (MEDIA keeps messages only for
 consumers that exist). Per stream, `join.StreamJoin` says when a window is ready (see there:
 by progress, not by wall clock: all expected modalities in, or each missing stage cannot
@@ -55,12 +55,11 @@ from dataclasses import dataclass, field
 import grpc
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
-from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from prometheus_client import Counter, Histogram
 
 from streamsight import events, subjects
-from streamsight.bus import BadMessage, Consumer, event_payload
+from streamsight.bus import BadMessage, Consumer, event_payload, kv_values
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.features.v1 import features_pb2
@@ -71,7 +70,6 @@ from streamsight.ingestroute import IngestRoutes
 from streamsight.partitions import Partitions
 from streamsight.service import Service
 
-from .handover import read_bucket, release, until_settled, wait_for_redeliveries
 from .highlights import HighlightConfig, HighlightSpan, HighlightTracker, ScoredWindow
 from .join import JoinConfig, OutOfRange, Part, ReadyWindow, StreamJoin
 from .model import FusionModel, choose
@@ -145,7 +143,7 @@ class FusionService(Service):
         self._ticker = asyncio.create_task(self._tick(), name="fusion:tick")
         self.partitions = Partitions(self.bus, self.name)
         await self.partitions.start(self._gain, self._lose)
-        if not await until_settled(self.partitions):
+        if not await self.partitions.settled():
             self.log.warning("partitions not all taken at start; going on taking them", held=sorted(self.partitions.held))
 
     def health_info(self) -> dict[str, str]:
@@ -175,7 +173,7 @@ class FusionService(Service):
         k = partition
         for stream, durable in ((subjects.FEATURES_STREAM, f"fusion-p{k}"), (subjects.MEDIA_STREAM, f"fusion-media-p{k}"),
                                 (subjects.EVENTS_STREAM, f"fusion-events-p{k}")):
-            await wait_for_redeliveries(bus, stream, durable, ACK_WAIT_S)
+            await bus.wait_for_redeliveries(stream, durable, ACK_WAIT_S)
         self._consumers[k] = [
             bus.consume(f"fusion-p{k}", [subjects.features(m, partition=k) for m in MODALITY], self.on_feature, subjects.FEATURES_STREAM,
                         batch=64, deliver_new=True, ack_wait_s=ACK_WAIT_S, max_bytes=RECORD_FETCH_BYTES),
@@ -185,7 +183,7 @@ class FusionService(Service):
                         subjects.EVENTS_STREAM, deliver_new=True, ack_wait_s=ACK_WAIT_S, max_bytes=RECORD_FETCH_BYTES),
         ]
         for consumer in self._consumers[k]:
-            await self._wait_consumer(consumer.spec.stream, consumer.durable)
+            await bus.wait_consumer(consumer.spec.stream, consumer.durable)
         TAKEOVER_SECONDS.observe(time.monotonic() - started)
 
     async def _lose(self, partition: int) -> None:
@@ -198,7 +196,7 @@ class FusionService(Service):
                 continue
             async with state.lock:  # the ticker may be scoring it
                 state.released = True
-            release(self.streams, sid)
+            self.streams.release(sid)
             dropped += 1
         self.log.info("partition handed over", partition=partition, streams=dropped)
 
@@ -208,19 +206,6 @@ class FusionService(Service):
         """The state bucket, made with the platform's `nats_replicas` copies (Bus.kv)."""
         assert self.bus is not None
         return await self.bus.kv(self.settings.state_bucket, history=1, ttl_s=self.settings.state_ttl_s)
-
-    async def _wait_consumer(self, stream: str, durable: str, timeout_s: float = 15.0) -> None:
-        """consume() creates its consumer in a task; MEDIA's interest retention needs it now."""
-        assert self.bus is not None
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                await self.bus.js.consumer_info(stream, durable)
-                return
-            except NotFoundError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"consumer {durable} on {stream} was not created within {timeout_s:.0f} s")
-                await asyncio.sleep(0.05)
 
     def _state(self, sid: str, from_start: bool = False) -> StreamState | None:
         """The stream's state (lifecycle policy); None for a message of a finished stream.
@@ -238,7 +223,7 @@ class FusionService(Service):
         parts: list[tuple[str, Part]] = []
         scores: dict[str, list[events_pb2.WindowScore]] = {}
         mine: set[str] = set()
-        for key, value in sorted(await read_bucket(self.kv)):
+        for key, value in sorted(await kv_values(self.kv)):
             kind, _, rest = key.partition(".")
             sid = rest.split(".", 1)[0]
             if subjects.partition_of(sid) != partition or (sid in self.streams and sid not in mine):

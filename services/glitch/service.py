@@ -51,7 +51,7 @@ from services.glitch.health.monitor import StreamHealth, feed
 from services.glitch import snapshot
 from services.glitch.settings import GlitchSettings
 from services.glitch.snapshot import ResumableDetector
-from services.glitch.state import key_of, read_partition, release, state_bucket, until_settled, wait_consumer, wait_for_redeliveries
+from services.glitch.state import key_of, read_partition, state_bucket
 from services.glitch.tiles import grid
 from prometheus_client import Counter, Histogram
 from streamsight import heap, subjects
@@ -206,7 +206,7 @@ class GlitchService(Service):
         self._consumers: dict[int, object] = {}
         self.partitions = Partitions(self.bus, self.name)
         await self.partitions.start(self._gain, self._lose)
-        if not await until_settled(self.partitions):
+        if not await self.partitions.settled():
             self.log.warning("partitions not all taken at start; going on taking them", held=sorted(self.partitions.held))
 
     def health_info(self) -> dict[str, str]:
@@ -227,12 +227,12 @@ class GlitchService(Service):
         """Take partition `partition` over: its streams' snapshots, then its consumer."""
         restored, done = await self._restore(partition)
         durable = f"{self.name}-p{partition}"
-        await wait_for_redeliveries(self.bus, subjects.MEDIA_STREAM, durable, GLITCH_ACK_WAIT_S)
+        await self.bus.wait_for_redeliveries(subjects.MEDIA_STREAM, durable, GLITCH_ACK_WAIT_S)
         self._consumers[partition] = self.bus.consume_batches(
             durable, [subjects.media(kind, partition=partition) for kind in MEDIA_KINDS], self.on_batch, subjects.MEDIA_STREAM,
             batch=self.settings.fetch_batch, inactive_threshold_s=300, ack_wait_s=GLITCH_ACK_WAIT_S, max_bytes=GLITCH_FETCH_BYTES,
         )
-        await wait_consumer(self.bus, subjects.MEDIA_STREAM, durable)
+        await self.bus.wait_consumer(subjects.MEDIA_STREAM, durable)
         self.log.info("partition gained", partition=partition, streams=restored, finished=done)
 
     async def _lose(self, partition: int) -> None:
@@ -243,7 +243,7 @@ class GlitchService(Service):
             await handle.stop()
         dropped = [sid for sid in list(self.streams) if subjects.partition_of(sid) == partition]
         for sid in dropped:
-            release(self.streams, sid)
+            self.streams.release(sid)
             self._lag.forget(sid)
         self.log.info("partition lost", partition=partition, streams=len(dropped))
 
