@@ -36,6 +36,9 @@ from .moments import BASELINE_S, Moment, MomentConfig, Series, find
 GLITCH_POLICIES = ("suppress", "mark")
 
 
+NO_CHAT_WAIT_S = 3.0  # a live stream without chat: past a peak, the seconds that show whether the moment goes on
+
+
 @dataclass(frozen=True)
 class HighlightConfig:
     threshold: float = 0.5
@@ -54,11 +57,14 @@ class HighlightConfig:
                 or not 0 < self.min_clip_s <= self.max_clip_s or self.live_wait_s < 0 or self.glitch_policy not in GLITCH_POLICIES):
             raise ValueError(f"invalid highlight settings: {self}")
 
-    def wait_s(self, live: bool) -> float:
+    def wait_s(self, live: bool, chat: bool = True) -> float:
         """Media seconds past a peak its decision waits for: the chat lag's range (and the
-        burst's first seconds) for a file; bounded by `live_wait_s` for a live stream."""
+        burst's first seconds) for a file; bounded by `live_wait_s` for a live stream, and for a
+        live stream started without chat only the burst's seconds (no reaction will come)."""
         full = self.moments.chat_lag_max_s + 3.0
-        return min(full, self.live_wait_s) if live else full
+        if not live:
+            return full
+        return min(full if chat else NO_CHAT_WAIT_S, self.live_wait_s)
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,7 @@ class HighlightTracker:
     config: HighlightConfig = field(default_factory=HighlightConfig)
     next_window: int = 0  # first window not yet taken in order
     live: bool = False  # set once the stream is known to be live: bounds the wait for chat
+    chat: bool = True  # False once the stream declared it has no chat: a live one does not wait for it
 
     def __post_init__(self) -> None:
         self._pending: dict[int, ScoredWindow] = {}
@@ -135,7 +142,7 @@ class HighlightTracker:
 
     @property
     def wait_s(self) -> float:
-        return self.config.wait_s(self.live)
+        return self.config.wait_s(self.live, self.chat)
 
     def glitch(self, start_s: float, end_s: float, mark_only: bool = False) -> None:
         """A glitch (video corruption, or a health fault as bad: black, freeze, silence, an audio gap)

@@ -275,6 +275,7 @@ class FusionService(Service):
         if (state := self._state(sid)) is not None:
             state.join = StreamJoin.from_meta(sid, self.join_config, meta)
             state.tracker.live = state.join.live
+            state.tracker.chat = state.join.declared is None or "chat" in state.join.expected
 
     async def _save_meta(self, state: StreamState) -> None:
         await self.kv.put(f"m.{state.join.stream_id}", json.dumps(state.join.to_meta()).encode())
@@ -375,6 +376,7 @@ class FusionService(Service):
                     self._check_index(join, implied, "terminal status", relative=False)  # may come before the last window records
             if status.modalities:
                 join.declare({MODALITY_NAME[m] for m in status.modalities if m in MODALITY_NAME})
+                state.tracker.chat = join.declared is None or "chat" in join.expected
             if is_start:
                 started = event.time.ToSeconds() if event.HasField("time") else time.time()
                 join.start(live=status.duration_s <= 0, duration_s=status.duration_s, start_wall=min(started, time.time()))

@@ -31,7 +31,7 @@ class FusionSettings(BaseServiceSettings):
     max_clip_s: float = Field(45.0, gt=0, description="Longest clip: a longer one is cut at this length from its start")
     chat_lag_min_s: float = Field(1.0, ge=0, description="Chat's reaction starts at least this long after a moment's peak (estimated from data: p5 1.65 s)")
     chat_lag_max_s: float = Field(12.0, ge=0, description="and at most this long after it (estimated from data: p95 10.35 s); files wait for it before deciding a moment")
-    live_chat_wait_s: float = Field(10.0, ge=0, description="Live streams: at most this many media seconds past a moment's peak its decision waits for chat (the event's latency_s)")
+    live_chat_wait_s: float = Field(10.0, ge=0, description="Live streams with chat: at most this many media seconds past a moment's peak its decision waits for chat (the event's latency_s); a live stream started without chat waits 3 s")
     moment_cues_alone: int = Field(3, ge=1, le=4, description="A moment with this many cues (sound, motion, chat's reaction) is a highlight whatever its windows' scores (4: never)")
     glitch_highlights: str = Field("suppress", pattern="^(suppress|mark)$", description="A moment overlapping a glitch or a black, freeze, silence or audio_gap health incident: suppress (no highlight) or mark (Highlight.glitch); loudness and av_drift incidents only mark")
     clip_timeout_s: float = Field(30.0, gt=0, description="Seconds to wait for ingest to cut a clip")

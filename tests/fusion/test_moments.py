@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.fusion.highlights import HighlightConfig, HighlightTracker, ScoredWindow
+from services.fusion.highlights import NO_CHAT_WAIT_S, HighlightConfig, HighlightTracker, ScoredWindow
 from services.fusion.moments import MomentConfig, Series, find
 
 RNG_SEED = 7
@@ -136,6 +136,22 @@ def test_live_waits_at_most_the_live_wait_and_reports_it():
     assert tracker.wait_s == 6.0 and HighlightTracker(config).wait_s == config.moments.chat_lag_max_s + 3.0
     spans, _ = run(scored, config, live=True)
     assert spans[0].wait_s == 6.0 and spans[0].latency_s == pytest.approx(3.0)  # decided with window 1 (data to 20 s), the moment ended at 17
+
+
+def test_a_live_stream_without_chat_does_not_wait_for_a_reaction():
+    sig = stream(60, [(12, 17)])
+    scored = windows(sig, [0.1, 0.9, 0.7, 0.1, 0.1, 0.1])
+    config = HighlightConfig(live_wait_s=10.0)
+    without_chat = HighlightTracker(config, live=True, chat=False)
+    assert without_chat.wait_s == NO_CHAT_WAIT_S < HighlightTracker(config, live=True).wait_s == 10.0
+    assert HighlightTracker(config, chat=False).wait_s == HighlightTracker(config).wait_s  # a file: unchanged
+    decided = {}
+    for name, tracker in (("chat", HighlightTracker(config, live=True)), ("none", without_chat)):
+        for w in scored:
+            if tracker.add(w):
+                decided[name] = w.end_s
+                break
+    assert decided == {"chat": 30.0, "none": 20.0}  # the peak's 10 s wait needs window 2; 3 s are in with window 1
 
 
 def test_ranks_follow_scores_and_decisions_do_not_depend_on_scoring_order():
