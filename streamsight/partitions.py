@@ -34,7 +34,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import structlog
-from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from prometheus_client import Counter, Gauge
 
@@ -60,6 +60,24 @@ def replica_id() -> str:
 def _key_token(text: str) -> str:
     """A replica name as KV allows it in a key (letters, digits, - _ = /)."""
     return "".join(c if c.isalnum() or c in "-_=" else "_" for c in text)
+
+
+async def lease_holders(bus, group: str, bucket: str = BUCKET, count: int = subjects.PARTITIONS) -> dict[int, str]:
+    """Who holds each of a group's partitions now, as the bucket says (for operators and tests);
+    {} before any replica of any group started."""
+    try:
+        kv = await bus.js.key_value(bucket)
+    except BucketNotFoundError:
+        return {}
+    out: dict[int, str] = {}
+    for k in range(count):
+        try:
+            entry = await kv.get(f"{group}.p.{k}")
+        except (KeyNotFoundError, KeyDeletedError):
+            continue
+        if entry.value:
+            out[k] = entry.value.decode()
+    return out
 
 
 def owner(group: str, partition: int, members: list[str] | set[str] | frozenset[str]) -> str | None:

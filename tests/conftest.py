@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -136,3 +138,12 @@ class JobWithAKill:
         assert not self._thread.is_alive(), f"the job did not finish after {service} was killed\n{self.printed.getvalue()}"
         assert "error" not in self.outcome, f"{self.outcome.get('error')!r}\n{self.printed.getvalue()}"
         assert child.restarts == restarts + 1, f"the supervisor restarted {service} once"
+
+
+async def until_true(check, timeout_s: float, what: str, poll_s: float = 0.1) -> float:
+    """Await `check()` until it is true; the seconds it took (fails with `what` after `timeout_s`)."""
+    started = time.monotonic()
+    while not await check():
+        assert time.monotonic() - started < timeout_s, what
+        await asyncio.sleep(poll_s)
+    return time.monotonic() - started

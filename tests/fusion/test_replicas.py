@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from nats.js.errors import BucketNotFoundError
 
 from services.fusion.model import FusionModel
 from services.fusion.service import FusionService
@@ -21,8 +20,9 @@ from streamsight import events, subjects
 from streamsight.bus import Bus
 from streamsight.gen.events.v1 import events_pb2
 from streamsight.natsd import NatsServer, free_port
-from streamsight.partitions import BUCKET, owner
+from streamsight.partitions import lease_holders, owner
 
+from ..conftest import until_true
 from .test_service import FEATURES, publish, record, settings, start, window
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,25 +103,11 @@ def fusion_process(url: str, name: str, model_path: Path, log: Path) -> subproce
 
 
 async def holders(bus: Bus) -> dict[int, str]:
-    try:
-        kv = await bus.js.key_value(BUCKET)
-    except BucketNotFoundError:  # no replica has started yet
-        return {}
-    out = {}
-    for k in range(subjects.PARTITIONS):
-        try:
-            out[k] = (await kv.get(f"fusion.p.{k}")).value.decode()
-        except Exception:  # not held (yet, or any more)
-            pass
-    return out
+    return await lease_holders(bus, "fusion")
 
 
 async def until(check, timeout_s: float, what: str) -> float:
-    started = time.monotonic()
-    while not await check():
-        assert time.monotonic() - started < timeout_s, what
-        await asyncio.sleep(0.1)
-    return time.monotonic() - started
+    return await until_true(check, timeout_s, what, 0.1)
 
 
 async def consumers_made(bus: Bus) -> bool:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from nats.js.errors import BucketNotFoundError
 
 from services.glitch.service import GlitchService
 from services.glitch.settings import GlitchSettings
@@ -26,11 +25,11 @@ from streamsight.bus import Bus
 from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.ingest.v1 import ingest_pb2_grpc
 from streamsight.natsd import NatsServer
-from streamsight.partitions import BUCKET, owner
+from streamsight.partitions import lease_holders, owner
 from streamsight.rpc import channel
-
 from training.glitch import corrupt, scenes
 
+from ..conftest import until_true
 from .conftest import TEST_SEEDS, encode, held_out_scene
 
 REPO = Path(__file__).resolve().parents[2]
@@ -134,25 +133,11 @@ def glitch_process(url: str, name: str, log: Path) -> subprocess.Popen:
 
 
 async def holders(bus: Bus) -> dict[int, str]:
-    try:
-        kv = await bus.js.key_value(BUCKET)
-    except BucketNotFoundError:
-        return {}
-    out = {}
-    for k in range(subjects.PARTITIONS):
-        try:
-            out[k] = (await kv.get(f"glitch.p.{k}")).value.decode()
-        except Exception:  # not held
-            pass
-    return out
+    return await lease_holders(bus, "glitch")
 
 
 async def until(check, timeout_s: float, what: str) -> float:
-    started = time.monotonic()
-    while not await check():
-        assert time.monotonic() - started < timeout_s, what
-        await asyncio.sleep(0.05)
-    return time.monotonic() - started
+    return await until_true(check, timeout_s, what, 0.05)
 
 
 @pytest.mark.slow

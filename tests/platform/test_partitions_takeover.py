@@ -20,6 +20,7 @@ from services.audio.streams import AudioStreams
 from streamsight import subjects
 from streamsight.gen.features.v1 import features_pb2
 from streamsight.gen.media.v1 import media_pb2
+from streamsight.partitions import lease_holders
 
 pytestmark = pytest.mark.slow
 
@@ -94,16 +95,7 @@ class Replica:
 
 
 async def holders(bus) -> dict[int, str]:
-    kv = await bus.js.key_value("partitions")
-    out = {}
-    for k in range(subjects.PARTITIONS):
-        try:
-            entry = await kv.get(f"audio.p.{k}")
-        except Exception:
-            continue
-        if entry.value:
-            out[k] = entry.value.decode()
-    return out
+    return await lease_holders(bus, "audio")
 
 
 async def run_scenario(bus, url, folder, audio, scenario: str, tag: str = "") -> dict:
