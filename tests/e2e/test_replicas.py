@@ -4,8 +4,10 @@ Four cuts of a real recording (OpenArena, 25 s each at four offsets, 640x360 at 
 second in each) are analysed concurrently with `analyze`, first on a stack of one replica per
 service, then on `up`'s supervisor with vision, audio, glitch and fusion at 2 replicas (NATS
 users on, as `streamsight up` runs it). Once every stream has a window scored, one replica of
-each of the four is SIGKILLed. The stream ids are picked so that each killed replica holds two
-of the four streams and its survivor the other two.
+each of vision, glitch and fusion is SIGKILLed; audio's, which keeps up with ingest and is done
+before fusion scores anything, once audio published as many windows as there are streams (of
+12). The stream ids are picked so that each killed replica holds two of the four streams and
+its survivor the other two.
 
 Asserted: every window of every stream scored exactly once; no event id twice in any stream's
 events; each report equal to the single-replica run's (floats within 1e-4: a report rounds
@@ -24,6 +26,7 @@ them again once the dead incarnation's leases expire (the lease TTL) and restore
 from __future__ import annotations
 
 import asyncio
+import http.client
 import io
 import json
 import os
@@ -40,7 +43,7 @@ import av
 import numpy as np
 import pytest
 
-from streamsight import subjects
+from streamsight import natsauth, subjects
 from streamsight.app.analyze import JobOptions, Progress, analyze
 from streamsight.app.results import StreamResults
 from streamsight.app.stack import running_stack
@@ -199,7 +202,7 @@ def _held(port: int, group: str) -> int | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
             text = r.read().decode()
-    except OSError:
+    except (OSError, http.client.HTTPException):  # HTTPException: a connect to a dead port can meet itself (TCP self-connect)
         return None
     want = f'streamsight_partitions_held{{group="{group}"}} '
     return next((int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines() if line.startswith(want)), 0)
@@ -221,6 +224,63 @@ def _clip_s(out: Path, clip: str | None) -> float | None:
         return None
     with av.open(str(out / clip)) as c:
         return round(c.duration / 1e6, 1)
+
+
+class Takeover:
+    """Polls, in a thread, each killed group's replicas until live processes hold its 16 partitions
+    again: `done[group]` = (seconds after its kill, held by the restarted replica, by the survivor)."""
+
+    def __init__(self, victims: dict, survivors: dict, pids: dict[str, int], held_before: dict[str, int]) -> None:
+        self.victims, self.survivors, self.pids, self.held_before = victims, survivors, pids, held_before
+        self.killed_at: dict[str, float] = {}
+        self.done: dict[str, tuple[float, int, int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="takeover", daemon=True)
+        self._thread.start()
+
+    def killed(self, group: str) -> None:
+        self.killed_at[group] = time.monotonic()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for g, at in list(self.killed_at.items()):
+                if g in self.done:
+                    continue
+                survivor = _held(self.survivors[g].metrics_port, g) or 0
+                restarted = self.victims[g].process.pid != self.pids[g] and _held(self.victims[g].metrics_port, g) or 0
+                if survivor + restarted == subjects.PARTITIONS and (survivor > self.held_before[g] or restarted):
+                    self.done[g] = (time.monotonic() - at, restarted, survivor)
+            time.sleep(0.2)
+
+    def wait(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while len(self.done) < len(self.killed_at) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self._stop.set()
+        self._thread.join(5)
+
+
+def _snapshots(url: str, keys: list[str]) -> dict[str, str]:
+    """Which of these stage_state keys the bucket holds (revision and size), read as NATS's admin."""
+    import nats
+    from nats.js.errors import KeyNotFoundError
+
+    async def read() -> dict[str, str]:
+        nc = await nats.connect(url)
+        try:
+            kv = await nc.jetstream().key_value("stage_state")
+            found = {}
+            for key in keys:
+                try:
+                    entry = await kv.get(key)
+                    found[key] = f"revision {entry.revision}, {len(entry.value or b'')} B"
+                except KeyNotFoundError:
+                    found[key] = "absent"
+            return found
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
 
 
 def _comparable(doc: dict, out: Path) -> dict:
@@ -268,51 +328,61 @@ def test_replicas_of_every_stage_killed_mid_stream_lose_and_repeat_nothing(cuts,
         assert all(f"{g}-2" in children for g in REPLICATED), sorted(children)
         for g in REPLICATED:  # the split the stream ids were picked for
             assert _held(children[f"{g}-1"].metrics_port, g) + _held(children[f"{g}-2"].metrics_port, g) == subjects.PARTITIONS, g
+        victims = {g: children[f"{g}-1"] for g in REPLICATED}
+        survivors = {g: children[f"{g}-2"] for g in REPLICATED}
+        pids = {g: c.process.pid for g, c in victims.items()}
+        held_before = {g: _held(survivors[g].metrics_port, g) for g in REPLICATED}
+        takeover = Takeover(victims, survivors, pids, held_before)
+        admin = sup.nats.url_for(natsauth.ADMIN)
+        left: dict[str, str] = {}
+
+        def kill(groups: list[str]) -> None:
+            for g in groups:
+                os.kill(pids[g], signal.SIGKILL)
+                takeover.killed(g)
+            # The snapshots the dead replicas left of their streams (told in a failure: restored or not).
+            theirs = [f"{g}.{subjects.partition_of(sid)}.{sid}" for g in groups if g in ("vision", "audio") for sid in ids
+                      if owner(g, subjects.partition_of(sid), [f"{g}-1", f"{g}-2"]) == f"{g}-1"]  # fmt: skip
+            left.update(_snapshots(admin, theirs))
+
+        def audio_windows() -> float:
+            return sum(_metric_sum(c.metrics_port, "streamsight_stage_windows_total", stage="audio") for c in (victims["audio"], survivors["audio"]))
+
         jobs = recording["jobs"] = Jobs(sup.addresses()["gateway"], cuts, ids, tmp_path / "replicas_out")
+        # Audio keeps up with ingest and is done with every stream long before fusion scores a
+        # window: its replica is killed once it published as many windows as there are streams.
+        jobs.wait_until(lambda: audio_windows() >= len(ids), 300, "audio published no windows")
+        audio_at_kill = audio_windows()
+        kill(["audio"])
         jobs.wait_until(lambda: all(jobs.scored(sid) for sid in ids), 300, "no window scored in some stream")
         scored_at_kill = {sid: len(jobs.scored(sid)) for sid in ids}
-        victims = {g: children[f"{g}-1"] for g in REPLICATED}
-        pids = {g: c.process.pid for g, c in victims.items()}
-        held_before = {g: _held(children[f"{g}-2"].metrics_port, g) for g in REPLICATED}
-        killed_at = time.monotonic()
-        for g in victims:
-            os.kill(pids[g], signal.SIGKILL)
-
-        # Each group's 16 partitions held again by live processes: when, and how many by the survivor.
-        takeover: dict[str, tuple[float, int, int]] = {}
-        deadline = killed_at + 120
-        while len(takeover) < len(REPLICATED) and time.monotonic() < deadline:
-            for g in REPLICATED:
-                if g in takeover:
-                    continue
-                survivor = _held(children[f"{g}-2"].metrics_port, g) or 0
-                back = victims[g].process.pid != pids[g] and _held(victims[g].metrics_port, g) or 0
-                if survivor + back == subjects.PARTITIONS and (survivor > held_before[g] or back):
-                    takeover[g] = (time.monotonic() - killed_at, back, survivor)
-            time.sleep(0.2)
+        kill(["vision", "glitch", "fusion"])
+        takeover.wait(120)
         reports = jobs.finish(420)
         restarts = {g: (c.restarts, c.process.pid) for g, c in victims.items()}
-        held_after = {g: (_held(victims[g].metrics_port, g), _held(children[f"{g}-2"].metrics_port, g)) for g in REPLICATED}
+        held_after = {g: (_held(victims[g].metrics_port, g), _held(survivors[g].metrics_port, g)) for g in REPLICATED}
         # The streams the killed vision and audio replicas held were taken over from their snapshots
         # (state, or the done entry of a stream it had finished), by the restarted process or the survivor.
         restored = {
-            g: {r: sum(_metric_sum(c.metrics_port, "streamsight_stage_restored_total", stage=g, result=r) for c in (victims[g], children[f"{g}-2"]))
+            g: {r: sum(_metric_sum(c.metrics_port, "streamsight_stage_restored_total", stage=g, result=r) for c in (victims[g], survivors[g]))
                 for r in ("state", "done", "unreadable")}
             for g in ("vision", "audio")
         }  # fmt: skip
-        fenced = {g: sum(_metric_sum(c.metrics_port, "streamsight_stage_snapshots_total", stage=g, kind="fenced") for c in (victims[g], children[f"{g}-2"]))
+        fenced = {g: sum(_metric_sum(c.metrics_port, "streamsight_stage_snapshots_total", stage=g, kind="fenced") for c in (victims[g], survivors[g]))
                   for g in ("vision", "audio")}  # fmt: skip
 
-    print(f"stream ids {ids}; windows scored when the replicas were killed: {scored_at_kill}")
+    print(f"stream ids {ids}; audio windows published at audio-1's kill: {audio_at_kill:.0f} of {3 * len(ids)}; windows scored at the"
+          f" others' kill: {scored_at_kill}; the killed replicas' snapshots then: {left}")
     for g in REPLICATED:
-        if g in takeover:
-            print(f"{g}: 16 partitions held again {takeover[g][0]:.1f} s after the kill: {takeover[g][1]} by the restarted {g}-1, "
-                  f"{takeover[g][2]} by {g}-2 (held {held_before[g]} before)")
+        if g in takeover.done:
+            took, back, survivor = takeover.done[g]
+            print(f"{g}: 16 partitions held again {took:.1f} s after the kill: {back} by the restarted {g}-1, {survivor} by {g}-2 (held {held_before[g]} before)")
     print(f"partitions held at the end (restarted, survivor): {held_after}; streams restored from snapshots: {restored}; snapshot writes fenced: {fenced}")
     print(f"wall time of the 4 jobs: single {single_wall:.1f} s, replicas with the kills {jobs.wall_s:.1f} s")
 
     expected = sum(len(doc["windows"]) for doc in single.values())
     assert sum(scored_at_kill.values()) < expected, f"the kill came after every window was scored: {scored_at_kill}"
+    assert audio_at_kill < expected, f"audio-1 was killed after audio published every window: {audio_at_kill}"
     for sid in ids:
         assert single[sid]["state"] == "ended" and reports[sid]["state"] == "ended", sid
         n = len(single[sid]["windows"])
@@ -324,9 +394,9 @@ def test_replicas_of_every_stage_killed_mid_stream_lose_and_repeat_nothing(cuts,
         assert not diff, f"{sid}: the report differs from the single replica's: {diff[:20]}"
     assert any(doc["glitches"] for doc in single.values()), "the planted green second is found"
     for g in REPLICATED:
-        assert g in takeover, f"{g}: the killed replica's partitions were not held again within 120 s: {held_after}"
+        assert g in takeover.done, f"{g}: the killed replica's partitions were not held again within 120 s: {held_after}"
         assert restarts[g][0] == 1 and restarts[g][1] != pids[g], f"{g}-1 restarted once by up: {restarts[g]}"
         assert sum(held_after[g]) == subjects.PARTITIONS, f"{g}: partitions held at the end {held_after[g]}"
     for g, by_result in restored.items():
-        assert by_result["state"] + by_result["done"] >= 2 and not by_result["unreadable"], f"{g}: the killed replica's two streams restored: {by_result}"
-        assert not fenced[g], f"{g}: {fenced[g]:.0f} snapshot writes fenced: a taken-over stream's snapshot was not restored"
+        assert by_result["state"] + by_result["done"] >= 2 and not by_result["unreadable"], f"{g}: the killed replica's two streams restored: {by_result}; at the kill: {left}"
+        assert not fenced[g], f"{g}: {fenced[g]:.0f} snapshot writes fenced: a taken-over stream's snapshot was not restored; at the kill: {left}"
