@@ -22,15 +22,24 @@ from services.ingest.decode import DecodeConfig, StreamDecoder
 from services.ingest.deferred import complete
 from services.ingest.items import AudioChunk, FrameSignals, SampledFrame, WindowRecord
 from services.ingest.sampling import ConsumerSpec, SamplingConfig
+from services.ingest.settings import IngestSettings
 from streamsight.gen.media.v1 import media_pb2
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 RATE = 48000  # the soundtrack's sample rate
 
 
-def media(path: Path) -> list[tuple[str, object]]:
-    """(kind, message) pairs as ingest would publish them for the file at `path`."""
-    sampling = SamplingConfig(flow=None, cnn=None, glitch=ConsumerSpec(fps=2.0, format="rgb24", max_width=1280, max_height=720))
+def media(path: Path, glitch_size: tuple[int, int] | None = None) -> list[tuple[str, object]]:
+    """(kind, message) pairs as ingest would publish them for the file at `path`.
+
+    Glitch frames are shrunk to fit `glitch_size` (default: ingest's glitch_max_width x
+    glitch_max_height defaults), as the stack samples them.
+    """
+    if glitch_size is None:
+        fields = IngestSettings.model_fields
+        glitch_size = (fields["glitch_max_width"].default, fields["glitch_max_height"].default)
+    glitch = ConsumerSpec(fps=2.0, format="rgb24", max_width=glitch_size[0], max_height=glitch_size[1])
+    sampling = SamplingConfig(flow=None, cnn=None, glitch=glitch)
     dec = StreamDecoder(DecodeConfig(sampling=sampling))
     out: list[tuple[str, object]] = []
     chunks = frames = 0
