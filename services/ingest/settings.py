@@ -43,7 +43,10 @@ class IngestSettings(BaseServiceSettings):
     cnn_fps: float = Field(1.0, gt=0, description="RGB frames per second for the frame CNN")
     cnn_size: int = Field(224, ge=32, description="Side of the square CNN frames, pixels")
     glitch_fps: float = Field(2.0, gt=0, description="RGB frames per second for corruption detection")
-    glitch_max_width: int = Field(1280, ge=64, description="Largest glitch frame width (never enlarged)")
+    glitch_max_width: int = Field(
+        1280, ge=64,
+        description="Largest glitch frame width (never enlarged). 640x360 costs about a quarter of the glitch CPU and memory but misses most pictures read with a too-small height (services/glitch/models/MODEL.md)",
+    )
     glitch_max_height: int = Field(720, ge=64, description="Largest glitch frame height (never enlarged)")
     audio_rate: int = Field(32000, ge=8000, le=96000, description="Sample rate of the mono audio for analysers")
     open_timeout_s: float = Field(15.0, gt=0, description="Seconds to open and probe a source")
