@@ -1,7 +1,7 @@
 """Replicas of every stage killed mid-stream, on the stack `up` runs (issue 23's whole-stack test).
 
-Four cuts of a real recording (OpenArena, 25 s each at four offsets, 640x360 at 15 fps, a planted green
-second in each) are analysed concurrently with `analyze`, first on a stack of one replica per
+Four cuts of a real recording (OpenArena, 25 s each at four offsets, 640x360 at 15 fps, a
+planted green second in each) are analysed concurrently with `analyze`, first on a stack of one replica per
 service, then on `up`'s supervisor with vision, audio, glitch and fusion at 2 replicas (NATS
 users on, as `streamsight up` runs it). Once every stream has a window scored, one replica of
 each of vision, glitch and fusion is SIGKILLed; audio's, which keeps up with ingest and is done
@@ -18,9 +18,11 @@ afterwards (a fenced write after a takeover means a snapshot was not restored). 
 asserted: each group's time from the kill to its 16 partitions being held again (and by whom),
 and both jobs' wall times.
 
-Under `up` the killed replica is back under the same replica id about a second later, before its
-member key ages out, so the survivor does not take its partitions: the restarted process claims
-them again once the dead incarnation's leases expire (the lease TTL) and restores their streams.
+Under `up` the killed replica is usually back under the same replica id before its member key
+ages out, so the survivor does not take its partitions: the restarted process claims them again
+once the dead incarnation's leases expire (the lease TTL) and restores their streams. When the
+restart is slower, the survivor takes some or all of them and hands them back later; both are
+takeovers from the snapshots, and the test accepts either.
 """
 
 from __future__ import annotations
