@@ -59,7 +59,7 @@ from prometheus_client import Counter
 from nats.js.errors import KeyWrongLastSequenceError
 
 from streamsight import heap, statecodec, subjects
-from streamsight.bus import DEFAULT_FETCH_BYTES, FETCH_BUDGET, MAX_PAYLOAD, Consumer, until_done
+from streamsight.bus import DEFAULT_FETCH_BYTES, FETCH_BUDGET, MAX_PAYLOAD, Consumer, kv_entries, until_done
 from streamsight.gen.media.v1 import media_pb2
 from streamsight.lag import MediaLag
 from streamsight.lifecycle import StreamTable
@@ -218,17 +218,7 @@ class FeatureStage(Service):
     async def _restore(self, partition: int) -> int:
         assert self._kv is not None
         prefix = f"{self.name}.{partition}."
-        watcher = await self._kv.watch(f"{prefix}*", inactive_threshold=30.0)
-        entries = []
-        try:
-            while (entry := await watcher.updates(timeout=10.0)) is not None:
-                if entry.operation is None and entry.value:
-                    entries.append(entry)
-                if entry.delta == 0:
-                    break
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()
+        entries = [e for e in await kv_entries(self.bus.js, STATE_BUCKET, f"{prefix}*") if e.value]
         restored = 0
         async with self._lock:
             for entry in entries:

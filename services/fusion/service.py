@@ -59,7 +59,7 @@ from nats.js.kv import KeyValue
 from prometheus_client import Counter, Histogram
 
 from streamsight import events, subjects
-from streamsight.bus import BadMessage, Consumer, event_payload, kv_values
+from streamsight.bus import BadMessage, Consumer, event_payload, kv_entries
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.features.v1 import features_pb2
@@ -223,7 +223,7 @@ class FusionService(Service):
         parts: list[tuple[str, Part]] = []
         scores: dict[str, list[events_pb2.WindowScore]] = {}
         mine: set[str] = set()
-        for key, value in sorted(await kv_values(self.kv)):
+        for key, value in sorted((e.key, e.value or b"") for e in await kv_entries(self.bus.js, self.settings.state_bucket)):
             kind, _, rest = key.partition(".")
             sid = rest.split(".", 1)[0]
             if subjects.partition_of(sid) != partition or (sid in self.streams and sid not in mine):

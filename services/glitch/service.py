@@ -250,7 +250,7 @@ class GlitchService(Service):
     async def _restore(self, partition: int) -> tuple[int, int]:
         """The snapshots of the partition's streams into the table; (streams, finished ones)."""
         restored = done = 0
-        for data in await read_partition(self.kv, partition):
+        for data in await read_partition(self.bus, self.settings.state_bucket, partition):
             try:
                 state = snapshot.loads(data, self.detector_config, self.health_config)
                 sid = state["stream_id"]

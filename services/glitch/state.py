@@ -13,7 +13,7 @@ from __future__ import annotations
 from nats.js.kv import KeyValue
 
 from streamsight import subjects
-from streamsight.bus import Bus, kv_values
+from streamsight.bus import Bus, kv_entries
 
 KEY_SAFE = frozenset(b"-_0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
@@ -29,6 +29,6 @@ async def state_bucket(bus: Bus, name: str, ttl_s: float) -> KeyValue:
     return await bus.kv(name, history=1, ttl_s=ttl_s)
 
 
-async def read_partition(kv: KeyValue, partition: int) -> list[bytes]:
+async def read_partition(bus: Bus, bucket: str, partition: int) -> list[bytes]:
     """Every value stored under partition `partition`'s keys, in one pass."""
-    return [value for _, value in await kv_values(kv, f"{partition}.*")]
+    return [entry.value or b"" for entry in await kv_entries(bus.js, bucket, f"{partition}.*")]
