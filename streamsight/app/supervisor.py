@@ -287,8 +287,9 @@ class Supervisor:
 
     def _metrics_port(self, spec: ServiceSpec, replica: int) -> int:
         """Replica `replica`'s metrics port: the service's (its setting, or the base plus its offset) + 10 per replica before it; 0: none."""
-        own = user_value(spec.name, "metrics_port", self.base_env)
-        base = user_value(spec.name, "metrics_base_port", self.base_env)
+        given = {**self.base_env, **self.extra_env}  # an embedded stack's settings come as extra_env
+        own = user_value(spec.name, "metrics_port", given)
+        base = user_value(spec.name, "metrics_base_port", given)
         try:
             first = int(own) if own is not None else (int(base) + spec.metrics_offset if base and int(base) else 0)
         except (TypeError, ValueError):
