@@ -52,6 +52,7 @@ from live_stats import MAX_LATENCY_S, ProcSampler, keeps_up, percentile, rest_rs
 from streamsight import subjects
 from streamsight.app.results import StreamResults
 from streamsight.app.stack import running_stack
+from streamsight.app.supervisor import METRICS_STEP, parse_replicas
 from streamsight.config import SECTIONS, env_name
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
@@ -333,12 +334,15 @@ def main() -> None:
     parser.add_argument("--max-n", type=int, default=16, help="largest N --find-max tries (ingest.max_streams)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "streamsight-bench-live", help="encoded segments")
     parser.add_argument("--json", type=Path, help="write every round's figures here")
+    parser.add_argument("--replicas", default="", metavar="SERVICE=N,...", help="processes per service as `up --replicas` (e.g. glitch=2)")
     parser.add_argument("--nats-auth", action="store_true", help="NATS with a user per service, as `up` runs it (off: one open server)")
     parser.add_argument("--stack-log", type=Path, help="keep the stack's log here (default: in a temporary folder, removed)")
     args = parser.parse_args()
     print(f"encoding {args.seconds:g} s of the live source (cached in {args.cache}) ...", flush=True)
     segments = prepare_segments(args.cache, args.seconds, args.segment_s)
-    metrics_base = free_port_block(len(SECTIONS))
+    replicas = parse_replicas(args.replicas)
+    # replica n of a service serves metrics METRICS_STEP * (n - 1) above the first: the block covers them all
+    metrics_base = free_port_block(len(SECTIONS) + METRICS_STEP * (max(replicas.values(), default=1) - 1))
     env = {
         env_name("ingest", "allow_networks"): json.dumps(["127.0.0.0/8"]),  # the live server is on loopback
         "STREAMSIGHT_METRICS_BASE_PORT": str(metrics_base),
@@ -346,7 +350,8 @@ def main() -> None:
     rounds: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp, LiveHlsServer(segments) as server:
         folder = Path(tmp)
-        with (args.stack_log or folder / "stack.log").open("w") as log, running_stack(folder / "var", log, extra_env=env, nats_auth=args.nats_auth) as sup:
+        with (args.stack_log or folder / "stack.log").open("w") as log, running_stack(folder / "var", log, extra_env=env, nats_auth=args.nats_auth,
+                                                                                   replicas=replicas) as sup:
             print(f"stack up: {', '.join(sorted(sup.addresses()))}; fusion.live_chat_wait_s = "
                   f"{os.environ.get(env_name('fusion', 'live_chat_wait_s'), '10 (default)')}; no chat", flush=True)
             # Warm-up: one short stream whose segments are all out (a VOD playlist of the last few), so
