@@ -61,6 +61,7 @@ from nats.js.errors import KeyWrongLastSequenceError
 from streamsight import heap, statecodec, subjects
 from streamsight.bus import DEFAULT_FETCH_BYTES, FETCH_BUDGET, MAX_PAYLOAD, Consumer, kv_entries, until_done
 from streamsight.gen.media.v1 import media_pb2
+from streamsight.applied import Applied
 from streamsight.lag import MediaLag
 from streamsight.lifecycle import StreamTable
 from streamsight.partitions import HEARTBEAT_S, LEASE_TTL_S, Partitions
@@ -117,16 +118,16 @@ class StaleLease(Exception):
     """Another replica wrote this partition's state: this one lost the lease without noticing."""
 
 
-def _snapshot(seq: int, state: bytes | None) -> bytes:
-    """A snapshot entry: a JSON line (applied sequence, done) and the logic's state bytes."""
-    head = {"seq": seq, "done": state is None}
+def _snapshot(applied: Applied, state: bytes | None) -> bytes:
+    """A snapshot entry: a JSON line (applied position, done) and the logic's state bytes."""
+    head = {"seq": applied.seq, "stored_ns": applied.stored_ns, "done": state is None}
     return json.dumps(head).encode() + b"\n" + (state or b"")
 
 
-def _read_snapshot(data: bytes) -> tuple[int, bytes | None]:
+def _read_snapshot(data: bytes) -> tuple[Applied, bytes | None]:
     head, _, state = data.partition(b"\n")
     meta = json.loads(head)
-    return int(meta["seq"]), None if meta["done"] else state
+    return Applied(int(meta["seq"]), int(meta.get("stored_ns", 0))), None if meta["done"] else state
 
 
 class FeatureStage(Service):
@@ -163,7 +164,7 @@ class FeatureStage(Service):
         assert self.bus is not None
         self._fetch = getattr(self.settings, "fetch_batch", 64)
         self._stateful = hasattr(self.logic, "export_state") and hasattr(self.logic, "import_state")
-        self._applied: dict[str, int] = {}  # stream -> MEDIA sequence of the last message applied
+        self._applied: dict[str, Applied] = {}  # stream -> the last MEDIA message applied
         self._revisions: dict[str, int] = {}  # stream -> revision of its snapshot as this replica knows it
         self._consumers: dict[int, Consumer] = {}
         self.snapshot_stats = [0, 0, 0.0]  # snapshots, bytes, seconds (export + write)
@@ -225,7 +226,7 @@ class FeatureStage(Service):
                 sid = entry.key[len(prefix):]
                 self._revisions[sid] = entry.revision  # even an unreadable one is overwritten, not fenced
                 try:
-                    seq, state = _read_snapshot(entry.value)
+                    applied, state = _read_snapshot(entry.value)
                     if state is None:
                         self.logic.streams.mark_finished(sid)
                         STAGE_RESTORED.labels(self.name, "done").inc()
@@ -237,7 +238,7 @@ class FeatureStage(Service):
                     STAGE_RESTORED.labels(self.name, "unreadable").inc()
                     self.log.error("stream snapshot unreadable; the stream starts afresh", stream_id=sid, error=repr(exc))
                     continue
-                self._applied[sid] = seq
+                self._applied[sid] = applied
         return restored
 
     async def stop(self) -> None:
@@ -261,16 +262,16 @@ class FeatureStage(Service):
         async with self._lock:
             await self._publish_outbox()  # what a failed publish left behind goes first
             # What the stream's saved state already holds is acknowledged, not applied again.
-            fresh = [i for i, m in enumerate(msgs) if _sequence(m) > self._applied.get(subjects.stream_of(m.subject), 0)]
+            fresh = [i for i, m in enumerate(msgs) if not self._applied.get(subjects.stream_of(m.subject), Applied()).covers(Applied.of(m))]
             STAGE_SKIPPED.labels(self.name).inc(len(msgs) - len(fresh))
             started = time.perf_counter()
             result = await self._worker.run(self._step, [(msgs[i].subject, msgs[i].data) for i in fresh])
             HANDLE_LATENCY.labels(self.name, "batch").observe(time.perf_counter() - started)
             rejected = {fresh[i]: why for i, why in result.rejected.items()}
             STAGE_REJECTED.labels(self.name).inc(len(rejected))
-            touched: dict[str, int] = {}
+            touched: dict[str, Applied] = {}
             for i in fresh:
-                touched[subjects.stream_of(msgs[i].subject)] = _sequence(msgs[i])
+                touched[subjects.stream_of(msgs[i].subject)] = Applied.of(msgs[i])
             self._note_windows_seen(msgs)
             self._outbox += result.windows
             # The fetch is acknowledged once its windows are out, and must not come back: its
@@ -289,7 +290,7 @@ class FeatureStage(Service):
             started = time.perf_counter()
             live = sid in self.logic.streams
             state = await self._worker.run(self.logic.export_state, sid) if live else None
-            value = _snapshot(self._applied.get(sid, 0), state)
+            value = _snapshot(self._applied.get(sid, Applied()), state)
             key = f"{self.name}.{subjects.partition_of(sid)}.{sid}"
             if len(value) > MAX_SNAPSHOT_BYTES:
                 await self._drop_snapshot(sid, key, len(value))
@@ -419,6 +420,3 @@ class FeatureStage(Service):
             await asyncio.sleep(LAG_POLL_S)
             await self._lag.poll_heads(self.bus.js)
 
-
-def _sequence(msg: Msg) -> int:
-    return int(msg.metadata.sequence.stream) if msg.metadata and msg.metadata.sequence else 0

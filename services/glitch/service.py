@@ -55,6 +55,7 @@ from services.glitch.state import key_of, read_partition, state_bucket
 from services.glitch.tiles import grid
 from prometheus_client import Counter, Histogram
 from streamsight import heap, subjects
+from streamsight.applied import Applied
 from streamsight.bus import BadMessage, until_done
 from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.media.v1 import media_pb2
@@ -177,9 +178,8 @@ class _Stream:
     stored_ns: int = 0
 
     def applied(self, seq: int, stored_ns: int) -> bool:
-        """Whether a message is one already in this state: at or below the last one applied
-        (a MEDIA stream made again after a NATS restart numbers from 1 again, at a later time)."""
-        return seq <= self.seq and stored_ns <= self.stored_ns
+        """Whether a message is one already in this state (streamsight.applied's rule)."""
+        return Applied(self.seq, self.stored_ns).covers(Applied(seq, stored_ns))
 
 
 class GlitchService(Service):
@@ -350,8 +350,8 @@ class GlitchService(Service):
         health: dict[str, list[HealthEvent]] = {}
         ended = False
         for i, kind, sid, m in parsed:
-            meta = msgs[i].metadata
-            seq, stored_ns = meta.sequence.stream, int(meta.timestamp.timestamp() * 1e9)
+            position = Applied.of(msgs[i])
+            seq, stored_ns = position.seq, position.stored_ns
             if self._seen_before(sid, seq, stored_ns):
                 ALREADY_APPLIED.inc()  # its effect is in the snapshot this replica took over
                 continue
@@ -408,4 +408,4 @@ class GlitchService(Service):
         if stream is not None:
             return stream.applied(seq, stored_ns)
         done = self._done.get(sid)
-        return done is not None and seq <= done[0] and stored_ns <= done[1]
+        return done is not None and Applied(*done).covers(Applied(seq, stored_ns))
