@@ -20,7 +20,12 @@
   ones killed the process or never answered) is dead-lettered without handling it, and the
   server stops delivering it. Either way the service keeps running. Each returns a `Consumer`
   whose `stop()` ends the fetch loop after the batch in hand, leaving the durable on the server
-  (a partition handed to another replica, streamsight.partitions).
+  (a partition handed to another replica, streamsight.partitions). A partition's consumer
+  is given `holds`, whether this replica's lease on the partition still holds (with a margin
+  of one ack wait): it fetches, tells the server a batch is in progress, and acknowledges
+  only while it does; otherwise the batch in hand is handed back at once (nak, counted in
+  `streamsight_messages_returned_total`) and the consumer ends, so what the next holder
+  restores and what it is delivered first are exactly what this replica did not finish.
 - After NATS comes back (a restart loses the memory stream MEDIA and its consumers), the
   streams are provisioned again and each consumer is re-created when its fetch finds it gone;
   `usable` is False while fetches fail (readiness), and `on_reconnect` hooks run.
@@ -73,6 +78,7 @@ from streamsight.telemetry import (
     HANDLE_LATENCY,
     MESSAGES_FAILED,
     MESSAGES_IN,
+    MESSAGES_RETURNED,
     NATS_DISCONNECTS,
     NATS_RECONNECTS,
     NATS_SLOW_CONSUMERS,
@@ -184,6 +190,10 @@ class _ConsumerSpec:
     ack_wait_s: float
     deliver_new: bool
     inactive_threshold_s: float | None
+    holds: Callable[[], bool] | None = None  # a partition's consumer: whether its lease still holds
+
+    def ours(self) -> bool:
+        return self.holds is None or self.holds()
 
     @property
     def subjects(self) -> list[str]:
@@ -246,6 +256,11 @@ def _log_death(task: asyncio.Task) -> None:
         log.error("consumer stopped", task=task.get_name(), exc_info=task.exception())
 
 
+class Final(Exception):
+    """An error `until_done` does not retry (e.g. a partition's lease ran out: the effect is no
+    longer this replica's to make)."""
+
+
 async def until_done(action: Callable[[], Awaitable[object]], what: str, **log_fields) -> None:
     """Run `action` until it succeeds, 0.5 s doubling to 10 s between tries.
 
@@ -258,6 +273,8 @@ async def until_done(action: Callable[[], Awaitable[object]], what: str, **log_f
         try:
             await action()
             return
+        except Final:
+            raise
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -548,6 +565,7 @@ class Bus:
         deliver_new: bool = False,
         inactive_threshold_s: float | None = None,
         max_bytes: int | None = None,
+        holds: Callable[[], bool] | None = None,
     ) -> Consumer:
         """Start a durable pull consumer in the background; returns it (`stop()` ends it).
 
@@ -556,13 +574,18 @@ class Bus:
         `inactive_threshold_s` lets the server delete the consumer when no instance has pulled
         for that long (so a service that was removed stops holding MEDIA messages back).
         A fetch brings at most `batch` messages and about `max_bytes` bytes (see streamsight.pull).
+        `holds`: a partition's consumer, see the module docstring.
         """
 
         async def run_batch(msgs: list[Msg]) -> None:
-            for msg in msgs:
-                await self._handle_one(msg, handler, max_deliver)
+            for position, msg in enumerate(msgs):
+                if not spec.ours():
+                    await self._hand_back(spec, msgs[position:])
+                    return
+                await self._handle_one(msg, handler, max_deliver, spec)
 
-        spec = _ConsumerSpec(durable, subject, stream, batch, max_bytes or DEFAULT_RECORD_FETCH_BYTES, max_deliver, ack_wait_s, deliver_new, inactive_threshold_s)
+        spec = _ConsumerSpec(durable, subject, stream, batch, max_bytes or DEFAULT_RECORD_FETCH_BYTES, max_deliver, ack_wait_s, deliver_new,
+                             inactive_threshold_s, holds)
         return self._start(spec, run_batch)
 
     def consume_batches(
@@ -576,6 +599,7 @@ class Bus:
         ack_wait_s: float = 120.0,
         inactive_threshold_s: float | None = None,
         max_bytes: int | None = None,
+        holds: Callable[[], bool] | None = None,
     ) -> Consumer:
         """Like `consume`, but the handler takes each fetched batch at once (batched inference).
 
@@ -584,9 +608,9 @@ class Bus:
         """
 
         async def run_batch(msgs: list[Msg]) -> None:
-            await self._handle_batch(msgs, handler, max_deliver)
+            await self._handle_batch(msgs, handler, max_deliver, spec)
 
-        spec = _ConsumerSpec(durable, subject, stream, batch, max_bytes or DEFAULT_FETCH_BYTES, max_deliver, ack_wait_s, False, inactive_threshold_s)
+        spec = _ConsumerSpec(durable, subject, stream, batch, max_bytes or DEFAULT_FETCH_BYTES, max_deliver, ack_wait_s, False, inactive_threshold_s, holds)
         return self._start(spec, run_batch)
 
     async def declare_batches_consumer(
@@ -647,7 +671,19 @@ class Bus:
             await self.poll_consumers()
             await asyncio.sleep(CONSUMER_POLL_S)
 
-    async def _handle_batch(self, msgs: list[Msg], handler: BatchHandler, max_deliver: int) -> None:
+    async def _hand_back(self, spec: "_ConsumerSpec", msgs: list[Msg]) -> None:
+        """The lease on the messages' partition ran out: they go back to the server at once,
+        unacknowledged, for the partition's next holder (before anything newer)."""
+        log.warning("partition lease ran out; the messages in hand are handed back", durable=spec.durable, messages=len(msgs))
+        MESSAGES_RETURNED.labels(self.service).inc(len(msgs))
+        for msg in msgs:
+            with contextlib.suppress(Exception):
+                await msg.nak()
+
+    async def _handle_batch(self, msgs: list[Msg], handler: BatchHandler, max_deliver: int, spec: "_ConsumerSpec") -> None:
+        if not spec.ours():
+            await self._hand_back(spec, msgs)
+            return
         msgs = await self._drop_exhausted(msgs, max_deliver)
         if not msgs:
             return
@@ -664,9 +700,15 @@ class Bus:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if not spec.ours():  # e.g. a state write refused: another replica holds the partition now
+                await self._hand_back(spec, msgs)
+                return
             MESSAGES_FAILED.labels(self.service, "error").inc(len(msgs))
             for msg in msgs:
                 await self._retry_or_dead_letter(msg, exc, max_deliver)
+            return
+        if not spec.ours():  # what the handler did may be in the next holder's state or not: it decides
+            await self._hand_back(spec, msgs)
             return
         for position, msg in enumerate(msgs):
             if position in rejected:
@@ -738,6 +780,9 @@ class Bus:
         try:
             # The flags, not only cancellation, end the loop: a batch in hand is handled first.
             while not self._closing.is_set() and not stopping.is_set():
+                if not spec.ours():
+                    log.warning("partition lease ran out; the consumer stops", durable=spec.durable)
+                    break
                 try:
                     if not created:
                         await self._create_consumer(spec)
@@ -758,30 +803,35 @@ class Bus:
                     continue
                 self._usable = True
                 if msgs:
-                    async with self._keep_in_progress(msgs, spec.ack_wait_s):
+                    async with self._keep_in_progress(msgs, spec):
                         await run_batch(msgs)
                 # Not held while the next fetch waits: a batch of frames is up to 16 MiB.
                 msgs = None
-            if stopping.is_set():
-                # Messages that came after a pull gave up are this consumer's: handled now, not
-                # left for a redelivery that would reach the next holder after newer ones.
+            if stopping.is_set() or not spec.ours():
+                # Messages that came after a pull gave up are this consumer's: handled now (or,
+                # the lease gone, handed back), not left for a redelivery that would reach the
+                # next holder after newer ones.
                 while rest := fetcher._leftovers(spec.batch):
-                    async with self._keep_in_progress(rest, spec.ack_wait_s):
+                    async with self._keep_in_progress(rest, spec):
                         await run_batch(rest)
         finally:
             await fetcher.close()
 
     @contextlib.asynccontextmanager
-    async def _keep_in_progress(self, msgs: list[Msg], ack_wait_s: float):
+    async def _keep_in_progress(self, msgs: list[Msg], spec: "_ConsumerSpec"):
         """Tell the server, while a batch is being handled, that it is not lost.
 
         On a loaded machine a batch can take longer than the ack wait; without this the
-        server would redeliver it while it is still being worked on, out of order.
+        server would redeliver it while it is still being worked on, out of order. A partition's
+        consumer says so only while its lease holds: a holder whose lease ran out never keeps
+        its batch from the next holder past one ack wait.
         """
 
         async def beat() -> None:
             while True:
-                await asyncio.sleep(max(ack_wait_s / 3, 0.5))
+                await asyncio.sleep(max(spec.ack_wait_s / 3, 0.5))
+                if not spec.ours():
+                    return
                 for msg in msgs:
                     if not msg.is_acked:
                         with contextlib.suppress(Exception):
@@ -795,7 +845,7 @@ class Bus:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _handle_one(self, msg: Msg, handler: Handler, max_deliver: int) -> None:
+    async def _handle_one(self, msg: Msg, handler: Handler, max_deliver: int, spec: "_ConsumerSpec") -> None:
         if not await self._drop_exhausted([msg], max_deliver):
             return
         pattern = subjects.pattern_of(msg.subject)  # drop partition and stream id: bounded label values
@@ -817,6 +867,9 @@ class Bus:
                 MESSAGES_FAILED.labels(self.service, "error").inc()
                 await self._retry_or_dead_letter(msg, exc, max_deliver)
                 return
+        if not spec.ours():
+            await self._hand_back(spec, [msg])
+            return
         await msg.ack()
         HANDLE_LATENCY.labels(self.service, pattern).observe(time.perf_counter() - started)
 
@@ -833,18 +886,23 @@ class Bus:
                     raise RuntimeError(f"consumer {durable} on {stream} was not created within {timeout_s:.0f} s") from None
                 await asyncio.sleep(0.05)
 
-    async def wait_for_redeliveries(self, stream: str, durable: str, ack_wait_s: float, most_s: float = 60.0) -> float:
+    async def wait_for_redeliveries(self, stream: str, durable: str, ack_wait_s: float, margin_s: float = 0.0, most_s: float = 60.0) -> float:
         """If the durable has messages out that nobody acknowledged (a replica died with a batch in
         hand), wait until their ack wait is over: the server then redelivers them before anything
-        newer, so the partition's new holder applies them in order. Returns the seconds waited."""
+        newer, so the partition's new holder applies them in order. The last delivery says when
+        at the earliest; the previous holder may have said "in progress" since, but not after its
+        lease's margin (`margin_s`, streamsight.partitions) before the lease aged out, which was
+        before this call: so at most `ack_wait_s - margin_s` from now. Returns the seconds waited."""
         try:
             info = await self.js.consumer_info(stream, durable)
         except NotFoundError:
             return 0.0
         if not info.num_ack_pending or info.delivered is None or info.delivered.last_active is None:
             return 0.0
-        due = info.delivered.last_active + datetime.timedelta(seconds=ack_wait_s + 0.5)
-        wait = min((due - datetime.datetime.now(datetime.timezone.utc)).total_seconds(), most_s)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        due = max(info.delivered.last_active + datetime.timedelta(seconds=ack_wait_s), now + datetime.timedelta(seconds=max(0.0, ack_wait_s - margin_s)))
+        due += datetime.timedelta(seconds=0.5)
+        wait = min((due - now).total_seconds(), most_s)
         if wait > 0:
             await asyncio.sleep(wait)
         return max(wait, 0.0)

@@ -18,6 +18,15 @@ partitions move. A replica releases a partition it no longer should hold (after 
 claims one it should hold once nobody holds it: a graceful stop hands partitions over within a
 heartbeat, a killed replica's after its leases age out (`ttl_s`).
 
+A lease is held, as far as this replica's work goes (`holds(k)`), only until `margin_s` before
+it would age out counting from when its last successful renewal was sent: the server's clock
+starts later than that, so a replica whose renewals stalled (a loaded machine, NATS slow) stops
+fetching, acknowledging and telling the server its batch is in progress (streamsight.bus)
+before another replica can claim the partition, and with a margin of at least the consumers'
+ack wait, its unfinished messages are due again by then: the next holder restores exactly the
+state whose messages were acknowledged and is delivered the rest first. A lease found lapsed
+is given up (`on_lose`) and claimed again once it is free, if it is still this replica's.
+
 `on_gain(k)` and `on_lose(k)` run one at a time, in the order the changes happen; a lease is
 released only after `on_lose` returned (the last batch handled, its state saved and acked),
 and renewals go on while the callbacks run.
@@ -39,6 +48,7 @@ from nats.js.kv import KeyValue
 from prometheus_client import Counter, Gauge
 
 from streamsight import subjects
+from streamsight.bus import Final
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +60,10 @@ PARTITIONS_HELD = Gauge("streamsight_partitions_held", "Partitions this replica 
 PARTITION_CHANGES = Counter("streamsight_partition_changes_total", "Partitions this replica gained or lost", ["group", "change"])
 
 Callback = Callable[[int], Awaitable[None]]
+
+
+class LeaseLapsed(Final):
+    """This replica no longer holds the partition (`Partitions.holds`): its state is not written."""
 
 
 def replica_id() -> str:
@@ -102,12 +116,17 @@ class Partitions:
         ttl_s: float = LEASE_TTL_S,
         heartbeat_s: float = HEARTBEAT_S,
         bucket: str = BUCKET,
+        margin_s: float | None = None,
     ):
         if heartbeat_s * 2 >= ttl_s:
             raise ValueError(f"the lease TTL ({ttl_s} s) must be more than twice the heartbeat ({heartbeat_s} s)")
         self.bus, self.group, self.count = bus, group, count
         self.replica = _key_token(replica or replica_id())
         self.ttl_s, self.heartbeat_s, self.bucket = ttl_s, heartbeat_s, bucket
+        self.margin_s = ttl_s / 2 if margin_s is None else margin_s
+        if not heartbeat_s < ttl_s - self.margin_s:
+            raise ValueError(f"the lease TTL ({ttl_s} s) less its margin ({self.margin_s} s) must be more than the heartbeat ({heartbeat_s} s)")
+        self._valid_until: dict[int, float] = {}  # leases held -> when this replica stops using them (monotonic)
         self._kv: KeyValue | None = None
         self._revisions: dict[int, int] = {}  # leases this replica holds -> their last revision
         self._held: set[int] = set()  # gained (on_gain returned) and not yet being lost
@@ -125,6 +144,24 @@ class Partitions:
     def held(self) -> frozenset[int]:
         """The partitions this replica handles now (on_gain done, on_lose not begun)."""
         return frozenset(self._held)
+
+    def holds(self, partition: int) -> bool:
+        """Whether this replica may still work on `partition` (fetch, acknowledge, save state):
+        it holds the lease, and its last renewal was sent less than TTL - margin ago."""
+        return partition in self._revisions and time.monotonic() < self._valid_until.get(partition, 0.0)
+
+    def check(self, partition: int) -> None:
+        """LeaseLapsed unless this replica `holds` the partition (before a state write)."""
+        if not self.holds(partition):
+            raise LeaseLapsed(f"the lease on {self.group} partition {partition} is not this replica's any more")
+
+    def give_up(self, partition: int) -> None:
+        """The lease is known to be gone (another replica wrote the partition's state): work on
+        it stops now, `on_lose` comes in the next round."""
+        if self._revisions.pop(partition, None) is not None:
+            log.warning("partition lease given up", group=self.group, partition=partition, replica=self.replica)
+            self._lost.add(partition)
+        self._valid_until.pop(partition, None)
 
     def mine(self) -> frozenset[int]:
         """The partitions the live members' assignment gives this replica now."""
@@ -183,6 +220,7 @@ class Partitions:
         self._tasks = []
         self._held.clear()
         self._revisions.clear()
+        self._valid_until.clear()
 
     # Background ------------------------------------------------------------------
     async def _beat(self) -> None:
@@ -191,8 +229,8 @@ class Partitions:
             try:
                 if not self._stopping:
                     await self._kv.put(self._member_key(), str(time.time()).encode())
-                for partition in sorted(self._revisions):
-                    await self._renew(partition)
+                async with self._lease_lock:  # all at once: one by one, 16 round trips on a loaded NATS outlast the margin
+                    await asyncio.gather(*(self._renew(p) for p in sorted(self._revisions)))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # NATS away: the leases may age out; renewal tells
@@ -200,17 +238,21 @@ class Partitions:
             await asyncio.sleep(self.heartbeat_s)
 
     async def _renew(self, partition: int) -> None:
-        async with self._lease_lock:
-            revision = self._revisions.get(partition)
-            if revision is None:
-                return
-            try:
-                self._revisions[partition] = await self._kv.update(self._lease_key(partition), self.replica.encode(), last=revision)
-            except KeyWrongLastSequenceError:
-                # The lease aged out (this process stalled past the TTL) and may be someone else's.
-                log.warning("partition lease lost", group=self.group, partition=partition, replica=self.replica)
-                del self._revisions[partition]
-                self._lost.add(partition)
+        """One lease renewed (the caller holds the lease lock); a lapsed or refused one is lost."""
+        revision = self._revisions.get(partition)
+        if revision is None:
+            return
+        if not self.holds(partition):  # renewals stalled past the margin: work on it already stopped
+            self.give_up(partition)
+            return
+        sent = time.monotonic()
+        try:
+            self._revisions[partition] = await self._kv.update(self._lease_key(partition), self.replica.encode(), last=revision)
+            self._valid_until[partition] = sent + self.ttl_s - self.margin_s
+        except KeyWrongLastSequenceError:
+            # The lease aged out (this process stalled past the TTL) and may be someone else's.
+            log.warning("partition lease lost", group=self.group, partition=partition, replica=self.replica)
+            self.give_up(partition)
 
     async def _rebalance(self) -> None:
         while not self._stopping:
@@ -262,8 +304,10 @@ class Partitions:
 
     async def _gain(self, partition: int) -> None:
         async with self._lease_lock:
+            sent = time.monotonic()
             try:
                 self._revisions[partition] = await self._kv.create(self._lease_key(partition), self.replica.encode())
+                self._valid_until[partition] = sent + self.ttl_s - self.margin_s
             except KeyWrongLastSequenceError:
                 return  # someone holds it (a lease not yet aged out): next round
         try:
@@ -274,6 +318,7 @@ class Partitions:
             log.error("taking a partition failed; releasing it", group=self.group, partition=partition, exc_info=exc)
             async with self._lease_lock:
                 revision = self._revisions.pop(partition, None)
+                self._valid_until.pop(partition, None)
                 if revision is not None:
                     with contextlib.suppress(Exception):
                         await self._kv.delete(self._lease_key(partition), last=revision)
@@ -295,6 +340,7 @@ class Partitions:
         if release:
             async with self._lease_lock:
                 revision = self._revisions.pop(partition, None)
+                self._valid_until.pop(partition, None)
                 if revision is not None:
                     with contextlib.suppress(Exception):
                         await self._kv.delete(self._lease_key(partition), last=revision)

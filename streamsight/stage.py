@@ -64,7 +64,7 @@ from streamsight.gen.media.v1 import media_pb2
 from streamsight.applied import Applied
 from streamsight.lag import MediaLag
 from streamsight.lifecycle import StreamTable
-from streamsight.partitions import HEARTBEAT_S, LEASE_TTL_S, Partitions
+from streamsight.partitions import HEARTBEAT_S, LEASE_TTL_S, LeaseLapsed, Partitions
 from streamsight.service import Service
 from streamsight.telemetry import HANDLE_LATENCY, current_trace_id, stream_attributes, tracer
 from streamsight.windows import WindowResult, feature_record
@@ -194,9 +194,12 @@ class FeatureStage(Service):
     async def _gain(self, partition: int) -> None:
         """Load the partition's streams from their snapshots, then start its consumer."""
         restored = await self._restore(partition) if self._stateful else 0
+        # A killed holder's batch in hand comes back first (before anything newer), once due.
+        await self.bus.wait_for_redeliveries(subjects.MEDIA_STREAM, self._durable(partition), self._ack_wait, self.partitions.margin_s)
         self._consumers[partition] = self.bus.consume_batches(
             self._durable(partition), self._subjects(partition), self.on_batch, subjects.MEDIA_STREAM, batch=self._fetch,
             ack_wait_s=self._ack_wait, inactive_threshold_s=CONSUMER_INACTIVE_S, max_bytes=PARTITION_FETCH_BYTES,
+            holds=lambda: self.partitions.holds(partition),
         )
         self.log.info("partition taken", partition=partition, streams=restored)
 
@@ -297,6 +300,7 @@ class FeatureStage(Service):
                 continue
 
             async def write() -> None:
+                self.partitions.check(subjects.partition_of(sid))  # the lease ran out: the batch goes back
                 last = self._revisions.get(sid)
                 if last is None:
                     try:
@@ -318,8 +322,9 @@ class FeatureStage(Service):
                     break
                 except KeyWrongLastSequenceError:
                     STAGE_SNAPSHOTS.labels(self.name, "fenced").inc()
+                    self.partitions.give_up(subjects.partition_of(sid))  # the batch goes back at once (streamsight.bus)
                     raise StaleLease(f"{key} was written by another replica") from None
-                except asyncio.CancelledError:
+                except (asyncio.CancelledError, LeaseLapsed):
                     raise
                 except Exception as exc:
                     self.log.warning("saving stream state failed; retrying", stream_id=sid, error=repr(exc), retry_in_s=delay)

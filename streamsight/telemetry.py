@@ -160,6 +160,7 @@ def current_trace_id() -> str:
 # Metrics, one family per concern; every service labels its own samples.
 MESSAGES_IN = Counter("streamsight_messages_in_total", "Bus messages handled", ["service", "subject"])
 MESSAGES_FAILED = Counter("streamsight_messages_failed_total", "Bus messages whose handling failed", ["service", "reason"])
+MESSAGES_RETURNED = Counter("streamsight_messages_returned_total", "Bus messages handed back unacknowledged: the lease on their partition ran out", ["service"])
 DEAD_LETTERS = Counter("streamsight_dead_letters_total", "Messages sent to the dead-letter subject", ["service"])
 PUBLISHED = Counter("streamsight_published_total", "Messages published", ["service", "kind"])
 RPC_REQUESTS = Counter("streamsight_rpc_requests_total", "gRPC requests by outcome", ["service", "method", "code"])

@@ -171,16 +171,17 @@ class FusionService(Service):
         await self._restore(partition)
         bus = self.bus
         k = partition
-        for stream, durable in ((subjects.FEATURES_STREAM, f"fusion-p{k}"), (subjects.MEDIA_STREAM, f"fusion-media-p{k}"),
-                                (subjects.EVENTS_STREAM, f"fusion-events-p{k}")):
-            await bus.wait_for_redeliveries(stream, durable, ACK_WAIT_S)
+        margin = self.partitions.margin_s
+        await asyncio.gather(*(bus.wait_for_redeliveries(stream, durable, ACK_WAIT_S, margin) for stream, durable in (
+            (subjects.FEATURES_STREAM, f"fusion-p{k}"), (subjects.MEDIA_STREAM, f"fusion-media-p{k}"), (subjects.EVENTS_STREAM, f"fusion-events-p{k}"))))
+        holds = lambda: self.partitions.holds(k)  # noqa: E731
         self._consumers[k] = [
             bus.consume(f"fusion-p{k}", [subjects.features(m, partition=k) for m in MODALITY], self.on_feature, subjects.FEATURES_STREAM,
-                        batch=64, deliver_new=True, ack_wait_s=ACK_WAIT_S, max_bytes=RECORD_FETCH_BYTES),
+                        batch=64, deliver_new=True, ack_wait_s=ACK_WAIT_S, max_bytes=RECORD_FETCH_BYTES, holds=holds),
             bus.consume(f"fusion-media-p{k}", subjects.media("windows", partition=k), self.on_window, subjects.MEDIA_STREAM,
-                        deliver_new=True, inactive_threshold_s=300, ack_wait_s=ACK_WAIT_S, max_bytes=RECORD_FETCH_BYTES),
+                        deliver_new=True, inactive_threshold_s=300, ack_wait_s=ACK_WAIT_S, max_bytes=RECORD_FETCH_BYTES, holds=holds),
             bus.consume(f"fusion-events-p{k}", [subjects.event(kind, partition=k) for kind in EVENT_HANDLERS], self.on_event,
-                        subjects.EVENTS_STREAM, deliver_new=True, ack_wait_s=ACK_WAIT_S, max_bytes=RECORD_FETCH_BYTES),
+                        subjects.EVENTS_STREAM, deliver_new=True, ack_wait_s=ACK_WAIT_S, max_bytes=RECORD_FETCH_BYTES, holds=holds),
         ]
         for consumer in self._consumers[k]:
             await bus.wait_consumer(consumer.spec.stream, consumer.durable)

@@ -227,10 +227,11 @@ class GlitchService(Service):
         """Take partition `partition` over: its streams' snapshots, then its consumer."""
         restored, done = await self._restore(partition)
         durable = f"{self.name}-p{partition}"
-        await self.bus.wait_for_redeliveries(subjects.MEDIA_STREAM, durable, GLITCH_ACK_WAIT_S)
+        await self.bus.wait_for_redeliveries(subjects.MEDIA_STREAM, durable, GLITCH_ACK_WAIT_S, self.partitions.margin_s)
         self._consumers[partition] = self.bus.consume_batches(
             durable, [subjects.media(kind, partition=partition) for kind in MEDIA_KINDS], self.on_batch, subjects.MEDIA_STREAM,
             batch=self.settings.fetch_batch, inactive_threshold_s=300, ack_wait_s=GLITCH_ACK_WAIT_S, max_bytes=GLITCH_FETCH_BYTES,
+            holds=lambda: self.partitions.holds(partition),
         )
         await self.bus.wait_consumer(subjects.MEDIA_STREAM, durable)
         self.log.info("partition gained", partition=partition, streams=restored, finished=done)
@@ -286,7 +287,13 @@ class GlitchService(Service):
             data = snapshot.dumps({"stream_id": sid, "detector": stream.detector, "health": stream.health, "bounds": stream.bounds,
                                    "seq": stream.seq, "stored_ns": stream.stored_ns})
         SNAPSHOT_BYTES.observe(len(data))
-        await until_done(lambda: self.kv.put(key_of(sid), data), "saving a glitch snapshot", stream_id=sid)
+        partition = subjects.partition_of(sid)
+
+        async def put() -> None:  # a replica whose lease ran out must not overwrite its successor's state
+            self.partitions.check(partition)
+            await self.kv.put(key_of(sid), data)
+
+        await until_done(put, "saving a glitch snapshot", stream_id=sid)
 
     async def _watch_lag(self) -> None:
         """Ingest's position in every stream held, from MEDIA, for the lag gauge."""

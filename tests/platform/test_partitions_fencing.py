@@ -145,3 +145,71 @@ async def test_a_state_too_big_for_kv_is_not_saved_and_its_old_snapshot_goes(nat
             await asyncio.sleep(0.1)
         else:
             raise AssertionError("the stale snapshot was kept")
+
+
+class QuickLeaseSettings(CounterSettings):
+    partition_lease_s: float = 2.0
+    partition_heartbeat_s: float = 0.25
+
+
+class GatedCounter(SavingCounter):
+    """SavingCounter whose step waits, when `gate` is set, until the test opens it."""
+
+    gate = None  # a threading.Event, closed while the test holds a batch in hand
+    entered = None
+
+    def step(self, messages):
+        if self.gate is not None:
+            self.entered.set()
+            self.gate.wait(30)
+        return super().step(messages)
+
+
+class GatedStage(SavingStage):
+    Settings = QuickLeaseSettings
+
+    async def open_logic(self) -> GatedCounter:
+        return GatedCounter(idle_s=self.settings.stream_idle_s)
+
+
+async def test_a_holder_whose_lease_lapsed_mid_batch_hands_it_back_and_the_next_holder_applies_it_first(nats_server, bus):
+    """A replica whose renewals stalled (here: stopped) past the lease's margin finishes the step in
+    hand but neither saves nor acknowledges it: the batch goes back at once, its consumer ends, and
+    the next holder restores the last saved state and is delivered that batch before anything newer."""
+    import threading
+
+    from streamsight.telemetry import MESSAGES_RETURNED
+
+    sid = "lapsed"
+    p = subjects.partition_of(sid)
+    settings = QuickLeaseSettings(nats_url=nats_server.url, grpc_host="127.0.0.1", grpc_port=0)
+    first, second = GatedStage(settings), GatedStage(settings)
+    returned = MESSAGES_RETURNED.labels("savecount")._value.get()
+    async with first.serving():
+        await bus.publish(subjects.media("audio", sid), b"0" * 100)
+        await bus.publish(subjects.media("windows", sid), _window(sid, 0))
+        assert [r.values["bytes"] for r in await _records(bus, sid, 1)] == [100.0]
+        gate, entered = threading.Event(), threading.Event()
+        first.logic.gate, first.logic.entered = gate, entered
+        await bus.publish(subjects.media("audio", sid), b"1" * 40)
+        assert await asyncio.to_thread(entered.wait, 10)  # the batch is in hand
+        await first.partitions.abandon()  # its renewals stall: the lease lapses here at once, in KV after the TTL
+        assert not first.partitions.holds(p)
+        gate.set()
+        first.logic.gate = None
+        for _ in range(100):
+            if MESSAGES_RETURNED.labels("savecount")._value.get() > returned:
+                break
+            await asyncio.sleep(0.05)
+        assert MESSAGES_RETURNED.labels("savecount")._value.get() > returned, "the batch in hand was not handed back"
+        assert (await _snapshot(bus, sid))[0]["state"] == {"bytes": 100}  # its state was not saved
+        async with second.serving():  # takes the partition once the lease aged out in KV
+            for _ in range(200):
+                if p in second.partitions.held:
+                    break
+                await asyncio.sleep(0.05)
+            assert p in second.partitions.held
+            await bus.publish(subjects.media("audio", sid), b"2" * 7)
+            await bus.publish(subjects.media("windows", sid), _window(sid, 1, last=True))
+            records = await _records(bus, sid, 2)
+            assert [(r.window, r.values["bytes"]) for r in records] == [(0, 100.0), (1, 147.0)]
