@@ -171,14 +171,34 @@ class _Interceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
 
+class _HealthWithFacts(HealthServicer):
+    """The standard health service; each Check reply also carries the service's facts
+    (`Service.health_info`: the partitions a replica holds, its model and provider) as initial
+    metadata `streamsight-<fact>` (what `grpcurl -v ... grpc.health.v1.Health/Check` prints),
+    since the standard reply has no field for them."""
+
+    def __init__(self, facts: Callable[[], dict[str, str]]):
+        super().__init__()
+        self._facts = facts
+
+    async def Check(self, request, context):
+        try:
+            facts = self._facts()
+        except Exception:  # facts are a courtesy: health answers regardless
+            facts = {}
+        await context.send_initial_metadata(tuple((f"streamsight-{k.lower().replace('_', '-')}", str(v)) for k, v in facts.items()))
+        return await super().Check(request, context)
+
+
 class RpcServer:
     """A grpc.aio server with health, reflection and the platform's interceptor."""
 
-    def __init__(self, service: str, servicers: Iterable[Servicer], host: str = "0.0.0.0", port: int = 0, auth_token: str = ""):
+    def __init__(self, service: str, servicers: Iterable[Servicer], host: str = "0.0.0.0", port: int = 0, auth_token: str = "",
+                 facts: Callable[[], dict[str, str]] = dict):
         self.service = service
         self.servicers = list(servicers)
         self.address = f"{host}:{port}"
-        self.health = HealthServicer()
+        self.health = _HealthWithFacts(facts)
         self.server = grpc.aio.server(
             interceptors=[_Interceptor(service, auth_token)],
             options=[

@@ -89,7 +89,7 @@ class Service:
             await self.start()
             # Every service serves gRPC health and reflection, with or without an API of its own.
             s = self.settings
-            self.rpc = RpcServer(self.name, self.servicers(), s.grpc_host, s.grpc_port, s.auth_token)
+            self.rpc = RpcServer(self.name, self.servicers(), s.grpc_host, s.grpc_port, s.auth_token, facts=self.health_info)
             await self.rpc.start()
             BUS_USABLE.labels(self.name).set(1)
             watch = asyncio.create_task(

@@ -213,3 +213,16 @@ async def test_a_holder_whose_lease_lapsed_mid_batch_hands_it_back_and_the_next_
             await bus.publish(subjects.media("windows", sid), _window(sid, 1, last=True))
             records = await _records(bus, sid, 2)
             assert [(r.window, r.values["bytes"]) for r in records] == [(0, 100.0), (1, 147.0)]
+
+
+async def test_a_stage_replicas_health_reply_lists_the_partitions_it_holds(nats_server, bus):
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    one = _stage(nats_server)
+    async with one.serving():
+        async with grpc.aio.insecure_channel(one.address) as ch:
+            call = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())
+            await call
+            listed = dict(await call.initial_metadata())["streamsight-partitions"]
+        assert listed == ",".join(map(str, sorted(one.partitions.held))) and len(one.partitions.held) == subjects.PARTITIONS

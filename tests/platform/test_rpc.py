@@ -106,3 +106,21 @@ async def test_health_follows_a_readiness_check():
         follower.cancel()
         await asyncio.gather(follower, return_exceptions=True)
         await rpc.stop(0.5)
+
+
+async def test_health_replies_carry_the_services_facts_as_metadata():
+    facts = {"partitions": "0,3,7", "provider": "cpu"}
+    rpc = RpcServer("rpctest", [], "127.0.0.1", 0, facts=lambda: dict(facts))
+    await rpc.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{rpc.port}") as ch:
+            call = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())
+            assert (await call).status == health_pb2.HealthCheckResponse.SERVING
+            metadata = dict(await call.initial_metadata())
+            assert metadata["streamsight-partitions"] == "0,3,7" and metadata["streamsight-provider"] == "cpu"
+            facts["partitions"] = ""  # read at each check
+            call = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())
+            await call
+            assert dict(await call.initial_metadata())["streamsight-partitions"] == ""
+    finally:
+        await rpc.stop(0.5)
