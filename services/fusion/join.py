@@ -110,6 +110,7 @@ class StreamJoin:
     last_window: int | None = None  # index of the stream's last window, once known
     last_end: float | None = None
     ended: bool = False
+    end_seq: int = 0  # MEDIA stream sequence of the last window record (0: not seen)
     first_seen: float = field(default_factory=time.monotonic)  # wall (monotonic): the stall clock's origin
     duplicates: int = 0
     late: int = 0
@@ -145,6 +146,10 @@ class StreamJoin:
         """A stage said it is done with the stream: it delivers nothing more."""
         if modality in MODALITIES:
             self._done_stages.add(modality)
+
+    def said_done(self, modality: str) -> bool:
+        """Whether the modality's stage said it is done with the stream (stage_done)."""
+        return modality in self._done_stages
 
     def silent_for(self, modality: str, now: float) -> float:
         """Wall seconds since the modality's latest record of this stream (or since the stream was first seen)."""
@@ -285,6 +290,7 @@ class StreamJoin:
             "declared": None if self.declared is None else sorted(self.declared), "chat_seen": self.chat_seen,
             "highest": self.highest, "window_high": self._window_high, "last_window": self.last_window, "last_end": self.last_end,
             "clock": self.clock, "ended": self.ended, "done_stages": sorted(self._done_stages), "reached": dict(self._reached),
+            "end_seq": self.end_seq,
         }
 
     @classmethod
@@ -301,6 +307,7 @@ class StreamJoin:
         join.last_window = None if last is None else int(last)
         join.last_end = None if meta.get("last_end") is None else float(meta["last_end"])
         join.clock = float(meta.get("clock", 0.0))
+        join.end_seq = int(meta.get("end_seq") or 0)
         join._done_stages = {m for m in meta.get("done_stages", []) if m in MODALITIES}
         join._reached = {m: int(i) for m, i in (meta.get("reached") or {}).items() if m in MODALITIES}
         return join

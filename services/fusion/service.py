@@ -30,12 +30,15 @@ holds the stream (streamsight.ingestroute; `ingest_address` when none is registe
 mark the spans whose moments are suppressed or flagged (glitch_highlights); so do the glitch
 service's health incidents: black, freeze, silence and audio_gap like a glitch,
 loudness and av_drift only flag (Highlight.glitch), format_change and no_audio are ignored.
+When a stream's last window is scored and its last highlight published, fusion's last word on it,
+the "analysed" StreamStatus (analysed.py), goes out once glitch and chat are done with the stream too.
 
 Exactly once under redelivery and restarts: every accepted record is written to the KV bucket
 (`p.<stream>.<i>.<modality>`) before it is acknowledged, every score after it is published
 (`s.<stream>.<i>`), every highlight (`h.<stream>.<n>`), every glitch or health span (`g.<stream>.<id>`,
 the id escaped to KV's key alphabet),
-and the stream's clock (`m.<stream>`).
+and the stream's clock (`m.<stream>`); a finished stream's "analysed" status waits in `a.<stream>`
+until it is published (a takeover publishes it, under the same event id).
 A replica that gains a partition (at its start, or when another replica stopped or died)
 rebuilds that partition's joins and trackers from the bucket, then starts its consumers;
 records for a scored window are ignored; the event ids let JetStream drop a copy published
@@ -47,6 +50,7 @@ partition stops its consumers after the messages in hand and drops its streams h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import time
@@ -70,6 +74,8 @@ from streamsight.ingestroute import IngestRoutes
 from streamsight.partitions import Partitions
 from streamsight.service import Service
 
+from . import analysed
+from .analysed import Pending
 from .highlights import HighlightConfig, HighlightSpan, HighlightTracker, ScoredWindow
 from .join import JoinConfig, OutOfRange, Part, ReadyWindow, StreamJoin
 from .model import FusionModel, choose
@@ -90,6 +96,7 @@ ACK_WAIT_S = 5.0
 # Feature, window and event records are a few KB: three consumers per partition, 48 for all 16,
 # share the connection's fetch budget (streamsight.bus.FETCH_BUDGET, 40 MiB) without waiting.
 RECORD_FETCH_BYTES = 256 * 1024
+POLL_S = 0.1  # how often a finished stream's "analysed" status checks glitch's and chat's progress
 KEY_SAFE = frozenset(b"-_0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 WINDOWS_SCORED = Counter("streamsight_fusion_windows_scored_total", "Windows scored, by why they were scored then", ["completion"])
@@ -140,6 +147,7 @@ class FusionService(Service):
         self.routes = IngestRoutes(self.bus, s.ingest_address, s.auth_token)  # the ingest replica holding a stream, for its clips
         self.kv = await self._bucket()
         self._consumers: dict[int, list[Consumer]] = {}
+        self._announcing: dict[str, asyncio.Task] = {}  # stream -> its "analysed" status on its way (analysed.py)
         self._ticker = asyncio.create_task(self._tick(), name="fusion:tick")
         self.partitions = Partitions(self.bus, self.name)
         await self.partitions.start(self._gain, self._lose)
@@ -158,6 +166,7 @@ class FusionService(Service):
     async def stop(self) -> None:
         # every partition's batches in hand handled (all at once), then the leases released
         await asyncio.gather(*(c.stop() for consumers in self._consumers.values() for c in consumers))
+        await self._cancel_announcements(lambda sid: True)  # a.<stream> stays in KV: the next holder publishes it
         await self.partitions.stop()
         self._ticker.cancel()
         await asyncio.gather(self._ticker, return_exceptions=True)
@@ -191,6 +200,7 @@ class FusionService(Service):
         """Hand partition `partition` back: its consumers stop after the messages in hand (each
         written to the bucket before it was acknowledged), then its streams are dropped here."""
         await asyncio.gather(*(c.stop() for c in self._consumers.pop(partition, [])))
+        await self._cancel_announcements(lambda sid: subjects.partition_of(sid) == partition)
         dropped = 0
         for sid, state in self.streams.items():
             if subjects.partition_of(sid) != partition:
@@ -232,6 +242,8 @@ class FusionService(Service):
             mine.add(sid)
             if kind == "d":
                 self.streams.finish(rest)
+            elif kind == "a":
+                self._announce(Pending.from_json(value))
             elif kind == "m":
                 self._restore_meta(rest, json.loads(value))
             elif kind == "p":
@@ -334,6 +346,7 @@ class FusionService(Service):
                 self._check_index(join, record.index, "window record")
             ready = join.media_window(record.index, record.start_s, record.end_s, record.last)
             if record.last:
+                join.end_seq = msg.metadata.sequence.stream  # glitch is done with the stream once it acknowledged this
                 ready += join.end(record.end_s)
             await self._save_meta(state)
             await self._score(state, ready)
@@ -468,7 +481,12 @@ class FusionService(Service):
             await self._publish_highlights(state, state.tracker.add(_scored(score)))
         if state.join.finished and state.join.ended:
             await self._publish_highlights(state, state.tracker.finish())
+            pending = self._pending(state)
+            if pending is not None:
+                await self.kv.put(f"a.{sid}", pending.to_json())  # before the rest is purged: a takeover publishes it
             await self._forget(state)
+            if pending is not None:
+                self._announce(pending)
 
     def _count(self, state: StreamState, rw: ReadyWindow) -> None:
         """Metrics and logs of one scored window; a stalled stage is reported loudly, once per stream."""
@@ -547,6 +565,67 @@ class FusionService(Service):
         self.log.info("highlight", stream_id=sid, highlight=span.number, start_s=span.start_s, end_s=span.end_s,
                       score=round(span.score, 3), rank=span.rank, reason=span.reason, latency_s=span.latency_s, clip=clip.uri or "none",
                       **({"vertical_clip": vertical.uri or "none"} if self.settings.vertical_clips else {}))
+
+    # ------------------------------------------------------------------ the stream's last word
+
+    def _pending(self, state: StreamState) -> Pending | None:
+        """The "analysed" status of a finished stream; None when it ended without a last window record."""
+        join = state.join
+        if not join.end_seq:
+            self.log.info("stream ended without a last window record: no analysed status", stream_id=join.stream_id)
+            return None
+        return Pending(
+            stream_id=join.stream_id, event_id=analysed.event_id(join.stream_id, join.start_wall), end_seq=join.end_seq,
+            end_s=join.last_end if join.last_end is not None else join.clock,
+            chat="chat" in join.expected and not join.said_done("chat"), highlights=len(state.published),
+            windows_scored=len(join.scored_windows), since=time.time(),
+        )
+
+    def _announce(self, pending: Pending) -> None:
+        sid = pending.stream_id
+        if sid in self._announcing and not self._announcing[sid].done():
+            return
+        self._announcing[sid] = asyncio.create_task(self._publish_analysed(pending), name=f"fusion:analysed:{sid}")
+
+    async def _cancel_announcements(self, which) -> None:
+        tasks = [self._announcing.pop(sid) for sid in list(self._announcing) if which(sid)]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _publish_analysed(self, pending: Pending) -> None:
+        """Publish the stream's "analysed" status once glitch and chat are done with it (see analysed.py)."""
+        sid = pending.stream_id
+        deadline = pending.since + self.settings.analysed_wait_s
+        glitch: bool | None = None
+        failures = 0
+        try:
+            while True:
+                try:
+                    if glitch is None:
+                        glitch = await analysed.glitch_runs(self.bus, sid)
+                    if (not glitch or await analysed.glitch_done(self.bus.js, pending)) and (
+                            not pending.chat or await analysed.chat_done(self.bus.js, pending)):
+                        await self.bus.publish_event(sid, pending.status(), pending.event_id)
+                        await self.kv.purge(f"a.{sid}")
+                        self.log.info("stream analysed", stream_id=sid, highlights=pending.highlights, windows=pending.windows_scored,
+                                      waited_s=round(time.time() - pending.since, 3))
+                        return
+                except Exception as exc:  # NATS away, or the publish refused (NATS users without fusion's status permission)
+                    (self.log.debug if failures else self.log.warning)("analysed status not published yet; trying again until the deadline",
+                                                                     stream_id=sid, error=repr(exc))
+                    failures += 1
+                    await asyncio.sleep(1.0)
+                if time.time() > deadline:
+                    self.log.warning("no analysed status: glitch or chat not done with the stream, or publishing failed, in time",
+                                     stream_id=sid, wait_s=self.settings.analysed_wait_s, glitch=glitch, chat=pending.chat, failures=failures)
+                    with contextlib.suppress(Exception):  # NATS away: a takeover finds it and gives up the same way
+                        await self.kv.purge(f"a.{sid}")
+                    return
+                await asyncio.sleep(POLL_S)
+        finally:
+            if self._announcing.get(sid) is asyncio.current_task():
+                del self._announcing[sid]
 
     async def _ingest_for(self, sid: str) -> ingest_pb2_grpc.IngestStub:
         """The ingest replica that holds the stream (its clip buffer); the configured address when unknown."""

@@ -37,6 +37,7 @@ class FusionSettings(BaseServiceSettings):
     clip_timeout_s: float = Field(30.0, gt=0, description="Seconds to wait for ingest to cut a clip")
     vertical_clips: bool = Field(False, description="Also ask ingest for a 9:16 vertical copy of each highlight's clip, cropped around the most motion (Highlight.vertical_clip)")
     vertical_timeout_s: float = Field(120.0, gt=0, description="Seconds to wait for the vertical copy (re-encoded: about 0.7 s of CPU per second of 720p clip); the highlight waits for it")
+    analysed_wait_s: float = Field(120.0, gt=0, description="After a stream's last score and highlight: longest wait for glitch and chat to be done with it before fusion's 'analysed' status (its last word on the stream); past it none is published and clients fall back to a quiet time")
     top_features: int = Field(5, ge=1, le=50, description="Contributions listed in a score's 'why'")
     state_bucket: str = Field("fusion", pattern=r"^[A-Za-z0-9_-]+$", description="JetStream KV bucket of the join state")
     state_ttl_s: float = Field(7 * 86400.0, gt=0, description="How long unfinished join state is kept")

@@ -4,7 +4,11 @@ It uses the stack that `streamsight up` runs from the data folder (or the gatewa
 --gateway); with neither, it starts an embedded stack (NATS + every built service) on free
 ports for the duration of the job. It submits the stream, shows progress (media time done,
 speed as a multiple of real time), prints highlights, glitches and health incidents as they come, waits until
-every window is scored, downloads the clips (and their vertical copies), and writes report.json and report.html to --out.
+the stream's results are all in, downloads the clips (and their vertical copies), and writes report.json and report.html to --out.
+"All in": the stream ended, every window is scored, and fusion's "analysed" status came (its last word
+on the stream, published after its last score and highlight and after glitch and chat were done with
+the stream: services/fusion/analysed.py) with as many highlights and scores as it counts. A stack
+without that status (or with fusion not running) is waited on until SETTLE_S pass without an event.
 When the gateway goes away mid-job (restarted by `up`), the event watch and clip downloads
 reconnect for up to RECONNECT_S and resume after the last event seen: each event counts once.
 """
@@ -28,7 +32,8 @@ from streamsight.app.results import StreamResults, health_name
 from streamsight.rpc import channel
 from streamsight.app.supervisor import Supervisor, built_services, find_running
 
-SETTLE_S = 2.0  # quiet time after the last event before the job is called done
+SETTLE_S = 2.0  # without fusion's "analysed" status: quiet time after the last event before the job is called done
+ANALYSED = ("fusion", "analysed")  # (reporter, reason) of fusion's last word on a stream
 # A lost gateway (restarted by `up`, say) is retried this long before the job gives up.
 RECONNECT_S = 60.0
 _LOST = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED)
@@ -177,11 +182,25 @@ class EventWatch:
         await asyncio.gather(self.task, return_exceptions=True)
 
 
+def analysed_status(event: events_pb2.Event) -> events_pb2.StreamStatus | None:
+    """Fusion's "analysed" status, when `event` is it."""
+    if event.WhichOneof("payload") == "status" and (event.status.reporter, event.status.reason) == ANALYSED:
+        return event.status
+    return None
+
+
+def _all_in(results: StreamResults, analysed: events_pb2.StreamStatus | None) -> bool:
+    """Whether every score and highlight that fusion's "analysed" status counts has come."""
+    return analysed is not None and len(results.scores) >= analysed.windows_scored and len(results.highlights) >= analysed.highlights
+
+
 async def _follow(stub, results: StreamResults, progress: Progress, expect_scores: bool, wait_s: float, reconnect_s: float = RECONNECT_S) -> None:
-    """Read the stream's events until it finished and every window is scored (or quiet)."""
+    """Read the stream's events until it finished and every window is scored, and fusion said it
+    is done with the stream (or, without that, until SETTLE_S pass without an event)."""
     watch = EventWatch(stub, results.stream_id, progress.say, reconnect_s)
     last_event = time.monotonic()
     finished_at: float | None = None
+    analysed: events_pb2.StreamStatus | None = None
     try:
         while True:
             event = await watch.get(0.5)
@@ -192,6 +211,8 @@ async def _follow(stub, results: StreamResults, progress: Progress, expect_score
             if event is not None:
                 last_event = now
                 kind = results.add(event)
+                if (status := analysed_status(event)) is not None:
+                    analysed = status
                 line = describe(kind, event)
                 if line:
                     progress.say(line)
@@ -201,6 +222,10 @@ async def _follow(stub, results: StreamResults, progress: Progress, expect_score
                 scored = not expect_scores or results.state == common_pb2.STREAM_STATE_FAILED or (
                     results.windows_expected and len(results.scores) >= results.windows_expected
                 )
+                if scored and _all_in(results, analysed):
+                    progress.say(f"all results in: fusion's analysed status came ({analysed.windows_scored} windows scored, "
+                                 f"{analysed.highlights} highlights); not waiting {SETTLE_S:.0f} s for quiet")
+                    return
                 if scored and now - last_event >= SETTLE_S:
                     return
                 if now - finished_at > wait_s:

@@ -13,12 +13,15 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
+from services.fusion import analysed
 from services.fusion.model import FusionModel
 from services.fusion.service import FusionService
 from services.fusion.settings import FusionSettings
 from services.ingest.service import IngestService
 from services.ingest.settings import IngestSettings
-from streamsight import events, subjects
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from streamsight import events, partitions, subjects
 from streamsight.bus import Bus
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
@@ -98,6 +101,21 @@ class EventLog:
     def of(self, kind: str) -> list:
         return [getattr(e, kind) for e in self.events if e.WhichOneof("payload") == kind]
 
+    def analysed(self) -> list[events_pb2.Event]:
+        """Fusion's "analysed" statuses (its last word on the stream)."""
+        return [e for e in self.events if e.WhichOneof("payload") == "status" and analysed.is_analysed(e.status)]
+
+    def assert_analysed_last(self) -> events_pb2.StreamStatus:
+        """Exactly one "analysed" status, after every score and highlight, counting them."""
+        done = self.analysed()
+        assert len(done) == 1, f"{len(done)} analysed statuses"
+        at = self.events.index(done[0])
+        kinds = [e.WhichOneof("payload") for e in self.events]
+        assert "score" not in kinds[at:] and "highlight" not in kinds[at:], f"events after the analysed status: {kinds[at:]}"
+        status = done[0].status
+        assert (status.windows_scored, status.highlights) == (len(self.of("score")), len(self.of("highlight")))
+        return status
+
     async def wait(self, kind: str, n: int, timeout: float = 60.0) -> list:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -105,6 +123,13 @@ class EventLog:
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.0)  # anything extra (a second score) would show up now
         return self.of(kind)
+
+    async def wait_for(self, check, timeout: float = 30.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not check():
+            assert loop.time() < deadline, "not seen in time"
+            await asyncio.sleep(0.05)
 
 
 @contextlib.asynccontextmanager
@@ -142,6 +167,7 @@ async def test_restart_duplicates_clip_failure_and_dead_letters(nats_server, mod
                 await bus.publish(subjects.media("windows", sid), msg, f"{sid}:window:{i}")
             scores = await log.wait("score", 3)
             highlights = await log.wait("highlight", 1)
+            await log.wait_for(lambda: log.analysed())
         dead_msg = await dead.next_msg(timeout=10)
         await sub.unsubscribe()
         state_keys = await (await bus.js.key_value("fusion-restart")).keys()
@@ -157,6 +183,7 @@ async def test_restart_duplicates_clip_failure_and_dead_letters(nats_server, mod
     assert list(hl.windows) == [0, 1] and (hl.start_s, hl.end_s) == (0.0, 20.0) and hl.score > 0.9
     assert hl.clip.clip_id == "" and hl.why  # ingest was not there: published without a clip
     assert dead_msg.headers["streamsight-dlq-subject"] == subjects.features("audio", sid)
+    log.assert_analysed_last()
 
 
 async def test_deadline_flags_the_missing_modality(nats_server, model_path):
@@ -507,3 +534,42 @@ def test_kv_tokens_are_valid_keys_and_do_not_collide():
     tokens = [kv_token(i) for i in ids]
     assert tokens[:2] == ["g1", "s=3Aglitch=3A0"]
     assert all(_is_key_valid(f"g.stream.{t}") and "." not in t for t in tokens) and len(set(tokens)) == len(ids)
+
+
+async def test_analysed_status_waits_for_glitch_and_chat_and_a_restart_publishes_it_once(nats_server, model_path):
+    """The "analysed" status of a finished stream waits until glitch acknowledged the stream's last
+    window record (played here by the test: a lease of the glitch group and its durable MEDIA
+    consumer) and chat's last forecast is in; fusion restarted in between still publishes it, once."""
+    sid = "analysed-1"
+    k = subjects.partition_of(sid)
+    config = settings(nats_server.url, model_path, "fusion-analysed")
+    async with connected(nats_server.url) as bus:
+        log, sub = await EventLog.follow(bus, sid)
+        glitch = await bus.js.pull_subscribe(f"{subjects.PREFIX}.media.v1.*.{k}.*", durable=f"glitch-p{k}", stream=subjects.MEDIA_STREAM,
+                                             config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW, ack_wait=60))
+        async with FusionService(config).serving():
+            await (await bus.js.key_value(partitions.BUCKET)).put(f"glitch.p.{k}", b"glitch-test")  # a glitch replica holds it
+            await start(bus, sid, duration_s=20.0, modalities=("vision", "audio", "chat"))
+            for i in range(2):
+                for modality in ("vision", "audio", "chat"):
+                    await publish(bus, record(sid, modality, i, high=False))
+                await bus.publish(subjects.media("windows", sid), window(sid, i, last=i == 1), f"{sid}:window:{i}")
+            assert [s.window for s in await log.wait("score", 2)] == [0, 1]
+            assert log.analysed() == [], "published before glitch and chat were done"
+        forecast = events_pb2.SentimentForecast(stream_id=sid, issued_at_s=20.0)
+        await bus.publish_event(sid, forecast, f"{sid}:forecast:0")
+        async with FusionService(config).serving():  # restarted: the pending status is read back from the bucket
+            await asyncio.sleep(1.0)
+            assert log.analysed() == [], "published before glitch acknowledged the last window record"
+            for msg in await glitch.fetch(10, timeout=5):
+                await msg.ack_sync()
+            await log.wait_for(lambda: log.analysed())
+            await asyncio.sleep(1.0)  # a second copy would show up now
+        async with FusionService(config).serving():
+            await asyncio.sleep(1.0)
+        await sub.unsubscribe()
+        keys = await (await bus.js.key_value("fusion-analysed")).keys()
+        await (await bus.js.key_value(partitions.BUCKET)).delete(f"glitch.p.{k}")
+    status = log.assert_analysed_last()
+    assert (status.windows_scored, status.highlights, status.state) == (2, 0, common_pb2.STREAM_STATE_UNSPECIFIED)
+    assert keys == [f"d.{sid}"], "the pending status is gone from the bucket once published"

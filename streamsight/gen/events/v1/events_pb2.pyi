@@ -201,7 +201,7 @@ class SentimentForecast(_message.Message):
     def __init__(self, stream_id: _Optional[str] = ..., issued_at_s: _Optional[float] = ..., points: _Optional[_Iterable[_Union[ForecastPoint, _Mapping]]] = ..., trustworthy: _Optional[bool] = ..., model: _Optional[str] = ..., lower: _Optional[_Iterable[float]] = ..., upper: _Optional[_Iterable[float]] = ..., interval_level: _Optional[float] = ..., activity: _Optional[_Iterable[float]] = ..., activity_lower: _Optional[_Iterable[float]] = ..., activity_upper: _Optional[_Iterable[float]] = ..., activity_baseline: _Optional[_Iterable[float]] = ..., activity_trustworthy: _Optional[bool] = ...) -> None: ...
 
 class StreamStatus(_message.Message):
-    __slots__ = ("stream_id", "state", "reason", "detail", "media_time_s", "gap_s", "reporter", "duration_s", "windows", "modalities")
+    __slots__ = ("stream_id", "state", "reason", "detail", "media_time_s", "gap_s", "reporter", "duration_s", "windows", "modalities", "highlights", "windows_scored")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -212,6 +212,8 @@ class StreamStatus(_message.Message):
     DURATION_S_FIELD_NUMBER: _ClassVar[int]
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
     MODALITIES_FIELD_NUMBER: _ClassVar[int]
+    HIGHLIGHTS_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_SCORED_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     state: _common_pb2.StreamState
     reason: str
@@ -222,7 +224,9 @@ class StreamStatus(_message.Message):
     duration_s: float
     windows: int
     modalities: _containers.RepeatedScalarFieldContainer[_common_pb2.Modality]
-    def __init__(self, stream_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.StreamState, str]] = ..., reason: _Optional[str] = ..., detail: _Optional[str] = ..., media_time_s: _Optional[float] = ..., gap_s: _Optional[float] = ..., reporter: _Optional[str] = ..., duration_s: _Optional[float] = ..., windows: _Optional[int] = ..., modalities: _Optional[_Iterable[_Union[_common_pb2.Modality, str]]] = ...) -> None: ...
+    highlights: int
+    windows_scored: int
+    def __init__(self, stream_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.StreamState, str]] = ..., reason: _Optional[str] = ..., detail: _Optional[str] = ..., media_time_s: _Optional[float] = ..., gap_s: _Optional[float] = ..., reporter: _Optional[str] = ..., duration_s: _Optional[float] = ..., windows: _Optional[int] = ..., modalities: _Optional[_Iterable[_Union[_common_pb2.Modality, str]]] = ..., highlights: _Optional[int] = ..., windows_scored: _Optional[int] = ...) -> None: ...
 
 class WindowScore(_message.Message):
     __slots__ = ("stream_id", "window", "start_s", "end_s", "score", "missing", "why", "features", "completion")
