@@ -1,10 +1,16 @@
 """The Chat control API (streamsight.chat.v1.Chat): checks requests, hands them to the service.
 
+Any chat replica takes any call (service.py): StartChat records the reader for the replica
+holding the stream's partition, StopChat asks that replica to stop it, GetChat answers from
+the readers' bucket.
+
 Status codes: INVALID_ARGUMENT for a bad stream id, pacing or source (a replay file that is
 missing, unreadable or not a chat log: the message names the file and the line);
 FAILED_PRECONDITION for a second StartChat of a running stream; NOT_FOUND for StopChat or
-GetChat of a stream this instance does not know; RESOURCE_EXHAUSTED when it reads
-`max_streams` streams already.
+GetChat of a stream no replica knows; RESOURCE_EXHAUSTED when the replica taking the call holds
+the stream's partition and reads `max_streams` streams already (a holder that is full when it
+picks a reader up marks it FAILED, saying so in `last_error`); UNAVAILABLE when NATS did not
+take the change.
 """
 
 from __future__ import annotations
@@ -40,8 +46,7 @@ class ChatApi(chat_pb2_grpc.ChatServicer):
             media_start = request.media_start.ToDatetime(tzinfo=timezone.utc).timestamp()
             if media_start <= 0:
                 raise invalid("media_start must be a time after 1970 (or left unset: the stream starts now)")
-        session = await self.service.start_chat(stream_id, request.source, media_start, request.pacing)
-        return session.status()
+        return await self.service.request_chat(stream_id, request.source, media_start, request.pacing)
 
     async def StopChat(self, request: chat_pb2.StopChatRequest, context) -> chat_pb2.ChatStatus:
         return await self.service.stop_chat(_stream_id(request.stream_id))

@@ -44,8 +44,11 @@ S = common_pb2
 @contextlib.asynccontextmanager
 async def running_chat(nats_url: str, **overrides):
     """The chat service in this event loop, with a gRPC stub; yields (service, stub)."""
+    # Short leases: joining the partition group takes a heartbeat, so a start costs 0.2 s, not 1 s.
+    overrides = {"partition_lease_s": 2.0, "partition_heartbeat_s": 0.2, **overrides}
+    replica = overrides.pop("replica", None)
     settings = ChatSettings(nats_url=nats_url, grpc_host="127.0.0.1", grpc_port=0, shutdown_grace_s=1.0, **overrides)
-    service = ChatService(settings)
+    service = ChatService(settings, replica=replica)
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(service.run(stop, ready))
     waiter = asyncio.create_task(ready.wait())
