@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from services.fusion import analysed
 from services.fusion.model import FusionModel
 from services.fusion.service import FusionService
 from streamsight import events, subjects
@@ -62,6 +63,8 @@ class Collected:
         self.scores: list[events_pb2.WindowScore] = []
         self.highlights: list[events_pb2.Highlight] = []
         self.ids: list[str] = []
+        self.analysed: list[str] = []  # ids of fusion's "analysed" statuses
+        self.order: list[tuple[str, str]] = []  # (stream, "score" | "highlight" | "analysed") in stored order
 
     async def follow(self, bus: Bus):
         async def on_msg(msg) -> None:
@@ -70,6 +73,10 @@ class Collected:
             if kind in ("score", "highlight"):
                 self.ids.append(event.id)
                 (self.scores if kind == "score" else self.highlights).append(getattr(event, kind))
+                self.order.append((event.stream_id, kind))
+            elif kind == "status" and analysed.is_analysed(event.status):
+                self.analysed.append(event.id)
+                self.order.append((event.stream_id, "analysed"))
 
         return await bus.js.subscribe(f"{subjects.PREFIX}.events.v1.>", stream=subjects.EVENTS_STREAM, cb=on_msg, ordered_consumer=True)
 
@@ -167,6 +174,7 @@ async def test_two_replicas_one_killed_mid_stream_give_the_single_replicas_event
                                 "replica a did not take b's partitions over")
         await got.wait(n_scores, n_highlights, 60, "after the kill")
         done = time.monotonic() - killed
+        await until(lambda: _true(len(got.analysed) >= len(sids)), 30, "not every stream's analysed status came")
         await asyncio.sleep(3.0)  # a duplicate would show up now
     finally:
         for proc in procs.values():
@@ -183,6 +191,15 @@ async def test_two_replicas_one_killed_mid_stream_give_the_single_replicas_event
     key = lambda e: (e.stream_id, getattr(e, "window", 0), getattr(e, "highlight_id", ""))  # noqa: E731
     assert sorted(got.scores, key=key) == sorted(reference.scores, key=key)  # every field of every score
     assert sorted(got.highlights, key=key) == sorted(reference.highlights, key=key)
+    # fusion's last word on each stream: once, after every score and highlight of the stream
+    assert len(got.analysed) == len(set(got.analysed)) == len(sids), got.analysed
+    for sid in sids:
+        kinds = [kind for s, kind in got.order if s == sid]
+        assert kinds[-1] == "analysed" and kinds.count("analysed") == 1, (sid, kinds)
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 async def _same(found, expected: dict[int, str]) -> bool:
