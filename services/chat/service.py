@@ -76,6 +76,7 @@ from streamsight.telemetry import ACTIVE_STREAMS, MESSAGES_FAILED
 
 CLOCK_SKEW_S = 5.0  # follow the stream's subjects from this long before its media_start
 STOP_WAIT_S = 10.0  # StopChat waits this long for the last windows to be published
+SWEEP_S = 60.0  # finished readers' points are looked over for deletion this often
 
 
 def make_scorer(backend: str) -> ChatSentiment | EncoderSentiment:
@@ -125,6 +126,7 @@ class ChatService(Service):
             await self.table.start()
             self.partitions = Partitions(self.bus, self.name, self.replica, ttl_s=s.partition_lease_s, heartbeat_s=s.partition_heartbeat_s)
             await self.partitions.start(self._gain, self._lose)
+            self._sweeper = asyncio.create_task(self._sweep(), name="chat:sweep")
             if not await self.partitions.settled():
                 self.log.warning("partitions not all taken at start; going on taking them", held=sorted(self.partitions.held))
 
@@ -150,7 +152,7 @@ class ChatService(Service):
             self.log.warning("chat readers cancelled at shutdown", streams=sorted(self.sessions))
         if self.partitions is not None:
             await self.partitions.stop()
-        tasks = list(self._tasks.values()) + list(self._background)
+        tasks = list(self._tasks.values()) + list(self._background) + ([self._sweeper] if self.partitions is not None else [])
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -328,6 +330,23 @@ class ChatService(Service):
             else:
                 if point.next_window or point.next_interval:
                     self.log.info("chat reader resumed", stream_id=stream_id, next_window=point.next_window, next_interval=point.next_interval)
+
+    async def _sweep(self) -> None:
+        """Now and then: delete the points of readers finished FINISHED_KEEP_S ago (in the partitions
+        held), and forget the locks of streams that have no reader here."""
+        assert self.table is not None
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            now = time.time()
+            for sid in self.table.ids():
+                entry = self.table.get(sid)
+                if entry is not None and entry.point.finished and now - entry.point.finished_at > FINISHED_KEEP_S and self._mine(sid):
+                    with contextlib.suppress(Exception):
+                        await self.table.delete(sid, entry.revision)
+            for sid, lock in list(self._locks.items()):
+                # A released lock reads unlocked until its next waiter runs: one with waiters stays.
+                if not lock.locked() and not getattr(lock, "_waiters", None) and sid not in self.sessions and sid not in self._starting:
+                    del self._locks[sid]
 
     def _replica_name(self) -> str:
         return self.partitions.replica if self.partitions is not None else ""

@@ -11,16 +11,19 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import grpc
 import pytest
 
 from services.chat.replay import load_replay
-from services.chat.resume import ReaderPoint
+from services.chat.resume import FINISHED_KEEP_S, ReaderPoint
 from streamsight import subjects
 from streamsight.app.demo import make_chat
 from streamsight.gen.chat.v1 import chat_pb2, chat_pb2_grpc
 from streamsight.gen.common.v1 import common_pb2 as S
+from streamsight.gen.events.v1 import events_pb2
 from streamsight.partitions import lease_holders, owner
 from streamsight.rpc import channel, wait_serving
 
@@ -52,7 +55,7 @@ def split_streams(per_replica: int = 2) -> dict[str, list[str]]:
 def chat_process(nats_url: str, replica: str, port: int, log: Path):
     env = {
         **os.environ, "STREAMSIGHT_NATS_URL": nats_url, "STREAMSIGHT_REPLICA_ID": replica, "STREAMSIGHT_GRPC_HOST": "127.0.0.1",
-        "STREAMSIGHT_CHAT_GRPC_PORT": str(port), "STREAMSIGHT_PARTITION_LEASE_S": "1.5", "STREAMSIGHT_PARTITION_HEARTBEAT_S": "0.25",
+        "STREAMSIGHT_CHAT_GRPC_PORT": str(port), "STREAMSIGHT_PARTITION_LEASE_S": "2.0", "STREAMSIGHT_PARTITION_HEARTBEAT_S": "0.25",
         "STREAMSIGHT_METRICS_BASE_PORT": "0", "STREAMSIGHT_LOG_FORMAT": "console", "PYTHONUNBUFFERED": "1",
     }
     with open(log, "w") as out:
@@ -130,8 +133,11 @@ async def test_a_killed_replicas_readers_move_to_the_other_and_every_window_come
             took = await until_true(taken_over, 15, "chat-2 took chat-1's readers over")
             print(f"chat-1's readers taken over {took:.2f} s after its kill")
             assert set((await lease_holders(bus, "chat")).values()) == {"chat-2"}
-            for sid in streams:
+            for sid in streams:  # the rest, and the end as ingest says it (a reader started after the records went still ends)
                 await publish_windows(bus, sid, END_S, first=13)
+                ended = events_pb2.StreamStatus(stream_id=sid, state=S.STREAM_STATE_ENDED, reason="source_ended", media_time_s=END_S,
+                                                reporter="ingest")
+                await bus.publish_event(sid, ended, f"{sid}:status:ingest:ended")
             finals = [await wait_state(second, sid, {S.STREAM_STATE_ENDED}, timeout=15) for sid in streams]
     log2 = (tmp_path / "chat-2.log").read_text()
     assert "chat reader resumed" in log2, "chat-2 resumed chat-1's readers from their points"
@@ -180,3 +186,25 @@ async def _settled(a, b) -> bool:
 
 async def _async(value):
     return value
+
+
+async def test_a_replica_taking_a_partition_settles_what_no_reader_was_left_to_do(nats_server, bus, tmp_path):
+    """Points left without a running reader: one asked to stop (its holder died first) ends STOPPED
+    without a reader; a reader finished over FINISHED_KEEP_S ago is deleted; a recent one stays."""
+    kv = await bus.kv("chat_streams")
+    replay = str(make_chat(tmp_path / "chat.jsonl", 60.0, [20.0]))
+    now = time.time()
+    await kv.put("left-stop", ReaderPoint(replay, now, S.PACING_VOD, now, 2, 0, stop=True, format="jsonl").to_bytes())
+    await kv.put("left-old", ReaderPoint(replay, now, S.PACING_VOD, now, 6, 2, state=S.STREAM_STATE_ENDED,
+                                         finished_at=now - FINISHED_KEEP_S - 1).to_bytes())
+    await kv.put("left-new", ReaderPoint(replay, now, S.PACING_VOD, now, 6, 2, state=S.STREAM_STATE_ENDED, messages=7,
+                                         finished_at=now - 5).to_bytes())
+    async with running_chat(nats_server.url, replica="chat-c") as (service, stub):
+        assert not {"left-stop", "left-old", "left-new"} & set(service.sessions), "no reader was started"
+        assert (await stub.GetChat(chat_pb2.GetChatRequest(stream_id="left-stop"))).state == S.STREAM_STATE_STOPPED
+        done = await stub.GetChat(chat_pb2.GetChatRequest(stream_id="left-new"))
+        assert (done.state, done.messages) == (S.STREAM_STATE_ENDED, 7), "a finished reader is reported from its point"
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.GetChat(chat_pb2.GetChatRequest(stream_id="left-old"))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert set(await kv.keys()) >= {"left-stop", "left-new"} and "left-old" not in await kv.keys()
