@@ -236,6 +236,9 @@ class ChatService(Service):
 
     async def _stop_here(self, session: ChatSession) -> chat_pb2.ChatStatus:
         stream_id = session.stream_id
+        if self.table is not None:  # should this replica die before the reader is over, its successor stops it
+            with contextlib.suppress(Exception):
+                await self.table.update(stream_id, lambda p: None if p.finished or p.stop else dataclasses.replace(p, stop=True))
         session.stop()
         task = self._tasks.get(stream_id)
         if task is not None:
@@ -286,9 +289,17 @@ class ChatService(Service):
     def _changed(self, stream_id: str) -> None:
         """Another process changed a reader's point (the table's watch)."""
         if self._mine(stream_id):
-            task = asyncio.create_task(self._reconcile(stream_id), name=f"chat:reconcile:{stream_id}")
+            task = asyncio.create_task(self._reconcile_logged(stream_id), name=f"chat:reconcile:{stream_id}")
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+    async def _reconcile_logged(self, stream_id: str) -> None:
+        try:
+            await self._reconcile(stream_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # NATS away: the next change, or the partition's next holder, tries again
+            self.log.error("chat reader change not applied", stream_id=stream_id, error=repr(exc))
 
     async def _reconcile(self, stream_id: str) -> None:
         """Make this replica's reader of the stream what its point says (holder only)."""
