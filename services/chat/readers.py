@@ -11,7 +11,8 @@ finished), `update` (compare-and-set at the revision last seen: a conflict reads
 and applies the change to what is there now, so a stop request and a progress save never undo
 each other) and `delete`. A write is applied to the mirror at once, and the watch's copy of it,
 arriving later, is recognised by its revision and not handed on as a change. An entry that is
-not a point is deleted, logged and counted.
+not a point is deleted, logged and counted. A watch whose consumer NATS dropped (a restarted or
+lost node) is started again, after a reconnect and every WATCH_CHECK_S.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import nats.errors
+import nats.js.errors
 import structlog
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -32,6 +34,7 @@ from streamsight.telemetry import MESSAGES_FAILED
 
 log = structlog.get_logger(__name__)
 
+WATCH_CHECK_S = 5.0  # how often the watch's consumer is checked (a restarted or lost NATS node drops it)
 UPDATE_TRIES = 8  # compare-and-set attempts before a write gives up (each conflict is another writer's success)
 LOAD_TIMEOUT_S = 10.0
 
@@ -59,6 +62,8 @@ class ReaderTable:
         self._entries: dict[str, Entry] = {}
         self._seen: dict[str, int] = {}  # key -> latest revision applied (deletes included)
         self._task: asyncio.Task | None = None
+        self._guard_task: asyncio.Task | None = None
+        self._check_lock = asyncio.Lock()
         self._watcher = None
 
     def get(self, stream_id: str) -> Entry | None:
@@ -85,15 +90,56 @@ class ReaderTable:
                 if entry.delta == 0:
                     break
         self._task = asyncio.create_task(self._follow(), name="chat:readers")
+        self._guard_task = asyncio.create_task(self._guard(), name="chat:readers-guard")
+        self.bus.on_reconnect.append(self.check)
 
     async def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.bus.on_reconnect.remove(self.check)
+        for task in (self._guard_task, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._watcher is not None:
+            with contextlib.suppress(Exception):
+                await self._watcher.stop()
+
+    async def _guard(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_CHECK_S)
+            await self.check()
+
+    async def check(self) -> None:
+        """Watch again if the watch's consumer is gone: the ordered consumer under it is ephemeral,
+        and a restarted nats-server (or a lost cluster node) does not keep it, while nats-py goes on
+        waiting for updates that never come. The new watch delivers every key's latest entry;
+        those newer than the mirror are handed on as changes."""
+        async with self._check_lock:  # the reconnect's check and the periodic one never both start a watch
+            await self._check()
+
+    async def _check(self) -> None:
+        try:
+            await self._watcher._sub.consumer_info()
+            return
+        except nats.js.errors.NotFoundError:
+            pass
+        except Exception as exc:  # NATS away: the next check, or the reconnect's, tries again
+            log.debug("chat readers' watch not checked", error=repr(exc))
+            return
+        log.warning("chat readers' watch lost its consumer; watching again", bucket=self.bucket)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._watcher is not None:
-            with contextlib.suppress(Exception):
-                await self._watcher.stop()
+        with contextlib.suppress(Exception):
+            await self._watcher.stop()
+        try:
+            self._watcher = await self.kv.watch(">", inactive_threshold=60.0)
+        except Exception as exc:
+            log.warning("chat readers' watch not started again; will retry", error=repr(exc))
+            return
+        self._task = asyncio.create_task(self._follow(), name="chat:readers")
 
     async def _follow(self) -> None:
         while True:

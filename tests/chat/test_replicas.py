@@ -208,3 +208,28 @@ async def test_a_replica_taking_a_partition_settles_what_no_reader_was_left_to_d
             await stub.GetChat(chat_pb2.GetChatRequest(stream_id="left-old"))
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
     assert set(await kv.keys()) >= {"left-stop", "left-new"} and "left-old" not in await kv.keys()
+
+
+async def test_after_a_nats_restart_a_replica_still_sees_readers_recorded_elsewhere(tmp_path):
+    """The watch of the readers' bucket is an ephemeral consumer that a restarted nats-server does
+    not keep: the replica watches again, and a reader another replica records afterwards starts."""
+    from streamsight.bus import Bus
+    from streamsight.natsd import NatsServer
+
+    server = NatsServer(tmp_path / "nats", log_file=tmp_path / "nats.log").start()
+    try:
+        replay = str(make_chat(tmp_path / "chat.jsonl", 60.0, [20.0]))
+        async with running_chat(server.url, replica="chat-d") as (service, stub):
+            server.kill()
+            server.start()
+            other = await Bus.connect(server.url, "test")
+            try:
+                kv = await other.kv("chat_streams")
+                now = time.time()
+                await until_true(lambda: _async(service.bus.nc.is_connected), 10, "the replica reconnected")
+                await kv.put("after-restart", ReaderPoint(replay, now, S.PACING_VOD, now, format="jsonl").to_bytes())
+                await until_true(lambda: _async("after-restart" in service.sessions), 15, "the reader recorded after the restart runs")
+            finally:
+                await other.close()
+    finally:
+        server.stop()
