@@ -23,7 +23,8 @@ class ChatSettings(BaseServiceSettings):
     max_streams: int = Field(64, ge=1, description="Chat readers this instance runs at once")
     resume_bucket: str = Field(
         "chat_streams", pattern=r"^[a-zA-Z0-9_-]*$",
-        description="KV bucket where each chat reader keeps its start and progress, so a restarted chat resumes it (empty: none kept)",
+        description="KV bucket of every chat reader's start, progress and status: any chat replica takes any call, and the replica "
+        "that takes a stream's partition over (a restart, a dead replica) resumes its reader (empty: none kept, and run one replica only)",
     )
     replay_roots: list[str] = Field(default_factory=list, description="When set, replay files must lie under one of these folders")
     max_replay_mb: float = Field(512.0, gt=0, description="Largest replay file accepted, MB (a replay is held in memory)")
