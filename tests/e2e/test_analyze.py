@@ -16,6 +16,7 @@ import av
 import jsonschema
 import pytest
 
+from streamsight import natsauth, subjects
 from streamsight.app import report
 from streamsight.app.analyze import JobOptions, Progress, analyze
 from streamsight.app.demo import make_sample
@@ -49,6 +50,19 @@ def _clips_play(doc: dict, out: Path) -> None:
         assert h["clip_start_s"] <= h["start_s"], "the clip has a lead-in"
 
 
+DONE = "all results in: fusion's analysed status came"  # analyze ended on fusion's last word, without waiting for quiet
+# Fusion publishes that status only where NATS users let it publish statuses (streamsight.natsauth); where they
+# do not, analyze must still end, after its quiet time, with the same report.
+FUSION_SAYS_DONE = subjects.event("status", ">") in natsauth.service_subjects("fusion")
+
+
+def _ended_as_expected(printed: str, what: str) -> None:
+    if FUSION_SAYS_DONE:
+        assert DONE in printed, f"{what}: analyze waited for quiet instead of ending on fusion's analysed status"
+    else:
+        assert DONE not in printed, f"{what}: an analysed status came though NATS users do not let fusion publish statuses"
+
+
 def _windows_overlap(spans: list[tuple[float, float]]) -> set[int]:
     return {i for s, e in spans for i in range(int(s // 10), int((e - 1e-6) // 10) + 1)}
 
@@ -67,6 +81,7 @@ def test_generated_sample_highlights_are_found(stack, tmp_path):
     assert f1 >= 0.66
     _clips_play(doc, tmp_path / "out")
     assert "HIGHLIGHT" in printed
+    _ended_as_expected(printed, "the sample")
     assert doc["sentiment"]["series"] and doc["sentiment"]["series"][0]["messages"] > 0
     assert doc["glitches"] == [], "a clean sample raises no glitch"
     page = (tmp_path / "out" / "report.html").read_text()
@@ -79,8 +94,9 @@ def test_real_files(stack, tmp_path, shared_data):
         source = shared_data / "media" / name
         local = _media_folder(stack) / f"copy-{name}"  # a folder the gateway may read; keep shared/ untouched
         shutil.copy(source, local)
-        doc, _ = _job(stack, local, out)
+        doc, printed = _job(stack, local, out)
         assert doc["state"] == "ended", doc.get("error")
+        _ended_as_expected(printed, name)
         assert doc["duration_s"] == pytest.approx(duration, abs=0.6)
         assert [w["index"] for w in doc["windows"]] == list(range(windows))
         _clips_play(doc, out)
