@@ -47,7 +47,7 @@ def _events(*kinds: str) -> list[str]:
 def service_subjects(name: str, buckets: dict[str, str] | None = None) -> list[str]:
     """What service `name` publishes besides JetStream's API: its products and dead letters.
 
-    A partitioned service (vision, audio, glitch, fusion) writes only its own group's leases in
+    A partitioned service (chat, vision, audio, glitch, fusion) writes only its own group's leases in
     the partitions bucket (keys `<group>.member.<replica>`, `<group>.p.<k>`: streamsight.partitions)
     and, for vision and audio, its own keys of stage_state (`<stage>.<partition>.<stream>`)."""
     b = {**DEFAULT_BUCKETS, **(buckets or {})}
@@ -59,11 +59,11 @@ def service_subjects(name: str, buckets: dict[str, str] | None = None) -> list[s
     own = {
         "ingest": [f"{subjects.PREFIX}.media.v1.>", *_events("status"), f"$O.{b['clips']}.>", f"$KV.{b['ingest_state']}.>",
                    f"$KV.{b['ingest_replicas']}.>", f"$KV.{b['ingest_placements']}.>"],
-        "chat": [subjects.features("chat", ">"), *_events("status", "sentiment", "forecast"), f"$KV.{b['chat_state']}.>"],
+        "chat": [subjects.features("chat", ">"), *_events("status", "sentiment", "forecast"), f"$KV.{b['chat_state']}.>", *partitioned("chat")],
         "vision": [subjects.features("vision", ">"), *partitioned("vision", stage_state=True)],
         "audio": [subjects.features("audio", ">"), *partitioned("audio", stage_state=True)],
         "glitch": [*_events("glitch", "health"), *partitioned("glitch"), f"$KV.{b['glitch_state']}.>"],
-        "fusion": [*_events("score", "highlight"), f"$KV.{b['fusion_state']}.>", *partitioned("fusion")],
+        "fusion": [*_events("score", "highlight", "status"), f"$KV.{b['fusion_state']}.>", *partitioned("fusion")],
         "gateway": [*_events("status"), f"$KV.{b['registry']}.>"],
     }[name]
     return [*own, subjects.deadletter(name)]
