@@ -335,7 +335,7 @@ def test_k8s_nats_is_a_3_node_cluster_and_the_stages_run_replicas(k8s, compose, 
     check = subprocess.run([server_binary(), "-t", "-c", str(tmp_path / "nats.conf")], capture_output=True, text=True, env=env)
     assert check.returncode == 0, check.stderr + check.stdout
     assert _kind(k8s, "ConfigMap", "streamsight-env")["data"]["STREAMSIGHT_NATS_REPLICAS"] == str(nodes)
-    for name in ("vision", "audio", "glitch", "fusion"):
+    for name in ("vision", "audio", "glitch", "fusion", "chat"):
         spec = _kind(k8s, "Deployment", name)["spec"]
         assert spec["replicas"] >= 2 and spec["strategy"]["type"] == "RollingUpdate", name
         assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, name
