@@ -20,7 +20,10 @@ stream's start:
   streamsight.media.v1.windows.<stream>   ingest's WindowRecords (MEDIA): the media clock
   streamsight.events.v1.status.<stream>   StreamStatus events (EVENTS): the stream's end
 
-through ordered consumers: ephemeral, in order, no acks, no state left on the server.
+through ordered consumers: ephemeral, in order, no acks, no state left on the server
+(follow.py). A restarted nats-server keeps none of them: after each reconnect, and every
+FOLLOW_CHECK_S, every running reader's consumers are checked and the lost ones subscribed again
+from the last message seen, so a reader hears the media's later windows and its end.
 A session's reading position lives in this process's memory only, so a durable consumer
 would keep a position nobody resumes from; and a window record seen twice is harmless (the
 watermark only moves forward). What a takeover needs is in KV: the reader is started again,
@@ -50,11 +53,11 @@ from datetime import datetime, timedelta, timezone
 
 import grpc
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from services.chat.api import ChatApi
 from services.chat.client import IrcConfig, TwitchIrcClient
 from services.chat.encoder import EncoderSentiment
+from services.chat.follow import FOLLOW_CHECK_S, MediaFollow
 from services.chat.forecast import ForecastModel
 from services.chat.readers import ReaderExists, ReaderTable
 from services.chat.resume import FINISHED_KEEP_S, ReaderPoint
@@ -117,6 +120,9 @@ class ChatService(Service):
         self._locks: dict[str, asyncio.Lock] = {}  # one change of a stream's reader at a time
         self._gaining: set[int] = set()
         self._background: set[asyncio.Task] = set()
+        self._follows: dict[str, MediaFollow] = {}  # running readers' media consumers
+        self.bus.on_reconnect.append(self._check_follows)
+        self._follow_guard = asyncio.create_task(self._guard_follows(), name="chat:follow-guard")
         self.api = ChatApi(self)
         self.table: ReaderTable | None = None
         self.partitions: Partitions | None = None
@@ -152,7 +158,10 @@ class ChatService(Service):
             self.log.warning("chat readers cancelled at shutdown", streams=sorted(self.sessions))
         if self.partitions is not None:
             await self.partitions.stop()
-        tasks = list(self._tasks.values()) + list(self._background) + ([self._sweeper] if self.partitions is not None else [])
+        with contextlib.suppress(ValueError):
+            self.bus.on_reconnect.remove(self._check_follows)
+        tasks = list(self._tasks.values()) + list(self._background) + [self._follow_guard]
+        tasks += [self._sweeper] if self.partitions is not None else []
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -380,7 +389,7 @@ class ChatService(Service):
         try:
             session = await self._new_session(stream_id, point, loaded)
             try:
-                subs = await self._follow_media(session)
+                follow = await self._follow_media(session)
             except Exception as exc:
                 self.log.error("cannot follow the stream's media", stream_id=stream_id, error=repr(exc))
                 raise unavailable(f"cannot subscribe to stream {stream_id!r}'s media on NATS ({type(exc).__name__}); try again") from None
@@ -390,7 +399,8 @@ class ChatService(Service):
         self.sessions[stream_id] = session
         session.on_progress = lambda window, interval: self._save(session)
         ACTIVE_STREAMS.labels(self.name).set(len(self.sessions))
-        self._tasks[stream_id] = asyncio.create_task(self._run(session, subs), name=f"chat:{stream_id}")
+        self._follows[stream_id] = follow
+        self._tasks[stream_id] = asyncio.create_task(self._run(session, follow), name=f"chat:{stream_id}")
         await self._save(session)
         return session
 
@@ -463,13 +473,13 @@ class ChatService(Service):
         except ValueError as exc:
             raise invalid(f"chat source: {exc}") from None
 
-    async def _run(self, session: ChatSession, subs: list) -> None:
+    async def _run(self, session: ChatSession, follow: MediaFollow) -> None:
         try:
             await session.run()
         finally:
-            for sub in subs:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+            if self._follows.get(session.stream_id) is follow:
+                del self._follows[session.stream_id]
+            await follow.stop()
             if session.finished:
                 # Its final status goes into its point before it leaves `sessions`: a change of the
                 # point seen meanwhile finds it still running here, not a reader to start.
@@ -483,14 +493,11 @@ class ChatService(Service):
                 self._tasks.pop(session.stream_id, None)
             ACTIVE_STREAMS.labels(self.name).set(len(self.sessions))
 
-    async def _follow_media(self, session: ChatSession) -> list:
-        """Ordered consumers on the stream's window records and status events."""
+    async def _follow_media(self, session: ChatSession) -> MediaFollow:
+        """Ordered consumers on the stream's window records and status events (follow.py)."""
         assert self.bus is not None
         since = datetime.fromtimestamp(session.media_start, timezone.utc) - timedelta(seconds=CLOCK_SKEW_S)
         sid = session.stream_id
-
-        def config() -> ConsumerConfig:
-            return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)
 
         async def on_window(msg: Msg) -> None:
             try:
@@ -514,18 +521,31 @@ class ChatService(Service):
             else:
                 session.media_alive()
 
-        js = self.bus.js
-        windows = await js.subscribe(
-            subjects.media("windows", sid), stream=subjects.MEDIA_STREAM, cb=on_window, ordered_consumer=True, config=config()
-        )
-        try:
-            status = await js.subscribe(
-                subjects.event("status", sid), stream=subjects.EVENTS_STREAM, cb=on_status, ordered_consumer=True, config=config()
-            )
-        except Exception:
-            await windows.unsubscribe()
-            raise
-        return [windows, status]
+        follow = MediaFollow(self.bus.js, sid, since, {
+            "windows": (subjects.MEDIA_STREAM, subjects.media("windows", sid), on_window),
+            "status": (subjects.EVENTS_STREAM, subjects.event("status", sid), on_status),
+        })
+        await follow.start()
+        return follow
+
+    async def _check_follows(self) -> None:
+        """Subscribe again every running reader's media consumers that NATS dropped (after a
+        reconnect: a restarted nats-server keeps none)."""
+        again = 0
+        for follow in list(self._follows.values()):
+            again += await follow.check()
+        if again:
+            self.log.info("chat media consumers made again", consumers=again, readers=len(self._follows))
+
+    async def _guard_follows(self) -> None:
+        """Between reconnects too: a lost cluster node, or nats-py's own failed reset of an ordered
+        consumer that missed its heartbeats, leaves a reader without its consumer."""
+        while True:
+            await asyncio.sleep(FOLLOW_CHECK_S)
+            try:
+                await self._check_follows()
+            except Exception as exc:  # one failed round must not end the guard
+                self.log.warning("chat media consumers not checked", error=repr(exc))
 
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
         self.log.warning("bad media message dead-lettered", subject=msg.subject, reason=reason)
