@@ -18,6 +18,11 @@ class AudioChunker:
 
     Decoded frames are short (AAC: 1024 samples), and each resampler call has a fixed
     cost, so input is gathered for ``batch_seconds`` and resampled in one go.
+
+    Each chunk also carries the source's own timestamp of its first sample and the source's
+    channel layout and sample rate there (``source_*``): each input frame leaves a mark (its
+    place in output samples since the anchor, its time, its format). A change of the source's
+    format ends the chunk, so the next chunk starts with the new format.
     """
 
     def __init__(self, rate: int = 32000, chunk_seconds: float = 1.0, resync_tolerance: float = 0.2,
@@ -36,6 +41,8 @@ class AudioChunker:
         self._inputs: list[np.ndarray] = []  # gathered input, not resampled yet
         self._input_kind: tuple[str, str, int] | None = None  # (format, layout, rate) of the gathered input
         self._input_samples = 0
+        self._in_pos = 0.0  # input pushed since the anchor, in output samples
+        self._marks: list[tuple[float, float, tuple[str, str, int]]] = []  # (position, media time, kind)
         self.total_seconds = 0.0
 
     def push(self, frame: av.AudioFrame, media_time: float) -> list[AudioChunk]:
@@ -50,12 +57,14 @@ class AudioChunker:
                 out.extend(self.flush())
                 self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
                 self._anchor, self._emitted = media_time, 0
+                self._in_pos, self._marks = 0.0, []
         if kind != self._input_kind:
-            self._resample_gathered()
-            if self._input_kind is not None:  # the source changed its format: a resampler for the new one
-                self._drain()
+            if self._input_kind is not None:  # the source changed its format: a chunk ends, a resampler for the new one
+                out.extend(self.flush())
                 self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
             self._input_kind = kind
+        self._marks.append((self._in_pos, media_time, kind))
+        self._in_pos += frame.samples * self.rate / frame.sample_rate
         self._inputs.append(frame.to_ndarray())
         self._input_samples += frame.samples
         if self._input_samples >= self.batch_seconds * frame.sample_rate:
@@ -102,6 +111,21 @@ class AudioChunker:
         self._parts = [rest] if len(rest) else []
         self._pending = len(rest)
         start = (self._anchor or 0.0) + self._emitted / self.rate
+        source_start, layout, source_rate = self._source_at(self._emitted)
         self._emitted += n
         self.total_seconds += n / self.rate
-        return AudioChunk(media_time=start, sample_rate=self.rate, samples=np.ascontiguousarray(chunk, np.float32))
+        return AudioChunk(media_time=start, sample_rate=self.rate, samples=np.ascontiguousarray(chunk, np.float32),
+                          source_start=source_start, source_layout=layout, source_rate=source_rate)
+
+    def _source_at(self, pos: int) -> tuple[float, str, int]:
+        """The source's time, layout and rate of output sample `pos` (since the anchor); marks
+        before the one that holds it are dropped."""
+        marks = self._marks
+        i = 0
+        while i + 1 < len(marks) and marks[i + 1][0] <= pos + 1e-6:
+            i += 1
+        if not marks:
+            return (self._anchor or 0.0) + pos / self.rate, "", 0
+        del marks[:i]
+        at, t, (_, layout, rate) = marks[0]
+        return t + (pos - at) / self.rate, layout, rate

@@ -20,9 +20,10 @@ from streamsight.telemetry import DECODE_ERRORS
 from .audio import AudioChunker
 from .clips import ClipBuffer, ClipBufferConfig
 from .deferred import ClipJob, ConvertJob, Entry
-from .items import AudioChunk, FrameSignal, FrameSignals
+from .items import AudioChunk, FrameSignal, FrameSignals, WindowRecord
 from .sampling import Sampler, SamplingConfig
 from .signals import SignalTracker
+from .sourceformat import AudioFormat, FormatTracker, VideoFormat
 from .windows import WindowAccumulator
 
 log = structlog.get_logger(__name__)
@@ -75,6 +76,9 @@ class StreamDecoder:
         self._clip_jobs: list[ClipJob] = []  # in packet order; independent of the items' order
         self.flush_due = False
         self.windows = WindowAccumulator(config.window_seconds)
+        self.formats = FormatTracker()
+        self._vcodec = self._acodec = ""
+        self._vrate = 0.0  # the container's frame rate, when the codec gives none
         self.samplers = [Sampler(n, s) for n, s in config.sampling.consumers().items()]
         self.tracker: SignalTracker | None = None
         self.chunker = AudioChunker(config.audio_rate, config.audio_chunk_seconds) if config.audio else None
@@ -109,6 +113,9 @@ class StreamDecoder:
             self._vctx.thread_type = "AUTO"
             self._vctx.thread_count = self.config.decoder_threads
             self._vtb = float(self.vstream.time_base)
+            self._vcodec = self._vctx.name
+            rate = self.vstream.average_rate or self.vstream.guessed_rate
+            self._vrate = float(rate) if rate else 0.0
             if self.tracker is None:
                 rate = self.vstream.average_rate or self.vstream.guessed_rate
                 self.tracker = SignalTracker(1.0 / float(rate) if rate else None,
@@ -116,6 +123,7 @@ class StreamDecoder:
         if self.astream is not None:
             self._actx = self.astream.codec_context
             self._atb = float(self.astream.time_base)
+            self._acodec = self._actx.name
         start = _start_seconds(self.vstream or self.astream)
         reconnect = self.origin is not None
         if self.origin is None:
@@ -151,7 +159,7 @@ class StreamDecoder:
                 self._emit_audio(chunk)
         self._flush_signals()
         end = max(self._v_prog or 0.0, self._a_prog or 0.0)
-        self.pending.extend(self.windows.finish(end))
+        self.pending.extend(self._with_formats(self.windows.finish(end)))
         if self.clip_buffer is not None:
             self._clip_jobs.append(ClipJob(self.clip_buffer, call=self.clip_buffer.close))
         self.flush_due = True
@@ -264,6 +272,8 @@ class StreamDecoder:
             fd = (self.tracker.frame_duration if self.tracker else None) or 1 / 30
             t = (self._v_prog + fd) if self._v_prog is not None else 0.0
         sig = self.tracker.observe(frame, t)  # type: ignore[union-attr]
+        rate = self._vctx.framerate if self._vctx is not None else None
+        self.formats.video(t, VideoFormat(frame.width, frame.height, round(float(rate), 3) if rate else self._vrate, self._vcodec))
         self._signals.append(sig)
         stats = self.stats
         stats.frames_decoded += 1
@@ -294,6 +304,7 @@ class StreamDecoder:
             t = frame.pts * self._atb - (self.origin or 0.0)
         else:
             t = self._a_prog or 0.0
+        self.formats.audio(t, AudioFormat(self._acodec, frame.layout.name, frame.sample_rate))
         for chunk in self.chunker.push(frame, t):
             self._emit_audio(chunk)
 
@@ -332,7 +343,14 @@ class StreamDecoder:
         done = self.windows.advance(closing)
         if done:
             self._flush_signals()  # signals of a window arrive before its record
-            self.pending.extend(done)
+            self.pending.extend(self._with_formats(done))
+
+    def _with_formats(self, records: list[WindowRecord]) -> list[WindowRecord]:
+        for rec in records:
+            rec.source_formats = self.formats.for_window(rec.start, rec.end)
+        if records:
+            self.formats.forget_before(records[-1].end)
+        return records
 
     def _flush_signals(self) -> None:
         if self._signals or self._errors_since:

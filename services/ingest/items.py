@@ -67,11 +67,19 @@ class FrameSignals:
 
 @dataclass(slots=True)
 class AudioChunk:
-    """Mono float32 samples in [-1, 1] starting at ``media_time``."""
+    """Mono float32 samples in [-1, 1] starting at ``media_time``.
+
+    ``source_start`` is the source's own timestamp of the first sample (``media_time`` follows
+    it only within the resync tolerance); ``source_layout`` and ``source_rate`` the source's
+    channel layout and sample rate there ("" and 0 when unknown).
+    """
 
     media_time: float
     sample_rate: int
     samples: np.ndarray
+    source_start: float = 0.0
+    source_layout: str = ""
+    source_rate: int = 0
 
     @property
     def duration(self) -> float:
@@ -84,6 +92,7 @@ class WindowRecord:
 
     ``complete`` is False for the last, partial window of a stream. ``gaps`` counts PTS
     gaps that started in the window (video or a reconnect), ``gap_seconds`` their total length.
+    ``source_formats``: the source's formats in the window (set when the window is closed).
     """
 
     index: int
@@ -99,6 +108,7 @@ class WindowRecord:
     missing_frames: int = 0
     audio_seconds: float = 0.0
     complete: bool = True
+    source_formats: list = field(default_factory=list)  # sourceformat.SourceFormat, in time order
 
 
 class StatusKind(str, Enum):

@@ -10,6 +10,7 @@ from streamsight.gen.media.v1 import media_pb2
 from streamsight.windows import DEFAULT_WINDOW_S
 
 from .items import AudioChunk, FrameSignals, SampledFrame, StatusEvent, StatusKind, WindowRecord
+from .sourceformat import SourceFormat
 
 _STATES = {
     StatusKind.STARTED: common_pb2.STREAM_STATE_RUNNING,
@@ -85,6 +86,9 @@ def audio_chunk(stream_id: str, item: AudioChunk, chunk_index: int) -> media_pb2
         sample_rate=item.sample_rate,
         pcm_f32le=item.samples.astype("<f4", copy=False).tobytes(),
         chunk_index=chunk_index,
+        source_start_s=item.source_start,
+        source_layout=item.source_layout,
+        source_sample_rate=item.source_rate,
     )
 
 
@@ -105,6 +109,21 @@ def window_record(stream_id: str, item: WindowRecord, last: bool, window_s: floa
         gap_s=item.gap_seconds,
         missing_frames=item.missing_frames,
         complete=item.complete,
+        source_formats=[source_format(f) for f in item.source_formats],
+    )
+
+
+def source_format(fmt: SourceFormat) -> media_pb2.SourceFormat:
+    v, a = fmt.video, fmt.audio
+    return media_pb2.SourceFormat(
+        since_s=fmt.since,
+        width=v.width if v else 0,
+        height=v.height if v else 0,
+        frame_rate=v.frame_rate if v else 0.0,
+        video_codec=v.codec if v else "",
+        audio_codec=a.codec if a else "",
+        audio_layout=a.layout if a else "",
+        audio_sample_rate=a.sample_rate if a else 0,
     )
 
 

@@ -4,8 +4,11 @@ Inputs (plain values, so that tests and the service feed it alike; see `feed`):
 - `frame(pts_s, width, height, rgb)`: a sampled glitch frame (2 fps): black, resolution;
 - `signals([(pts_s, frozen, diff), ...])`: every decoded frame's signal: freeze, frame rate, and the
   video clock that audio_gap and no_audio are judged against;
-- `audio(start_s, rate, samples)`: ingest's mono chunks: silence, loudness, audio_gap, av_drift,
-  sample-rate changes;
+- `audio(start_s, rate, samples, source_start_s, source_layout, source_rate)`: ingest's mono
+  chunks: silence, loudness, audio_gap, av_drift, and the source's channel layout and sample
+  rate from the chunk's first sample (a chunk ends where they change);
+- `source_formats([SourceFact, ...], at)`: a window record's source formats (picture size,
+  nominal frame rate, codecs, channel layout, sample rate as ingest's decoder saw them);
 - `finish(end_s)`: the stream's last window record ends whatever is open.
 
 What MEDIA lets each check see (ingest sends mono 32 kHz audio in ~1 s chunks whose start is
@@ -13,13 +16,15 @@ re-anchored to the source's timestamps when they slip by more than 0.2 s):
 - audio_gap: a hole of at least `audio_gap_min_s` between one chunk's end and the next one's
   start, or, live, the video clock running `audio_gap_min_s` past the usual lead of video over
   the last chunk's end (a chunk's length plus 0.5 s of interleaving) with no audio at all;
-- av_drift: the sum of the smaller re-anchoring jumps (audio timestamps slipping against the
-  audio actually delivered) reaching `av_drift_max_s` either way; ingest's 0.2 s resync
-  tolerance is the resolution;
-- format_change: a different sampled picture size (ingest scales to fit 1280x720, so a change
-  between two sizes that both scale to 1280x720 is not seen), a frame rate that changed by more
-  than 15 % (median frame interval), a different audio chunk sample rate. Codec and channel
-  layout are not in MEDIA.
+- av_drift: the source's audio timestamps slipping against the audio delivered, summed, reaching
+  `av_drift_max_s` either way. From each chunk's `source_start_s` (the source's timestamp of its
+  first sample) against the previous chunk's plus its length: exact to the sample. Chunks without
+  it (older ingest) give the former rule: the sum of ingest's re-anchoring jumps (0.2 s resolution);
+- format_change: the source's picture size, nominal frame rate, video codec, audio codec, channel
+  layout or sample rate (window records' source formats; layout and rate also from each audio
+  chunk, so known within a chunk), a different sampled picture size, a frame rate that changed by
+  more than 15 % (median frame interval), a different chunk sample rate. A change seen by two of
+  these (sampled and source size, measured and nominal rate) within `SAME_CHANGE_S` is one.
 - no_audio: no audio chunk at all by `no_audio_after_s` of video: one incident, START then END
   at the stream's end, never UPDATEs, and no silence or audio_gap on top of it.
 """
@@ -48,6 +53,22 @@ LOUD_HOLD_BLOCKS = 5  # 0.5 s of momentary loudness over the ceiling (clean real
 # The run survives up to FREEZE_BLIP_FRAMES such frames in a row under FREEZE_BLIP_DIFF.
 FREEZE_BLIP_FRAMES = 2
 FREEZE_BLIP_DIFF = 3.0
+SAME_CHANGE_S = 2.0  # two reports of one kind of format change this close are the same change
+NAME_MAX = 40  # a codec or layout name longer than this is cut (it is only read, in the detail)
+
+
+@dataclass(frozen=True)
+class SourceFact:
+    """One source format of a window record (0 or "": not known, or no such track)."""
+
+    since_s: float
+    width: int = 0
+    height: int = 0
+    frame_rate: float = 0.0
+    video_codec: str = ""
+    audio_codec: str = ""
+    audio_layout: str = ""
+    audio_sample_rate: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,6 +102,11 @@ class HealthConfig:
 
 class StreamHealth:
     """The health checks of one stream. Not thread-safe: one caller at a time."""
+
+    # Defaults for state a snapshot written before these existed does not hold
+    _source: dict | None = None  # a source format fact's name -> (value, media time it was seen from)
+    _changed: dict | None = None  # what a format change was about -> media time of the last one reported
+    _source_next: float | None = None  # the source's timestamp the next audio chunk should carry
 
     def __init__(self, config: HealthConfig = HealthConfig()) -> None:
         self.config = config
@@ -119,7 +145,7 @@ class StreamHealth:
         out = self._video_clock(pts_s)
         if self._size is not None and (width, height) != self._size:
             w0, h0 = self._size
-            out += inc.instant("format_change", pts_s, 0.5, f"picture size {w0}x{h0} -> {width}x{height} (as sampled)", 0.0)
+            out += self._format_change("picture size", pts_s, pts_s, f"picture size {w0}x{h0} -> {width}x{height} (as sampled)", 0.0)
         self._size = (width, height)
         pic = measure(rgb, cfg.black_luma)
         if pic.dark_ratio >= cfg.black_ratio:
@@ -178,7 +204,7 @@ class StreamHealth:
         old, self._period = self._period, now
         onset = next(p for p, i in self._intervals if abs(i - now) < abs(i - old))
         self._intervals.clear()
-        return self.incidents.instant("format_change", onset - interval, 0.5, f"frame rate {1 / old:.1f} -> {1 / now:.1f} fps", 1 / now, at=pts)
+        return self._format_change("frame rate", onset - interval, pts, f"frame rate {1 / old:.1f} -> {1 / now:.1f} fps", 1 / now)
 
     def _video_clock(self, t: float) -> list[HealthEvent]:
         """Video moved to `t`: what the lack of audio means by now."""
@@ -197,16 +223,25 @@ class StreamHealth:
         return []
 
     # -- audio -------------------------------------------------------------------------
-    def audio(self, start_s: float, rate: int, samples: np.ndarray) -> list[HealthEvent]:
+    def audio(self, start_s: float, rate: int, samples: np.ndarray, source_start_s: float = 0.0, source_layout: str = "",
+              source_rate: int = 0) -> list[HealthEvent]:
+        """One of ingest's chunks. `source_start_s` 0 on a chunk that does not start at 0 means
+        ingest did not send it (older ingest); "" and 0: the source's format is not known."""
         cfg, inc = self.config, self.incidents
         out: list[HealthEvent] = []
+        duration = len(samples) / rate if rate else 0.0
+        arrived = start_s + duration  # what this chunk tells is known once all of it is in
         if inc.is_open("no_audio"):
             out += inc.clear("no_audio", start_s, start_s)
         if self._rate is not None and rate != self._rate:
-            out += inc.instant("format_change", start_s, 0.5, f"audio sample rate {self._rate} -> {rate} Hz", float(rate), at=arrived)
+            out += self._format_change("chunk sample rate", start_s, arrived, f"audio chunk sample rate {self._rate} -> {rate} Hz", float(rate))
         self._rate = rate
-        duration = len(samples) / rate if rate else 0.0
-        arrived = start_s + duration  # what this chunk tells is known once all of it is in
+        if source_layout:
+            out += self._source_fact("audio channel layout", source_layout, start_s, arrived)
+        if source_rate:
+            out += self._source_fact("audio sample rate", source_rate, start_s, arrived)
+        ok = math.isfinite(source_start_s) and source_start_s >= 0
+        source = source_start_s if ok and (source_start_s != 0.0 or start_s == 0.0) else None
         if self._audio_end is not None:
             jump = start_s - self._audio_end
             if inc.is_open("audio_gap") and jump < cfg.audio_gap_min_s:
@@ -220,13 +255,68 @@ class StreamHealth:
                 out += inc.clear("audio_gap", start_s, arrived)
                 self._meter.reset()
                 self._silent_since = self._quiet_since = None
+            elif source is not None and self._source_next is not None:
+                # the source's timestamps against its samples, exactly (small slips add up)
+                out += self._drift(start_s, source - self._source_next, arrived)
             elif abs(jump) > 1e-3:
                 out += self._drift(start_s, jump, arrived)
+        self._source_next = source + duration if source is not None else None
         self._audio_end = start_s + duration if self._audio_end is None else max(self._audio_end, start_s + duration)
         self._chunk_s = max(self._chunk_s, duration)
         for block in self._meter.add(start_s, rate, samples):
             out += self._block(block, arrived)
         return out
+
+    # -- the source's format -----------------------------------------------------------
+    def source_formats(self, facts: list[SourceFact], at: float) -> list[HealthEvent]:
+        """A window record's source formats, in time order; `at`: the window's end (when it is known)."""
+        out: list[HealthEvent] = []
+        for f in facts:
+            if f.width and f.height:
+                out += self._source_fact("source picture size", (f.width, f.height), f.since_s, at)
+            if math.isfinite(f.frame_rate) and f.frame_rate > 0:
+                out += self._source_fact("nominal frame rate", round(f.frame_rate, 2), f.since_s, at)
+            if f.video_codec:
+                out += self._source_fact("video codec", f.video_codec, f.since_s, at)
+            if f.audio_codec:
+                out += self._source_fact("audio codec", f.audio_codec, f.since_s, at)
+            if f.audio_layout:
+                out += self._source_fact("audio channel layout", f.audio_layout, f.since_s, at)
+            if f.audio_sample_rate:
+                out += self._source_fact("audio sample rate", f.audio_sample_rate, f.since_s, at)
+        return out
+
+    def _source_fact(self, name: str, value, t: float, at: float) -> list[HealthEvent]:
+        """The source's `name` is `value` from media time `t` on: a format_change when it was
+        something else before. A fact older than the one known (a window record's format at its
+        start, after a chunk told of a change inside the window) is not news."""
+        if self._source is None:
+            self._source = {}
+        known = self._source.get(name)
+        if not math.isfinite(t) or known is not None and t < known[1] - 1e-3:
+            return []
+        if isinstance(value, str):
+            value = value[:NAME_MAX]
+        self._source[name] = (value, t)
+        if known is None or known[0] == value:
+            return []
+        about = {"source picture size": "picture size", "nominal frame rate": "frame rate"}.get(name, name)
+        old, new = (f"{v[0]}x{v[1]}" if isinstance(v, tuple) else f"{v:g}" if isinstance(v, float) else str(v)
+                    for v in (known[0], value))
+        unit = {"audio sample rate": " Hz", "nominal frame rate": " fps"}.get(name, "")
+        number = float(value) if isinstance(value, (int, float)) else 0.0
+        return self._format_change(about, t, at, f"{name} {old} -> {new}{unit}", number)
+
+    def _format_change(self, about: str, t: float, at: float, detail: str, value: float) -> list[HealthEvent]:
+        """A format change about `about` at media time `t`, decided at `at`: once, when two
+        checks see the same change (sampled and source picture size, measured and nominal rate)."""
+        if self._changed is None:
+            self._changed = {}
+        last = self._changed.get(about)
+        self._changed[about] = t
+        if last is not None and abs(t - last) <= SAME_CHANGE_S:
+            return []
+        return self.incidents.instant("format_change", t, 0.5, detail, value, at=at)
 
     def _drift(self, t: float, jump: float, arrived: float) -> list[HealthEvent]:
         cfg, inc = self.config, self.incidents
@@ -330,7 +420,11 @@ def feed(health: StreamHealth, kind: str, message) -> list[HealthEvent]:
     if kind == "signals":
         return health.signals([(s.pts_s, s.frozen, s.diff) for s in message.signals])
     if kind == "audio":
-        return health.audio(message.start_s, message.sample_rate, np.frombuffer(message.pcm_f32le, "<f4"))
-    if kind == "windows" and message.last:
-        return health.finish(message.end_s)
+        return health.audio(message.start_s, message.sample_rate, np.frombuffer(message.pcm_f32le, "<f4"),
+                            message.source_start_s, message.source_layout, message.source_sample_rate)
+    if kind == "windows":
+        facts = [SourceFact(f.since_s, f.width, f.height, f.frame_rate, f.video_codec, f.audio_codec, f.audio_layout,
+                            f.audio_sample_rate) for f in message.source_formats]
+        out = health.source_formats(facts, message.end_s) if facts else []
+        return out + health.finish(message.end_s) if message.last else out
     return []

@@ -69,21 +69,47 @@ class FrameSignals(_message.Message):
     def __init__(self, stream_id: _Optional[str] = ..., signals: _Optional[_Iterable[_Union[FrameSignal, _Mapping]]] = ..., decode_errors: _Optional[int] = ...) -> None: ...
 
 class AudioChunk(_message.Message):
-    __slots__ = ("stream_id", "start_s", "sample_rate", "pcm_f32le", "chunk_index")
+    __slots__ = ("stream_id", "start_s", "sample_rate", "pcm_f32le", "chunk_index", "source_start_s", "source_layout", "source_sample_rate")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     START_S_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     PCM_F32LE_FIELD_NUMBER: _ClassVar[int]
     CHUNK_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_START_S_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     start_s: float
     sample_rate: int
     pcm_f32le: bytes
     chunk_index: int
-    def __init__(self, stream_id: _Optional[str] = ..., start_s: _Optional[float] = ..., sample_rate: _Optional[int] = ..., pcm_f32le: _Optional[bytes] = ..., chunk_index: _Optional[int] = ...) -> None: ...
+    source_start_s: float
+    source_layout: str
+    source_sample_rate: int
+    def __init__(self, stream_id: _Optional[str] = ..., start_s: _Optional[float] = ..., sample_rate: _Optional[int] = ..., pcm_f32le: _Optional[bytes] = ..., chunk_index: _Optional[int] = ..., source_start_s: _Optional[float] = ..., source_layout: _Optional[str] = ..., source_sample_rate: _Optional[int] = ...) -> None: ...
+
+class SourceFormat(_message.Message):
+    __slots__ = ("since_s", "width", "height", "frame_rate", "video_codec", "audio_codec", "audio_layout", "audio_sample_rate")
+    SINCE_S_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FRAME_RATE_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_CODEC_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_CODEC_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    since_s: float
+    width: int
+    height: int
+    frame_rate: float
+    video_codec: str
+    audio_codec: str
+    audio_layout: str
+    audio_sample_rate: int
+    def __init__(self, since_s: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., frame_rate: _Optional[float] = ..., video_codec: _Optional[str] = ..., audio_codec: _Optional[str] = ..., audio_layout: _Optional[str] = ..., audio_sample_rate: _Optional[int] = ...) -> None: ...
 
 class WindowRecord(_message.Message):
-    __slots__ = ("stream_id", "index", "start_s", "end_s", "frames_decoded", "audio_s", "decode_errors", "gaps", "last", "corrupt_frames", "frozen_frames", "gap_s", "missing_frames", "complete", "window_s", "frames_dropped")
+    __slots__ = ("stream_id", "index", "start_s", "end_s", "frames_decoded", "audio_s", "decode_errors", "gaps", "last", "corrupt_frames", "frozen_frames", "gap_s", "missing_frames", "complete", "window_s", "frames_dropped", "source_formats")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     START_S_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +126,7 @@ class WindowRecord(_message.Message):
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     WINDOW_S_FIELD_NUMBER: _ClassVar[int]
     FRAMES_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FORMATS_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     index: int
     start_s: float
@@ -116,4 +143,5 @@ class WindowRecord(_message.Message):
     complete: bool
     window_s: float
     frames_dropped: int
-    def __init__(self, stream_id: _Optional[str] = ..., index: _Optional[int] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., frames_decoded: _Optional[int] = ..., audio_s: _Optional[float] = ..., decode_errors: _Optional[int] = ..., gaps: _Optional[int] = ..., last: _Optional[bool] = ..., corrupt_frames: _Optional[int] = ..., frozen_frames: _Optional[int] = ..., gap_s: _Optional[float] = ..., missing_frames: _Optional[int] = ..., complete: _Optional[bool] = ..., window_s: _Optional[float] = ..., frames_dropped: _Optional[int] = ...) -> None: ...
+    source_formats: _containers.RepeatedCompositeFieldContainer[SourceFormat]
+    def __init__(self, stream_id: _Optional[str] = ..., index: _Optional[int] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., frames_decoded: _Optional[int] = ..., audio_s: _Optional[float] = ..., decode_errors: _Optional[int] = ..., gaps: _Optional[int] = ..., last: _Optional[bool] = ..., corrupt_frames: _Optional[int] = ..., frozen_frames: _Optional[int] = ..., gap_s: _Optional[float] = ..., missing_frames: _Optional[int] = ..., complete: _Optional[bool] = ..., window_s: _Optional[float] = ..., frames_dropped: _Optional[int] = ..., source_formats: _Optional[_Iterable[_Union[SourceFormat, _Mapping]]] = ...) -> None: ...
