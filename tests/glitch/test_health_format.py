@@ -47,14 +47,14 @@ def game() -> tuple[list, list]:
     return pictures, sounds
 
 
-def ts_part(game, out: Path, start_s: float, end_s: float, layout: str, rate: int) -> Path:
+def ts_part(game, out: Path, start_s: float, end_s: float, layout: str, rate: int, size: tuple[int, int] = SIZE) -> Path:
     """[start_s, end_s) of the game as MPEG-TS with the source's timestamps: the picture
-    encoded at SIZE, the sound resampled to `layout` at `rate` and AAC-encoded."""
+    encoded at `size`, the sound resampled to `layout` at `rate` and AAC-encoded."""
     pictures, sounds = game
     fps = 30
     with av.open(str(out), "w", format="mpegts") as dst:
         v = dst.add_stream("libx264", rate=fps)
-        v.width, v.height, v.pix_fmt = *SIZE, "yuv420p"
+        v.width, v.height, v.pix_fmt = *size, "yuv420p"
         v.options = {"preset": "ultrafast", "crf": "28", "g": "30"}
         v.codec_context.time_base = Fraction(1, fps)
         a = dst.add_stream("aac", rate=rate, layout=layout)
@@ -63,6 +63,7 @@ def ts_part(game, out: Path, start_s: float, end_s: float, layout: str, rate: in
         for t, yuv in pictures:
             if start_s <= t < end_s:
                 f = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+                f = f if size == SIZE else f.reformat(width=size[0], height=size[1])
                 f.pts, f.time_base = int(round(t * fps)), Fraction(1, fps)
                 packets += v.encode(f)
         packets += v.encode(None)
@@ -86,14 +87,14 @@ def joined(game, tmp_path_factory):
     `layout` at `rate`, as one MPEG-TS stream (made once per module)."""
     folder = tmp_path_factory.mktemp("format")
     first = ts_part(game, folder / "a.ts", 0.0, AT, "stereo", 48000)
-    made: dict[tuple[str, int], Path] = {}
+    made: dict[tuple, Path] = {}
 
-    def make(layout: str, rate: int) -> Path:
-        if (layout, rate) not in made:
-            b = ts_part(game, folder / f"b_{layout}_{rate}.ts", AT, SECONDS, layout, rate)
-            both = made[layout, rate] = folder / f"ab_{layout}_{rate}.ts"
+    def make(layout: str, rate: int, size: tuple[int, int] = SIZE) -> Path:
+        if (layout, rate, size) not in made:
+            b = ts_part(game, folder / f"b_{layout}_{rate}_{size[0]}.ts", AT, SECONDS, layout, rate, size)
+            both = made[layout, rate, size] = folder / f"ab_{layout}_{rate}_{size[0]}.ts"
             both.write_bytes(first.read_bytes() + b.read_bytes())
-        return made[layout, rate]
+        return made[layout, rate, size]
 
     return make
 
@@ -160,3 +161,31 @@ def test_av_drift_under_ingests_resync_tolerance_is_seen_from_the_source_timesta
     assert 0.14 <= start.value <= 0.16 and "ahead of" in start.detail
     # ingest's own clock follows the source only past its 0.2 s tolerance: the former rule saw nothing
     assert run(legacy(msgs), cfg) == []
+
+
+def test_a_source_size_change_the_sampled_frames_hide(joined) -> None:
+    """320x180 -> 640x360: both are sampled at 160x90 here, so only the window record tells."""
+    msgs = media(joined("stereo", 48000, (640, 360)), glitch_size=(160, 90))
+    assert {(m.width, m.height) for kind, m in msgs if kind == "frames_glitch"} == {(160, 90)}
+    events = run(msgs)
+    assert [(e.phase, e.kind) for e in events] == [("start", "format_change"), ("end", "format_change")], summary(events)
+    start = events[0]
+    assert start.detail == "source picture size 320x180 -> 640x360" and abs(start.start_s - AT) <= 0.05
+    assert start.detected_at_s == 10.0  # the end of the window record that tells it
+
+
+def test_what_is_known_of_the_source_survives_a_snapshot(joined) -> None:
+    """A replica taking the stream over just before the switch (from glitch's snapshot) knows
+    the layout so far: the first mono chunk it sees is a change, reported once."""
+    from services.glitch import snapshot
+    from services.glitch.detector import DetectorConfig
+    from services.glitch.health.monitor import StreamHealth, feed
+
+    msgs = media(joined("mono", 48000))
+    cut = next(i for i, (kind, m) in enumerate(msgs) if kind == "audio" and m.source_layout == "mono")  # taken over just before
+    health = StreamHealth()
+    events = [e for kind, m in msgs[:cut] for e in feed(health, kind, m)]
+    state = snapshot.loads(snapshot.dumps({"health": health}), DetectorConfig(), HealthConfig())
+    events += [e for kind, m in msgs[cut:] for e in feed(state["health"], kind, m)]
+    assert [(e.phase, e.detail) for e in events] == [("start", "audio channel layout stereo -> mono"),
+                                                     ("end", "audio channel layout stereo -> mono")], summary(events)
