@@ -57,7 +57,7 @@ class MediaFollow:
 
     async def stop(self) -> None:
         self._stopped = True
-        for sub in self._subs.values():
+        for sub in list(self._subs.values()):  # a check may change it meanwhile
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         self._subs.clear()
