@@ -816,6 +816,11 @@ class Bus:
                         await run_batch(rest)
         finally:
             await fetcher.close()
+            if stopping.is_set() and self.nc.is_connected:
+                # The acknowledgements are on the server before the caller hands the partition
+                # over: the next holder then finds nothing of ours pending and need not wait.
+                with contextlib.suppress(Exception):
+                    await self.nc.flush(timeout=2)
 
     @contextlib.asynccontextmanager
     async def _keep_in_progress(self, msgs: list[Msg], spec: "_ConsumerSpec"):

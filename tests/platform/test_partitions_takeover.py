@@ -132,9 +132,14 @@ async def run_scenario(bus, url, folder, audio, scenario: str, tag: str = "") ->
                     os.kill(victim, signal.SIGKILL)
                     facts["killed_at"] = time.monotonic()
                     facts["victim_partitions"] = [k for k, h in (await holders(bus)).items() if h == f"audio-a-{scenario}{tag}"]
-                else:
+                else:  # the rest of the media flows while partitions move to the new replica
                     b = Replica(url, f"audio-b-{scenario}{tag}", folder)
                     replicas.append(b)
+                    await b.ready()
+                    deadline = time.monotonic() + 60
+                    while f"audio-b-{scenario}{tag}" not in set((await holders(bus)).values()):
+                        assert time.monotonic() < deadline, "the added replica took no partition"
+                        await asyncio.sleep(0.1)
             await asyncio.sleep(TICK_S)
         if scenario == "kill":
             survivor = f"audio-b-{scenario}{tag}"
