@@ -4,7 +4,10 @@ Each tile gets probabilities over KINDS; a frame's corruption score is the highe
 P(not clean) of its tiles, and its kind is the corrupted kind with the highest probability
 summed over the tiles (a green band lights several tiles the same way). Inference goes through
 streamsight.inference (CUDA provider when a GPU is visible, CPU otherwise). Frames of several
-streams can be classified in one call; their tiles are batched together. Beside the model,
+streams can be classified in one call; their tiles are batched together. The model runs in int8
+(glitch_cnn.int8.onnx, static quantization of the fp32 model by training/glitch/quantize.py:
+1.5-1.7x the tiles per CPU second here, the same incidents on held-out footage; see
+models/MODEL.md) unless fp32 is asked for. Beside the model,
 each frame is checked for flat green and grey fill bands (bands.py), which the model misses
 when they are thin; a frame whose tiles look like stripes (SHEAR_GATE) is checked for the
 row shear of a wrong width (shear.py), which the model scores under its open score when the
@@ -27,7 +30,10 @@ from services.glitch.bands import Band, find_bands
 from streamsight.inference import create_session, session_provider
 
 MODEL_DIR = Path(__file__).resolve().parent / "models"
-MODEL_FILE = "glitch_cnn.onnx"
+MODEL_FILE = "glitch_cnn.onnx"  # fp32, as trained
+INT8_FILE = "glitch_cnn.int8.onnx"  # the same model quantized (training/glitch/quantize.py)
+MODEL_FILES = {"int8": INT8_FILE, "fp32": MODEL_FILE}
+DEFAULT_PRECISION = "int8"
 # Output order of the model (training/glitch/dataset.py labels).
 KINDS = ("clean", "stripes", "macroblocking", "green", "grey")
 # The shear check runs when a tile's stripes probability reaches this: vtest read 2-3 pixels too
@@ -53,13 +59,23 @@ class FrameScore:
         return self.sheared or self.chroma_shifted
 
 
-class GlitchClassifier:
-    """Thread-safe (onnxruntime sessions are); `classify` blocks: run it off the event loop."""
+def shipped_model(precision: str = DEFAULT_PRECISION) -> Path:
+    """The shipped model file of a precision (int8 or fp32)."""
+    if precision not in MODEL_FILES:
+        raise ValueError(f"model precision must be one of {sorted(MODEL_FILES)}, got {precision!r}")
+    return MODEL_DIR / MODEL_FILES[precision]
 
-    def __init__(self, model_path: str | Path = MODEL_DIR / MODEL_FILE, intra_threads: int | None = None, max_batch: int = 32) -> None:
+
+class GlitchClassifier:
+    """Thread-safe (onnxruntime sessions are); `classify` blocks: run it off the event loop.
+
+    `model_path` None takes the shipped model of `precision`."""
+
+    def __init__(self, model_path: str | Path | None = None, intra_threads: int | None = None, max_batch: int = 32,
+                 precision: str = DEFAULT_PRECISION) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        self.path = Path(model_path)
+        self.path = Path(model_path) if model_path is not None else shipped_model(precision)
         self.session = create_session(self.path, intra_threads)
         self.provider = session_provider(self.session)
         self.max_batch = max_batch

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from services.glitch.classifier import MODEL_DIR, MODEL_FILE
+from services.glitch.classifier import DEFAULT_PRECISION, shipped_model
 from services.glitch.health.monitor import HealthConfig
 from streamsight.config import BaseServiceSettings
 
@@ -16,7 +16,8 @@ class GlitchSettings(BaseServiceSettings):
     section = "glitch"
 
     grpc_port: int = Field(50065, ge=0, le=65535, description="gRPC port (health)")
-    model_path: Path = Field(MODEL_DIR / MODEL_FILE, description="ONNX corruption classifier")
+    model_precision: Literal["int8", "fp32"] = Field(DEFAULT_PRECISION, description="Which shipped corruption classifier runs: int8 (glitch_cnn.int8.onnx, 1.5-1.7x the tiles per CPU second of fp32 here, the same incidents on the held-out footage; services/glitch/models/MODEL.md, section int8) or fp32 (glitch_cnn.onnx)")
+    model_path: Path | None = Field(None, description="ONNX corruption classifier; unset: the shipped model of model_precision")
     intra_threads: int = Field(0, ge=0, le=64, description="onnxruntime intra-op threads; 0 lets onnxruntime choose")
     fetch_batch: int = Field(64, ge=1, le=1024, description="Media messages fetched per batch (frames of all streams are classified together)")
     max_frame_width: int = Field(1920, ge=64, le=3840, description="Widest glitch frame accepted, pixels (ingest sends at most 1280); wider ones are dead-lettered")
@@ -44,6 +45,12 @@ class GlitchSettings(BaseServiceSettings):
     health_audio_gap_min_s: float = Field(0.5, gt=0, description="A hole in the audio this long or longer, video going on, is an audio_gap incident")
     health_av_drift_max_s: float = Field(0.2, gt=0, description="Audio timestamps slipping this far against the audio delivered is an av_drift incident (ingest's resolution: 0.2 s)")
     health_no_audio_after_s: float = Field(5.0, gt=0, description="No audio at all by this much video: the stream has no audio track (one no_audio incident)")
+
+    @model_validator(mode="after")
+    def _shipped_model(self) -> GlitchSettings:
+        if self.model_path is None:
+            self.model_path = shipped_model(self.model_precision)
+        return self
 
     def health_config(self) -> HealthConfig:
         """The health checks' thresholds."""

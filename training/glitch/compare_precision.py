@@ -11,8 +11,8 @@ glitch_cnn.int8.onnx) on footage neither saw in training nor in int8 calibration
    score is at the open score. Counted: frames where any decision differs, per decision, and
    the largest score difference.
 2. The held-out evaluation of the card (`--evaluate`): training.glitch.evaluate's main run once per
-   precision, same rng seed, so the planted faults are the same; its frame precision/recall and
-   incident recall side by side. `--clean-hours` as there (0: skip the clean-footage hour).
+   precision, each in a fresh process with the same rng seed, so the planted faults are the same;
+   its frame precision/recall and incident recall side by side. `--clean-hours` as there (0: skip the clean-footage hour).
 
     PYTHONPATH=. .venv/bin/python -m training.glitch.compare_precision [--evaluate] [--clean-hours 0]
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -112,21 +113,27 @@ def frame_flips(seed: int = 30) -> dict:
             "flipped": flipped, "called_by_precision": quality}
 
 
+def evaluate_one(precision: str, clean_hours: float, out: Path) -> None:
+    """training.glitch.evaluate's main with `precision`'s model, its report written to `out`."""
+    held_out.OUT = out
+    held_out.GlitchClassifier = functools.partial(GlitchClassifier, precision=precision)
+    sys.argv = ["evaluate", "--clean-hours", str(clean_hours)]
+    held_out.main()
+
+
 def evaluation(clean_hours: float) -> dict:
-    """training.glitch.evaluate's report for each precision (its output redirected, not overwritten)."""
+    """training.glitch.evaluate's report for each precision, each in a fresh process: a second run
+    in the same process planted different packet damage on the generated scenes (its decodes of
+    damaged files are not reproducible there), so the two would not see the same frames."""
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for p in PRECISIONS:
-            held_out.OUT = Path(tmp) / f"{p}.json"
-            held_out.GlitchClassifier = functools.partial(GlitchClassifier, precision=p)
-            argv, sys.argv = sys.argv, ["evaluate", "--clean-hours", str(clean_hours)]
-            try:
-                held_out.main()
-            finally:
-                sys.argv = argv
-            report = json.loads(held_out.OUT.read_text())
+            path = Path(tmp) / f"{p}.json"
+            subprocess.run([sys.executable, "-m", "training.glitch.compare_precision", "--one", p,
+                            "--clean-hours", str(clean_hours), "--out", str(path)], check=True)
+            report = json.loads(path.read_text())
             out[p] = {k: report[k] for k in ("frame_level", "incident_totals", "clean_totals") if k in report}
-            if "clean_hour" in report:
+            if report.get("clean_hour"):
                 out[p]["clean_hour"] = report["clean_hour"]
     return out
 
@@ -137,7 +144,11 @@ def main() -> None:
     ap.add_argument("--evaluate", action="store_true", help="run training.glitch.evaluate for each precision")
     ap.add_argument("--clean-hours", type=float, default=0.0)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--one", choices=PRECISIONS, help=argparse.SUPPRESS)  # internal: one evaluation run, report to --out
     args = ap.parse_args()
+    if args.one:
+        evaluate_one(args.one, args.clean_hours, args.out)
+        return
     missing = [n for n in FILES if not (held_out.MEDIA / n).exists()]
     if missing:
         raise SystemExit(f"needs the shared test media ({', '.join(missing)} absent from {held_out.MEDIA})")
