@@ -26,8 +26,8 @@ demo: $(VENV)/.runtime  ## the main job on a generated sample, with the embedded
 up: $(VENV)/.runtime  ## embedded NATS + every built service, until Ctrl-C
 	$(BIN)/streamsight up
 
-test: $(VENV)/.dev  ## the whole suite (slow tests included)
-	$(BIN)/pytest -q
+test: $(VENV)/.dev  ## the whole suite (slow tests included), two workers: slow tests one at a time in one (tests/conftest.py)
+	$(BIN)/pytest -q -n 2 --dist loadgroup
 
 test-fast: $(VENV)/.dev
 	$(BIN)/pytest -q -m "not slow"

@@ -24,7 +24,8 @@
   is given `holds`, whether this replica's lease on the partition still holds (with a margin
   of one ack wait): it fetches, tells the server a batch is in progress, and acknowledges
   only while it does; otherwise the batch in hand is handed back at once (nak, counted in
-  `streamsight_messages_returned_total`) and the consumer ends, so what the next holder
+  `streamsight_messages_returned_total`) and the consumer pauses until the lease holds again
+  (or the partition is handed over and the consumer stopped), so what the next holder
   restores and what it is delivered first are exactly what this replica did not finish.
 - After NATS comes back (a restart loses the memory stream MEDIA and its consumers), the
   streams are provisioned again and each consumer is re-created when its fetch finds it gone;
@@ -780,9 +781,9 @@ class Bus:
         try:
             # The flags, not only cancellation, end the loop: a batch in hand is handled first.
             while not self._closing.is_set() and not stopping.is_set():
-                if not spec.ours():
-                    log.warning("partition lease ran out; the consumer stops", durable=spec.durable)
-                    break
+                if not spec.ours():  # paused: a late renewal resumes it, a lease given up stops it
+                    await asyncio.sleep(0.1)
+                    continue
                 try:
                     if not created:
                         await self._create_consumer(spec)

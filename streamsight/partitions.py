@@ -24,8 +24,10 @@ starts later than that, so a replica whose renewals stalled (a loaded machine, N
 fetching, acknowledging and telling the server its batch is in progress (streamsight.bus)
 before another replica can claim the partition, and with a margin of at least the consumers'
 ack wait, its unfinished messages are due again by then: the next holder restores exactly the
-state whose messages were acknowledged and is delivered the rest first. A lease found lapsed
-is given up (`on_lose`) and claimed again once it is free, if it is still this replica's.
+state whose messages were acknowledged and is delivered the rest first. Work pauses while a lease
+is lapsed and goes on if the next renewal finds the key still this replica's; a state write
+refused for a lapsed lease gives the lease up (`give_up`: `on_lose`, then claimed again once it
+is free, if it is still this replica's), since the refused batch is applied in memory only.
 
 `on_gain(k)` and `on_lose(k)` run one at a time, in the order the changes happen; a lease is
 released only after `on_lose` returned (the last batch handled, its state saved and acked),
@@ -242,9 +244,8 @@ class Partitions:
         revision = self._revisions.get(partition)
         if revision is None:
             return
-        if not self.holds(partition):  # renewals stalled past the margin: work on it already stopped
-            self.give_up(partition)
-            return
+        # Renewals that stalled past the margin paused the work (holds() is False); if the key is
+        # still ours on the server, nobody else can have claimed it, and the work goes on.
         sent = time.monotonic()
         try:
             self._revisions[partition] = await self._kv.update(self._lease_key(partition), self.replica.encode(), last=revision)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from services.glitch.classifier import shipped_model
 from services.glitch.service import GlitchService
 from services.glitch.settings import GlitchSettings
 from services.ingest.service import IngestService
@@ -75,7 +76,7 @@ async def glitches(bus: Bus, sid: str) -> list[events_pb2.Glitch]:
 @pytest.mark.slow
 async def test_a_planted_green_band_gives_one_start_and_one_end(nats_server, bus, tmp_path, planted, ingest_vod) -> None:
     async with running(nats_server.url, tmp_path) as (glitch, stub):
-        assert glitch.health_info()["model"] == "glitch_cnn.onnx"
+        assert glitch.health_info()["model"] == shipped_model().name == "glitch_cnn.int8.onnx"  # the default precision's model
         await ingest_vod(stub, {"green": planted, "again": planted})  # two streams at once
         await asyncio.sleep(1.0)
         for sid in ("green", "again"):

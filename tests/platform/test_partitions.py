@@ -187,3 +187,18 @@ async def test_a_stopped_consumer_finishes_its_batch_and_the_next_holder_goes_on
     await until(lambda: len(seen) >= 40)
     await two.stop()
     assert seen == list(range(40))
+
+
+async def test_a_lapse_whose_lease_key_survived_pauses_the_work_and_the_next_renewal_resumes_it(bus, bucket):
+    a = Replica(bus, "a", bucket)
+    await a.start()
+    await until(lambda: len(a.p.held) == 16)
+    a.p._valid_until = {k: 0.0 for k in a.p._valid_until}  # as if the renewals had stalled past the margin
+    assert not any(a.p.holds(k) for k in range(16))
+    await until(lambda: all(a.p.holds(k) for k in range(16)), timeout=5)  # the keys were still its own
+    assert a.calls == [("gain", k) for k in range(16)], "no partition lost and taken again"
+    a.p.give_up(3)  # a refused state write: that one goes and comes back
+    assert not a.p.holds(3)
+    await until(lambda: ("lose", 3) in a.calls and a.p.holds(3), timeout=10)
+    assert a.calls[16:] == [("lose", 3), ("gain", 3)]
+    await a.p.stop()
