@@ -43,7 +43,7 @@ class GlitchSettings(BaseServiceSettings):
     health_quiet_lu: float = Field(20.0, gt=0, description="Short-term loudness this far below the target (LU), not silent, is too quiet")
     health_quiet_min_s: float = Field(10.0, gt=0, description="Too quiet for this long is a loudness incident")
     health_audio_gap_min_s: float = Field(0.5, gt=0, description="A hole in the audio this long or longer, video going on, is an audio_gap incident")
-    health_av_drift_max_s: float = Field(0.2, gt=0, description="Audio timestamps slipping this far against the audio delivered is an av_drift incident (ingest's resolution: 0.2 s)")
+    health_av_drift_max_s: float = Field(0.2, gt=0, description="Audio timestamps slipping this far against the audio delivered is an av_drift incident (measured on the source's own audio timestamps; from an older ingest without them, at 0.2 s resolution)")
     health_no_audio_after_s: float = Field(5.0, gt=0, description="No audio at all by this much video: the stream has no audio track (one no_audio incident)")
 
     @model_validator(mode="after")
