@@ -153,8 +153,11 @@ class Partitions:
         return partition in self._revisions and time.monotonic() < self._valid_until.get(partition, 0.0)
 
     def check(self, partition: int) -> None:
-        """LeaseLapsed unless this replica `holds` the partition (before a state write)."""
+        """Before a state write: LeaseLapsed unless this replica `holds` the partition. A lapsed
+        lease is given up, since the batch being saved is then applied in memory only: the
+        partition is taken again from the saved state."""
         if not self.holds(partition):
+            self.give_up(partition)
             raise LeaseLapsed(f"the lease on {self.group} partition {partition} is not this replica's any more")
 
     def give_up(self, partition: int) -> None:

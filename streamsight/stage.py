@@ -324,10 +324,7 @@ class FeatureStage(Service):
                     STAGE_SNAPSHOTS.labels(self.name, "fenced").inc()
                     self.partitions.give_up(subjects.partition_of(sid))  # the batch goes back at once (streamsight.bus)
                     raise StaleLease(f"{key} was written by another replica") from None
-                except asyncio.CancelledError:
-                    raise
-                except LeaseLapsed:  # the batch is in memory only: the partition is taken again from KV
-                    self.partitions.give_up(subjects.partition_of(sid))
+                except (asyncio.CancelledError, LeaseLapsed):
                     raise
                 except Exception as exc:
                     self.log.warning("saving stream state failed; retrying", stream_id=sid, error=repr(exc), retry_in_s=delay)

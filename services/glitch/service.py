@@ -63,7 +63,7 @@ from streamsight.lag import MediaLag
 from streamsight.lifecycle import StreamTable
 from streamsight.windows import WindowBounds
 from streamsight.media import decode, window_record
-from streamsight.partitions import LeaseLapsed, Partitions
+from streamsight.partitions import Partitions
 from streamsight.service import Service
 from streamsight.worker import Worker
 
@@ -290,11 +290,7 @@ class GlitchService(Service):
         partition = subjects.partition_of(sid)
 
         async def put() -> None:  # a replica whose lease ran out must not overwrite its successor's state
-            try:
-                self.partitions.check(partition)
-            except LeaseLapsed:  # the batch is in memory only: the partition is taken again from KV
-                self.partitions.give_up(partition)
-                raise
+            self.partitions.check(partition)
             await self.kv.put(key_of(sid), data)
 
         await until_done(put, "saving a glitch snapshot", stream_id=sid)
