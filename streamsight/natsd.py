@@ -84,6 +84,10 @@ class ClusterNode:
     cluster_name: str = "streamsight"
 
 
+class NatsExited(RuntimeError):
+    """nats-server exited before it became healthy (a bad configuration, a port in use)."""
+
+
 class NatsServer:
     """One nats-server process with JetStream in `data_dir`, alone or as a cluster node."""
 
@@ -104,6 +108,10 @@ class NatsServer:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.monitor_port = monitor_port or free_port()
+        # Ports this object picked may be taken by someone else before the server binds them
+        # (another test worker's free port); until it has started once, it may pick others.
+        self._picked_ports = (not port, not monitor_port)
+        self._started_once = False
         self.log_file = log_file
         self.log_pipe = log_pipe
         self.memory_store = memory_store
@@ -167,9 +175,26 @@ class NatsServer:
         natsauth.write_private(config, "\n".join(lines) + "\n")
         return config
 
-    def start(self, timeout_s: float = 15.0) -> "NatsServer":
+    def start(self, timeout_s: float = 15.0, attempts: int = 3) -> "NatsServer":
+        """Start and wait until healthy. A first start on ports it picked itself that exits early
+        (a port taken meanwhile) is tried again on new ports, up to `attempts` times."""
         if self.running:
             raise RuntimeError(f"nats-server is already running (pid {self.process.pid})")
+        may_repick = not self._started_once and any(self._picked_ports)
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_once(timeout_s)
+            except NatsExited:
+                if not may_repick or attempt == attempts:
+                    raise
+                self.port = free_port() if self._picked_ports[0] else self.port
+                self.monitor_port = free_port() if self._picked_ports[1] else self.monitor_port
+                continue
+            self._started_once = True
+            return self
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout_s: float) -> None:
         config = self._write_config()
         if self.log_pipe:
             out = subprocess.PIPE
@@ -190,9 +215,9 @@ class NatsServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"nats-server exited with code {self.process.returncode}; config {config}")
+                raise NatsExited(f"nats-server exited with code {self.process.returncode}; config {config}")
             if self.healthy():
-                return self
+                return
             time.sleep(0.05)
         self.stop()
         raise TimeoutError(f"nats-server did not become healthy within {timeout_s} s")
