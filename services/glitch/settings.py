@@ -18,7 +18,7 @@ class GlitchSettings(BaseServiceSettings):
     grpc_port: int = Field(50065, ge=0, le=65535, description="gRPC port (health)")
     model_precision: Literal["int8", "fp32"] = Field(DEFAULT_PRECISION, description="Which shipped corruption classifier runs: int8 (glitch_cnn.int8.onnx, 1.5-1.7x the tiles per CPU second of fp32 here, the same incidents on the held-out footage; services/glitch/models/MODEL.md, section int8) or fp32 (glitch_cnn.onnx)")
     model_path: Path | None = Field(None, description="ONNX corruption classifier; unset: the shipped model of model_precision")
-    intra_threads: int = Field(0, ge=0, le=64, description="onnxruntime intra-op threads; 0 lets onnxruntime choose")
+    intra_threads: int = Field(1, ge=0, le=64, description="onnxruntime intra-op threads; 0 lets onnxruntime choose (all cores). 1 by default: stages share the cores, and one thread cost glitch 10-16 % less CPU in a whole file job on 2 cores (bench/README.md), with the same probabilities bit for bit")
     fetch_batch: int = Field(64, ge=1, le=1024, description="Media messages fetched per batch (frames of all streams are classified together)")
     max_frame_width: int = Field(1920, ge=64, le=3840, description="Widest glitch frame accepted, pixels (ingest sends at most 1280); wider ones are dead-lettered")
     max_frame_height: int = Field(1080, ge=64, le=2160, description="Tallest glitch frame accepted, pixels (ingest sends at most 720)")

@@ -131,7 +131,7 @@ def test_another_sections_yaml_is_that_services_business(monkeypatch, tmp_path):
     path = tmp_path / "stack.yaml"
     path.write_text("audio: {intra_thread: 2}\n")
     monkeypatch.setenv("STREAMSIGHT_CONFIG", str(path))
-    assert _load("vision").intra_threads == 0
+    assert _load("vision").intra_threads == 1  # its default
     with pytest.raises(ConfigError, match="audio.intra_thread: audio has no such setting; did you mean 'intra_threads'"):
         _load("audio")
 

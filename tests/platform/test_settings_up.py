@@ -82,7 +82,7 @@ def test_up_gives_each_service_its_own_section_and_metrics_port(tmp_path, monkey
     user_env = {
         "STREAMSIGHT_LOG_FORMAT": "json",
         "STREAMSIGHT_METRICS_BASE_PORT": str(base),
-        "STREAMSIGHT_VISION_INTRA_THREADS": "1",
+        "STREAMSIGHT_VISION_INTRA_THREADS": "2",
         "STREAMSIGHT_AUDIO_INTRA_THREADS": "3",
         "STREAMSIGHT_VISION_MAX_BATCH": "4",
         "STREAMSIGHT_CHAT_MAX_STREAMS": "5",
@@ -105,7 +105,7 @@ def test_up_gives_each_service_its_own_section_and_metrics_port(tmp_path, monkey
 
             # Same field names, two sections, two values.
             vision_ready = next(r for r in out.json_of("vision") if r.get("event") == "service ready")
-            assert (vision_ready["intra_threads"], vision_ready["max_batch"]) == ("1", "4")
+            assert (vision_ready["intra_threads"], vision_ready["max_batch"]) == ("2", "4")
             chat_ready = next(r for r in out.json_of("chat") if r.get("event") == "service ready")
             assert chat_ready["max_streams"] == "5"
 
