@@ -90,6 +90,18 @@ def test_audio_gap(tmp_path: Path) -> None:
     assert start.detected_at_s - AT <= 1.0 + CHUNK_S
 
 
+@pytest.mark.parametrize("at", [2.2, 2.4, 6.4])
+def test_audio_gap_late_in_a_chunk_early_in_the_stream(tmp_path: Path, at: float) -> None:
+    # A hole that begins 0.2-0.4 s into one of ingest's 1 s chunks: ingest sends the samples it
+    # held (a chunk cut short) only on reading the audio after the hole, which put the live
+    # rule's last audio forward and its verdict 2.1-2.3 s after the fault; the short chunk,
+    # coming when video is well past its end, says the audio stopped there
+    drop = lambda pkt, t: None if at <= t < at + 2 else pkt  # noqa: E731
+    start, end = one_incident(run(media(remux(GAME, tmp_path / "g.mkv", drop, until_s=at + 6))), "audio_gap")
+    assert at - 1.3 <= start.start_s <= at + 0.1 and abs(end.start_s - at) <= 0.1 and abs(end.end_s - (at + 2)) <= 0.1
+    assert start.detected_at_s - at <= 1.0 + CHUNK_S, f"decided {start.detected_at_s - at:.2f} s after the hole"
+
+
 def test_av_drift(tmp_path: Path) -> None:
     def shift(pkt, t):
         if t >= AT:
