@@ -12,12 +12,14 @@ class PixelFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PIXEL_FORMAT_UNSPECIFIED: _ClassVar[PixelFormat]
     PIXEL_FORMAT_GRAY8: _ClassVar[PixelFormat]
     PIXEL_FORMAT_RGB24: _ClassVar[PixelFormat]
+    PIXEL_FORMAT_YUV420P: _ClassVar[PixelFormat]
 PIXEL_FORMAT_UNSPECIFIED: PixelFormat
 PIXEL_FORMAT_GRAY8: PixelFormat
 PIXEL_FORMAT_RGB24: PixelFormat
+PIXEL_FORMAT_YUV420P: PixelFormat
 
 class VideoFrame(_message.Message):
-    __slots__ = ("stream_id", "consumer", "pts_s", "frame_number", "width", "height", "format", "data", "sample_index")
+    __slots__ = ("stream_id", "consumer", "pts_s", "frame_number", "width", "height", "format", "data", "sample_index", "color_space", "color_range")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     CONSUMER_FIELD_NUMBER: _ClassVar[int]
     PTS_S_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +29,8 @@ class VideoFrame(_message.Message):
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    COLOR_SPACE_FIELD_NUMBER: _ClassVar[int]
+    COLOR_RANGE_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     consumer: str
     pts_s: float
@@ -36,7 +40,9 @@ class VideoFrame(_message.Message):
     format: PixelFormat
     data: bytes
     sample_index: int
-    def __init__(self, stream_id: _Optional[str] = ..., consumer: _Optional[str] = ..., pts_s: _Optional[float] = ..., frame_number: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., format: _Optional[_Union[PixelFormat, str]] = ..., data: _Optional[bytes] = ..., sample_index: _Optional[int] = ...) -> None: ...
+    color_space: int
+    color_range: int
+    def __init__(self, stream_id: _Optional[str] = ..., consumer: _Optional[str] = ..., pts_s: _Optional[float] = ..., frame_number: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., format: _Optional[_Union[PixelFormat, str]] = ..., data: _Optional[bytes] = ..., sample_index: _Optional[int] = ..., color_space: _Optional[int] = ..., color_range: _Optional[int] = ...) -> None: ...
 
 class FrameSignal(_message.Message):
     __slots__ = ("pts_s", "frame_number", "is_corrupt", "gap_s", "frames_missing", "frozen", "keyframe", "diff")
