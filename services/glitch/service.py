@@ -11,7 +11,9 @@ redelivered batch is deduplicated by JetStream. Streams follow streamsight.lifec
 policy: the last window record ends the open incident and drops the stream's detector, a
 late frame after the end makes no new one, and an idle stream's open incident is ended.
 A message that does not decode, or a frame whose size does not match its data, is
-dead-lettered; other streams are untouched. Freed heap is handed back to the OS when a stream
+dead-lettered; other streams are untouched. Frames come as RGB24 or, from a yuv420p source, as
+YUV420P planes (half the bytes on MEDIA), turned into RGB in the worker by one kept swscale
+context (services/glitch/picture.py), so every check sees the RGB ingest would have sent. Freed heap is handed back to the OS when a stream
 ends and every few seconds of work (streamsight.heap.Trimmer): the classifier's buffers come
 from malloc and would otherwise keep every batch's high-water mark.
 
@@ -48,6 +50,7 @@ from services.glitch.classifier import FrameScore, GlitchClassifier
 from services.glitch.detector import DetectorConfig, GlitchEvent, Signal, StreamDetector
 from services.glitch.health.incidents import HealthEvent
 from services.glitch.health.monitor import StreamHealth, feed
+from services.glitch.picture import Pictures, check
 from services.glitch import snapshot
 from services.glitch.settings import GlitchSettings
 from services.glitch.snapshot import ResumableDetector
@@ -111,12 +114,9 @@ def parse(msg: Msg, max_width: int = 1920, max_height: int = 1080) -> tuple[str,
     kind, sid = msg.subject.split(".")[3], subjects.stream_of(msg.subject)
     if kind == "frames_glitch":
         frame = decode(media_pb2.VideoFrame, msg.data, sid)
-        if frame.format != media_pb2.PIXEL_FORMAT_RGB24:
-            raise BadMessage(f"glitch frame is {media_pb2.PixelFormat.Name(frame.format)}, expected RGB24")
         if frame.width > max_width or frame.height > max_height:
             raise BadMessage(f"glitch frame {frame.width}x{frame.height} is larger than {max_width}x{max_height}")
-        if frame.width < 1 or frame.height < 1 or len(frame.data) != frame.width * frame.height * 3:
-            raise BadMessage(f"frame of {frame.width}x{frame.height} RGB24 needs {frame.width * frame.height * 3} bytes, got {len(frame.data)}")
+        check(frame)
         return kind, sid, frame
     if kind == "signals":
         return kind, sid, decode(media_pb2.FrameSignals, msg.data, sid)
@@ -200,6 +200,7 @@ class GlitchService(Service):
         self._done: OrderedDict[str, tuple[int, int]] = OrderedDict()  # finished streams: last (seq, stored_ns) applied
         self._trimmer = heap.Trimmer()
         self._worker = Worker(self.name)  # classifier, detectors and trims in one thread of its own (streamsight.worker)
+        self._pictures = Pictures()  # used in the worker's thread only
         self._lag = MediaLag(self.name)  # streamsight_stage_lag_seconds{stage="glitch"}
         self._lag_task = asyncio.create_task(self._watch_lag(), name="glitch:lag")
         self.kv = await state_bucket(self.bus, s.state_bucket, s.state_ttl_s)
@@ -324,6 +325,11 @@ class GlitchService(Service):
             stream.bounds.check(message)
         return stream
 
+    def _score(self, frames: list[media_pb2.VideoFrame]) -> tuple[list[np.ndarray], list[FrameScore]]:
+        """The frames' RGB pictures and their scores (in the worker)."""
+        images = [self._pictures.rgb(m) for m in frames]
+        return images, self._classify(images)
+
     def _classify(self, images: list[np.ndarray]) -> list[FrameScore]:
         """Classify in groups of about CLASSIFY_TILES tiles (the model's batches stay full)."""
         out: list[FrameScore] = []
@@ -347,12 +353,12 @@ class GlitchService(Service):
             except BadMessage as exc:
                 rejected[i] = str(exc)
         frames = [(i, m) for i, kind, _, m in parsed if kind == "frames_glitch"]
-        images = [np.frombuffer(m.data, np.uint8).reshape(m.height, m.width, 3) for _, m in frames]
         scores: dict[int, FrameScore] = {}
-        if images:
-            results = await self._worker.run(self._classify, images)
+        rgb: dict[int, np.ndarray] = {}
+        if frames:
+            images, results = await self._worker.run(self._score, [m for _, m in frames])
             scores = {i: r for (i, _), r in zip(frames, results)}
-        rgb = {i: img for (i, _), img in zip(frames, images)}
+            rgb = {i: img for (i, _), img in zip(frames, images)}
         touched: dict[str, list[GlitchEvent]] = {}
         health: dict[str, list[HealthEvent]] = {}
         ended = False
@@ -372,7 +378,10 @@ class GlitchService(Service):
             stream.seq, stream.stored_ns = seq, stored_ns
             detector = stream.detector
             out = touched.setdefault(sid, [])
-            health.setdefault(sid, []).extend(feed(stream.health, kind, m))
+            if kind == "frames_glitch":  # the picture as converted above (feed() would read RGB24 data only)
+                health.setdefault(sid, []).extend(stream.health.frame(m.pts_s, m.width, m.height, rgb[i]))
+            else:
+                health.setdefault(sid, []).extend(feed(stream.health, kind, m))
             if kind == "frames_glitch":
                 stream.bounds.saw_media(m.pts_s)
                 detector.add_frame(m.pts_s, scores[i], rgb[i])

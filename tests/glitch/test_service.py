@@ -96,12 +96,18 @@ async def test_garbage_is_dead_lettered_and_the_service_keeps_going(nats_server,
         await bus.publish(subjects.media("frames_glitch", "junk"), b"\x08\x96\x01 not a protobuf \xff\xff")
         bad = media_pb2.VideoFrame(stream_id="junk", width=64, height=64, format=media_pb2.PIXEL_FORMAT_RGB24, data=b"\x00" * 100)
         await bus.publish(subjects.media("frames_glitch", "junk"), bad)
+        bad_yuv = media_pb2.VideoFrame(stream_id="junk", width=64, height=64, format=media_pb2.PIXEL_FORMAT_YUV420P, data=b"\x00" * 64 * 64 * 3)
+        await bus.publish(subjects.media("frames_glitch", "junk"), bad_yuv)
         dead = await read_all(bus, subjects.deadletter("glitch"), subjects.DEADLETTER_STREAM, settle_s=2.0)
         reasons = [m.headers["streamsight-dlq-reason"] for m in dead]
-        assert len(dead) == 2, reasons
+        assert len(dead) == 3, reasons
         assert any("needs 12288 bytes, got 100" in r for r in reasons), reasons
+        assert any("frame of 64x64 YUV420P needs 6144 bytes, got 12288" in r for r in reasons), reasons
         ok = media_pb2.VideoFrame(stream_id="junk", width=64, height=64, format=media_pb2.PIXEL_FORMAT_RGB24, pts_s=0.0, data=b"\x00" * 64 * 64 * 3)
         await bus.publish(subjects.media("frames_glitch", "junk"), ok)
+        ok_yuv = media_pb2.VideoFrame(stream_id="junk", width=64, height=64, format=media_pb2.PIXEL_FORMAT_YUV420P, pts_s=0.5, sample_index=1,
+                                      color_space=1, color_range=1, data=b"\x10" * 64 * 64 + b"\x80" * (64 * 64 // 2))
+        await bus.publish(subjects.media("frames_glitch", "junk"), ok_yuv)
         await bus.publish(subjects.media("windows", "junk"), media_pb2.WindowRecord(stream_id="junk", index=0, end_s=1.0, last=True))
         await asyncio.sleep(2.0)
         assert len(glitch.streams) == 0, "a good frame and the last window after the garbage were handled"
@@ -111,4 +117,4 @@ async def test_garbage_is_dead_lettered_and_the_service_keeps_going(nats_server,
         await asyncio.sleep(2.0)
         assert len(glitch.streams) == 0, "a late frame after the last record makes no detector"
         assert glitch.streams.counts.get("late") == 1
-        assert len(await read_all(bus, subjects.deadletter("glitch"), subjects.DEADLETTER_STREAM, settle_s=1.0)) == 2
+        assert len(await read_all(bus, subjects.deadletter("glitch"), subjects.DEADLETTER_STREAM, settle_s=1.0)) == 3
