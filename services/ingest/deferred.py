@@ -27,8 +27,8 @@ class ConvertJob:
 
     def run(self) -> SampledFrame:
         frame = self.frame
-        image = self.sampler.convert(frame)
-        return SampledFrame(self.sampler.name, self.index, self.media_time, self.window, image, frame.width, frame.height)
+        image, yuv = self.sampler.sample(frame)
+        return SampledFrame(self.sampler.name, self.index, self.media_time, self.window, image, frame.width, frame.height, yuv)
 
 
 class ClipJob:

@@ -26,6 +26,9 @@ class SampledFrame:
 
     ``image`` is ``(H, W)`` uint8 for gray, ``(H, W, 3)`` uint8 for RGB. ``index`` is the
     decoded frame's running number in the stream (0-based), the same as in :class:`FrameSignal`.
+    ``yuv420p`` is set when ``image`` holds yuv420p planes instead of RGB (a consumer with
+    ``pass_yuv420p``, see services.ingest.sampling): ``(H * 3 / 2, W)``, Y rows then U then V;
+    its value is the (colorspace, color_range) FFmpeg tags their conversion to RGB needs.
     """
 
     consumer: str
@@ -35,6 +38,7 @@ class SampledFrame:
     image: np.ndarray
     source_width: int
     source_height: int
+    yuv420p: tuple[int, int] | None = None
 
 
 @dataclass(slots=True)

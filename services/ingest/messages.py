@@ -32,15 +32,22 @@ def video_frame(stream_id: str, item: SampledFrame, sample_index: int) -> bytes:
     is appended by hand; parsing gives exactly the message with ``data`` set.
     """
     image = item.image
+    if item.yuv420p is not None:  # the planes, Y then U then V, 1.5 rows of bytes per picture row
+        fmt, height, (color_space, color_range) = media_pb2.PIXEL_FORMAT_YUV420P, image.shape[0] * 2 // 3, item.yuv420p
+    else:
+        fmt = media_pb2.PIXEL_FORMAT_GRAY8 if image.ndim == 2 else media_pb2.PIXEL_FORMAT_RGB24
+        height, color_space, color_range = image.shape[0], 0, 0
     head = media_pb2.VideoFrame(
         stream_id=stream_id,
         consumer=item.consumer,
         pts_s=item.media_time,
         frame_number=item.index,
         width=image.shape[1],
-        height=image.shape[0],
-        format=media_pb2.PIXEL_FORMAT_GRAY8 if image.ndim == 2 else media_pb2.PIXEL_FORMAT_RGB24,
+        height=height,
+        format=fmt,
         sample_index=sample_index,
+        color_space=color_space,
+        color_range=color_range,
     ).SerializeToString()
     picture = memoryview(np.ascontiguousarray(image)).cast("B")
     return b"".join((head, _DATA_TAG, varint(picture.nbytes), picture))

@@ -3,6 +3,11 @@
 Each consumer takes the first frame of every ``1/fps`` slot of media time, so a 30 fps
 source sampled at 5 fps gives frames at 0.0, 0.2, 0.4 ... s, and a gap in the source is
 never "caught up" with a burst of frames.
+
+A consumer with ``pass_yuv420p`` (glitch) is sent a yuv420p source's planes at its size instead
+of RGB, half the bytes, whenever its RGB would be the colour conversion of exactly those planes
+(the size is kept, or it is shrunk in YUV first, see ``Sampler.convert``): the consumer makes
+that conversion itself, with the source's colour tags, and gets the same RGB bit for bit.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ class ConsumerSpec:
     ``width``/``height``: exact output size; with only ``width`` the aspect ratio is kept.
     ``max_width``/``max_height``: keep the source size but shrink to fit (never enlarge).
     ``format`` is an FFmpeg pixel format: ``gray`` or ``rgb24``.
+    ``pass_yuv420p`` (``rgb24`` only): see the module docstring and ``Sampler.sample``.
     """
 
     fps: float
@@ -30,12 +36,15 @@ class ConsumerSpec:
     height: int | None = None
     max_width: int | None = None
     max_height: int | None = None
+    pass_yuv420p: bool = False
 
     def __post_init__(self) -> None:
         if self.fps <= 0:
             raise ValueError(f"sampling fps must be > 0, got {self.fps}")
         if self.format not in ("gray", "rgb24", "bgr24", "yuv420p"):
             raise ValueError(f"unsupported sample format {self.format!r}")
+        if self.pass_yuv420p and self.format != "rgb24":
+            raise ValueError(f"pass_yuv420p needs format 'rgb24', not {self.format!r}")
 
     def output_size(self, src_w: int, src_h: int) -> tuple[int, int]:
         """Output (width, height) for a source of ``src_w`` x ``src_h``; always even."""
@@ -98,14 +107,7 @@ class Sampler:
 
     def convert(self, frame: av.VideoFrame) -> np.ndarray:
         """Scale and convert one frame in FFmpeg (swscale) and return it as an array."""
-        src = (frame.width, frame.height)
-        if src != self._src:  # the source size can change mid-stream (live renditions)
-            self._src, self._size = src, self.spec.output_size(*src)
-            w, h = self._size
-            # Shrinking planar YUV and then converting to RGB at the small size costs about half
-            # of swscale's combined scale+convert path (1080p -> 720p RGB: 1.7 ms instead of 3.1).
-            self._two_step = self.spec.format in ("rgb24", "bgr24") and w * h * 1.5 <= src[0] * src[1]
-        w, h = self._size  # type: ignore[misc]
+        w, h = self._output_size(frame)
         if self._two_step and frame.format.name in _PLANAR_YUV:
             small = self._reformatter.reformat(frame, w, h, frame.format.name, interpolation="AREA", threads=1)
             out = self._colour.reformat(small, w, h, self.spec.format, threads=1)
@@ -113,5 +115,39 @@ class Sampler:
             out = self._reformatter.reformat(frame, w, h, self.spec.format, interpolation="AREA", threads=1)
         return out.to_ndarray()
 
+    def _output_size(self, frame: av.VideoFrame) -> tuple[int, int]:
+        src = (frame.width, frame.height)
+        if src != self._src:  # the source size can change mid-stream (live renditions)
+            self._src, self._size = src, self.spec.output_size(*src)
+            w, h = self._size
+            # Shrinking planar YUV and then converting to RGB at the small size costs about half
+            # of swscale's combined scale+convert path (1080p -> 720p RGB: 1.7 ms instead of 3.1).
+            self._two_step = self.spec.format in ("rgb24", "bgr24") and w * h * 1.5 <= src[0] * src[1]
+        return self._size  # type: ignore[return-value]
+
+    def sample(self, frame: av.VideoFrame) -> tuple[np.ndarray, tuple[int, int] | None]:
+        """What the consumer is sent: ``(convert(frame), None)``, or with ``pass_yuv420p`` for a
+        yuv420p frame whose RGB is the plain colour conversion of its planes at the output size,
+        those planes (``(H * 3 / 2, W)``: Y rows, then U, then V) and the (colorspace,
+        color_range) tags the conversion needs. A mild shrink (scaled and converted in one
+        swscale call) or tags swscale cannot convert keep RGB.
+        """
+        if self.spec.pass_yuv420p and frame.format.name == "yuv420p":
+            w, h = self._output_size(frame)
+            if self._two_step or (w, h) == (frame.width, frame.height):
+                # convert()'s first step (the frame itself when the size is kept)
+                small = self._reformatter.reformat(frame, w, h, "yuv420p", interpolation="AREA", threads=1)
+                tags = (small.colorspace, small.color_range)
+                if tags[0] in YUV_COLOR_SPACES and tags[1] in YUV_COLOR_RANGES:
+                    return small.to_ndarray(), tags
+                if self._two_step:
+                    return self._colour.reformat(small, w, h, self.spec.format, threads=1).to_ndarray(), None
+        return self.convert(frame), None
+
+
+# The FFmpeg colour spaces (AVColorSpace) and ranges (AVColorRange) swscale converts from
+# (media.proto's VideoFrame.color_space and color_range list them); a frame tagged otherwise keeps RGB.
+YUV_COLOR_SPACES = frozenset({0, 1, 2, 4, 5, 6, 7, 9})
+YUV_COLOR_RANGES = frozenset({0, 1, 2})
 
 _PLANAR_YUV = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"})

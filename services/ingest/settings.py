@@ -42,7 +42,7 @@ class IngestSettings(BaseServiceSettings):
     flow_width: int = Field(320, ge=32, description="Width of flow frames, pixels (aspect kept)")
     cnn_fps: float = Field(1.0, gt=0, description="RGB frames per second for the frame CNN")
     cnn_size: int = Field(224, ge=32, description="Side of the square CNN frames, pixels")
-    glitch_fps: float = Field(2.0, gt=0, description="RGB frames per second for corruption detection")
+    glitch_fps: float = Field(2.0, gt=0, description="Frames per second for corruption detection (RGB, or a yuv420p source's YUV420P planes, which glitch converts to the same RGB)")
     glitch_max_width: int = Field(
         1280, ge=64,
         description="Largest glitch frame width (never enlarged). 640x360 costs about a quarter of the glitch CPU and memory but misses most pictures read with a too-small height (services/glitch/models/MODEL.md)",

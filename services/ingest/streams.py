@@ -77,7 +77,8 @@ def pipeline_config(settings: IngestSettings, clip_dir: Path, live: bool, extra:
         flow=ConsumerSpec(fps=rate("flow_fps", settings.flow_fps), format="gray", width=settings.flow_width),
         cnn=ConsumerSpec(fps=rate("cnn_fps", settings.cnn_fps), format="rgb24", width=settings.cnn_size, height=settings.cnn_size),
         glitch=ConsumerSpec(
-            fps=rate("glitch_fps", settings.glitch_fps), format="rgb24", max_width=settings.glitch_max_width, max_height=settings.glitch_max_height
+            fps=rate("glitch_fps", settings.glitch_fps), format="rgb24", max_width=settings.glitch_max_width, max_height=settings.glitch_max_height,
+            pass_yuv420p=True,  # glitch converts a yuv420p source's planes itself: half the bytes on MEDIA
         ),
     )
     return IngestConfig(
