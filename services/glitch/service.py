@@ -96,9 +96,10 @@ MEDIA_KINDS = ("frames_glitch", "signals", "audio", "windows")
 # A partition's consumer: a holder that died with a batch in hand has it redelivered this long
 # after it was fetched (a batch being handled is kept from it by in-progress beats).
 GLITCH_ACK_WAIT_S = 5.0
-# Bytes a partition's fetch may bring in (one 720p frame and what comes with it): all pulls of
-# the connection share streamsight.bus.FETCH_BUDGET (40 MiB), and sixteen partitions' idle
-# pulls at the 16 MiB default would take it in turns, each holding it for its 1 s linger.
+# Bytes a partition's fetch may bring in (one 720p RGB24 frame or two YUV420P ones, and what
+# comes with them): all pulls of the connection share streamsight.bus.FETCH_BUDGET (40 MiB), and
+# sixteen partitions' idle pulls at the 16 MiB default would take it in turns, each holding it
+# for its 1 s linger.
 GLITCH_FETCH_BYTES = 3 * 1024 * 1024
 
 SNAPSHOT_BYTES = Histogram("streamsight_glitch_snapshot_bytes", "Size of a stream's glitch snapshot as saved after a batch",
