@@ -127,6 +127,8 @@ async def test_a_file_becomes_frames_audio_signals_and_windows(nats_server, bus,
     assert windows[0].frames_decoded == 300 and windows[0].audio_s == pytest.approx(10.0, abs=0.05)
     assert sum(w.frames_decoded for w in windows) == sample.frame_count
 
+    # the source is yuv420p: glitch gets its planes (1.5 bytes a pixel), the others gray or RGB
+    formats = {"flow": media_pb2.PIXEL_FORMAT_GRAY8, "cnn": media_pb2.PIXEL_FORMAT_RGB24, "glitch": media_pb2.PIXEL_FORMAT_YUV420P}
     for consumer, fps, shape in (("flow", 5, (180, 320)), ("cnn", 1, (224, 224, 3)), ("glitch", 2, (360, 640, 3))):
         frames = [media_pb2.VideoFrame.FromString(b) for b in recorder.of(f"frames_{consumer}", "basic")]
         assert len(frames) == pytest.approx(25 * fps, abs=1), consumer
@@ -134,8 +136,9 @@ async def test_a_file_becomes_frames_audio_signals_and_windows(nats_server, bus,
         gaps = [b.pts_s - a.pts_s for a, b in zip(frames, frames[1:])]
         assert all(abs(g - 1 / fps) < 0.04 for g in gaps), f"{consumer} sampled unevenly by PTS"
         f = frames[0]
-        channels = 1 if f.format == media_pb2.PIXEL_FORMAT_GRAY8 else 3
-        assert len(f.data) == f.width * f.height * channels
+        assert {g.format for g in frames} == {formats[consumer]}, consumer
+        halves = {media_pb2.PIXEL_FORMAT_GRAY8: 2, media_pb2.PIXEL_FORMAT_RGB24: 6, media_pb2.PIXEL_FORMAT_YUV420P: 3}[f.format]
+        assert len(f.data) * 2 == f.width * f.height * halves
         assert (f.height, f.width) == shape[:2]
 
     chunks = [media_pb2.AudioChunk.FromString(b) for b in recorder.of("audio", "basic")]
@@ -235,7 +238,7 @@ async def test_vod_pacing_keeps_the_backlog_bounded(nats_server, bus, media_reco
 
 async def test_vod_pacing_keeps_media_bytes_bounded(nats_server, bus, media_recorder, tmp_path, sample):
     recorder = media_recorder(ack_delay=0.01)  # a slow analyser
-    budget = 16 * 1024**2  # about 24 of the sample's 640x360 RGB frames
+    budget = 16 * 1024**2  # about 48 of the sample's 640x360 YUV420P glitch frames
     peak = 0
     async with stack(nats_server.url, tmp_path, media_max_bytes=budget) as (_, stub):
         await stub.StartStream(gw.StartStreamRequest(source=str(sample.path), stream_id="bytes"))
