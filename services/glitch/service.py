@@ -379,10 +379,7 @@ class GlitchService(Service):
             stream.seq, stream.stored_ns = seq, stored_ns
             detector = stream.detector
             out = touched.setdefault(sid, [])
-            if kind == "frames_glitch":  # the picture as converted above (feed() would read RGB24 data only)
-                health.setdefault(sid, []).extend(stream.health.frame(m.pts_s, m.width, m.height, rgb[i]))
-            else:
-                health.setdefault(sid, []).extend(feed(stream.health, kind, m))
+            health.setdefault(sid, []).extend(feed(stream.health, kind, m, rgb.get(i)))  # a frame: its picture as converted above
             if kind == "frames_glitch":
                 stream.bounds.saw_media(m.pts_s)
                 detector.add_frame(m.pts_s, scores[i], rgb[i])

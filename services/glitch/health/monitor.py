@@ -443,10 +443,13 @@ class StreamHealth:
         return self.incidents.seconds_in(start_s, end_s)
 
 
-def feed(health: StreamHealth, kind: str, message) -> list[HealthEvent]:
-    """Hand one decoded MEDIA message (frames_glitch, signals, audio, windows) to `health`."""
+def feed(health: StreamHealth, kind: str, message, rgb: np.ndarray | None = None) -> list[HealthEvent]:
+    """Hand one decoded MEDIA message (frames_glitch, signals, audio, windows) to `health`.
+    A frame's picture is `rgb` when given (a YUV420P frame converted, services/glitch/picture.py),
+    else its data read as RGB24."""
     if kind == "frames_glitch":
-        rgb = np.frombuffer(message.data, np.uint8).reshape(message.height, message.width, 3)
+        if rgb is None:
+            rgb = np.frombuffer(message.data, np.uint8).reshape(message.height, message.width, 3)
         return health.frame(message.pts_s, message.width, message.height, rgb)
     if kind == "signals":
         return health.signals([(s.pts_s, s.frozen, s.diff) for s in message.signals])
