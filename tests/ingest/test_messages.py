@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 
 from services.ingest.decode import StreamDecoder
-from services.ingest.deferred import complete
 from services.ingest.items import SampledFrame
 from services.ingest.messages import video_frame
 from services.ingest.settings import IngestSettings
 from services.ingest.streams import pipeline_config
 from streamsight.gen.media.v1 import media_pb2
+
+from .decoding import decode_file
 
 
 @pytest.mark.parametrize("shape", [(720, 1280, 3), (180, 320), (1, 1), (224, 224, 3), (1, 64)])
@@ -53,15 +54,7 @@ GAME = Path(__file__).resolve().parents[3] / "shared" / "data" / "media" / "open
 def glitch_messages(path: Path, tmp_path: Path) -> list[media_pb2.VideoFrame]:
     """The glitch frames ingest's service settings make of a file, as published."""
     config = pipeline_config(IngestSettings(data_dir=tmp_path), tmp_path, live=False, extra={}).decode
-    dec = StreamDecoder(replace(config, audio=False, clip_buffer=None))
-    items = []
-    with av.open(str(path)) as container:
-        dec.attach(container)
-        for packet in container.demux(*dec.streams):
-            dec.process(packet)
-            items += complete(dec.take())
-        dec.finish()
-        items += complete(dec.take())
+    items = decode_file(StreamDecoder(replace(config, audio=False, clip_buffer=None)), path)
     frames = [i for i in items if isinstance(i, SampledFrame) and i.consumer == "glitch"]
     return [media_pb2.VideoFrame.FromString(video_frame("s", f, n)) for n, f in enumerate(frames)]
 

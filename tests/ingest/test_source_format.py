@@ -17,26 +17,18 @@ import pytest
 from services.ingest import messages
 from services.ingest.audio import AudioChunker
 from services.ingest.decode import DecodeConfig, StreamDecoder
-from services.ingest.deferred import complete
 from services.ingest.items import AudioChunk, WindowRecord
 from services.ingest.sampling import SamplingConfig
 from services.ingest.sourceformat import AudioFormat, FormatTracker, VideoFormat
+
+from .decoding import decode_file
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 BUNNY = SHARED / "media" / "bigbuckbunny.mp4"
 
 
 def decode(path: Path) -> list:
-    dec = StreamDecoder(DecodeConfig(sampling=SamplingConfig(flow=None, cnn=None, glitch=None)))
-    items = []
-    with av.open(str(path)) as container:
-        dec.attach(container)
-        for packet in container.demux(*dec.streams):
-            dec.process(packet)
-            items += complete(dec.take())
-        dec.finish()
-        items += complete(dec.take())
-    return items
+    return decode_file(StreamDecoder(DecodeConfig(sampling=SamplingConfig(flow=None, cnn=None, glitch=None))), path)
 
 
 @pytest.mark.skipif(not BUNNY.exists(), reason=f"needs the shared test media ({BUNNY} is absent)")
