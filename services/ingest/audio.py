@@ -74,10 +74,16 @@ class AudioChunker:
         return out
 
     def flush(self) -> list[AudioChunk]:
-        """Emit what is pending (the resampler's tail included) as a last, shorter chunk."""
+        """Emit what is pending (the resampler's tail included): regular chunks, then a last,
+        shorter one. What was gathered for resampling (up to ``batch_seconds``) may make more
+        than a chunk; no chunk is longer than the regular length, which health takes as the
+        most ingest may hold."""
         self._resample_gathered()
         self._drain()
-        return [self._take(self._pending)] if self._pending else []
+        out = []
+        while self._pending:
+            out.append(self._take(min(self._pending, self.chunk_samples)))
+        return out
 
     def _resample_gathered(self) -> None:
         if not self._inputs:

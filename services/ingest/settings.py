@@ -49,6 +49,10 @@ class IngestSettings(BaseServiceSettings):
     )
     glitch_max_height: int = Field(720, ge=64, description="Largest glitch frame height (never enlarged)")
     audio_rate: int = Field(32000, ge=8000, le=96000, description="Sample rate of the mono audio for analysers")
+    audio_chunk_s: float = Field(
+        0.25, ge=0.05, le=5.0,
+        description="Length of the audio chunks sent to analysers, seconds. A chunk is known once whole: 0.25 s lets health decide loudness and av_drift within 1 s of a fault where its rules allow (1 s chunks: up to 1.5 s), at 4 audio messages a second per stream instead of 1; the audio stage's features do not depend on it",
+    )
     open_timeout_s: float = Field(15.0, gt=0, description="Seconds to open and probe a source")
     read_timeout_s: float = Field(10.0, gt=0, description="Seconds a read may stall before a live source reconnects")
     live_give_up_s: float = Field(30.0, gt=0, description="Seconds without media after which a live stream has ended")

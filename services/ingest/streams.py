@@ -86,6 +86,7 @@ def pipeline_config(settings: IngestSettings, clip_dir: Path, live: bool, extra:
             sampling=sampling,
             window_seconds=settings.window_s,
             audio_rate=settings.audio_rate,
+            audio_chunk_seconds=settings.audio_chunk_s,
             clip_buffer=ClipBufferConfig(directory=clip_dir / "buffer", seconds=settings.buffer_seconds),
         ),
         source=source_options(settings),
