@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 
 from services.glitch.health.monitor import HealthConfig
+from services.ingest.settings import IngestSettings
 
 from training.glitch.health_media import SHARED, media, remux, run
 
 GAME = SHARED / "media" / "openarena_dm2.mp4"
 AT, SECONDS = 8.0, 14.0
-CHUNK_S = 1.0  # ingest's audio chunk: what it tells is known once it is whole
+CHUNK_S = IngestSettings().audio_chunk_s  # ingest's audio chunk (0.25 s): what it tells is known once it is whole
 SIZE = (320, 180)
 
 pytestmark = pytest.mark.skipif(not GAME.exists(), reason=f"needs the shared test media ({GAME} is absent)")
@@ -111,7 +112,7 @@ def test_audio_format_switch_is_one_format_change(joined, layout: str, rate: int
     start = events[0]
     assert start.detail == said, summary(events)
     assert abs(start.start_s - AT) <= 0.1 and start.end_s == start.start_s
-    assert start.detected_at_s - AT <= 1.0 + CHUNK_S  # the first chunk of the new format is whole
+    assert start.detected_at_s - AT <= CHUNK_S + 0.01  # once the first chunk of the new format is whole
 
 
 def test_joined_parts_of_one_format_raise_nothing(joined) -> None:
@@ -157,7 +158,7 @@ def test_av_drift_under_ingests_resync_tolerance_is_seen_from_the_source_timesta
     events = run(msgs, cfg)
     assert {e.kind for e in events} == {"av_drift"} and len({e.incident for e in events}) == 1, summary(events)
     start = events[0]
-    assert start.phase == "start" and abs(start.start_s - AT) <= 1.0 and start.detected_at_s - AT <= 1.0 + CHUNK_S
+    assert start.phase == "start" and abs(start.start_s - AT) <= 1.0 and start.detected_at_s - AT <= 1.0
     assert 0.14 <= start.value <= 0.16 and "ahead of" in start.detail
     # ingest's own clock follows the source only past its 0.2 s tolerance: the former rule saw nothing
     assert run(legacy(msgs), cfg) == []

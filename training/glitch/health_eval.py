@@ -4,8 +4,8 @@ Each kind's fault is planted three times (at 6, 25 and 44 s) into openarena_dm2.
 gameplay with game sound; pictures re-encoded at 640x360 where the fault is in the picture),
 the file goes through ingest's real decoder, and `StreamHealth` (default settings) judges it.
 A planted fault is found when an incident of its kind starts within 1 s of it and was decided
-within 1 s after its minimum (freeze, silence, no_audio) and, for the audio kinds, after the 1 s
-audio chunk that carries it is in; `onset` is the incident's start minus the fault's, `detect`
+within 1 s after its minimum (freeze, silence, no_audio) and, for the audio kinds, after the
+audio chunk that carries it is in (ingest's audio_chunk_s, or --audio-chunk-s); `onset` is the incident's start minus the fault's, `detect`
 the media time the START was decided at (all the data it needed in) minus the fault's start. Every other incident
 is a false report. The clean footage is the shared real media: openarena_dm2.mp4, bigbuckbunny.mp4
 and vtest.avi with a sound track of the shared real sounds (music, speech, a quiet scene,
@@ -13,23 +13,29 @@ explosions), plus vtest.avi as shipped, which must give exactly one no_audio inc
 
     PYTHONPATH=. .venv/bin/python -m training.glitch.health_eval [--out services/glitch/health/health.metrics.json]
     PYTHONPATH=. .venv/bin/python -m training.glitch.health_eval --kinds audio_gap  # some kinds: printed, written only to --out
+    PYTHONPATH=. .venv/bin/python -m training.glitch.health_eval --audio-chunk-s 1.0  # ingest's former chunk (not written unless --out)
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from services.glitch.health.monitor import KINDS, HealthConfig
-from training.glitch.health_media import SHARED, media, recode_audio, recode_video, remux, run, with_soundtrack
+from services.ingest.audio import AudioChunker
+from services.ingest.settings import IngestSettings
+from training.glitch.health_media import SHARED, media as media_of, recode_audio, recode_video, remux, run, with_soundtrack
 
 GAME = SHARED / "media" / "openarena_dm2.mp4"
-TIMES = (6.4, 25.7, 44.2)  # not on ingest's 1 s audio chunk boundaries
-CHUNK_S = 1.0  # ingest's audio chunk: what a chunk shows is known once all of it is in
+TIMES = (6.4, 25.7, 44.2)  # not on ingest's audio chunk boundaries (0.25 s or 1 s)
+CHUNK_S = IngestSettings.model_fields["audio_chunk_s"].default  # what a chunk shows is known once all of it is in
+HELD_S = inspect.signature(AudioChunker).parameters["batch_seconds"].default  # input gathered before resampling
 
 
 def _in(times, t, length):
@@ -66,16 +72,20 @@ def plant(kind: str, out: Path) -> Path:
     raise ValueError(kind)
 
 
-def allowance(kind: str, cfg: HealthConfig) -> float:
+def allowance(kind: str, cfg: HealthConfig, chunk_s: float = CHUNK_S) -> float:
     """How long after the fault its START may come: 1 s after the kind's own minimum, and for
-    what is judged from audio, after the chunk that carries it is in (ingest sends 1 s chunks)."""
+    what is judged from audio, after the chunk that carries it is in (ingest's chunks: `chunk_s`);
+    audio_gap, judged against the video clock, also after the input ingest gathers before
+    resampling it (HELD_S), which it holds at the hole with the unfinished chunk."""
     minimum = {"freeze": cfg.freeze_min_s, "silence": cfg.silence_min_s, "no_audio": cfg.no_audio_after_s}.get(kind, 0.0)
-    return minimum + 1.0 + (CHUNK_S if kind in ("silence", "loudness", "audio_gap", "av_drift") else 0.0)
+    audio = chunk_s + (HELD_S if kind == "audio_gap" else 0.0)
+    return minimum + 1.0 + (audio if kind in ("silence", "loudness", "audio_gap", "av_drift") else 0.0)
 
 
-def evaluate(tmp: Path, kinds: tuple[str, ...] = KINDS) -> dict:
+def evaluate(tmp: Path, kinds: tuple[str, ...] = KINDS, chunk_s: float = CHUNK_S) -> dict:
     cfg = HealthConfig()
-    report: dict = {"kinds": {}, "clean": {}}
+    media = partial(media_of, audio_chunk_s=chunk_s)
+    report: dict = {"audio_chunk_s": chunk_s, "kinds": {}, "clean": {}}
     for kind in kinds:
         if kind == "av_drift":  # a drift stays: one file per planted time
             events, planted = [], TIMES
@@ -91,7 +101,7 @@ def evaluate(tmp: Path, kinds: tuple[str, ...] = KINDS) -> dict:
         found, false = [], []
         for e in starts:
             start = ends[e.incident].start_s if e.incident in ends else e.start_s  # END's start is the final one
-            match = next((a for a in planted if e.kind == kind and abs(start - a) <= 1.0 and e.detected_at_s - a <= allowance(kind, cfg)
+            match = next((a for a in planted if e.kind == kind and abs(start - a) <= 1.0 and e.detected_at_s - a <= allowance(kind, cfg, chunk_s)
                           and a not in [f["at"] for f in found]), None)
             if match is None and kind == "format_change" and e.kind == kind and any(abs(start - (a + 8)) <= 1.0 for a in TIMES):
                 continue  # the switch back to 30 fps: a real change too
@@ -126,7 +136,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, help="where the report goes (default, with all kinds: services/glitch/health/health.metrics.json)")
     ap.add_argument("--kinds", help=f"comma-separated kinds to plant (default all: {','.join(KINDS)}); the clean footage is always judged")
+    ap.add_argument("--audio-chunk-s", type=float, default=CHUNK_S,
+                    help=f"ingest's audio chunk length (default {CHUNK_S:g}, ingest's; another one is written only to --out)")
     args = ap.parse_args()
+    if not 0.05 <= args.audio_chunk_s <= 5.0:
+        raise SystemExit(f"--audio-chunk-s must be in [0.05, 5] s, got {args.audio_chunk_s}")
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip()) if args.kinds else KINDS
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
@@ -134,8 +148,9 @@ def main() -> None:
     if not GAME.exists():
         raise SystemExit(f"needs the shared test media ({GAME})")
     with tempfile.TemporaryDirectory() as tmp:
-        report = evaluate(Path(tmp), kinds)
-    out = args.out or (Path("services/glitch/health/health.metrics.json") if kinds == KINDS else None)
+        report = evaluate(Path(tmp), kinds, args.audio_chunk_s)
+    default = kinds == KINDS and args.audio_chunk_s == CHUNK_S
+    out = args.out or (Path("services/glitch/health/health.metrics.json") if default else None)
     if out is not None:
         out.write_text(json.dumps(report, indent=1) + "\n")
         print(f"wrote {out}")

@@ -29,18 +29,21 @@ SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 RATE = 48000  # the soundtrack's sample rate
 
 
-def media(path: Path, glitch_size: tuple[int, int] | None = None) -> list[tuple[str, object]]:
+def media(path: Path, glitch_size: tuple[int, int] | None = None, audio_chunk_s: float | None = None) -> list[tuple[str, object]]:
     """(kind, message) pairs as ingest would publish them for the file at `path`.
 
     Glitch frames are shrunk to fit `glitch_size` (default: ingest's glitch_max_width x
-    glitch_max_height defaults), as the stack samples them.
+    glitch_max_height defaults), as the stack samples them; audio comes in chunks of
+    `audio_chunk_s` (default: ingest's audio_chunk_s default).
     """
+    fields = IngestSettings.model_fields
     if glitch_size is None:
-        fields = IngestSettings.model_fields
         glitch_size = (fields["glitch_max_width"].default, fields["glitch_max_height"].default)
+    if audio_chunk_s is None:
+        audio_chunk_s = fields["audio_chunk_s"].default
     glitch = ConsumerSpec(fps=2.0, format="rgb24", max_width=glitch_size[0], max_height=glitch_size[1])
     sampling = SamplingConfig(flow=None, cnn=None, glitch=glitch)
-    dec = StreamDecoder(DecodeConfig(sampling=sampling))
+    dec = StreamDecoder(DecodeConfig(sampling=sampling, audio_chunk_seconds=audio_chunk_s))
     out: list[tuple[str, object]] = []
     chunks = frames = 0
     with av.open(str(path)) as container:

@@ -11,8 +11,9 @@ Inputs (plain values, so that tests and the service feed it alike; see `feed`):
   nominal frame rate, codecs, channel layout, sample rate as ingest's decoder saw them);
 - `finish(end_s)`: the stream's last window record ends whatever is open.
 
-What MEDIA lets each check see (ingest sends mono 32 kHz audio in ~1 s chunks whose start is
-re-anchored to the source's timestamps when they slip by more than 0.2 s):
+What MEDIA lets each check see (ingest sends mono 32 kHz audio in chunks of its
+`audio_chunk_s`, 0.25 s by default, 1 s before, whose start is re-anchored to the source's
+timestamps when they slip by more than 0.2 s; what a chunk tells is known once it is whole):
 - audio_gap: a hole of at least `audio_gap_min_s` between one chunk's end and the next one's
   start, or, live, the video clock running `audio_gap_min_s` past the usual lead of video over
   the last chunk's end (a chunk's length plus 0.5 s of interleaving) with no audio at all, or a
@@ -56,9 +57,11 @@ LOUD_HOLD_BLOCKS = 5  # 0.5 s of momentary loudness over the ceiling (clean real
 FREEZE_BLIP_FRAMES = 2
 FREEZE_BLIP_DIFF = 3.0
 # How far the video clock may run ahead of the audio ingest has read (demuxing interleaves the
-# two): on the shared footage a regular chunk comes when video is 0-0.5 s short of its end
+# two): on the shared footage video never ran further past the last chunk's end than the chunk
+# ingest holds (1, 0.5 or 0.25 s chunks); the 0.5 s is for muxers that interleave more loosely
 INTERLEAVE_S = 0.5
-CHUNK_S = 1.0  # ingest's audio chunk length until the stream shows its own
+CHUNK_S = 0.25  # ingest's audio chunk length (its audio_chunk_s default) until the stream shows its own
+TIMING_S = 0.01  # timestamps that say the same time (a frame's pts in its time base, a chunk's in samples)
 SAME_CHANGE_S = 2.0  # two reports of one kind of format change this close are the same change
 NAME_MAX = 40  # a codec or layout name longer than this is cut (it is only read, in the detail)
 
@@ -136,7 +139,7 @@ class StreamHealth:
         self._meter = LoudnessMeter()
         self._audio_end: float | None = None
         self._rate: int | None = None
-        self._chunk_s = CHUNK_S
+        self._chunk_s: float | None = None  # ingest's regular chunk length: the longest chunk seen
         self._slip = 0.0
         self._slip_since: float | None = None
         self._silent_since: float | None = None
@@ -225,7 +228,9 @@ class StreamHealth:
                                   f"{cfg.no_audio_after_s:g} s of video)", 0.0)
             return []
         silent_for = self.video_s - self._audio_end
-        if silent_for > self._chunk_s + INTERLEAVE_S + cfg.audio_gap_min_s:
+        # on the threshold counts (less TIMING_S): chunk starts and glitch frames (2/s) both lie
+        # on a grid of 0.25 s steps, so the threshold often falls on a frame
+        if silent_for >= (self._chunk_s or CHUNK_S) + INTERLEAVE_S + cfg.audio_gap_min_s - TIMING_S:
             return inc.raise_("audio_gap", self._audio_end, self.video_s, min(1.0, silent_for / 5),
                               f"no audio for {silent_for:.1f} s while video continues", silent_for)
         return []
@@ -270,7 +275,7 @@ class StreamHealth:
                 out += self._drift(start_s, jump, arrived)
         self._source_next = source + duration if source is not None else None
         self._audio_end = start_s + duration if self._audio_end is None else max(self._audio_end, start_s + duration)
-        self._chunk_s = max(self._chunk_s, duration)
+        self._chunk_s = max(self._chunk_s or 0.0, duration)
         out += self._cut_short(start_s + duration, len(samples), rate)
         for block in self._meter.add(start_s, rate, samples):
             out += self._block(block, arrived)
@@ -284,9 +289,9 @@ class StreamHealth:
         ingest cut it lies at least audio_gap_min_s later: a gap from `end`, known now. Without
         this, a hole that begins 0.15-0.55 s into a chunk waited for the live rule, which the
         flushed chunk itself puts off (its end moves the last audio forward): 2.05-2.5 s after
-        a 2 s hole on openarena_dm2, now 1.45-1.85 s."""
+        a 2 s hole on openarena_dm2 with 1 s chunks, then 1.45-1.85 s."""
         cfg, inc = self.config, self.incidents
-        regular = self._chunk_n or int(round(rate * CHUNK_S))
+        regular = self._chunk_n or int(round(rate * (self._chunk_s or CHUNK_S)))
         if n == self._last_n:
             self._chunk_n = n
         self._last_n = n
