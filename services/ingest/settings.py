@@ -50,8 +50,8 @@ class IngestSettings(BaseServiceSettings):
     glitch_max_height: int = Field(720, ge=64, description="Largest glitch frame height (never enlarged)")
     audio_rate: int = Field(32000, ge=8000, le=96000, description="Sample rate of the mono audio for analysers")
     audio_chunk_s: float = Field(
-        0.25, ge=0.05, le=5.0,
-        description="Length of the audio chunks sent to analysers, seconds. A chunk is known once whole: 0.25 s lets health decide loudness and av_drift within 1 s of a fault where its rules allow (1 s chunks: up to 1.5 s), at 4 audio messages a second per stream instead of 1; the audio stage's features do not depend on it",
+        1.0, ge=0.05, le=5.0,
+        description="Length of the audio chunks sent to analysers, seconds. A chunk is known once whole: 0.25 s lets health decide loudness and av_drift within 1 s of a fault where its rules allow (1 s chunks: up to 1.5 s; services/glitch/health/HEALTH.md), but costs 4 audio messages a second per stream instead of 1, each a state snapshot of the audio stage: live, 5 streams on 2 cores, audio 0.08 -> 0.12 cores and nats-server 0.16 -> 0.18, and one of two rounds fell behind (bench/README.md). The audio stage's features do not depend on it",
     )
     open_timeout_s: float = Field(15.0, gt=0, description="Seconds to open and probe a source")
     read_timeout_s: float = Field(10.0, gt=0, description="Seconds a read may stall before a live source reconnects")

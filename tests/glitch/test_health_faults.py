@@ -4,11 +4,13 @@ The footage is ../shared/data/media/openarena_dm2.mp4 (real first-person-shooter
 game sound); each fault is planted at 8 s of a 20 s excerpt. Every kind must start within 1 s of
 the fault and be the only incident of the stream; its START must be decided within 1 s (silence
 and freeze: their minimum + 1 s). What is judged from audio is known once ingest's chunk that
-carries it is in: with ingest's 0.25 s chunks (audio_chunk_s) loudness and av_drift are decided
+carries it is in: with 0.25 s chunks (ingest.audio_chunk_s; the default is 1 s) loudness and av_drift are decided
 within 1 s too; audio_gap, judged live against the video clock, within 1.3 s (HEALTH.md's Limits).
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 from pathlib import Path
 
@@ -16,13 +18,13 @@ import numpy as np
 import pytest
 
 from services.glitch.health.monitor import HealthConfig
-from services.ingest.settings import IngestSettings
 
 from training.glitch.health_media import SHARED, media, recode_audio, recode_video, remux, run
 
 GAME = SHARED / "media" / "openarena_dm2.mp4"
 AT, SECONDS = 8.0, 20.0
-CHUNK_S = IngestSettings().audio_chunk_s  # ingest's audio chunk: 0.25 s
+CHUNK_S = 0.25  # ingest.audio_chunk_s for sub-second audio health (the default is 1 s): what a chunk tells is known once it is whole
+media = partial(media, audio_chunk_s=CHUNK_S)
 GAP_S = 1.3  # audio_gap's verdict: see test_audio_gap
 
 pytestmark = pytest.mark.skipif(not GAME.exists(), reason=f"needs the shared test media ({GAME} is absent)")

@@ -10,21 +10,22 @@ real decoder (training.glitch.health_media.media) and the MEDIA messages it give
 
 from __future__ import annotations
 
+from functools import partial
+
 from fractions import Fraction
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
 
 from services.glitch.health.monitor import HealthConfig
-from services.ingest.settings import IngestSettings
 
 from training.glitch.health_media import SHARED, media, remux, run
 
 GAME = SHARED / "media" / "openarena_dm2.mp4"
 AT, SECONDS = 8.0, 14.0
-CHUNK_S = IngestSettings().audio_chunk_s  # ingest's audio chunk (0.25 s): what it tells is known once it is whole
+CHUNK_S = 0.25  # ingest.audio_chunk_s for sub-second audio health (the default is 1 s): what a chunk tells is known once it is whole
+media = partial(media, audio_chunk_s=CHUNK_S)
 SIZE = (320, 180)
 
 pytestmark = pytest.mark.skipif(not GAME.exists(), reason=f"needs the shared test media ({GAME} is absent)")

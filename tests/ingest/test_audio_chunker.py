@@ -72,11 +72,11 @@ async def ingested_audio(tmp_path: Path, **settings) -> tuple[list[AudioChunk], 
 
 
 @needs_bunny
-@pytest.mark.parametrize("chunk_s", [None, 0.5])
+@pytest.mark.parametrize("chunk_s", [None, 0.25])
 async def test_ingest_cuts_audio_in_chunks_of_its_setting(tmp_path: Path, chunk_s: float | None) -> None:
     chunks, _ = await ingested_audio(tmp_path, **({} if chunk_s is None else {"audio_chunk_s": chunk_s}))
     want = IngestSettings().audio_chunk_s if chunk_s is None else chunk_s
-    assert want == (0.25 if chunk_s is None else 0.5)
+    assert want == (1.0 if chunk_s is None else 0.25)
     n = round(want * 32000)
     assert [len(c.samples) for c in chunks[:-1]] == [n] * (len(chunks) - 1) and 0 < len(chunks[-1].samples) <= n
     assert all(abs(b.media_time - a.media_time - want) < 1e-6 for a, b in zip(chunks, chunks[1:]))

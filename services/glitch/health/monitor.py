@@ -12,7 +12,7 @@ Inputs (plain values, so that tests and the service feed it alike; see `feed`):
 - `finish(end_s)`: the stream's last window record ends whatever is open.
 
 What MEDIA lets each check see (ingest sends mono 32 kHz audio in chunks of its
-`audio_chunk_s`, 0.25 s by default, 1 s before, whose start is re-anchored to the source's
+`audio_chunk_s`, 1 s by default, 0.25 s for sub-second audio health, whose start is re-anchored to the source's
 timestamps when they slip by more than 0.2 s; what a chunk tells is known once it is whole):
 - audio_gap: a hole of at least `audio_gap_min_s` between one chunk's end and the next one's
   start, or, live, the video clock running `audio_gap_min_s` past the usual lead of video over
@@ -60,7 +60,7 @@ FREEZE_BLIP_DIFF = 3.0
 # two): on the shared footage video never ran further past the last chunk's end than the chunk
 # ingest holds (1, 0.5 or 0.25 s chunks); the 0.5 s is for muxers that interleave more loosely
 INTERLEAVE_S = 0.5
-CHUNK_S = 0.25  # ingest's audio chunk length (its audio_chunk_s default) until the stream shows its own
+CHUNK_S = 1.0  # ingest's audio chunk length (its audio_chunk_s default) until the stream shows its own
 TIMING_S = 0.01  # timestamps that say the same time (a frame's pts in its time base, a chunk's in samples)
 SAME_CHANGE_S = 2.0  # two reports of one kind of format change this close are the same change
 NAME_MAX = 40  # a codec or layout name longer than this is cut (it is only read, in the detail)
