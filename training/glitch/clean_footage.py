@@ -1,0 +1,190 @@
+"""False alarms of the glitch detector and the health checks on clean REAL game footage, an hour built up over sessions.
+
+Issue 17 asks for the false-alarm rate on at least an hour of real (not generated) clean footage,
+game footage included. This machine renders OpenArena takes slowly
+(../shared/tools/record-gameplay.sh: about 10 minutes of machine time per 2-minute take), the
+recordings must stay out of git and nothing outside git outlives a session. So each session
+records a few takes, judges them here, and appends the counts (never the footage) to
+training/glitch/results/clean_footage.json; the hour accumulates in that file.
+
+Each recording goes through
+- ingest's real decoding pipeline (IngestPipeline, default sampling: glitch frames at 2 fps, at
+  most 1280x720) into the shipped classifier and the detector with the service's default
+  settings (training.glitch.evaluate.run_detector; freeze left to health, as the service does);
+- ingest's real decoder turned into the messages ingest publishes, through the health checks
+  with the service's default thresholds (training.glitch.health_media.media and run).
+Every incident either raises on clean footage is a false alarm.
+
+One entry per recording (keyed by the file's sha256: a file judged before is not added again)
+holds the file name, map, media seconds, the glitch and health incidents (kind, start, end) and
+what judged it: the classifier model's sha256, a digest of services/glitch/*.py and
+services/glitch/health/*.py (the "detector version": code and default settings), and the git
+commit of the tree. The totals printed count only entries judged by the current model and
+detector version; after a change to either, the hour starts again.
+
+    python -m training.glitch.clean_footage media/footage/openarena_oa_dm5.mp4 ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import av
+
+from services.glitch.classifier import GlitchClassifier
+from services.glitch.detector import DetectorConfig
+from services.glitch.settings import GlitchSettings
+from training.glitch import evaluate, health_media
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "training" / "glitch" / "results" / "clean_footage.json"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def detector_version() -> str:
+    """sha256 over the glitch service's and health checks' sources (relative path and bytes, sorted)."""
+    h = hashlib.sha256()
+    for path in sorted([*(ROOT / "services/glitch").glob("*.py"), *(ROOT / "services/glitch/health").glob("*.py")]):
+        h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def git_head() -> str:
+    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def map_of(path: Path) -> str:
+    """The map of a take named by record-gameplay.sh (openarena_<map>.mp4); the first shared
+    take, openarena_dm2.mp4, dropped the map's oa_ prefix."""
+    m = re.fullmatch(r"openarena_(?:oa_)?(.+)", path.stem)
+    if m is None:
+        raise ValueError(f"{path.name}: not named openarena_<map>; give the map with --map")
+    return "oa_" + m.group(1)
+
+
+def media_seconds(path: Path) -> float:
+    """Length of the file's video stream (the container's length when the stream has none)."""
+    with av.open(str(path)) as c:
+        if not c.streams.video:
+            raise ValueError(f"{path}: no video stream")
+        v = c.streams.video[0]
+        if v.duration is not None:
+            return float(v.duration * v.time_base)
+        if c.duration is not None:
+            return c.duration / 1e6
+    raise ValueError(f"{path}: length unknown")
+
+
+def service_configs() -> tuple[GlitchSettings, DetectorConfig]:
+    """The glitch service's default settings and its detector config, built as GlitchService.start builds it."""
+    s = GlitchSettings()
+    return s, DetectorConfig(open_score=s.open_score, suspect_score=s.suspect_score, close_after_s=s.close_after_s,
+                             freeze_min_s=s.freeze_min_s, update_every_s=s.update_every_s, report_freeze=False)
+
+
+def incidents(events) -> list[dict]:
+    """One row per incident number from its phases: kind, and the span its last phase gave."""
+    spans: dict[int, dict] = {}
+    for e in events:
+        spans[e.incident] = {"kind": e.kind, "start_s": round(e.start_s, 3), "end_s": round(e.end_s, 3)}
+    return [spans[k] for k in sorted(spans)]
+
+
+def judge(path: Path, clf: GlitchClassifier, settings: GlitchSettings, config: DetectorConfig) -> dict:
+    t0 = time.monotonic()
+    glitch_events, _, frames, _ = evaluate.run_detector(path, clf, config)
+    t1 = time.monotonic()
+    health_events = health_media.run(health_media.media(path), settings.health_config())
+    t2 = time.monotonic()
+    return {"glitch": incidents(glitch_events), "glitch_frames": frames, "health": incidents(health_events),
+            "wall_s": {"glitch": round(t1 - t0, 1), "health": round(t2 - t1, 1)}}
+
+
+def load(path: Path) -> dict:
+    if not path.exists():
+        return {"about": __doc__.splitlines()[0], "entries": []}
+    data = json.loads(path.read_text())
+    if not isinstance(data.get("entries"), list):
+        raise ValueError(f"{path}: no 'entries' list")
+    return data
+
+
+def totals(entries: list[dict], model_sha256: str, version: str) -> dict:
+    mine = [e for e in entries if e["model_sha256"] == model_sha256 and e["detector_version"] == version]
+    seconds = sum(e["media_seconds"] for e in mine)
+    glitch = sum(len(e["glitch"]) for e in mine)
+    health = sum(len(e["health"]) for e in mine)
+    hours = seconds / 3600
+    return {"recordings": len(mine), "seconds": round(seconds, 1), "hours": round(hours, 4),
+            "glitch_false_alarms": glitch, "health_false_alarms": health,
+            "per_hour": round((glitch + health) / hours, 2) if hours else None,
+            # no alarm in T hours: the rate is under 3/T an hour with 95 % confidence (Poisson)
+            "per_hour_95_upper_if_none": round(3 / hours, 2) if hours and glitch + health == 0 else None,
+            "other_versions_recordings": len(entries) - len(mine)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="*", type=Path, help="clean recordings to judge")
+    parser.add_argument("--map", help="the map, for a file not named openarena_<map>")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--intra-threads", type=int, default=1, help="classifier threads (1: the service's default)")
+    args = parser.parse_args()
+    maps = {}
+    for p in args.paths:
+        if not p.is_file():
+            parser.error(f"{p}: no such file")
+        try:
+            maps[p] = args.map or map_of(p)
+        except ValueError as e:
+            parser.error(str(e))
+    data = load(args.results)
+    settings, config = service_configs()
+    model_sha = sha256_file(Path(settings.model_path))
+    version = detector_version()
+    clf = GlitchClassifier(settings.model_path, args.intra_threads)
+    known = {e["sha256"] for e in data["entries"]}
+    for path in args.paths:
+        digest = sha256_file(path)
+        if digest in known:
+            print(f"{path.name}: judged before (sha256 {digest[:12]}), not added again")
+            continue
+        entry = {"file": path.name, "map": maps[path], "sha256": digest, "media_seconds": round(media_seconds(path), 3),
+                 **judge(path, clf, settings, config), "model": Path(settings.model_path).name, "model_sha256": model_sha,
+                 "detector_version": version, "git_head": git_head(), "judged_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        data["entries"].append(entry)
+        known.add(digest)
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        args.results.write_text(json.dumps(data, indent=1) + "\n")  # after each file: a long run keeps what it finished
+        print(f"{path.name}: {entry['media_seconds']:.1f} s, glitch {entry['glitch'] or 'none'}, health {entry['health'] or 'none'}, "
+              f"{entry['wall_s']}")
+    t = totals(data["entries"], model_sha, version)
+    rate = (f"{t['per_hour']} an hour ({t['glitch_false_alarms'] + t['health_false_alarms']} in {t['hours']} h"
+            + (f"; under {t['per_hour_95_upper_if_none']} an hour at 95 %)" if t["per_hour_95_upper_if_none"] is not None else ")"))
+    print(f"this model ({model_sha[:12]}) and detector version ({version[:12]}): {t['recordings']} recordings, "
+          f"{t['seconds']} s of real clean footage, glitch false alarms {t['glitch_false_alarms']}, "
+          f"health false alarms {t['health_false_alarms']}, rate {rate}"
+          + (f"; {t['other_versions_recordings']} recordings judged by other versions not counted" if t["other_versions_recordings"] else ""))
+    json.dump(t, sys.stdout)
+    print()
+
+
+if __name__ == "__main__":
+    main()
