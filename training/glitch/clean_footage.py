@@ -28,7 +28,6 @@ detector version; after a change to either, the hour starts again.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import json
 import re
