@@ -18,6 +18,12 @@ from streamsight.gen.media.v1 import media_pb2
 
 M = TypeVar("M", bound=Message)
 
+# The FFmpeg colour spaces (AVColorSpace) and ranges (AVColorRange) swscale converts YUV from,
+# as VideoFrame.color_space and color_range carry them: ingest sends a yuv420p glitch frame's
+# planes only with these tags, and glitch refuses planes tagged otherwise.
+YUV_COLOR_SPACES = frozenset({0, 1, 2, 4, 5, 6, 7, 9})
+YUV_COLOR_RANGES = frozenset({0, 1, 2})
+
 
 def decode(message_type: type[M], data: bytes, stream_id: str) -> M:
     """`data` as a `message_type`; its stream_id, when set, must be `stream_id`."""

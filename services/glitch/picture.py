@@ -15,12 +15,9 @@ from av.video.reformatter import VideoReformatter
 
 from streamsight.bus import BadMessage
 from streamsight.gen.media.v1 import media_pb2
+from streamsight.media import YUV_COLOR_RANGES, YUV_COLOR_SPACES
 
 FORMATS = (media_pb2.PIXEL_FORMAT_RGB24, media_pb2.PIXEL_FORMAT_YUV420P)
-# The FFmpeg colour spaces (AVColorSpace) and ranges (AVColorRange) swscale converts YUV from;
-# media.proto's VideoFrame.color_space and color_range list them.
-COLOR_SPACES = frozenset({0, 1, 2, 4, 5, 6, 7, 9})
-COLOR_RANGES = frozenset({0, 1, 2})
 
 
 def check(frame: media_pb2.VideoFrame) -> None:
@@ -36,9 +33,9 @@ def check(frame: media_pb2.VideoFrame) -> None:
         if w % 2 or h % 2:
             raise BadMessage(f"YUV420P glitch frame of {w}x{h}: width and height must be even")
         need = w * h * 3 // 2
-        if frame.color_space not in COLOR_SPACES or frame.color_range not in COLOR_RANGES:
+        if frame.color_space not in YUV_COLOR_SPACES or frame.color_range not in YUV_COLOR_RANGES:
             raise BadMessage(f"YUV420P glitch frame tagged colour space {frame.color_space}, range {frame.color_range}: "
-                             f"expected a space in {sorted(COLOR_SPACES)} and a range in {sorted(COLOR_RANGES)}")
+                             f"expected a space in {sorted(YUV_COLOR_SPACES)} and a range in {sorted(YUV_COLOR_RANGES)}")
     if len(frame.data) != need:
         raise BadMessage(f"frame of {w}x{h} {_name(frame.format)[len('PIXEL_FORMAT_'):]} needs {need} bytes, got {len(frame.data)}")
 

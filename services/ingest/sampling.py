@@ -19,6 +19,8 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from streamsight.media import YUV_COLOR_RANGES, YUV_COLOR_SPACES
+
 
 @dataclass(frozen=True)
 class ConsumerSpec:
@@ -144,10 +146,5 @@ class Sampler:
                     return self._colour.reformat(small, w, h, self.spec.format, threads=1).to_ndarray(), None
         return self.convert(frame), None
 
-
-# The FFmpeg colour spaces (AVColorSpace) and ranges (AVColorRange) swscale converts from
-# (media.proto's VideoFrame.color_space and color_range list them); a frame tagged otherwise keeps RGB.
-YUV_COLOR_SPACES = frozenset({0, 1, 2, 4, 5, 6, 7, 9})
-YUV_COLOR_RANGES = frozenset({0, 1, 2})
 
 _PLANAR_YUV = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"})
