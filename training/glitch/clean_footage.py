@@ -15,12 +15,15 @@ Each recording goes through
   with the service's default thresholds (training.glitch.health_media.media and run).
 Every incident either raises on clean footage is a false alarm.
 
-One entry per recording (keyed by the file's sha256: a file judged before is not added again)
-holds the file name, map, media seconds, the glitch and health incidents (kind, start, end) and
-what judged it: the classifier model's sha256, a digest of services/glitch/*.py and
-services/glitch/health/*.py (the "detector version": code and default settings), and the git
+One entry per recording and judge (keyed by the file's sha256, the model's sha256 and the detector
+version: a file judged before by the same model and detector is not added again) holds the file
+name, map, media seconds, the glitch and health incidents (kind, start, end) and what judged it:
+the classifier model's sha256, a digest of services/glitch/*.py and services/glitch/health/*.py (the "detector version": code and default settings), and the git
 commit of the tree. The totals printed count only entries judged by the current model and
-detector version; after a change to either, the hour starts again.
+detector version; after a change to either, the hour starts again. A take the model was trained on
+(training.glitch.game.TRAINING_TAKE_SHA256, for every model but the synthetic-only ones in
+game.SYNTHETIC_ONLY_MODELS) is judged and kept with `"training_take": true` but left out of the
+totals, which count held-out footage only.
 
     python -m training.glitch.clean_footage media/footage/openarena_oa_dm5.mp4 ...
 """
@@ -42,7 +45,7 @@ import av
 from services.glitch.classifier import GlitchClassifier
 from services.glitch.detector import DetectorConfig
 from services.glitch.settings import GlitchSettings
-from training.glitch import evaluate, health_media
+from training.glitch import evaluate, game, health_media
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "training" / "glitch" / "results" / "clean_footage.json"
@@ -91,9 +94,9 @@ def media_seconds(path: Path) -> float:
     raise ValueError(f"{path}: length unknown")
 
 
-def service_configs() -> tuple[GlitchSettings, DetectorConfig]:
-    """The glitch service's default settings and its detector config, built as GlitchService.start builds it."""
-    s = GlitchSettings()
+def service_configs(model: Path | None = None) -> tuple[GlitchSettings, DetectorConfig]:
+    """The glitch service's default settings (`model`: another classifier file) and its detector config, built as GlitchService.start builds it."""
+    s = GlitchSettings() if model is None else GlitchSettings(model_path=model)
     return s, DetectorConfig(open_score=s.open_score, suspect_score=s.suspect_score, close_after_s=s.close_after_s,
                              freeze_min_s=s.freeze_min_s, update_every_s=s.update_every_s, report_freeze=False)
 
@@ -125,8 +128,14 @@ def load(path: Path) -> dict:
     return data
 
 
+def training_take(file_sha256: str, model_sha256: str) -> bool:
+    """The take is one the model was trained on (not held out for it)."""
+    return file_sha256 in game.TRAINING_TAKE_SHA256 and model_sha256 not in game.SYNTHETIC_ONLY_MODELS
+
+
 def totals(entries: list[dict], model_sha256: str, version: str) -> dict:
-    mine = [e for e in entries if e["model_sha256"] == model_sha256 and e["detector_version"] == version]
+    judged = [e for e in entries if e["model_sha256"] == model_sha256 and e["detector_version"] == version]
+    mine = [e for e in judged if not training_take(e["sha256"], e["model_sha256"])]
     seconds = sum(e["media_seconds"] for e in mine)
     glitch = sum(len(e["glitch"]) for e in mine)
     health = sum(len(e["health"]) for e in mine)
@@ -136,7 +145,7 @@ def totals(entries: list[dict], model_sha256: str, version: str) -> dict:
             "per_hour": round((glitch + health) / hours, 2) if hours else None,
             # no alarm in T hours: the rate is under 3/T an hour with 95 % confidence (Poisson)
             "per_hour_95_upper_if_none": round(3 / hours, 2) if hours and glitch + health == 0 else None,
-            "other_versions_recordings": len(entries) - len(mine)}
+            "training_takes_left_out": len(judged) - len(mine), "other_versions_recordings": len(entries) - len(judged)}
 
 
 def main() -> None:
@@ -144,6 +153,7 @@ def main() -> None:
     parser.add_argument("paths", nargs="*", type=Path, help="clean recordings to judge")
     parser.add_argument("--map", help="the map, for a file not named openarena_<map>")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--model", type=Path, help="a candidate classifier (ONNX) instead of the shipped one")
     parser.add_argument("--intra-threads", type=int, default=1, help="classifier threads (1: the service's default)")
     args = parser.parse_args()
     maps = {}
@@ -155,24 +165,28 @@ def main() -> None:
         except ValueError as e:
             parser.error(str(e))
     data = load(args.results)
-    settings, config = service_configs()
+    if args.model is not None and not args.model.is_file():
+        parser.error(f"{args.model}: no such model file")
+    settings, config = service_configs(args.model)
     model_sha = sha256_file(Path(settings.model_path))
     version = detector_version()
     clf = GlitchClassifier(settings.model_path, args.intra_threads)
-    known = {e["sha256"] for e in data["entries"]}
+    known = {(e["sha256"], e["model_sha256"], e["detector_version"]) for e in data["entries"]}
     for path in args.paths:
         digest = sha256_file(path)
-        if digest in known:
-            print(f"{path.name}: judged before (sha256 {digest[:12]}), not added again")
+        if (digest, model_sha, version) in known:
+            print(f"{path.name}: judged before by this model and detector (sha256 {digest[:12]}), not added again")
             continue
         entry = {"file": path.name, "map": maps[path], "sha256": digest, "media_seconds": round(media_seconds(path), 3),
                  **judge(path, clf, settings, config), "model": Path(settings.model_path).name, "model_sha256": model_sha,
                  "detector_version": version, "git_head": git_head(), "judged_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        if training_take(digest, model_sha):
+            entry["training_take"] = True
         data["entries"].append(entry)
-        known.add(digest)
+        known.add((digest, model_sha, version))
         args.results.parent.mkdir(parents=True, exist_ok=True)
         args.results.write_text(json.dumps(data, indent=1) + "\n")  # after each file: a long run keeps what it finished
-        print(f"{path.name}: {entry['media_seconds']:.1f} s, glitch {entry['glitch'] or 'none'}, health {entry['health'] or 'none'}, "
+        print(f"{path.name}{' (a training take of this model: not counted)' if entry.get('training_take') else ''}: {entry['media_seconds']:.1f} s, glitch {entry['glitch'] or 'none'}, health {entry['health'] or 'none'}, "
               f"{entry['wall_s']}")
     t = totals(data["entries"], model_sha, version)
     rate = (f"{t['per_hour']} an hour ({t['glitch_false_alarms'] + t['health_false_alarms']} in {t['hours']} h"
@@ -180,6 +194,7 @@ def main() -> None:
     print(f"this model ({model_sha[:12]}) and detector version ({version[:12]}): {t['recordings']} recordings, "
           f"{t['seconds']} s of real clean footage, glitch false alarms {t['glitch_false_alarms']}, "
           f"health false alarms {t['health_false_alarms']}, rate {rate}"
+          + (f"; {t['training_takes_left_out']} training takes of this model not counted" if t["training_takes_left_out"] else "")
           + (f"; {t['other_versions_recordings']} recordings judged by other versions not counted" if t["other_versions_recordings"] else ""))
     json.dump(t, sys.stdout)
     print()
