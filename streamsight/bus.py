@@ -234,9 +234,22 @@ class Consumer:
 
 
 Handler = Callable[[Msg], Awaitable[None]]
-# A batch handler gets every message of one fetch and returns the ones it rejects as bad input,
-# by position in the batch, each with the reason; those are dead-lettered, the rest acknowledged.
-BatchHandler = Callable[[list[Msg]], Awaitable[dict[int, str]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Handled:
+    """What a batch handler made of one fetch, by position in the batch: the messages it rejects
+    as bad input (each with the reason; dead-lettered) and those it keeps to acknowledge itself
+    later (`held`: a stage acknowledges a message once a saved state covers it). The rest are
+    acknowledged when the handler returns."""
+
+    rejected: dict[int, str] = dataclasses.field(default_factory=dict)
+    held: frozenset[int] = frozenset()
+
+
+# A batch handler gets every message of one fetch and returns the ones it rejects (a plain dict,
+# as `Handled.rejected`) or a `Handled`.
+BatchHandler = Callable[[list[Msg]], Awaitable["dict[int, str] | Handled"]]
 
 
 def message_attributes(msg: Msg) -> dict[str, str | int]:
@@ -697,7 +710,7 @@ class Bus:
         attributes.pop("window.index", None)
         try:
             with tracer().start_as_current_span(f"handle batch of {len(msgs)}", kind=trace.SpanKind.CONSUMER, links=links, attributes=attributes):
-                rejected = await handler(msgs)
+                outcome = await handler(msgs)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -711,13 +724,14 @@ class Bus:
         if not spec.ours():  # what the handler did may be in the next holder's state or not: it decides
             await self._hand_back(spec, msgs)
             return
+        rejected, held = (outcome.rejected, outcome.held) if isinstance(outcome, Handled) else (outcome, frozenset())
         for position, msg in enumerate(msgs):
             if position in rejected:
                 MESSAGES_FAILED.labels(self.service, "bad_message").inc()
                 log.warning("bad message dead-lettered", subject=msg.subject, error=rejected[position])
                 await self.dead_letter(msg, f"bad message: {rejected[position]}")
                 await msg.term()
-            else:
+            elif position not in held:
                 await msg.ack()
 
     async def _drop_exhausted(self, msgs: list[Msg], max_deliver: int) -> list[Msg]:

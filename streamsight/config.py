@@ -196,6 +196,17 @@ class BaseServiceSettings(BaseSettings):
         return (init_settings, _StackSource(settings_cls))
 
 
+class StageSettings(BaseServiceSettings):
+    """Settings of a feature stage that saves its streams' state (vision, audio: streamsight.stage)."""
+
+    snapshot_interval_s: float = Field(
+        1.0,
+        ge=0,
+        le=10,
+        description="A stream's state is saved at most this often; the messages applied since stay unacknowledged until then, so a replica taking the stream over gets them again. A stream that ended, or has 16 messages waiting, is saved at once. 0: after every fetch (a live stream's every chunk or frame)",
+    )
+
+
 assert not [f for f in PLATFORM_FIELDS for s in SECTIONS if f.startswith(s + "_")], "a platform field reads like a section variable"
 
 

@@ -27,13 +27,18 @@ redeliveries, rejects, lag behind ingest in media seconds (streamsight.lag; the 
 backlog is the Bus's `streamsight_consumer_*_messages`). Each published window has a span
 with `stream.id` and `window.index`, inside the span of the fetch that finished it.
 
-Takeover with state (a logic with `export_state`/`import_state`): after each fetch, every
-stream it touched is saved in the KV bucket `stage_state` under `<stage>.<partition>.<stream>`,
-with the MEDIA sequence of the last message applied, after the fetch's windows are published
-and before it is acknowledged; a finished stream leaves a small "done" entry instead (the
-bucket's max age clears it). A replica that gains a partition loads its streams from there,
-and a message at or below its stream's applied sequence (a redelivery of what the previous
-holder saved but did not acknowledge) is acknowledged without being applied. A window that the
+Takeover with state (a logic with `export_state`/`import_state`): a stream is saved in the KV
+bucket `stage_state` under `<stage>.<partition>.<stream>`, with the MEDIA sequence of the last
+message applied, after the windows of what it applied are published and before those messages
+are acknowledged; a finished stream leaves a small "done" entry instead (the bucket's max age
+clears it). A stream is saved at most every `snapshot_interval_s` (a live stream's fetches bring
+a chunk or a frame each, and a state is up to a megabyte): the messages applied since are held,
+unacknowledged (kept from redelivery by in-progress beats), and acknowledged once the next
+snapshot covers them; a stream that ended, or has SNAPSHOT_HOLD_MAX messages held, is saved at
+once, and a partition handed over is saved first. A replica that gains a partition loads its
+streams from there, and a message at or below its stream's saved sequence (a redelivery of what
+the previous holder saved but did not acknowledge) is acknowledged without being applied; one
+applied here since but not saved yet is held again, not applied. A window that the
 previous holder published but did not save is computed again from the same input and
 published again with the same id (JetStream drops the copy). Each snapshot write expects the
 revision this replica read or wrote last: a replica that lost its lease without noticing
@@ -59,7 +64,7 @@ from prometheus_client import Counter
 from nats.js.errors import KeyWrongLastSequenceError
 
 from streamsight import heap, statecodec, subjects
-from streamsight.bus import DEFAULT_FETCH_BYTES, FETCH_BUDGET, MAX_PAYLOAD, Consumer, kv_entries, until_done
+from streamsight.bus import DEFAULT_FETCH_BYTES, FETCH_BUDGET, MAX_PAYLOAD, Consumer, Handled, kv_entries, until_done
 from streamsight.gen.media.v1 import media_pb2
 from streamsight.applied import Applied
 from streamsight.lag import MediaLag
@@ -81,10 +86,14 @@ STATE_TTL_S = 3600.0
 # A KV value is one NATS message: a stream's state above this (e.g. audio of very long windows)
 # is not saved; its old snapshot is deleted, so a successor starts the stream afresh (partial).
 MAX_SNAPSHOT_BYTES = MAX_PAYLOAD - 64 * 1024  # a snapshot rewritten by every fetch of its stream; "done" entries go after this
+# A stream with this many messages applied since its last snapshot is saved at once, whatever
+# snapshot_interval_s says: what a partition's consumer leaves unacknowledged stays far below its
+# max_ack_pending (streamsight.bus), past which the server would stop delivering.
+SNAPSHOT_HOLD_MAX = 16
 
 STAGE_WINDOWS = Counter("streamsight_stage_windows_total", "Feature records a stage published, by flag (ok, partial, empty)", ["stage", "flag"])
 STAGE_REDELIVERED = Counter("streamsight_stage_redelivered_total", "MEDIA messages a stage got more than once", ["stage"])
-STAGE_SKIPPED = Counter("streamsight_stage_skipped_total", "MEDIA messages acknowledged without applying them: already in the stream's saved state", ["stage"])
+STAGE_SKIPPED = Counter("streamsight_stage_skipped_total", "MEDIA messages not applied again: already in the stream's state (saved, or applied here since)", ["stage"])
 STAGE_SNAPSHOTS = Counter("streamsight_stage_snapshots_total", "Stream state snapshots a stage saved, by kind (state, done; fenced, too_big: not saved)", ["stage", "kind"])
 STAGE_SNAPSHOT_BYTES = Counter("streamsight_stage_snapshot_bytes_total", "Bytes of stream state snapshots a stage saved", ["stage"])
 STAGE_RESTORED = Counter("streamsight_stage_restored_total", "Streams a stage took over from snapshots, by result (state, done, unreadable)", ["stage", "result"])
@@ -166,6 +175,12 @@ class FeatureStage(Service):
         self._stateful = hasattr(self.logic, "export_state") and hasattr(self.logic, "import_state")
         self._applied: dict[str, Applied] = {}  # stream -> the last MEDIA message applied
         self._revisions: dict[str, int] = {}  # stream -> revision of its snapshot as this replica knows it
+        self._saved: dict[str, Applied] = {}  # stream -> the position its last snapshot holds
+        # stream -> messages applied since its last snapshot, acknowledged once the next one is saved,
+        # and when the first of them was held
+        self._held: dict[str, list[Msg]] = {}
+        self._held_since: dict[str, float] = {}
+        self._snapshot_every = float(getattr(self.settings, "snapshot_interval_s", 0.0))
         self._consumers: dict[int, Consumer] = {}
         self.snapshot_stats = [0, 0, 0.0]  # snapshots, bytes, seconds (export + write)
         self._kv = await self.bus.kv(STATE_BUCKET, history=1, ttl_s=STATE_TTL_S) if self._stateful else None
@@ -177,6 +192,8 @@ class FeatureStage(Service):
         self._tasks = [asyncio.create_task(self._idle_sweep(), name=f"{self.name}:idle"),
                        asyncio.create_task(self._watch_lag(), name=f"{self.name}:lag")]
         self.partitions = Partitions(self.bus, self.name, ttl_s=ttl, heartbeat_s=getattr(self.settings, "partition_heartbeat_s", HEARTBEAT_S))
+        if self._stateful and self._snapshot_every > 0:
+            self._tasks.append(asyncio.create_task(self._save_held(), name=f"{self.name}:snapshots"))
         await self.partitions.start(self._gain, self._lose)
 
 
@@ -210,12 +227,22 @@ class FeatureStage(Service):
         if consumer is not None:
             await consumer.stop()
         async with self._lock:
+            # What was applied since the last snapshots is saved now, while the lease still holds:
+            # the next holder then starts from it, not from messages redelivered after an ack wait.
+            for sid in [s for s in self._held if subjects.partition_of(s) == partition]:
+                try:
+                    await self._checkpoint([sid])
+                except Exception as exc:  # lease lapsed or refused: the next holder gets them again
+                    self.log.warning("saving a stream's state at handover failed; its messages since go to the next holder",
+                                     stream_id=sid, error=repr(exc))
+                self._forget_held(sid)
             dropped = [sid for sid in list(self.logic.streams) if subjects.partition_of(sid) == partition]
             for sid in dropped:
                 self.logic.streams.release(sid)
                 self._lag.forget(sid)
             for sid in [s for s in self._applied if subjects.partition_of(s) == partition]:
                 self._applied.pop(sid, None)
+                self._saved.pop(sid, None)
                 self._revisions.pop(sid, None)
         self.log.info("partition handed over", partition=partition, streams=len(dropped))
 
@@ -241,7 +268,7 @@ class FeatureStage(Service):
                     STAGE_RESTORED.labels(self.name, "unreadable").inc()
                     self.log.error("stream snapshot unreadable; the stream starts afresh", stream_id=sid, error=repr(exc))
                     continue
-                self._applied[sid] = applied
+                self._applied[sid] = self._saved[sid] = applied
         return restored
 
     async def stop(self) -> None:
@@ -258,14 +285,20 @@ class FeatureStage(Service):
             # from the unacknowledged messages and flags the window it joins "partial".
             self.log.warning("stopping with streams in progress", streams=sorted(self.logic.streams))
 
-    async def on_batch(self, msgs: list[Msg]) -> dict[int, str]:
+    async def on_batch(self, msgs: list[Msg]) -> Handled:
         for msg in msgs:
             if msg.metadata and msg.metadata.num_delivered > 1:
                 STAGE_REDELIVERED.labels(self.name).inc()
         async with self._lock:
             await self._publish_outbox()  # what a failed publish left behind goes first
-            # What the stream's saved state already holds is acknowledged, not applied again.
-            fresh = [i for i, m in enumerate(msgs) if not self._applied.get(subjects.stream_of(m.subject), Applied()).covers(Applied.of(m))]
+            # What the stream's saved state holds is acknowledged, not applied again; what was
+            # applied here since (a held message delivered again) is held again, not applied.
+            saved = self._saved if self._stateful else self._applied
+            fresh, again = [], []
+            for i, m in enumerate(msgs):
+                sid, at = subjects.stream_of(m.subject), Applied.of(m)
+                if not saved.get(sid, Applied()).covers(at):
+                    (again if self._applied.get(sid, Applied()).covers(at) else fresh).append(i)
             STAGE_SKIPPED.labels(self.name).inc(len(msgs) - len(fresh))
             started = time.perf_counter()
             result = await self._worker.run(self._step, [(msgs[i].subject, msgs[i].data) for i in fresh])
@@ -281,9 +314,67 @@ class FeatureStage(Service):
             # messages are in the logic's state already, so a failed publish is retried in place.
             await until_done(self._publish_outbox, "publishing windows", stage=self.name)
             self._applied.update(touched)
-            if self._stateful:
-                await self._save(list(touched))
-        return rejected
+            if not self._stateful:
+                return Handled(rejected)
+            return await self._save_or_hold(msgs, [i for i in sorted(fresh + again) if i not in rejected], set(touched), rejected)
+
+    async def _save_or_hold(self, msgs: list[Msg], applied: list[int], touched: set[str], rejected: dict[int, str]) -> Handled:
+        """Save the streams of a fetch whose snapshot is due (ended, interval passed, too many
+        messages waiting) and acknowledge what they held; hold the other streams' messages."""
+        by_stream: dict[str, list[int]] = {}
+        for i in applied:
+            by_stream.setdefault(subjects.stream_of(msgs[i].subject), []).append(i)
+        now = time.monotonic()
+        due = [sid for sid in touched | set(by_stream) if self._snapshot_due(sid, len(by_stream.get(sid, ())), now)]
+        await self._checkpoint(due)
+        held = [i for sid, positions in by_stream.items() if sid not in due for i in positions]
+        for i in held:
+            sid = subjects.stream_of(msgs[i].subject)
+            self._held.setdefault(sid, []).append(msgs[i])
+            self._held_since.setdefault(sid, now)
+        return Handled(rejected, frozenset(held))
+
+    def _snapshot_due(self, sid: str, adding: int, now: float) -> bool:
+        if self._snapshot_every <= 0 or adding == 0 or sid not in self.logic.streams:
+            return True
+        waiting = len(self._held.get(sid, ())) + adding
+        return waiting >= SNAPSHOT_HOLD_MAX or now - self._held_since.get(sid, now) >= self._snapshot_every
+
+    async def _checkpoint(self, streams: list[str]) -> None:
+        """Save the streams' state, then acknowledge the messages they held (now covered)."""
+        await self._save(streams)
+        for sid in streams:
+            for msg in self._held.pop(sid, []):
+                with contextlib.suppress(Exception):  # NATS away: redelivered, then skipped (saved) and acknowledged
+                    await msg.ack()
+            self._held_since.pop(sid, None)
+
+    def _forget_held(self, sid: str) -> None:
+        """Leave a stream's held messages unacknowledged: redelivered after the ack wait to the partition's holder."""
+        self._held.pop(sid, None)
+        self._held_since.pop(sid, None)
+
+    async def _save_held(self) -> None:
+        """Save, every `snapshot_interval_s`, the streams whose held messages waited that long (a
+        live stream between fetches), and keep held messages from being redelivered meanwhile."""
+        while True:
+            await asyncio.sleep(max(min(self._snapshot_every / 2, self._ack_wait / 3), 0.05))
+            async with self._lock:
+                now = time.monotonic()
+                for sid, since in list(self._held_since.items()):
+                    if sid not in self._held_since or not self.partitions.holds(subjects.partition_of(sid)):
+                        continue  # a lapsed lease: no save, no beat; the next holder gets them again
+                    try:
+                        if now - since >= self._snapshot_every:
+                            await self._checkpoint([sid])
+                        elif now - since >= self._ack_wait / 3:
+                            for msg in self._held[sid]:
+                                with contextlib.suppress(Exception):
+                                    await msg.in_progress()
+                    except StaleLease:
+                        self._forget_held(sid)
+                    except Exception as exc:  # LeaseLapsed, NATS away: tried again next round
+                        self.log.warning("saving a stream's state failed; will retry", stream_id=sid, error=repr(exc))
 
     async def _save(self, streams: list[str]) -> None:
         """Snapshot each stream (or its "done" entry) with its applied sequence; StaleLease when
@@ -330,6 +421,7 @@ class FeatureStage(Service):
                     self.log.warning("saving stream state failed; retrying", stream_id=sid, error=repr(exc), retry_in_s=delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 10.0)
+            self._saved[sid] = self._applied.get(sid, Applied())
             STAGE_SNAPSHOTS.labels(self.name, "state" if live else "done").inc()
             STAGE_SNAPSHOT_BYTES.labels(self.name).inc(len(value))
             self.snapshot_stats[0] += 1
@@ -337,6 +429,7 @@ class FeatureStage(Service):
             self.snapshot_stats[2] += time.perf_counter() - started
             if not live:  # finished: the "done" entry stays in KV; nothing more to remember here
                 self._applied.pop(sid, None)
+                self._saved.pop(sid, None)
                 self._revisions.pop(sid, None)
 
     def _ended(self) -> int:
@@ -414,7 +507,7 @@ class FeatureStage(Service):
                     self._outbox += await self._worker.run(self._evict_idle)
                     await self._publish_outbox()
                     if self._stateful:
-                        await self._save([sid for sid in before if sid not in self.logic.streams and sid in self._applied])
+                        await self._checkpoint([sid for sid in before if sid not in self.logic.streams and sid in self._applied])
             except Exception as exc:  # NATS trouble: the outbox keeps the windows for the next try
                 self.log.warning("idle flush failed; will retry", error=repr(exc))
 

@@ -13,10 +13,10 @@ from pydantic import Field, field_validator
 
 from services.audio.labels import find_label, labels_for
 from services.audio.tagger import DEFAULT_CLASSES, KIND_DEFAULTS
-from streamsight.config import BaseServiceSettings
+from streamsight.config import StageSettings
 
 
-class AudioSettings(BaseServiceSettings):
+class AudioSettings(StageSettings):
     section = "audio"
 
     grpc_port: int = Field(50064, ge=0, le=65535, description="gRPC port (health only)")

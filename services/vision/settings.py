@@ -7,10 +7,10 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from services.vision.runtime import FLOW_MODEL, FRAME_MODEL, MODEL_DIR, MOTION_MODEL
-from streamsight.config import BaseServiceSettings
+from streamsight.config import StageSettings
 
 
-class VisionSettings(BaseServiceSettings):
+class VisionSettings(StageSettings):
     section = "vision"
 
     grpc_port: int = Field(50063, ge=0, le=65535, description="gRPC port (health and reflection only)")
