@@ -113,6 +113,7 @@ class PullFetcher:
         self._inbox = f"{nc.new_inbox()}.pull{next(self._ids)}"
         self._queue: asyncio.Queue[Msg] = asyncio.Queue()
         self._sub = None
+        self._idle = False  # the last fetch found nothing: the next one lingers at once
 
     async def _subscribed(self) -> None:
         if self._sub is None:
@@ -127,7 +128,9 @@ class PullFetcher:
 
         What is there now is taken at once (a pull with no_wait). Only when nothing is there does
         a pull linger, and it is a small one (`PROBE_BYTES`): a consumer waiting for work holds
-        little of the connection's budget. (Sixteen partitions' consumers each lingering with 3 MiB
+        little of the connection's budget. A consumer whose last fetch found nothing lingers at
+        once, without the no_wait pull: an idle partition's consumer sends one request a fetch,
+        not two (the lingering pull returns as soon as a message comes all the same). (Sixteen partitions' consumers each lingering with 3 MiB
         reserved left a busy one queueing behind idle ones for their whole expiry: one 720p frame a
         second.) A message too big for the probe ends its wait (409) like one that fits; either
         way what is there is then taken at once with the full `max_bytes`. A pull that lingered
@@ -138,9 +141,10 @@ class PullFetcher:
         if self._widen:
             max_bytes, self._widen = max(max_bytes, self.largest), False
         out: list[Msg] = self._leftovers(batch)
-        if len(out) < batch:
+        if len(out) < batch and not (self._idle and not out):
             out += await self._take_now(batch - len(out), max_bytes)
         if out:
+            self._idle = False
             return out
         probe = min(max_bytes, PROBE_BYTES)
         async with self.budget.reserve(probe):
@@ -149,6 +153,7 @@ class PullFetcher:
         rest = max_bytes - sum(len(m.data) for m in out)
         if (out or rang) and batch > len(out) and rest > 0:
             out += await self._take_now(batch - len(out), rest, may_widen=not out)
+        self._idle = not out and not rang
         return out
 
     async def _take_now(self, batch: int, max_bytes: int, may_widen: bool = True) -> list[Msg]:

@@ -126,6 +126,38 @@ async def test_consumers_waiting_for_work_do_not_hold_a_busy_ones_bytes(bus):
     assert budget.reserved == 0
 
 
+async def test_an_idle_consumer_sends_one_request_a_fetch_and_still_gets_a_message_at_once(bus):
+    """Sixteen partitions' consumers of four stages poll while idle; a fetch that found nothing
+    before goes straight to its lingering pull (one request, not a no_wait pull first)."""
+    name = "pulltest-idle"
+    config = ConsumerConfig(durable_name=name, ack_policy=AckPolicy.EXPLICIT, filter_subject=subjects.features("vision", "idlepoll"))
+    await bus.js.add_consumer(subjects.FEATURES_STREAM, config=config)
+    requests: list[bytes] = []
+
+    async def count(msg) -> None:
+        requests.append(msg.data)
+
+    spy = await bus.nc.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{subjects.FEATURES_STREAM}.{name}", cb=count)
+    fetcher = PullFetcher(bus.nc, subjects.FEATURES_STREAM, name, ByteBudget(FETCH_BUDGET), MAX_PAYLOAD)
+    try:
+        for _ in range(4):
+            assert await fetcher.fetch(8, 1024 * 1024, 0.2) == []
+        await bus.nc.flush()
+        no_wait = sum(b'"no_wait"' in r for r in requests)
+        assert (len(requests), no_wait) == (5, 1), requests  # the first fetch: a no_wait pull, then a lingering one
+        waiting = asyncio.create_task(fetcher.fetch(8, 1024 * 1024, 5.0))
+        await asyncio.sleep(0.2)
+        started = asyncio.get_running_loop().time()
+        await bus.publish(subjects.features("vision", "idlepoll"), b"x" * 10)
+        await bus.publish(subjects.features("vision", "idlepoll"), b"y" * 10)
+        got = await asyncio.wait_for(waiting, 5.0)
+        took = asyncio.get_running_loop().time() - started
+        assert [m.data[:1] for m in got] in ([b"x", b"y"], [b"x"]) and took < 2.0, (got, took)
+    finally:
+        await spy.unsubscribe()
+        await fetcher.close()
+
+
 async def test_a_message_larger_than_a_pull_is_still_delivered(bus):
     """Record consumers pull 1 MiB at a time; a 5 MiB message widens one pull instead of blocking."""
     got: list[int] = []
