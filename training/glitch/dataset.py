@@ -4,8 +4,10 @@ Split (by scene seed, so no scene is in two sets):
 - train: generated scenes with seeds TRAIN_SEEDS;
 - val:   generated scenes with seeds VAL_SEEDS (model selection and the held-out generated
          evaluation);
-- the real footage in ../shared/data/media (bigbuckbunny.mp4, vtest.avi) is never used here:
-  it is the held-out "source not used in training" of training/glitch/evaluate.py.
+- the real footage in ../shared/data/media (bigbuckbunny.mp4, vtest.avi, openarena_dm2.mp4) is
+  never used here: it is the held-out "source not used in training" of training/glitch/evaluate.py;
+- from model 7 on, real game tiles from three recorded OpenArena takes (training.glitch.game,
+  var/glitch/game.npz), added to train by training.glitch.train; the other takes are held out.
 
 Per scene: clean tiles from a few frames of the clean decode; stripes/green/grey tiles from
 frames corrupted with training.glitch.corrupt, most of them then coded as H.264 at the scene's
@@ -19,7 +21,8 @@ compression, clean and with stripes (pattern_tiles). Synthetic masks keep only p
 visibly changed (corrupt.VISIBLE). Labels: 0 clean, 1 stripes, 2 macroblocking, 3 green, 4 grey.
 
 `python -m training.glitch.dataset` writes var/glitch/{train,val}.npz (uint8 tiles, int64 labels,
-int64 scene seed per tile; no pickle).
+int64 scene seed per tile; no pickle) and, when the training takes are present and match their
+sha256, var/glitch/game.npz (training.glitch.game); without them it says so and builds the rest.
 """
 
 from __future__ import annotations
@@ -170,7 +173,14 @@ def build(seeds: range, path: Path, workers: int = 2) -> None:
 
 
 if __name__ == "__main__":
+    from training.glitch import game  # imports this module
+
     started = time.time()
     build(VAL_SEEDS, OUT / "val.npz")
     build(TRAIN_SEEDS, OUT / "train.npz")
+    try:
+        game.build(OUT / "game.npz")
+    except game.TakeError as e:
+        print(f"game tiles not built ({e}); train.npz and val.npz are model 5's data; "
+              f"`python -m training.glitch.train` needs --synthetic-only without game.npz", file=sys.stderr)  # noqa: T201
     print(f"done in {time.time() - started:.0f} s", file=sys.stderr)  # noqa: T201

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import sys
 import tempfile
@@ -141,6 +142,11 @@ class SystemFrames:
                 "recall": round(tp / max(1, pos), 4), "clean_called_bad": clean[1],
                 "recall_by_kind": {k: round(v[1] / max(1, v[0]), 4) for k, v in sorted(self.called.items()) if k != "clean"},
                 "clean_samples_and_called_bad_by_clip": self.clean_by_clip}
+
+
+def model_id(clf: GlitchClassifier) -> dict:
+    """The classifier file a report was made with: name and sha256."""
+    return {"file": clf.path.name, "sha256": hashlib.sha256(clf.path.read_bytes()).hexdigest()}
 
 
 def run_detector(path: Path, clf: GlitchClassifier, config: DetectorConfig) -> tuple[list[GlitchEvent], float, int, list[Verdict]]:
@@ -308,13 +314,15 @@ CLEAN_SEEDS = range(8200, 9000)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--model", type=Path, default=None, help="a candidate classifier (ONNX); default the shipped one (glitch.model_precision)")
     parser.add_argument("--clean-hours", type=float, default=1.0, help="hours of clean footage for the false-alarm rate")
     args = parser.parse_args()
     started = time.time()
-    clf = GlitchClassifier(intra_threads=2)
+    clf = GlitchClassifier(args.model, intra_threads=2)
     config = DetectorConfig()
     rng = np.random.default_rng(11)
-    report: dict = {"detector": asdict(config), "frame_level": {}, "incident_level": {}, "clean_runs": {}}
+    report: dict = {"detector": asdict(config), "model": model_id(clf), "frame_level": {}, "incident_level": {}, "clean_runs": {}}
     sources = {"bigbuckbunny": lambda: real_frames("bigbuckbunny.mp4"), "vtest": lambda: real_frames("vtest.avi")}
     sources.update({f"generated-{s}": (lambda s=s: generated_frames(s)) for s in EVAL_SEEDS})
     clean_seconds, clean_false = 0.0, 0
@@ -388,7 +396,7 @@ def main() -> None:
     report["clean_totals"] = {"seconds": round(clean_seconds, 1), "false_alarms": clean_false,
                               "per_hour": round(clean_false / max(clean_seconds, 1e-9) * 3600, 2)}
     report["eval_seconds"] = round(time.time() - started, 1)
-    OUT.write_text(json.dumps(report, indent=1) + "\n")
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({k: report.get(k) for k in ("frame_level", "incident_totals", "clean_totals", "clean_hour")}, indent=1), file=sys.stderr)  # noqa: T201
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from services.glitch.classifier import GlitchClassifier
 from services.glitch.detector import DetectorConfig
 from training.glitch import scenes
-from training.glitch.evaluate import MEDIA, match, plant_damage, plant_synthetic, run_detector
+from training.glitch.evaluate import MEDIA, match, model_id, plant_damage, plant_synthetic, run_detector
 
 GAME = MEDIA / "openarena_dm2.mp4"
 FPS = 30
@@ -48,6 +48,7 @@ def excerpt(a: float, b: float, size: tuple[int, int]) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, default=None, help="a candidate classifier (ONNX); default the shipped one (glitch.model_precision)")
     ap.add_argument("--size", default="640x360")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--out", type=Path, default=None, help="default services/glitch/models/glitch_game_<size>.eval.json")
@@ -58,8 +59,8 @@ def main() -> None:
     if not GAME.exists():
         raise SystemExit(f"needs the shared test media ({GAME})")
     started = time.time()
-    clf, config, rng = GlitchClassifier(intra_threads=2), DetectorConfig(report_freeze=False), np.random.default_rng(17)
-    report: dict = {"source": f"{GAME.name}, excerpts {excerpts}, {args.size}", "excerpts": {}}
+    clf, config, rng = GlitchClassifier(args.model, intra_threads=2), DetectorConfig(report_freeze=False), np.random.default_rng(17)
+    report: dict = {"source": f"{GAME.name}, excerpts {excerpts}, {args.size}", "model": model_id(clf), "excerpts": {}}
     clean_s, clean_false = 0.0, []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -40,7 +40,7 @@ from services.ingest.items import FrameSignals, SampledFrame
 from services.ingest.pipeline import IngestConfig, IngestPipeline
 from services.ingest.sampling import ConsumerSpec, SamplingConfig
 from training.glitch import corrupt, scenes
-from training.glitch.evaluate import MEDIA, Truth, match, plant_damage, plant_synthetic
+from training.glitch.evaluate import MEDIA, Truth, match, model_id, plant_damage, plant_synthetic
 
 OUT = Path(__file__).resolve().parent / "results" / "glitch_sizes.eval.json"
 GAME = "openarena_dm2.mp4"
@@ -163,6 +163,7 @@ class Tally:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, default=None, help="a candidate classifier (ONNX); default the shipped one (glitch.model_precision)")
     ap.add_argument("--seed", type=int, default=20)
     ap.add_argument("--sizes", default="640x360,1280x720")
     ap.add_argument("--seconds", type=float, default=20.0, help="length of the game excerpts")
@@ -175,7 +176,7 @@ def main() -> None:
     if missing:
         raise SystemExit(f"needs the shared test media ({', '.join(missing)} absent from {MEDIA})")
     started = time.time()
-    clf, config, rng = GlitchClassifier(intra_threads=2), DetectorConfig(report_freeze=False), np.random.default_rng(args.seed)
+    clf, config, rng = GlitchClassifier(args.model, intra_threads=2), DetectorConfig(report_freeze=False), np.random.default_rng(args.seed)
     tallies = {s: Tally() for s in sizes}
     pieces = [(GAME, float(a), float(min(a + args.seconds, 60.0))) for a in np.arange(0.0, 59.0, args.seconds)]
     pieces += [("bigbuckbunny.mp4", 0.0, 1e9), ("vtest.avi", 0.0, 1e9)]
@@ -222,7 +223,7 @@ def main() -> None:
             print(where, {s: (t.report()["found"], t.report()["truths"], len(t.clean_false)) for s, t in tallies.items()},
                   f"{time.time() - started:.0f}s", file=sys.stderr, flush=True)  # noqa: T201
     report = {"sources": [f"{n} {a:.0f}-{b:.0f}s" if b < 1e9 else n for n, a, b in pieces],
-              "detector": "DetectorConfig(report_freeze=False), shipped glitch_cnn.onnx", "rng_seed": args.seed, "stripes_only": args.stripes_only,
+              "detector": "DetectorConfig(report_freeze=False)", "model": model_id(clf), "rng_seed": args.seed, "stripes_only": args.stripes_only,
               "sizes": {s: t.report() for s, t in tallies.items()}, "eval_seconds": round(time.time() - started, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")

@@ -1,10 +1,15 @@
-"""Train the glitch classifier on the generated tiles and export it to ONNX.
+"""Train the glitch classifier on the generated tiles (and real game tiles) and export it to ONNX.
 
-`python -m training.glitch.train [--arch tiny|lite0] [--steps N]` trains with fixed seeds
+`python -m training.glitch.train [--arch tiny|lite0] [--steps N] [--synthetic-only]` trains with fixed seeds
 (torch.set_num_threads(2), deterministic sampling), reports tile-level metrics on the val
 scenes, and for the shipped arch writes services/glitch/models/glitch_cnn.onnx plus
 glitch_cnn.metrics.json. Classes are balanced by sampling; augmentation is horizontal and
 vertical flips (stripes slant both ways; bands can sit anywhere).
+
+From model 7 on, the real game tiles of training.glitch.game (var/glitch/game.npz: clean tiles and
+wrong-stride reads of three recorded OpenArena takes) join the generated training tiles and are
+drawn like them (uniformly within their class); `--synthetic-only` trains on the generated tiles
+alone, model 5's recipe.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from training.glitch import dataset
+from training.glitch import game as game_mod
 from training.glitch.model import WithSoftmax, build
 
 MODELS = Path(__file__).resolve().parents[2] / "services" / "glitch" / "models"
@@ -29,7 +35,11 @@ SEED = 0
 
 
 def _load(name: str) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(dataset.OUT / f"{name}.npz", allow_pickle=False) as z:
+    path = dataset.OUT / f"{name}.npz"
+    if not path.exists():
+        hint = "python -m training.glitch.dataset (with the training takes of training/glitch/game.py), or train with --synthetic-only"
+        raise SystemExit(f"{path} is missing: build it with `{hint if name == 'game' else 'python -m training.glitch.dataset'}`")
+    with np.load(path, allow_pickle=False) as z:
         return z["tiles"], z["labels"]
 
 
@@ -68,10 +78,16 @@ def metrics(probs: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
-def train(arch: str, steps: int, batch: int, lr: float) -> tuple[torch.nn.Module, dict]:
+def train(arch: str, steps: int, batch: int, lr: float, game: bool = True) -> tuple[torch.nn.Module, dict]:
     torch.manual_seed(SEED)
     rng = np.random.default_rng(SEED)
     tiles, labels = _load("train")
+    game_counts = None
+    if game:
+        game_tiles, game_labels = _load("game")
+        game_counts = {k: int((game_labels == i).sum()) for i, k in enumerate(dataset.KINDS)}
+        tiles, labels = np.concatenate([tiles, game_tiles]), np.concatenate([labels, game_labels])
+        del game_tiles
     val_tiles, val_labels = _load("val")
     model = build(arch)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -96,7 +112,8 @@ def train(arch: str, steps: int, batch: int, lr: float) -> tuple[torch.nn.Module
     train_s = time.time() - started
     result = metrics(predict(model, val_tiles), val_labels)
     result.update(arch=arch, steps=steps, batch=batch, lr=lr, train_seconds=round(train_s, 1), threads=torch.get_num_threads(),
-                  train_tiles=int(len(labels)), train_counts={k: int(len(v)) for k, v in zip(dataset.KINDS, by_class)})
+                  train_tiles=int(len(labels)), train_counts={k: int(len(v)) for k, v in zip(dataset.KINDS, by_class)},
+                  game_counts=game_counts, game_takes_sha256=sorted(game_mod.TRAINING_TAKE_SHA256) if game else None)
     return model.eval(), result
 
 
@@ -114,14 +131,16 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--no-export", action="store_true")
+    parser.add_argument("--out-dir", type=Path, default=MODELS, help="where the ONNX file and metrics go (a candidate model: not the shipped folder)")
+    parser.add_argument("--synthetic-only", action="store_true", help="generated tiles only (model 5's data), without var/glitch/game.npz")
     args = parser.parse_args()
     torch.set_num_threads(2)
     lr = args.lr or (3e-3 if args.arch == "tiny" else 1e-3)
-    model, result = train(args.arch, args.steps, args.batch, lr)
-    out = MODELS / f"glitch_cnn.{args.arch}.metrics.json"
+    model, result = train(args.arch, args.steps, args.batch, lr, game=not args.synthetic_only)
+    out = args.out_dir / f"glitch_cnn.{args.arch}.metrics.json"
     if not args.no_export:
-        result["sha256"] = export(model)
-        out = MODELS / "glitch_cnn.metrics.json"
+        result["sha256"] = export(model, args.out_dir / ONNX_PATH.name)
+        out = args.out_dir / "glitch_cnn.metrics.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "confusion"}, indent=1), file=sys.stderr)  # noqa: T201
 
