@@ -165,6 +165,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=None, help="a candidate classifier (ONNX); default the shipped one (glitch.model_precision)")
     ap.add_argument("--seed", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2, help="classifier threads (the counts do not depend on them)")
     ap.add_argument("--sizes", default="640x360,1280x720")
     ap.add_argument("--seconds", type=float, default=20.0, help="length of the game excerpts")
     ap.add_argument("--out", type=Path, default=OUT)
@@ -176,7 +177,7 @@ def main() -> None:
     if missing:
         raise SystemExit(f"needs the shared test media ({', '.join(missing)} absent from {MEDIA})")
     started = time.time()
-    clf, config, rng = GlitchClassifier(args.model, intra_threads=2), DetectorConfig(report_freeze=False), np.random.default_rng(args.seed)
+    clf, config, rng = GlitchClassifier(args.model, intra_threads=args.threads), DetectorConfig(report_freeze=False), np.random.default_rng(args.seed)
     tallies = {s: Tally() for s in sizes}
     pieces = [(GAME, float(a), float(min(a + args.seconds, 60.0))) for a in np.arange(0.0, 59.0, args.seconds)]
     pieces += [("bigbuckbunny.mp4", 0.0, 1e9), ("vtest.avi", 0.0, 1e9)]

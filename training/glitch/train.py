@@ -133,8 +133,9 @@ def main() -> None:
     parser.add_argument("--no-export", action="store_true")
     parser.add_argument("--out-dir", type=Path, default=MODELS, help="where the ONNX file and metrics go (a candidate model: not the shipped folder)")
     parser.add_argument("--synthetic-only", action="store_true", help="generated tiles only (model 5's data), without var/glitch/game.npz")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 is faster on a crowded machine: no thread waits for a descheduled one)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     lr = args.lr or (3e-3 if args.arch == "tiny" else 1e-3)
     model, result = train(args.arch, args.steps, args.batch, lr, game=not args.synthetic_only)
     out = args.out_dir / f"glitch_cnn.{args.arch}.metrics.json"
