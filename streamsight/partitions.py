@@ -271,7 +271,7 @@ class Partitions:
                 log.warning("partition rebalance failed; will retry", group=self.group, error=repr(exc))
 
     async def _rebalance_once(self) -> None:
-        members, holders = await self._read()
+        members = await self._members()
         members.add(self.replica)
         self.members = frozenset(members)
         for partition in sorted(self._lost):
@@ -282,29 +282,26 @@ class Partitions:
             mine = partition in self._revisions
             if mine and not want:
                 await self._lose(partition, release=True)
-            elif want and not mine and partition not in holders:
+            elif want and not mine:  # claimed if nobody holds it: create is refused otherwise
                 await self._gain(partition)
 
-    async def _read(self) -> tuple[set[str], dict[int, str]]:
-        """Live members and current lease holders, as the bucket holds them now: the group's
-        keys from the stream's subject list, then each key's latest value (no consumer is made:
-        a watcher per round would be a consumer created and deleted every beat)."""
-        prefix = f"$KV.{self.bucket}."
-        info = await self.bus.js.stream_info(f"KV_{self.bucket}", subjects_filter=f"{prefix}{self.group}.>")
+    async def _members(self) -> set[str]:
+        """Live members, as the bucket holds them now: the group's member keys from the stream's
+        subject list, then each one's latest value (a deleted one has left). No consumer is made
+        (a watcher per round would be a consumer created and deleted every beat), and lease keys
+        are not read (16 requests a beat per group): whether one is free is for `create` in
+        `_gain` to find."""
+        prefix = f"$KV.{self.bucket}.{self.group}.member."
+        info = await self.bus.js.stream_info(f"KV_{self.bucket}", subjects_filter=f"{prefix}>")
         members: set[str] = set()
-        holders: dict[int, str] = {}
-        member_prefix, lease_prefix = f"{self.group}.member.", f"{self.group}.p."
         for subject in info.state.subjects or {}:
-            key = subject[len(prefix):]
+            key = subject[len(f"$KV.{self.bucket}."):]
             try:
-                entry = await self._kv.get(key)
-            except (KeyNotFoundError, KeyDeletedError):  # released, or aged out meanwhile
+                await self._kv.get(key)
+            except (KeyNotFoundError, KeyDeletedError):  # left (its key deleted), or aged out meanwhile
                 continue
-            if key.startswith(member_prefix):
-                members.add(key[len(member_prefix):])
-            elif key.startswith(lease_prefix) and key[len(lease_prefix):].isdigit():
-                holders[int(key[len(lease_prefix):])] = (entry.value or b"").decode()
-        return members, holders
+            members.add(subject[len(prefix):])
+        return members
 
     async def _gain(self, partition: int) -> None:
         async with self._lease_lock:
