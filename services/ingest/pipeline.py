@@ -289,8 +289,9 @@ class IngestPipeline:
             self._status(StatusKind.FAILED, err.message, err.code)
             return
         self.live = is_live(src, self._container)
-        self.decoder.attach(self._container)
-        self._status(StatusKind.STARTED, "ingest started", **_describe(src, self._container, self.live))
+        self.decoder.attach(self._container, realtime=self.live or self.config.pacing is Pacing.LIVE)
+        self._status(StatusKind.STARTED, "ingest started", **_describe(src, self._container, self.live),
+                     decoder_threads=self.decoder.threads)
         pacer = _Pacer(self._stop) if self.config.pacing is Pacing.LIVE else None
         while True:
             outcome, err = self._demux(pacer)
@@ -383,7 +384,7 @@ class IngestPipeline:
         wall_gap = time.monotonic() - down_since
         self.reconnects += 1
         still_live = is_live(src, self._container)
-        dec.attach(self._container, wall_gap=wall_gap)
+        dec.attach(self._container, wall_gap=wall_gap, realtime=still_live or self.config.pacing is Pacing.LIVE)
         if pacer is not None:
             pacer.reset()
         self._status(StatusKind.RECONNECTED, "reconnected", attempts=attempt, down_seconds=round(wall_gap, 3))

@@ -134,6 +134,16 @@ async def test_live_pacing_plays_a_file_in_real_time(tmp_path: Path) -> None:
     assert len(got["signals"]) == info.frame_count
 
 
+async def test_a_file_decodes_with_ffmpegs_threads_and_one_read_in_real_time_with_one(tmp_path: Path) -> None:
+    """Several live streams share the cores: each decodes in one thread; a file job uses them all."""
+    info = make_media(tmp_path / "short.ts", duration=1.0, width=320, height=180, fps=15)
+    for pacing, threads in ((Pacing.VOD, 0), (Pacing.LIVE, 1)):
+        items = [item async for item in IngestPipeline(str(info.path), IngestConfig(pacing=pacing)).items()]
+        started = next(i for i in items if isinstance(i, StatusEvent) and i.kind is StatusKind.STARTED)
+        frames = sum(len(i.signals) for i in items if isinstance(i, FrameSignals))
+        assert frames == info.frame_count and started.details["decoder_threads"] == threads, pacing
+
+
 async def test_slow_consumer_gets_backpressure_not_unbounded_buffering(sample) -> None:
     config = IngestConfig(queue_size=2)
     pipeline = IngestPipeline(str(sample.path), config)

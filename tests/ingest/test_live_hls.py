@@ -61,6 +61,7 @@ async def test_live_hls_without_end_marker_ends_after_the_timeout(live_hls) -> N
     live_hls.run(preroll=3, limit=3, end=False)  # three segments, then silence; no EXT-X-ENDLIST
     statuses, signals, windows = await collect(IngestPipeline(live_hls.url, live_config(give_up=2.5)))
     assert statuses[0].details["live"] is True
+    assert statuses[0].details["decoder_threads"] == 1  # real time: one decoding thread (a file: FFmpeg's choice)
     assert statuses[-1].kind is StatusKind.ENDED and "no data" in statuses[-1].message
     assert StatusKind.RECONNECTING in [s.kind for s in statuses]
     assert 2.5 <= signals[-1].media_time + 1 / 15 <= 3.01  # all three published seconds decoded
