@@ -3,8 +3,8 @@
 A decoder that lost a slice fills whole rows of macroblocks: zeroed YUV shows as pure green
 (RGB about 0, 135, 0), FFmpeg's fill as neutral grey (YUV 128, or another neutral level). Such
 a band spans the full width of the picture and is flat to within the coding noise, which
-natural pictures almost never are over a full row; black letterbox bars (too dark) and white
-(too bright) are left out of the grey range. The classifier misses thin bands (16 to 32 rows
+natural pictures seldom are over a full row; black letterbox bars and dark scenery (too dark
+for a decoder's mid-grey) and white (too bright) are left out of the grey range. The classifier misses thin bands (16 to 32 rows
 of a 224-row tile), so this model-free check runs beside it.
 
 `find_bands(rgb)` returns the bands of one frame. A band that was already there in the
@@ -24,7 +24,10 @@ MIN_ROWS = 8  # a 16-row macroblock band shrunk by ingest's downscale still has 
 FLAT_STD = 4.0  # per-row standard deviation (0-255) under which a row is flat
 FLAT_RANGE = 64  # a row spanning more than this (max - min of a channel) cannot be that flat in practice
 GREEN = {"r_max": 40.0, "b_max": 40.0, "g_min": 90.0, "g_max": 180.0}
-GREY = {"spread_max": 10.0, "level_min": 40.0, "level_max": 220.0}
+# Grey fill is mid-grey: FFmpeg paints Y 128 (RGB about 130) where a picture has no reference, and
+# the training data plants Y 100-156 (RGB 98-163). A darker flat band is scenery: a game's fogged
+# floor across the whole picture (RGB 51-76) raised grey incidents on real OpenArena footage.
+GREY = {"spread_max": 10.0, "level_min": 90.0, "level_max": 220.0}
 
 
 @dataclass(frozen=True)
