@@ -204,15 +204,22 @@ async def test_a_holder_whose_lease_lapsed_mid_batch_hands_it_back_and_the_next_
         assert MESSAGES_RETURNED.labels("savecount")._value.get() > returned, "the batch in hand was not handed back"
         assert (await _snapshot(bus, sid))[0]["state"] == {"bytes": 100}  # its state was not saved
         async with second.serving():  # takes the partition once the lease aged out in KV
-            for _ in range(200):
-                if p in second.partitions.held:
-                    break
-                await asyncio.sleep(0.05)
-            assert p in second.partitions.held
-            await bus.publish(subjects.media("audio", sid), b"2" * 7)
-            await bus.publish(subjects.media("windows", sid), _window(sid, 1, last=True))
-            records = await _records(bus, sid, 2)
+            records = await taken_over_then_ended(bus, second, sid)
             assert [(r.window, r.values["bytes"]) for r in records] == [(0, 100.0), (1, 147.0)]
+
+
+async def taken_over_then_ended(bus: Bus, stage, sid: str) -> list:
+    """Once `stage` holds the stream's partition (a lease aged out in KV first), 7 more bytes and
+    the last window record (1): the stream's two records."""
+    p = subjects.partition_of(sid)
+    for _ in range(200):
+        if p in stage.partitions.held:
+            break
+        await asyncio.sleep(0.05)
+    assert p in stage.partitions.held
+    await bus.publish(subjects.media("audio", sid), b"2" * 7)
+    await bus.publish(subjects.media("windows", sid), _window(sid, 1, last=True))
+    return await _records(bus, sid, 2)
 
 
 async def test_a_stage_replicas_health_reply_lists_the_partitions_it_holds(nats_server, bus):

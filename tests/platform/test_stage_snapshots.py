@@ -13,7 +13,7 @@ from pathlib import Path
 import nats.js.errors
 
 sys.path.insert(0, str(Path(__file__).parent))  # the stages under test are the other tests' (--import-mode=importlib)
-from test_partitions_fencing import SavingStage, _snapshot  # noqa: E402
+from test_partitions_fencing import SavingStage, _snapshot, taken_over_then_ended  # noqa: E402
 from test_stage import CounterSettings, _records, _window  # noqa: E402
 
 from streamsight import stage as stage_mod
@@ -92,7 +92,6 @@ async def test_a_trickle_is_saved_at_most_every_interval_and_acknowledged_only_o
 
 async def test_a_replica_killed_with_messages_held_leaves_them_to_the_next_holder(nats_server, bus):
     sid = "heldkill"
-    p = subjects.partition_of(sid)
     first, second = LongHoldStage(_settings(LongHoldSettings, nats_server)), LongHoldStage(_settings(LongHoldSettings, nats_server))
     async with first.serving():
         await bus.publish(subjects.media("audio", sid), b"0" * 100)
@@ -105,14 +104,7 @@ async def test_a_replica_killed_with_messages_held_leaves_them_to_the_next_holde
         assert await _saved_seq(bus, sid) == 0  # nothing saved yet (5 s interval)
         await first.partitions.abandon()  # killed: no renewal, no handover, no save
     async with second.serving():
-        for _ in range(200):
-            if p in second.partitions.held:
-                break
-            await asyncio.sleep(0.05)
-        assert p in second.partitions.held
-        await bus.publish(subjects.media("audio", sid), b"2" * 7)
-        await bus.publish(subjects.media("windows", sid), _window(sid, 1, last=True))
-        records = await _records(bus, sid, 2)
+        records = await taken_over_then_ended(bus, second, sid)
         # window 0 computed again from the redelivered messages (same id: JetStream kept one copy)
         assert [(r.window, r.values["bytes"]) for r in records] == [(0, 100.0), (1, 147.0)]
     msgs = await bus.read_all(subjects.FEATURES_STREAM, subjects.features("audio", sid))
