@@ -1,4 +1,4 @@
-"""Labelled tiles from REAL game footage (OpenArena takes), for the glitch classifier from model 7 on.
+"""Labelled tiles from REAL game footage (OpenArena takes), for the glitch classifier (model 7, not shipped).
 
 Model 5 was trained on generated scenes only. On real clean OpenArena takes it called the
 death-screen scoreboard's yellow highlight bar stripes (tiles at 0.953-0.969, over the 0.95 open

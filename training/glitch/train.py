@@ -6,7 +6,7 @@ scenes, and for the shipped arch writes services/glitch/models/glitch_cnn.onnx p
 glitch_cnn.metrics.json. Classes are balanced by sampling; augmentation is horizontal and
 vertical flips (stripes slant both ways; bands can sit anywhere).
 
-From model 7 on, the real game tiles of training.glitch.game (var/glitch/game.npz: clean tiles and
+By default (model 7, measured and not shipped: MODEL.md) the real game tiles of training.glitch.game (var/glitch/game.npz: clean tiles and
 wrong-stride reads of three recorded OpenArena takes) join the generated training tiles and are
 drawn like them (uniformly within their class); `--synthetic-only` trains on the generated tiles
 alone, model 5's recipe.
