@@ -6,10 +6,10 @@ scenes, and for the shipped arch writes services/glitch/models/glitch_cnn.onnx p
 glitch_cnn.metrics.json. Classes are balanced by sampling; augmentation is horizontal and
 vertical flips (stripes slant both ways; bands can sit anywhere).
 
-By default (model 7, measured and not shipped: MODEL.md) the real game tiles of training.glitch.game (var/glitch/game.npz: clean tiles and
-wrong-stride reads of three recorded OpenArena takes) join the generated training tiles and are
-drawn like them (uniformly within their class); `--synthetic-only` trains on the generated tiles
-alone, model 5's recipe.
+By default (model 7, measured and not shipped: MODEL.md) the real game tiles of
+training.glitch.game (var/glitch/game.npz: clean tiles and wrong-stride reads of three recorded
+OpenArena takes) join the generated training tiles and are drawn like them (uniformly within
+their class); `--synthetic-only` trains on the generated tiles alone, model 5's recipe.
 """
 
 from __future__ import annotations
