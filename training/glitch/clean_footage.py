@@ -51,14 +51,6 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "training" / "glitch" / "results" / "clean_footage.json"
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def detector_version() -> str:
     """sha256 over the glitch service's and health checks' sources (relative path and bytes, sorted)."""
     h = hashlib.sha256()
@@ -156,6 +148,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="a candidate classifier (ONNX) instead of the shipped one")
     parser.add_argument("--intra-threads", type=int, default=1, help="classifier threads (1: the service's default)")
     args = parser.parse_args()
+    if args.map and len(args.paths) > 1:
+        parser.error("--map names the map of one recording: give one file with it")
     maps = {}
     for p in args.paths:
         if not p.is_file():
@@ -168,12 +162,12 @@ def main() -> None:
     if args.model is not None and not args.model.is_file():
         parser.error(f"{args.model}: no such model file")
     settings, config = service_configs(args.model)
-    model_sha = sha256_file(Path(settings.model_path))
+    model_sha = game.sha256_file(Path(settings.model_path))
     version = detector_version()
     clf = GlitchClassifier(settings.model_path, args.intra_threads)
     known = {(e["sha256"], e["model_sha256"], e["detector_version"]) for e in data["entries"]}
     for path in args.paths:
-        digest = sha256_file(path)
+        digest = game.sha256_file(path)
         if (digest, model_sha, version) in known:
             print(f"{path.name}: judged before by this model and detector (sha256 {digest[:12]}), not added again")
             continue
