@@ -144,7 +144,9 @@ def test_up_runs_two_replicas_each_with_its_id_and_ports_and_restarts_one_alone_
 
         os.kill(replicas[1]["pid"], signal.SIGKILL)
         after = _wait(
-            lambda: (s := _state(state_file)) and s["services"]["chat"]["replicas"][1]["restarts"] == 1 and s, 30, "chat-2 restarted", proc, log
+            # the restart count and the new pid are written apart: wait for both
+            lambda: (s := _state(state_file)) and s["services"]["chat"]["replicas"][1]["restarts"] == 1
+            and s["services"]["chat"]["replicas"][1]["pid"] != replicas[1]["pid"] and s, 30, "chat-2 restarted", proc, log
         )["services"]["chat"]["replicas"]
         assert after[0]["pid"] == replicas[0]["pid"] and after[0]["restarts"] == 0, "chat-1 went on untouched"
         assert after[1]["pid"] != replicas[1]["pid"] and _environ(after[1]["pid"])["STREAMSIGHT_REPLICA_ID"] == "chat-2"
