@@ -235,7 +235,7 @@ class FeatureStage(Service):
                 except Exception as exc:  # lease lapsed or refused: the next holder gets them again
                     self.log.warning("saving a stream's state at handover failed; its messages since go to the next holder",
                                      stream_id=sid, error=repr(exc))
-                self._forget_held(sid)
+                await self._hand_back_held(sid)
             dropped = [sid for sid in list(self.logic.streams) if subjects.partition_of(sid) == partition]
             for sid in dropped:
                 self.logic.streams.release(sid)
@@ -349,9 +349,14 @@ class FeatureStage(Service):
                     await msg.ack()
             self._held_since.pop(sid, None)
 
-    def _forget_held(self, sid: str) -> None:
-        """Leave a stream's held messages unacknowledged: redelivered after the ack wait to the partition's holder."""
-        self._held.pop(sid, None)
+    async def _hand_back_held(self, sid: str) -> None:
+        """A stream's held messages that no snapshot will cover go back to the server at once,
+        unacknowledged: redelivered before anything newer to whoever holds the partition next.
+        Left to their ack wait instead, a successor that took the partition over at a graceful
+        release (no wait for redeliveries then) would fetch newer messages first."""
+        for msg in self._held.pop(sid, []):
+            with contextlib.suppress(Exception):
+                await msg.nak()
         self._held_since.pop(sid, None)
 
     async def _save_held(self) -> None:
@@ -372,7 +377,7 @@ class FeatureStage(Service):
                                 with contextlib.suppress(Exception):
                                     await msg.in_progress()
                     except StaleLease:
-                        self._forget_held(sid)
+                        await self._hand_back_held(sid)
                     except Exception as exc:  # LeaseLapsed, NATS away: tried again next round
                         self.log.warning("saving a stream's state failed; will retry", stream_id=sid, error=repr(exc))
 
