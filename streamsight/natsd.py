@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -46,9 +47,29 @@ GO_MEMORY_LIMIT = "768MiB"  # GOMEMLIMIT: a soft limit, above what ingest lets M
 
 
 def free_port() -> int:
+    """A free TCP port on 127.0.0.1, below the kernel's ephemeral range when there is room: a port
+    the kernel hands out from that range and that is then released can be taken by any process's
+    next outgoing connection before the server meant for it binds (the two-worker test suite saw
+    a service's gRPC port and nats-server's taken so)."""
+    low = _ephemeral_low()
+    for _ in range(50 if low > 12000 else 0):
+        port = random.randrange(10000, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def distinct_free_ports(n: int) -> list[int]:
