@@ -236,6 +236,15 @@ class Consumer:
 Handler = Callable[[Msg], Awaitable[None]]
 
 
+async def say_in_progress(msgs: list[Msg]) -> None:
+    """Tell the server the messages not yet acknowledged are being worked on (their ack wait
+    starts again); a failure is left to the next beat."""
+    for msg in msgs:
+        if not msg.is_acked:
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+
 @dataclasses.dataclass(frozen=True)
 class Handled:
     """What a batch handler made of one fetch, by position in the batch: the messages it rejects
@@ -852,10 +861,7 @@ class Bus:
                 await asyncio.sleep(max(spec.ack_wait_s / 3, 0.5))
                 if not spec.ours():
                     return
-                for msg in msgs:
-                    if not msg.is_acked:
-                        with contextlib.suppress(Exception):
-                            await msg.in_progress()
+                await say_in_progress(msgs)
 
         task = asyncio.create_task(beat())
         try:

@@ -128,11 +128,11 @@ class PullFetcher:
 
         What is there now is taken at once (a pull with no_wait). Only when nothing is there does
         a pull linger, and it is a small one (`PROBE_BYTES`): a consumer waiting for work holds
-        little of the connection's budget. A consumer whose last fetch found nothing lingers at
-        once, without the no_wait pull: an idle partition's consumer sends one request a fetch,
-        not two (the lingering pull returns as soon as a message comes all the same). (Sixteen partitions' consumers each lingering with 3 MiB
+        little of the connection's budget. (Sixteen partitions' consumers each lingering with 3 MiB
         reserved left a busy one queueing behind idle ones for their whole expiry: one 720p frame a
-        second.) A message too big for the probe ends its wait (409) like one that fits; either
+        second.) A consumer whose last fetch found nothing lingers at once, without the no_wait
+        pull: an idle partition's consumer sends one request a fetch, not two (the lingering pull
+        returns as soon as a message comes all the same). A message too big for the probe ends its wait (409) like one that fits; either
         way what is there is then taken at once with the full `max_bytes`. A pull that lingered
         for a whole batch would hold a trickle of messages back for up to `expires_s` (the first
         version did: whole jobs ran 25 % slower).

@@ -64,7 +64,7 @@ from prometheus_client import Counter
 from nats.js.errors import KeyWrongLastSequenceError
 
 from streamsight import heap, statecodec, subjects
-from streamsight.bus import DEFAULT_FETCH_BYTES, FETCH_BUDGET, MAX_PAYLOAD, Consumer, Handled, kv_entries, until_done
+from streamsight.bus import DEFAULT_FETCH_BYTES, FETCH_BUDGET, MAX_PAYLOAD, Consumer, Handled, kv_entries, say_in_progress, until_done
 from streamsight.gen.media.v1 import media_pb2
 from streamsight.applied import Applied
 from streamsight.lag import MediaLag
@@ -235,7 +235,7 @@ class FeatureStage(Service):
                 except Exception as exc:  # lease lapsed or refused: the next holder gets them again
                     self.log.warning("saving a stream's state at handover failed; its messages since go to the next holder",
                                      stream_id=sid, error=repr(exc))
-                await self._hand_back_held(sid)
+                    await self._hand_back_held(sid)
             dropped = [sid for sid in list(self.logic.streams) if subjects.partition_of(sid) == partition]
             for sid in dropped:
                 self.logic.streams.release(sid)
@@ -373,9 +373,7 @@ class FeatureStage(Service):
                         if now - since >= self._snapshot_every:
                             await self._checkpoint([sid])
                         elif now - since >= self._ack_wait / 3:
-                            for msg in self._held[sid]:
-                                with contextlib.suppress(Exception):
-                                    await msg.in_progress()
+                            await say_in_progress(self._held[sid])
                     except StaleLease:
                         await self._hand_back_held(sid)
                     except Exception as exc:  # LeaseLapsed, NATS away: tried again next round
