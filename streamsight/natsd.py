@@ -51,18 +51,7 @@ def free_port() -> int:
     the kernel hands out from that range and that is then released can be taken by any process's
     next outgoing connection before the server meant for it binds (the two-worker test suite saw
     a service's gRPC port and nats-server's taken so)."""
-    low = _ephemeral_low()
-    for _ in range(50 if low > 12000 else 0):
-        port = random.randrange(10000, low)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return distinct_free_ports(1)[0]
 
 
 def _ephemeral_low() -> int:
@@ -72,12 +61,27 @@ def _ephemeral_low() -> int:
         return 0
 
 
+def _bound_socket() -> socket.socket:
+    """A socket bound to a free port on 127.0.0.1, below the ephemeral range when there is room."""
+    low = _ephemeral_low()
+    for _ in range(50 if low > 12000 else 0):
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", random.randrange(10000, low)))
+            return s
+        except OSError:
+            s.close()
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
 def distinct_free_ports(n: int) -> list[int]:
-    """`n` different free ports: all held open at once while the OS picks them."""
-    sockets = [socket.socket() for _ in range(n)]
+    """`n` different free ports (see free_port): all held open at once while they are picked."""
+    sockets: list[socket.socket] = []
     try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
+        for _ in range(n):
+            sockets.append(_bound_socket())
         return [s.getsockname()[1] for s in sockets]
     finally:
         for s in sockets:

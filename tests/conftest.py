@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from streamsight.natsd import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -77,11 +79,10 @@ def ingest_vod():
 
 
 def free_port_block(size: int) -> int:
-    """A base port with `size` free ports from it (the stack's metrics ports: base + each offset)."""
+    """A base port with `size` free ports from it (the stack's metrics ports: base + each offset),
+    below the kernel's ephemeral range when there is room (streamsight.natsd.free_port says why)."""
     for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
+        base = free_port()
         if base + size > 65000:
             continue
         try:
