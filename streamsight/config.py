@@ -200,10 +200,10 @@ class StageSettings(BaseServiceSettings):
     """Settings of a feature stage that saves its streams' state (vision, audio: streamsight.stage)."""
 
     snapshot_interval_s: float = Field(
-        0.0,
+        1.0,
         ge=0,
         le=10,
-        description="A stream's state is saved at most this often; the messages applied since stay unacknowledged until then, so a replica taking the stream over gets them again. A stream that ended, or has 16 messages waiting, is saved at once. 0 (the default): after every fetch. 1 s cut live snapshots 2-5x; off by default while a frame lost in one loaded whole-suite run is unexplained",
+        description="A stream's state is saved at most this often; the messages applied since stay unacknowledged until then, so a replica taking the stream over gets them again. A stream that ended, or has 16 messages waiting, is saved at once. 0: after every fetch (a live stream's vision saved 3.75 times a second, 1.1 MB/s, against 0.75 and 0.23 MB/s at 1 s)",
     )
 
 

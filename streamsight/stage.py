@@ -63,7 +63,7 @@ from prometheus_client import Counter
 
 from nats.js.errors import KeyWrongLastSequenceError
 
-from streamsight import heap, statecodec, subjects
+from streamsight import heap, subjects
 from streamsight.bus import DEFAULT_FETCH_BYTES, FETCH_BUDGET, MAX_PAYLOAD, Consumer, Handled, kv_entries, say_in_progress, until_done
 from streamsight.gen.media.v1 import media_pb2
 from streamsight.applied import Applied
@@ -193,7 +193,8 @@ class FeatureStage(Service):
                        asyncio.create_task(self._watch_lag(), name=f"{self.name}:lag")]
         self.partitions = Partitions(self.bus, self.name, ttl_s=ttl, heartbeat_s=getattr(self.settings, "partition_heartbeat_s", HEARTBEAT_S))
         if self._stateful and self._snapshot_every > 0:
-            self._tasks.append(asyncio.create_task(self._save_held(), name=f"{self.name}:snapshots"))
+            self._tasks += [asyncio.create_task(self._save_held(), name=f"{self.name}:snapshots"),
+                            asyncio.create_task(self._beat_held(), name=f"{self.name}:held-beats")]
         await self.partitions.start(self._gain, self._lose)
 
 
@@ -218,7 +219,8 @@ class FeatureStage(Service):
             ack_wait_s=self._ack_wait, inactive_threshold_s=CONSUMER_INACTIVE_S, max_bytes=PARTITION_FETCH_BYTES,
             holds=lambda: self.partitions.holds(partition),
         )
-        self.log.info("partition taken", partition=partition, streams=restored)
+        self.log.info("partition taken", partition=partition, streams=restored,
+                      positions={s: a.seq for s, a in self._saved.items() if subjects.partition_of(s) == partition})
 
     async def _lose(self, partition: int) -> None:
         """Stop the partition's consumer after the batch in hand (its state saved, its acks
@@ -300,6 +302,11 @@ class FeatureStage(Service):
                 if not saved.get(sid, Applied()).covers(at):
                     (again if self._applied.get(sid, Applied()).covers(at) else fresh).append(i)
             STAGE_SKIPPED.labels(self.name).inc(len(msgs) - len(fresh))
+            if len(fresh) < len(msgs):  # redeliveries after a takeover or a stall: rare, and the first place to look after a loss
+                skipped = sorted(set(range(len(msgs))) - set(fresh))
+                self.log.info("messages not applied again", saved=len(skipped) - len(again), held_again=len(again),
+                              seqs=[Applied.of(msgs[i]).seq for i in skipped],
+                              applied={sid: self._applied[sid].seq for sid in {subjects.stream_of(msgs[i].subject) for i in skipped} if sid in self._applied})
             started = time.perf_counter()
             result = await self._worker.run(self._step, [(msgs[i].subject, msgs[i].data) for i in fresh])
             HANDLE_LATENCY.labels(self.name, "batch").observe(time.perf_counter() - started)
@@ -361,23 +368,34 @@ class FeatureStage(Service):
 
     async def _save_held(self) -> None:
         """Save, every `snapshot_interval_s`, the streams whose held messages waited that long (a
-        live stream between fetches), and keep held messages from being redelivered meanwhile."""
+        live stream between fetches)."""
         while True:
-            await asyncio.sleep(max(min(self._snapshot_every / 2, self._ack_wait / 3), 0.05))
+            await asyncio.sleep(max(self._snapshot_every / 2, 0.05))
             async with self._lock:
                 now = time.monotonic()
                 for sid, since in list(self._held_since.items()):
-                    if sid not in self._held_since or not self.partitions.holds(subjects.partition_of(sid)):
-                        continue  # a lapsed lease: no save, no beat; the next holder gets them again
+                    if sid not in self._held_since or now - since < self._snapshot_every:
+                        continue
+                    if not self.partitions.holds(subjects.partition_of(sid)):
+                        continue  # a lapsed lease: no save; the next holder gets them again
                     try:
-                        if now - since >= self._snapshot_every:
-                            await self._checkpoint([sid])
-                        elif now - since >= self._ack_wait / 3:
-                            await say_in_progress(self._held[sid])
+                        await self._checkpoint([sid])
                     except StaleLease:
                         await self._hand_back_held(sid)
                     except Exception as exc:  # LeaseLapsed, NATS away: tried again next round
                         self.log.warning("saving a stream's state failed; will retry", stream_id=sid, error=repr(exc))
+
+    async def _beat_held(self) -> None:
+        """Keep held messages from being redelivered while they wait for their snapshot. Without
+        the lock: on a loaded machine a step can hold it longer than the ack wait, and held
+        messages came back to this replica (a redelivery and a copy, for nothing). Not past the
+        lease (`holds`): the next holder must get them after one ack wait."""
+        while True:
+            await asyncio.sleep(self._ack_wait / 3)
+            now = time.monotonic()
+            for sid, since in list(self._held_since.items()):
+                if now - since >= self._ack_wait / 3 and self.partitions.holds(subjects.partition_of(sid)):
+                    await say_in_progress(list(self._held.get(sid, ())))
 
     async def _save(self, streams: list[str]) -> None:
         """Snapshot each stream (or its "done" entry) with its applied sequence; StaleLease when

@@ -123,3 +123,19 @@ async def test_a_handover_saves_what_was_held_before_letting_go(nats_server, bus
     snap, _ = await _snapshot(bus, sid)
     info = await bus.js.consumer_info(subjects.MEDIA_STREAM, durable)
     assert snap["state"] == {"bytes": 140} and info.num_ack_pending == 0, (snap, info.num_ack_pending)
+
+
+async def test_held_messages_are_kept_from_redelivery_while_a_long_step_holds_the_lock(nats_server, bus):
+    """On a loaded machine one step can outlast the ack wait; the held messages of the other
+    streams must not come back meanwhile (their beats need no lock)."""
+    sid = "heldlong"
+    stage = LongHoldStage(_settings(LongHoldSettings, nats_server))
+    async with stage.serving():
+        await bus.publish(subjects.media("audio", sid), b"0" * 100)
+        await bus.publish(subjects.media("audio", sid), b"1" * 40)
+        await _held(stage, sid, 2)
+        async with stage._lock:  # a step of 3 s: three ack waits (1 s)
+            await asyncio.sleep(3.0)
+        await asyncio.sleep(0.5)
+        info = await bus.js.consumer_info(subjects.MEDIA_STREAM, f"savecount-p{subjects.partition_of(sid)}")
+        assert info.num_redelivered == 0 and not any(m.metadata.num_delivered > 1 for m in stage._held[sid]), info
