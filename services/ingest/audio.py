@@ -44,6 +44,10 @@ class AudioChunker:
         self._in_pos = 0.0  # input pushed since the anchor, in output samples
         self._marks: list[tuple[float, float, tuple[str, str, int]]] = []  # (position, media time, kind)
         self.total_seconds = 0.0
+        # Live sources: resample as soon as the gathered input completes a chunk, not after a
+        # whole batch: at the live edge the batch's rest comes with the next segment, and a
+        # window's record waits for its last chunk (files keep the batching, and so their chunks).
+        self.eager = False
 
     def push(self, frame: av.AudioFrame, media_time: float) -> list[AudioChunk]:
         out: list[AudioChunk] = []
@@ -67,7 +71,7 @@ class AudioChunker:
         self._in_pos += frame.samples * self.rate / frame.sample_rate
         self._inputs.append(frame.to_ndarray())
         self._input_samples += frame.samples
-        if self._input_samples >= self.batch_seconds * frame.sample_rate:
+        if self._input_samples >= self.batch_seconds * frame.sample_rate or (self.eager and self._in_pos >= self._emitted + self.chunk_samples):
             self._resample_gathered()
         while self._pending >= self.chunk_samples:
             out.append(self._take(self.chunk_samples))

@@ -30,6 +30,9 @@ log = structlog.get_logger(__name__)
 
 # A window closes once every stream has passed its end, or once any stream is this far past it.
 _WINDOW_SLACK = 3.0
+# A live source's window closes once both tracks reached its end; the tolerance absorbs the
+# rounding of PTS times frame duration (a frame ending exactly on the boundary closes it).
+_LIVE_SETTLE_S = -1e-6
 # A new connection whose timestamps start this far before what we already had is a reset clock.
 _CLOCK_RESET = 60.0
 
@@ -80,6 +83,8 @@ class StreamDecoder:
         self._clip_jobs: list[ClipJob] = []  # in packet order; independent of the items' order
         self.flush_due = False
         self.windows = WindowAccumulator(config.window_seconds)
+        self.config_settle = self.windows.settle
+        self._v_tail = 0.0  # added to the video's progress when windows close (attach: live sources)
         self.formats = FormatTracker()
         self._vcodec = self._acodec = ""
         self._vrate = 0.0  # the container's frame rate, when the codec gives none
@@ -108,9 +113,13 @@ class StreamDecoder:
 
     # -- connection lifecycle ---------------------------------------------------------
 
-    def attach(self, container: av.container.InputContainer, *, wall_gap: float = 0.0, realtime: bool = False) -> None:
+    def attach(self, container: av.container.InputContainer, *, wall_gap: float = 0.0, realtime: bool = False, live: bool = False) -> None:
         """Start decoding a (new) container; the media clock continues from the previous one.
-        `realtime`: the source is read at its own pace (live, or a file played as live)."""
+        `realtime`: the source is read at its own pace (live, or a file played as live).
+        `live`: a live source: a window closes as soon as both tracks reached its end (see
+        _LIVE_SETTLE_S), not half a second of media later: at the live edge that half second
+        comes with the next HLS segment, a second or more of wall time (files and files played
+        as live keep the settle, and so their windows)."""
         self.vstream = container.streams.video[0] if container.streams.video else None
         self.astream = container.streams.audio[0] if (container.streams.audio and self.config.audio) else None
         if self.vstream is not None:
@@ -121,6 +130,8 @@ class StreamDecoder:
             self._vcodec = self._vctx.name
             rate = self.vstream.average_rate or self.vstream.guessed_rate
             self._vrate = float(rate) if rate else 0.0
+            # The last frame of a window has its PTS a frame before the window's end.
+            self._v_tail = 1.0 / self._vrate if live and self._vrate else 0.0
             if self.tracker is None:
                 rate = self.vstream.average_rate or self.vstream.guessed_rate
                 self.tracker = SignalTracker(1.0 / float(rate) if rate else None,
@@ -129,6 +140,9 @@ class StreamDecoder:
             self._actx = self.astream.codec_context
             self._atb = float(self.astream.time_base)
             self._acodec = self._actx.name
+        self.windows.settle = _LIVE_SETTLE_S if live else self.config_settle
+        if self.chunker is not None:
+            self.chunker.eager = live
         start = _start_seconds(self.vstream or self.astream)
         reconnect = self.origin is not None
         if self.origin is None:
@@ -340,7 +354,7 @@ class StreamDecoder:
             self._flush_signals()
             self._next_batch = (t // self.config.batch_seconds + 1) * self.config.batch_seconds
         has_v, has_a = self._v_prog is not None, self._a_prog is not None
-        both = [p for p in (self._v_prog, self._a_prog) if p is not None]
+        both = [p for p in (None if self._v_prog is None else self._v_prog + self._v_tail, self._a_prog) if p is not None]
         if has_v and has_a and self.astream is not None and self.vstream is not None:
             closing = max(min(both), max(both) - _WINDOW_SLACK)
         else:

@@ -289,7 +289,7 @@ class IngestPipeline:
             self._status(StatusKind.FAILED, err.message, err.code)
             return
         self.live = is_live(src, self._container)
-        self.decoder.attach(self._container, realtime=self.live or self.config.pacing is Pacing.LIVE)
+        self.decoder.attach(self._container, realtime=self.live or self.config.pacing is Pacing.LIVE, live=self.live)
         self._status(StatusKind.STARTED, "ingest started", **_describe(src, self._container, self.live),
                      decoder_threads=self.decoder.threads)
         pacer = _Pacer(self._stop) if self.config.pacing is Pacing.LIVE else None
@@ -384,7 +384,7 @@ class IngestPipeline:
         wall_gap = time.monotonic() - down_since
         self.reconnects += 1
         still_live = is_live(src, self._container)
-        dec.attach(self._container, wall_gap=wall_gap, realtime=still_live or self.config.pacing is Pacing.LIVE)
+        dec.attach(self._container, wall_gap=wall_gap, realtime=still_live or self.config.pacing is Pacing.LIVE, live=still_live)
         if pacer is not None:
             pacer.reset()
         self._status(StatusKind.RECONNECTED, "reconnected", attempts=attempt, down_seconds=round(wall_gap, 3))
