@@ -52,6 +52,7 @@ class FrameScore:
     bands: tuple[Band, ...] = ()  # flat green/grey fill bands in the frame (bands.find_bands)
     sheared: bool = False  # rows shear like a wrong width's (shear.wrong_width; checked past SHEAR_GATE only)
     chroma_shifted: bool = False  # colour slid like a wrong height's (chroma.wrong_height)
+    stripes_grid: np.ndarray | None = None  # P(stripes) per tile as [tile rows, tile columns] (tiles.grid order); None: not known
 
     @property
     def misread(self) -> bool:
@@ -84,18 +85,19 @@ class GlitchClassifier:
     def classify(self, frames: Sequence[np.ndarray]) -> list[FrameScore]:
         """RGB frames [H,W,3] uint8 (sizes may differ) -> one FrameScore each, same order."""
         frames = [np.asarray(frame) for frame in frames]
-        cut, bands = [], []
+        cut, bands, shapes = [], [], []
         for i, frame in enumerate(frames):
             if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
                 raise ValueError(f"frame {i}: expected RGB uint8 [H,W,3], got {frame.dtype} {frame.shape}")
             cut.append(tiling.cut(frame)[0])
+            shapes.append(tiling.shape(*frame.shape[:2]))
             bands.append(tuple(find_bands(frame)))
         if not cut:
             return []
         batch = np.concatenate(cut)
         probs = self.tile_probabilities(batch)
         out, start = [], 0
-        for frame, t, frame_bands in zip(frames, cut, bands):
+        for frame, t, frame_bands, shape in zip(frames, cut, bands, shapes):
             p = probs[start : start + len(t)]
             start += len(t)
             bad = 1.0 - p[:, 0]
@@ -103,7 +105,7 @@ class GlitchClassifier:
             kinds = {k: float(p[:, i].max()) for i, k in enumerate(KINDS) if i}
             sheared = kinds["stripes"] >= SHEAR_GATE and row_shear.wrong_width(row_shear.measure(frame))
             shifted = chroma.wrong_height(chroma.measure(frame))
-            out.append(FrameScore(float(bad.max()), kind, bad, kinds, frame_bands, sheared, shifted))
+            out.append(FrameScore(float(bad.max()), kind, bad, kinds, frame_bands, sheared, shifted, p[:, 1].reshape(shape).copy()))
         return out
 
     def tile_probabilities(self, tiles: np.ndarray) -> np.ndarray:

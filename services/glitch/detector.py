@@ -9,7 +9,10 @@ Samples are judged in media-time order once the decoder evidence for their time 
 (signals arrive in ~1 s batches, so judging waits for them, or for a window record). A
 sample is bad when
 - the classifier's probability of a `standalone_kinds` kind (stripes) on some tile is at least
-  `open_score` (for stripes also: the frame's rows shear like a wrong width's, shear.py, after
+  `open_score` (for stripes only when its tiles of `stripes_tile_score` or more span
+  `stripes_min_tile_rows` tile rows or reach the top or bottom one: a wrong-stride read garbles
+  the picture down to an edge or over many rows, a real game's scoreboard bar lit one inner row;
+  for stripes also: the frame's rows shear like a wrong width's, shear.py, after
   a tile reached the classifier's SHEAR_GATE, or its colour slid like a wrong height's,
   chroma.py), or its probability of any corrupted kind is at least `suspect_score` while the
   decoder evidence makes the picture suspect: a corrupt frame, a decode error or a gap (a
@@ -74,12 +77,23 @@ class DetectorConfig:
     standalone_kinds: tuple[str, ...] = ("stripes",)  # classifier kinds that open an incident without decoder evidence
     decode_error_weight: float = 0.5  # a decoder flag names the kind only when the classifier has no better one
     report_freeze: bool = True  # the service leaves freeze to the health checks (services/glitch/health)
+    # The classifier's stripes score opens an incident only when the tiles scoring stripes_tile_score or more
+    # lie in stripes_min_tile_rows tile rows (and number stripes_min_tiles), or reach the top or bottom tile row
+    # (stripes_edge_rows_pass): a wrong-stride read garbles the picture from where it goes wrong to an edge, or
+    # over many rows, while the death-screen scoreboard's highlight bar of real game footage lights one inner
+    # tile row (models/MODEL.md, Session 7). The shear and chroma checks are not subject to it.
+    stripes_min_tile_rows: int = 2
+    stripes_min_tiles: int = 1
+    stripes_tile_score: float = 0.95
+    stripes_edge_rows_pass: bool = True
 
     def __post_init__(self) -> None:
         if not 0 < self.suspect_score <= self.open_score <= 1:
             raise ValueError(f"need 0 < suspect_score <= open_score <= 1, got {self.suspect_score}, {self.open_score}")
         if not set(self.standalone_kinds) <= set(CNN_KINDS):
             raise ValueError(f"standalone_kinds must be among {CNN_KINDS}, got {self.standalone_kinds}")
+        if self.stripes_min_tile_rows < 1 or self.stripes_min_tiles < 1 or not 0 < self.stripes_tile_score <= 1:
+            raise ValueError("stripes_min_tile_rows and stripes_min_tiles must be >= 1, stripes_tile_score in (0, 1]")
         if min(self.close_after_s, self.freeze_min_s, self.update_every_s, self.band_persist_s) <= 0:
             raise ValueError("close_after_s, freeze_min_s, update_every_s and band_persist_s must be > 0")
 
@@ -211,7 +225,7 @@ class StreamDetector:
         kinds = sample.score.kinds or {sample.score.kind: sample.score.corrupt}
         strong = {k: v for k, v in kinds.items() if k in cfg.standalone_kinds}
         strong_kind = max(strong, key=strong.__getitem__) if strong else ""
-        if strong and strong[strong_kind] >= cfg.open_score:
+        if strong and strong[strong_kind] >= cfg.open_score and (strong_kind != "stripes" or self._stripes_spread(sample.score)):
             cnn_kind, score = strong_kind, strong[strong_kind]
         elif sample.score.misread and "stripes" in cfg.standalone_kinds:
             cnn_kind, score = "stripes", cfg.open_score
@@ -264,6 +278,17 @@ class StreamDetector:
             inc.updates += 1
             events.append(self._event(inc, UPDATE))
         return events
+
+    def _stripes_spread(self, score: FrameScore) -> bool:
+        """The frame's stripes tiles cover enough tile rows and tiles (a frame with fewer rows or tiles needs them all)."""
+        grid = getattr(score, "stripes_grid", None)
+        if grid is None:
+            return True
+        cfg, hit = self.config, grid >= self.config.stripes_tile_score
+        rows = hit.any(axis=1)
+        if cfg.stripes_edge_rows_pass and (rows[0] or rows[-1]):
+            return True
+        return int(rows.sum()) >= min(cfg.stripes_min_tile_rows, grid.shape[0]) and int(hit.sum()) >= min(cfg.stripes_min_tiles, grid.size)
 
     def _fill_bands(self, t: float, bands: tuple[Band, ...]) -> list[Band]:
         """The sample's fill bands that count as damage: new, and not there for band_persist_s."""

@@ -193,6 +193,7 @@ class GlitchService(Service):
         self.detector_config = DetectorConfig(
             open_score=s.open_score, suspect_score=s.suspect_score, close_after_s=s.close_after_s,
             freeze_min_s=s.freeze_min_s, update_every_s=s.update_every_s, report_freeze=False,
+            stripes_min_tile_rows=s.stripes_min_tile_rows, stripes_tile_score=s.stripes_tile_score,
         )
         self.health_config = s.health_config()
         self.classifier = await asyncio.to_thread(GlitchClassifier, s.model_path, s.intra_threads or None)

@@ -27,6 +27,8 @@ class GlitchSettings(BaseServiceSettings):
     close_after_s: float = Field(1.5, gt=0, description="Media seconds without a bad frame that end an incident")
     freeze_min_s: float = Field(10.0, gt=0, description="Frozen picture for this long is a freeze incident (a health event, no longer a glitch)")
     update_every_s: float = Field(10.0, gt=0, description="Media seconds between UPDATE events of a long incident")
+    stripes_min_tile_rows: int = Field(2, ge=1, le=16, description="The classifier's stripes score opens an incident alone only when its stripes tiles (P >= stripes_tile_score) span this many tile rows or reach the top or bottom tile row: a wrong-stride read garbles the picture down to an edge or over many rows; a real game's scoreboard highlight bar lit one inner tile row (models/MODEL.md, Session 7). 1 turns the rule off")
+    stripes_tile_score: float = Field(0.95, gt=0, le=1, description="A tile's stripes probability that counts it for stripes_min_tile_rows")
     state_bucket: str = Field("glitch", pattern=r"^[A-Za-z0-9_-]+$", description="JetStream KV bucket of each stream's detector and health state (a replica taking a partition over resumes from it)")
     state_ttl_s: float = Field(7 * 86400.0, gt=0, description="How long a stream's saved glitch state (or a finished stream's mark) is kept")
     # stream health (health events beside glitch events; see services/glitch/health)

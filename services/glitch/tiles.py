@@ -29,6 +29,11 @@ def grid(height: int, width: int, tile: int = TILE) -> list[tuple[int, int]]:
     return [(y, x) for y in _starts(height, tile) for x in _starts(width, tile)]
 
 
+def shape(height: int, width: int, tile: int = TILE) -> tuple[int, int]:
+    """(tile rows, tile columns) of the grid covering a height x width frame."""
+    return len(_starts(height, tile)), len(_starts(width, tile))
+
+
 def cut(frame: np.ndarray, tile: int = TILE) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """RGB frame [H,W,3] uint8 -> tiles [N,tile,tile,3] and their corners."""
     if frame.ndim != 3 or frame.shape[2] != 3:

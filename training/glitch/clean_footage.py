@@ -90,7 +90,8 @@ def service_configs(model: Path | None = None) -> tuple[GlitchSettings, Detector
     """The glitch service's default settings (`model`: another classifier file) and its detector config, built as GlitchService.start builds it."""
     s = GlitchSettings() if model is None else GlitchSettings(model_path=model)
     return s, DetectorConfig(open_score=s.open_score, suspect_score=s.suspect_score, close_after_s=s.close_after_s,
-                             freeze_min_s=s.freeze_min_s, update_every_s=s.update_every_s, report_freeze=False)
+                             freeze_min_s=s.freeze_min_s, update_every_s=s.update_every_s, report_freeze=False,
+                             stripes_min_tile_rows=s.stripes_min_tile_rows, stripes_tile_score=s.stripes_tile_score)
 
 
 def incidents(events) -> list[dict]:
