@@ -153,6 +153,13 @@ class BaseServiceSettings(BaseSettings):
         description="Processes of this service `streamsight up` runs, each with STREAMSIGHT_REPLICA_ID=<service>-<n> and ports of its own (`up --replicas vision=2,...`); the gateway: 1",
     )
 
+    cpu_nice: int = Field(
+        0,
+        ge=0,
+        le=19,
+        description="Run this service's process this much nicer (Unix niceness 0-19, no privilege needed): on a host short of CPU the other services go first. Glitch, whose lag no score waits for, at 5 lets the scores and highlights through first",
+    )
+
     nats_monitor_url: str = Field(
         "",
         description="nats-server's monitoring URL (http://host:8222): this service then exports NATS's own metrics (streamsight_nats_server_*) on its /metrics; set it on one service only, the gateway; empty: none",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -154,6 +155,8 @@ def run_service(cls: type[Service]) -> None:
         print(f"streamsight-{cls.name}: {exc}", file=sys.stderr)
         sys.exit(2)
     configure_logging(cls.name, settings.log_level, settings.log_format)
+    if settings.cpu_nice:
+        log.info("running nicer", service=cls.name, niceness=os.nice(settings.cpu_nice))
     if settings.nats_monitor_url:
         natsmetrics.register(settings.nats_monitor_url)
     start_metrics_server(settings.metrics_port, settings.metrics_host)

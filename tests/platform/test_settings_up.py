@@ -2,7 +2,7 @@
 
 The user's shell sets the variables; the supervisor hands that one environment to every service.
 Same-named fields of two sections keep their own values, every service serves metrics on its
-own port (all scraped here), and a bad value stops only the service whose section it is, with
+own port (all scraped here), a service's cpu_nice makes its process nicer, and a bad value stops only the service whose section it is, with
 exit code 2 and the setting's name, without a restart loop.
 """
 
@@ -64,6 +64,12 @@ async def _until(predicate, timeout_s: float, what: str):
     pytest.fail(f"timed out waiting for {what}")
 
 
+def _niceness(pid: int) -> int:
+    """A process's niceness, from /proc/<pid>/stat (field 19; the name in parentheses may hold spaces)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[16])
+
+
 def _scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
         assert reply.status == 200
@@ -89,6 +95,7 @@ def test_up_gives_each_service_its_own_section_and_metrics_port(tmp_path, monkey
         "STREAMSIGHT_INGEST_MAX_STREAMS": "7",  # ingest is not started: nobody else may read it
         "STREAMSIGHT_GLITCH_FETCH_BATCH": "0",  # bad: glitch, and only glitch, refuses to start
         "STREAMSIGHT_ONNX_PROVIDER": "cpu",
+        "STREAMSIGHT_AUDIO_CPU_NICE": "4",
     }
     for name, value in user_env.items():
         monkeypatch.setenv(name, value)
@@ -121,6 +128,11 @@ def test_up_gives_each_service_its_own_section_and_metrics_port(tmp_path, monkey
                 text = await asyncio.to_thread(_scrape, base + SECTIONS[name].metrics_offset)
                 assert "# TYPE" in text, name
             assert all(c.restarts == 0 for c in sup.children), "a service crash-looped"
+
+            # audio.cpu_nice: audio's process runs 4 nicer than this one (its parent), vision as started.
+            mine = os.nice(0)
+            niceness = {c.spec.name: _niceness(c.process.pid) for c in sup.children if c.spec.name in ("audio", "vision")}
+            assert niceness == {"audio": min(19, mine + 4), "vision": mine}, niceness
 
             # No service warned about the user's section variables: they are all real settings.
             for name in STARTED:
