@@ -83,7 +83,7 @@ class StreamDecoder:
         self._clip_jobs: list[ClipJob] = []  # in packet order; independent of the items' order
         self.flush_due = False
         self.windows = WindowAccumulator(config.window_seconds)
-        self.config_settle = self.windows.settle
+        self._file_settle = self.windows.settle  # what files keep; a live source closes at _LIVE_SETTLE_S
         self._v_tail = 0.0  # added to the video's progress when windows close (attach: live sources)
         self.formats = FormatTracker()
         self._vcodec = self._acodec = ""
@@ -140,7 +140,7 @@ class StreamDecoder:
             self._actx = self.astream.codec_context
             self._atb = float(self.astream.time_base)
             self._acodec = self._actx.name
-        self.windows.settle = _LIVE_SETTLE_S if live else self.config_settle
+        self.windows.settle = _LIVE_SETTLE_S if live else self._file_settle
         if self.chunker is not None:
             self.chunker.eager = live
         start = _start_seconds(self.vstream or self.astream)
