@@ -32,6 +32,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from bench_glitch import cpu_best  # the least CPU seconds of `repeat` calls
 from services.glitch import tiles as tiling
 from services.glitch.classifier import GlitchClassifier
 from services.ingest.sampling import SamplingConfig
@@ -74,16 +75,6 @@ def samples(path: Path, seconds: float) -> dict[str, list[np.ndarray]]:
     return out
 
 
-def least_cpu(fn, repeat: int) -> float:
-    """The least CPU seconds of `repeat` calls: this machine's noise only ever adds time."""
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.process_time()
-        fn()
-        best = min(best, time.process_time() - start)
-    return best
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=SHARED_MEDIA, help="a 720p30 recording (default: the shared one)")
@@ -108,10 +99,10 @@ def main() -> None:
     cnn_frames = np.stack(sampled["cnn"])
     costs = {
         "decode, 1 thread (live)": live_cpu,
-        "glitch classifier": least_cpu(lambda: glitch.tile_probabilities(tiles), args.repeat),
-        "vision flow": least_cpu(lambda: vision.flow_pairs(pairs), args.repeat),
-        "vision motion CNN": least_cpu(lambda: vision.motion_probability(flows), args.repeat),
-        "vision frame CNN": least_cpu(lambda: vision.embed(cnn_frames), args.repeat),
+        "glitch classifier": cpu_best(lambda: glitch.tile_probabilities(tiles), args.repeat),
+        "vision flow": cpu_best(lambda: vision.flow_pairs(pairs), args.repeat),
+        "vision motion CNN": cpu_best(lambda: vision.motion_probability(flows), args.repeat),
+        "vision frame CNN": cpu_best(lambda: vision.embed(cnn_frames), args.repeat),
     }
     per_minute = 60.0 / media_s
     print(f"{args.source.name}: {frames} frames ({media_s:.1f} s); samples: glitch {len(sampled['glitch'])} "
