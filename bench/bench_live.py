@@ -8,9 +8,8 @@ streamsight.app.stack), and each channel is started through the gateway's StartS
 live URL, as a user would (pacing left to the stack: a live HLS URL is read as it comes and
 falls under the live drop policy). Streams start staggered over one window, as independent
 channels would. No chat (the events say the wait fusion applied all the same). NATS runs without
-users unless --nats-auth: with users, the KV buckets of ingest's replicas and placements and of the
-partition leases were refused by the services' permissions (streamsight/natsauth.py) when this was
-written, and StartStream failed.
+users unless --nats-auth, which gives each service its own user as `up` does (streamsight/natsauth.py;
+a 1-stream round with it kept up on 2026-12-03).
 
 Per stream it reports
 - whether it kept up (bench/live_stats.py says how that is judged: no gap, no frame dropped, every
