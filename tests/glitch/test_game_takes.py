@@ -23,7 +23,7 @@ def test_a_re_recorded_take_is_refused(tmp_path: Path) -> None:
 
 
 def _entry(file_sha: str, model_sha: str, seconds: float, alarms: int) -> dict:
-    return {"sha256": file_sha, "model_sha256": model_sha, "detector_version": "v", "media_seconds": seconds,
+    return {"sha256": file_sha, "model_sha256": model_sha, "judge_version": "v", "media_seconds": seconds,
             "glitch": [{"kind": "stripes", "start_s": 1.0, "end_s": 2.0}] * alarms, "health": []}
 
 
@@ -34,6 +34,7 @@ def test_totals_count_only_takes_held_out_for_the_model() -> None:
     synthetic_only = sorted(game.SYNTHETIC_ONLY_MODELS)[0]
     entries = [_entry(trained_on, new_model, 125.0, 2), _entry(held_out, new_model, 60.0, 1),
                _entry(trained_on, synthetic_only, 125.0, 2), _entry(held_out, synthetic_only, 60.0, 0)]
+    entries.append({**_entry(held_out, new_model, 60.0, 3), "judged_again": True})  # the same file again: counted once
     new = clean_footage.totals(entries, new_model, "v")
     assert (new["recordings"], new["seconds"], new["glitch_false_alarms"], new["training_takes_left_out"]) == (1, 60.0, 1, 1)
     old = clean_footage.totals(entries, synthetic_only, "v")  # every take is held out for a model trained without them

@@ -15,12 +15,18 @@ Each recording goes through
   with the service's default thresholds (training.glitch.health_media.media and run).
 Every incident either raises on clean footage is a false alarm.
 
-One entry per recording and judge (keyed by the file's sha256, the model's sha256 and the detector
-version: a file judged before by the same model and detector is not added again) holds the file
+One entry per recording and judge (keyed by the file's sha256, the model's sha256 and the judge
+version: a file judged before by the same model and judge is not added again) holds the file
 name, map, media seconds, the glitch and health incidents (kind, start, end) and what judged it:
-the classifier model's sha256, a digest of services/glitch/*.py and services/glitch/health/*.py (the "detector version": code and default settings), and the git
-commit of the tree. The totals printed count only entries judged by the current model and
-detector version; after a change to either, the hour starts again. A take the model was trained on
+the classifier model's sha256, the "judge version" (a digest of the glitch modules this judge
+runs, `JUDGE_SOURCES`: classifier, detector, health checks, default settings), the "detector
+version" (a digest of every file in services/glitch/ and services/glitch/health/, kept for the
+record) and the git commit of the tree. The totals printed count only entries judged by the
+current model and judge version; after a change to either, the hour starts again. A change to
+the service's own plumbing (service.py, snapshot.py, state.py, picture.py, __main__.py), which
+this judge never runs, leaves it counting. Entries judged before the judge version existed get
+it from `--backfill`: recomputed from the sources at their git commit, only where that commit's
+detector version equals the one they were judged by (so the commit is the code that judged). A take the model was trained on
 (training.glitch.game.TRAINING_TAKE_SHA256, for every model but the synthetic-only ones in
 game.SYNTHETIC_ONLY_MODELS) is judged and kept with `"training_take": true` but left out of the
 totals, which count held-out footage only.
@@ -51,12 +57,74 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "training" / "glitch" / "results" / "clean_footage.json"
 
 
-def detector_version() -> str:
-    """sha256 over the glitch service's and health checks' sources (relative path and bytes, sorted)."""
+# The glitch modules this judge imports (a test checks the list against a fresh import of this module).
+JUDGE_SOURCES = tuple(f"services/glitch/{name}.py" for name in (
+    "__init__", "bands", "chroma", "classifier", "detector", "settings", "shear", "thumbnail", "tiles",
+    "health/__init__", "health/incidents", "health/loudness", "health/monitor", "health/picture"))
+
+
+def _digest(sources: dict[str, bytes]) -> str:
+    """sha256 over (relative path, bytes) of the sources, sorted by path."""
     h = hashlib.sha256()
-    for path in sorted([*(ROOT / "services/glitch").glob("*.py"), *(ROOT / "services/glitch/health").glob("*.py")]):
-        h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for rel in sorted(sources):
+        h.update(rel.encode() + b"\0" + sources[rel] + b"\0")
     return h.hexdigest()
+
+
+def all_glitch_sources() -> list[str]:
+    return sorted(str(p.relative_to(ROOT)) for p in [*(ROOT / "services/glitch").glob("*.py"), *(ROOT / "services/glitch/health").glob("*.py")])
+
+
+def detector_version() -> str:
+    """Digest of every glitch service and health check source."""
+    return _digest({rel: (ROOT / rel).read_bytes() for rel in all_glitch_sources()})
+
+
+def judge_version() -> str:
+    """Digest of the glitch sources this judge runs (JUDGE_SOURCES)."""
+    return _digest({rel: (ROOT / rel).read_bytes() for rel in JUDGE_SOURCES if (ROOT / rel).is_file()})
+
+
+def _sources_at(commit: str, rels: list[str] | tuple[str, ...]) -> dict[str, bytes]:
+    """The files among `rels` that exist at a git commit, with their bytes there."""
+    out = {}
+    for rel in rels:
+        shown = subprocess.run(["git", "show", f"{commit}:{rel}"], cwd=ROOT, capture_output=True)
+        if shown.returncode == 0:
+            out[rel] = shown.stdout
+    return out
+
+
+def detector_version_at(commit: str) -> str | None:
+    """The detector version of the sources at a git commit; None when the commit is unknown."""
+    listed = subprocess.run(["git", "ls-tree", "--name-only", commit, "services/glitch/", "services/glitch/health/"],
+                            cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode != 0:
+        return None
+    return _digest(_sources_at(commit, [rel for rel in listed.stdout.split() if rel.endswith(".py")]))
+
+
+def judge_version_at(commit: str, detector: str) -> str | None:
+    """The judge version of a commit whose detector version is `detector`; None when it is not
+    (the entry was judged from a tree that differed from its commit) or the commit is unknown."""
+    if detector_version_at(commit) != detector:
+        return None
+    return _digest(_sources_at(commit, JUDGE_SOURCES))
+
+
+def backfill(data: dict) -> tuple[int, int]:
+    """Give entries without a judge version the one of their commit; (filled, left without)."""
+    filled = left = 0
+    for entry in data["entries"]:
+        if "judge_version" in entry:
+            continue
+        version = judge_version_at(entry.get("git_head", "unknown"), entry["detector_version"])
+        if version is None:
+            left += 1
+        else:
+            entry["judge_version"] = version
+            filled += 1
+    return filled, left
 
 
 def git_head() -> str:
@@ -127,7 +195,8 @@ def training_take(file_sha256: str, model_sha256: str) -> bool:
 
 
 def totals(entries: list[dict], model_sha256: str, version: str) -> dict:
-    judged = [e for e in entries if e["model_sha256"] == model_sha256 and e["detector_version"] == version]
+    ours = [e for e in entries if e["model_sha256"] == model_sha256 and e.get("judge_version") == version]
+    judged = list({e["sha256"]: e for e in reversed(ours)}.values())  # a file judged twice (two detector versions, one judge): once
     mine = [e for e in judged if not training_take(e["sha256"], e["model_sha256"])]
     seconds = sum(e["media_seconds"] for e in mine)
     glitch = sum(len(e["glitch"]) for e in mine)
@@ -138,7 +207,7 @@ def totals(entries: list[dict], model_sha256: str, version: str) -> dict:
             "per_hour": round((glitch + health) / hours, 2) if hours else None,
             # no alarm in T hours: the rate is under 3/T an hour with 95 % confidence (Poisson)
             "per_hour_95_upper_if_none": round(3 / hours, 2) if hours and glitch + health == 0 else None,
-            "training_takes_left_out": len(judged) - len(mine), "other_versions_recordings": len(entries) - len(judged)}
+            "training_takes_left_out": len(judged) - len(mine), "other_versions_recordings": len(entries) - len(ours)}
 
 
 def main() -> None:
@@ -148,6 +217,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--model", type=Path, help="a candidate classifier (ONNX) instead of the shipped one")
     parser.add_argument("--intra-threads", type=int, default=1, help="classifier threads (1: the service's default)")
+    parser.add_argument("--backfill", action="store_true", help="give earlier entries their judge version (see the module docstring)")
     args = parser.parse_args()
     if args.map and len(args.paths) > 1:
         parser.error("--map names the map of one recording: give one file with it")
@@ -160,21 +230,25 @@ def main() -> None:
         except ValueError as e:
             parser.error(str(e))
     data = load(args.results)
+    if args.backfill:
+        filled, left = backfill(data)
+        args.results.write_text(json.dumps(data, indent=1) + "\n")
+        print(f"judge version given to {filled} entries; {left} left without (commit unknown, or not the code that judged them)")
     if args.model is not None and not args.model.is_file():
         parser.error(f"{args.model}: no such model file")
     settings, config = service_configs(args.model)
     model_sha = game.sha256_file(Path(settings.model_path))
-    version = detector_version()
+    version = judge_version()
     clf = GlitchClassifier(settings.model_path, args.intra_threads)
-    known = {(e["sha256"], e["model_sha256"], e["detector_version"]) for e in data["entries"]}
+    known = {(e["sha256"], e["model_sha256"], e.get("judge_version")) for e in data["entries"]}
     for path in args.paths:
         digest = game.sha256_file(path)
         if (digest, model_sha, version) in known:
-            print(f"{path.name}: judged before by this model and detector (sha256 {digest[:12]}), not added again")
+            print(f"{path.name}: judged before by this model and judge (sha256 {digest[:12]}), not added again")
             continue
         entry = {"file": path.name, "map": maps[path], "sha256": digest, "media_seconds": round(media_seconds(path), 3),
                  **judge(path, clf, settings, config), "model": Path(settings.model_path).name, "model_sha256": model_sha,
-                 "detector_version": version, "git_head": git_head(), "judged_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                 "judge_version": version, "detector_version": detector_version(), "git_head": git_head(), "judged_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         if training_take(digest, model_sha):
             entry["training_take"] = True
         data["entries"].append(entry)
@@ -186,7 +260,7 @@ def main() -> None:
     t = totals(data["entries"], model_sha, version)
     rate = (f"{t['per_hour']} an hour ({t['glitch_false_alarms'] + t['health_false_alarms']} in {t['hours']} h"
             + (f"; under {t['per_hour_95_upper_if_none']} an hour at 95 %)" if t["per_hour_95_upper_if_none"] is not None else ")"))
-    print(f"this model ({model_sha[:12]}) and detector version ({version[:12]}): {t['recordings']} recordings, "
+    print(f"this model ({model_sha[:12]}) and judge version ({version[:12]}): {t['recordings']} recordings, "
           f"{t['seconds']} s of real clean footage, glitch false alarms {t['glitch_false_alarms']}, "
           f"health false alarms {t['health_false_alarms']}, rate {rate}"
           + (f"; {t['training_takes_left_out']} training takes of this model not counted" if t["training_takes_left_out"] else "")
