@@ -404,8 +404,18 @@ class IngestPipeline:
             return
         self._gap = None
         resumed = dec.first_time_since(gap.frames) if dec.stats.frames_decoded > gap.frames else dec.stats.media_time
+        missing = resumed - gap.lost_at
+        tracker = dec.tracker if dec.vstream is not None else None
+        if tracker is not None and tracker.frame_duration:
+            # lost_at is the last frame's start: the next frame was due one frame later. A
+            # reconnect that lost nothing (a slow read on a busy host) is no gap, by the rule
+            # the frame signals use (services/ingest/signals.py).
+            if missing <= tracker.gap_factor * tracker.frame_duration:
+                log.info("reconnected without losing media", media_time=round(gap.lost_at, 3))
+                return
+            missing -= tracker.frame_duration
         self._status(StatusKind.GAP, f"no media from {gap.lost_at:.2f} s to {resumed:.2f} s",
-                     start=gap.lost_at, end=resumed, missing_seconds=round(max(0.0, resumed - gap.lost_at), 3),
+                     start=gap.lost_at, end=resumed, missing_seconds=round(max(0.0, missing), 3),
                      wall_seconds=round(time.monotonic() - gap.down_since, 3))
 
     def _open(self, src: ResolvedSource) -> av.container.InputContainer:

@@ -57,6 +57,24 @@ async def test_live_hls_stall_reconnects_and_records_the_gap(live_hls) -> None:
     assert times[-1] >= 15.0
 
 
+@pytest.mark.slow
+async def test_a_reconnect_that_loses_no_media_is_no_gap(live_hls) -> None:
+    # A read timeout shorter than a segment's period: reads time out (as on a busy host) and
+    # ingest reconnects, but every segment is still in the playlist and nothing is lost.
+    live_hls.run(preroll=2, stall_at=4, stall_seconds=0.45)
+    assert live_hls.skipped == []
+    config = IngestConfig(source=SourceOptions(open_timeout=3.0, read_timeout=0.5, network=LAB),
+                          reconnect=ReconnectPolicy(initial=0.1, max_delay=0.3, give_up_after=10.0))
+    statuses, signals, windows = await collect(IngestPipeline(live_hls.url, config))
+    kinds = [s.kind for s in statuses]
+    assert StatusKind.RECONNECTED in kinds and kinds[-1] is StatusKind.ENDED, kinds
+    assert StatusKind.GAP not in kinds, [s for s in statuses if s.kind is StatusKind.GAP]
+    times = [s.media_time for s in signals]
+    steps = [b - a for a, b in zip(times, times[1:])]
+    assert max(steps) < 1.5 * min(steps), "a frame was lost or repeated at a reconnect"
+    assert sum(w.gaps for w in windows) == 0
+
+
 async def test_live_hls_without_end_marker_ends_after_the_timeout(live_hls) -> None:
     live_hls.run(preroll=3, limit=3, end=False)  # three segments, then silence; no EXT-X-ENDLIST
     statuses, signals, windows = await collect(IngestPipeline(live_hls.url, live_config(give_up=2.5)))
