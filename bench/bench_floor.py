@@ -41,8 +41,8 @@ from services.vision.runtime import VisionModels
 SHARED_MEDIA = Path(__file__).resolve().parents[2] / "shared" / "data" / "media" / "openarena_dm2.mp4"
 
 
-def decode(path: Path, seconds: float, threads: int) -> tuple[float, float, int]:
-    """(CPU s, wall s, frames) to decode the first `seconds` of video; threads 0 = FFmpeg's choice."""
+def decode(path: Path, seconds: float, threads: int) -> tuple[float, float, int, float]:
+    """(CPU s, wall s, frames, frame rate) to decode the first `seconds` of video; threads 0 = FFmpeg's choice."""
     cpu, wall, n = time.process_time(), time.perf_counter(), 0
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
@@ -54,7 +54,8 @@ def decode(path: Path, seconds: float, threads: int) -> tuple[float, float, int]
             if frame.time is not None and frame.time >= seconds:
                 break
             n += 1
-    return time.process_time() - cpu, time.perf_counter() - wall, n
+        rate = float(stream.average_rate or 30)
+    return time.process_time() - cpu, time.perf_counter() - wall, n, rate
 
 
 def samples(path: Path, seconds: float) -> dict[str, list[np.ndarray]]:
@@ -85,8 +86,8 @@ def main() -> None:
 
     live = min(decode(args.source, args.seconds, 1) for _ in range(args.repeat))
     threaded = min((decode(args.source, args.seconds, 0) for _ in range(args.repeat)), key=lambda r: r[1])
-    live_cpu, frames, (file_cpu, file_wall, _) = live[0], live[2], threaded
-    media_s = frames / 30.0
+    live_cpu, frames, (file_cpu, file_wall, _, _) = live[0], live[2], threaded
+    media_s = frames / live[3]
     sampled = samples(args.source, args.seconds)
 
     glitch = GlitchClassifier(intra_threads=1)

@@ -37,6 +37,7 @@ totals, which count held-out footage only.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import re
@@ -85,31 +86,33 @@ def judge_version() -> str:
     return _digest({rel: (ROOT / rel).read_bytes() for rel in JUDGE_SOURCES if (ROOT / rel).is_file()})
 
 
-def _sources_at(commit: str, rels: list[str] | tuple[str, ...]) -> dict[str, bytes]:
-    """The files among `rels` that exist at a git commit, with their bytes there."""
+@functools.lru_cache(maxsize=None)
+def _glitch_sources_at(commit: str) -> dict[str, bytes] | None:
+    """Every glitch source at a git commit with its bytes (read once per commit); None when the commit is unknown."""
+    listed = subprocess.run(["git", "ls-tree", "--name-only", commit, "services/glitch/", "services/glitch/health/"],
+                            cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode != 0:
+        return None
     out = {}
-    for rel in rels:
-        shown = subprocess.run(["git", "show", f"{commit}:{rel}"], cwd=ROOT, capture_output=True)
-        if shown.returncode == 0:
-            out[rel] = shown.stdout
+    for rel in listed.stdout.split():
+        if rel.endswith(".py"):
+            out[rel] = subprocess.run(["git", "show", f"{commit}:{rel}"], cwd=ROOT, capture_output=True, check=True).stdout
     return out
 
 
 def detector_version_at(commit: str) -> str | None:
     """The detector version of the sources at a git commit; None when the commit is unknown."""
-    listed = subprocess.run(["git", "ls-tree", "--name-only", commit, "services/glitch/", "services/glitch/health/"],
-                            cwd=ROOT, capture_output=True, text=True)
-    if listed.returncode != 0:
-        return None
-    return _digest(_sources_at(commit, [rel for rel in listed.stdout.split() if rel.endswith(".py")]))
+    sources = _glitch_sources_at(commit)
+    return None if sources is None else _digest(sources)
 
 
 def judge_version_at(commit: str, detector: str) -> str | None:
     """The judge version of a commit whose detector version is `detector`; None when it is not
     (the entry was judged from a tree that differed from its commit) or the commit is unknown."""
-    if detector_version_at(commit) != detector:
+    sources = _glitch_sources_at(commit)
+    if sources is None or _digest(sources) != detector:
         return None
-    return _digest(_sources_at(commit, JUDGE_SOURCES))
+    return _digest({rel: data for rel, data in sources.items() if rel in JUDGE_SOURCES})
 
 
 def backfill(data: dict) -> tuple[int, int]:
