@@ -31,6 +31,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
 
+from streamsight.config import ConfigError
 from streamsight.telemetry import RPC_LATENCY, RPC_REQUESTS, current_trace_id, extracted_context, inject_headers, tracer
 
 log = structlog.get_logger(__name__)
@@ -220,9 +221,12 @@ class RpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = [s.full_name for s in self.servicers] + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
         reflection.enable_server_reflection(names, self.server)
-        self.port = self.server.add_insecure_port(self.address)
-        if self.port == 0:
-            raise OSError(f"cannot bind gRPC server to {self.address}")
+        try:
+            self.port = self.server.add_insecure_port(self.address)  # grpcio raises, older ones return 0
+        except RuntimeError:
+            self.port = 0
+        if self.port == 0:  # in use, or not an address of this host: the settings must change
+            raise ConfigError(f"cannot serve gRPC on {self.address}: the port is in use or the host is not this machine's (the grpc_port and grpc_host settings)")
         await self.server.start()
         await self.set_serving(True)
         return self.port

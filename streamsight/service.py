@@ -151,15 +151,15 @@ def run_service(cls: type[Service]) -> None:
     try:
         settings = load_settings(cls.Settings)
         configure_tracing(cls.name, settings.otlp_endpoint)
+        configure_logging(cls.name, settings.log_level, settings.log_format)
+        if settings.cpu_nice:
+            log.info("running nicer", service=cls.name, niceness=os.nice(settings.cpu_nice))
+        if settings.nats_monitor_url:
+            natsmetrics.register(settings.nats_monitor_url)
+        start_metrics_server(settings.metrics_port, settings.metrics_host, cls.Settings.section)
     except ConfigError as exc:
         print(f"streamsight-{cls.name}: {exc}", file=sys.stderr)
         sys.exit(2)
-    configure_logging(cls.name, settings.log_level, settings.log_format)
-    if settings.cpu_nice:
-        log.info("running nicer", service=cls.name, niceness=os.nice(settings.cpu_nice))
-    if settings.nats_monitor_url:
-        natsmetrics.register(settings.nats_monitor_url)
-    start_metrics_server(settings.metrics_port, settings.metrics_host)
 
     async def main() -> None:
         stop = asyncio.Event()

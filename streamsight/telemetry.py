@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor, SpanExporter
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from streamsight.config import ConfigError
+from streamsight.config import ConfigError, env_name
 
 SERVICE = "service"
 STREAM_ID = "stream.id"
@@ -201,7 +201,11 @@ DECODE_ERRORS = Counter("streamsight_ingest_decode_errors_total", "Packets or fr
 NATS_SERVER_RESTARTS = Counter("streamsight_nats_server_restarts_total", "Embedded nats-server restarts by the supervisor of `up`")
 
 
-def start_metrics_server(port: int, host: str = "127.0.0.1") -> None:
-    """Serve /metrics on `host`:`port` (no-op for port 0)."""
+def start_metrics_server(port: int, host: str = "127.0.0.1", section: str = "") -> None:
+    """Serve /metrics on `host`:`port` (no-op for port 0); ConfigError if it cannot bind there."""
     if port:
-        start_http_server(port, addr=host)
+        try:
+            start_http_server(port, addr=host)
+        except OSError as exc:  # in use, or not an address of this host: the settings must change
+            setting = env_name(section, "metrics_port")
+            raise ConfigError(f"cannot serve /metrics on {host}:{port}: {exc.strerror or exc}; set {setting} to a free port (0: no metrics)") from exc

@@ -44,6 +44,7 @@ import re
 import signal
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,6 +188,7 @@ class _Child:
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
     gave_up: bool = False
+    last_lines: deque[str] = field(default_factory=lambda: deque(maxlen=3), repr=False)  # for a start that fails
     task: asyncio.Task | None = field(default=None, repr=False)
     gone: asyncio.Event = field(default_factory=asyncio.Event, repr=False)  # set once it gave up
 
@@ -198,6 +200,13 @@ class _Child:
     def name(self) -> str:
         """Its name in the log and status: the service's, `<service>-<n>` when it has replicas."""
         return self.replica_id if self.count > 1 else self.spec.name
+
+
+def _why_late(child: _Child, error: Exception) -> str:
+    """A service that did not come up, with what tells why: its health check's last answer,
+    its restarts and its last lines of output."""
+    said = " | ".join(child.last_lines) or "nothing"
+    return f"{child.name} ({error}; restarts {child.restarts}; last output: {said})"
 
 
 class Supervisor:
@@ -355,10 +364,10 @@ class Supervisor:
             serving.result()
 
         results = await asyncio.gather(*(one(c) for c in self.children), return_exceptions=True)
-        late = [c.name for c, r in zip(self.children, results) if isinstance(r, Exception) and not c.gave_up]
+        late = [(c, r) for c, r in zip(self.children, results) if isinstance(r, Exception) and not c.gave_up]
         gave_up = [c.name for c in self.children if c.gave_up]
         if late or gave_up:
-            parts = [f"not serving after {timeout_s:.0f} s: {', '.join(late)}"] if late else []
+            parts = [f"not serving after {timeout_s:.0f} s: {'; '.join(_why_late(c, r) for c, r in late)}"] if late else []
             parts += [f"stopped on a configuration error: {', '.join(gave_up)}"] if gave_up else []
             raise TimeoutError("; ".join(parts))
 
@@ -624,7 +633,9 @@ class Supervisor:
             self._write_state()
             assert child.process.stdout is not None
             async for raw in child.process.stdout:
-                self._say(child.name, raw.decode(errors="replace").rstrip())
+                line = raw.decode(errors="replace").rstrip()
+                child.last_lines.append(line)
+                self._say(child.name, line)
             code = await child.process.wait()
             if self._stopping:
                 return
