@@ -10,7 +10,9 @@ training/glitch/results/clean_footage.json; the hour accumulates in that file.
 Each recording goes through
 - ingest's real decoding pipeline (IngestPipeline, default sampling: glitch frames at 2 fps, at
   most 1280x720) into the shipped classifier and the detector with the service's default
-  settings (training.glitch.evaluate.run_detector; freeze left to health, as the service does);
+  settings (freeze left to health, as the service does); what the classifier and the decoder said
+  of each frame is kept in git as the take's evidence (training.glitch.evidence, a few hundred
+  KB, in results/clean_evidence/);
 - ingest's real decoder turned into the messages ingest publishes, through the health checks
   with the service's default thresholds (training.glitch.health_media.media and run).
 Every incident either raises on clean footage is a false alarm.
@@ -26,7 +28,12 @@ current model and judge version; after a change to either, the hour starts again
 the service's own plumbing (service.py, snapshot.py, state.py, picture.py, __main__.py), which
 this judge never runs, leaves it counting. Entries judged before the judge version existed get
 it from `--backfill`: recomputed from the sources at their git commit, only where that commit's
-detector version equals the one they were judged by (so the commit is the code that judged). A take the model was trained on
+detector version equals the one they were judged by (so the commit is the code that judged).
+After a change to the detector alone, `--rejudge` judges again every recording whose evidence was
+kept, without the recording (gone with the session that made it): its glitch incidents replayed
+from the evidence, its health incidents carried over, when the evidence's scoring sources
+(`SCORER_SOURCES`) and the health checks (`HEALTH_SOURCES` and the settings) are unchanged, as
+`scorer_version` and `health_version` say; the hour then carries over to the new judge version. A take the model was trained on
 (training.glitch.game.TRAINING_TAKE_SHA256, for every model but the synthetic-only ones in
 game.SYNTHETIC_ONLY_MODELS) is judged and kept with `"training_take": true` but left out of the
 totals, which count held-out footage only.
@@ -52,16 +59,19 @@ import av
 from services.glitch.classifier import GlitchClassifier
 from services.glitch.detector import DetectorConfig
 from services.glitch.settings import GlitchSettings
-from training.glitch import evaluate, game, health_media
+from training.glitch import evidence, game, health_media
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "training" / "glitch" / "results" / "clean_footage.json"
 
 
-# The glitch modules this judge imports (a test checks the list against a fresh import of this module).
-JUDGE_SOURCES = tuple(f"services/glitch/{name}.py" for name in (
-    "__init__", "bands", "chroma", "classifier", "detector", "settings", "shear", "thumbnail", "tiles",
-    "health/__init__", "health/incidents", "health/loudness", "health/monitor", "health/picture"))
+# The glitch modules this judge imports (a test checks the list against a fresh import of this module),
+# in three parts: what scores a frame (its evidence), the detector's decision, and the health checks.
+SCORER_SOURCES = tuple(f"services/glitch/{name}.py" for name in ("__init__", "bands", "chroma", "classifier", "shear", "tiles"))
+DECISION_SOURCES = ("services/glitch/detector.py", "services/glitch/settings.py", "services/glitch/thumbnail.py")
+HEALTH_SOURCES = tuple(f"services/glitch/health/{name}.py" for name in ("__init__", "incidents", "loudness", "monitor", "picture"))
+JUDGE_SOURCES = SCORER_SOURCES + DECISION_SOURCES + HEALTH_SOURCES
+EVIDENCE = ROOT / "training" / "glitch" / "results" / "clean_evidence"
 
 
 def _digest(sources: dict[str, bytes]) -> str:
@@ -81,9 +91,15 @@ def detector_version() -> str:
     return _digest({rel: (ROOT / rel).read_bytes() for rel in all_glitch_sources()})
 
 
-def judge_version() -> str:
-    """Digest of the glitch sources this judge runs (JUDGE_SOURCES)."""
-    return _digest({rel: (ROOT / rel).read_bytes() for rel in JUDGE_SOURCES if (ROOT / rel).is_file()})
+def judge_version(sources: tuple[str, ...] = JUDGE_SOURCES) -> str:
+    """Digest of the glitch sources this judge runs (JUDGE_SOURCES), or of a part of them."""
+    return _digest({rel: (ROOT / rel).read_bytes() for rel in sources if (ROOT / rel).is_file()})
+
+
+def part_versions() -> dict[str, str]:
+    """The digests that say whether a take's recorded evidence and health verdict still hold: the
+    scoring sources (the evidence) and the health checks with the settings (the health incidents)."""
+    return {"scorer_version": judge_version(SCORER_SOURCES), "health_version": judge_version(HEALTH_SOURCES + ("services/glitch/settings.py",))}
 
 
 @functools.lru_cache(maxsize=None)
@@ -173,14 +189,64 @@ def incidents(events) -> list[dict]:
     return [spans[k] for k in sorted(spans)]
 
 
-def judge(path: Path, clf: GlitchClassifier, settings: GlitchSettings, config: DetectorConfig) -> dict:
+def judge(path: Path, clf: GlitchClassifier, settings: GlitchSettings, config: DetectorConfig, evidence_meta: dict) -> dict:
+    """Glitch and health incidents on one recording; its glitch evidence is kept in EVIDENCE."""
     t0 = time.monotonic()
-    glitch_events, _, frames, _ = evaluate.run_detector(path, clf, config)
+    recorded = evidence.record(path, clf, meta=evidence_meta)
+    glitch_events = evidence.replay(recorded, config)
+    kept = EVIDENCE / f"{evidence_meta['sha256'][:16]}.jsonl.gz"
+    evidence.save(recorded, kept)
     t1 = time.monotonic()
     health_events = health_media.run(health_media.media(path), settings.health_config())
     t2 = time.monotonic()
-    return {"glitch": incidents(glitch_events), "glitch_frames": frames, "health": incidents(health_events),
-            "wall_s": {"glitch": round(t1 - t0, 1), "health": round(t2 - t1, 1)}}
+    return {"glitch": incidents(glitch_events), "glitch_frames": recorded.frames, "health": incidents(health_events),
+            "evidence": _in_repo(kept), "wall_s": {"glitch": round(t1 - t0, 1), "health": round(t2 - t1, 1)}}
+
+
+def _in_repo(path: Path) -> str:
+    """How an entry names a kept evidence file: relative to the checkout when it lies in it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def keep_evidence(entry: dict, path: Path, clf: GlitchClassifier, config: DetectorConfig, meta: dict, parts: dict) -> str:
+    """Keep the evidence of a recording judged before evidence was kept, when its replay gives the
+    glitch incidents the entry holds (so that it can be judged again later without the recording)."""
+    recorded = evidence.record(path, clf, meta=meta)
+    replayed = incidents(evidence.replay(recorded, config))
+    if replayed != entry["glitch"]:
+        return f"evidence not kept: it replays to {replayed}, the entry holds {entry['glitch']}"
+    kept = EVIDENCE / f"{meta['sha256'][:16]}.jsonl.gz"
+    evidence.save(recorded, kept)
+    entry.update({"evidence": _in_repo(kept), **parts})
+    return f"its evidence kept in {entry['evidence']} (it replays to the incidents judged)"
+
+
+def rejudge(data: dict, model_sha256: str, version: str, config: DetectorConfig) -> tuple[list[dict], int]:
+    """New entries for recordings judged before under another judge version whose kept evidence and
+    health verdict still hold (same model, scorer and health versions): their glitch incidents
+    replayed from the evidence under today's detector, their health incidents carried over. The
+    recordings themselves are not needed. Returns the new entries and how many could not be."""
+    parts = part_versions()
+    done = {e["sha256"] for e in data["entries"] if e["model_sha256"] == model_sha256 and e.get("judge_version") == version}
+    latest = {e["sha256"]: e for e in data["entries"] if e.get("evidence") and e["model_sha256"] == model_sha256}
+    new, refused = [], 0
+    for sha, old in latest.items():
+        if sha in done:
+            continue
+        path = ROOT / old["evidence"]
+        if any(old.get(k) != v for k, v in parts.items()) or not path.is_file():
+            refused += 1
+            continue
+        recorded = evidence.load(path)
+        if recorded.meta.get("sha256") != sha or recorded.meta.get("model_sha256") != model_sha256:
+            refused += 1
+            continue
+        t0 = time.monotonic()
+        events = evidence.replay(recorded, config)
+        new.append({**old, "glitch": incidents(events), "judge_version": version, "detector_version": detector_version(),
+                    "git_head": git_head(), "judged_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "rejudged_from": old["judge_version"], "wall_s": {"glitch": round(time.monotonic() - t0, 2), "health": 0.0}})
+    return new, refused
 
 
 def load(path: Path) -> dict:
@@ -221,6 +287,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="a candidate classifier (ONNX) instead of the shipped one")
     parser.add_argument("--intra-threads", type=int, default=1, help="classifier threads (1: the service's default)")
     parser.add_argument("--backfill", action="store_true", help="give earlier entries their judge version (see the module docstring)")
+    parser.add_argument("--rejudge", action="store_true", help="judge again, from their kept evidence, recordings judged under another judge version")
     args = parser.parse_args()
     if args.map and len(args.paths) > 1:
         parser.error("--map names the map of one recording: give one file with it")
@@ -244,14 +311,29 @@ def main() -> None:
     version = judge_version()
     clf = GlitchClassifier(settings.model_path, args.intra_threads)
     known = {(e["sha256"], e["model_sha256"], e.get("judge_version")) for e in data["entries"]}
+    if args.rejudge:
+        rejudged, refused = rejudge(data, model_sha, version, config)
+        data["entries"] += rejudged
+        args.results.write_text(json.dumps(data, indent=1) + "\n")
+        known |= {(e["sha256"], model_sha, version) for e in rejudged}
+        print(f"judged again from kept evidence: {len(rejudged)} recordings"
+              + "".join(f"\n  {e['file']}: glitch {e['glitch'] or 'none'} (was {e['rejudged_from'][:8]})" for e in rejudged)
+              + f"; {refused} not (their evidence or health verdict is of other sources or another model)")
     for path in args.paths:
         digest = game.sha256_file(path)
+        parts = part_versions()
+        meta = {"file": path.name, "sha256": digest, "model_sha256": model_sha, "scorer_version": parts["scorer_version"]}
         if (digest, model_sha, version) in known:
             print(f"{path.name}: judged before by this model and judge (sha256 {digest[:12]}), not added again")
+            before = next(e for e in reversed(data["entries"]) if (e["sha256"], e["model_sha256"], e.get("judge_version")) == (digest, model_sha, version))
+            if not before.get("evidence"):
+                print(f"  {keep_evidence(before, path, clf, config, meta, parts)}")
+                args.results.write_text(json.dumps(data, indent=1) + "\n")
             continue
         entry = {"file": path.name, "map": maps[path], "sha256": digest, "media_seconds": round(media_seconds(path), 3),
-                 **judge(path, clf, settings, config), "model": Path(settings.model_path).name, "model_sha256": model_sha,
-                 "judge_version": version, "detector_version": detector_version(), "git_head": git_head(), "judged_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                 **judge(path, clf, settings, config, meta), "model": Path(settings.model_path).name, "model_sha256": model_sha,
+                 "judge_version": version, "detector_version": detector_version(), **parts, "git_head": git_head(),
+                 "judged_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         if training_take(digest, model_sha):
             entry["training_take"] = True
         data["entries"].append(entry)

@@ -6,16 +6,19 @@ shipped model calls stripes on real game takes, is one band across the picture. 
 measures, for every stripes incident the detector (default settings) opens, the tiles flagged
 in the sample that opens it (count, tile rows, tile columns, at stripes probability >= 0.5 and
 >= 0.95), and replays the same samples through the detector with candidate spread rules
-(`DetectorConfig.stripes_min_tile_rows`, `stripes_min_tiles`, `stripes_tile_score`):
+(`DetectorConfig.stripes_min_tile_rows`, `stripes_min_tiles`, `stripes_tile_score`,
+`stripes_edge_rows_pass`); the first rule is the detector's defaults:
 
 - held out: evaluate_sizes' stripes at 1280x720, seed 20 (its full run's plants, the same random
   draws; only the planted synthetic files are judged) and seed 21 (`--stripes-only`);
 - development: val scenes 5000-5019 rendered at 1280x720, 12 s, stripes planted every 3 s;
 - clean takes given on the command line (every incident is a false alarm).
 
-Each file is ingested and classified once; the detector is cheap and is replayed per rule.
+Each file is ingested and classified once (training.glitch.evidence); the detector is cheap and
+is replayed per rule. `--cache DIR` keeps each file's evidence there and replays from it when it is
+there (same model and ingest only: delete it after changing either).
 
-    python -m training.glitch.stripes_tiles [--sets heldout20,heldout21,dev] [--takes FILE ...] [--out FILE]
+    python -m training.glitch.stripes_tiles [--sets heldout20,heldout21,dev] [--takes FILE ...] [--out FILE] [--cache DIR]
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import pickle
 import sys
 import tempfile
 import time
@@ -33,49 +35,31 @@ from pathlib import Path
 import numpy as np
 
 from services.glitch.classifier import FrameScore, GlitchClassifier
-from services.glitch.detector import DetectorConfig, GlitchEvent, Signal, StreamDetector
-from services.ingest.items import FrameSignals, SampledFrame
-from services.ingest.pipeline import IngestPipeline
+from services.glitch.detector import DetectorConfig, GlitchEvent
 from training.glitch import evaluate_sizes as es
 from training.glitch import scenes
+from training.glitch.evidence import Evidence, load, record, replay, save
 from training.glitch.evaluate import MEDIA, Truth, match, plant_damage
 
 OUT = Path(__file__).resolve().parent / "results" / "glitch_stripes_tiles.json"
 SIZE = (1280, 720)
 DEV_SEEDS = range(5000, 5020)
-DOT = np.zeros((8, 8, 3), np.uint8)  # stands in for the picture: only the thumbnail uses it
-# (tile rows, tiles, tile score, edge rows pass): the rules replayed; the first is today's detector.
-RULES = [(1, 1, 0.5, False)] + [(r, n, s, e) for e, s, r, n in product((False, True), (0.3, 0.5, 0.8, 0.95), (1, 2, 3), (1, 2, 3, 4, 6))
-                                if (r, n, e) != (1, 1, False)]
-
-Log = list[tuple]  # ("f", pts, FrameScore) and ("s", [Signal], decode_errors), in ingest order
-
-
-def record(path: Path, clf: GlitchClassifier, ingest=None) -> Log:
-    """Ingest a file (glitch frames at most 1280x720 unless `ingest` says), classify each frame."""
-    log: Log = []
-
-    async def go() -> None:
-        async for item in IngestPipeline(str(path), ingest).items() if ingest is not None else IngestPipeline(str(path)).items():
-            if isinstance(item, SampledFrame) and item.consumer == "glitch":
-                log.append(("f", item.media_time, clf.classify([item.image])[0]))
-            elif isinstance(item, FrameSignals):
-                log.append(("s", [Signal(s.media_time, s.is_corrupt, s.missing_frames, s.frozen, s.key_frame) for s in item.signals],
-                            item.decode_errors))
-
-    asyncio.run(go())
-    return log
+# (tile rows, tiles, tile score, edge rows pass): the rules replayed; the first is the detector's defaults.
+_D = DetectorConfig()
+TODAY = (_D.stripes_min_tile_rows, _D.stripes_min_tiles, _D.stripes_tile_score, _D.stripes_edge_rows_pass)
+RULES = [TODAY] + [rule for rule in [(1, 1, 0.5, False)]
+                   + [(r, n, s, e) for e, s, r, n in product((False, True), (0.3, 0.5, 0.8, 0.95), (1, 2, 3), (1, 2, 3, 4, 6)) if (r, n, e) != (1, 1, False)]
+                   if rule != TODAY]
 
 
-def replay(log: Log, config: DetectorConfig) -> list[GlitchEvent]:
-    det, events = StreamDetector(config), []
-    for entry in log:
-        if entry[0] == "f":
-            det.add_frame(entry[1], entry[2], DOT)
-        else:
-            det.add_signals(entry[1], entry[2])
-            events += det.advance()
-    return events + det.finish()
+def name_of(rule: tuple) -> str:
+    r, n, s, e = rule
+    return f"rows>={r} tiles>={n} at {s}{' or edge' if e else ''}"
+
+
+def config_of(rule: tuple) -> DetectorConfig:
+    r, n, s, e = rule
+    return DetectorConfig(report_freeze=False, stripes_min_tile_rows=r, stripes_min_tiles=n, stripes_tile_score=s, stripes_edge_rows_pass=e)
 
 
 def spread(score: FrameScore, at: float) -> dict:
@@ -85,9 +69,9 @@ def spread(score: FrameScore, at: float) -> dict:
             "cols": [int(c) for c in np.flatnonzero(hit.any(axis=0))]}
 
 
-def opened(log: Log, events: list[GlitchEvent], where: str) -> list[dict]:
+def opened(evidence: Evidence, events: list[GlitchEvent], where: str) -> list[dict]:
     """Each stripes incident's opening sample: its stripes score, misread flags and flagged tiles."""
-    frames = {round(e[1], 3): e[2] for e in log if e[0] == "f"}
+    frames = evidence.scores()
     out = []
     for e in events:
         if e.phase != "start" or e.kind != "stripes":
@@ -106,14 +90,11 @@ class SetTally:
     def __init__(self) -> None:
         self.rules = {r: {"truths": 0, "found": 0, "false_alarms": 0, "missed": []} for r in RULES}
         self.incidents: list[dict] = []
-        self.logs: list[tuple[Log, list[Truth], str]] = []  # kept so that other rules can be replayed (--cache)
 
-    def add(self, log: Log, truths: list[Truth], where: str) -> None:
-        self.logs.append((log, truths, where))
+    def add(self, evidence: Evidence, truths: list[Truth], where: str) -> None:
         for rule in RULES:
-            cfg = DetectorConfig(report_freeze=False, stripes_min_tile_rows=rule[0], stripes_min_tiles=rule[1], stripes_tile_score=rule[2],
-                                 stripes_edge_rows_pass=rule[3])
-            events = replay(log, cfg)
+            cfg = config_of(rule)
+            events = replay(evidence, cfg)
             stripes = [t for t in truths if t.kind == "stripes"]
             r = match(stripes, events, cfg.close_after_s, [t for t in truths if t.kind != "stripes"])
             k = self.rules[rule]
@@ -122,20 +103,50 @@ class SetTally:
             k["false_alarms"] += r["false_alarms"]
             k["missed"] += [f"{where}: {m}" for m in r["missed_kinds"]]
             if rule == RULES[0]:
-                self.incidents += opened(log, events, where)
+                self.incidents += opened(evidence, events, where)
 
     def report(self) -> dict:
         base = self.rules[RULES[0]]
-        rules = {f"rows>={r} tiles>={n} at {s}{' or edge' if e else ''}": {"found": v["found"], "truths": v["truths"], "false_alarms": v["false_alarms"],
-                                                    "lost": sorted(set(v["missed"]) - set(base["missed"]))}
-                 for (r, n, s, e), v in self.rules.items()}
-        return {"today": {"found": base["found"], "truths": base["truths"], "false_alarms": base["false_alarms"], "missed": base["missed"]},
+        rules = {name_of(rule): {"found": v["found"], "truths": v["truths"], "false_alarms": v["false_alarms"],
+                                 "lost": sorted(set(v["missed"]) - set(base["missed"])), "gained": sorted(set(base["missed"]) - set(v["missed"]))}
+                 for rule, v in self.rules.items()}
+        return {"today": {"rule": name_of(RULES[0]), "found": base["found"], "truths": base["truths"], "false_alarms": base["false_alarms"], "missed": base["missed"]},
                 "rules": rules, "incidents": self.incidents}
 
 
-def heldout(clf: GlitchClassifier, seed: int, stripes_only: bool, work: Path) -> SetTally:
+class Pieces:
+    """Where a set's files go once ingested and classified: the tally, and the cache folder when there is one."""
+
+    def __init__(self, tally: SetTally, folder: Path | None) -> None:
+        self.tally, self.folder, self.count = tally, folder, 0
+
+    def add(self, evidence: Evidence, truths: list[Truth], where: str) -> None:
+        self.tally.add(evidence, truths, where)
+        if self.folder is not None:
+            evidence.meta.update(where=where, truths=[[t.kind, t.start_s, t.end_s, t.detail] for t in truths])
+            save(evidence, self.folder / f"{self.count:03d}.evidence.jsonl.gz")
+        self.count += 1
+        print(where, self.tally.rules[RULES[0]]["found"], self.tally.rules[RULES[0]]["truths"], file=sys.stderr, flush=True)  # noqa: T201
+
+    def done(self) -> None:
+        if self.folder is not None:
+            (self.folder / "complete").write_text(f"{self.count}\n")
+
+
+def cached_set(folder: Path) -> SetTally | None:
+    """A set replayed from its cached evidence (None unless every piece was cached)."""
+    if not (folder / "complete").exists():
+        return None
+    tally = SetTally()
+    for path in sorted(folder.glob("*.evidence.jsonl.gz")):
+        evidence = load(path)
+        tally.add(evidence, [Truth(*t) for t in evidence.meta["truths"]], evidence.meta["where"])
+    return tally
+
+
+def heldout(clf: GlitchClassifier, seed: int, stripes_only: bool, work: Path, out: Pieces) -> None:
     """evaluate_sizes' planted files at 1280x720, with its random draws in its order."""
-    tally, rng = SetTally(), np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)
     ingest = es.ingest_config(SIZE)
     pieces = [(es.GAME, float(a), float(min(a + 20.0, 60.0))) for a in np.arange(0.0, 59.0, 20.0)]
     pieces += [("bigbuckbunny.mp4", 0.0, 1e9), ("vtest.avi", 0.0, 1e9)]
@@ -148,7 +159,7 @@ def heldout(clf: GlitchClassifier, seed: int, stripes_only: bool, work: Path) ->
             path = work / "planted.mkv"
             scenes.encode(planted, path, crf=23, gop=2 * fps, fps=fps)
             del planted
-            tally.add(record(path, clf, ingest), truths, f"{where} +{offset_s:.0f}s")
+            out.add(record(path, clf, ingest), truths, f"{where} +{offset_s:.0f}s")
         if not stripes_only:  # the packet damage draws come next in evaluate_sizes: draw them the same
             src = work / "src.mkv"
             scenes.encode(frames, src, crf=23, gop=2 * fps, fps=fps)
@@ -156,13 +167,11 @@ def heldout(clf: GlitchClassifier, seed: int, stripes_only: bool, work: Path) ->
             for mode in ("garble", "drop"):
                 plant_damage(src, work / f"{mode}.mkv", decoded, fps, rng, mode)
             del decoded
-        print(where, tally.rules[RULES[0]]["found"], tally.rules[RULES[0]]["truths"], file=sys.stderr, flush=True)  # noqa: T201
-    return tally
+    out.done()
 
 
-def dev(clf: GlitchClassifier, work: Path) -> SetTally:
+def dev(clf: GlitchClassifier, work: Path, out: Pieces) -> None:
     """Development scenes (val seeds) at 1280x720 with 1 s of stripes every 3 s."""
-    tally = SetTally()
     for seed in DEV_SEEDS:
         rng = np.random.default_rng(seed)
         spec = scenes.random_spec(rng, seed, frames=int(12.0 * scenes.FPS))
@@ -172,9 +181,8 @@ def dev(clf: GlitchClassifier, work: Path) -> SetTally:
         planted, truths = es.plant_stripes(frames, scenes.FPS, np.random.default_rng(seed + 100))
         path = work / "dev.mkv"
         scenes.encode(planted, path, crf=23, gop=2 * scenes.FPS, fps=scenes.FPS)
-        tally.add(record(path, clf, es.ingest_config(SIZE)), truths, f"dev {seed}")
-        print(f"dev {seed}", tally.rules[RULES[0]]["found"], tally.rules[RULES[0]]["truths"], file=sys.stderr, flush=True)  # noqa: T201
-    return tally
+        out.add(record(path, clf, es.ingest_config(SIZE)), truths, f"dev {seed}")
+    out.done()
 
 
 def main() -> None:
@@ -183,44 +191,42 @@ def main() -> None:
     ap.add_argument("--takes", nargs="*", type=Path, default=[], help="clean recordings: every incident is a false alarm")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--cache", type=Path, help="a folder: pickle each set's samples there, or replay them from there when present")
+    ap.add_argument("--cache", type=Path, help="a folder: keep each file's evidence there, or replay it from there when present")
     args = ap.parse_args()
     clf = GlitchClassifier(None, intra_threads=args.threads)
     report = json.loads(args.out.read_text()) if args.out.exists() else {}
-    report.setdefault("rules_replayed", [list(r) for r in RULES])
+    report["rules_replayed"] = [list(r) for r in RULES]
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name in [s for s in args.sets.split(",") if s]:
             t0 = time.time()
-            cached = args.cache / f"{name}.pkl" if args.cache else None
-            if cached is not None and cached.exists():
-                tally = SetTally()
-                for log, truths, where in pickle.loads(cached.read_bytes()):
-                    tally.add(log, truths, where)
+            folder = args.cache / name if args.cache else None
+            tally = cached_set(folder) if folder is not None else None
+            if tally is not None:
                 report[name] = tally.report() | {"seconds": report.get(name, {}).get("seconds")}
                 args.out.write_text(json.dumps(report, indent=1) + "\n")
                 continue
-            tally = {"heldout20": lambda: heldout(clf, 20, False, work), "heldout21": lambda: heldout(clf, 21, True, work),
-                     "dev": lambda: dev(clf, work)}[name]()
+            tally = SetTally()
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+            pieces = Pieces(tally, folder)
+            {"heldout20": lambda: heldout(clf, 20, False, work, pieces), "heldout21": lambda: heldout(clf, 21, True, work, pieces),
+             "dev": lambda: dev(clf, work, pieces)}[name]()
             report[name] = tally.report() | {"seconds": round(time.time() - t0, 1)}
-            if cached is not None:
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                cached.write_bytes(pickle.dumps(tally.logs))
             args.out.write_text(json.dumps(report, indent=1) + "\n")
         if args.takes:
             takes = report.setdefault("takes", {})
             for path in args.takes:
                 tally = SetTally()
-                cached = args.cache / f"take_{path.stem}.pkl" if args.cache else None
+                cached = args.cache / "takes" / f"{path.stem}.evidence.jsonl.gz" if args.cache else None
                 if cached is not None and cached.exists():
-                    tally.add(pickle.loads(cached.read_bytes()), [], path.name)
+                    evidence = load(cached)
                 else:
-                    log = record(path, clf)
-                    tally.add(log, [], path.name)
+                    evidence = record(path, clf)
                     if cached is not None:
-                        cached.parent.mkdir(parents=True, exist_ok=True)
-                        cached.write_bytes(pickle.dumps(log))
+                        save(evidence, cached)
+                tally.add(evidence, [], path.name)
                 takes[path.name] = tally.report()
                 args.out.write_text(json.dumps(report, indent=1) + "\n")
                 print(path.name, tally.rules[RULES[0]]["false_alarms"], file=sys.stderr, flush=True)  # noqa: T201
