@@ -243,10 +243,11 @@ class Supervisor:
         self._back: set[str] = set()  # nodes restarted and not yet ready
         self._recovery: asyncio.Task | None = None
         self._stop_event = asyncio.Event()
+        self.extra_env = extra_env or {}
         # free_ports: every service on a free port (an embedded stack beside a running `up`).
         self.ports = dict(ports or {})
         if free_ports:
-            picked = iter(distinct_free_ports(len(CATALOG)))  # one call each could give one port twice
+            picked = iter(self._free_ports(len(CATALOG)))
             self.ports = {spec.name: self.ports.get(spec.name) or next(picked) for spec in CATALOG}
         chosen = user_value("gateway", "http_port", self.base_env)
         self._http_chosen = chosen is not None  # the user's own value reaches the gateway untouched
@@ -254,7 +255,6 @@ class Supervisor:
             self.http_port = int(chosen) if self._http_chosen else (0 if free_ports else 8080)
         except (TypeError, ValueError):
             self.http_port = 0  # not a port: the gateway says so and exits with a configuration error
-        self.extra_env = extra_env or {}
         self.only = only
         self.out = out or sys.stdout
         self.grace_s = grace_s
@@ -274,9 +274,17 @@ class Supervisor:
             )
         # Replicas after the first get ports of their own, picked together, none a service's.
         extra = [(name, n) for name, count in self.replicas.items() for n in range(2, count + 1)]
-        taken = {self._port(s) for s in CATALOG}
-        candidates = [p for p in distinct_free_ports(len(extra) + len(taken)) if p not in taken] if extra else []
-        self._replica_ports = dict(zip(extra, candidates))
+        self._replica_ports = dict(zip(extra, self._free_ports(len(extra), avoid={self._port(s) for s in CATALOG}) if extra else []))
+
+    def _free_ports(self, n: int, avoid: set[int] = frozenset()) -> list[int]:
+        """`n` different free ports, none that a listener of this stack holds or will hold: nats-server's
+        (client, monitoring, route), every replica's metrics port, the ports given. Picked one call
+        apart from those, a port could come twice, and a service then fails to bind it for good."""
+        held = {p for node in self.nats_nodes for p in (node.port, node.monitor_port, node.cluster.port if node.cluster else 0)}
+        held |= {self._metrics_port(spec, r) for spec in CATALOG for r in range(1, MAX_REPLICAS + 1)}
+        held |= set(self.ports.values()) | set(avoid)
+        held.discard(0)
+        return [p for p in distinct_free_ports(n + len(held)) if p not in held][:n]
 
     def _replica_counts(self, given: dict[str, int]) -> dict[str, int]:
         """Processes per started service: `given` (--replicas) over each service's `replicas` setting."""

@@ -58,3 +58,27 @@ async def test_a_service_that_does_not_come_up_is_named_with_its_last_answer_res
     assert said.startswith("not serving after 2 s: audio (")
     assert "restarts 2" in said and "last output: starting | loading the tagger | still loading" in said
     assert "last: " in said  # the health check's own last answer (UNAVAILABLE, DEADLINE_EXCEEDED, ...)
+
+
+def test_an_embedded_stack_never_picks_a_port_its_nats_server_or_a_metrics_port_will_hold(tmp_path, monkeypatch) -> None:
+    """Ports picked one call apart can coincide (each call sees the others' ports free again): the
+    service ports are picked clear of nats-server's, the metrics ports and the ports given."""
+    import streamsight.app.supervisor as supervisor_module
+    import streamsight.natsd as natsd
+
+    base, audio_metrics = 23000, 23000 + SECTIONS["audio"].metrics_offset
+    monkeypatch.setenv("STREAMSIGHT_METRICS_BASE_PORT", str(base))
+    nats_ports = iter([24001, 24002])
+    monkeypatch.setattr(natsd, "free_port", lambda: next(nats_ports))  # nats-server's client and monitoring ports
+    held = [24001, 24002, audio_metrics, base, 23999, audio_metrics + supervisor_module.METRICS_STEP]
+
+    def offers_the_held_ones_first(n: int) -> list[int]:  # the worst a random pick can do
+        fresh = [p for p in natsd.distinct_free_ports(n + len(held)) if p not in held]
+        return (held + fresh)[:n]
+
+    monkeypatch.setattr(supervisor_module, "distinct_free_ports", offers_the_held_ones_first)
+    sup = Supervisor(tmp_path, free_ports=True, nats_auth=False, ports={"gateway": 23999}, replicas={"audio": 2})
+    assert (sup.nats.port, sup.nats.monitor_port) == (24001, 24002)
+    picked = [sup.ports[name] for name in SECTIONS if name != "gateway"] + list(sup._replica_ports.values())
+    assert sup.ports["gateway"] == 23999 and len(picked) == len(SECTIONS)
+    assert len(set(picked)) == len(picked) and not set(picked) & set(held), (picked, held)
