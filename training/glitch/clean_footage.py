@@ -11,8 +11,8 @@ Each recording goes through
 - ingest's real decoding pipeline (IngestPipeline, default sampling: glitch frames at 2 fps, at
   most 1280x720) into the shipped classifier and the detector with the service's default
   settings (freeze left to health, as the service does); what the classifier and the decoder said
-  of each frame is kept in git as the take's evidence (training.glitch.evidence, a few hundred
-  KB, in results/clean_evidence/);
+  of each frame is kept in git as the take's evidence (training.glitch.evidence, about 58 KB
+  a 125 s take, in results/clean_evidence/);
 - ingest's real decoder turned into the messages ingest publishes, through the health checks
   with the service's default thresholds (training.glitch.health_media.media and run).
 Every incident either raises on clean footage is a false alarm.
@@ -194,13 +194,18 @@ def judge(path: Path, clf: GlitchClassifier, settings: GlitchSettings, config: D
     t0 = time.monotonic()
     recorded = evidence.record(path, clf, meta=evidence_meta)
     glitch_events = evidence.replay(recorded, config)
-    kept = EVIDENCE / f"{evidence_meta['sha256'][:16]}.jsonl.gz"
+    kept = evidence_path(evidence_meta["sha256"])
     evidence.save(recorded, kept)
     t1 = time.monotonic()
     health_events = health_media.run(health_media.media(path), settings.health_config())
     t2 = time.monotonic()
     return {"glitch": incidents(glitch_events), "glitch_frames": recorded.frames, "health": incidents(health_events),
             "evidence": _in_repo(kept), "wall_s": {"glitch": round(t1 - t0, 1), "health": round(t2 - t1, 1)}}
+
+
+def evidence_path(file_sha256: str) -> Path:
+    """Where a recording's evidence is kept, named by its file's sha256."""
+    return EVIDENCE / f"{file_sha256[:16]}.jsonl.gz"
 
 
 def _in_repo(path: Path) -> str:
@@ -215,7 +220,7 @@ def keep_evidence(entry: dict, path: Path, clf: GlitchClassifier, config: Detect
     replayed = incidents(evidence.replay(recorded, config))
     if replayed != entry["glitch"]:
         return f"evidence not kept: it replays to {replayed}, the entry holds {entry['glitch']}"
-    kept = EVIDENCE / f"{meta['sha256'][:16]}.jsonl.gz"
+    kept = evidence_path(meta["sha256"])
     evidence.save(recorded, kept)
     entry.update({"evidence": _in_repo(kept), **parts})
     return f"its evidence kept in {entry['evidence']} (it replays to the incidents judged)"
@@ -226,7 +231,7 @@ def rejudge(data: dict, model_sha256: str, version: str, config: DetectorConfig)
     health verdict still hold (same model, scorer and health versions): their glitch incidents
     replayed from the evidence under today's detector, their health incidents carried over. The
     recordings themselves are not needed. Returns the new entries and how many could not be."""
-    parts = part_versions()
+    parts, judged_by = part_versions(), {"detector_version": detector_version(), "git_head": git_head()}
     done = {e["sha256"] for e in data["entries"] if e["model_sha256"] == model_sha256 and e.get("judge_version") == version}
     latest = {e["sha256"]: e for e in data["entries"] if e.get("evidence") and e["model_sha256"] == model_sha256}
     new, refused = [], 0
@@ -243,8 +248,8 @@ def rejudge(data: dict, model_sha256: str, version: str, config: DetectorConfig)
             continue
         t0 = time.monotonic()
         events = evidence.replay(recorded, config)
-        new.append({**old, "glitch": incidents(events), "judge_version": version, "detector_version": detector_version(),
-                    "git_head": git_head(), "judged_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        new.append({**old, "glitch": incidents(events), "judge_version": version, **judged_by,
+                    "judged_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "rejudged_from": old["judge_version"], "wall_s": {"glitch": round(time.monotonic() - t0, 2), "health": 0.0}})
     return new, refused
 
@@ -319,9 +324,9 @@ def main() -> None:
         print(f"judged again from kept evidence: {len(rejudged)} recordings"
               + "".join(f"\n  {e['file']}: glitch {e['glitch'] or 'none'} (was {e['rejudged_from'][:8]})" for e in rejudged)
               + f"; {refused} not (their evidence or health verdict is of other sources or another model)")
+    parts, judged_by = part_versions(), {"detector_version": detector_version(), "git_head": git_head()}
     for path in args.paths:
         digest = game.sha256_file(path)
-        parts = part_versions()
         meta = {"file": path.name, "sha256": digest, "model_sha256": model_sha, "scorer_version": parts["scorer_version"]}
         if (digest, model_sha, version) in known:
             print(f"{path.name}: judged before by this model and judge (sha256 {digest[:12]}), not added again")
@@ -332,7 +337,7 @@ def main() -> None:
             continue
         entry = {"file": path.name, "map": maps[path], "sha256": digest, "media_seconds": round(media_seconds(path), 3),
                  **judge(path, clf, settings, config, meta), "model": Path(settings.model_path).name, "model_sha256": model_sha,
-                 "judge_version": version, "detector_version": detector_version(), **parts, "git_head": git_head(),
+                 "judge_version": version, **judged_by, **parts,
                  "judged_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         if training_take(digest, model_sha):
             entry["training_take"] = True
