@@ -28,11 +28,12 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import grpc
-from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundError, NoKeysError
+from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundError
+from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from streamsight import partitions
-from streamsight.bus import Bus
+from streamsight.bus import Bus, kv_entries
 from streamsight.gen.ingest.v1 import ingest_pb2_grpc
 from streamsight.rpc import channel
 
@@ -108,18 +109,11 @@ def choose(replicas: list[Replica]) -> Replica:
     return best
 
 
-async def read_replicas(kv: KeyValue) -> list[Replica]:
-    """The live replicas (their keys have not expired), by id."""
-    try:
-        keys = await kv.keys()
-    except NoKeysError:
-        return []
+async def read_replicas(js: JetStreamContext) -> list[Replica]:
+    """The live replicas (their keys have not expired), by id. Read with kv_entries: nats-py's
+    `keys()` drops keys while others are written, and every replica writes its heartbeat here."""
     found = []
-    for key in keys:
-        try:
-            entry = await kv.get(key)
-        except (KeyNotFoundError, KeyDeletedError):
-            continue
+    for entry in await kv_entries(js, REPLICAS_BUCKET):
         if entry.value:
             try:
                 found.append(Replica.from_bytes(entry.value))
@@ -161,7 +155,7 @@ class IngestRoutes:
 
     async def replicas(self) -> list[Replica]:
         kv, _ = await self._buckets()
-        return await read_replicas(kv) if kv is not None else []
+        return await read_replicas(self.bus.js) if kv is not None else []
 
     async def placement(self, stream_id: str) -> Placement | None:
         _, kv = await self._buckets()

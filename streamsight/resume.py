@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import ClassVar, Generic, Protocol, TypeVar
 
 import structlog
-from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from streamsight.bus import Bus
+from streamsight.bus import Bus, kv_entries
 from streamsight.telemetry import MESSAGES_FAILED
 
 log = structlog.get_logger(__name__)
@@ -35,12 +35,14 @@ class PointStore(Generic[P]):
     service: ClassVar[str]
     point_type: ClassVar[type]
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, js: JetStreamContext, bucket: str) -> None:
         self.kv = kv
+        self.js = js
+        self.bucket = bucket
 
     @classmethod
     async def open(cls, bus: Bus, bucket: str):
-        return cls(await bus.kv(bucket, history=1))
+        return cls(await bus.kv(bucket, history=1), bus.js, bucket)
 
     async def save(self, stream_id: str, point: P) -> None:
         try:
@@ -57,21 +59,17 @@ class PointStore(Generic[P]):
             log.warning("resume point not deleted", service=self.service, stream_id=stream_id, error=repr(exc))
 
     async def left(self) -> dict[str, P]:
-        """The points a previous process left (its streams were not done)."""
-        try:
-            keys = await self.kv.keys()
-        except NoKeysError:
-            return {}
+        """The points a previous process left (its streams were not done). Read with kv_entries, not
+        nats-py's `keys()`: that listing drops keys while others are written (33 of 500 listings of 4
+        keys, one written every millisecond), and other replicas write this bucket as it is read."""
         found: dict[str, P] = {}
-        for key in keys:
-            try:
-                entry = await self.kv.get(key)
-                if entry.value:
-                    found[key] = self.point_type.from_bytes(entry.value)
-            except KeyNotFoundError:
+        for entry in await kv_entries(self.js, self.bucket):
+            if not entry.value:
                 continue
+            try:
+                found[entry.key] = self.point_type.from_bytes(entry.value)
             except (ValueError, KeyError, TypeError) as exc:
                 MESSAGES_FAILED.labels(self.service, "resume_bad_entry").inc()
-                log.error("unreadable resume point dropped", service=self.service, stream_id=key, error=repr(exc))
-                await self.forget(key)
+                log.error("unreadable resume point dropped", service=self.service, stream_id=entry.key, error=repr(exc))
+                await self.forget(entry.key)
         return found

@@ -30,6 +30,7 @@ from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequen
 from nats.js.kv import KeyValue
 
 from services.chat.resume import ReaderPoint
+from streamsight.bus import kv_left_out
 from streamsight.telemetry import MESSAGES_FAILED
 
 log = structlog.get_logger(__name__)
@@ -89,6 +90,8 @@ class ReaderTable:
                 await self._apply_watched(entry, notify=False)
                 if entry.delta == 0:
                     break
+            for entry in await kv_left_out(self.kv, self.bucket, info.state.subjects, self._seen):
+                await self._apply_watched(entry, notify=False)
         self._task = asyncio.create_task(self._follow(), name="chat:readers")
         self._guard_task = asyncio.create_task(self._guard(), name="chat:readers-guard")
         self.bus.on_reconnect.append(self.check)

@@ -90,7 +90,7 @@ class ReplicaAgent:
     async def live(self) -> set[str]:
         assert self.replicas is not None
         try:
-            return {r.id for r in await read_replicas(self.replicas)}
+            return {r.id for r in await read_replicas(self.bus.js)}
         except Exception as exc:  # noqa: BLE001
             self._failed("read", exc)
             return {self.id}

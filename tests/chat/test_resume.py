@@ -39,7 +39,7 @@ async def test_a_restarted_chat_service_resumes_its_reader_and_publishes_only_wh
     got = {r.window: r.values["chat_messages"] for r in records}
     assert got == {i: values["chat_messages"] for i, values in want}, "the resumed windows count what an unbroken reader counts"
     assert len(await event_msgs(bus, "sentiment", sid)) == 4 and len(await event_msgs(bus, "forecast", sid)) == 4
-    assert not await ReaderStore(kv).left(), "the finished reader's point is deleted"
+    assert not await (await ReaderStore.open(bus, "chat_streams")).left(), "the finished reader's point is deleted"
 
 
 async def test_a_reader_that_cannot_be_resumed_is_dropped(nats_server, bus, tmp_path):
@@ -48,7 +48,7 @@ async def test_a_reader_that_cannot_be_resumed_is_dropped(nats_server, bus, tmp_
     await kv.put("resume-bad", b"[1, 2")
     async with running_chat(nats_server.url) as (service, stub):
         assert "resume-gone" not in service.sessions
-        assert not await ReaderStore(kv).left(), "both points are gone"
+        assert not await (await ReaderStore.open(bus, "chat_streams")).left(), "both points are gone"
         status = await stub.StartChat(chat_pb2.StartChatRequest(stream_id="resume-gone", source=str(make_chat(tmp_path / "c.jsonl", 20.0, [5.0])),
                                                                 pacing=S.PACING_VOD))
         assert status.state == S.STREAM_STATE_RUNNING, "the service serves"

@@ -94,4 +94,4 @@ async def test_a_stream_another_replica_took_is_handed_over_without_a_word(nats_
     assert [common_pb2.StreamState.Name(s.state) for s in found] == ["STREAM_STATE_RUNNING"], "no terminal status from the old holder"
     windows = [media_pb2.WindowRecord.FromString(m.data) for m in await bus.read_all(subjects.MEDIA_STREAM, subjects.media("windows", "handed1"))]
     assert not any(w.last for w in windows), "no last window record"
-    assert "handed1" in await ResumeStore(await bus.kv("ingest_streams", history=1)).left(), "the resume point stays for the new holder"
+    assert "handed1" in await (await ResumeStore.open(bus, "ingest_streams")).left(), "the resume point stays for the new holder"

@@ -54,7 +54,7 @@ async def test_a_killed_ingest_resumes_a_file_from_its_next_window(bus, ingest, 
     assert len(rec.frames) == len(set(rec.frames)), "no frame twice"
     resumed = [s for s in await _statuses(bus, "resumefile") if s.reason == "resumed"]
     assert len(resumed) == 1 and f"window {saved.windows}" in resumed[0].detail, resumed
-    assert not await ResumeStore(kv).left(), "the ended stream's point is deleted"
+    assert not await (await ResumeStore.open(bus, BUCKET)).left(), "the ended stream's point is deleted"
 
 
 async def test_a_killed_ingest_resumes_a_live_source_from_now(bus, ingest, live_hls):
@@ -94,7 +94,7 @@ async def test_a_point_that_cannot_be_resumed_is_reported_failed(bus, ingest, tm
     ingest.start()
     final = await _until_terminal(bus, "resumegone", timeout=30)
     assert final.state == common_pb2.STREAM_STATE_FAILED and final.reason == "resume_failed" and "no such file" in final.detail, final
-    assert not await ResumeStore(kv).left(), "both points are gone"
+    assert not await (await ResumeStore.open(bus, BUCKET)).left(), "both points are gone"
     async with channel(ingest.address) as ch:
         await ingest.stub(ch)  # and the service serves
 
@@ -111,5 +111,5 @@ async def test_a_stream_the_gateway_stopped_while_ingest_was_down_is_not_resumed
         stub = await ingest.stub(ch)
         with pytest.raises(Exception, match="NOT_FOUND|no stream"):
             await stub.GetIngest(ingest_pb2.GetIngestRequest(stream_id="resumestopped"))
-    assert not await ResumeStore(kv).left(), "its point is deleted"
+    assert not await (await ResumeStore.open(bus, BUCKET)).left(), "its point is deleted"
     assert [s.reporter for s in await _statuses(bus, "resumestopped")] == ["gateway"], "ingest said nothing of it"

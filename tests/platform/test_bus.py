@@ -161,3 +161,33 @@ def test_event_payload_takes_the_kind_asked_for_and_refuses_the_rest():
         event_payload(msg, "health")
     with pytest.raises(BadMessage):
         event_payload(SimpleNamespace(headers={}, data=b"\xff"), "glitch")
+
+
+async def test_kv_entries_lists_every_key_while_others_are_written(bus):
+    """nats-py's own `keys()` drops keys while others are written (the chat replica test failed on
+    it in CI); kv_entries, which resume points and ingest's replica list read with, must not."""
+    from streamsight.bus import kv_entries
+
+    kv = await bus.kv("kv_listing", history=1)
+    keys = {f"k{i}" for i in range(4)}
+    for key in keys:
+        await kv.put(key, b"0")
+    await kv.put("gone", b"0")
+    await kv.delete("gone")
+    writing = True
+
+    async def write() -> None:
+        i = 0
+        while writing:
+            await kv.put(f"k{i % 4}", str(i).encode())
+            i += 1
+            await asyncio.sleep(0.001)
+
+    writer = asyncio.create_task(write())
+    try:
+        listings = [{e.key for e in await kv_entries(bus.js, "kv_listing")} for _ in range(150)]
+    finally:
+        writing = False
+        await writer
+    short = [got for got in listings if got != keys]
+    assert not short, f"{len(short)} of {len(listings)} listings were not the live keys: {short[:3]}"
