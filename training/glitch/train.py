@@ -6,10 +6,13 @@ scenes, and for the shipped arch writes services/glitch/models/glitch_cnn.onnx p
 glitch_cnn.metrics.json. Classes are balanced by sampling; augmentation is horizontal and
 vertical flips (stripes slant both ways; bands can sit anywhere).
 
-By default (model 7, measured and not shipped: MODEL.md) the real game tiles of
-training.glitch.game (var/glitch/game.npz: clean tiles and wrong-stride reads of three recorded
-OpenArena takes) join the generated training tiles and are drawn like them (uniformly within
-their class); `--synthetic-only` trains on the generated tiles alone, model 5's recipe.
+By default (model 8: MODEL.md) the real game tiles of training.glitch.game (var/glitch/game.npz:
+clean tiles, hard clean tiles and wrong-stride reads of recorded OpenArena takes) join the
+generated training tiles. Stripes are drawn uniformly over generated and game tiles (model 7's
+way); clean draws come from three pools in fixed shares (CLEAN_POOLS): generated clean tiles keep
+most of them, because model 7, which drew game clean tiles like the rest (40 % of the clean
+draws), called more generated clean tiles macroblocking. `--synthetic-only` trains on the
+generated tiles alone, model 5's recipe.
 """
 
 from __future__ import annotations
@@ -32,15 +35,17 @@ from training.glitch.model import WithSoftmax, build
 MODELS = Path(__file__).resolve().parents[2] / "services" / "glitch" / "models"
 ONNX_PATH = MODELS / "glitch_cnn.onnx"
 SEED = 0
+# Where a clean draw comes from: generated tiles, random game tiles, hard game tiles (model 8).
+CLEAN_POOLS = {"generated": 0.6, "game": 0.25, "game_hard": 0.15}
 
 
-def _load(name: str) -> tuple[np.ndarray, np.ndarray]:
+def _load(name: str, *fields: str) -> tuple[np.ndarray, ...]:
     path = dataset.OUT / f"{name}.npz"
     if not path.exists():
         hint = "python -m training.glitch.dataset (with the training takes of training/glitch/game.py), or train with --synthetic-only"
         raise SystemExit(f"{path} is missing: build it with `{hint if name == 'game' else 'python -m training.glitch.dataset'}`")
     with np.load(path, allow_pickle=False) as z:
-        return z["tiles"], z["labels"]
+        return tuple(z[f] for f in ("tiles", "labels", *fields))
 
 
 def _batch(tiles: np.ndarray, idx: np.ndarray, rng: np.random.Generator | None) -> torch.Tensor:
@@ -83,16 +88,22 @@ def train(arch: str, steps: int, batch: int, lr: float, game: bool = True) -> tu
     rng = np.random.default_rng(SEED)
     tiles, labels = _load("train")
     game_counts = None
+    by_class = [np.flatnonzero(labels == k) for k in range(5)]
+    clean_pools = [by_class[0]]
     if game:
-        game_tiles, game_labels = _load("game")
-        game_counts = {k: int((game_labels == i).sum()) for i, k in enumerate(dataset.KINDS)}
+        game_tiles, game_labels, game_hard = _load("game", "hard")
+        game_counts = {k: int((game_labels == i).sum()) for i, k in enumerate(dataset.KINDS)} | {"hard_clean": int(game_hard.sum())}
+        offset = len(labels)
         tiles, labels = np.concatenate([tiles, game_tiles]), np.concatenate([labels, game_labels])
         del game_tiles
+        by_class = [np.flatnonzero(labels == k) for k in range(5)]
+        clean_pools = [np.flatnonzero(labels[:offset] == 0), offset + np.flatnonzero((game_labels == 0) & ~game_hard),
+                       offset + np.flatnonzero((game_labels == 0) & game_hard)]
+    pool_share = np.asarray(list(CLEAN_POOLS.values())) if game else np.asarray([1.0])
     val_tiles, val_labels = _load("val")
     model = build(arch)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    by_class = [np.flatnonzero(labels == k) for k in range(5)]
     started = time.time()
     for step in range(steps):
         model.train()
@@ -101,7 +112,7 @@ def train(arch: str, steps: int, batch: int, lr: float, game: bool = True) -> tu
         # that look like heavy but normal compression), and bands.py backs up green and grey.
         cls = rng.choice(5, size=batch, p=[0.0, 0.35, 0.3, 0.175, 0.175])
         cls[: batch // 3] = 0
-        idx = np.array([rng.choice(by_class[c]) for c in cls])
+        idx = np.array([rng.choice(_clean_pool(clean_pools, pool_share, rng) if c == 0 else by_class[c]) for c in cls])
         loss = F.cross_entropy(model(_batch(tiles, idx, rng)), torch.from_numpy(labels[idx]), label_smoothing=0.05)
         opt.zero_grad()
         loss.backward()
@@ -113,8 +124,14 @@ def train(arch: str, steps: int, batch: int, lr: float, game: bool = True) -> tu
     result = metrics(predict(model, val_tiles), val_labels)
     result.update(arch=arch, steps=steps, batch=batch, lr=lr, train_seconds=round(train_s, 1), threads=torch.get_num_threads(),
                   train_tiles=int(len(labels)), train_counts={k: int(len(v)) for k, v in zip(dataset.KINDS, by_class)},
-                  game_counts=game_counts, game_takes_sha256=sorted(game_mod.TRAINING_TAKE_SHA256) if game else None)
+                  game_counts=game_counts, clean_pools=CLEAN_POOLS if game else None,
+                  game_takes_sha256=sorted(game_mod.TRAINING_TAKES.values()) if game else None)
     return model.eval(), result
+
+
+def _clean_pool(pools: list[np.ndarray], share: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The pool a clean draw comes from (generated tiles alone: no draw, model 5's sequence stays)."""
+    return pools[0] if len(pools) == 1 else pools[rng.choice(len(pools), p=share)]
 
 
 def export(model: torch.nn.Module, path: Path = ONNX_PATH) -> str:
