@@ -98,6 +98,6 @@ def test_evidence_is_kept_for_a_recording_judged_before_only_when_it_replays_to_
     assert said.startswith("evidence not kept: it replays to []") and "evidence" not in wrong and not list(tmp_path.iterdir())
     right = {"glitch": []}
     clean_footage.keep_evidence(right, path, classifier, config, meta, parts)
-    assert right["evidence"] == str(tmp_path / f"{sha[:16]}.jsonl.gz") and right["scorer_version"] == parts["scorer_version"]
-    kept = evidence.load(tmp_path / f"{sha[:16]}.jsonl.gz")
+    assert right["evidence"] == str(tmp_path / f"{sha[:16]}.m.jsonl.gz") and right["scorer_version"] == parts["scorer_version"]
+    kept = evidence.load(tmp_path / f"{sha[:16]}.m.jsonl.gz")
     assert kept.meta == meta and kept.frames >= 8  # 2 fps over the clip

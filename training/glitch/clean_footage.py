@@ -12,7 +12,7 @@ Each recording goes through
   most 1280x720) into the shipped classifier and the detector with the service's default
   settings (freeze left to health, as the service does); what the classifier and the decoder said
   of each frame is kept in git as the take's evidence (training.glitch.evidence, about 58 KB
-  a 125 s take, in results/clean_evidence/);
+  a 125 s take, in results/clean_evidence/, named by the file and the classifier);
 - ingest's real decoder turned into the messages ingest publishes, through the health checks
   with the service's default thresholds (training.glitch.health_media.media and run).
 Every incident either raises on clean footage is a false alarm.
@@ -194,7 +194,7 @@ def judge(path: Path, clf: GlitchClassifier, settings: GlitchSettings, config: D
     t0 = time.monotonic()
     recorded = evidence.record(path, clf, meta=evidence_meta)
     glitch_events = evidence.replay(recorded, config)
-    kept = evidence_path(evidence_meta["sha256"])
+    kept = evidence_path(evidence_meta["sha256"], evidence_meta["model_sha256"])
     evidence.save(recorded, kept)
     t1 = time.monotonic()
     health_events = health_media.run(health_media.media(path), settings.health_config())
@@ -203,9 +203,10 @@ def judge(path: Path, clf: GlitchClassifier, settings: GlitchSettings, config: D
             "evidence": _in_repo(kept), "wall_s": {"glitch": round(t1 - t0, 1), "health": round(t2 - t1, 1)}}
 
 
-def evidence_path(file_sha256: str) -> Path:
-    """Where a recording's evidence is kept, named by its file's sha256."""
-    return EVIDENCE / f"{file_sha256[:16]}.jsonl.gz"
+def evidence_path(file_sha256: str, model_sha256: str) -> Path:
+    """Where a recording's evidence is kept, named by its file's and the classifier's sha256 (the
+    evidence holds the classifier's scores: a candidate model's must not replace the shipped one's)."""
+    return EVIDENCE / f"{file_sha256[:16]}.{model_sha256[:8]}.jsonl.gz"
 
 
 def _in_repo(path: Path) -> str:
@@ -220,7 +221,7 @@ def keep_evidence(entry: dict, path: Path, clf: GlitchClassifier, config: Detect
     replayed = incidents(evidence.replay(recorded, config))
     if replayed != entry["glitch"]:
         return f"evidence not kept: it replays to {replayed}, the entry holds {entry['glitch']}"
-    kept = evidence_path(meta["sha256"])
+    kept = evidence_path(meta["sha256"], meta["model_sha256"])
     evidence.save(recorded, kept)
     entry.update({"evidence": _in_repo(kept), **parts})
     return f"its evidence kept in {entry['evidence']} (it replays to the incidents judged)"
