@@ -18,7 +18,7 @@ Each file is ingested and classified once (training.glitch.evidence); the detect
 is replayed per rule. `--cache DIR` keeps each file's evidence there and replays from it when it is
 there (same model and ingest only: delete it after changing either).
 
-    python -m training.glitch.stripes_tiles [--sets heldout20,heldout21,dev] [--takes FILE ...] [--out FILE] [--cache DIR]
+    python -m training.glitch.stripes_tiles [--sets heldout20,heldout21,dev] [--takes FILE ...] [--out FILE] [--cache DIR] [--model ONNX]
 """
 
 from __future__ import annotations
@@ -192,8 +192,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--cache", type=Path, help="a folder: keep each file's evidence there, or replay it from there when present")
+    ap.add_argument("--model", type=Path, help="a candidate classifier (ONNX; its own --cache folder); default the shipped one")
     args = ap.parse_args()
-    clf = GlitchClassifier(None, intra_threads=args.threads)
+    clf = GlitchClassifier(args.model, intra_threads=args.threads)
     report = json.loads(args.out.read_text()) if args.out.exists() else {}
     report["rules_replayed"] = [list(r) for r in RULES]
     started = time.time()

@@ -1,0 +1,39 @@
+"""Two classifiers agreeing on stripes (training.glitch.agreement), on the kept evidence of a real
+clean take whose three stripes false alarms the shipped model raised."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from training.glitch import agreement, clean_footage
+from training.glitch.evidence import Evidence, load, replay
+
+GALMEVISH = clean_footage.ROOT / "training/glitch/results/clean_evidence/2519d2fc1e002454.88c18d31.jsonl.gz"
+
+
+def _starts(evidence: Evidence) -> list[float]:
+    _, config = clean_footage.service_configs()
+    return [i["start_s"] for i in clean_footage.incidents(replay(evidence, config))]
+
+
+def test_a_model_agreeing_with_itself_changes_nothing_and_a_doubting_one_removes_the_alarms() -> None:
+    shipped = load(GALMEVISH)
+    assert _starts(shipped) == [39.5, 86.0, 111.0], "the evidence replays to the alarms judged"
+    assert _starts(agreement.agree(shipped, shipped)) == [39.5, 86.0, 111.0]
+    doubting = Evidence([("f", e[1], dataclasses.replace(e[2], kinds={**e[2].kinds, "stripes": 0.5},
+                                                        stripes_grid=None if e[2].stripes_grid is None else e[2].stripes_grid * 0.5))
+                         if e[0] == "f" else e for e in shipped.entries], dict(shipped.meta))
+    assert _starts(agreement.agree(shipped, doubting)) == []
+    lowered = agreement.agree(shipped, doubting).scores()
+    assert all(s.kinds["stripes"] <= 0.5 for s in lowered.values())
+    assert {t: s.kinds.get("grey") for t, s in lowered.items()} == {t: s.kinds.get("grey") for t, s in shipped.scores().items()}, \
+        "only stripes is taken from the other model"
+
+
+def test_evidence_of_another_file_is_refused() -> None:
+    shipped = load(GALMEVISH)
+    shifted = Evidence([("f", e[1] + 0.25, e[2]) if e[0] == "f" else e for e in shipped.entries], dict(shipped.meta))
+    with pytest.raises(ValueError, match="not the same file"):
+        agreement.agree(shipped, shifted)

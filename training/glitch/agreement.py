@@ -1,0 +1,106 @@
+"""Two classifiers that must agree on stripes: the held-out stripes and the clean takes, replayed.
+
+Model 5 (shipped) and model 8 (hard game negatives, not shipped) raise stripes false alarms on
+different real game content (MODEL.md, Session 11): model 5 on yellow-green brick and lit walls,
+model 8 on a streaked skybox. This replays the kept evidence of both with each frame's stripes
+probability (its frame score and its tile grid) taken as the lower of the two models', everything
+else from the first model, through the detector's defaults:
+
+- held-out stripes: `stripes_tiles --cache` folders of the two models (heldout20, heldout21:
+  the same plants, in the same order);
+- clean takes: the two models' `clean_footage` results files and their kept evidence.
+
+    python -m training.glitch.agreement --sets A_CACHE B_CACHE --clean A.json B.json
+
+Reading only: no classifier runs, so it takes seconds. Running both models in the service would
+double the classifier's cost (0.12 core a 720p stream at 2 fps: MODEL.md, Speed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from services.glitch.classifier import FrameScore
+from training.glitch.clean_footage import incidents, service_configs
+from training.glitch.evaluate import Truth
+from training.glitch.evidence import Evidence, load, replay
+from training.glitch.stripes_tiles import SetTally
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def lower_stripes(a: FrameScore, b: FrameScore) -> FrameScore:
+    """`a` with its stripes probability and stripes grid the lower of `a`'s and `b`'s."""
+    kinds = dict(a.kinds)
+    kinds["stripes"] = min(a.kinds.get("stripes", 0.0), b.kinds.get("stripes", 0.0))
+    grid = None if a.stripes_grid is None or b.stripes_grid is None else np.minimum(a.stripes_grid, b.stripes_grid)
+    return dataclasses.replace(a, kinds=kinds, stripes_grid=grid)
+
+
+def agree(a: Evidence, b: Evidence) -> Evidence:
+    """`a`'s evidence with each glitch frame's stripes taken as the lower of the two; a frame that
+    `b` lacks (it did not see the same file) is a ValueError."""
+    scores = b.scores()
+    entries = []
+    for entry in a.entries:
+        if entry[0] == "f":
+            other = scores.get(round(entry[1], 3))
+            if other is None:
+                raise ValueError(f"frame at {entry[1]:.3f} s is in one evidence only: not the same file")
+            entry = ("f", entry[1], lower_stripes(entry[2], other))
+        entries.append(entry)
+    return Evidence(entries, dict(a.meta))
+
+
+def held_out(a_cache: Path, b_cache: Path, sets: tuple[str, ...] = ("heldout20", "heldout21")) -> dict:
+    out = {}
+    for name in sets:
+        tally = SetTally()
+        for path in sorted((a_cache / name).glob("*.evidence.jsonl.gz")):
+            a, b = load(path), load(b_cache / name / path.name)
+            tally.add(agree(a, b), [Truth(*t) for t in a.meta["truths"]], a.meta["where"])
+        out[name] = tally.report()["today"]
+    return out
+
+
+def clean(a_results: Path, b_results: Path) -> dict:
+    """False alarms of the agreeing pair on each take both results files hold evidence of."""
+    def latest(path: Path) -> dict[str, dict]:
+        return {e["sha256"]: e for e in json.loads(path.read_text())["entries"] if e.get("evidence")}
+
+    first, second = latest(a_results), latest(b_results)
+    _, config = service_configs()  # the detector as clean_footage runs it
+    takes, seconds = {}, 0.0
+    for sha, entry in first.items():
+        if sha not in second or second[sha].get("training_take") or entry.get("training_take"):
+            continue
+        events = replay(agree(load(ROOT / entry["evidence"]), load(ROOT / second[sha]["evidence"])), config)
+        takes[entry["map"]] = [i["start_s"] for i in incidents(events)]
+        seconds += entry["media_seconds"]
+    return {"takes": takes, "seconds": round(seconds, 1), "false_alarms": sum(len(v) for v in takes.values())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sets", nargs=2, type=Path, metavar=("A_CACHE", "B_CACHE"))
+    ap.add_argument("--clean", nargs=2, type=Path, metavar=("A_JSON", "B_JSON"))
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    report = {}
+    if args.sets:
+        report["held_out"] = held_out(*args.sets)
+    if args.clean:
+        report["clean"] = clean(*args.clean)
+    text = json.dumps(report, indent=1)
+    print(text)  # noqa: T201
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
