@@ -28,8 +28,8 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import grpc
-from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundError
 from nats.js import JetStreamContext
+from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from streamsight import partitions

@@ -6,9 +6,9 @@ Split (by scene seed, so no scene is in two sets):
          evaluation);
 - the real footage in ../shared/data/media (bigbuckbunny.mp4, vtest.avi, openarena_dm2.mp4) is
   never used here: it is the held-out "source not used in training" of training/glitch/evaluate.py;
-- for model 7 (measured, not shipped: MODEL.md), real game tiles from three recorded OpenArena
-  takes (training.glitch.game, var/glitch/game.npz), added to train by training.glitch.train; the
-  other takes are held out.
+- for models 7 and 8 (measured, not shipped: MODEL.md), real game tiles from recorded OpenArena
+  takes (training.glitch.game, var/glitch/game.npz; model 8's five takes and hard clean tiles),
+  added to train by training.glitch.train; the other takes are held out.
 
 Per scene: clean tiles from a few frames of the clean decode; stripes/green/grey tiles from
 frames corrupted with training.glitch.corrupt, most of them then coded as H.264 at the scene's

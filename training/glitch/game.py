@@ -14,7 +14,8 @@ glitch service see them:
 - hard clean (model 8): every other tile of a sampled frame that a miner model (by default the
   shipped int8 classifier, model 5; its sha256 is kept in the file) scores HARD_SCORE or more
   stripes: ordinary game content the shipped model takes for stripes, which random draws rarely
-  meet (0.5-1.9 % of a take's tiles; the false alarms on clean takes were such tiles);
+  meet (70-320 of a take's 6000 tiles in Session 11's five takes; the false alarms on clean takes
+  were such tiles);
 - stripes: every STRIPES_EVERY-th sampled frame read back with a wrong width or height
   (corrupt.read_as: the frame's I420 bytes, then the next decoded frame's, as a raw file runs
   on), at the source's size, with the dataset's width mix (dataset.STRIDE_MIX) but heights too
@@ -49,7 +50,7 @@ import numpy as np
 from training.glitch import corrupt, dataset, scenes
 
 ROOT = Path(__file__).resolve().parents[2]
-# path under the repository root -> sha256 of the take the model-7 tiles were built from
+# path under the repository root -> sha256 of the take the tiles are built from
 TRAINING_TAKES = {  # model 8's: session 9's re-takes of maps whose earlier takes raised false alarms
     "media/footage9/openarena_oa_dm1.mp4": "5462920849b7641d87911265d34895a03e7ab6dd61b931fd2fd857f60e4c7246",
     "media/footage9/openarena_oa_dm6.mp4": "91fd561df093944f9fe1f07e5554ba29276a8e9cdcf0fab85e1670efbe69e5ec",
@@ -215,7 +216,7 @@ def _take(args: tuple[int, str, str | None]) -> tuple[np.ndarray, np.ndarray, np
 
 def build(path: Path, workers: int = 2, miner: Path | None = None) -> None:
     """var/glitch/game.npz: tiles, labels, take (its index in TRAINING_TAKES), media time (ms) and
-    hard-clean flag per tile, and the miner's sha256 (empty: no hard tiles)."""
+    hard-clean flag per tile, and the miner's sha256 (default miner: the shipped int8 model)."""
     takes = check_takes()
     if miner is None:
         from services.glitch.classifier import shipped_model
