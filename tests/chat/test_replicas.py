@@ -20,8 +20,8 @@ import pytest
 from services.chat.replay import load_replay
 from services.chat.resume import FINISHED_KEEP_S, ReaderPoint
 from streamsight import subjects
-from streamsight.bus import kv_entries
 from streamsight.app.demo import make_chat
+from streamsight.bus import kv_entries
 from streamsight.gen.chat.v1 import chat_pb2, chat_pb2_grpc
 from streamsight.gen.common.v1 import common_pb2 as S
 from streamsight.gen.events.v1 import events_pb2

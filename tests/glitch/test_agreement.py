@@ -37,3 +37,14 @@ def test_evidence_of_another_file_is_refused() -> None:
     shifted = Evidence([("f", e[1] + 0.25, e[2]) if e[0] == "f" else e for e in shipped.entries], dict(shipped.meta))
     with pytest.raises(ValueError, match="not the same file"):
         agreement.agree(shipped, shifted)
+
+
+def test_a_stripes_tiles_cache_refuses_evidence_another_model_made() -> None:
+    """`stripes_tiles --cache --model`: a cached file names the model whose scores it holds; replaying
+    it for another model would measure the wrong model."""
+    from training.glitch.stripes_tiles import load_made_by
+
+    made_by = load(GALMEVISH).meta["model_sha256"]
+    assert load_made_by(GALMEVISH, made_by).frames == load(GALMEVISH).frames
+    with pytest.raises(SystemExit, match="give this model its own --cache folder"):
+        load_made_by(GALMEVISH, "0" * 64)

@@ -16,7 +16,7 @@ in the sample that opens it (count, tile rows, tile columns, at stripes probabil
 
 Each file is ingested and classified once (training.glitch.evidence); the detector is cheap and
 is replayed per rule. `--cache DIR` keeps each file's evidence there and replays from it when it is
-there (same model and ingest only: delete it after changing either).
+there (same ingest only: delete it after changing ingest; evidence of another model is refused).
 
     python -m training.glitch.stripes_tiles [--sets heldout20,heldout21,dev] [--takes FILE ...] [--out FILE] [--cache DIR] [--model ONNX]
 """
@@ -40,6 +40,7 @@ from training.glitch import evaluate_sizes as es
 from training.glitch import scenes
 from training.glitch.evidence import Evidence, load, record, replay, save
 from training.glitch.evaluate import MEDIA, Truth, match, plant_damage
+from training.glitch.game import sha256_file
 
 OUT = Path(__file__).resolve().parent / "results" / "glitch_stripes_tiles.json"
 SIZE = (1280, 720)
@@ -117,13 +118,13 @@ class SetTally:
 class Pieces:
     """Where a set's files go once ingested and classified: the tally, and the cache folder when there is one."""
 
-    def __init__(self, tally: SetTally, folder: Path | None) -> None:
-        self.tally, self.folder, self.count = tally, folder, 0
+    def __init__(self, tally: SetTally, folder: Path | None, model_sha256: str) -> None:
+        self.tally, self.folder, self.model_sha256, self.count = tally, folder, model_sha256, 0
 
     def add(self, evidence: Evidence, truths: list[Truth], where: str) -> None:
         self.tally.add(evidence, truths, where)
         if self.folder is not None:
-            evidence.meta.update(where=where, truths=[[t.kind, t.start_s, t.end_s, t.detail] for t in truths])
+            evidence.meta.update(where=where, truths=[[t.kind, t.start_s, t.end_s, t.detail] for t in truths], model_sha256=self.model_sha256)
             save(evidence, self.folder / f"{self.count:03d}.evidence.jsonl.gz")
         self.count += 1
         print(where, self.tally.rules[RULES[0]]["found"], self.tally.rules[RULES[0]]["truths"], file=sys.stderr, flush=True)  # noqa: T201
@@ -133,13 +134,24 @@ class Pieces:
             (self.folder / "complete").write_text(f"{self.count}\n")
 
 
-def cached_set(folder: Path) -> SetTally | None:
-    """A set replayed from its cached evidence (None unless every piece was cached)."""
+def load_made_by(path: Path, model_sha256: str) -> Evidence:
+    """Cached evidence, refused when another model made it (a file cached before the cache named
+    its model is taken as is)."""
+    evidence = load(path)
+    made_by = evidence.meta.get("model_sha256", model_sha256)
+    if made_by != model_sha256:
+        raise SystemExit(f"{path} holds model {made_by[:12]}'s scores, not {model_sha256[:12]}'s: give this model its own --cache folder")
+    return evidence
+
+
+def cached_set(folder: Path, model_sha256: str) -> SetTally | None:
+    """A set replayed from its cached evidence (None unless every piece was cached; another
+    model's evidence is refused)."""
     if not (folder / "complete").exists():
         return None
     tally = SetTally()
     for path in sorted(folder.glob("*.evidence.jsonl.gz")):
-        evidence = load(path)
+        evidence = load_made_by(path, model_sha256)
         tally.add(evidence, [Truth(*t) for t in evidence.meta["truths"]], evidence.meta["where"])
     return tally
 
@@ -195,6 +207,7 @@ def main() -> None:
     ap.add_argument("--model", type=Path, help="a candidate classifier (ONNX; its own --cache folder); default the shipped one")
     args = ap.parse_args()
     clf = GlitchClassifier(args.model, intra_threads=args.threads)
+    model_sha256 = sha256_file(clf.path)
     report = json.loads(args.out.read_text()) if args.out.exists() else {}
     report["rules_replayed"] = [list(r) for r in RULES]
     started = time.time()
@@ -203,7 +216,7 @@ def main() -> None:
         for name in [s for s in args.sets.split(",") if s]:
             t0 = time.time()
             folder = args.cache / name if args.cache else None
-            tally = cached_set(folder) if folder is not None else None
+            tally = cached_set(folder, model_sha256) if folder is not None else None
             if tally is not None:
                 report[name] = tally.report() | {"seconds": report.get(name, {}).get("seconds")}
                 args.out.write_text(json.dumps(report, indent=1) + "\n")
@@ -211,7 +224,7 @@ def main() -> None:
             tally = SetTally()
             if folder is not None:
                 folder.mkdir(parents=True, exist_ok=True)
-            pieces = Pieces(tally, folder)
+            pieces = Pieces(tally, folder, model_sha256)
             {"heldout20": lambda: heldout(clf, 20, False, work, pieces), "heldout21": lambda: heldout(clf, 21, True, work, pieces),
              "dev": lambda: dev(clf, work, pieces)}[name]()
             report[name] = tally.report() | {"seconds": round(time.time() - t0, 1)}
@@ -222,9 +235,9 @@ def main() -> None:
                 tally = SetTally()
                 cached = args.cache / "takes" / f"{path.stem}.evidence.jsonl.gz" if args.cache else None
                 if cached is not None and cached.exists():
-                    evidence = load(cached)
+                    evidence = load_made_by(cached, model_sha256)
                 else:
-                    evidence = record(path, clf)
+                    evidence = record(path, clf, meta={"model_sha256": model_sha256})
                     if cached is not None:
                         save(evidence, cached)
                 tally.add(evidence, [], path.name)
