@@ -7,6 +7,7 @@ import pytest
 
 from services.glitch import shear
 from training.glitch import corrupt, scenes
+from training.glitch.evaluate_sizes import frames_of
 
 
 def read_with_width(frame: np.ndarray, next_frame: np.ndarray, d: int) -> np.ndarray:
@@ -30,6 +31,15 @@ def coded(frames: list[np.ndarray], tmp_path) -> np.ndarray:
 @pytest.mark.parametrize("d", [-3, 3, 5, -13])
 def test_real_frames_read_with_a_wrong_width_shear_by_that_width(vtest, tmp_path, d) -> None:
     bad = coded([read_with_width(vtest[i], vtest[i + 1], d) for i in range(3)], tmp_path)
+    found = [shear.measure(f) for f in bad]
+    assert all(m.shift == d and shear.wrong_width(m) for m in found), found
+
+
+@pytest.mark.parametrize("d", [-37, -46, 57])
+def test_game_frames_read_far_too_narrow_or_wide_shear_by_that_width(shared_data, tmp_path, d) -> None:
+    # the classifier scored openarena_dm2 read 37 and 46 pixels too narrow under its open score (held-out seed 21)
+    game = frames_of(shared_data / "media" / "openarena_dm2.mp4", 10.0, 10.1)[0]
+    bad = coded([read_with_width(game[i], game[i + 1], d) for i in range(2)], tmp_path)
     found = [shear.measure(f) for f in bad]
     assert all(m.shift == d and shear.wrong_width(m) for m in found), found
 
