@@ -4,7 +4,9 @@ The detector's work per sampled frame is: cut the frame into 224x224 tiles, run 
 on them (onnxruntime, one intra-op thread = one core), and the debouncer. The baseline is
 decoding the same media with PyAV on one thread, measured in the same run on the real
 Big Buck Bunny clip (1280x720 H.264, 25 fps): the ratio says what the detector at the default
-2 fps sampling adds to ingest's decode of every frame.
+2 fps sampling adds to ingest's decode of every frame. Big Buck Bunny's frames stay under the
+shear check's gate, so that check is also timed alone on real game frames (openarena_dm2, which
+often pass it), against the same run's detector time per 720p frame.
 
     .venv/bin/python bench/bench_glitch.py [--repeat 3]
 
@@ -21,6 +23,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from services.glitch import shear
 from services.glitch.classifier import GlitchClassifier
 from services.glitch.detector import Signal, StreamDetector
 from services.glitch.tiles import grid
@@ -38,11 +41,11 @@ def cpu_best(fn, repeat: int) -> float:
     return best
 
 
-def decode_frames(path: Path) -> tuple[list[np.ndarray], float]:
+def decode_frames(path: Path, every: int = 1) -> tuple[list[np.ndarray], float]:
     with av.open(str(path)) as c:
         s = c.streams.video[0]
         s.codec_context.thread_count = 1
-        frames = [f.to_ndarray(format="rgb24") for f in c.decode(s)]
+        frames = [f.to_ndarray(format="rgb24") for i, f in enumerate(c.decode(s)) if i % every == 0]
         return frames, float(s.average_rate)
 
 
@@ -84,6 +87,13 @@ def main() -> None:
         print(f"detector {label} ({len(grid(*size))} tiles/frame, 1 thread): {1 / per_frame:.1f} frames/s per core, "
               f"{per_frame * 1000:.1f} ms/frame; at {SAMPLE_FPS:g} fps sampling = {cost:.2f}x the decode of the same media "
               f"({per_frame * SAMPLE_FPS:.3f} CPU s per media s)")
+        if label == "1280x720":
+            detect_720p = per_frame
+
+    game, _ = decode_frames(MEDIA / "openarena_dm2.mp4", every=60)
+    shear_s = cpu_best(lambda: [shear.measure(f) for f in game], args.repeat) / len(game)
+    print(f"shear check on {len(game)} openarena_dm2 frames (1280x720): {shear_s * 1000:.1f} ms/frame when it runs, "
+          f"{shear_s / detect_720p:.2f}x the detector's time per 720p frame above")
 
 
 if __name__ == "__main__":
