@@ -13,6 +13,14 @@ when they are thin; a frame whose tiles look like stripes (SHEAR_GATE) is checke
 row shear of a wrong width (shear.py), which the model scores under its open score when the
 shear is slight; and every frame is checked for colour slid against the luma as a wrong height
 slides it (chroma.py), which the model mostly misses for heights 8-30 rows off.
+
+A second opinion on stripes (`verifier`, the service's default): a frame whose stripes
+probability reaches `verify_from` (the detector's open score) is scored again by
+stripes_verifier.int8.onnx (model 8, trained with real game tiles that model 5 called stripes;
+models/MODEL.md, Session 12), and its stripes probability and stripes tile grid become the lower
+of the two models'. Each model calls some bright, regular game texture stripes, but not the same
+ones, so both must agree; a true wrong-stride read is called by both. It runs only on the rare
+frames that reach the open score, so it costs next to nothing on clean streams.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ MODEL_DIR = Path(__file__).resolve().parent / "models"
 MODEL_FILE = "glitch_cnn.onnx"  # fp32, as trained
 INT8_FILE = "glitch_cnn.int8.onnx"  # the same model quantized (training/glitch/quantize.py)
 MODEL_FILES = {"int8": INT8_FILE, "fp32": MODEL_FILE}
+VERIFIER_FILE = "stripes_verifier.int8.onnx"  # model 8 (int8), the second opinion on stripes
 DEFAULT_PRECISION = "int8"
 # Output order of the model (training/glitch/dataset.py labels).
 KINDS = ("clean", "stripes", "macroblocking", "green", "grey")
@@ -67,20 +76,31 @@ def shipped_model(precision: str = DEFAULT_PRECISION) -> Path:
     return MODEL_DIR / MODEL_FILES[precision]
 
 
+def shipped_verifier() -> Path:
+    """The shipped second opinion on stripes."""
+    return MODEL_DIR / VERIFIER_FILE
+
+
 class GlitchClassifier:
     """Thread-safe (onnxruntime sessions are); `classify` blocks: run it off the event loop.
 
-    `model_path` None takes the shipped model of `precision`."""
+    `model_path` None takes the shipped model of `precision`. `verifier` (an ONNX file of the same
+    inputs and outputs; None: no second opinion) scores again the frames whose stripes probability
+    reaches `verify_from`, and the lower stripes probability of the two counts."""
 
     def __init__(self, model_path: str | Path | None = None, intra_threads: int | None = None, max_batch: int = 32,
-                 precision: str = DEFAULT_PRECISION) -> None:
+                 precision: str = DEFAULT_PRECISION, verifier: str | Path | None = None, verify_from: float = 0.95) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if not 0 < verify_from <= 1:
+            raise ValueError(f"verify_from must be in (0, 1], got {verify_from}")
         self.path = Path(model_path) if model_path is not None else shipped_model(precision)
+        self.max_batch = max_batch
         self.session = create_session(self.path, intra_threads)
         self.provider = session_provider(self.session)
-        self.max_batch = max_batch
         self._input = self.session.get_inputs()[0].name
+        self.verifier = GlitchClassifier(verifier, intra_threads, max_batch) if verifier is not None else None
+        self.verify_from = verify_from
 
     def classify(self, frames: Sequence[np.ndarray]) -> list[FrameScore]:
         """RGB frames [H,W,3] uint8 (sizes may differ) -> one FrameScore each, same order."""
@@ -105,7 +125,11 @@ class GlitchClassifier:
             kinds = {k: float(p[:, i].max()) for i, k in enumerate(KINDS) if i}
             sheared = kinds["stripes"] >= SHEAR_GATE and row_shear.wrong_width(row_shear.measure(frame))
             shifted = chroma.wrong_height(chroma.measure(frame))
-            out.append(FrameScore(float(bad.max()), kind, bad, kinds, frame_bands, sheared, shifted, p[:, 1].reshape(shape).copy()))
+            stripes = p[:, 1]
+            if self.verifier is not None and kinds["stripes"] >= self.verify_from:
+                stripes = np.minimum(stripes, self.verifier.tile_probabilities(t)[:, 1])
+                kinds["stripes"] = float(stripes.max())
+            out.append(FrameScore(float(bad.max()), kind, bad, kinds, frame_bands, sheared, shifted, stripes.reshape(shape).copy()))
         return out
 
     def tile_probabilities(self, tiles: np.ndarray) -> np.ndarray:
@@ -116,3 +140,5 @@ class GlitchClassifier:
 
     def warm_up(self) -> None:
         self.classify([np.zeros((tiling.TILE, tiling.TILE, 3), np.uint8)])
+        if self.verifier is not None:
+            self.verifier.warm_up()

@@ -196,7 +196,8 @@ class GlitchService(Service):
             stripes_min_tile_rows=s.stripes_min_tile_rows, stripes_tile_score=s.stripes_tile_score,
         )
         self.health_config = s.health_config()
-        self.classifier = await asyncio.to_thread(GlitchClassifier, s.model_path, s.intra_threads or None)
+        self.classifier = await asyncio.to_thread(GlitchClassifier, s.model_path, s.intra_threads or None,
+                                                  verifier=s.verifier_path(), verify_from=s.open_score)
         await asyncio.to_thread(self.classifier.warm_up)
         self.streams: StreamTable[_Stream] = StreamTable(self.name, idle_s=s.stream_idle_s)
         self._done: OrderedDict[str, tuple[int, int]] = OrderedDict()  # finished streams: last (seq, stored_ns) applied
@@ -213,7 +214,9 @@ class GlitchService(Service):
             self.log.warning("partitions not all taken at start; going on taking them", held=sorted(self.partitions.held))
 
     def health_info(self) -> dict[str, str]:
+        verifier = self.classifier.verifier
         return {"provider": self.classifier.provider, "model": self.classifier.path.name,
+                "stripes_verifier": verifier.path.name if verifier is not None else "off",
                 "partitions": ",".join(map(str, sorted(self.partitions.held)))}
 
     async def stop(self) -> None:

@@ -77,6 +77,7 @@ async def glitches(bus: Bus, sid: str) -> list[events_pb2.Glitch]:
 async def test_a_planted_green_band_gives_one_start_and_one_end(nats_server, bus, tmp_path, planted, ingest_vod) -> None:
     async with running(nats_server.url, tmp_path) as (glitch, stub):
         assert glitch.health_info()["model"] == shipped_model().name == "glitch_cnn.int8.onnx"  # the default precision's model
+        assert glitch.health_info()["stripes_verifier"] == "stripes_verifier.int8.onnx"  # glitch.stripes_verifier's default
         await ingest_vod(stub, {"green": planted, "again": planted})  # two streams at once
         await asyncio.sleep(1.0)
         for sid in ("green", "again"):

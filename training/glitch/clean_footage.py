@@ -173,12 +173,30 @@ def media_seconds(path: Path) -> float:
     raise ValueError(f"{path}: length unknown")
 
 
-def service_configs(model: Path | None = None) -> tuple[GlitchSettings, DetectorConfig]:
-    """The glitch service's default settings (`model`: another classifier file) and its detector config, built as GlitchService.start builds it."""
-    s = GlitchSettings() if model is None else GlitchSettings(model_path=model)
+def service_configs(model: Path | None = None, verifier: bool = True) -> tuple[GlitchSettings, DetectorConfig]:
+    """The glitch service's default settings (`model`: another classifier file; `verifier` False: no second
+    opinion on stripes) and its detector config, built as GlitchService.start builds it."""
+    s = GlitchSettings(stripes_verifier=verifier) if model is None else GlitchSettings(model_path=model, stripes_verifier=verifier)
     return s, DetectorConfig(open_score=s.open_score, suspect_score=s.suspect_score, close_after_s=s.close_after_s,
                              freeze_min_s=s.freeze_min_s, update_every_s=s.update_every_s, report_freeze=False,
                              stripes_min_tile_rows=s.stripes_min_tile_rows, stripes_tile_score=s.stripes_tile_score)
+
+
+def classifier_of(settings: GlitchSettings, intra_threads: int) -> GlitchClassifier:
+    """The classifier as GlitchService.start builds it."""
+    return GlitchClassifier(settings.model_path, intra_threads, verifier=settings.verifier_path(), verify_from=settings.open_score)
+
+
+def classifier_sha256(settings: GlitchSettings) -> str:
+    """What judged a take: the model's sha256, or with a second opinion on stripes, the digest of both models'."""
+    sha = game.sha256_file(Path(settings.model_path))
+    verifier = settings.verifier_path()
+    return sha if verifier is None else hashlib.sha256(f"{sha}+{game.sha256_file(verifier)}".encode()).hexdigest()
+
+
+def classifier_name(settings: GlitchSettings) -> str:
+    verifier = settings.verifier_path()
+    return Path(settings.model_path).name + ("" if verifier is None else f" + {verifier.name}")
 
 
 def incidents(events) -> list[dict]:
@@ -291,6 +309,7 @@ def main() -> None:
     parser.add_argument("--map", help="the map, for a file not named openarena_<map>")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--model", type=Path, help="a candidate classifier (ONNX) instead of the shipped one")
+    parser.add_argument("--no-verifier", action="store_true", help="judge with the classifier alone (the service's glitch.stripes_verifier false)")
     parser.add_argument("--intra-threads", type=int, default=1, help="classifier threads (1: the service's default)")
     parser.add_argument("--backfill", action="store_true", help="give earlier entries their judge version (see the module docstring)")
     parser.add_argument("--rejudge", action="store_true", help="judge again, from their kept evidence, recordings judged under another judge version")
@@ -312,10 +331,10 @@ def main() -> None:
         print(f"judge version given to {filled} entries; {left} left without (commit unknown, or not the code that judged them)")
     if args.model is not None and not args.model.is_file():
         parser.error(f"{args.model}: no such model file")
-    settings, config = service_configs(args.model)
-    model_sha = game.sha256_file(Path(settings.model_path))
+    settings, config = service_configs(args.model, not args.no_verifier)
+    model_sha = classifier_sha256(settings)
     version = judge_version()
-    clf = GlitchClassifier(settings.model_path, args.intra_threads)
+    clf = classifier_of(settings, args.intra_threads)
     known = {(e["sha256"], e["model_sha256"], e.get("judge_version")) for e in data["entries"]}
     if args.rejudge:
         rejudged, refused = rejudge(data, model_sha, version, config)
@@ -337,7 +356,7 @@ def main() -> None:
                 args.results.write_text(json.dumps(data, indent=1) + "\n")
             continue
         entry = {"file": path.name, "map": maps[path], "sha256": digest, "media_seconds": round(media_seconds(path), 3),
-                 **judge(path, clf, settings, config, meta), "model": Path(settings.model_path).name, "model_sha256": model_sha,
+                 **judge(path, clf, settings, config, meta), "model": classifier_name(settings), "model_sha256": model_sha,
                  "judge_version": version, **judged_by, **parts,
                  "judged_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         if training_take(digest, model_sha):
