@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 import numpy as np
 import pytest
 
@@ -57,7 +60,7 @@ def test_real_game_frames_read_with_a_wrong_width_or_height_stay_stripes_with_th
     pair = GlitchClassifier(intra_threads=2, verifier=shipped_verifier()).classify(list(misread))
     said = [(how, d, round(s.kinds["stripes"], 3), s.misread) for (how, d), s in zip(MISREADS, pair)]
     assert all(s.kinds["stripes"] >= 0.95 or s.misread for s in pair), said  # a stripes call, or the shear or chroma check's
-    assert sum(s.kinds["stripes"] >= 0.95 for s in pair) >= 6, said  # model 5 alone: -47 at 0.918; with model 8's opinion no other lower
+    assert sum(s.kinds["stripes"] >= 0.95 for s in pair) >= 6, said  # model 5 alone scores width -47 at 0.918 (the shear check finds it)
 
 
 def test_the_setting_turns_the_second_opinion_on_by_default_and_off(monkeypatch) -> None:
@@ -66,3 +69,10 @@ def test_the_setting_turns_the_second_opinion_on_by_default_and_off(monkeypatch)
     assert GlitchSettings().verifier_path() is None
     with pytest.raises(ValueError, match="verify_from"):
         GlitchClassifier(verifier=shipped_verifier(), verify_from=0.0)
+
+
+def test_the_card_names_the_verifier_file_it_describes() -> None:
+    card = (shipped_verifier().parent / "MODEL.md").read_text()
+    declared = re.search(r"stripes verifier \| `stripes_verifier.int8.onnx` \([^)]*sha256 `([0-9a-f]{64})`", card)
+    assert declared, "MODEL.md names no stripes verifier sha256"
+    assert hashlib.sha256(shipped_verifier().read_bytes()).hexdigest() == declared.group(1)
