@@ -5,7 +5,8 @@ The stack decodes a stream at its own size and ingest shrinks each glitch frame 
 every fault at the source's size (1280x720 game footage, 720p Big Buck Bunny, 768x576 vtest),
 in the pixels or in the H.264 packets, and runs each faulty file through the real ingest
 pipeline once per size (`--sizes`, default 640x360 and 1280x720), then the shipped classifier
-and the detector with default settings. Both sizes judge the very same files, so their counts
+(with its second opinion on stripes, as the service runs it; `--no-verifier`: without) and the
+detector with default settings. Both sizes judge the very same files, so their counts
 are paired.
 
 Sources, none used in training: ../shared/data/media/openarena_dm2.mp4 (60 s of a bot match,
@@ -33,7 +34,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from services.glitch.classifier import GlitchClassifier
+from services.glitch.classifier import GlitchClassifier, shipped_verifier
 from services.glitch.detector import DetectorConfig, GlitchEvent, Signal, StreamDetector
 from services.ingest.decode import DecodeConfig
 from services.ingest.items import FrameSignals, SampledFrame
@@ -169,6 +170,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="640x360,1280x720")
     ap.add_argument("--seconds", type=float, default=20.0, help="length of the game excerpts")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--no-verifier", action="store_true", help="the classifier alone, without the second opinion on stripes (glitch.stripes_verifier false)")
     ap.add_argument("--stripes-only", action="store_true",
                     help="plant only stripes, every 3 s, once per clip, and skip packet damage and the clean runs (the kind where the sizes differ)")
     args = ap.parse_args()
@@ -177,7 +179,8 @@ def main() -> None:
     if missing:
         raise SystemExit(f"needs the shared test media ({', '.join(missing)} absent from {MEDIA})")
     started = time.time()
-    clf, config, rng = GlitchClassifier(args.model, intra_threads=args.threads), DetectorConfig(report_freeze=False), np.random.default_rng(args.seed)
+    config, rng = DetectorConfig(report_freeze=False), np.random.default_rng(args.seed)
+    clf = GlitchClassifier(args.model, intra_threads=args.threads, verifier=None if args.no_verifier else shipped_verifier(), verify_from=config.open_score)
     tallies = {s: Tally() for s in sizes}
     pieces = [(GAME, float(a), float(min(a + args.seconds, 60.0))) for a in np.arange(0.0, 59.0, args.seconds)]
     pieces += [("bigbuckbunny.mp4", 0.0, 1e9), ("vtest.avi", 0.0, 1e9)]
@@ -224,7 +227,7 @@ def main() -> None:
             print(where, {s: (t.report()["found"], t.report()["truths"], len(t.clean_false)) for s, t in tallies.items()},
                   f"{time.time() - started:.0f}s", file=sys.stderr, flush=True)  # noqa: T201
     report = {"sources": [f"{n} {a:.0f}-{b:.0f}s" if b < 1e9 else n for n, a, b in pieces],
-              "detector": "DetectorConfig(report_freeze=False)", "model": model_id(clf), "rng_seed": args.seed, "stripes_only": args.stripes_only,
+              "detector": "DetectorConfig(report_freeze=False)", "model": model_id(clf), "stripes_verifier": model_id(clf.verifier) if clf.verifier is not None else None, "rng_seed": args.seed, "stripes_only": args.stripes_only,
               "sizes": {s: t.report() for s, t in tallies.items()}, "eval_seconds": round(time.time() - started, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
