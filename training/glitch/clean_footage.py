@@ -20,7 +20,8 @@ Every incident either raises on clean footage is a false alarm.
 One entry per recording and judge (keyed by the file's sha256, the model's sha256 and the judge
 version: a file judged before by the same model and judge is not added again) holds the file
 name, map, media seconds, the glitch and health incidents (kind, start, end) and what judged it:
-the classifier model's sha256, the "judge version" (a digest of the glitch modules this judge
+the classifier model's sha256 (with the service's second opinion on stripes, glitch.stripes_verifier,
+a digest of both models' sha256; `--no-verifier` judges with the classifier alone), the "judge version" (a digest of the glitch modules this judge
 runs, `JUDGE_SOURCES`: classifier, detector, health checks, default settings), the "detector
 version" (a digest of every file in services/glitch/ and services/glitch/health/, kept for the
 record) and the git commit of the tree. The totals printed count only entries judged by the
