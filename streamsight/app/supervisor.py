@@ -244,11 +244,15 @@ class Supervisor:
         self._recovery: asyncio.Task | None = None
         self._stop_event = asyncio.Event()
         self.extra_env = extra_env or {}
-        # free_ports: every service on a free port (an embedded stack beside a running `up`).
+        # free_ports: every service on a free port (an embedded stack beside a running `up`). Otherwise a
+        # service's own grpc_port setting (STREAMSIGHT_<SECTION>_GRPC_PORT or the YAML) is its port, the
+        # others are told it, and a service without one keeps its default.
         self.ports = dict(ports or {})
         if free_ports:
             picked = iter(self._free_ports(len(CATALOG)))
             self.ports = {spec.name: self.ports.get(spec.name) or next(picked) for spec in CATALOG}
+        else:
+            self.ports = {**self._user_ports(), **self.ports}
         chosen = user_value("gateway", "http_port", self.base_env)
         self._http_chosen = chosen is not None  # the user's own value reaches the gateway untouched
         try:
@@ -341,6 +345,14 @@ class Supervisor:
     def _say(self, name: str, line: str) -> None:
         self.out.write(f"{name:<8}| {line}\n")
         self.out.flush()
+
+    def _user_ports(self) -> dict[str, int]:
+        """The gRPC ports the user set for each service; a value that is not a port is left for the service
+        to refuse. The old unsectioned STREAMSIGHT_GRPC_PORT would put every service on one port: `up` keeps
+        ignoring it."""
+        environ = {k: v for k, v in self.base_env.items() if k != "STREAMSIGHT_GRPC_PORT"}
+        chosen = {spec.name: user_value(spec.name, "grpc_port", environ) for spec in CATALOG}
+        return {name: int(value) for name, value in chosen.items() if str(value).isdigit() and 0 < int(value) < 65536}
 
     def _port(self, spec: ServiceSpec) -> int:
         return self.ports.get(spec.name) or spec.grpc_port

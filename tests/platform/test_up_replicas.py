@@ -90,6 +90,20 @@ def test_bad_replicas_and_nats_copies_up_cannot_keep_are_refused_with_the_reason
     assert not (tmp_path / "up.json").exists(), "nothing was started"
 
 
+def test_a_services_own_grpc_port_setting_is_its_port_under_up_and_the_others_are_told_it(tmp_path, monkeypatch):
+    # `up` gave chat its default 50062 whatever STREAMSIGHT_CHAT_GRPC_PORT said (and told the child so),
+    # so a second stack on the host failed to bind it however the user set the port
+    monkeypatch.setenv("STREAMSIGHT_CHAT_GRPC_PORT", "41234")
+    monkeypatch.setenv("STREAMSIGHT_GRPC_PORT", "41000")  # the old flat name would put every service on one port: ignored
+    sup = Supervisor(tmp_path, only=["chat", "gateway"], nats_auth=False, replicas={"chat": 2})
+    chat = [sup.replica_environment(SECTIONS["chat"], n) for n in (1, 2)]
+    assert chat[0]["STREAMSIGHT_CHAT_GRPC_PORT"] == "41234" and chat[1]["STREAMSIGHT_CHAT_GRPC_PORT"] not in ("41234", "50062")
+    assert sup.replica_environment(SECTIONS["gateway"], 1)["STREAMSIGHT_GATEWAY_CHAT_ADDRESS"] == "127.0.0.1:41234"
+    assert sup.ports == {"chat": 41234}  # the others keep their defaults
+    monkeypatch.setenv("STREAMSIGHT_CHAT_GRPC_PORT", "not-a-port")  # left for chat to refuse with its configuration error
+    assert Supervisor(tmp_path, only=["chat", "gateway"], nats_auth=False).ports == {}
+
+
 def test_each_replica_gets_its_id_ports_and_ingest_its_advertised_address(tmp_path, monkeypatch):
     monkeypatch.setenv("STREAMSIGHT_METRICS_BASE_PORT", "9100")
     sup = Supervisor(tmp_path, free_ports=True, only=["ingest", "glitch", "gateway"], nats_auth=False, replicas={"ingest": 2, "glitch": 3})
