@@ -127,6 +127,7 @@ def test_up_runs_two_replicas_each_with_its_id_and_ports_and_restarts_one_alone_
     if "chat" not in {s.name for s in built_services()}:
         pytest.skip("chat is not built here")
     base = free_port_block(METRICS_STEP + len(SECTIONS))  # replica 2's metrics port is the first's + 10
+    chat_port = free_port()  # not chat's default: another stack on this host may hold it
     log = tmp_path / "up.log"
     state_file = tmp_path / "var" / "up.json"
     with open(log, "w") as out:
@@ -135,12 +136,12 @@ def test_up_runs_two_replicas_each_with_its_id_and_ports_and_restarts_one_alone_
              "--gateway-port", str(free_port()), "--only", "chat,gateway", "--replicas", "chat=2", "--nats-nodes", "3"],
             stdout=out, stderr=subprocess.STDOUT,
             env={**os.environ, "STREAMSIGHT_GATEWAY_HTTP_PORT": "0", "STREAMSIGHT_METRICS_BASE_PORT": str(base),
-                 "STREAMSIGHT_CHAT_GRPC_PORT": str(free_port())},  # not chat's default: another stack on this host may hold it
+                 "STREAMSIGHT_CHAT_GRPC_PORT": str(chat_port)},
         )  # fmt: skip
     try:
         _wait(lambda: "all services SERVING" in log.read_text(), 180, "every replica SERVING", proc, log)
         replicas = _state(state_file)["services"]["chat"]["replicas"]
-        assert [r["id"] for r in replicas] == ["chat-1", "chat-2"]
+        assert [r["id"] for r in replicas] == ["chat-1", "chat-2"] and replicas[0]["port"] == chat_port  # the user's port
         assert len({r["pid"] for r in replicas}) == 2 and len({r["port"] for r in replicas}) == 2
         offset = SECTIONS["chat"].metrics_offset
         assert [r["metrics_port"] for r in replicas] == [base + offset, base + offset + METRICS_STEP]
