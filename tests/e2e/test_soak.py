@@ -84,11 +84,21 @@ async def _bus_state(url: str) -> dict[str, tuple[int, int, list[str]]]:
         await bus.close()
 
 
-def _nats_connections(sup: Supervisor) -> int:
-    """Client connections nats-server holds, from its monitoring endpoint."""
+def _nats_connections(sup: Supervisor, steady_s: float = 1.0, timeout_s: float = 15.0) -> int:
+    """Client connections nats-server holds, from its monitoring endpoint, once the count has held for
+    `steady_s`: the test's own bus client (_bus_state) has just closed, and the server counted it
+    for a moment longer once (8 after job 1 against the stack's 7 at the end)."""
     direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with direct.open(f"http://127.0.0.1:{sup.nats.monitor_port}/varz", timeout=5) as r:
-        return json.load(r)["connections"]
+    deadline, seen, since = time.monotonic() + timeout_s, None, time.monotonic()
+    while True:
+        with direct.open(f"http://127.0.0.1:{sup.nats.monitor_port}/varz", timeout=5) as r:
+            count = json.load(r)["connections"]
+        now = time.monotonic()
+        if count != seen:
+            seen, since = count, now
+        elif now - since >= steady_s or now > deadline:
+            return count
+        time.sleep(0.2)
 
 
 def _until_at_rest(sup: Supervisor, timeout_s: float = 30.0) -> None:
