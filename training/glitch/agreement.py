@@ -35,10 +35,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def lower_stripes(a: FrameScore, b: FrameScore) -> FrameScore:
-    """`a` with its stripes probability and stripes grid the lower of `a`'s and `b`'s."""
+    """`a` with each tile's stripes probability the lower of `a`'s and `b`'s and its frame stripes
+    probability the highest of those, as GlitchClassifier.classify takes its verifier's (evidence without
+    tile grids: the lower frame probability)."""
     kinds = dict(a.kinds)
-    kinds["stripes"] = min(a.kinds.get("stripes", 0.0), b.kinds.get("stripes", 0.0))
-    grid = None if a.stripes_grid is None or b.stripes_grid is None else np.minimum(a.stripes_grid, b.stripes_grid)
+    if a.stripes_grid is None or b.stripes_grid is None:
+        kinds["stripes"] = min(a.kinds.get("stripes", 0.0), b.kinds.get("stripes", 0.0))
+        return dataclasses.replace(a, kinds=kinds, stripes_grid=None)
+    grid = np.minimum(a.stripes_grid, b.stripes_grid)
+    kinds["stripes"] = float(grid.max())
     return dataclasses.replace(a, kinds=kinds, stripes_grid=grid)
 
 
