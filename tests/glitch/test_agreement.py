@@ -48,3 +48,17 @@ def test_a_stripes_tiles_cache_refuses_evidence_another_model_made() -> None:
     assert load_made_by(GALMEVISH, made_by).frames == load(GALMEVISH).frames
     with pytest.raises(SystemExit, match="give this model its own --cache folder"):
         load_made_by(GALMEVISH, "0" * 64)
+
+
+def test_a_lower_stripes_gate_opens_more_incidents_on_the_same_evidence_and_changes_nothing_else() -> None:
+    """`agreement --gates`: model 5 alone scores ordinary frames of this take at 0.9-0.95 stripes, so a
+    gate under 0.95 calls more of them (the reason the shipped gate stays at 0.95)."""
+    shipped = load(GALMEVISH)
+    _, config = clean_footage.service_configs()
+    assert agreement.at_gate(config, 0.95) == config
+    lowered = agreement.at_gate(config, 0.9)
+    assert (lowered.open_score, lowered.stripes_tile_score) == (0.9, 0.9)
+    assert dataclasses.replace(lowered, open_score=config.open_score, stripes_tile_score=config.stripes_tile_score) == config
+    at_95 = _starts(shipped)
+    at_90 = [i["start_s"] for i in clean_footage.incidents(replay(shipped, lowered))]
+    assert set(at_95) <= set(at_90) and len(at_90) >= len(at_95) + 3, at_90

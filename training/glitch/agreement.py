@@ -10,7 +10,10 @@ else from the first model, through the detector's defaults:
   the same plants, in the same order);
 - clean takes: the two models' `clean_footage` results files and their kept evidence.
 
-    python -m training.glitch.agreement --sets A_CACHE B_CACHE --clean A.json B.json
+    python -m training.glitch.agreement --sets A_CACHE B_CACHE --clean A.json B.json [--gates 0.93 0.9 ...]
+
+`--gates` replays both at lower stripes gates too: a frame opens a stripes incident from that
+probability (frame and tiles, the two models agreeing) instead of 0.95 (MODEL.md, Session 13).
 
 Reading only: no classifier runs, so it takes seconds. Running both models in the service would
 double the classifier's cost (0.12 core a 720p stream at 2 fps: MODEL.md, Speed).
@@ -26,10 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from services.glitch.classifier import FrameScore
+from services.glitch.detector import DetectorConfig
 from training.glitch.clean_footage import incidents, service_configs
-from training.glitch.evaluate import Truth
+from training.glitch.evaluate import Truth, match
 from training.glitch.evidence import Evidence, load, replay
-from training.glitch.stripes_tiles import SetTally
+from training.glitch.stripes_tiles import TODAY, SetTally, config_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,13 +77,37 @@ def held_out(a_cache: Path, b_cache: Path, sets: tuple[str, ...] = ("heldout20",
     return out
 
 
-def clean(a_results: Path, b_results: Path) -> dict:
-    """False alarms of the agreeing pair on each take both results files hold evidence of."""
+def at_gate(config: DetectorConfig, gate: float) -> DetectorConfig:
+    """`config` with stripes opened from `gate` (frame and tiles) instead of open_score: stripes is the
+    only kind that opens without decoder evidence, so open_score gates nothing else."""
+    return dataclasses.replace(config, open_score=gate, stripes_tile_score=min(config.stripes_tile_score, gate))
+
+
+def held_out_at(a_cache: Path, b_cache: Path, config: DetectorConfig, sets: tuple[str, ...] = ("heldout20", "heldout21")) -> dict:
+    """Held-out stripes incidents the agreeing pair finds under `config`."""
+    found = truths = false_alarms = 0
+    missed = []
+    for name in sets:
+        for path in sorted((a_cache / name).glob("*.evidence.jsonl.gz")):
+            a = load(path)
+            planted = [Truth(*t) for t in a.meta["truths"]]
+            stripes = [t for t in planted if t.kind == "stripes"]
+            r = match(stripes, replay(agree(a, load(b_cache / name / path.name)), config), config.close_after_s,
+                      [t for t in planted if t.kind != "stripes"])
+            found, truths, false_alarms = found + r["found"], truths + r["truths"], false_alarms + r["false_alarms"]
+            missed += [f"{a.meta['where']}: {m}" for m in r["missed_kinds"]]
+    return {"found": found, "truths": truths, "false_alarms": false_alarms, "missed": missed}
+
+
+def clean(a_results: Path, b_results: Path, config: DetectorConfig | None = None) -> dict:
+    """False alarms of the agreeing pair on each take both results files hold evidence of
+    (`config`: the detector; default clean_footage's)."""
     def latest(path: Path) -> dict[str, dict]:
         return {e["sha256"]: e for e in json.loads(path.read_text())["entries"] if e.get("evidence")}
 
     first, second = latest(a_results), latest(b_results)
-    _, config = service_configs()  # the detector as clean_footage runs it
+    if config is None:
+        _, config = service_configs()  # the detector as clean_footage runs it
     takes, seconds = {}, 0.0
     for sha, entry in first.items():
         if sha not in second or second[sha].get("training_take") or entry.get("training_take"):
@@ -94,6 +122,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", nargs=2, type=Path, metavar=("A_CACHE", "B_CACHE"))
     ap.add_argument("--clean", nargs=2, type=Path, metavar=("A_JSON", "B_JSON"))
+    ap.add_argument("--gates", nargs="*", type=float, default=[], help="lower stripes gates to replay too (needs --sets and --clean)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     report = {}
@@ -101,6 +130,11 @@ def main() -> None:
         report["held_out"] = held_out(*args.sets)
     if args.clean:
         report["clean"] = clean(*args.clean)
+    if args.gates and not (args.sets and args.clean):
+        ap.error("--gates needs --sets and --clean")
+    for gate in args.gates:  # held out as stripes_tiles replays it, clean as clean_footage judges
+        report.setdefault("gates", {})[f"{gate:g}"] = {"held_out": held_out_at(*args.sets, at_gate(config_of(TODAY), gate)),
+                                                      "clean": clean(*args.clean, at_gate(service_configs()[1], gate))}
     text = json.dumps(report, indent=1)
     print(text)  # noqa: T201
     if args.out:

@@ -22,7 +22,9 @@ Sources:
    scene's CRF, and the real files mirrored, cropped, brightened and re-encoded) through the
    classifier and the detector, incidents counted.
 
-`python -m training.glitch.evaluate` writes services/glitch/models/glitch_cnn.eval.json.
+The classifier runs as the service runs it, with its second opinion on stripes (glitch.stripes_verifier;
+`--no-verifier`: the classifier alone). `python -m training.glitch.evaluate` writes
+services/glitch/models/glitch_cnn.eval.json (`--out`: elsewhere).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from services.glitch.classifier import GlitchClassifier
+from services.glitch.classifier import GlitchClassifier, shipped_verifier
 from services.glitch.detector import DetectorConfig, GlitchEvent, Signal, StreamDetector
 from services.ingest.items import FrameSignals, SampledFrame
 from services.ingest.pipeline import IngestPipeline
@@ -317,12 +319,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--model", type=Path, default=None, help="a candidate classifier (ONNX); default the shipped one (glitch.model_precision)")
     parser.add_argument("--clean-hours", type=float, default=1.0, help="hours of clean footage for the false-alarm rate")
+    parser.add_argument("--no-verifier", action="store_true", help="the classifier alone, without the second opinion on stripes (glitch.stripes_verifier false)")
     args = parser.parse_args()
     started = time.time()
-    clf = GlitchClassifier(args.model, intra_threads=2)
     config = DetectorConfig()
+    clf = GlitchClassifier(args.model, intra_threads=2, verifier=None if args.no_verifier else shipped_verifier(), verify_from=config.open_score)
     rng = np.random.default_rng(11)
-    report: dict = {"detector": asdict(config), "model": model_id(clf), "frame_level": {}, "incident_level": {}, "clean_runs": {}}
+    report: dict = {"detector": asdict(config), "model": model_id(clf), "stripes_verifier": model_id(clf.verifier) if clf.verifier is not None else None, "frame_level": {}, "incident_level": {}, "clean_runs": {}}
     sources = {"bigbuckbunny": lambda: real_frames("bigbuckbunny.mp4"), "vtest": lambda: real_frames("vtest.avi")}
     sources.update({f"generated-{s}": (lambda s=s: generated_frames(s)) for s in EVAL_SEEDS})
     clean_seconds, clean_false = 0.0, 0
