@@ -29,6 +29,8 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -122,6 +124,57 @@ def plant_stripes(frames: np.ndarray, fps: int, rng: np.random.Generator, every_
     return out, truths
 
 
+def held_out_pieces(seconds: float) -> list[tuple[str, float, float]]:
+    """(file, from, to): the game recording in `seconds` excerpts, then the two other files whole."""
+    pieces = [(GAME, float(a), float(min(a + seconds, 60.0))) for a in np.arange(0.0, 59.0, seconds)]
+    return pieces + [("bigbuckbunny.mp4", 0.0, 1e9), ("vtest.avi", 0.0, 1e9)]
+
+
+@dataclass
+class Case:
+    """One file to judge: clean (every incident a false alarm), synthetic (stripes, green, grey
+    planted in the pixels), garble or drop (packet damage, `ignore`: its spans up to the next keyframe)."""
+
+    path: Path
+    kind: str
+    truths: list[Truth]
+    ignore: list[Truth]
+    where: str
+
+
+def planted_cases(pieces: list[tuple[str, float, float]], rng: np.random.Generator, work: Path, stripes_only: bool = False) -> Iterator[Case]:
+    """The files this evaluation judges, written into `work` one at a time (each file is
+    overwritten by a later case: judge it before asking for the next). The plants draw from
+    `rng` in a fixed order, so a seed gives the same faults to every consumer."""
+    for name in () if stripes_only else (GAME, "bigbuckbunny.mp4", "vtest.avi"):  # the original files, clean
+        yield Case(MEDIA / name, "clean", [], [], name)
+    for name, a, b in pieces:
+        frames, fps = frames_of(MEDIA / name, a, b)
+        where = f"{name} {a:.0f}-{min(b, len(frames) / fps + a):.0f}s"
+        if stripes_only:
+            planted, truths = plant_at(frames, fps, rng, 0.0, stripes_only=True)
+            path = work / "planted.mkv"
+            scenes.encode(planted, path, crf=23, gop=2 * fps, fps=fps)
+            del planted, frames
+            yield Case(path, "synthetic", truths, [], where)
+            continue
+        src = work / "src.mkv"
+        scenes.encode(frames, src, crf=23, gop=2 * fps, fps=fps)
+        yield Case(src, "clean", [], [], f"{where} re-encoded")
+        for offset_s in SYNTHETIC_OFFSETS_S:
+            planted, truths = plant_at(frames, fps, rng, offset_s)
+            path = work / "planted.mkv"
+            scenes.encode(planted, path, crf=23, gop=2 * fps, fps=fps)
+            del planted
+            yield Case(path, "synthetic", truths, [], where)
+        decoded, _, _ = scenes.decode(src, max_width=10_000, max_height=10_000)
+        for mode in ("garble", "drop"):
+            dst = work / f"{mode}.mkv"
+            truths, damaged, _ = plant_damage(src, dst, decoded, fps, rng, mode)
+            yield Case(dst, mode, truths, damaged, where)
+        del decoded, frames
+
+
 class Tally:
     """Per size: incidents found per kind, onset delays, false alarms, clean seconds."""
 
@@ -182,8 +235,7 @@ def main() -> None:
     config, rng = DetectorConfig(report_freeze=False), np.random.default_rng(args.seed)
     clf = GlitchClassifier(args.model, intra_threads=args.threads, verifier=None if args.no_verifier else shipped_verifier(), verify_from=config.open_score)
     tallies = {s: Tally() for s in sizes}
-    pieces = [(GAME, float(a), float(min(a + args.seconds, 60.0))) for a in np.arange(0.0, 59.0, args.seconds)]
-    pieces += [("bigbuckbunny.mp4", 0.0, 1e9), ("vtest.avi", 0.0, 1e9)]
+    pieces = held_out_pieces(args.seconds)
 
     def run_all(path: Path, kind: str, truths: list[Truth], ignore: list[Truth], where: str) -> None:
         for name, size in sizes.items():
@@ -196,36 +248,11 @@ def main() -> None:
                 tallies[name].add(kind, truths, events, config.close_after_s, ignore, where)
 
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        for name in () if args.stripes_only else (GAME, "bigbuckbunny.mp4", "vtest.avi"):  # the original files, clean
-            run_all(MEDIA / name, "clean", [], [], name)
-        for name, a, b in pieces:
-            frames, fps = frames_of(MEDIA / name, a, b)
-            where = f"{name} {a:.0f}-{min(b, len(frames) / fps + a):.0f}s"
-            if args.stripes_only:
-                planted, truths = plant_at(frames, fps, rng, 0.0, stripes_only=True)
-                path = work / "planted.mkv"
-                scenes.encode(planted, path, crf=23, gop=2 * fps, fps=fps)
-                del planted, frames
-                run_all(path, "synthetic", truths, [], where)
-                continue
-            src = work / "src.mkv"
-            scenes.encode(frames, src, crf=23, gop=2 * fps, fps=fps)
-            run_all(src, "clean", [], [], f"{where} re-encoded")
-            for offset_s in SYNTHETIC_OFFSETS_S:
-                planted, truths = plant_at(frames, fps, rng, offset_s)
-                path = work / "planted.mkv"
-                scenes.encode(planted, path, crf=23, gop=2 * fps, fps=fps)
-                del planted
-                run_all(path, "synthetic", truths, [], where)
-            decoded, _, _ = scenes.decode(src, max_width=10_000, max_height=10_000)
-            for mode in ("garble", "drop"):
-                dst = work / f"{mode}.mkv"
-                truths, damaged, _ = plant_damage(src, dst, decoded, fps, rng, mode)
-                run_all(dst, mode, truths, damaged, where)
-            del decoded, frames
-            print(where, {s: (t.report()["found"], t.report()["truths"], len(t.clean_false)) for s, t in tallies.items()},
-                  f"{time.time() - started:.0f}s", file=sys.stderr, flush=True)  # noqa: T201
+        for case in planted_cases(pieces, rng, Path(tmp), args.stripes_only):
+            run_all(case.path, case.kind, case.truths, case.ignore, case.where)
+            if case.kind == "drop" or args.stripes_only:  # the piece's last file
+                print(case.where, {s: (t.report()["found"], t.report()["truths"], len(t.clean_false)) for s, t in tallies.items()},
+                      f"{time.time() - started:.0f}s", file=sys.stderr, flush=True)  # noqa: T201
     report = {"sources": [f"{n} {a:.0f}-{b:.0f}s" if b < 1e9 else n for n, a, b in pieces],
               "detector": "DetectorConfig(report_freeze=False)", "model": model_id(clf), "stripes_verifier": model_id(clf.verifier) if clf.verifier is not None else None, "rng_seed": args.seed, "stripes_only": args.stripes_only,
               "sizes": {s: t.report() for s, t in tallies.items()}, "eval_seconds": round(time.time() - started, 1)}
