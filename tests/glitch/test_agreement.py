@@ -4,6 +4,8 @@ clean take whose three stripes false alarms the shipped model raised."""
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 
@@ -62,3 +64,17 @@ def test_a_lower_stripes_gate_opens_more_incidents_on_the_same_evidence_and_chan
     at_95 = _starts(shipped)
     at_90 = [i["start_s"] for i in clean_footage.incidents(replay(shipped, lowered))]
     assert set(at_95) <= set(at_90) and len(at_90) >= len(at_95) + 3, at_90
+
+
+def test_clean_takes_whose_evidence_is_gone_are_named_not_judged(tmp_path) -> None:
+    """Evidence of a model not shipped was kept under var/ and left with its machine: such a take is
+    listed apart instead of failing the replay or counting as clean."""
+    def results(name: str) -> Path:
+        entries = [{"sha256": "a" * 64, "map": "oa_am_galmevish", "media_seconds": 125.0, "evidence": str(GALMEVISH)},
+                   {"sha256": "b" * 64, "map": "oa_elsewhere", "media_seconds": 125.0, "evidence": str(tmp_path / "gone.jsonl.gz")}]
+        path = tmp_path / name
+        path.write_text(json.dumps({"entries": entries}))
+        return path
+
+    report = agreement.clean(results("a.json"), results("b.json"))
+    assert report == {"takes": {"oa_am_galmevish": [39.5, 86.0, 111.0]}, "seconds": 125.0, "false_alarms": 3, "evidence_gone": ["oa_elsewhere"]}

@@ -101,21 +101,25 @@ def held_out_at(a_cache: Path, b_cache: Path, config: DetectorConfig, sets: tupl
 
 def clean(a_results: Path, b_results: Path, config: DetectorConfig | None = None) -> dict:
     """False alarms of the agreeing pair on each take both results files hold evidence of
-    (`config`: the detector; default clean_footage's)."""
+    (`config`: the detector; default clean_footage's). Evidence kept out of git (a model not
+    shipped kept it under var/) is gone with its machine: those takes are counted, not judged."""
     def latest(path: Path) -> dict[str, dict]:
         return {e["sha256"]: e for e in json.loads(path.read_text())["entries"] if e.get("evidence")}
 
     first, second = latest(a_results), latest(b_results)
     if config is None:
         _, config = service_configs()  # the detector as clean_footage runs it
-    takes, seconds = {}, 0.0
+    takes, seconds, gone = {}, 0.0, []
     for sha, entry in first.items():
         if sha not in second or second[sha].get("training_take") or entry.get("training_take"):
+            continue
+        if not all((ROOT / e["evidence"]).exists() for e in (entry, second[sha])):
+            gone.append(entry["map"])
             continue
         events = replay(agree(load(ROOT / entry["evidence"]), load(ROOT / second[sha]["evidence"])), config)
         takes[entry["map"]] = [i["start_s"] for i in incidents(events)]
         seconds += entry["media_seconds"]
-    return {"takes": takes, "seconds": round(seconds, 1), "false_alarms": sum(len(v) for v in takes.values())}
+    return {"takes": takes, "seconds": round(seconds, 1), "false_alarms": sum(len(v) for v in takes.values()), "evidence_gone": sorted(gone)}
 
 
 def main() -> None:

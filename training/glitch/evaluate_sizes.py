@@ -140,6 +140,7 @@ class Case:
     truths: list[Truth]
     ignore: list[Truth]
     where: str
+    offset_s: float = 0.0  # synthetic: how much later than the first copy its incidents come
 
 
 def planted_cases(pieces: list[tuple[str, float, float]], rng: np.random.Generator, work: Path, stripes_only: bool = False) -> Iterator[Case]:
@@ -166,7 +167,7 @@ def planted_cases(pieces: list[tuple[str, float, float]], rng: np.random.Generat
             path = work / "planted.mkv"
             scenes.encode(planted, path, crf=23, gop=2 * fps, fps=fps)
             del planted
-            yield Case(path, "synthetic", truths, [], where)
+            yield Case(path, "synthetic", truths, [], where, offset_s)
         decoded, _, _ = scenes.decode(src, max_width=10_000, max_height=10_000)
         for mode in ("garble", "drop"):
             dst = work / f"{mode}.mkv"

@@ -22,9 +22,11 @@ import argparse
 import asyncio
 import io
 import json
+import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +36,7 @@ from streamsight.app.analyze import JobOptions, Progress, analyze
 from streamsight.app.stack import running_stack
 from streamsight.config import env_name
 from training.glitch.evaluate import MEDIA
-from training.glitch.evaluate_sizes import Tally, held_out_pieces, planted_cases
+from training.glitch.evaluate_sizes import Case, Tally, held_out_pieces, planted_cases
 
 OUT = Path(__file__).resolve().parent / "results" / "glitch_stack.eval.json"
 
@@ -48,6 +50,31 @@ def reported_events(report: dict) -> list[GlitchEvent]:
     return events
 
 
+async def judge_all(cases: Iterator[Case], gateway: str, work: Path, tally: Tally) -> list[dict]:
+    """Each case analysed by the stack at `gateway` in turn (one event loop for every job), tallied
+    from its report; what each job was and took."""
+    close_after_s, started, jobs = DetectorConfig().close_after_s, time.time(), []
+    for n, case in enumerate(cases):
+        out = work / f"job{n}"
+        options = JobOptions(source=str(case.path), out=out, gateway=gateway, wait_s=600, stream_id=f"glitch-stack-{n}")
+        t0 = time.time()
+        results = await analyze(options, Progress(io.StringIO()))
+        report = json.loads((out / "report.json").read_text())
+        if report["state"] != "ended":
+            raise SystemExit(f"{case.where} ({case.kind}): the stream {report['state']}: {results.last_error}")
+        if case.kind == "clean":
+            tally.clean_s += report["duration_s"]
+            tally.clean_false += [f"{case.where}: {g['kind']} at {g['start_s']:.1f} s" for g in report["glitches"]]
+        else:
+            tally.add(case.kind, case.truths, reported_events(report), close_after_s, case.ignore, case.where)
+        jobs.append({"where": case.where, "kind": case.kind, "seconds": report["duration_s"], "glitches": len(report["glitches"]),
+                     "windows": len(report["windows"]), "windows_incomplete": report["windows_incomplete"],
+                     "wall_s": round(time.time() - t0, 1), "load_1m": round(os.getloadavg()[0], 2)})
+        print(case.where, case.kind, (tally.report()["found"], tally.report()["truths"], len(tally.clean_false)),
+              f"{time.time() - started:.0f}s", file=sys.stderr, flush=True)  # noqa: T201
+    return jobs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=20)
@@ -57,33 +84,13 @@ def main() -> None:
     args = ap.parse_args()
     started = time.time()
     rng, tally = np.random.default_rng(args.seed), Tally()
-    close_after_s = DetectorConfig().close_after_s
     pieces = held_out_pieces(args.seconds)
-    jobs: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="glitch-stack-") as tmp:
         work, log_path = Path(tmp), Path(tmp) / "stack.log"
         (work / "files").mkdir()
         readable = {env_name("gateway", "local_roots"): json.dumps([str(work / "files"), str(MEDIA)])}
         with log_path.open("w") as log, running_stack(work / "var", log, extra_env=readable) as sup:
-            gateway = sup.addresses()["gateway"]
-            for n, case in enumerate(planted_cases(pieces, rng, work / "files", args.stripes_only)):
-                out = work / f"job{n}"
-                options = JobOptions(source=str(case.path), out=out, gateway=gateway, wait_s=600, stream_id=f"glitch-stack-{n}")
-                t0 = time.time()
-                results = asyncio.run(analyze(options, Progress(io.StringIO())))
-                report = json.loads((out / "report.json").read_text())
-                if report["state"] != "ended":
-                    raise SystemExit(f"{case.where} ({case.kind}): the stream {report['state']}: {results.last_error}")
-                events = reported_events(report)
-                if case.kind == "clean":
-                    tally.clean_s += report["duration_s"]
-                    tally.clean_false += [f"{case.where}: {g['kind']} at {g['start_s']:.1f} s" for g in report["glitches"]]
-                else:
-                    tally.add(case.kind, case.truths, events, close_after_s, case.ignore, case.where)
-                jobs.append({"where": case.where, "kind": case.kind, "seconds": report["duration_s"], "glitches": len(report["glitches"]),
-                             "windows": len(report["windows"]), "windows_incomplete": report["windows_incomplete"], "wall_s": round(time.time() - t0, 1)})
-                print(case.where, case.kind, (tally.report()["found"], tally.report()["truths"], len(tally.clean_false)),
-                      f"{time.time() - started:.0f}s", file=sys.stderr, flush=True)  # noqa: T201
+            jobs = asyncio.run(judge_all(planted_cases(pieces, rng, work / "files", args.stripes_only), sup.addresses()["gateway"], work, tally))
         stack_lost = [line for line in log_path.read_text().splitlines() if "nats disconnected" in line or "Slow Consumer" in line]
     result = tally.report()
     result["clean"] = {"seconds": round(tally.clean_s, 1), "false_alarms": tally.clean_false}  # the report keeps no sample scores

@@ -24,7 +24,6 @@ there (same ingest only: delete it after changing ingest; evidence of another mo
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from services.glitch.detector import DetectorConfig, GlitchEvent
 from training.glitch import evaluate_sizes as es
 from training.glitch import scenes
 from training.glitch.evidence import Evidence, load, record, replay, save
-from training.glitch.evaluate import MEDIA, Truth, match, plant_damage
+from training.glitch.evaluate import Truth, match
 from training.glitch.game import sha256_file
 
 OUT = Path(__file__).resolve().parent / "results" / "glitch_stripes_tiles.json"
@@ -157,28 +156,12 @@ def cached_set(folder: Path, model_sha256: str) -> SetTally | None:
 
 
 def heldout(clf: GlitchClassifier, seed: int, stripes_only: bool, work: Path, out: Pieces) -> None:
-    """evaluate_sizes' planted files at 1280x720, with its random draws in its order."""
-    rng = np.random.default_rng(seed)
+    """evaluate_sizes' planted files at 1280x720, with its random draws in its order (the files with
+    faults planted in the pixels only)."""
     ingest = es.ingest_config(SIZE)
-    pieces = [(es.GAME, float(a), float(min(a + 20.0, 60.0))) for a in np.arange(0.0, 59.0, 20.0)]
-    pieces += [("bigbuckbunny.mp4", 0.0, 1e9), ("vtest.avi", 0.0, 1e9)]
-    for name, a, b in pieces:
-        frames, fps = es.frames_of(MEDIA / name, a, b)
-        where = f"{name} {a:.0f}-{min(b, len(frames) / fps + a):.0f}s"
-        offsets = (0.0,) if stripes_only else es.SYNTHETIC_OFFSETS_S
-        for offset_s in offsets:
-            planted, truths = es.plant_at(frames, fps, rng, offset_s, stripes_only=stripes_only)
-            path = work / "planted.mkv"
-            scenes.encode(planted, path, crf=23, gop=2 * fps, fps=fps)
-            del planted
-            out.add(record(path, clf, ingest), truths, f"{where} +{offset_s:.0f}s")
-        if not stripes_only:  # the packet damage draws come next in evaluate_sizes: draw them the same
-            src = work / "src.mkv"
-            scenes.encode(frames, src, crf=23, gop=2 * fps, fps=fps)
-            decoded, _, _ = scenes.decode(src, max_width=10_000, max_height=10_000)
-            for mode in ("garble", "drop"):
-                plant_damage(src, work / f"{mode}.mkv", decoded, fps, rng, mode)
-            del decoded
+    for case in es.planted_cases(es.held_out_pieces(20.0), np.random.default_rng(seed), work, stripes_only):
+        if case.kind == "synthetic":
+            out.add(record(case.path, clf, ingest), case.truths, f"{case.where} +{case.offset_s:.0f}s")
     out.done()
 
 
