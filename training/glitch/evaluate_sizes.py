@@ -152,22 +152,18 @@ def planted_cases(pieces: list[tuple[str, float, float]], rng: np.random.Generat
     for name, a, b in pieces:
         frames, fps = frames_of(MEDIA / name, a, b)
         where = f"{name} {a:.0f}-{min(b, len(frames) / fps + a):.0f}s"
-        if stripes_only:
-            planted, truths = plant_at(frames, fps, rng, 0.0, stripes_only=True)
-            path = work / "planted.mkv"
-            scenes.encode(planted, path, crf=23, gop=2 * fps, fps=fps)
-            del planted, frames
-            yield Case(path, "synthetic", truths, [], where)
-            continue
-        src = work / "src.mkv"
-        scenes.encode(frames, src, crf=23, gop=2 * fps, fps=fps)
-        yield Case(src, "clean", [], [], f"{where} re-encoded")
-        for offset_s in SYNTHETIC_OFFSETS_S:
-            planted, truths = plant_at(frames, fps, rng, offset_s)
+        if not stripes_only:
+            src = work / "src.mkv"
+            scenes.encode(frames, src, crf=23, gop=2 * fps, fps=fps)
+            yield Case(src, "clean", [], [], f"{where} re-encoded")
+        for offset_s in (0.0,) if stripes_only else SYNTHETIC_OFFSETS_S:
+            planted, truths = plant_at(frames, fps, rng, offset_s, stripes_only=stripes_only)
             path = work / "planted.mkv"
             scenes.encode(planted, path, crf=23, gop=2 * fps, fps=fps)
             del planted
             yield Case(path, "synthetic", truths, [], where, offset_s)
+        if stripes_only:  # no packet damage
+            continue
         decoded, _, _ = scenes.decode(src, max_width=10_000, max_height=10_000)
         for mode in ("garble", "drop"):
             dst = work / f"{mode}.mkv"
