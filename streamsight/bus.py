@@ -5,7 +5,8 @@
   new messages when full; FEATURES, EVENTS and DEADLETTER file-backed), idempotently, and
   brings an existing stream to the current configuration. In a JetStream cluster, FEATURES,
   EVENTS, DEADLETTER and the KV buckets (`kv`) keep `replicas` copies (nats_replicas; MEDIA one).
-- `publish` adds the trace context to the headers and a `Nats-Msg-Id` for deduplication;
+- `publish` adds the trace context to the headers and a `Nats-Msg-Id` for deduplication, and
+  tries again for a while when no stream answered (a cluster's stream just made or re-electing);
   `publish_event` sends a CloudEvent (see streamsight.events).
 - `consume` runs a durable pull consumer: every instance of a service that uses the same
   durable name shares the work (JetStream's queue-group behaviour for pull consumers). Fetches
@@ -64,7 +65,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import APIError, BucketNotFoundError, KeyDeletedError, KeyNotFoundError, NotFoundError
+from nats.js.errors import APIError, BucketNotFoundError, KeyDeletedError, KeyNotFoundError, NoStreamResponseError, NotFoundError
 from nats.js.kv import KeyValue
 from opentelemetry import trace
 
@@ -106,6 +107,7 @@ FETCH_EXPIRES_S = 1.0
 # rather than after the client's 10 s default (a node loss measured 6.2 s median, 9 s max so, 16 s before).
 CONSUMER_CREATE_TIMEOUT_S = 3.0
 MEDIA_CONSUMER_INACTIVE_S = 300.0  # a MEDIA consumer nobody pulled from for this long is deleted by the server
+NO_STREAM_WAIT_S = 10.0  # a publish no stream answered is tried again this long (a stream just made or electing a leader)
 CONSUMER_POLL_S = 10.0  # how often each consumer's backlog is read (one small JetStream request per consumer)
 
 
@@ -571,9 +573,28 @@ class Bus:
         hdrs = inject_headers(headers)
         if msg_id:
             hdrs["Nats-Msg-Id"] = msg_id
-        ack = await self.js.publish(subject, data, headers=hdrs)
+        ack = await self._publish_when_stored(subject, data, hdrs)
         PUBLISHED.labels(self.service, kind).inc()
         return ack
+
+    async def _publish_when_stored(self, subject: str, data: bytes, headers: dict[str, str]):
+        """`js.publish`, retried while no stream answers, for up to `NO_STREAM_WAIT_S`.
+
+        In a JetStream cluster a stream that was just created, or whose leader is being elected
+        again, has no responder yet on the node a client is connected to: the server answers
+        "no responders" and nothing was stored, so trying again cannot store a message twice.
+        A subject that no stream takes at all still fails, after the wait.
+        """
+        delay = 0.05
+        deadline = time.monotonic() + NO_STREAM_WAIT_S
+        while True:
+            try:
+                return await self.js.publish(subject, data, headers=headers)
+            except NoStreamResponseError:
+                if time.monotonic() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
     async def publish_event(self, stream_id: str, payload: Message, event_id: str):
         """Publish a CloudEvent for `payload` on its per-stream event subject (in a span of its own)."""
@@ -592,7 +613,7 @@ class Bus:
                 "streamsight-dlq-service": self.service,
             }
         )
-        await self.js.publish(subjects.deadletter(self.service), msg.data, headers=headers)
+        await self._publish_when_stored(subjects.deadletter(self.service), msg.data, headers)
         DEAD_LETTERS.labels(self.service).inc()
 
     def consume(

@@ -61,13 +61,30 @@ def _ephemeral_low() -> int:
         return 0
 
 
+PORT_SLICE_VARIABLE = "STREAMSIGHT_PORT_SLICE"
+
+
+def free_port_range() -> tuple[int, int]:
+    """Where free ports are picked: [10000, the ephemeral range's start), or the slice `k/n` of it
+    that `STREAMSIGHT_PORT_SLICE` names. The test suite gives each of its worker processes a slice
+    of its own: a port one worker picked and released until its server binds it could otherwise be
+    picked by the other worker meanwhile (a stack's glitch service once found its port taken so)."""
+    low, high = 10000, _ephemeral_low()
+    slice_ = os.environ.get(PORT_SLICE_VARIABLE, "")
+    if slice_ and high - low > 2000:
+        k, n = (int(x) for x in slice_.split("/"))
+        width = (high - low) // n
+        low, high = low + k * width, low + (k + 1) * width
+    return low, high
+
+
 def _bound_socket() -> socket.socket:
-    """A socket bound to a free port on 127.0.0.1, below the ephemeral range when there is room."""
-    low = _ephemeral_low()
-    for _ in range(50 if low > 12000 else 0):
+    """A socket bound to a free port on 127.0.0.1 in `free_port_range`, any free one when that is too small."""
+    low, high = free_port_range()
+    for _ in range(50 if high - low > 1000 else 0):
         s = socket.socket()
         try:
-            s.bind(("127.0.0.1", random.randrange(10000, low)))
+            s.bind(("127.0.0.1", random.randrange(low, high)))
             return s
         except OSError:
             s.close()

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from pathlib import Path
 
 import pytest
 
-from streamsight.natsd import free_port
+from streamsight.natsd import PORT_SLICE_VARIABLE, free_port, free_port_range
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def pytest_configure(config):
+    """Each pytest-xdist worker picks free ports from a slice of the range of its own (and so do the
+    stacks and servers it starts): the other worker cannot take a port it picked before it binds."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.startswith("gw") and count.isdigit():
+        os.environ[PORT_SLICE_VARIABLE] = f"{int(worker[2:])}/{count}"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -83,7 +92,8 @@ def free_port_block(size: int) -> int:
     below the kernel's ephemeral range when there is room (streamsight.natsd.free_port says why)."""
     for _ in range(200):
         base = free_port()
-        if base + size > 65000:
+        high = free_port_range()[1]
+        if base + size > (high if base < high else 65000):  # the block stays in this worker's slice
             continue
         try:
             for port in range(base, base + size):

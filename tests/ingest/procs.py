@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,15 +14,10 @@ from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from streamsight.gen.media.v1 import media_pb2
+from streamsight.natsd import distinct_free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 TERMINAL = {common_pb2.STREAM_STATE_ENDED, common_pb2.STREAM_STATE_FAILED, common_pb2.STREAM_STATE_STOPPED}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Ingest:
@@ -33,9 +27,9 @@ class Ingest:
         # A restart keeps its replica id, as under `up`: it resumes its streams at once (a new id waits
         # for the old one's heartbeat to expire, ingest.replica_ttl_s)
         settings.setdefault("STREAMSIGHT_REPLICA_ID", "ingest-1")
-        self.port = _free_port()
+        self.port, metrics_port = distinct_free_ports(2)
         self.env = dict(os.environ, STREAMSIGHT_NATS_URL=nats_url, STREAMSIGHT_INGEST_GRPC_PORT=str(self.port), STREAMSIGHT_GRPC_HOST="127.0.0.1",
-                        STREAMSIGHT_DATA_DIR=str(folder / "var"), STREAMSIGHT_INGEST_METRICS_PORT=str(_free_port()),
+                        STREAMSIGHT_DATA_DIR=str(folder / "var"), STREAMSIGHT_INGEST_METRICS_PORT=str(metrics_port),
                         STREAMSIGHT_WINDOW_S=str(window_s), STREAMSIGHT_INGEST_ALLOW_NETWORKS='["127.0.0.0/8"]',
                         STREAMSIGHT_INGEST_LIVE_GIVE_UP_S="3", STREAMSIGHT_LOG_FORMAT="console", **settings)
         self.log = folder / "ingest.log"

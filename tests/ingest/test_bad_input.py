@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import socket
 import threading
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from services.ingest.pipeline import IngestConfig, IngestPipeline
 from services.ingest.netguard import NetworkPolicy
 from services.ingest.source import SourceOptions, resolve
 from streamsight.app.synth import make_media
+from streamsight.natsd import free_port
 
 # The servers these tests stand up listen on loopback, opened here as a lab would.
 FAST = IngestConfig(source=SourceOptions(open_timeout=3.0, read_timeout=3.0, network=NetworkPolicy.from_settings(["127.0.0.0/8"])))
@@ -25,12 +25,6 @@ async def final_status(source: str) -> StatusEvent:
     statuses = [item async for item in IngestPipeline(source, FAST).items() if isinstance(item, StatusEvent)]
     assert len(statuses) == 1, statuses
     return statuses[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_non_media_file(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ import asyncio
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 from collections import Counter
@@ -23,17 +22,12 @@ import pytest
 from streamsight.app.synth import make_media
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from streamsight.natsd import distinct_free_ports
 from streamsight.rpc import channel
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 TRIES = 200
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +43,9 @@ def media(tmp_path_factory) -> list[Path]:
 @pytest.fixture
 def ingest_process(nats_server, tmp_path):
     """`python -m services.ingest` as its own process (a native crash ends it, not pytest)."""
-    port = _free_port()
+    port, metrics_port = distinct_free_ports(2)
     env = dict(os.environ, STREAMSIGHT_NATS_URL=nats_server.url, STREAMSIGHT_INGEST_GRPC_PORT=str(port), STREAMSIGHT_GRPC_HOST="127.0.0.1",
-               STREAMSIGHT_DATA_DIR=str(tmp_path / "var"), STREAMSIGHT_INGEST_METRICS_PORT=str(_free_port()),
+               STREAMSIGHT_DATA_DIR=str(tmp_path / "var"), STREAMSIGHT_INGEST_METRICS_PORT=str(metrics_port),
                STREAMSIGHT_LOG_LEVEL="warning", PYTHONFAULTHANDLER="1")
     log = tmp_path / "ingest.log"
     with log.open("w") as out:

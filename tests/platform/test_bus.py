@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 from nats.js.api import ConsumerConfig, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import APIError
+from nats.js.errors import APIError, NoStreamResponseError
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from streamsight import subjects
@@ -191,3 +191,25 @@ async def test_kv_entries_lists_every_key_while_others_are_written(bus):
         await writer
     short = [got for got in listings if got != keys]
     assert not short, f"{len(short)} of {len(listings)} listings were not the live keys: {short[:3]}"
+
+
+async def test_a_publish_waits_for_a_stream_that_is_not_answering_yet_and_then_stores_once(bus, monkeypatch):
+    """A cluster's stream that was just made (or is electing a leader) answers "no responders" for
+    a moment; publish tries again instead of failing the stream's data, and stores it once."""
+    subject = "streamsight.bustest.late.s1"
+    publishing = asyncio.ensure_future(bus.publish(subject, b"x", msg_id="late-1"))
+    await asyncio.sleep(0.4)
+    assert not publishing.done(), "no stream takes the subject yet: the publish is still trying"
+    await bus.js.add_stream(StreamConfig(name="BUSTEST_LATE", subjects=[subject], storage=StorageType.MEMORY))
+    try:
+        ack = await asyncio.wait_for(publishing, 5)
+        assert ack.stream == "BUSTEST_LATE" and ack.seq == 1
+        assert (await bus.js.stream_info("BUSTEST_LATE")).state.messages == 1
+        monkeypatch.setattr("streamsight.bus.NO_STREAM_WAIT_S", 0.5)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(NoStreamResponseError):
+            await bus.publish("streamsight.bustest.nobody.s1", b"y")
+        assert 0.3 <= loop.time() - started < 3, "a subject no stream takes fails after the wait, not at once nor never"
+    finally:
+        await bus.js.delete_stream("BUSTEST_LATE")

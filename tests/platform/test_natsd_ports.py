@@ -46,3 +46,22 @@ def test_a_restart_keeps_the_ports_clients_know(tmp_path):
                 server.start()
         server.start()
         assert server.port == port and server.healthy()
+
+
+def test_each_test_worker_picks_ports_from_a_slice_of_its_own(monkeypatch):
+    """Two pytest-xdist workers pick from disjoint slices, so neither can take a port the other
+    picked and has not bound yet (conftest sets the slice from the worker's number)."""
+    from streamsight.natsd import PORT_SLICE_VARIABLE, distinct_free_ports, free_port_range
+
+    monkeypatch.delenv(PORT_SLICE_VARIABLE, raising=False)
+    whole = free_port_range()
+    if whole[1] - whole[0] <= 2000:
+        pytest.skip(f"the ports below the kernel's ephemeral range are too few to slice: {whole}")
+    slices = []
+    for k in (0, 1):
+        monkeypatch.setenv(PORT_SLICE_VARIABLE, f"{k}/2")
+        low, high = free_port_range()
+        assert whole[0] <= low < high <= whole[1]
+        assert all(low <= p < high for p in distinct_free_ports(20))
+        slices.append((low, high))
+    assert slices[0][1] <= slices[1][0], "the two workers' slices do not overlap"
