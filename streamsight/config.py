@@ -53,6 +53,7 @@ OTHER_VARIABLES = {
     CONFIG_ENV: "YAML file with the settings of the whole stack",
     "STREAMSIGHT_REPLICA_ID": "this process's replica name, e.g. vision-2 (streamsight.partitions; default <hostname>-<pid>); `up` sets it",
     "STREAMSIGHT_ONNX_PROVIDER": "force an onnxruntime provider (cpu, cuda) for every model (streamsight.inference)",
+    "STREAMSIGHT_PORT_SLICE": "k/n: free ports are picked from slice k of n of 10000 to the kernel's ephemeral range (streamsight.natsd; the test suite gives each worker its own)",
     # The gateway's Twitch extension backend (gateway/ebs/config.py), named as Twitch's docs name them.
     "STREAMSIGHT_TWITCH_EXTENSION_SECRET": "the Twitch extension secret, base64 as Twitch's console shows it; unset: no /ebs routes",
     "STREAMSIGHT_TWITCH_EXTENSION_ORIGIN": "the origin the extension's pages run on (CORS); default https://<client id>.ext-twitch.tv",

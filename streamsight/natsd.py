@@ -61,7 +61,7 @@ def _ephemeral_low() -> int:
         return 0
 
 
-PORT_SLICE_VARIABLE = "STREAMSIGHT_PORT_SLICE"
+PORT_SLICE_VARIABLE = "STREAMSIGHT_PORT_SLICE"  # listed in streamsight.config.OTHER_VARIABLES
 
 
 def free_port_range() -> tuple[int, int]:
