@@ -71,6 +71,7 @@ from opentelemetry import trace
 
 from streamsight import events, subjects
 from streamsight.pull import ByteBudget, ConsumerGone, PullFetcher
+from streamsight.tasks import cancel_and_wait
 from streamsight.telemetry import (
     CONSUMER_ACK_PENDING,
     CONSUMER_PENDING,
@@ -907,9 +908,7 @@ class Bus:
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait([task])
 
     async def _handle_one(self, msg: Msg, handler: Handler, max_deliver: int, spec: "_ConsumerSpec") -> None:
         if not await self._drop_exhausted([msg], max_deliver):

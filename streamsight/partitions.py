@@ -51,6 +51,7 @@ from prometheus_client import Counter, Gauge
 
 from streamsight import subjects
 from streamsight.bus import Final
+from streamsight.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -357,8 +358,4 @@ class Partitions:
 
 
 async def _cancel(tasks: list[asyncio.Task]) -> None:
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await cancel_and_wait(tasks)

@@ -34,6 +34,7 @@ from streamsight import natsmetrics
 from streamsight.config import BaseServiceSettings, ConfigError, load_settings
 from streamsight.logs import configure_logging
 from streamsight.rpc import RpcServer, Servicer
+from streamsight.tasks import cancel_and_wait
 from streamsight.telemetry import BUS_USABLE, configure_tracing, start_metrics_server
 
 log = structlog.get_logger(__name__)
@@ -101,8 +102,7 @@ class Service:
                 ready.set()
             await stop.wait()
             self.log.info("service stopping")
-            watch.cancel()
-            await asyncio.gather(watch, return_exceptions=True)
+            await cancel_and_wait([watch])
             await self.rpc.stop(self.settings.shutdown_grace_s)
             await self.stop()
         finally:

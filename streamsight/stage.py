@@ -71,6 +71,7 @@ from streamsight.lag import MediaLag
 from streamsight.lifecycle import StreamTable
 from streamsight.partitions import HEARTBEAT_S, LEASE_TTL_S, LeaseLapsed, Partitions
 from streamsight.service import Service
+from streamsight.tasks import cancel_and_wait
 from streamsight.telemetry import HANDLE_LATENCY, current_trace_id, stream_attributes, tracer
 from streamsight.windows import WindowResult, feature_record
 from streamsight.worker import Worker
@@ -278,10 +279,7 @@ class FeatureStage(Service):
         # then each partition is handed over and its lease released.
         await asyncio.gather(*(c.stop() for c in list(self._consumers.values())))
         await self.partitions.stop()
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         if len(self.logic.streams):
             # Their acknowledged input is gone with this process; the next instance resumes
             # from the unacknowledged messages and flags the window it joins "partial".

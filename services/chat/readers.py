@@ -31,6 +31,7 @@ from nats.js.kv import KeyValue
 
 from services.chat.resume import ReaderPoint
 from streamsight.bus import kv_left_out
+from streamsight.tasks import cancel_and_wait
 from streamsight.telemetry import MESSAGES_FAILED
 
 log = structlog.get_logger(__name__)
@@ -99,11 +100,7 @@ class ReaderTable:
     async def stop(self) -> None:
         with contextlib.suppress(ValueError):
             self.bus.on_reconnect.remove(self.check)
-        for task in (self._guard_task, self._task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait([self._guard_task, self._task])
         if self._watcher is not None:
             with contextlib.suppress(Exception):
                 await self._watcher.stop()
@@ -131,10 +128,7 @@ class ReaderTable:
             log.debug("chat readers' watch not checked", error=repr(exc))
             return
         log.warning("chat readers' watch lost its consumer; watching again", bucket=self.bucket)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait([self._task])
         with contextlib.suppress(Exception):
             await self._watcher.stop()
         try:

@@ -63,6 +63,7 @@ from nats.js.kv import KeyValue
 from prometheus_client import Counter, Histogram
 
 from streamsight import events, subjects
+from streamsight.tasks import cancel_and_wait
 from streamsight.bus import BadMessage, Consumer, event_payload, kv_entries
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
@@ -168,8 +169,7 @@ class FusionService(Service):
         await asyncio.gather(*(c.stop() for consumers in self._consumers.values() for c in consumers))
         await self._cancel_announcements(lambda sid: True)  # a.<stream> stays in KV: the next holder publishes it
         await self.partitions.stop()
-        self._ticker.cancel()
-        await asyncio.gather(self._ticker, return_exceptions=True)
+        await cancel_and_wait([self._ticker])
         await self.routes.close()
 
     # ------------------------------------------------------------------ partitions

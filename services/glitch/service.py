@@ -38,7 +38,6 @@ in hand and drops its streams here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -58,6 +57,7 @@ from services.glitch.state import key_of, read_partition, state_bucket
 from services.glitch.tiles import grid
 from prometheus_client import Counter, Histogram
 from streamsight import heap, subjects
+from streamsight.tasks import cancel_and_wait
 from streamsight.applied import Applied
 from streamsight.bus import BadMessage, until_done
 from streamsight.gen.events.v1 import events_pb2
@@ -223,9 +223,7 @@ class GlitchService(Service):
         # every partition's last batch handled and its state saved (all at once), then the leases released
         await asyncio.gather(*(consumer.stop() for consumer in self._consumers.values()))
         await self.partitions.stop()
-        self._lag_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._lag_task
+        await cancel_and_wait([self._lag_task])
 
     # ------------------------------------------------------------------ partitions
 

@@ -30,7 +30,6 @@ stream ends; on start the service restores the finished streams it held that are
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import socket
 import time
@@ -39,6 +38,7 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 
 from streamsight import subjects
+from streamsight.tasks import cancel_and_wait
 from streamsight.ingestroute import replica_id
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
@@ -341,10 +341,7 @@ class IngestService(Service):
             await asyncio.gather(stream.task, return_exceptions=True)
 
     async def stop(self) -> None:
-        for task in (self._sweeper, self._watcher):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait([self._sweeper, self._watcher])
         streams = list(self.streams.values())
         await asyncio.gather(*(self.stop_stream(s) for s in streams))
         # Let the stopped streams' threads leave FFmpeg before the interpreter goes away.
