@@ -75,6 +75,7 @@ from streamsight.media import window_record
 from streamsight.partitions import Partitions
 from streamsight.rpc import Servicer, StatusError, invalid, not_found, precondition, unavailable
 from streamsight.service import Service
+from streamsight.tasks import cancel_and_wait
 from streamsight.telemetry import ACTIVE_STREAMS, MESSAGES_FAILED
 
 CLOCK_SKEW_S = 5.0  # follow the stream's subjects from this long before its media_start
@@ -160,11 +161,11 @@ class ChatService(Service):
             await self.partitions.stop()
         with contextlib.suppress(ValueError):
             self.bus.on_reconnect.remove(self._check_follows)
-        tasks = list(self._tasks.values()) + list(self._background) + [self._follow_guard]
-        tasks += [self._sweeper] if self.partitions is not None else []
+        tasks = list(self._tasks.values()) + list(self._background)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        loops = [self._follow_guard, self._sweeper if self.partitions is not None else None]
+        await asyncio.gather(*tasks, cancel_and_wait(loops), return_exceptions=True)
         if self.table is not None:
             await self.table.stop()
 

@@ -63,7 +63,6 @@ from nats.js.kv import KeyValue
 from prometheus_client import Counter, Histogram
 
 from streamsight import events, subjects
-from streamsight.tasks import cancel_and_wait
 from streamsight.bus import BadMessage, Consumer, event_payload, kv_entries
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
@@ -74,6 +73,7 @@ from streamsight.media import window_record
 from streamsight.ingestroute import IngestRoutes
 from streamsight.partitions import Partitions
 from streamsight.service import Service
+from streamsight.tasks import cancel_and_wait
 
 from . import analysed
 from .analysed import Pending

@@ -57,13 +57,13 @@ from services.glitch.state import key_of, read_partition, state_bucket
 from services.glitch.tiles import grid
 from prometheus_client import Counter, Histogram
 from streamsight import heap, subjects
-from streamsight.tasks import cancel_and_wait
 from streamsight.applied import Applied
 from streamsight.bus import BadMessage, until_done
 from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.media.v1 import media_pb2
 from streamsight.lag import MediaLag
 from streamsight.lifecycle import StreamTable
+from streamsight.tasks import cancel_and_wait
 from streamsight.windows import WindowBounds
 from streamsight.media import decode, window_record
 from streamsight.partitions import Partitions

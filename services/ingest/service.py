@@ -38,13 +38,13 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 
 from streamsight import subjects
-from streamsight.tasks import cancel_and_wait
 from streamsight.ingestroute import replica_id
 from streamsight.gen.common.v1 import common_pb2
 from streamsight.gen.events.v1 import events_pb2
 from streamsight.gen.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from streamsight.rpc import Servicer, exhausted, precondition
 from streamsight.service import Service
+from streamsight.tasks import cancel_and_wait
 from streamsight.telemetry import ACTIVE_STREAMS
 
 from streamsight import heap
