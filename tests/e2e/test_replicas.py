@@ -333,58 +333,66 @@ def test_replicas_of_every_stage_killed_mid_stream_lose_and_repeat_nothing(cuts,
         single = jobs.finish(420)
         single_wall = jobs.wall_s
 
-    base = free_port_block(METRICS_STEP + len(SECTIONS))  # replica 2's metrics port is the first's + 10
-    monkeypatch.setenv("STREAMSIGHT_METRICS_BASE_PORT", str(base))
-    replicas = {name: 2 for name in REPLICATED}
-    with (tmp_path / "replicas.log").open("w") as log, running_stack(
-        tmp_path / "replicas", log, only=SERVICES, replicas=replicas, extra_env=_stack_env(tmp_path, cuts)
-    ) as sup:
-        children = {c.replica_id: c for c in sup.children}
-        assert all(f"{g}-2" in children for g in REPLICATED), sorted(children)
-        for g in REPLICATED:  # the split the stream ids were picked for
-            assert _held(children[f"{g}-1"].metrics_port, g) + _held(children[f"{g}-2"].metrics_port, g) == subjects.PARTITIONS, g
-        victims = {g: children[f"{g}-1"] for g in REPLICATED}
-        survivors = {g: children[f"{g}-2"] for g in REPLICATED}
-        pids = {g: c.process.pid for g, c in victims.items()}
-        held_before = {g: _held(survivors[g].metrics_port, g) for g in REPLICATED}
-        takeover = Takeover(victims, survivors, pids, held_before)
-        admin = sup.nats.url_for(natsauth.ADMIN)
-        left: dict[str, str] = {}
+    expected = sum(len(doc["windows"]) for doc in single.values())
+    # The kill is meant to come mid-stream, and a run whose kill came after every window was
+    # scored tests nothing: fusion can score them all in one burst once audio-1's streams are
+    # taken over (1 run in 4 of a loaded full suite). Such a run is made once more, and said.
+    for attempt in (1, 2):
+        base = free_port_block(METRICS_STEP + len(SECTIONS))  # replica 2's metrics port is the first's + 10
+        monkeypatch.setenv("STREAMSIGHT_METRICS_BASE_PORT", str(base))
+        replicas = {name: 2 for name in REPLICATED}
+        with (tmp_path / f"replicas{attempt}.log").open("w") as log, running_stack(
+            tmp_path / f"replicas{attempt}", log, only=SERVICES, replicas=replicas, extra_env=_stack_env(tmp_path, cuts)
+        ) as sup:
+            children = {c.replica_id: c for c in sup.children}
+            assert all(f"{g}-2" in children for g in REPLICATED), sorted(children)
+            for g in REPLICATED:  # the split the stream ids were picked for
+                assert _held(children[f"{g}-1"].metrics_port, g) + _held(children[f"{g}-2"].metrics_port, g) == subjects.PARTITIONS, g
+            victims = {g: children[f"{g}-1"] for g in REPLICATED}
+            survivors = {g: children[f"{g}-2"] for g in REPLICATED}
+            pids = {g: c.process.pid for g, c in victims.items()}
+            held_before = {g: _held(survivors[g].metrics_port, g) for g in REPLICATED}
+            takeover = Takeover(victims, survivors, pids, held_before)
+            admin = sup.nats.url_for(natsauth.ADMIN)
+            left: dict[str, str] = {}
 
-        def kill(groups: list[str]) -> None:
-            for g in groups:
-                os.kill(pids[g], signal.SIGKILL)
-                takeover.killed(g)
-            # The snapshots the dead replicas left of their streams (told in a failure: restored or not).
-            theirs = [f"{g}.{subjects.partition_of(sid)}.{sid}" for g in groups if g in ("vision", "audio") for sid in ids
-                      if owner(g, subjects.partition_of(sid), [f"{g}-1", f"{g}-2"]) == f"{g}-1"]  # fmt: skip
-            left.update(_snapshots(admin, theirs))
+            def kill(groups: list[str]) -> None:
+                for g in groups:
+                    os.kill(pids[g], signal.SIGKILL)
+                    takeover.killed(g)
+                # The snapshots the dead replicas left of their streams (told in a failure: restored or not).
+                theirs = [f"{g}.{subjects.partition_of(sid)}.{sid}" for g in groups if g in ("vision", "audio") for sid in ids
+                          if owner(g, subjects.partition_of(sid), [f"{g}-1", f"{g}-2"]) == f"{g}-1"]  # fmt: skip
+                left.update(_snapshots(admin, theirs))
 
-        def audio_windows() -> float:
-            return sum(_metric_sum(c.metrics_port, "streamsight_stage_windows_total", stage="audio") for c in (victims["audio"], survivors["audio"]))
+            def audio_windows() -> float:
+                return sum(_metric_sum(c.metrics_port, "streamsight_stage_windows_total", stage="audio") for c in (victims["audio"], survivors["audio"]))
 
-        jobs = recording["jobs"] = Jobs(sup.addresses()["gateway"], cuts, ids, tmp_path / "replicas_out")
-        # Audio keeps up with ingest and is done with every stream long before fusion scores a
-        # window: its replica is killed once it published as many windows as there are streams.
-        jobs.wait_until(lambda: audio_windows() >= len(ids), 300, "audio published no windows")
-        audio_at_kill = audio_windows()
-        kill(["audio"])
-        jobs.wait_until(lambda: all(jobs.scored(sid) for sid in ids), 300, "no window scored in some stream")
-        scored_at_kill = {sid: len(jobs.scored(sid)) for sid in ids}
-        kill(["vision", "glitch", "fusion"])
-        takeover.wait(120)
-        reports = jobs.finish(420)
-        restarts = {g: (c.restarts, c.process.pid) for g, c in victims.items()}
-        held_after = _held_once_handed_over(victims, survivors, 30)
-        # The streams the killed vision and audio replicas held were taken over from their snapshots
-        # (state, or the done entry of a stream it had finished), by the restarted process or the survivor.
-        restored = {
-            g: {r: sum(_metric_sum(c.metrics_port, "streamsight_stage_restored_total", stage=g, result=r) for c in (victims[g], survivors[g]))
-                for r in ("state", "done", "unreadable")}
-            for g in ("vision", "audio")
-        }  # fmt: skip
-        fenced = {g: sum(_metric_sum(c.metrics_port, "streamsight_stage_snapshots_total", stage=g, kind="fenced") for c in (victims[g], survivors[g]))
-                  for g in ("vision", "audio")}  # fmt: skip
+            jobs = recording["jobs"] = Jobs(sup.addresses()["gateway"], cuts, ids, tmp_path / f"replicas{attempt}_out")
+            # Audio keeps up with ingest and is done with every stream long before fusion scores a
+            # window: its replica is killed once it published as many windows as there are streams.
+            jobs.wait_until(lambda: audio_windows() >= len(ids), 300, "audio published no windows")
+            audio_at_kill = audio_windows()
+            kill(["audio"])
+            jobs.wait_until(lambda: all(jobs.scored(sid) for sid in ids), 300, "no window scored in some stream")
+            scored_at_kill = {sid: len(jobs.scored(sid)) for sid in ids}
+            kill(["vision", "glitch", "fusion"])
+            takeover.wait(120)
+            reports = jobs.finish(420)
+            restarts = {g: (c.restarts, c.process.pid) for g, c in victims.items()}
+            held_after = _held_once_handed_over(victims, survivors, 30)
+            # The streams the killed vision and audio replicas held were taken over from their snapshots
+            # (state, or the done entry of a stream it had finished), by the restarted process or the survivor.
+            restored = {
+                g: {r: sum(_metric_sum(c.metrics_port, "streamsight_stage_restored_total", stage=g, result=r) for c in (victims[g], survivors[g]))
+                    for r in ("state", "done", "unreadable")}
+                for g in ("vision", "audio")
+            }  # fmt: skip
+            fenced = {g: sum(_metric_sum(c.metrics_port, "streamsight_stage_snapshots_total", stage=g, kind="fenced") for c in (victims[g], survivors[g]))
+                      for g in ("vision", "audio")}  # fmt: skip
+        if sum(scored_at_kill.values()) < expected or attempt == 2:
+            break
+        print(f"run {attempt}: the kill came after every window was scored ({scored_at_kill}); the replicas run once more")
 
     print(f"stream ids {ids}; audio windows published at audio-1's kill: {audio_at_kill:.0f} of {3 * len(ids)}; windows scored at the"
           f" others' kill: {scored_at_kill}; the killed replicas' snapshots then: {left}")
@@ -395,7 +403,6 @@ def test_replicas_of_every_stage_killed_mid_stream_lose_and_repeat_nothing(cuts,
     print(f"partitions held at the end (restarted, survivor): {held_after}; streams restored from snapshots: {restored}; snapshot writes fenced: {fenced}")
     print(f"wall time of the 4 jobs: single {single_wall:.1f} s, replicas with the kills {jobs.wall_s:.1f} s")
 
-    expected = sum(len(doc["windows"]) for doc in single.values())
     assert sum(scored_at_kill.values()) < expected, f"the kill came after every window was scored: {scored_at_kill}"
     assert audio_at_kill < expected, f"audio-1 was killed after audio published every window: {audio_at_kill}"
     for sid in ids:
@@ -405,7 +412,7 @@ def test_replicas_of_every_stage_killed_mid_stream_lose_and_repeat_nothing(cuts,
         assert Counter(jobs.scored(sid)) == Counter(range(n)), f"{sid}: each window scored exactly once: {jobs.scored(sid)}"
         seen = Counter(e.id for e in jobs.events[sid])
         assert not [i for i, k in seen.items() if k > 1], f"{sid}: event ids twice: {[i for i, k in seen.items() if k > 1]}"
-        diff = _differences(_comparable(single[sid], tmp_path / "single_out" / sid), _comparable(reports[sid], tmp_path / "replicas_out" / sid))
+        diff = _differences(_comparable(single[sid], tmp_path / "single_out" / sid), _comparable(reports[sid], tmp_path / f"replicas{attempt}_out" / sid))
         assert not diff, f"{sid}: the report differs from the single replica's: {diff[:20]}"
     assert any(doc["glitches"] for doc in single.values()), "the planted green second is found"
     for g in REPLICATED:
