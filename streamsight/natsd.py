@@ -72,7 +72,10 @@ def free_port_range() -> tuple[int, int]:
     low, high = 10000, _ephemeral_low()
     slice_ = os.environ.get(PORT_SLICE_VARIABLE, "")
     if slice_ and high - low > 2000:
-        k, n = (int(x) for x in slice_.split("/"))
+        k, _, n = slice_.partition("/")
+        if not (k.isdigit() and n.isdigit() and int(k) < int(n)):
+            raise ValueError(f"{PORT_SLICE_VARIABLE}={slice_!r}: expected k/n with 0 <= k < n, e.g. 0/2")
+        k, n = int(k), int(n)
         width = (high - low) // n
         low, high = low + k * width, low + (k + 1) * width
     return low, high

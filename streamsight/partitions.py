@@ -211,18 +211,18 @@ class Partitions:
         """Leave the group: every partition is lost (on_lose) and released, then the member key."""
         self._stopping = True
         async with self._round_lock:  # a change in progress finishes first
-            await _cancel(self._tasks[1:])
+            await cancel_and_wait(self._tasks[1:])
         if self._kv is not None:
             with contextlib.suppress(Exception):
                 await self._kv.delete(self._member_key())  # the others see this member gone at once
         for partition in sorted(self._revisions):
             await self._lose(partition, release=True)
-        await _cancel(self._tasks[:1])
+        await cancel_and_wait(self._tasks[:1])
         self._tasks = []
 
     async def abandon(self) -> None:
         """Stop beating without releasing or calling anything: what a killed process leaves (tests)."""
-        await _cancel(self._tasks)
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         self._held.clear()
         self._revisions.clear()
@@ -355,7 +355,3 @@ class Partitions:
         log.info(f"partition {change}", group=self.group, partition=partition, replica=self.replica, held=sorted(self._held))
         self.changed.set()
         self.changed = asyncio.Event()
-
-
-async def _cancel(tasks: list[asyncio.Task]) -> None:
-    await cancel_and_wait(tasks)

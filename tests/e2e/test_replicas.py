@@ -336,7 +336,7 @@ def test_replicas_of_every_stage_killed_mid_stream_lose_and_repeat_nothing(cuts,
     expected = sum(len(doc["windows"]) for doc in single.values())
     # The kill is meant to come mid-stream, and a run whose kill came after every window was
     # scored tests nothing: fusion can score them all in one burst once audio-1's streams are
-    # taken over (1 run in 4 of a loaded full suite). Such a run is made once more, and said.
+    # taken over (1 in 5 full suites with a busy loop beside them). Such a run is made once more, and said.
     for attempt in (1, 2):
         base = free_port_block(METRICS_STEP + len(SECTIONS))  # replica 2's metrics port is the first's + 10
         monkeypatch.setenv("STREAMSIGHT_METRICS_BASE_PORT", str(base))

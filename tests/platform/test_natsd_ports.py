@@ -65,3 +65,14 @@ def test_each_test_worker_picks_ports_from_a_slice_of_its_own(monkeypatch):
         assert all(low <= p < high for p in distinct_free_ports(20))
         slices.append((low, high))
     assert slices[0][1] <= slices[1][0], "the two workers' slices do not overlap"
+
+
+def test_a_malformed_port_slice_is_named(monkeypatch):
+    from streamsight.natsd import PORT_SLICE_VARIABLE, free_port_range
+
+    if free_port_range()[1] - free_port_range()[0] <= 2000:
+        pytest.skip("the ports below the kernel's ephemeral range are too few to slice")
+    for bad in ("2/2", "x/2", "1"):
+        monkeypatch.setenv(PORT_SLICE_VARIABLE, bad)
+        with pytest.raises(ValueError, match=f"{PORT_SLICE_VARIABLE}='{bad}'"):
+            free_port_range()
