@@ -35,6 +35,7 @@ _WINDOW_SLACK = 3.0
 _LIVE_SETTLE_S = -1e-6
 # A new connection whose timestamps start this far before what we already had is a reset clock.
 _CLOCK_RESET = 60.0
+MOV_DEMUX_LEAD_S = 1.0  # FFmpeg's mov demuxer: AV_TIME_BASE in mov_find_next_sample
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ class StreamDecoder:
         self._vctx: av.video.codeccontext.VideoCodecContext | None = None
         self._actx: av.audio.codeccontext.AudioCodecContext | None = None
         self._vtb = self._atb = 0.0
+        self._demux_lead = 0.0  # how far ahead of audio the container's demuxer may hand out video
         self._signals: list[FrameSignal] = []
         self._errors_since = 0
         self._next_batch = config.batch_seconds
@@ -140,6 +142,7 @@ class StreamDecoder:
             self._actx = self.astream.codec_context
             self._atb = float(self.astream.time_base)
             self._acodec = self._actx.name
+        self._demux_lead = demux_lead_max(container)
         self.windows.settle = _LIVE_SETTLE_S if live else self._file_settle
         if self.chunker is not None:
             self.chunker.eager = live
@@ -328,6 +331,7 @@ class StreamDecoder:
             self._emit_audio(chunk)
 
     def _emit_audio(self, chunk: AudioChunk) -> None:
+        chunk.demux_lead_max = self._demux_lead
         self.pending.append(chunk)
         start, end = chunk.media_time, chunk.media_time + chunk.duration
         self.stats.audio_seconds += chunk.duration
@@ -376,6 +380,14 @@ class StreamDecoder:
             self.pending.append(FrameSignals(self._signals, self._errors_since))
             self._signals, self._errors_since = [], 0
         self.flush_due = True
+
+
+def demux_lead_max(container: av.container.InputContainer) -> float:
+    """How far ahead of its audio `container`'s demuxer may hand out video, where the container
+    sets a bound (0: none known). FFmpeg's MP4/MOV demuxer takes the next sample by file position
+    among samples whose timestamps lie within 1 s of each other (by timestamp beyond that), so a
+    file whose muxer wrote the audio after the video comes out with the audio up to 1 s behind."""
+    return MOV_DEMUX_LEAD_S if "mov" in container.format.name.split(",") else 0.0
 
 
 def _start_seconds(stream: av.stream.Stream | None) -> float | None:

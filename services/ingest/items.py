@@ -75,7 +75,8 @@ class AudioChunk:
 
     ``source_start`` is the source's own timestamp of the first sample (``media_time`` follows
     it only within the resync tolerance); ``source_layout`` and ``source_rate`` the source's
-    channel layout and sample rate there ("" and 0 when unknown).
+    channel layout and sample rate there ("" and 0 when unknown); ``demux_lead_max`` how far
+    ahead of the audio the source's demuxer may hand out video (0: no known bound).
     """
 
     media_time: float
@@ -84,6 +85,7 @@ class AudioChunk:
     source_start: float = 0.0
     source_layout: str = ""
     source_rate: int = 0
+    demux_lead_max: float = 0.0
 
     @property
     def duration(self) -> float:

@@ -96,6 +96,7 @@ def audio_chunk(stream_id: str, item: AudioChunk, chunk_index: int) -> media_pb2
         source_start_s=item.source_start,
         source_layout=item.source_layout,
         source_sample_rate=item.source_rate,
+        demux_lead_max_s=item.demux_lead_max,
     )
 
 

@@ -108,6 +108,31 @@ def test_audio_gap_late_in_a_chunk_early_in_the_stream(tmp_path: Path, at: float
     assert start.detected_at_s - at <= GAP_S, f"decided {start.detected_at_s - at:.2f} s after the hole"
 
 
+@pytest.mark.parametrize("chunk_s", [1.0, CHUNK_S])
+def test_audio_muxed_behind_the_video_of_an_mp4_is_no_gap(tmp_path: Path, chunk_s: float) -> None:
+    # All the audio written after all the video: FFmpeg's MP4 demuxer hands it out up to 1 s
+    # behind (it reads samples within 1 s of each other in file order), and ingest holds up to a
+    # chunk more. With the former 0.5 s allowance this gave an audio_gap START at 6 s and an
+    # incident that closed with no length at the stream's end (1 s chunks, ingest's default)
+    late = remux(GAME, tmp_path / "late.mp4", until_s=SECONDS, audio_last=True)
+    msgs = media(late, audio_chunk_s=chunk_s)
+    chunks = [m for kind, m in msgs if kind == "audio"]
+    assert chunks and all(c.demux_lead_max_s == 1.0 for c in chunks)
+    assert run(msgs) == []
+    mkv = [m for kind, m in media(remux(GAME, tmp_path / "same.mkv", until_s=4.0)) if kind == "audio"]
+    assert mkv and all(m.demux_lead_max_s == 0.0 for m in mkv), "Matroska's demuxer sets no bound"
+
+
+def test_audio_gap_in_an_mp4_with_its_audio_muxed_behind(tmp_path: Path) -> None:
+    # A real hole is still found where the container's interleaving is allowed for; it is
+    # decided up to the 0.5 s more that MP4's bound (1 s) allows than the usual 0.5 s
+    drop = lambda pkt, t: None if AT <= t < AT + 2 else pkt  # noqa: E731
+    late = remux(GAME, tmp_path / "g.mp4", drop, until_s=SECONDS, audio_last=True)
+    start, end = one_incident(run(media(late)), "audio_gap")
+    assert abs(end.start_s - AT) <= 0.1 and abs(end.end_s - (AT + 2)) <= 0.1
+    assert start.detected_at_s - AT <= GAP_S + 0.5, f"decided {start.detected_at_s - AT:.2f} s after the hole"
+
+
 def test_av_drift(tmp_path: Path) -> None:
     def shift(pkt, t):
         if t >= AT:

@@ -67,16 +67,21 @@ def test_bad_thresholds_are_refused() -> None:
         HealthConfig(black_ratio=1.5)
 
 
-@pytest.mark.parametrize("chunk_s, decided_at", [(0.25, 6.25), (0.5, 6.5), (1.0, 7.0)])
-def test_the_live_audio_gap_rule_allows_for_the_streams_own_chunk(chunk_s: float, decided_at: float) -> None:
+@pytest.mark.parametrize("chunk_s, demux_lead, decided_at", [
+    (0.25, 0.0, 6.25), (0.5, 0.0, 6.5), (1.0, 0.0, 7.0),
+    (1.0, 1.0, 7.5), (0.25, 1.0, 6.75),  # MP4's bound on its interleaving, carried by the chunks
+    (1.0, 0.2, 7.0), (1.0, float("nan"), 7.0), (1.0, -1.0, 7.0), (1.0, 60.0, 7.0),  # under 0.5 s, or not believed
+])
+def test_the_live_audio_gap_rule_allows_for_the_streams_own_chunk(chunk_s: float, demux_lead: float, decided_at: float) -> None:
     # audio (a -20 dBFS tone) in chunks of chunk_s up to 5 s, then none while video goes on in
     # 0.05 s steps: the gap is decided when video is a chunk (what ingest may still hold)
-    # + 0.5 s interleaving + the 0.5 s minimum past the last audio, on the threshold itself
+    # + the interleaving (0.5 s, or the container's larger bound) + the 0.5 s minimum past the
+    # last audio, on the threshold itself
     rate, h, events = 32000, StreamHealth(), []
     n = int(chunk_s * rate)
     tone = (0.1 * np.sin(2 * np.pi * 440 * np.arange(n) / rate)).astype(np.float32)
     for i in range(int(5.0 / chunk_s)):
-        events += h.audio(i * chunk_s, rate, tone, i * chunk_s, "stereo", 48000)
+        events += h.audio(i * chunk_s, rate, tone, i * chunk_s, "stereo", 48000, demux_lead)
         events += h.signals([(round((i + 1) * chunk_s - 0.05 * k, 3), False, 10.0) for k in range(int(chunk_s / 0.05), 0, -1)])
     assert events == []
     for k in range(1, 60):

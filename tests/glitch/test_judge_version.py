@@ -74,15 +74,38 @@ def test_rejudge_replays_kept_evidence_under_todays_detector_and_carries_the_hea
     data = {"entries": [old,
                         {**old, "sha256": "s2", "scorer_version": "another"},  # other scoring: its evidence does not hold
                         {**old, "sha256": "s3", "evidence": str(tmp_path / "gone.jsonl.gz")},
-                        {**old, "sha256": "s4", "model_sha256": "other model"}]}
+                        {**old, "sha256": "s4", "model_sha256": "other model"},
+                        {**old, "sha256": "s5", "health_version": "older checks"}]}  # its health must be judged again
+    _edge_call_evidence(tmp_path / "s5.jsonl.gz", "s5")
+    data["entries"][-1]["evidence"] = str(tmp_path / "s5.jsonl.gz")
     new, refused = clean_footage.rejudge(data, "m", "new", DetectorConfig(report_freeze=False))
-    assert refused == 2 and len(new) == 1
+    assert refused == 2 and [e["sha256"] for e in new] == ["s1", "s5"]
     assert [(g["kind"], g["start_s"]) for g in new[0]["glitch"]] == [("stripes", 2.0)] and new[0]["health"] == health
     assert (new[0]["judge_version"], new[0]["rejudged_from"], new[0]["sha256"]) == ("new", "old", "s1")
+    # the health checks changed and the recording is gone: its glitch verdict holds, its health is not judged
+    assert new[1]["glitch"] == new[0]["glitch"] and new[1]["health"] is None and new[1]["health_version"] is None
     stricter, _ = clean_footage.rejudge(data, "m", "new", DetectorConfig(report_freeze=False, open_score=0.96))
     assert stricter[0]["glitch"] == []
     data["entries"] += new
     assert clean_footage.rejudge(data, "m", "new", DetectorConfig(report_freeze=False)) == ([], 2)  # judged once
+    counted = clean_footage.totals(data["entries"], "m", "new")
+    assert (counted["recordings"], counted["seconds"], counted["glitch_false_alarms"]) == (2, 8.0, 2)
+    assert (counted["health_recordings"], counted["health_seconds"], counted["health_false_alarms"]) == (1, 4.0, 1)
+
+
+def test_rejudge_judges_the_health_of_a_recording_it_is_given_when_the_checks_changed(shared_data, tmp_path) -> None:
+    from training.glitch import game
+
+    settings, config = clean_footage.service_configs()
+    parts = clean_footage.part_versions()
+    path = shared_data / "media" / "openarena_dm2.mp4"
+    sha = game.sha256_file(path)
+    kept = tmp_path / "take.jsonl.gz"
+    _edge_call_evidence(kept, sha)
+    old = {"file": path.name, "sha256": sha, "model_sha256": "m", "judge_version": "old", **parts, "health_version": "older",
+           "evidence": str(kept), "glitch": [], "health": [{"kind": "audio_gap", "start_s": 6.0, "end_s": 6.0}], "media_seconds": 59.9}
+    new, refused = clean_footage.rejudge({"entries": [old]}, "m", "new", config, {sha: path}, settings)
+    assert refused == 0 and new[0]["health"] == [] and new[0]["health_version"] == parts["health_version"]
 
 
 def test_evidence_is_kept_for_a_recording_judged_before_only_when_it_replays_to_the_same_incidents(classifier, shared_data, tmp_path, monkeypatch) -> None:

@@ -30,11 +30,14 @@ the service's own plumbing (service.py, snapshot.py, state.py, picture.py, __mai
 this judge never runs, leaves it counting. Entries judged before the judge version existed get
 it from `--backfill`: recomputed from the sources at their git commit, only where that commit's
 detector version equals the one they were judged by (so the commit is the code that judged).
-After a change to the detector alone, `--rejudge` judges again every recording whose evidence was
-kept, without the recording (gone with the session that made it): its glitch incidents replayed
-from the evidence, its health incidents carried over, when the evidence's scoring sources
-(`SCORER_SOURCES`) and the health checks (`HEALTH_SOURCES` and the settings) are unchanged, as
-`scorer_version` and `health_version` say; the hour then carries over to the new judge version. A take the model was trained on
+After a change to the detector or the health checks, `--rejudge` judges again every recording
+whose evidence was kept, without the recording (gone with the session that made it): its glitch
+incidents replayed from the evidence, when the evidence's scoring sources (`SCORER_SOURCES`) are
+unchanged, as `scorer_version` says. Its health incidents are carried over when the health checks
+(`HEALTH_SOURCES` and the settings, `health_version`) are unchanged too; else judged again from
+the recording when it is among the files given, else left unjudged (`"health": null`; a file
+given later fills them in). The totals count glitch false alarms over every take and health
+false alarms over the takes whose health today's checks judged: two hours. A take the model was trained on
 (training.glitch.game.TRAINING_TAKE_SHA256, for every model but the synthetic-only ones in
 game.SYNTHETIC_ONLY_MODELS) is judged and kept with `"training_take": true` but left out of the
 totals, which count held-out footage only.
@@ -216,10 +219,15 @@ def judge(path: Path, clf: GlitchClassifier, settings: GlitchSettings, config: D
     kept = evidence_path(evidence_meta["sha256"], evidence_meta["model_sha256"])
     evidence.save(recorded, kept)
     t1 = time.monotonic()
-    health_events = health_media.run(health_media.media(path), settings.health_config())
+    health = judge_health(path, settings)
     t2 = time.monotonic()
-    return {"glitch": incidents(glitch_events), "glitch_frames": recorded.frames, "health": incidents(health_events),
+    return {"glitch": incidents(glitch_events), "glitch_frames": recorded.frames, "health": health,
             "evidence": _in_repo(kept), "wall_s": {"glitch": round(t1 - t0, 1), "health": round(t2 - t1, 1)}}
+
+
+def judge_health(path: Path, settings: GlitchSettings) -> list[dict]:
+    """The health incidents of one recording: ingest's messages through the health checks."""
+    return incidents(health_media.run(health_media.media(path), settings.health_config()))
 
 
 def evidence_path(file_sha256: str, model_sha256: str) -> Path:
@@ -246,12 +254,16 @@ def keep_evidence(entry: dict, path: Path, clf: GlitchClassifier, config: Detect
     return f"its evidence kept in {entry['evidence']} (it replays to the incidents judged)"
 
 
-def rejudge(data: dict, model_sha256: str, version: str, config: DetectorConfig) -> tuple[list[dict], int]:
-    """New entries for recordings judged before under another judge version whose kept evidence and
-    health verdict still hold (same model, scorer and health versions): their glitch incidents
-    replayed from the evidence under today's detector, their health incidents carried over. The
-    recordings themselves are not needed. Returns the new entries and how many could not be."""
+def rejudge(data: dict, model_sha256: str, version: str, config: DetectorConfig,
+            recordings: dict[str, Path] | None = None, settings: GlitchSettings | None = None) -> tuple[list[dict], int]:
+    """New entries for recordings judged before under another judge version whose kept evidence
+    still holds (same model and scorer version): their glitch incidents replayed from the evidence
+    under today's detector. Their health incidents are carried over when the health checks are
+    the same (health version); else judged again from the recording when it is among
+    `recordings` (by file sha256, with `settings`), else left unjudged (`"health": null`, not
+    counted in the health hours). Returns the new entries and how many could not be made."""
     parts, judged_by = part_versions(), {"detector_version": detector_version(), "git_head": git_head()}
+    recordings = recordings or {}
     done = {e["sha256"] for e in data["entries"] if e["model_sha256"] == model_sha256 and e.get("judge_version") == version}
     latest = {e["sha256"]: e for e in data["entries"] if e.get("evidence") and e["model_sha256"] == model_sha256}
     new, refused = [], 0
@@ -259,7 +271,7 @@ def rejudge(data: dict, model_sha256: str, version: str, config: DetectorConfig)
         if sha in done:
             continue
         path = ROOT / old["evidence"]
-        if any(old.get(k) != v for k, v in parts.items()) or not path.is_file():
+        if old.get("scorer_version") != parts["scorer_version"] or not path.is_file():
             refused += 1
             continue
         recorded = evidence.load(path)
@@ -268,9 +280,14 @@ def rejudge(data: dict, model_sha256: str, version: str, config: DetectorConfig)
             continue
         t0 = time.monotonic()
         events = evidence.replay(recorded, config)
-        new.append({**old, "glitch": incidents(events), "judge_version": version, **judged_by,
-                    "judged_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "rejudged_from": old["judge_version"], "wall_s": {"glitch": round(time.monotonic() - t0, 2), "health": 0.0}})
+        t1 = time.monotonic()
+        health = old["health"] if old.get("health_version") == parts["health_version"] else None
+        if health is None and sha in recordings and settings is not None:
+            health = judge_health(recordings[sha], settings)
+        new.append({**old, "glitch": incidents(events), "health": health, "judge_version": version, **judged_by,
+                    "health_version": parts["health_version"] if health is not None else None,
+                    "judged_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "rejudged_from": old["judge_version"],
+                    "wall_s": {"glitch": round(t1 - t0, 2), "health": round(time.monotonic() - t1, 1)}})
     return new, refused
 
 
@@ -288,19 +305,29 @@ def training_take(file_sha256: str, model_sha256: str) -> bool:
     return file_sha256 in game.TRAINING_TAKE_SHA256 and model_sha256 not in game.SYNTHETIC_ONLY_MODELS
 
 
+def _rate(alarms: int, seconds: float) -> tuple[float | None, float | None]:
+    """Alarms an hour, and with none, the 95 % upper bound of the rate (Poisson: under 3/T an hour in T hours)."""
+    hours = seconds / 3600
+    if not hours:
+        return None, None
+    return round(alarms / hours, 2), (round(3 / hours, 2) if alarms == 0 else None)
+
+
 def totals(entries: list[dict], model_sha256: str, version: str) -> dict:
+    """False alarms of the current model and judge on held-out takes: glitch over every take,
+    health over the takes whose health was judged by today's checks (`"health"` not null)."""
     ours = [e for e in entries if e["model_sha256"] == model_sha256 and e.get("judge_version") == version]
     judged = list({e["sha256"]: e for e in reversed(ours)}.values())  # a file judged twice (two detector versions, one judge): once
     mine = [e for e in judged if not training_take(e["sha256"], e["model_sha256"])]
-    seconds = sum(e["media_seconds"] for e in mine)
-    glitch = sum(len(e["glitch"]) for e in mine)
-    health = sum(len(e["health"]) for e in mine)
-    hours = seconds / 3600
-    return {"recordings": len(mine), "seconds": round(seconds, 1), "hours": round(hours, 4),
-            "glitch_false_alarms": glitch, "health_false_alarms": health,
-            "per_hour": round((glitch + health) / hours, 2) if hours else None,
-            # no alarm in T hours: the rate is under 3/T an hour with 95 % confidence (Poisson)
-            "per_hour_95_upper_if_none": round(3 / hours, 2) if hours and glitch + health == 0 else None,
+    healthy = [e for e in mine if e["health"] is not None]
+    seconds, health_seconds = (sum(e["media_seconds"] for e in es) for es in (mine, healthy))
+    glitch, health = sum(len(e["glitch"]) for e in mine), sum(len(e["health"]) for e in healthy)
+    glitch_rate, glitch_upper = _rate(glitch, seconds)
+    health_rate, health_upper = _rate(health, health_seconds)
+    return {"recordings": len(mine), "seconds": round(seconds, 1), "hours": round(seconds / 3600, 4),
+            "glitch_false_alarms": glitch, "glitch_per_hour": glitch_rate, "glitch_per_hour_95_upper_if_none": glitch_upper,
+            "health_recordings": len(healthy), "health_seconds": round(health_seconds, 1), "health_hours": round(health_seconds / 3600, 4),
+            "health_false_alarms": health, "health_per_hour": health_rate, "health_per_hour_95_upper_if_none": health_upper,
             "training_takes_left_out": len(judged) - len(mine), "other_versions_recordings": len(entries) - len(ours)}
 
 
@@ -337,17 +364,20 @@ def main() -> None:
     version = judge_version()
     clf = classifier_of(settings, args.intra_threads)
     known = {(e["sha256"], e["model_sha256"], e.get("judge_version")) for e in data["entries"]}
+    digests = {p: game.sha256_file(p) for p in args.paths}
     if args.rejudge:
-        rejudged, refused = rejudge(data, model_sha, version, config)
+        rejudged, refused = rejudge(data, model_sha, version, config, {d: p for p, d in digests.items()}, settings)
         data["entries"] += rejudged
         args.results.write_text(json.dumps(data, indent=1) + "\n")
         known |= {(e["sha256"], model_sha, version) for e in rejudged}
         print(f"judged again from kept evidence: {len(rejudged)} recordings"
-              + "".join(f"\n  {e['file']}: glitch {e['glitch'] or 'none'} (was {e['rejudged_from'][:8]})" for e in rejudged)
-              + f"; {refused} not (their evidence or health verdict is of other sources or another model)")
+              + "".join(f"\n  {e['file']}: glitch {e['glitch'] or 'none'}, health "
+                        + ("not judged (its checks changed, the recording is gone)" if e["health"] is None else str(e["health"] or "none"))
+                        + f" (was {e['rejudged_from'][:8]})" for e in rejudged)
+              + f"; {refused} not (their evidence is of other scoring sources or another model, or gone)")
     parts, judged_by = part_versions(), {"detector_version": detector_version(), "git_head": git_head()}
     for path in args.paths:
-        digest = game.sha256_file(path)
+        digest = digests[path]
         meta = {"file": path.name, "sha256": digest, "model_sha256": model_sha, "scorer_version": parts["scorer_version"]}
         if (digest, model_sha, version) in known:
             print(f"{path.name}: judged before by this model and judge (sha256 {digest[:12]}), not added again")
@@ -355,6 +385,10 @@ def main() -> None:
             if not before.get("evidence"):
                 print(f"  {keep_evidence(before, path, clf, config, meta, parts)}")
                 args.results.write_text(json.dumps(data, indent=1) + "\n")
+            if before["health"] is None:
+                before.update(health=judge_health(path, settings), health_version=parts["health_version"])
+                args.results.write_text(json.dumps(data, indent=1) + "\n")
+                print(f"  health judged now: {before['health'] or 'none'}")
             continue
         entry = {"file": path.name, "map": maps[path], "sha256": digest, "media_seconds": round(media_seconds(path), 3),
                  **judge(path, clf, settings, config, meta), "model": classifier_name(settings), "model_sha256": model_sha,
@@ -369,11 +403,14 @@ def main() -> None:
         print(f"{path.name}{' (a training take of this model: not counted)' if entry.get('training_take') else ''}: {entry['media_seconds']:.1f} s, glitch {entry['glitch'] or 'none'}, health {entry['health'] or 'none'}, "
               f"{entry['wall_s']}")
     t = totals(data["entries"], model_sha, version)
-    rate = (f"{t['per_hour']} an hour ({t['glitch_false_alarms'] + t['health_false_alarms']} in {t['hours']} h"
-            + (f"; under {t['per_hour_95_upper_if_none']} an hour at 95 %)" if t["per_hour_95_upper_if_none"] is not None else ")"))
+    def rate(kind: str, hours: float) -> str:
+        upper = t[f"{kind}_per_hour_95_upper_if_none"]
+        return (f"{kind} false alarms {t[f'{kind}_false_alarms']} in {hours} h: {t[f'{kind}_per_hour']} an hour"
+                + (f" (under {upper} at 95 %)" if upper is not None else ""))
+
     print(f"this model ({model_sha[:12]}) and judge version ({version[:12]}): {t['recordings']} recordings, "
-          f"{t['seconds']} s of real clean footage, glitch false alarms {t['glitch_false_alarms']}, "
-          f"health false alarms {t['health_false_alarms']}, rate {rate}"
+          f"{t['seconds']} s of real clean footage, {rate('glitch', t['hours'])}; "
+          f"health judged on {t['health_recordings']} of them, {rate('health', t['health_hours'])}"
           + (f"; {t['training_takes_left_out']} training takes of this model not counted" if t["training_takes_left_out"] else "")
           + (f"; {t['other_versions_recordings']} recordings judged by other versions not counted" if t["other_versions_recordings"] else ""))
     json.dump(t, sys.stdout)

@@ -83,12 +83,15 @@ def _copy_streams(src, dst):
     return v, a
 
 
-def remux(path: Path, out: Path, audio_packet=None, no_audio: bool = False, until_s: float = 1e9) -> Path:
-    """Copy `path`'s packets before `until_s` to `out`; `audio_packet(pkt, t)` may return None (drop) or the packet."""
+def remux(path: Path, out: Path, audio_packet=None, no_audio: bool = False, until_s: float = 1e9, audio_last: bool = False) -> Path:
+    """Copy `path`'s packets before `until_s` to `out`; `audio_packet(pkt, t)` may return None (drop) or the packet.
+    `audio_last`: the audio is muxed after all the video, as a muxer that writes it behind does
+    (FFmpeg's MP4 demuxer then hands the audio out up to 1 s behind the video)."""
     with av.open(str(path)) as src, av.open(str(out), "w") as dst:
         v, a = _copy_streams(src, dst)
         if no_audio:
             a = None
+        held = []
         for pkt in src.demux():
             if pkt.dts is None or pkt.pts is None or float(pkt.pts * pkt.time_base) >= until_s:
                 continue
@@ -99,8 +102,13 @@ def remux(path: Path, out: Path, audio_packet=None, no_audio: bool = False, unti
                 if audio_packet is not None and (pkt := audio_packet(pkt, t)) is None:
                     continue
                 pkt.stream = a
+                if audio_last:
+                    held.append(pkt)
+                    continue
             else:
                 continue
+            dst.mux(pkt)
+        for pkt in held:
             dst.mux(pkt)
     return out
 

@@ -4,9 +4,9 @@ Inputs (plain values, so that tests and the service feed it alike; see `feed`):
 - `frame(pts_s, width, height, rgb)`: a sampled glitch frame (2 fps): black, resolution;
 - `signals([(pts_s, frozen, diff), ...])`: every decoded frame's signal: freeze, frame rate, and the
   video clock that audio_gap and no_audio are judged against;
-- `audio(start_s, rate, samples, source_start_s, source_layout, source_rate)`: ingest's mono
-  chunks: silence, loudness, audio_gap, av_drift, and the source's channel layout and sample
-  rate from the chunk's first sample (a chunk ends where they change);
+- `audio(start_s, rate, samples, source_start_s, source_layout, source_rate, demux_lead_max_s)`:
+  ingest's mono chunks: silence, loudness, audio_gap, av_drift, and the source's channel layout
+  and sample rate from the chunk's first sample (a chunk ends where they change);
 - `source_formats([SourceFact, ...], at)`: a window record's source formats (picture size,
   nominal frame rate, codecs, channel layout, sample rate as ingest's decoder saw them);
 - `finish(end_s)`: the stream's last window record ends whatever is open.
@@ -16,9 +16,10 @@ What MEDIA lets each check see (ingest sends mono 32 kHz audio in chunks of its
 timestamps when they slip by more than 0.2 s; what a chunk tells is known once it is whole):
 - audio_gap: a hole of at least `audio_gap_min_s` between one chunk's end and the next one's
   start, or, live, the video clock running `audio_gap_min_s` past the usual lead of video over
-  the last chunk's end (a chunk's length plus 0.5 s of interleaving) with no audio at all, or a
-  chunk cut short of ingest's regular length (ingest flushes what it holds on reading audio
-  that does not follow on) coming when video is already 0.5 s + `audio_gap_min_s` past its end;
+  the last chunk's end (a chunk's length plus the interleaving: 0.5 s, or the bound the chunks
+  carry for their container, 1 s for MP4) with no audio at all, or a chunk cut short of
+  ingest's regular length (ingest flushes what it holds on reading audio that does not follow
+  on) coming when video is already the interleaving + `audio_gap_min_s` past its end;
 - av_drift: the source's audio timestamps slipping against the audio delivered, summed, reaching
   `av_drift_max_s` either way. From each chunk's `source_start_s` (the source's timestamp of its
   first sample) against the previous chunk's plus its length: exact to the sample. Chunks without
@@ -58,8 +59,11 @@ FREEZE_BLIP_FRAMES = 2
 FREEZE_BLIP_DIFF = 3.0
 # How far the video clock may run ahead of the audio ingest has read (demuxing interleaves the
 # two): on the shared footage video never ran further past the last chunk's end than the chunk
-# ingest holds (1, 0.5 or 0.25 s chunks); the 0.5 s is for muxers that interleave more loosely
+# ingest holds (1, 0.5 or 0.25 s chunks); the 0.5 s is for muxers that interleave more loosely.
+# A container whose demuxer has a known bound says so on each chunk (demux_lead_max_s: 1 s for
+# MP4, where a file muxed with its audio after its video gave false gaps with 0.5 s).
 INTERLEAVE_S = 0.5
+DEMUX_LEAD_MAX_S = 5.0  # a larger bound from a producer is not believed (it would blind the live rule)
 CHUNK_S = 1.0  # ingest's audio chunk length (its audio_chunk_s default) until the stream shows its own
 TIMING_S = 0.01  # timestamps that say the same time (a frame's pts in its time base, a chunk's in samples)
 SAME_CHANGE_S = 2.0  # two reports of one kind of format change this close are the same change
@@ -118,6 +122,7 @@ class StreamHealth:
     _source_next: float | None = None  # the source's timestamp the next audio chunk should carry
     _chunk_n: int | None = None  # samples in ingest's regular chunk: the length two chunks in a row had
     _last_n = 0  # samples in the last chunk
+    _demux_lead = 0.0  # the bound the chunks carry on how far their demuxer may hand out video ahead
 
     def __init__(self, config: HealthConfig = HealthConfig()) -> None:
         self.config = config
@@ -230,18 +235,25 @@ class StreamHealth:
         silent_for = self.video_s - self._audio_end
         # on the threshold counts (less TIMING_S): chunk starts and glitch frames (2/s) both lie
         # on a grid of 0.25 s steps, so the threshold often falls on a frame
-        if silent_for >= (self._chunk_s or CHUNK_S) + INTERLEAVE_S + cfg.audio_gap_min_s - TIMING_S:
+        if silent_for >= (self._chunk_s or CHUNK_S) + self._interleave() + cfg.audio_gap_min_s - TIMING_S:
             return inc.raise_("audio_gap", self._audio_end, self.video_s, min(1.0, silent_for / 5),
                               f"no audio for {silent_for:.1f} s while video continues", silent_for)
         return []
 
+    def _interleave(self) -> float:
+        """How far video may run ahead of the audio ingest has read, nothing missing."""
+        return max(INTERLEAVE_S, self._demux_lead)
+
     # -- audio -------------------------------------------------------------------------
     def audio(self, start_s: float, rate: int, samples: np.ndarray, source_start_s: float = 0.0, source_layout: str = "",
-              source_rate: int = 0) -> list[HealthEvent]:
+              source_rate: int = 0, demux_lead_max_s: float = 0.0) -> list[HealthEvent]:
         """One of ingest's chunks. `source_start_s` 0 on a chunk that does not start at 0 means
-        ingest did not send it (older ingest); "" and 0: the source's format is not known."""
+        ingest did not send it (older ingest); "" and 0: the source's format is not known;
+        `demux_lead_max_s` 0: the container sets no bound on its interleaving (or older ingest)."""
         cfg, inc = self.config, self.incidents
         out: list[HealthEvent] = []
+        if math.isfinite(demux_lead_max_s) and 0.0 <= demux_lead_max_s <= DEMUX_LEAD_MAX_S:
+            self._demux_lead = demux_lead_max_s
         duration = len(samples) / rate if rate else 0.0
         arrived = start_s + duration  # what this chunk tells is known once all of it is in
         if inc.is_open("no_audio"):
@@ -285,7 +297,7 @@ class StreamHealth:
         """A chunk ending at `end` came: when ingest cut it short of its regular length, the
         source's audio did not go on from its end (ingest flushes what it holds when the audio
         timestamps jump or the format changes, on reading the audio after it). Coming when
-        video is already INTERLEAVE_S + audio_gap_min_s past its end, the audio that made
+        video is already the interleaving + audio_gap_min_s past its end, the audio that made
         ingest cut it lies at least audio_gap_min_s later: a gap from `end`, known now. Without
         this, a hole that begins 0.15-0.55 s into a chunk waited for the live rule, which the
         flushed chunk itself puts off (its end moves the last audio forward): 2.05-2.5 s after
@@ -298,7 +310,7 @@ class StreamHealth:
         if n == regular or self.video_s is None or inc.is_open("audio_gap"):
             return []
         behind = self.video_s - end
-        if behind < INTERLEAVE_S + cfg.audio_gap_min_s:
+        if behind < self._interleave() + cfg.audio_gap_min_s:
             return []
         return inc.raise_("audio_gap", end, self.video_s, min(1.0, behind / 5),
                           f"no audio for {behind:.1f} s while video continues (audio cut short at {end:.2f} s)", behind)
@@ -460,7 +472,7 @@ def feed(health: StreamHealth, kind: str, message, rgb: np.ndarray | None = None
         return health.signals([(s.pts_s, s.frozen, s.diff) for s in message.signals])
     if kind == "audio":
         return health.audio(message.start_s, message.sample_rate, np.frombuffer(message.pcm_f32le, "<f4"),
-                            message.source_start_s, message.source_layout, message.source_sample_rate)
+                            message.source_start_s, message.source_layout, message.source_sample_rate, message.demux_lead_max_s)
     if kind == "windows":
         facts = [SourceFact(f.since_s, f.width, f.height, f.frame_rate, f.video_codec, f.audio_codec, f.audio_layout,
                             f.audio_sample_rate) for f in message.source_formats]

@@ -75,7 +75,7 @@ class FrameSignals(_message.Message):
     def __init__(self, stream_id: _Optional[str] = ..., signals: _Optional[_Iterable[_Union[FrameSignal, _Mapping]]] = ..., decode_errors: _Optional[int] = ...) -> None: ...
 
 class AudioChunk(_message.Message):
-    __slots__ = ("stream_id", "start_s", "sample_rate", "pcm_f32le", "chunk_index", "source_start_s", "source_layout", "source_sample_rate")
+    __slots__ = ("stream_id", "start_s", "sample_rate", "pcm_f32le", "chunk_index", "source_start_s", "source_layout", "source_sample_rate", "demux_lead_max_s")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     START_S_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +84,7 @@ class AudioChunk(_message.Message):
     SOURCE_START_S_FIELD_NUMBER: _ClassVar[int]
     SOURCE_LAYOUT_FIELD_NUMBER: _ClassVar[int]
     SOURCE_SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    DEMUX_LEAD_MAX_S_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     start_s: float
     sample_rate: int
@@ -92,7 +93,8 @@ class AudioChunk(_message.Message):
     source_start_s: float
     source_layout: str
     source_sample_rate: int
-    def __init__(self, stream_id: _Optional[str] = ..., start_s: _Optional[float] = ..., sample_rate: _Optional[int] = ..., pcm_f32le: _Optional[bytes] = ..., chunk_index: _Optional[int] = ..., source_start_s: _Optional[float] = ..., source_layout: _Optional[str] = ..., source_sample_rate: _Optional[int] = ...) -> None: ...
+    demux_lead_max_s: float
+    def __init__(self, stream_id: _Optional[str] = ..., start_s: _Optional[float] = ..., sample_rate: _Optional[int] = ..., pcm_f32le: _Optional[bytes] = ..., chunk_index: _Optional[int] = ..., source_start_s: _Optional[float] = ..., source_layout: _Optional[str] = ..., source_sample_rate: _Optional[int] = ..., demux_lead_max_s: _Optional[float] = ...) -> None: ...
 
 class SourceFormat(_message.Message):
     __slots__ = ("since_s", "width", "height", "frame_rate", "video_codec", "audio_codec", "audio_layout", "audio_sample_rate")
