@@ -102,11 +102,12 @@ def main() -> None:
         with log_path.open("w") as log, running_stack(work / "var", log, extra_env=readable) as sup:
             jobs = asyncio.run(judge_all(iter(cases), sup.addresses()["gateway"], work, tally))
         stack_lost = [line for line in log_path.read_text().splitlines() if "nats disconnected" in line or "Slow Consumer" in line]
-    result = tally.report()
-    result["clean"] = {"seconds": round(tally.clean_s, 1), "false_alarms": tally.clean_false}  # the report keeps no sample scores
     if args.takes:
         result = {"recordings": len(jobs), "seconds": round(tally.clean_s, 1), "glitch_false_alarms": tally.clean_false,
                   "health_false_reports": [f"{j['where']}: {h}" for j in jobs for h in j["health"]]}
+    else:
+        result = tally.report()
+        result["clean"] = {"seconds": round(tally.clean_s, 1), "false_alarms": tally.clean_false}  # the report keeps no sample scores
     doc = {"sources": [{"file": t.name, "sha256": sha256_file(t)} for t in args.takes] if args.takes else [f"{n} {a:.0f}-{b:.0f}s" if b < 1e9 else n for n, a, b in pieces], "how": "streamsight analyze per file, every service, the stack's defaults",
            "rng_seed": None if args.takes else args.seed, "stripes_only": args.stripes_only, "result": result, "stack_connection_losses": stack_lost,
            "jobs": jobs, "eval_seconds": round(time.time() - started, 1)}
