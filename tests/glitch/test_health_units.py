@@ -22,6 +22,20 @@ def test_a_full_scale_997_hz_sine_reads_minus_3_lufs(rate: int) -> None:
     assert quiet[-1].momentary_lufs == pytest.approx(-43.01, abs=0.05)
 
 
+def test_a_stream_quiet_from_its_start_is_too_quiet_from_0_s_not_before() -> None:
+    # -43 LUFS from the first sample, 12 s in 1 s chunks: the 3 s short-term window of the first
+    # full block reaches back to 0 s, and the incident starts there (a take of a spectator's view
+    # on ambient sound alone printed -0.0 s: the block times are sums of 0.1 s steps)
+    rate, h, events = 32000, StreamHealth(), []
+    t = np.arange(rate) / rate
+    quiet = (0.01 * np.sin(2 * np.pi * 997 * t)).astype(np.float32)
+    for i in range(12):
+        events += h.audio(float(i), rate, quiet, float(i), "stereo", 48000)
+    starts = [e for e in events if e.phase == "start"]
+    assert [e.kind for e in starts] == ["loudness"] and "too quiet" in starts[0].detail
+    assert starts[0].start_s == 0.0 and str(starts[0].start_s) == "0.0"
+
+
 def test_k_weighting_lifts_highs_and_cuts_lows() -> None:
     rate = 32000
     t = np.arange(4 * rate) / rate

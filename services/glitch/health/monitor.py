@@ -435,7 +435,7 @@ class StreamHealth:
         quiet = b.short_term_full and s < floor and self._silent_since is None
         if quiet:
             if self._quiet_since is None:
-                self._quiet_since = b.start_s - 3.0 + BLOCK_S
+                self._quiet_since = max(0.0, b.start_s - 3.0 + BLOCK_S)  # float steps put the stream's first at -8e-17
             if end - self._quiet_since >= cfg.quiet_min_s:
                 self._loud_cause = "quiet"
                 return inc.raise_("loudness", self._quiet_since, end, (floor - s) / 10,
