@@ -10,8 +10,10 @@ Samples are judged in media-time order once the decoder evidence for their time 
 sample is bad when
 - the classifier's probability of a `standalone_kinds` kind (stripes) on some tile is at least
   `open_score` (for stripes only when its tiles of `stripes_tile_score` or more span
-  `stripes_min_tile_rows` tile rows or reach the top or bottom one: a wrong-stride read garbles
-  the picture down to an edge or over many rows, a real game's scoreboard bar lit one inner row;
+  `stripes_min_tile_rows` tile rows or reach the top or bottom one, and its tiles of
+  `stripes_cols_score` or more lie in `stripes_min_tile_cols` tile columns: a wrong-stride read
+  garbles whole rows, down to an edge or over many, while a real game's scoreboard bar lit one
+  inner row and its bright green acid pool two columns at the edge;
   for stripes also: the frame's rows shear like a wrong width's, shear.py, after
   a tile reached the classifier's SHEAR_GATE, or its colour slid like a wrong height's,
   chroma.py), or its probability of any corrupted kind is at least `suspect_score` while the
@@ -86,14 +88,21 @@ class DetectorConfig:
     stripes_min_tiles: int = 1
     stripes_tile_score: float = 0.95
     stripes_edge_rows_pass: bool = True
+    # And the tiles scoring stripes_cols_score or more must lie in stripes_min_tile_cols tile columns: a
+    # wrong-stride read shears whole rows, so it reaches across the picture, while a bright green acid pool
+    # of a real game lit the right two columns (models/MODEL.md, Session 16)
+    stripes_min_tile_cols: int = 3
+    stripes_cols_score: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0 < self.suspect_score <= self.open_score <= 1:
             raise ValueError(f"need 0 < suspect_score <= open_score <= 1, got {self.suspect_score}, {self.open_score}")
         if not set(self.standalone_kinds) <= set(CNN_KINDS):
             raise ValueError(f"standalone_kinds must be among {CNN_KINDS}, got {self.standalone_kinds}")
-        if self.stripes_min_tile_rows < 1 or self.stripes_min_tiles < 1 or not 0 < self.stripes_tile_score <= 1:
-            raise ValueError("stripes_min_tile_rows and stripes_min_tiles must be >= 1, stripes_tile_score in (0, 1]")
+        if min(self.stripes_min_tile_rows, self.stripes_min_tiles, self.stripes_min_tile_cols) < 1 \
+                or not 0 < self.stripes_tile_score <= 1 or not 0 < self.stripes_cols_score <= 1:
+            raise ValueError("stripes_min_tile_rows, stripes_min_tiles and stripes_min_tile_cols must be >= 1, "
+                             "stripes_tile_score and stripes_cols_score in (0, 1]")
         if min(self.close_after_s, self.freeze_min_s, self.update_every_s, self.band_persist_s) <= 0:
             raise ValueError("close_after_s, freeze_min_s, update_every_s and band_persist_s must be > 0")
 
@@ -280,11 +289,15 @@ class StreamDetector:
         return events
 
     def _stripes_spread(self, score: FrameScore) -> bool:
-        """The frame's stripes tiles cover enough tile rows and tiles (a frame with fewer rows or tiles needs them all)."""
+        """The frame's stripes tiles cover enough tile columns, and tile rows and tiles (a frame with
+        fewer columns, rows or tiles needs them all)."""
         grid = getattr(score, "stripes_grid", None)
         if grid is None:
             return True
         cfg, hit = self.config, grid >= self.config.stripes_tile_score
+        columns = int((grid >= cfg.stripes_cols_score).any(axis=0).sum())
+        if columns < min(cfg.stripes_min_tile_cols, grid.shape[1]):
+            return False
         rows = hit.any(axis=1)
         if cfg.stripes_edge_rows_pass and (rows[0] or rows[-1]):
             return True

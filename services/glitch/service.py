@@ -46,7 +46,7 @@ import numpy as np
 from nats.aio.msg import Msg
 
 from services.glitch.classifier import FrameScore, GlitchClassifier
-from services.glitch.detector import DetectorConfig, GlitchEvent, Signal, StreamDetector
+from services.glitch.detector import GlitchEvent, Signal
 from services.glitch.health.incidents import HealthEvent
 from services.glitch.health.monitor import StreamHealth, feed
 from services.glitch.picture import Pictures, check
@@ -190,11 +190,7 @@ class GlitchService(Service):
 
     async def start(self) -> None:
         s = self.settings
-        self.detector_config = DetectorConfig(
-            open_score=s.open_score, suspect_score=s.suspect_score, close_after_s=s.close_after_s,
-            freeze_min_s=s.freeze_min_s, update_every_s=s.update_every_s, report_freeze=False,
-            stripes_min_tile_rows=s.stripes_min_tile_rows, stripes_tile_score=s.stripes_tile_score,
-        )
+        self.detector_config = s.detector_config()
         self.health_config = s.health_config()
         self.classifier = await asyncio.to_thread(GlitchClassifier, s.model_path, s.intra_threads or None,
                                                   verifier=s.verifier_path(), verify_from=s.open_score)

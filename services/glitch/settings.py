@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from services.glitch.classifier import DEFAULT_PRECISION, shipped_model, shipped_verifier
+from services.glitch.detector import DetectorConfig
 from services.glitch.health.monitor import HealthConfig
 from streamsight.config import BaseServiceSettings
 
@@ -30,6 +31,7 @@ class GlitchSettings(BaseServiceSettings):
     stripes_min_tile_rows: int = Field(2, ge=1, le=16, description="The classifier's stripes score opens an incident alone only when its stripes tiles (P >= stripes_tile_score) span this many tile rows or reach the top or bottom tile row: a wrong-stride read garbles the picture down to an edge or over many rows; a real game's scoreboard highlight bar lit one inner tile row (models/MODEL.md, Session 7). 1 turns the rule off")
     stripes_verifier: bool = Field(True, description="Ask a second model (stripes_verifier.int8.onnx, model 8) about every frame the classifier scores stripes at open_score or more, and count the lower stripes probability of the two: on 20 held-out real game takes it removed all 6 stripes false alarms of the classifier alone, for 2 fewer of 62 held-out stripes incidents found (models/MODEL.md, Session 12). false: the classifier alone")
     stripes_tile_score: float = Field(0.95, gt=0, le=1, description="A tile's stripes probability that counts it for stripes_min_tile_rows")
+    stripes_min_tile_cols: int = Field(3, ge=1, le=16, description="And the classifier's stripes score opens an incident alone only when its tiles of stripes probability 0.5 or more lie in this many tile columns (of 6 on a 720p frame): a wrong-stride read shears whole rows; a real game's bright green acid pool lit two columns at the picture's edge (models/MODEL.md, Session 16). 1 turns the rule off")
     state_bucket: str = Field("glitch", pattern=r"^[A-Za-z0-9_-]+$", description="JetStream KV bucket of each stream's detector and health state (a replica taking a partition over resumes from it)")
     state_ttl_s: float = Field(7 * 86400.0, gt=0, description="How long a stream's saved glitch state (or a finished stream's mark) is kept")
     # stream health (health events beside glitch events; see services/glitch/health)
@@ -58,6 +60,13 @@ class GlitchSettings(BaseServiceSettings):
     def verifier_path(self) -> Path | None:
         """The second opinion on stripes, or None when it is turned off."""
         return shipped_verifier() if self.stripes_verifier else None
+
+    def detector_config(self) -> DetectorConfig:
+        """The corruption detector's settings (freeze is left to the health checks)."""
+        return DetectorConfig(open_score=self.open_score, suspect_score=self.suspect_score, close_after_s=self.close_after_s,
+                              freeze_min_s=self.freeze_min_s, update_every_s=self.update_every_s, report_freeze=False,
+                              stripes_min_tile_rows=self.stripes_min_tile_rows, stripes_tile_score=self.stripes_tile_score,
+                              stripes_min_tile_cols=self.stripes_min_tile_cols)
 
     def health_config(self) -> HealthConfig:
         """The health checks' thresholds."""

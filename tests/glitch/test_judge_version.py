@@ -51,7 +51,7 @@ def _edge_call_evidence(path: Path, sha: str) -> None:
 
     def score(bottom: float) -> FrameScore:
         grid = np.full((4, 6), 0.02, np.float32)
-        grid[3, 1:3] = bottom
+        grid[3, 1:4] = bottom  # three tile columns: a wrong-stride read reaches across the picture
         kinds = {"stripes": float(grid.max()), "macroblocking": 0.01, "green": 0.0, "grey": 0.0}
         return FrameScore(float(grid.max()), "stripes", grid.ravel(), kinds, stripes_grid=grid)
 

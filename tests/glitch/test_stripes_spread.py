@@ -1,5 +1,6 @@
 """The stripes spread rule: the classifier's stripes score opens an incident alone only when its
-stripes tiles span two tile rows or reach the top or bottom tile row (DetectorConfig.stripes_*).
+stripes tiles span two tile rows or reach the top or bottom tile row, and its tiles of stripes
+probability 0.5 or more lie in three tile columns (DetectorConfig.stripes_*).
 
 Real game footage's death-screen scoreboard puts a flat yellow bar across one inner band of the
 picture, which the shipped model scored stripes 0.95-0.97 on one row of tiles; a wrong-stride read
@@ -58,9 +59,35 @@ def test_a_faint_second_row_does_not_count_and_a_frame_without_the_grid_is_judge
     assert opens(FrameScore(bare.corrupt, bare.kind, bare.tile_scores, bare.kinds))  # no grid (an older snapshot): no rule
 
 
+def test_stripes_in_two_tile_columns_at_the_edge_open_nothing() -> None:
+    # the opening samples of two stripes false alarms on a real game take (oa_bases3, 113.0 and
+    # 118.5 s: a bright green acid pool at the bottom right), as the shipped models scored them
+    acid_pool = [np.array([[0.01, 0.03, 0.05, 0.10, 0.07, 0.03], [0.0, 0.04, 0.03, 0.23, 0.06, 0.03],
+                           [0.0, 0.01, 0.02, 0.03, 0.62, 0.98], [0.01, 0.02, 0.01, 0.02, 0.05, 0.97]], np.float32),
+                 np.array([[0.0, 0.0, 0.01, 0.12, 0.02, 0.05], [0.0, 0.0, 0.02, 0.05, 0.01, 0.0],
+                           [0.0, 0.0, 0.02, 0.24, 0.71, 0.88], [0.0, 0.01, 0.0, 0.06, 0.85, 0.96]], np.float32)]
+    for grid in acid_pool:
+        top = float(grid.max())
+        score = FrameScore(top, "stripes", grid.ravel(), {"stripes": top, "macroblocking": 0.7, "green": 0.02, "grey": 0.02}, stripes_grid=grid)
+        assert not opens(score)
+        assert opens(score, DetectorConfig(stripes_min_tile_cols=1))  # the column rule is what keeps it out
+    wide = np.full((4, 6), 0.02, np.float32)
+    wide[3, :] = 0.97  # a wrong-stride read's bottom rows: across the picture
+    assert opens(FrameScore(0.97, "stripes", wide.ravel(), {"stripes": 0.97}, stripes_grid=wide))
+    wide[3, :3] = 0.3  # three columns at 0.5 or more are enough
+    assert opens(FrameScore(0.97, "stripes", wide.ravel(), {"stripes": 0.97}, stripes_grid=wide))
+    narrow = np.full((4, 2), 0.97, np.float32)  # a frame of fewer columns needs them all
+    assert opens(FrameScore(0.97, "stripes", narrow.ravel(), {"stripes": 0.97}, stripes_grid=narrow))
+
+
 def test_the_service_settings_carry_the_rule() -> None:
     s = GlitchSettings()
     assert (s.stripes_min_tile_rows, s.stripes_tile_score) == (DetectorConfig().stripes_min_tile_rows, DetectorConfig().stripes_tile_score) == (2, 0.95)
+    assert s.stripes_min_tile_cols == DetectorConfig().stripes_min_tile_cols == 3
+    assert s.detector_config() == DetectorConfig(report_freeze=False)
+    assert GlitchSettings(stripes_min_tile_cols=1).detector_config().stripes_min_tile_cols == 1
+    with pytest.raises(ValueError, match="stripes_min_tile_cols"):
+        DetectorConfig(stripes_min_tile_cols=0)
 
 
 @pytest.mark.skipif(not GAME.exists(), reason=f"needs the shared test media ({GAME} is absent)")

@@ -181,9 +181,7 @@ def service_configs(model: Path | None = None, verifier: bool = True) -> tuple[G
     """The glitch service's default settings (`model`: another classifier file; `verifier` False: no second
     opinion on stripes) and its detector config, built as GlitchService.start builds it."""
     s = GlitchSettings(stripes_verifier=verifier) if model is None else GlitchSettings(model_path=model, stripes_verifier=verifier)
-    return s, DetectorConfig(open_score=s.open_score, suspect_score=s.suspect_score, close_after_s=s.close_after_s,
-                             freeze_min_s=s.freeze_min_s, update_every_s=s.update_every_s, report_freeze=False,
-                             stripes_min_tile_rows=s.stripes_min_tile_rows, stripes_tile_score=s.stripes_tile_score)
+    return s, s.detector_config()
 
 
 def classifier_of(settings: GlitchSettings, intra_threads: int) -> GlitchClassifier:
