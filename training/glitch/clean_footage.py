@@ -392,6 +392,9 @@ def main() -> None:
                  **judge(path, clf, settings, config, meta), "model": classifier_name(settings), "model_sha256": model_sha,
                  "judge_version": version, **judged_by, **parts,
                  "judged_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        if game.sha256_file(path) != digest:  # a take still being written when the run began
+            (ROOT / entry["evidence"]).unlink(missing_ok=True)
+            raise SystemExit(f"{path}: the file changed while it was judged (is it still being recorded?); nothing kept for it")
         if training_take(digest, model_sha):
             entry["training_take"] = True
         data["entries"].append(entry)
